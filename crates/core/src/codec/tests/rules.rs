@@ -1,0 +1,392 @@
+//! One test per malformed-packet rule, each citing its normative statement.
+
+use bytes::{Bytes, BytesMut};
+
+use super::*;
+
+#[test]
+fn remaining_length_over_four_bytes() {
+    // MQTT 3.1.1 §2.2.3 / MQTT-1.5.5-1: at most four bytes.
+    assert_eq!(
+        decode_err(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], V4),
+        DecodeError::MalformedVariableByteInteger
+    );
+}
+
+#[test]
+fn declared_size_over_limit_is_refused_before_buffering() {
+    // A peer that declares 256 MiB gets an error from the first five bytes alone.
+    let mut buf = BytesMut::from(&[0x30u8, 0xFF, 0xFF, 0xFF, 0x7F][..]);
+    let limits = DecodeLimits::new(V5).with_max_packet_size(1024);
+    let err = decode(&mut buf, &limits).expect_err("too large");
+    assert!(matches!(err, DecodeError::PacketTooLarge { max: 1024, .. }));
+    assert_eq!(err.reason_code(), ReasonCode::PacketTooLarge);
+    // Exactly at the limit is fine.
+    let mut buf = BytesMut::from(&[0xC0u8, 0x00][..]);
+    let limits = DecodeLimits::new(V4).with_max_packet_size(2);
+    assert_eq!(decode(&mut buf, &limits), Ok(Some(Packet::PingReq)));
+}
+
+#[test]
+fn reserved_packet_types() {
+    // Type 0 is reserved at every level; type 15 is reserved before 5.0.
+    assert_eq!(
+        decode_err(&[0x00, 0x00], V5),
+        DecodeError::ReservedPacketType(0)
+    );
+    assert_eq!(
+        decode_err(&[0xF0, 0x00], V4),
+        DecodeError::ReservedPacketType(15)
+    );
+}
+
+#[test]
+fn reserved_flags_subscribe_unsubscribe_pubrel() {
+    // MQTT-3.8.1-1, MQTT-3.10.1-1, MQTT-3.6.1-1 (MQTT-2.2.2-2).
+    for first in [0x80u8, 0xA0, 0x60, 0x83, 0xA3, 0x61] {
+        let err = decode_err(&[first, 0x00], V4);
+        assert!(
+            matches!(err, DecodeError::InvalidHeaderFlags { .. }),
+            "{first:#x}"
+        );
+        assert_eq!(err.reason_code(), ReasonCode::MalformedPacket);
+    }
+    // Other packets must have flags 0 (MQTT-2.2.2-1).
+    assert!(matches!(
+        decode_err(&[0xC1, 0x00], V4),
+        DecodeError::InvalidHeaderFlags { .. }
+    ));
+}
+
+#[test]
+fn publish_qos_3_is_malformed() {
+    // MQTT-3.3.1-4
+    assert_eq!(
+        decode_err(&[0x36, 0x05, 0x00, 0x01, b't', 0x00, 0x01], V4),
+        DecodeError::InvalidQoS
+    );
+}
+
+#[test]
+fn dup_on_qos0_is_malformed() {
+    // MQTT-3.3.1-2
+    assert_eq!(
+        decode_err(&[0x38, 0x03, 0x00, 0x01, b't'], V4),
+        DecodeError::DupOnQoS0
+    );
+}
+
+#[test]
+fn strings_must_be_well_formed_utf8_without_null() {
+    // MQTT-1.5.3-1: a UTF-16 surrogate (U+D800 encoded as ED A0 80) in a topic.
+    assert_eq!(
+        decode_err(&[0x30, 0x05, 0x00, 0x03, 0xED, 0xA0, 0x80], V4),
+        DecodeError::InvalidUtf8
+    );
+    // MQTT-1.5.3-2: U+0000 in a client identifier.
+    let bytes = [
+        0x10, 0x0E, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x00, //
+        0x00, 0x02, b'a', 0x00,
+    ];
+    assert_eq!(decode_err(&bytes, V4), DecodeError::NullCharacter);
+}
+
+#[test]
+fn wildcards_in_publish_topic() {
+    // MQTT-3.3.2-2
+    for t in [b'+', b'#'] {
+        let err = decode_err(&[0x30, 0x05, 0x00, 0x03, b'a', b'/', t], V4);
+        assert_eq!(
+            err,
+            DecodeError::InvalidTopicName(TopicError::WildcardInName)
+        );
+        assert_eq!(err.reason_code(), ReasonCode::TopicNameInvalid);
+    }
+}
+
+#[test]
+fn invalid_topic_filters() {
+    // MQTT-4.7.1-2 and MQTT-4.7.1-3: a/#/b, a+, #a.
+    for (f, e) in [
+        (&b"a/#/b"[..], TopicError::MisplacedMultiLevelWildcard),
+        (b"a+", TopicError::MisplacedSingleLevelWildcard),
+        (b"#a", TopicError::MisplacedMultiLevelWildcard),
+    ] {
+        let mut bytes = vec![
+            0x82,
+            (2 + 2 + f.len() + 1) as u8,
+            0x00,
+            0x01,
+            0x00,
+            f.len() as u8,
+        ];
+        bytes.extend_from_slice(f);
+        bytes.push(0x00);
+        let err = decode_err(&bytes, V4);
+        assert_eq!(err, DecodeError::InvalidTopicFilter(e));
+        assert_eq!(err.reason_code(), ReasonCode::TopicFilterInvalid);
+    }
+    // An empty filter is invalid too (MQTT-4.7.3-1).
+    assert_eq!(
+        decode_err(&[0xA2, 0x04, 0x00, 0x01, 0x00, 0x00], V4),
+        DecodeError::InvalidTopicFilter(TopicError::Empty)
+    );
+}
+
+#[test]
+fn empty_topic_without_alias() {
+    // MQTT-4.7.3-1 (3.1.1); v5 §3.3.2.1: empty topic needs a Topic Alias.
+    assert_eq!(
+        decode_err(&[0x30, 0x02, 0x00, 0x00], V4),
+        DecodeError::EmptyTopicWithoutAlias
+    );
+    assert_eq!(
+        decode_err(&[0x30, 0x03, 0x00, 0x00, 0x00], V5),
+        DecodeError::EmptyTopicWithoutAlias
+    );
+}
+
+#[test]
+fn packet_id_zero() {
+    // MQTT-2.3.1-1: PUBLISH QoS > 0, SUBSCRIBE, UNSUBSCRIBE and the acks need a non-zero id.
+    let cases: [&[u8]; 4] = [
+        &[0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x00],
+        &[0x82, 0x06, 0x00, 0x00, 0x00, 0x01, b't', 0x00],
+        &[0xA2, 0x05, 0x00, 0x00, 0x00, 0x01, b't'],
+        &[0x40, 0x02, 0x00, 0x00],
+    ];
+    for bytes in cases {
+        let err = decode_err(bytes, V4);
+        assert!(matches!(err, DecodeError::ZeroPacketId(_)), "{bytes:x?}");
+    }
+}
+
+#[test]
+fn subscribe_unsubscribe_without_filters() {
+    // MQTT-3.8.3-3 and MQTT-3.10.3-2.
+    assert_eq!(
+        decode_err(&[0x82, 0x02, 0x00, 0x01], V4),
+        DecodeError::NoTopicFilters(PacketType::Subscribe)
+    );
+    assert_eq!(
+        decode_err(&[0xA2, 0x03, 0x00, 0x01, 0x00], V5),
+        DecodeError::NoTopicFilters(PacketType::Unsubscribe)
+    );
+}
+
+#[test]
+fn subscription_options_reserved_bits() {
+    // MQTT-3.8.3-4 (3.1.1: bits 7-2 reserved): 0x04 is No Local in v5 but reserved here.
+    assert_eq!(
+        decode_err(&[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b't', 0x04], V4),
+        DecodeError::InvalidSubscriptionOptions(0x04)
+    );
+    // MQTT-3.8.3-5 (v5: bits 7-6 reserved).
+    assert_eq!(
+        decode_err(&[0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b't', 0x40], V5),
+        DecodeError::InvalidSubscriptionOptions(0x40)
+    );
+    // v5 §3.8.3.1: Retain Handling 3 is a protocol error.
+    assert_eq!(
+        decode_err(&[0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b't', 0x30], V5),
+        DecodeError::InvalidRetainHandling
+    );
+    // Requested QoS 3 (MQTT-3.8.3-4).
+    assert_eq!(
+        decode_err(&[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b't', 0x03], V4),
+        DecodeError::InvalidQoS
+    );
+}
+
+fn connect_bytes(name: &[u8], level: u8, flags: u8, tail: &[u8]) -> Vec<u8> {
+    let mut body = vec![0x00, name.len() as u8];
+    body.extend_from_slice(name);
+    body.extend_from_slice(&[level, flags, 0x00, 0x3C]);
+    body.extend_from_slice(tail);
+    let mut out = vec![0x10, body.len() as u8];
+    out.extend_from_slice(&body);
+    out
+}
+
+#[test]
+fn connect_reserved_flag() {
+    // MQTT-3.1.2-3
+    let b = connect_bytes(b"MQTT", 4, 0x03, &[0x00, 0x00]);
+    assert_eq!(decode_err(&b, V4), DecodeError::ConnectReservedFlag);
+}
+
+#[test]
+fn connect_will_qos_or_retain_without_will_flag() {
+    // MQTT-3.1.2-11, MQTT-3.1.2-13 (will QoS), MQTT-3.1.2-15 (will retain).
+    for flags in [0x0A, 0x12, 0x22] {
+        let b = connect_bytes(b"MQTT", 4, flags, &[0x00, 0x00]);
+        assert_eq!(
+            decode_err(&b, V4),
+            DecodeError::WillFlagsWithoutWill,
+            "{flags:#x}"
+        );
+    }
+    // MQTT-3.1.2-14: will QoS 3.
+    let b = connect_bytes(b"MQTT", 4, 0x1E, &[0x00, 0x00]);
+    assert_eq!(decode_err(&b, V4), DecodeError::InvalidQoS);
+}
+
+#[test]
+fn connect_password_without_username() {
+    // MQTT-3.1.2-22 (3.1.1); allowed in 5.0 (§3.1.2.9).
+    let b = connect_bytes(b"MQTT", 4, 0x42, &[0x00, 0x00, 0x00, 0x01, b'p']);
+    assert_eq!(decode_err(&b, V4), DecodeError::PasswordWithoutUsername);
+    let b = connect_bytes(b"MQTT", 5, 0x42, &[0x00, 0x00, 0x00, 0x00, 0x01, b'p']);
+    let Ok(Some(Packet::Connect(c))) = decode_all(&b, V4) else {
+        panic!("v5 allows a password alone")
+    };
+    assert_eq!(c.password, Some(Bytes::from_static(b"p")));
+}
+
+#[test]
+fn connect_wrong_protocol_name_or_level() {
+    // MQTT-3.1.2-1: unknown protocol name.
+    let b = connect_bytes(b"MQTX", 4, 0x02, &[0x00, 0x00]);
+    assert_eq!(decode_err(&b, V4), DecodeError::InvalidProtocolName);
+    // MQTT-3.1.2-2: unsupported level → CONNACK 0x01 (3.1.1) / 0x84 (v5).
+    for (name, level) in [(&b"MQTT"[..], 6u8), (b"MQTT", 3), (b"MQIsdp", 4)] {
+        let err = decode_err(&connect_bytes(name, level, 0x02, &[0x00, 0x00]), V4);
+        assert_eq!(err, DecodeError::UnsupportedProtocolLevel(level));
+        assert_eq!(err.reason_code(), ReasonCode::UnsupportedProtocolVersion);
+        assert_eq!(err.reason_code().to_v3_connack(), 0x01);
+    }
+}
+
+#[test]
+fn v5_duplicate_property() {
+    // v5 §3.3.2.3: Message Expiry Interval twice is a protocol error.
+    let bytes = [
+        0x30, 0x0E, 0x00, 0x01, b't', // PUBLISH "t"
+        0x0A, 0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 2, // expiry twice
+    ];
+    let err = decode_err(&bytes, V5);
+    assert_eq!(err, DecodeError::DuplicateProperty(0x02));
+    assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
+}
+
+#[test]
+fn v5_property_not_allowed_on_packet() {
+    // v5 §2.2.2.2: Session Expiry Interval is not a PUBLISH property.
+    let bytes = [0x30, 0x09, 0x00, 0x01, b't', 0x05, 0x11, 0, 0, 0, 1];
+    let err = decode_err(&bytes, V5);
+    assert_eq!(
+        err,
+        DecodeError::PropertyNotAllowed {
+            id: 0x11,
+            packet: PacketType::Publish
+        }
+    );
+    assert_eq!(err.reason_code(), ReasonCode::MalformedPacket);
+}
+
+#[test]
+fn v5_unknown_property() {
+    // v5 §2.2.2.2: 0x04 is not a property identifier.
+    let bytes = [0x30, 0x06, 0x00, 0x01, b't', 0x01, 0x04, 0x00];
+    assert_eq!(decode_err(&bytes, V5), DecodeError::UnknownProperty(0x04));
+}
+
+#[test]
+fn v5_property_values_out_of_range() {
+    // Receive Maximum 0 and Maximum Packet Size 0 are protocol errors (§3.1.2.11.3/.4).
+    let b = connect_bytes(b"MQTT", 5, 0x02, &[0x03, 0x21, 0x00, 0x00, 0x00, 0x00]);
+    assert_eq!(decode_err(&b, V5), DecodeError::InvalidPropertyValue(0x21));
+    let b = connect_bytes(b"MQTT", 5, 0x02, &[0x05, 0x27, 0, 0, 0, 0, 0x00, 0x00]);
+    assert_eq!(decode_err(&b, V5), DecodeError::InvalidPropertyValue(0x27));
+    // Payload Format Indicator 2.
+    let bytes = [0x30, 0x07, 0x00, 0x01, b't', 0x02, 0x01, 0x02, b'x'];
+    assert_eq!(
+        decode_err(&bytes, V5),
+        DecodeError::InvalidPropertyValue(0x01)
+    );
+    // Authentication Data without Authentication Method (§3.1.2.11.10).
+    let b = connect_bytes(b"MQTT", 5, 0x02, &[0x03, 0x16, 0x00, 0x00, 0x00, 0x00]);
+    assert_eq!(decode_err(&b, V5), DecodeError::AuthDataWithoutMethod);
+}
+
+#[test]
+fn v5_property_length_past_end() {
+    let bytes = [0x30, 0x05, 0x00, 0x01, b't', 0x09, 0x01];
+    assert_eq!(decode_err(&bytes, V5), DecodeError::PropertyLengthOverflow);
+}
+
+#[test]
+fn invalid_reason_codes() {
+    // v5 §2.4: 0x03 is not a reason code; 0x92 is not allowed on PUBACK.
+    assert!(matches!(
+        decode_err(&[0x40, 0x03, 0x00, 0x01, 0x03], V5),
+        DecodeError::InvalidReasonCode { code: 0x03, .. }
+    ));
+    assert!(matches!(
+        decode_err(&[0x40, 0x03, 0x00, 0x01, 0x92], V5),
+        DecodeError::InvalidReasonCode { code: 0x92, .. }
+    ));
+    // 3.1.1 CONNACK return code 6 is reserved.
+    assert!(matches!(
+        decode_err(&[0x20, 0x02, 0x00, 0x06], V4),
+        DecodeError::InvalidReasonCode { code: 0x06, .. }
+    ));
+    // MQTT-3.2.2-1: reserved acknowledge flags.
+    assert_eq!(
+        decode_err(&[0x20, 0x02, 0x02, 0x00], V4),
+        DecodeError::ConnAckReservedFlags
+    );
+}
+
+#[test]
+fn trailing_bytes_after_body() {
+    // A PINGREQ with a body, a 3.1.1 PUBACK with a reason code, a CONNECT with extra bytes.
+    assert_eq!(
+        decode_err(&[0xC0, 0x01, 0x00], V4),
+        DecodeError::TrailingBytes(1)
+    );
+    assert_eq!(
+        decode_err(&[0x40, 0x03, 0x00, 0x01, 0x00], V4),
+        DecodeError::TrailingBytes(1)
+    );
+    let b = connect_bytes(b"MQTT", 4, 0x02, &[0x00, 0x00, 0xAA]);
+    assert_eq!(decode_err(&b, V4), DecodeError::TrailingBytes(1));
+}
+
+#[test]
+fn body_shorter_than_its_fields() {
+    // A topic length running past the end of the packet.
+    assert_eq!(
+        decode_err(&[0x30, 0x03, 0x00, 0x05, b'a'], V4),
+        DecodeError::Truncated
+    );
+}
+
+#[test]
+fn auth_requires_method() {
+    // v5 §3.15.2.2.2
+    assert_eq!(
+        decode_err(&[0xF0, 0x02, 0x18, 0x00], V5),
+        DecodeError::MissingAuthenticationMethod
+    );
+}
+
+#[test]
+fn several_packets_in_one_buffer_decode_one_by_one() {
+    let mut buf = BytesMut::from(&[0xC0u8, 0x00, 0xD0, 0x00, 0xE0][..]);
+    let limits = DecodeLimits::new(V4);
+    assert_eq!(decode(&mut buf, &limits), Ok(Some(Packet::PingReq)));
+    assert_eq!(decode(&mut buf, &limits), Ok(Some(Packet::PingResp)));
+    assert_eq!(decode(&mut buf, &limits), Ok(None));
+    assert_eq!(buf.len(), 1);
+}
+
+#[test]
+fn payload_is_a_slice_of_the_read_buffer() {
+    let mut buf = BytesMut::from(&[0x30u8, 0x07, 0x00, 0x01, b't', b'd', b'a', b't', b'a'][..]);
+    let start = buf.as_ptr() as usize;
+    let Ok(Some(Packet::Publish(p))) = decode(&mut buf, &DecodeLimits::new(V4)) else {
+        panic!()
+    };
+    assert_eq!(p.payload.as_ptr() as usize, start + 5, "payload was copied");
+}

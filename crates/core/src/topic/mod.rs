@@ -1,0 +1,249 @@
+//! Topic names and topic filters (section 4.7 of both standards).
+//!
+//! [`TopicName`] and [`TopicFilter`] are validated newtypes over zero-copy strings: once a
+//! value exists, its syntax is known to be right, so the router never re-checks it.
+
+use std::fmt;
+
+use bytestring::ByteString;
+use thiserror::Error;
+
+/// Why a string is not a valid topic name or topic filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// Zero-length topic name or filter (MQTT-4.7.3-1).
+    #[error("topic is empty")]
+    Empty,
+    /// A wildcard character in a topic name (MQTT-4.7.3-1 of 3.1.1 wording; MQTT-3.3.2-2).
+    #[error("topic name contains a wildcard")]
+    WildcardInName,
+    /// `#` that is not the last character or not a whole level (MQTT-4.7.1-2).
+    #[error("'#' must be the last character and stand alone in its level")]
+    MisplacedMultiLevelWildcard,
+    /// `+` that does not occupy a whole level (MQTT-4.7.1-3).
+    #[error("'+' must occupy an entire level")]
+    MisplacedSingleLevelWildcard,
+    /// The null character U+0000 (MQTT-4.7.3-2).
+    #[error("topic contains U+0000")]
+    NullCharacter,
+    /// Longer than 65,535 bytes (MQTT-4.7.3-3).
+    #[error("topic longer than 65,535 bytes")]
+    TooLong,
+}
+
+fn check_common(s: &str) -> Result<(), TopicError> {
+    if s.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if s.len() > usize::from(u16::MAX) {
+        return Err(TopicError::TooLong);
+    }
+    if s.contains('\0') {
+        return Err(TopicError::NullCharacter);
+    }
+    Ok(())
+}
+
+/// Checks the syntax of a topic name: non-empty, no wildcards, no U+0000, at most 65,535
+/// bytes.
+pub fn validate_topic_name(s: &str) -> Result<(), TopicError> {
+    check_common(s)?;
+    if s.contains(['+', '#']) {
+        return Err(TopicError::WildcardInName);
+    }
+    Ok(())
+}
+
+/// Checks the syntax of a topic filter: non-empty, `#` only as the whole last level, `+`
+/// only as whole levels, no U+0000, at most 65,535 bytes.
+pub fn validate_topic_filter(s: &str) -> Result<(), TopicError> {
+    check_common(s)?;
+    let mut levels = s.split('/').peekable();
+    while let Some(level) = levels.next() {
+        if level.contains('#') && (level != "#" || levels.peek().is_some()) {
+            return Err(TopicError::MisplacedMultiLevelWildcard);
+        }
+        if level.contains('+') && level != "+" {
+            return Err(TopicError::MisplacedSingleLevelWildcard);
+        }
+    }
+    Ok(())
+}
+
+/// The topic of a PUBLISH: a UTF-8 string without wildcards.
+///
+/// It is never empty, except in a v5 PUBLISH that carries a Topic Alias instead of a name,
+/// as it comes out of the decoder ([`TopicName::is_empty`] tells); the broker resolves the
+/// alias before routing.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicName(ByteString);
+
+impl TopicName {
+    /// Validates `name` as a topic name.
+    pub fn new(name: impl Into<ByteString>) -> Result<Self, TopicError> {
+        let name = name.into();
+        validate_topic_name(&name)?;
+        Ok(Self(name))
+    }
+
+    /// The empty name a v5 PUBLISH uses when it names its topic by Topic Alias only.
+    pub fn empty() -> Self {
+        Self(ByteString::new())
+    }
+
+    /// Validates a decoded string, allowing it to be empty (the caller decides whether an
+    /// empty name is acceptable there).
+    pub(crate) fn from_wire(name: ByteString) -> Result<Self, TopicError> {
+        if name.is_empty() {
+            return Ok(Self(name));
+        }
+        validate_topic_name(&name)?;
+        Ok(Self(name))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name as a zero-copy string.
+    pub fn as_bytestring(&self) -> &ByteString {
+        &self.0
+    }
+
+    /// True only for the placeholder of a PUBLISH that uses a Topic Alias.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// True for names beginning with `$` (such as `$SYS/...`), which wildcards in the first
+    /// level do not match (MQTT-4.7.2-1).
+    pub fn is_system(&self) -> bool {
+        self.0.starts_with('$')
+    }
+}
+
+/// A subscription's topic filter: a UTF-8 string whose wildcards are well placed.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicFilter(ByteString);
+
+impl TopicFilter {
+    /// Validates `filter` as a topic filter.
+    pub fn new(filter: impl Into<ByteString>) -> Result<Self, TopicError> {
+        let filter = filter.into();
+        validate_topic_filter(&filter)?;
+        Ok(Self(filter))
+    }
+
+    /// The filter as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The filter as a zero-copy string.
+    pub fn as_bytestring(&self) -> &ByteString {
+        &self.0
+    }
+
+    /// True if the filter holds `+` or `#`.
+    pub fn has_wildcards(&self) -> bool {
+        self.0.contains(['+', '#'])
+    }
+}
+
+macro_rules! string_like {
+    ($ty:ident) => {
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl AsRef<str> for $ty {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+        impl TryFrom<&str> for $ty {
+            type Error = TopicError;
+            fn try_from(s: &str) -> Result<Self, TopicError> {
+                Self::new(ByteString::from(s))
+            }
+        }
+        impl TryFrom<String> for $ty {
+            type Error = TopicError;
+            fn try_from(s: String) -> Result<Self, TopicError> {
+                Self::new(ByteString::from(s))
+            }
+        }
+    };
+}
+string_like!(TopicName);
+string_like!(TopicFilter);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_filters() {
+        // Examples of section 4.7.1 of both standards.
+        for f in [
+            "sport/tennis/player1/#",
+            "sport/#",
+            "#",
+            "+",
+            "+/tennis/#",
+            "sport/+/player1",
+            "/+",
+            "+/+",
+            "/finance",
+            "$SYS/#",
+            "a//b",
+        ] {
+            assert_eq!(validate_topic_filter(f), Ok(()), "{f}");
+        }
+    }
+
+    #[test]
+    fn multi_level_wildcard_must_be_last_and_alone() {
+        // MQTT-4.7.1-2
+        for f in ["a/#/b", "#a", "a#", "sport/tennis#", "##"] {
+            assert_eq!(
+                validate_topic_filter(f),
+                Err(TopicError::MisplacedMultiLevelWildcard),
+                "{f}"
+            );
+        }
+    }
+
+    #[test]
+    fn single_level_wildcard_must_fill_its_level() {
+        // MQTT-4.7.1-3
+        for f in ["a+", "sport+", "+a/b", "a/b+/c"] {
+            assert_eq!(
+                validate_topic_filter(f),
+                Err(TopicError::MisplacedSingleLevelWildcard),
+                "{f}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_reject_wildcards_and_empty() {
+        // MQTT-3.3.2-2 and MQTT-4.7.3-1
+        assert_eq!(validate_topic_name("a/+"), Err(TopicError::WildcardInName));
+        assert_eq!(validate_topic_name("a/#"), Err(TopicError::WildcardInName));
+        assert_eq!(validate_topic_name(""), Err(TopicError::Empty));
+        assert_eq!(validate_topic_filter(""), Err(TopicError::Empty));
+        // MQTT-4.7.3-2
+        assert_eq!(validate_topic_name("a\0"), Err(TopicError::NullCharacter));
+        assert!(TopicName::new("$SYS/x").expect("valid").is_system());
+        assert_eq!(validate_topic_name("/"), Ok(()));
+    }
+}

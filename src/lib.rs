@@ -3,20 +3,41 @@
 //! An MQTT broker that applications embed in their own process, implementing MQTT 3.1, 3.1.1
 //! and 5.0.
 //!
-//! This facade crate re-exports the public API of the workspace crates:
+//! The broker runs on your tokio runtime; network clients connect over TCP, and your
+//! application talks to the same broker in-process through [`Client`], with the same
+//! sessions, retained messages and QoS guarantees.
+//!
+//! ```
+//! use roost::{Broker, ClientOptions, QoS};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let broker = Broker::builder()
+//!     .listen("127.0.0.1:0".parse()?)
+//!     .build()
+//!     .start()
+//!     .await?;
+//! println!("MQTT on {}", broker.local_addrs()[0]);
+//!
+//! let (client, mut deliveries) = broker.client(ClientOptions::new("app")).await?;
+//! client.subscribe("sensors/+/temperature", QoS::AtLeastOnce).await?;
+//! client.publish("sensors/kitchen/temperature", "21.5", QoS::AtLeastOnce, false).await?;
+//! let message = deliveries.recv().await.expect("delivered");
+//! assert_eq!(&message.payload[..], b"21.5");
+//!
+//! broker.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The modules re-exported here:
 //!
 //! * [`codec`]: packets of every protocol level, incremental zero-copy decoding and encoding.
-//! * [`topic`]: validated topic names and topic filters.
-//!
-//! ```
-//! use bytes::BytesMut;
-//! use roost::codec::{decode, DecodeLimits, Packet, ProtocolVersion};
-//!
-//! // A PINGREQ as it arrives from a 3.1.1 client.
-//! let mut buf = BytesMut::from(&[0xC0u8, 0x00][..]);
-//! let limits = DecodeLimits::new(ProtocolVersion::V311);
-//! let packet = decode(&mut buf, &limits).expect("valid packet");
-//! assert_eq!(packet, Some(Packet::PingReq));
-//! ```
+//! * [`topic`]: validated topic names and topic filters, and the subscription trie.
 
-pub use roost_core::{codec, topic};
+pub use roost_core::codec::{self, QoS, ReasonCode};
+pub use roost_core::topic::{self, TopicFilter, TopicName};
+pub use roost_core::{
+    Broker, BrokerBuilder, BrokerHandle, Client, ClientError, ClientOptions, Deliveries, Error,
+    Limits, MetricsSnapshot, Received,
+};

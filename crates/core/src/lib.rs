@@ -1,10 +1,39 @@
-//! The core of Roost: the MQTT codec, topics, and (as later work lands) the router, sessions,
-//! QoS flows, transports and plugin traits.
+//! The core of Roost: the MQTT codec, topics, router, sessions, QoS flows and the embedding
+//! API.
 //!
-//! Dependency order in the workspace: `roost-storage` ← `roost-core` ← `roost-auth` ← `roost`.
-//! Everything in this crate that touches peer data returns typed errors and never panics on
-//! input: see [`codec::DecodeError`] for the malformed-packet rules and the reason code each
-//! one maps to.
+//! Dependency order in the workspace: `roost-storage` ← `roost-core` ← `roost-auth` ←
+//! `roost`. Everything in this crate that touches peer data returns typed errors and never
+//! panics on input: see [`codec::DecodeError`] for the malformed-packet rules and the reason
+//! code each one maps to.
+//!
+//! # Layout
+//! * [`codec`]: packets, decoding and encoding.
+//! * [`topic`]: topic names, filters and the subscription trie.
+//! * `router`: matching a PUBLISH once, retained messages, fan-out.
+//! * `session`: subscriptions, queues, inflight windows, takeover.
+//! * `connection`: the per-connection reader loop and writer task.
+//! * `transport`: network and in-process halves of a connection.
+//! * [`Broker`], [`BrokerHandle`]: building, starting and stopping a broker.
+//! * [`Client`]: the in-process client.
+//! * [`Metrics`]: counters, also published as `$SYS` topics.
 
 pub mod codec;
 pub mod topic;
+
+mod broker;
+mod client;
+mod config;
+mod connection;
+mod error;
+mod message;
+mod metrics;
+mod router;
+mod session;
+mod transport;
+
+pub use broker::{Broker, BrokerBuilder, BrokerHandle};
+pub use client::{Client, ClientOptions, Deliveries, Received};
+pub use config::Limits;
+pub use error::{ClientError, Error};
+pub use message::{Delivery, Message};
+pub use metrics::{Metrics, MetricsSnapshot};

@@ -115,9 +115,18 @@ impl QoS {
 pub struct PacketId(NonZeroU16);
 
 impl PacketId {
+    /// Identifier 1, the smallest.
+    pub const MIN: PacketId = match NonZeroU16::new(1) {
+        Some(v) => PacketId(v),
+        None => panic!("1 is not zero"),
+    };
+
     /// The identifier for `value`, or `None` for 0.
-    pub fn new(value: u16) -> Option<Self> {
-        NonZeroU16::new(value).map(Self)
+    pub const fn new(value: u16) -> Option<Self> {
+        match NonZeroU16::new(value) {
+            Some(v) => Some(Self(v)),
+            None => None,
+        }
     }
 
     /// The wire value.

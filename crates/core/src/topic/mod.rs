@@ -5,6 +5,9 @@
 
 use std::fmt;
 
+mod trie;
+pub use trie::SubscriptionTrie;
+
 use bytestring::ByteString;
 use thiserror::Error;
 

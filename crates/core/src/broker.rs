@@ -1,0 +1,443 @@
+//! The embedding API: [`Broker::builder`], [`Broker::start`], [`BrokerHandle`].
+//!
+//! A broker runs on the caller's tokio runtime: it spawns its tasks with `tokio::spawn`
+//! (tracked, so shutdown can wait for them), installs no logger, signal handler or thread
+//! pool, and keeps no global state, so several brokers can live in one process.
+//!
+//! # Shutdown
+//! [`BrokerHandle::shutdown`] cancels one token. Listeners stop accepting; every connection
+//! (network or in-process) stops between packets, sends v5 clients DISCONNECT 0x8B, flushes
+//! what it had queued (bounded by a timeout), and ends; `shutdown` returns when the last task
+//! has finished.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::codec::{LastWill, Packet, PublishProperties, QoS, ReasonCode};
+use crate::config::Limits;
+use crate::connection::{self, PeerInfo};
+use crate::error::Error;
+use crate::message::Message;
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::router::{RetainChange, Router};
+use crate::session::{CloseReason, Link, LinkSignals, Session};
+use crate::topic::TopicName;
+use crate::transport::{NetReader, NetWriter};
+
+/// State shared by every task of one broker.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) limits: Limits,
+    pub(crate) router: Router,
+    pub(crate) metrics: Metrics,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+    sessions: Mutex<HashMap<ByteString, Arc<Session>>>,
+    next_id: AtomicU64,
+    open_connections: AtomicUsize,
+    client_id_prefix: String,
+}
+
+/// Releases a connection slot when dropped.
+pub(crate) struct ConnectionSlot(Arc<Shared>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Shared {
+    fn new(limits: Limits) -> Arc<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Arc::new(Self {
+            limits,
+            router: Router::default(),
+            metrics: Metrics::default(),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            sessions: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            open_connections: AtomicUsize::new(0),
+            client_id_prefix: format!("roost-{:x}{:x}", std::process::id(), nanos),
+        })
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Takes a connection slot, or `None` when `max_connections` are open.
+    pub(crate) fn open_slot(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let max = self.limits.max_connections;
+        self.open_connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot(Arc::clone(self)))
+    }
+
+    /// A client identifier no client has (MQTT-3.1.3-6).
+    pub(crate) fn assign_client_id(&self) -> ByteString {
+        format!("{}-{}", self.client_id_prefix, self.next_id()).into()
+    }
+
+    /// Retains (if flagged) and routes a message; returns how many sessions got it.
+    pub(crate) fn publish(&self, message: &Arc<Message>) -> usize {
+        if message.retain {
+            match self.router.retain(Arc::clone(message), &self.limits) {
+                RetainChange::Set | RetainChange::Cleared | RetainChange::Replaced => {
+                    Metrics::set(&self.metrics.retained, self.router.retained_len() as u64);
+                }
+                RetainChange::Unchanged if !message.payload.is_empty() => {
+                    Metrics::inc(&self.metrics.retained_refused);
+                }
+                RetainChange::Unchanged => {}
+            }
+        }
+        self.router.route(message, &self.limits, &self.metrics)
+    }
+
+    /// Publishes a connection's Will Message (MQTT-3.1.2-8).
+    pub(crate) fn publish_will(&self, will: LastWill, client_id: &ByteString) {
+        let p = will.properties;
+        let properties = PublishProperties {
+            payload_format_indicator: p.payload_format_indicator,
+            message_expiry_interval: p.message_expiry_interval,
+            content_type: p.content_type,
+            response_topic: p.response_topic,
+            correlation_data: p.correlation_data,
+            user_properties: p.user_properties,
+            ..PublishProperties::default()
+        };
+        let mut message = Message::new(will.topic, will.payload, will.qos, will.retain);
+        message.properties = properties;
+        message.publisher = Some(client_id.clone());
+        tracing::debug!(topic = %message.topic, "publishing will");
+        self.publish(&Arc::new(message));
+    }
+
+    /// Attaches a new connection to the session for `client_id`, creating or replacing the
+    /// session as Clean Start says and closing any connection that held it (MQTT-3.1.4-2).
+    /// The CONNACK built by `connack(session_present)` is the link's first packet.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attach(
+        &self,
+        client_id: ByteString,
+        clean_start: bool,
+        persistent: bool,
+        signals: Arc<LinkSignals>,
+        window: usize,
+        connack: impl FnOnce(bool) -> Packet,
+    ) -> (Arc<Session>, u64) {
+        let link_id = self.next_id();
+        let (session, present, replaced) = {
+            let mut map = self.sessions.lock();
+            let existing = map.get(&client_id).cloned();
+            if let Some(old) = &existing {
+                if let Some(link) = &old.state.lock().link {
+                    link.signals
+                        .close(CloseReason::Disconnect(ReasonCode::SessionTakenOver));
+                }
+            }
+            match existing {
+                // MQTT-3.1.2-4 / v5 §3.1.2.4: resume the existing session.
+                Some(s) if !clean_start => (s, true, None),
+                old => {
+                    let s = Session::new(self.next_id(), client_id.clone(), persistent);
+                    map.insert(client_id, Arc::clone(&s));
+                    Metrics::inc(&self.metrics.sessions);
+                    (s, false, old)
+                }
+            }
+        };
+        if let Some(old) = replaced {
+            // MQTT-3.1.2-6: Clean Session 1 discards the previous session.
+            self.discard(&old);
+        }
+        {
+            let mut st = session.state.lock();
+            st.persistent = persistent;
+            let resend = present && st.inflight.len() > 0;
+            st.link = Some(Link {
+                id: link_id,
+                signals,
+                outbox: VecDeque::from([connack(present)]),
+                window,
+                resend,
+            });
+        }
+        (session, link_id)
+    }
+
+    /// Detaches link `link_id` from `session`; ends the session if it is not persistent.
+    pub(crate) fn detach(&self, session: &Arc<Session>, link_id: u64) {
+        let end = {
+            let mut st = session.state.lock();
+            if st.link.as_ref().map(|l| l.id) != Some(link_id) {
+                return;
+            }
+            st.link = None;
+            !st.persistent
+        };
+        if end {
+            {
+                let mut map = self.sessions.lock();
+                if map
+                    .get(&session.client_id)
+                    .is_some_and(|s| Arc::ptr_eq(s, session))
+                {
+                    map.remove(&session.client_id);
+                }
+            }
+            self.discard(session);
+        }
+    }
+
+    /// Ends a session: drops its queue and removes its subscriptions. Idempotent.
+    fn discard(&self, session: &Session) {
+        let subscriptions = {
+            let mut st = session.state.lock();
+            if st.ended {
+                return;
+            }
+            st.ended = true;
+            st.queue.clear();
+            st.queued_bytes = 0;
+            std::mem::take(&mut st.subscriptions)
+        };
+        for filter in subscriptions.keys() {
+            if self.router.unsubscribe(session, filter) {
+                Metrics::dec(&self.metrics.subscriptions);
+            }
+        }
+        Metrics::dec(&self.metrics.sessions);
+    }
+}
+
+/// Builds a [`Broker`].
+#[derive(Debug, Clone)]
+pub struct BrokerBuilder {
+    listeners: Vec<SocketAddr>,
+    limits: Limits,
+    sys_interval: Option<Duration>,
+}
+
+impl BrokerBuilder {
+    /// Adds a TCP listener. Port 0 picks a free port; [`BrokerHandle::local_addrs`] tells
+    /// which.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listeners.push(addr);
+        self
+    }
+
+    /// Sets the resource limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How often the `$SYS/broker/...` counters are published (retained); `None` turns them
+    /// off. Default 10 s.
+    pub fn sys_interval(mut self, interval: Option<Duration>) -> Self {
+        self.sys_interval = interval;
+        self
+    }
+
+    /// The broker, not yet running.
+    pub fn build(self) -> Broker {
+        Broker { config: self }
+    }
+}
+
+/// A configured broker. [`Broker::start`] runs it.
+#[derive(Debug)]
+pub struct Broker {
+    config: BrokerBuilder,
+}
+
+impl Broker {
+    /// A builder with no listeners and default limits.
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder {
+            listeners: Vec::new(),
+            limits: Limits::default(),
+            sys_interval: Some(Duration::from_secs(10)),
+        }
+    }
+
+    /// Binds the listeners and starts serving on the current tokio runtime. A broker with no
+    /// listener serves in-process clients only.
+    ///
+    /// Cancel safety: if the future is dropped before it completes, listeners bound so far
+    /// are closed and nothing keeps running.
+    pub async fn start(self) -> Result<BrokerHandle, Error> {
+        let config = self.config;
+        let mut bound = Vec::with_capacity(config.listeners.len());
+        for addr in &config.listeners {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind {
+                    addr: *addr,
+                    source,
+                })?;
+            let local = listener.local_addr().map_err(|source| Error::Bind {
+                addr: *addr,
+                source,
+            })?;
+            bound.push((listener, local));
+        }
+        let shared = Shared::new(config.limits);
+        let mut local_addrs = Vec::with_capacity(bound.len());
+        for (listener, local) in bound {
+            tracing::info!(addr = %local, "listening (tcp)");
+            local_addrs.push(local);
+            let name: Arc<str> = format!("tcp:{local}").into();
+            shared
+                .tracker
+                .spawn(accept_loop(Arc::clone(&shared), listener, name));
+        }
+        if let Some(interval) = config.sys_interval {
+            shared
+                .tracker
+                .spawn(sys_loop(Arc::clone(&shared), interval));
+        }
+        Ok(BrokerHandle {
+            shared,
+            local_addrs,
+        })
+    }
+
+    /// Starts the broker, runs it until `signal` completes, then shuts it down.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<(), Error> {
+        let handle = self.start().await?;
+        signal.await;
+        handle.shutdown().await;
+        Ok(())
+    }
+}
+
+/// A running broker. Cloning gives another handle to the same broker.
+#[derive(Debug, Clone)]
+pub struct BrokerHandle {
+    pub(crate) shared: Arc<Shared>,
+    local_addrs: Vec<SocketAddr>,
+}
+
+impl BrokerHandle {
+    /// The addresses the TCP listeners are bound to, in the order they were added.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// A snapshot of the broker's counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutdown.is_cancelled()
+    }
+
+    /// Stops the broker (see the module docs) and waits until all its tasks have ended.
+    /// Calling it again, or from another handle, waits for the same end.
+    pub async fn shutdown(&self) {
+        tracing::info!("broker shutting down");
+        self.shared.shutdown.cancel();
+        self.shared.tracker.close();
+        self.shared.tracker.wait().await;
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, addr) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        Metrics::inc(&shared.metrics.connections_total);
+        let Some(slot) = shared.open_slot() else {
+            Metrics::inc(&shared.metrics.connections_refused);
+            tracing::debug!(peer = %addr, "max_connections reached: connection closed");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let peer = PeerInfo {
+            addr: Some(addr),
+            listener: Arc::clone(&name),
+        };
+        let conn_shared = Arc::clone(&shared);
+        shared.tracker.spawn(async move {
+            let _slot = slot;
+            let reader = NetReader::new(read, Arc::clone(&conn_shared));
+            let writer = NetWriter::new(write, Arc::clone(&conn_shared));
+            connection::serve(conn_shared, reader, writer, peer).await;
+        });
+    }
+}
+
+/// Publishes the counters as retained `$SYS` messages every `interval`.
+async fn sys_loop(shared: Arc<Shared>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    let version = TopicName::new("$SYS/broker/version");
+    if let Ok(topic) = version {
+        let text = format!("roost {}", env!("CARGO_PKG_VERSION"));
+        shared.publish(&Arc::new(Message::new(
+            topic,
+            Bytes::from(text),
+            QoS::AtMostOnce,
+            true,
+        )));
+    }
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let snapshot = shared.metrics.snapshot();
+        for (topic, value) in snapshot.sys_topics() {
+            let Ok(topic) = TopicName::new(topic) else {
+                continue;
+            };
+            let payload = Bytes::from(value.to_string());
+            shared.publish(&Arc::new(Message::new(
+                topic,
+                payload,
+                QoS::AtMostOnce,
+                true,
+            )));
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! The in-process client: an application talks to its embedded broker without sockets.
+//!
+//! It goes through exactly the same connection, session, retained-message and (later)
+//! authorization pipeline as a network client; only the transport differs: packets travel
+//! as values over bounded channels, so payloads are shared `Bytes`, never copied. The client
+//! speaks MQTT 5.0 semantics, so operations report reason codes.
+//!
+//! A [`Client`] is cheap to clone and can be used from many tasks. Messages for its
+//! subscriptions arrive on the [`Deliveries`] stream returned alongside it; QoS 1 and 2
+//! deliveries are acknowledged to the broker once they are in that stream's buffer.
+
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::BrokerHandle;
+use crate::codec::{
+    Connect, Disconnect, LastWill, Packet, PacketId, ProtocolVersion, PubResponse, Publish,
+    PublishProperties, PublishQoS, QoS, ReasonCode, Subscribe, SubscribeProperties,
+    SubscriptionOptions, Unsubscribe, UnsubscribeProperties,
+};
+use crate::connection::{self, PeerInfo};
+use crate::error::ClientError;
+use crate::topic::{TopicFilter, TopicName};
+use crate::transport::{LocalReader, LocalWriter};
+
+/// How an in-process client connects.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    client_id: ByteString,
+    clean_start: bool,
+    session_expiry: u32,
+    will: Option<LastWill>,
+    request_timeout: Duration,
+    buffer: usize,
+}
+
+impl ClientOptions {
+    /// A clean-start client named `client_id` (empty: the broker assigns one).
+    pub fn new(client_id: impl Into<ByteString>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            clean_start: true,
+            session_expiry: 0,
+            will: None,
+            request_timeout: Duration::from_secs(30),
+            buffer: 1024,
+        }
+    }
+
+    /// Persistent session: resume the broker's session for this client id if there is one,
+    /// and keep it after disconnecting (until the broker's limits end it).
+    pub fn persistent(mut self, persistent: bool) -> Self {
+        self.clean_start = !persistent;
+        self.session_expiry = if persistent { u32::MAX } else { 0 };
+        self
+    }
+
+    /// A Will Message, published if the client goes away without [`Client::disconnect`].
+    pub fn will(mut self, will: LastWill) -> Self {
+        self.will = Some(will);
+        self
+    }
+
+    /// How long an operation waits for the broker's answer. Default 30 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Capacity of the channels between client and broker, and of the delivery buffer.
+    /// Default 1,024 packets.
+    pub fn buffer(mut self, packets: usize) -> Self {
+        self.buffer = packets.max(1);
+        self
+    }
+}
+
+/// A message delivered to an in-process client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Topic Name.
+    pub topic: TopicName,
+    /// Payload, shared with the publisher's buffer.
+    pub payload: Bytes,
+    /// Delivery QoS (the lower of published and granted QoS).
+    pub qos: QoS,
+    /// RETAIN flag: set for retained messages sent on subscribe.
+    pub retain: bool,
+    /// DUP flag: this is a re-delivery.
+    pub dup: bool,
+    /// v5 properties (including Subscription Identifiers).
+    pub properties: PublishProperties,
+}
+
+/// The stream of messages for an in-process client's subscriptions.
+#[derive(Debug)]
+pub struct Deliveries {
+    rx: mpsc::Receiver<Received>,
+}
+
+impl Deliveries {
+    /// The next message; `None` once the client is disconnected and the buffer is empty.
+    ///
+    /// Cancel safe.
+    pub async fn recv(&mut self) -> Option<Received> {
+        self.rx.recv().await
+    }
+}
+
+impl futures_core::Stream for Deliveries {
+    type Item = Received;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Received>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    last_id: u16,
+    waiters: HashMap<u16, oneshot::Sender<Packet>>,
+    /// Outbound QoS 2 ids between PUBREC and PUBCOMP: still in use.
+    releasing: HashSet<u16>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    tx: mpsc::Sender<Packet>,
+    pending: Mutex<Pending>,
+    closed: CancellationToken,
+    timeout: Duration,
+    client_id: ByteString,
+}
+
+/// An in-process MQTT client of an embedded broker.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl BrokerHandle {
+    /// Connects an in-process client.
+    ///
+    /// Cancel safety: if dropped before it completes, the half-made connection is closed.
+    pub async fn client(
+        &self,
+        options: ClientOptions,
+    ) -> Result<(Client, Deliveries), ClientError> {
+        if self.is_shutting_down() {
+            return Err(ClientError::Disconnected);
+        }
+        let (to_broker, from_client) = mpsc::channel(options.buffer);
+        let (to_client, mut from_broker) = mpsc::channel(options.buffer);
+        let shared = Arc::clone(&self.shared);
+        let peer = PeerInfo {
+            addr: None,
+            listener: Arc::from("in-process"),
+        };
+        self.shared.tracker.spawn(connection::serve(
+            shared,
+            LocalReader { rx: from_client },
+            LocalWriter {
+                tx: to_client,
+                pending: Default::default(),
+            },
+            peer,
+        ));
+        let mut connect = Connect::new(ProtocolVersion::V5, options.client_id.clone());
+        connect.clean_start = options.clean_start;
+        connect.keep_alive = 0;
+        connect.will = options.will.clone();
+        if options.session_expiry > 0 {
+            connect.properties.session_expiry_interval = Some(options.session_expiry);
+        }
+        to_broker
+            .send(Packet::Connect(Box::new(connect)))
+            .await
+            .map_err(|_| ClientError::Disconnected)?;
+        let connack = tokio::time::timeout(options.request_timeout, from_broker.recv())
+            .await
+            .map_err(|_| ClientError::Timeout)?;
+        let client_id = match connack {
+            Some(Packet::ConnAck(ack)) if ack.reason_code == ReasonCode::Success => ack
+                .properties
+                .assigned_client_identifier
+                .unwrap_or(options.client_id),
+            Some(Packet::ConnAck(ack)) => return Err(ClientError::Refused(ack.reason_code)),
+            _ => return Err(ClientError::Disconnected),
+        };
+        let (deliver_tx, deliver_rx) = mpsc::channel(options.buffer);
+        let inner = Arc::new(Inner {
+            tx: to_broker,
+            pending: Mutex::new(Pending::default()),
+            closed: CancellationToken::new(),
+            timeout: options.request_timeout,
+            client_id,
+        });
+        self.shared
+            .tracker
+            .spawn(drive(Arc::clone(&inner), from_broker, deliver_tx));
+        Ok((Client { inner }, Deliveries { rx: deliver_rx }))
+    }
+}
+
+/// Handles what the broker sends: completes requests, acknowledges and forwards messages.
+async fn drive(
+    inner: Arc<Inner>,
+    mut from_broker: mpsc::Receiver<Packet>,
+    deliver: mpsc::Sender<Received>,
+) {
+    let mut awaiting_rel: HashSet<u16> = HashSet::new();
+    while let Some(packet) = from_broker.recv().await {
+        let reply = match packet {
+            Packet::Publish(p) => {
+                let (id, qos) = (p.qos.packet_id(), p.qos.qos());
+                let fresh = match (qos, id) {
+                    (QoS::ExactlyOnce, Some(id)) => awaiting_rel.insert(id.get()),
+                    _ => true,
+                };
+                if fresh {
+                    let received = Received {
+                        topic: p.topic,
+                        payload: p.payload,
+                        qos,
+                        retain: p.retain,
+                        dup: p.dup,
+                        properties: p.properties,
+                    };
+                    if deliver.send(received).await.is_err() {
+                        // Nobody reads deliveries any more; keep acknowledging.
+                    }
+                }
+                match (qos, id) {
+                    (QoS::AtLeastOnce, Some(id)) => Some(Packet::PubAck(PubResponse::new(id))),
+                    (QoS::ExactlyOnce, Some(id)) => Some(Packet::PubRec(PubResponse::new(id))),
+                    _ => None,
+                }
+            }
+            Packet::PubRel(r) => {
+                awaiting_rel.remove(&r.packet_id.get());
+                Some(Packet::PubComp(PubResponse::new(r.packet_id)))
+            }
+            Packet::PubRec(r) => {
+                let id = r.packet_id;
+                let mut pending = inner.pending.lock();
+                if r.reason_code.is_success() {
+                    pending.releasing.insert(id.get());
+                }
+                if let Some(waiter) = pending.waiters.remove(&id.get()) {
+                    let _ = waiter.send(Packet::PubRec(r.clone()));
+                }
+                r.reason_code
+                    .is_success()
+                    .then(|| Packet::PubRel(PubResponse::new(id)))
+            }
+            Packet::PubComp(r) => {
+                inner.pending.lock().releasing.remove(&r.packet_id.get());
+                None
+            }
+            Packet::PubAck(PubResponse { packet_id: id, .. })
+            | Packet::SubAck(crate::codec::SubAck { packet_id: id, .. })
+            | Packet::UnsubAck(crate::codec::UnsubAck { packet_id: id, .. }) => {
+                if let Some(waiter) = inner.pending.lock().waiters.remove(&id.get()) {
+                    let _ = waiter.send(packet);
+                }
+                None
+            }
+            Packet::Disconnect(d) => {
+                tracing::debug!(reason = %d.reason_code, "broker disconnected in-process client");
+                break;
+            }
+            _ => None,
+        };
+        if let Some(reply) = reply {
+            if inner.tx.send(reply).await.is_err() {
+                break;
+            }
+        }
+    }
+    inner.closed.cancel();
+    inner.pending.lock().waiters.clear();
+}
+
+impl Client {
+    /// The client identifier (the assigned one if the options left it empty).
+    pub fn client_id(&self) -> &str {
+        &self.inner.client_id
+    }
+
+    /// True once the connection is closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+
+    fn allocate(&self) -> Result<(PacketId, oneshot::Receiver<Packet>), ClientError> {
+        let mut pending = self.inner.pending.lock();
+        for _ in 0..u16::MAX {
+            pending.last_id = pending.last_id.wrapping_add(1);
+            let Some(id) = PacketId::new(pending.last_id) else {
+                continue;
+            };
+            if pending.waiters.contains_key(&id.get()) || pending.releasing.contains(&id.get()) {
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            pending.waiters.insert(id.get(), tx);
+            return Ok((id, rx));
+        }
+        Err(ClientError::TooManyInflight)
+    }
+
+    async fn send(&self, packet: Packet) -> Result<(), ClientError> {
+        if self.is_closed() {
+            return Err(ClientError::Disconnected);
+        }
+        self.inner
+            .tx
+            .send(packet)
+            .await
+            .map_err(|_| ClientError::Disconnected)
+    }
+
+    async fn request(
+        &self,
+        id: PacketId,
+        rx: oneshot::Receiver<Packet>,
+        packet: Packet,
+    ) -> Result<Packet, ClientError> {
+        let result = async {
+            self.send(packet).await?;
+            match tokio::time::timeout(self.inner.timeout, rx).await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(_)) => Err(ClientError::Disconnected),
+                Err(_) => Err(ClientError::Timeout),
+            }
+        }
+        .await;
+        if result.is_err() {
+            self.inner.pending.lock().waiters.remove(&id.get());
+        }
+        result
+    }
+
+    /// Publishes a message. Resolves when the broker has taken responsibility for it: at
+    /// once for QoS 0 (once queued to the broker), on PUBACK for QoS 1, on PUBREC for QoS 2.
+    ///
+    /// Cancel safety: a QoS 1/2 publish dropped after its packet left may still be
+    /// delivered.
+    pub async fn publish(
+        &self,
+        topic: impl TryInto<TopicName, Error = crate::topic::TopicError>,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<(), ClientError> {
+        let topic = topic.try_into()?;
+        let payload = payload.into();
+        if qos == QoS::AtMostOnce {
+            let mut p = Publish::new(topic, PublishQoS::AtMostOnce, payload);
+            p.retain = retain;
+            return self.send(Packet::Publish(p)).await;
+        }
+        let (id, rx) = self.allocate()?;
+        let mut p = Publish::new(topic, PublishQoS::new(qos, id), payload);
+        p.retain = retain;
+        match self.request(id, rx, Packet::Publish(p)).await? {
+            Packet::PubAck(a) | Packet::PubRec(a) if a.reason_code.is_success() => Ok(()),
+            Packet::PubAck(a) | Packet::PubRec(a) => Err(ClientError::Failed(a.reason_code)),
+            _ => Err(ClientError::Disconnected),
+        }
+    }
+
+    /// Subscribes to one filter with maximum QoS `qos`; returns the granted QoS.
+    pub async fn subscribe(
+        &self,
+        filter: impl TryInto<TopicFilter, Error = crate::topic::TopicError>,
+        qos: QoS,
+    ) -> Result<QoS, ClientError> {
+        let filter = filter.try_into()?;
+        let codes = self
+            .subscribe_with(
+                vec![(filter, SubscriptionOptions::new(qos))],
+                SubscribeProperties::default(),
+            )
+            .await?;
+        match codes.first() {
+            Some(ReasonCode::Success) => Ok(QoS::AtMostOnce),
+            Some(ReasonCode::GrantedQoS1) => Ok(QoS::AtLeastOnce),
+            Some(ReasonCode::GrantedQoS2) => Ok(QoS::ExactlyOnce),
+            Some(&code) => Err(ClientError::Failed(code)),
+            None => Err(ClientError::Failed(ReasonCode::UnspecifiedError)),
+        }
+    }
+
+    /// Subscribes to several filters with full options; returns one reason code per filter.
+    pub async fn subscribe_with(
+        &self,
+        filters: Vec<(TopicFilter, SubscriptionOptions)>,
+        properties: SubscribeProperties,
+    ) -> Result<Vec<ReasonCode>, ClientError> {
+        let (packet_id, rx) = self.allocate()?;
+        let packet = Packet::Subscribe(Subscribe {
+            packet_id,
+            properties,
+            filters,
+        });
+        match self.request(packet_id, rx, packet).await? {
+            Packet::SubAck(ack) => Ok(ack.reason_codes),
+            _ => Err(ClientError::Disconnected),
+        }
+    }
+
+    /// Unsubscribes from `filter`; returns the broker's reason code (Success or No
+    /// subscription existed).
+    pub async fn unsubscribe(
+        &self,
+        filter: impl TryInto<TopicFilter, Error = crate::topic::TopicError>,
+    ) -> Result<ReasonCode, ClientError> {
+        let filter = filter.try_into()?;
+        let (packet_id, rx) = self.allocate()?;
+        let packet = Packet::Unsubscribe(Unsubscribe {
+            packet_id,
+            properties: UnsubscribeProperties::default(),
+            filters: vec![filter],
+        });
+        match self.request(packet_id, rx, packet).await? {
+            Packet::UnsubAck(ack) => Ok(ack.reason_codes.first().copied().unwrap_or_default()),
+            _ => Err(ClientError::Disconnected),
+        }
+    }
+
+    /// Disconnects normally: the will is discarded and a non-persistent session ends.
+    pub async fn disconnect(&self) -> Result<(), ClientError> {
+        self.send(Packet::Disconnect(Disconnect::default())).await?;
+        self.inner.closed.cancelled().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! One client connection: the CONNECT handshake, then a reader loop that applies each packet
+//! to the session, with a writer task (see [`writer`]) sending what the session queues.
+//!
+//! The reader owns the protocol state of the connection (keep-alive, the will, the protocol
+//! level). It never writes to the stream itself: it queues control packets in the session's
+//! outbox and wakes the writer, so a client that stops reading cannot stall the reader, and
+//! a slow reader never blocks a publisher.
+//!
+//! Closing: any path out of the reader loop goes through [`Connection::close`]: it signals the
+//! writer (which sends a v5 DISCONNECT when one is due and flushes, bounded in time), detaches
+//! the session, and publishes the will unless the client disconnected normally.
+
+mod handshake;
+mod packets;
+pub(crate) mod writer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytestring::ByteString;
+use tracing::Instrument;
+
+use crate::broker::Shared;
+use crate::codec::{DecodeLimits, LastWill, ProtocolVersion, ReasonCode};
+use crate::metrics::Metrics;
+use crate::session::{CloseReason, LinkSignals, Session};
+use crate::transport::{PacketReader, PacketWriter, ReadError};
+
+/// Facts about the peer, for logs (and, later, plugins).
+#[derive(Debug, Clone)]
+pub(crate) struct PeerInfo {
+    pub(crate) addr: Option<SocketAddr>,
+    pub(crate) listener: Arc<str>,
+}
+
+/// The reader side of an established connection.
+pub(crate) struct Connection {
+    shared: Arc<Shared>,
+    session: Arc<Session>,
+    client_id: ByteString,
+    link_id: u64,
+    version: ProtocolVersion,
+    signals: Arc<LinkSignals>,
+    limits: DecodeLimits,
+    keep_alive: Option<Duration>,
+    will: Option<LastWill>,
+}
+
+/// How the reader loop ended.
+#[derive(Debug)]
+pub(crate) enum Exit {
+    /// DISCONNECT from the client; `keep_will` for v5 reason 0x04.
+    Disconnected { keep_will: bool },
+    /// Closed by the broker (shutdown or takeover): the reason is in the link signals.
+    Closed,
+    /// The stream ended or failed without DISCONNECT.
+    Lost,
+    /// A protocol violation or malformed packet; v5 clients are told the code.
+    Violation(ReasonCode),
+    /// No packet within 1.5 × Keep Alive (MQTT-3.1.2-24).
+    KeepAliveTimeout,
+}
+
+/// Serves one connection from its first byte to its end.
+pub(crate) async fn serve<R: PacketReader, W: PacketWriter>(
+    shared: Arc<Shared>,
+    mut reader: R,
+    wire: W,
+    peer: PeerInfo,
+) {
+    let span = tracing::info_span!("conn", peer = ?peer.addr, listener = %peer.listener, client_id = tracing::field::Empty);
+    async move {
+        let Some((conn, writer)) = handshake::accept(&shared, &mut reader, wire, &peer).await
+        else {
+            return;
+        };
+        tracing::Span::current().record("client_id", tracing::field::display(&conn.client_id));
+        let writer_task = shared.tracker.spawn(writer.run().in_current_span());
+        Metrics::inc(&shared.metrics.clients_connected);
+        let exit = conn.read_loop(&mut reader).await;
+        conn.close(exit, writer_task).await;
+        Metrics::dec(&shared.metrics.clients_connected);
+    }
+    .instrument(span)
+    .await
+}
+
+impl Connection {
+    async fn read_loop<R: PacketReader>(&self, reader: &mut R) -> Exit {
+        loop {
+            let read = reader.read(&self.limits);
+            let result = tokio::select! {
+                biased;
+                _ = self.signals.close.cancelled() => return Exit::Closed,
+                r = async {
+                    match self.keep_alive {
+                        Some(limit) => tokio::time::timeout(limit, read).await.ok(),
+                        None => Some(read.await),
+                    }
+                } => r,
+            };
+            let packet = match result {
+                None => return Exit::KeepAliveTimeout,
+                Some(Ok(Some(packet))) => packet,
+                Some(Ok(None)) => return Exit::Lost,
+                Some(Err(ReadError::Io(e))) => {
+                    tracing::debug!(error = %e, "read failed");
+                    return Exit::Lost;
+                }
+                Some(Err(ReadError::Decode(e))) => {
+                    tracing::info!(error = %e, spec = e.spec_id(), "malformed packet");
+                    return Exit::Violation(e.reason_code());
+                }
+            };
+            if let Err(exit) = self.handle(packet) {
+                return exit;
+            }
+        }
+    }
+
+    /// Ends the connection: goodbye, detach, will.
+    async fn close(self, exit: Exit, writer: tokio::task::JoinHandle<()>) {
+        let (reason, publish_will) = match &exit {
+            Exit::Disconnected { keep_will } => (CloseReason::Silent, *keep_will),
+            Exit::Closed => (CloseReason::Shutdown, true),
+            Exit::Lost => (CloseReason::Silent, true),
+            Exit::Violation(code) => {
+                Metrics::inc(&self.shared.metrics.protocol_errors);
+                (CloseReason::Disconnect(*code), true)
+            }
+            Exit::KeepAliveTimeout => (CloseReason::Disconnect(ReasonCode::KeepAliveTimeout), true),
+        };
+        tracing::debug!(?exit, "connection closing");
+        self.signals.close(reason);
+        let _ = writer.await;
+        self.shared.detach(&self.session, self.link_id);
+        if publish_will {
+            if let Some(will) = self.will {
+                self.shared.publish_will(will, &self.client_id);
+            }
+        }
+    }
+}

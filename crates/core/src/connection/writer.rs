@@ -1,0 +1,146 @@
+//! A connection's writer task: drains the session's outbox and queue into one batch, writes
+//! it, and sleeps until woken.
+//!
+//! Order on the wire: re-sent inflight messages of a resumed session first (in their
+//! original order, MQTT-4.4.0-1), then control packets (CONNACK, acks, SUBACK, ... in the
+//! order the reader produced them), then queued messages while the inflight window allows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::codec::{Disconnect, Packet, ProtocolVersion, PubResponse, PublishQoS, QoS};
+use crate::metrics::Metrics;
+use crate::session::{CloseReason, LinkSignals, Session, SessionState, Stage};
+use crate::transport::PacketWriter;
+
+/// How long a closing connection may spend writing its last packets.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether the link still owns the session.
+#[derive(Debug, PartialEq, Eq)]
+enum Fill {
+    Attached,
+    Detached,
+}
+
+pub(crate) struct Writer<W> {
+    pub(crate) wire: W,
+    pub(crate) session: Arc<Session>,
+    pub(crate) link_id: u64,
+    pub(crate) version: ProtocolVersion,
+    pub(crate) signals: Arc<LinkSignals>,
+    pub(crate) shared: Arc<crate::broker::Shared>,
+}
+
+impl<W: PacketWriter> Writer<W> {
+    /// Runs until the connection closes. Returns the wire so the caller can drop it.
+    pub(crate) async fn run(mut self) {
+        loop {
+            let closing = self.signals.close.is_cancelled();
+            let fill = {
+                let session = Arc::clone(&self.session);
+                let mut st = session.state.lock();
+                self.fill(&mut st, closing)
+            };
+            if closing || fill == Fill::Detached {
+                self.finish().await;
+                return;
+            }
+            if self.wire.pending() > 0 {
+                let flushed = tokio::select! {
+                    r = self.wire.flush() => r,
+                    _ = self.signals.close.cancelled() => continue,
+                };
+                if flushed.is_err() {
+                    self.signals.close(CloseReason::Silent);
+                    continue;
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = self.signals.wake.notified() => {}
+                _ = self.signals.close.cancelled() => {}
+            }
+        }
+    }
+
+    /// Writes what is left and the goodbye, bounded in time, then closes the stream.
+    async fn finish(&mut self) {
+        if self.version.is_v5() {
+            let code = match self.signals.reason() {
+                CloseReason::Shutdown => Some(crate::codec::ReasonCode::ServerShuttingDown),
+                CloseReason::Disconnect(code) => Some(code),
+                CloseReason::Silent => None,
+            };
+            if let Some(code) = code {
+                let _ = self
+                    .wire
+                    .packet(&Packet::Disconnect(Disconnect::new(code)), self.version);
+            }
+        }
+        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, async {
+            if self.wire.flush().await.is_ok() {
+                self.wire.shutdown().await;
+            }
+        })
+        .await;
+    }
+
+    fn fill(&mut self, st: &mut SessionState, closing: bool) -> Fill {
+        let SessionState {
+            link,
+            inflight,
+            queue: _,
+            ..
+        } = st;
+        let Some(link) = link.as_mut().filter(|l| l.id == self.link_id) else {
+            return Fill::Detached;
+        };
+        let v = self.version;
+        let metrics = &self.shared.metrics;
+        if link.resend {
+            link.resend = false;
+            for entry in inflight.entries() {
+                let r = match entry.stage {
+                    Stage::Published => {
+                        Metrics::inc(&metrics.messages_sent);
+                        let qos = PublishQoS::new(entry.delivery.qos, entry.id);
+                        self.wire.publish(&entry.delivery, qos, true, v)
+                    }
+                    Stage::Released => self
+                        .wire
+                        .packet(&Packet::PubRel(PubResponse::new(entry.id)), v),
+                };
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "cannot re-send an inflight message");
+                }
+            }
+        }
+        while let Some(packet) = link.outbox.pop_front() {
+            if let Err(e) = self.wire.packet(&packet, v) {
+                tracing::warn!(error = %e, packet = ?packet.packet_type(), "cannot encode packet");
+            }
+        }
+        if closing {
+            return Fill::Attached;
+        }
+        let window = link.window;
+        while st.inflight.len() < window {
+            let Some(delivery) = st.pop() else {
+                break;
+            };
+            let qos = match delivery.qos {
+                QoS::AtMostOnce => PublishQoS::AtMostOnce,
+                qos => match st.inflight.push(delivery.clone()) {
+                    Some(id) => PublishQoS::new(qos, id),
+                    None => break,
+                },
+            };
+            Metrics::inc(&metrics.messages_sent);
+            if let Err(e) = self.wire.publish(&delivery, qos, false, v) {
+                tracing::warn!(error = %e, topic = %delivery.message.topic, "cannot encode message");
+            }
+        }
+        Fill::Attached
+    }
+}

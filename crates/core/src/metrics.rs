@@ -1,0 +1,88 @@
+//! Broker counters, readable in-process ([`Metrics::snapshot`]) and published as retained
+//! `$SYS/broker/...` topics.
+//!
+//! Counters are relaxed atomics: each is exact, but a snapshot is not one atomic cut across
+//! all of them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident => $topic:literal ),* $(,)?) => {
+        /// Live counters of one broker.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $( $(#[$doc])* pub(crate) $name: AtomicU64, )*
+        }
+
+        /// A copy of every counter at one moment.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct MetricsSnapshot {
+            $( $(#[$doc])* pub $name: u64, )*
+        }
+
+        impl Metrics {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> MetricsSnapshot {
+                MetricsSnapshot {
+                    $( $name: self.$name.load(Ordering::Relaxed), )*
+                }
+            }
+        }
+
+        impl MetricsSnapshot {
+            /// Each counter with the `$SYS` topic it is published on.
+            pub fn sys_topics(&self) -> Vec<(&'static str, u64)> {
+                vec![$( ($topic, self.$name), )*]
+            }
+        }
+    };
+}
+
+counters! {
+    /// Connections currently open (after CONNACK).
+    clients_connected => "$SYS/broker/clients/connected",
+    /// Connections accepted since start (including refused CONNECTs).
+    connections_total => "$SYS/broker/connections/total",
+    /// Connections refused because `max_connections` was reached.
+    connections_refused => "$SYS/broker/connections/refused",
+    /// Sessions currently held (connected or not).
+    sessions => "$SYS/broker/sessions/count",
+    /// PUBLISH packets received from clients.
+    messages_received => "$SYS/broker/messages/received",
+    /// PUBLISH packets sent to clients (re-sends included).
+    messages_sent => "$SYS/broker/messages/sent",
+    /// Messages dropped: a session queue was full.
+    messages_dropped => "$SYS/broker/messages/dropped",
+    /// QoS 0 messages not queued for an offline session.
+    messages_dropped_offline => "$SYS/broker/messages/dropped/offline",
+    /// Bytes read from network clients.
+    bytes_received => "$SYS/broker/bytes/received",
+    /// Bytes written to network clients.
+    bytes_sent => "$SYS/broker/bytes/sent",
+    /// Subscriptions currently held.
+    subscriptions => "$SYS/broker/subscriptions/count",
+    /// Topics with a retained message.
+    retained => "$SYS/broker/retained/count",
+    /// Retained messages not kept because `max_retained` was reached.
+    retained_refused => "$SYS/broker/retained/refused",
+    /// Connections closed for a protocol violation or malformed packet.
+    protocol_errors => "$SYS/broker/errors/protocol",
+}
+
+impl Metrics {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dec(counter: &AtomicU64) {
+        counter.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set(counter: &AtomicU64, n: u64) {
+        counter.store(n, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,178 @@
+//! Outbound QoS 1/2 messages awaiting acknowledgement, and Packet Identifier allocation.
+//!
+//! Entries are kept in the order they were first sent, so that a resumed session re-sends
+//! them in that order (MQTT-4.4.0-1, MQTT-4.6.0-1). The window is small (at most the
+//! configured `max_inflight`, itself at most 65,535), so lookups by id are linear scans.
+
+use std::collections::VecDeque;
+
+use crate::codec::{PacketId, QoS};
+use crate::message::Delivery;
+
+/// Where an outbound QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// PUBLISH sent; awaiting PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published,
+    /// PUBREC received and PUBREL sent; awaiting PUBCOMP.
+    Released,
+}
+
+/// One unacknowledged message.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) id: PacketId,
+    pub(crate) delivery: Delivery,
+    pub(crate) stage: Stage,
+}
+
+/// The outbound inflight window of one session.
+#[derive(Debug, Default)]
+pub(crate) struct Inflight {
+    entries: VecDeque<Entry>,
+    last_id: u16,
+}
+
+/// Result of an acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AckOutcome {
+    /// The entry was found and advanced or removed.
+    Done,
+    /// No entry with that id was in the expected stage.
+    NotFound,
+}
+
+impl Inflight {
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    /// The next free Packet Identifier, skipping ids in use (MQTT-2.3.1-2). `None` only when
+    /// all 65,535 ids are in use.
+    fn next_id(&mut self) -> Option<PacketId> {
+        for _ in 0..u16::MAX {
+            self.last_id = self.last_id.wrapping_add(1);
+            let Some(id) = PacketId::new(self.last_id) else {
+                continue;
+            };
+            if !self.entries.iter().any(|e| e.id == id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Records `delivery` (QoS 1 or 2) as sent and returns its new Packet Identifier.
+    pub(crate) fn push(&mut self, delivery: Delivery) -> Option<PacketId> {
+        let id = self.next_id()?;
+        self.entries.push_back(Entry {
+            id,
+            delivery,
+            stage: Stage::Published,
+        });
+        Some(id)
+    }
+
+    /// PUBACK: removes the QoS 1 entry `id`.
+    pub(crate) fn puback(&mut self, id: PacketId) -> AckOutcome {
+        self.remove_if(id, |e| {
+            e.stage == Stage::Published && e.delivery.qos == QoS::AtLeastOnce
+        })
+    }
+
+    /// PUBREC: moves the QoS 2 entry `id` to [`Stage::Released`]. The PUBLISH is then
+    /// acknowledged and must not be sent again (MQTT-4.3.3-1).
+    pub(crate) fn pubrec(&mut self, id: PacketId) -> AckOutcome {
+        match self
+            .entries
+            .iter_mut()
+            .find(|e| e.id == id && e.delivery.qos == QoS::ExactlyOnce)
+        {
+            Some(e) => {
+                e.stage = Stage::Released;
+                AckOutcome::Done
+            }
+            None => AckOutcome::NotFound,
+        }
+    }
+
+    /// PUBCOMP: removes the released QoS 2 entry `id`.
+    pub(crate) fn pubcomp(&mut self, id: PacketId) -> AckOutcome {
+        self.remove_if(id, |e| e.stage == Stage::Released)
+    }
+
+    /// Removes a QoS 1/2 entry whatever its stage (used when a v5 PUBREC carries an error
+    /// code: the message is then finished).
+    pub(crate) fn forget(&mut self, id: PacketId) -> AckOutcome {
+        self.remove_if(id, |_| true)
+    }
+
+    fn remove_if(&mut self, id: PacketId, ok: impl Fn(&Entry) -> bool) -> AckOutcome {
+        match self.entries.iter().position(|e| e.id == id && ok(e)) {
+            Some(i) => {
+                self.entries.remove(i);
+                AckOutcome::Done
+            }
+            None => AckOutcome::NotFound,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::message::Message;
+    use crate::topic::TopicName;
+
+    fn delivery(qos: QoS) -> Delivery {
+        Delivery {
+            message: Arc::new(Message::new(
+                TopicName::new("t").expect("valid"),
+                Bytes::new(),
+                qos,
+                false,
+            )),
+            qos,
+            retain: false,
+            subscription_ids: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ids_skip_those_in_use_and_wrap() {
+        // MQTT-2.3.1-2: a new message gets an id not in use.
+        let mut w = Inflight::default();
+        let a = w.push(delivery(QoS::AtLeastOnce)).expect("id");
+        assert_eq!(a.get(), 1);
+        w.last_id = u16::MAX - 1;
+        let b = w.push(delivery(QoS::AtLeastOnce)).expect("id");
+        assert_eq!(b.get(), u16::MAX);
+        // Wraps past 0 and skips 1, which is still in use.
+        let c = w.push(delivery(QoS::AtLeastOnce)).expect("id");
+        assert_eq!(c.get(), 2);
+    }
+
+    #[test]
+    fn qos2_flow_and_wrong_acks() {
+        let mut w = Inflight::default();
+        let id = w.push(delivery(QoS::ExactlyOnce)).expect("id");
+        assert_eq!(
+            w.puback(id),
+            AckOutcome::NotFound,
+            "PUBACK for a QoS 2 message"
+        );
+        assert_eq!(w.pubcomp(id), AckOutcome::NotFound, "PUBCOMP before PUBREC");
+        assert_eq!(w.pubrec(id), AckOutcome::Done);
+        assert_eq!(w.entries().next().map(|e| e.stage), Some(Stage::Released));
+        assert_eq!(w.pubcomp(id), AckOutcome::Done);
+        assert_eq!(w.len(), 0);
+    }
+}

@@ -1,0 +1,192 @@
+//! Sessions: the state that outlives a connection (subscriptions, queued and inflight
+//! messages, inbound QoS 2 ids), and the link to the connection currently attached.
+//!
+//! # Ownership and locking
+//! A [`Session`] is shared (`Arc`) by the broker's session table, the subscription trie
+//! entries that point at it, and the tasks of its connection. Its mutable state sits behind
+//! one `parking_lot` mutex, held only for short sections and never across an `.await`:
+//! publishers push into its queue, the connection's reader applies acknowledgements, and the
+//! connection's writer drains queue and outbox into its write buffer.
+//!
+//! # Queue and overflow policy
+//! The queue is bounded by message count and bytes ([`Limits`]). When a message would exceed
+//! either bound it is dropped (the newest message is the one dropped; queued messages are
+//! never evicted), the drop is counted, and a `tracing` event is emitted. A slow subscriber
+//! therefore never blocks a publisher.
+
+mod inflight;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use bytestring::ByteString;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use inflight::{AckOutcome, Inflight, Stage};
+
+use crate::codec::{Packet, QoS, ReasonCode, SubscriptionOptions};
+use crate::config::Limits;
+use crate::message::Delivery;
+use crate::topic::TopicFilter;
+
+/// A subscription as the session records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SubscriptionRecord {
+    pub(crate) options: SubscriptionOptions,
+    pub(crate) id: Option<NonZeroU32>,
+}
+
+/// How a closing connection says goodbye.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The broker is shutting down: v5 clients get DISCONNECT 0x8B.
+    Shutdown,
+    /// Close without a DISCONNECT (the client disconnected, or the socket failed).
+    Silent,
+    /// v5 clients get DISCONNECT with this code first.
+    Disconnect(ReasonCode),
+}
+
+/// Signals between a connection's reader, its writer, and the rest of the broker.
+#[derive(Debug)]
+pub(crate) struct LinkSignals {
+    /// Wakes the writer: something was queued.
+    pub(crate) wake: Notify,
+    /// Cancelled when the connection must close (a child of the broker's shutdown token).
+    pub(crate) close: CancellationToken,
+    reason: Mutex<Option<CloseReason>>,
+}
+
+impl LinkSignals {
+    pub(crate) fn new(close: CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            wake: Notify::new(),
+            close,
+            reason: Mutex::new(None),
+        })
+    }
+
+    /// Asks the connection to close. The first reason given wins.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        self.reason.lock().get_or_insert(reason);
+        self.close.cancel();
+    }
+
+    /// Why the connection is closing; [`CloseReason::Shutdown`] when the broker's shutdown
+    /// cancelled it without a reason of its own.
+    pub(crate) fn reason(&self) -> CloseReason {
+        self.reason.lock().unwrap_or(CloseReason::Shutdown)
+    }
+}
+
+/// The connection currently attached to a session.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) id: u64,
+    pub(crate) signals: Arc<LinkSignals>,
+    /// Control packets (acks, CONNACK, SUBACK, ...) for the writer, sent before messages.
+    pub(crate) outbox: VecDeque<Packet>,
+    /// Outbound window: the smaller of our `max_inflight` and the client's Receive Maximum.
+    pub(crate) window: usize,
+    /// Re-send the inflight messages before anything else (set when a session resumes).
+    pub(crate) resend: bool,
+}
+
+/// Mutable state of a session.
+#[derive(Debug, Default)]
+pub(crate) struct SessionState {
+    pub(crate) subscriptions: HashMap<TopicFilter, SubscriptionRecord>,
+    pub(crate) queue: VecDeque<Delivery>,
+    pub(crate) queued_bytes: usize,
+    pub(crate) inflight: Inflight,
+    /// Packet ids of inbound QoS 2 PUBLISHes awaiting PUBREL (MQTT-4.3.3-2 method B: the
+    /// message is routed on PUBLISH; a re-sent PUBLISH with the same id is not routed again).
+    pub(crate) inbound_qos2: HashSet<u16>,
+    pub(crate) link: Option<Link>,
+    /// True once the session is discarded; queued deliveries to it are ignored.
+    pub(crate) ended: bool,
+    /// Keep the session after its connection closes (3.1.1 clean session 0).
+    pub(crate) persistent: bool,
+}
+
+/// Why a delivery was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EnqueueError {
+    /// The queue's message or byte bound was reached.
+    QueueFull,
+    /// QoS 0 for an offline session, not queued by policy.
+    Offline,
+    /// The session was discarded.
+    Ended,
+}
+
+/// A session, shared by the broker and its connection.
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// Unique for the broker's lifetime; keys this session's trie entries, so a newer session
+    /// with the same client identifier never collides with an older one.
+    pub(crate) uid: u64,
+    pub(crate) client_id: ByteString,
+    pub(crate) state: Mutex<SessionState>,
+}
+
+impl Session {
+    pub(crate) fn new(uid: u64, client_id: ByteString, persistent: bool) -> Arc<Self> {
+        Arc::new(Self {
+            uid,
+            client_id,
+            state: Mutex::new(SessionState {
+                persistent,
+                ..SessionState::default()
+            }),
+        })
+    }
+
+    /// Queues `delivery` and wakes the attached writer.
+    pub(crate) fn enqueue(&self, delivery: Delivery, limits: &Limits) -> Result<(), EnqueueError> {
+        let mut st = self.state.lock();
+        if st.ended {
+            return Err(EnqueueError::Ended);
+        }
+        if st.link.is_none() && delivery.qos == QoS::AtMostOnce && !limits.queue_qos0_offline {
+            return Err(EnqueueError::Offline);
+        }
+        let size = delivery.message.size();
+        if st.queue.len() >= limits.max_queued_messages
+            || st.queued_bytes + size > limits.max_queued_bytes
+        {
+            return Err(EnqueueError::QueueFull);
+        }
+        st.queued_bytes += size;
+        st.queue.push_back(delivery);
+        if let Some(link) = &st.link {
+            link.signals.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues a control packet for the link `link_id`; false if that link is gone.
+    pub(crate) fn send_control(&self, link_id: u64, packet: Packet) -> bool {
+        let mut st = self.state.lock();
+        match &mut st.link {
+            Some(link) if link.id == link_id => {
+                link.outbox.push_back(packet);
+                link.signals.wake.notify_one();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl SessionState {
+    /// Takes the next queued delivery, keeping the byte count right.
+    pub(crate) fn pop(&mut self) -> Option<Delivery> {
+        let d = self.queue.pop_front()?;
+        self.queued_bytes -= d.message.size();
+        Some(d)
+    }
+}

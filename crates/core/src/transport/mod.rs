@@ -1,0 +1,256 @@
+//! The two halves of a connection as the broker sees them: a source of decoded packets and a
+//! sink that batches outgoing ones.
+//!
+//! Network streams decode and encode MQTT bytes ([`NetReader`], [`NetWriter`]); in-process
+//! clients exchange [`Packet`] values over channels ([`LocalReader`], [`LocalWriter`]), so a
+//! payload published in-process reaches an in-process subscriber without a copy. Both go
+//! through the same connection and session code.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::broker::Shared;
+use crate::codec::{
+    decode, DecodeError, DecodeLimits, EncodeError, Packet, ProtocolVersion, PublishQoS,
+};
+use crate::message::Delivery;
+use crate::metrics::Metrics;
+
+/// Why a connection could not produce its next packet.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    #[error("malformed packet: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+/// The incoming half of a connection.
+pub(crate) trait PacketReader: Send + 'static {
+    /// The next packet; `Ok(None)` at a clean end of stream. Cancel safe.
+    fn read(
+        &mut self,
+        limits: &DecodeLimits,
+    ) -> impl Future<Output = Result<Option<Packet>, ReadError>> + Send;
+}
+
+/// The outgoing half of a connection. `packet` and `publish` buffer; `flush` writes.
+pub(crate) trait PacketWriter: Send + 'static {
+    /// Buffers a control packet.
+    fn packet(&mut self, packet: &Packet, version: ProtocolVersion) -> Result<(), EncodeError>;
+    /// Buffers one delivery of a shared message.
+    fn publish(
+        &mut self,
+        delivery: &Delivery,
+        qos: PublishQoS,
+        dup: bool,
+        version: ProtocolVersion,
+    ) -> Result<(), EncodeError>;
+    /// Bytes or packets buffered and not yet written.
+    fn pending(&self) -> usize;
+    /// Writes everything buffered. Cancel safe: what was not written stays buffered.
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Closes the outgoing direction.
+    fn shutdown(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Reads MQTT packets from a byte stream.
+pub(crate) struct NetReader<R> {
+    io: R,
+    buf: BytesMut,
+    shared: Arc<Shared>,
+}
+
+impl<R> NetReader<R> {
+    pub(crate) fn new(io: R, shared: Arc<Shared>) -> Self {
+        Self {
+            io,
+            buf: BytesMut::new(),
+            shared,
+        }
+    }
+}
+
+/// How much to ask the socket for at a time.
+const READ_CHUNK: usize = 8 * 1024;
+
+impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
+    async fn read(&mut self, limits: &DecodeLimits) -> Result<Option<Packet>, ReadError> {
+        loop {
+            if let Some(packet) = decode(&mut self.buf, limits)? {
+                return Ok(Some(packet));
+            }
+            self.buf.reserve(READ_CHUNK);
+            let n = self.io.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(io::Error::from(io::ErrorKind::UnexpectedEof).into())
+                };
+            }
+            Metrics::add(&self.shared.metrics.bytes_received, n as u64);
+        }
+    }
+}
+
+/// Payloads at least this large are written from their own buffer (vectored write) instead
+/// of being copied into the batch.
+const ZERO_COPY_MIN: usize = 2048;
+
+/// Encodes packets into a batch and writes it with as few system calls as it can.
+pub(crate) struct NetWriter<W> {
+    io: W,
+    buf: BytesMut,
+    chunks: VecDeque<Bytes>,
+    shared: Arc<Shared>,
+}
+
+impl<W> NetWriter<W> {
+    pub(crate) fn new(io: W, shared: Arc<Shared>) -> Self {
+        Self {
+            io,
+            buf: BytesMut::new(),
+            chunks: VecDeque::new(),
+            shared,
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> PacketWriter for NetWriter<W> {
+    fn packet(&mut self, packet: &Packet, version: ProtocolVersion) -> Result<(), EncodeError> {
+        packet.encode(version, &mut self.buf)
+    }
+
+    fn publish(
+        &mut self,
+        delivery: &Delivery,
+        qos: PublishQoS,
+        dup: bool,
+        version: ProtocolVersion,
+    ) -> Result<(), EncodeError> {
+        let message = &delivery.message;
+        if !delivery.subscription_ids.is_empty() && version.is_v5() {
+            // Per-subscriber properties: this copy has a wire form of its own.
+            let publish = message.to_publish(qos, delivery.retain, dup, &delivery.subscription_ids);
+            return Packet::Publish(publish).encode(version, &mut self.buf);
+        }
+        let form = message.encoded(version, qos.packet_id().is_some())?;
+        let payload = form.write_head(&mut self.buf, dup, qos, delivery.retain)?;
+        if payload.len() >= ZERO_COPY_MIN {
+            self.chunks.push_back(self.buf.split().freeze());
+            self.chunks.push_back(payload.clone());
+        } else {
+            self.buf.extend_from_slice(payload);
+        }
+        Ok(())
+    }
+
+    fn pending(&self) -> usize {
+        self.buf.len() + self.chunks.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.chunks.push_back(self.buf.split().freeze());
+        }
+        while !self.chunks.is_empty() {
+            let slices: Vec<IoSlice<'_>> = self
+                .chunks
+                .iter()
+                .take(64)
+                .map(|c| IoSlice::new(c))
+                .collect();
+            let mut n = self.io.write_vectored(&slices).await?;
+            drop(slices);
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            Metrics::add(&self.shared.metrics.bytes_sent, n as u64);
+            while n > 0 {
+                let Some(front) = self.chunks.front_mut() else {
+                    break;
+                };
+                if n >= front.len() {
+                    n -= front.len();
+                    self.chunks.pop_front();
+                } else {
+                    front.advance(n);
+                    n = 0;
+                }
+            }
+        }
+        self.io.flush().await
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = self.io.shutdown().await;
+    }
+}
+
+/// The broker's end of an in-process client: packets arrive as values.
+#[derive(Debug)]
+pub(crate) struct LocalReader {
+    pub(crate) rx: mpsc::Receiver<Packet>,
+}
+
+impl PacketReader for LocalReader {
+    async fn read(&mut self, _limits: &DecodeLimits) -> Result<Option<Packet>, ReadError> {
+        Ok(self.rx.recv().await)
+    }
+}
+
+/// The broker's end of an in-process client: packets leave as values; payloads are shared.
+#[derive(Debug)]
+pub(crate) struct LocalWriter {
+    pub(crate) tx: mpsc::Sender<Packet>,
+    pub(crate) pending: VecDeque<Packet>,
+}
+
+impl PacketWriter for LocalWriter {
+    fn packet(&mut self, packet: &Packet, _version: ProtocolVersion) -> Result<(), EncodeError> {
+        self.pending.push_back(packet.clone());
+        Ok(())
+    }
+
+    fn publish(
+        &mut self,
+        delivery: &Delivery,
+        qos: PublishQoS,
+        dup: bool,
+        _version: ProtocolVersion,
+    ) -> Result<(), EncodeError> {
+        let publish =
+            delivery
+                .message
+                .to_publish(qos, delivery.retain, dup, &delivery.subscription_ids);
+        self.pending.push_back(Packet::Publish(publish));
+        Ok(())
+    }
+
+    fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        while !self.pending.is_empty() {
+            let permit = self
+                .tx
+                .reserve()
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+            if let Some(packet) = self.pending.pop_front() {
+                permit.send(packet);
+            }
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) {}
+}

@@ -1,0 +1,259 @@
+//! CONNECT and CONNACK (3.1.1 sections 3.1, 3.2; MQTT 3.1): client identifiers, protocol
+//! levels, session present, takeover, timeouts and limits.
+
+mod support;
+
+use std::time::Duration;
+
+use roost::codec::{Connect, Packet, ProtocolVersion, ReasonCode};
+use roost::Limits;
+use support::*;
+
+const V4: ProtocolVersion = ProtocolVersion::V311;
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+fn connack(p: Packet) -> roost::codec::ConnAck {
+    match p {
+        Packet::ConnAck(a) => a,
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn clean_session_connack_has_session_present_0() {
+    // MQTT-3.2.2-1
+    let broker = start_broker().await;
+    let (_raw, ack) = Raw::connect_with(&broker, Connect::new(V4, "c1")).await;
+    let ack = connack(ack);
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    assert!(!ack.session_present);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn persistent_session_resumes_with_session_present_1() {
+    // MQTT-3.2.2-2 (present) and MQTT-3.2.2-3 (absent the first time).
+    let broker = start_broker().await;
+    let mut c = Connect::new(V4, "p1");
+    c.clean_start = false;
+    let (mut raw, ack) = Raw::connect_with(&broker, c.clone()).await;
+    assert!(!connack(ack).session_present);
+    raw.send(Packet::Disconnect(Default::default())).await;
+    assert!(raw.closed().await.is_empty());
+    let (_raw, ack) = Raw::connect_with(&broker, c).await;
+    assert!(connack(ack).session_present);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn empty_client_id_with_clean_session_gets_assigned_id() {
+    // MQTT-3.1.3-6 (3.1.1) and v5 §3.2.2.3.7 Assigned Client Identifier.
+    let broker = start_broker().await;
+    let (_raw, ack) = Raw::connect_with(&broker, Connect::new(V4, "")).await;
+    assert_eq!(connack(ack).reason_code, ReasonCode::Success);
+    let (_raw5, ack) = Raw::connect_with(&broker, Connect::new(V5, "")).await;
+    let ack = connack(ack);
+    let assigned = ack.properties.assigned_client_identifier.expect("assigned");
+    assert!(!assigned.is_empty());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn empty_client_id_with_persistent_session_is_refused() {
+    // MQTT-3.1.3-8: CONNACK 0x02, then close (MQTT-3.2.2-5).
+    let broker = start_broker().await;
+    let mut c = Connect::new(V4, "");
+    c.clean_start = false;
+    let (mut raw, ack) = Raw::connect_with(&broker, c).await;
+    let ack = connack(ack);
+    assert_eq!(ack.reason_code, ReasonCode::ClientIdentifierNotValid);
+    assert!(!ack.session_present, "MQTT-3.2.2-4");
+    assert!(raw.closed().await.is_empty());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsupported_protocol_level_gets_connack_0x01() {
+    // MQTT-3.1.2-2
+    let broker = start_broker().await;
+    let mut raw = Raw::open(&broker, V4).await;
+    raw.send_bytes(&[
+        0x10, 0x0C, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x06, 0x02, 0x00, 0x3C, 0x00, 0x00,
+    ])
+    .await;
+    let seen = raw.closed().await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        connack(seen[0].clone()).reason_code,
+        ReasonCode::UnsupportedProtocolVersion
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn mqtt_3_1_clients_are_accepted() {
+    // MQTT 3.1 (MQIsdp, level 3); its client identifiers are 1 to 23 characters.
+    let broker = start_broker().await;
+    let (_raw, ack) = Raw::connect_with(&broker, Connect::new(ProtocolVersion::V31, "old")).await;
+    assert_eq!(connack(ack).reason_code, ReasonCode::Success);
+    let long = "a".repeat(24);
+    let (_raw, ack) =
+        Raw::connect_with(&broker, Connect::new(ProtocolVersion::V31, long.as_str())).await;
+    assert_eq!(
+        connack(ack).reason_code,
+        ReasonCode::ClientIdentifierNotValid
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn first_packet_must_be_connect() {
+    // MQTT-3.1.0-1
+    let broker = start_broker().await;
+    let mut raw = Raw::open(&broker, V4).await;
+    raw.send(Packet::PingReq).await;
+    assert!(raw.closed().await.is_empty());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn second_connect_is_a_protocol_violation() {
+    // MQTT-3.1.0-2
+    let broker = start_broker().await;
+    let mut raw = Raw::connect(&broker, V4, "twice").await;
+    raw.send(Packet::Connect(Box::new(Connect::new(V4, "twice"))))
+        .await;
+    assert!(raw.closed().await.is_empty());
+    // v5: DISCONNECT 0x82 first.
+    let mut raw = Raw::connect(&broker, V5, "twice5").await;
+    raw.send(Packet::Connect(Box::new(Connect::new(V5, "twice5"))))
+        .await;
+    let seen = raw.closed().await;
+    assert!(
+        matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn reserved_connect_flag_closes_without_connack() {
+    // MQTT-3.1.2-3
+    let broker = start_broker().await;
+    let mut raw = Raw::open(&broker, V4).await;
+    raw.send_bytes(&[
+        0x10, 0x0C, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x03, 0x00, 0x3C, 0x00, 0x00,
+    ])
+    .await;
+    assert!(raw.closed().await.is_empty());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_connection_is_closed_after_connect_timeout() {
+    let broker = start_broker_with(Limits {
+        connect_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    })
+    .await;
+    let mut raw = Raw::open(&broker, V4).await;
+    assert!(raw.closed().await.is_empty());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn takeover_closes_the_existing_connection() {
+    // MQTT-3.1.4-2 (3.1.1) and MQTT-3.1.4-3 (v5: DISCONNECT 0x8E to the old client).
+    let broker = start_broker().await;
+    let mut old = Raw::connect(&broker, V4, "same").await;
+    let _new = Raw::connect(&broker, V4, "same").await;
+    assert!(old.closed().await.is_empty());
+    let mut old5 = Raw::connect(&broker, V5, "same5").await;
+    let _new5 = Raw::connect(&broker, V5, "same5").await;
+    let seen = old5.closed().await;
+    assert!(
+        matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SessionTakenOver),
+        "{seen:?}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn keep_alive_is_enforced_at_one_and_a_half_times() {
+    // MQTT-3.1.2-24: no packet within 1.5 × Keep Alive → the server closes the connection.
+    let broker = start_broker().await;
+    let mut c = Connect::new(V5, "sleepy");
+    c.keep_alive = 1;
+    let (mut raw, _) = Raw::connect_with(&broker, c).await;
+    let started = tokio::time::Instant::now();
+    let seen = raw.closed().await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "closed after {waited:?}"
+    );
+    assert!(
+        matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::KeepAliveTimeout),
+        "{seen:?}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_packet_gets_v5_disconnect_0x81() {
+    // v5 §4.13: DISCONNECT with the reason code, then close. A PUBLISH with QoS 3.
+    let broker = start_broker().await;
+    let mut raw = Raw::connect(&broker, V5, "bad").await;
+    raw.send_bytes(&[0x36, 0x06, 0x00, 0x01, b't', 0x00, 0x01, 0x00])
+        .await;
+    let seen = raw.closed().await;
+    assert!(
+        matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::MalformedPacket)
+    );
+    assert_eq!(broker.metrics().protocol_errors, 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn packet_over_max_size_gets_v5_disconnect_0x95() {
+    let broker = start_broker_with(Limits {
+        max_packet_size: 64,
+        ..Limits::default()
+    })
+    .await;
+    let mut raw = Raw::connect(&broker, V5, "big").await;
+    // Declares 256 MiB; refused from the header alone.
+    raw.send_bytes(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F]).await;
+    let seen = raw.closed().await;
+    assert!(
+        matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::PacketTooLarge)
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_closed() {
+    let broker = start_broker_with(Limits {
+        max_connections: 2,
+        ..Limits::default()
+    })
+    .await;
+    let _a = Raw::connect(&broker, V4, "a").await;
+    let _b = Raw::connect(&broker, V4, "b").await;
+    let mut c = Raw::open(&broker, V4).await;
+    c.send(Packet::Connect(Box::new(Connect::new(V4, "c"))))
+        .await;
+    assert!(c.closed().await.is_empty());
+    assert_eq!(broker.metrics().connections_refused, 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_sends_v5_clients_server_shutting_down() {
+    let broker = start_broker().await;
+    let mut raw = Raw::connect(&broker, V5, "bye").await;
+    within(broker.shutdown()).await;
+    let seen = raw.closed().await;
+    assert!(
+        matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ServerShuttingDown)
+    );
+}

@@ -1,0 +1,194 @@
+//! Shared test harness: a broker on 127.0.0.1:0, raw MQTT clients speaking bytes through
+//! Roost's codec, rumqttc clients, and a timeout on every await.
+#![allow(dead_code, unreachable_pub, missing_docs)] // each test file uses a different part of the harness
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use roost::codec::{
+    decode, Connect, DecodeLimits, Packet, PacketId, ProtocolVersion, PubResponse, Publish,
+    PublishQoS, Subscribe, SubscriptionOptions,
+};
+use roost::{Broker, BrokerHandle, Limits, QoS, TopicFilter, TopicName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Upper bound for any single wait in a test.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Awaits `fut`, failing the test if it takes longer than [`WAIT`].
+pub async fn within<T>(fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .expect("timed out waiting")
+}
+
+/// A broker with default limits on 127.0.0.1:0, without `$SYS` publishing.
+pub async fn start_broker() -> BrokerHandle {
+    start_broker_with(Limits::default()).await
+}
+
+/// A broker with `limits` on 127.0.0.1:0.
+pub async fn start_broker_with(limits: Limits) -> BrokerHandle {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .limits(limits)
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .expect("broker starts")
+}
+
+pub fn addr(broker: &BrokerHandle) -> SocketAddr {
+    broker.local_addrs()[0]
+}
+
+pub fn topic(s: &str) -> TopicName {
+    TopicName::new(s).expect("valid topic")
+}
+
+pub fn filter(s: &str) -> TopicFilter {
+    TopicFilter::new(s).expect("valid filter")
+}
+
+pub fn pid(n: u16) -> PacketId {
+    PacketId::new(n).expect("non-zero")
+}
+
+/// A client that speaks raw MQTT over TCP, encoding and decoding with Roost's codec.
+pub struct Raw {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+    pub version: ProtocolVersion,
+}
+
+impl Raw {
+    pub async fn open(broker: &BrokerHandle, version: ProtocolVersion) -> Raw {
+        let stream = within(TcpStream::connect(addr(broker)))
+            .await
+            .expect("connects");
+        Raw {
+            stream,
+            buf: BytesMut::new(),
+            version,
+        }
+    }
+
+    /// Opens a connection and completes CONNECT/CONNACK with `connect`.
+    pub async fn connect_with(broker: &BrokerHandle, connect: Connect) -> (Raw, Packet) {
+        let mut raw = Raw::open(broker, connect.protocol).await;
+        raw.send(Packet::Connect(Box::new(connect))).await;
+        let ack = raw.recv().await.expect("CONNACK");
+        (raw, ack)
+    }
+
+    /// A clean-session client named `id`, connected.
+    pub async fn connect(broker: &BrokerHandle, version: ProtocolVersion, id: &str) -> Raw {
+        let (raw, ack) = Raw::connect_with(broker, Connect::new(version, id)).await;
+        match ack {
+            Packet::ConnAck(a) => assert!(a.reason_code.is_success(), "refused: {a:?}"),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        raw
+    }
+
+    pub async fn send(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        packet.encode(self.version, &mut out).expect("encodes");
+        self.send_bytes(&out).await;
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        within(self.stream.write_all(bytes)).await.expect("writes");
+    }
+
+    /// The next packet, or `None` when the broker closed the connection.
+    pub async fn recv(&mut self) -> Option<Packet> {
+        let limits = DecodeLimits::new(self.version);
+        loop {
+            if let Some(p) = decode(&mut self.buf, &limits).expect("broker sends valid packets") {
+                return Some(p);
+            }
+            let n = within(self.stream.read_buf(&mut self.buf)).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Waits until the broker closes the connection; returns the packets it sent first.
+    pub async fn closed(&mut self) -> Vec<Packet> {
+        let mut seen = Vec::new();
+        while let Some(p) = self.recv().await {
+            seen.push(p);
+        }
+        seen
+    }
+
+    pub async fn subscribe(&mut self, id: u16, f: &str, qos: QoS) -> Packet {
+        self.send(Packet::Subscribe(Subscribe {
+            packet_id: pid(id),
+            properties: Default::default(),
+            filters: vec![(filter(f), SubscriptionOptions::new(qos))],
+        }))
+        .await;
+        self.recv().await.expect("SUBACK")
+    }
+
+    pub async fn publish(
+        &mut self,
+        t: &str,
+        payload: &'static [u8],
+        qos: PublishQoS,
+        retain: bool,
+    ) {
+        let mut p = Publish::new(topic(t), qos, payload);
+        p.retain = retain;
+        self.send(Packet::Publish(p)).await;
+    }
+
+    /// Receives a PUBLISH, acknowledging QoS 1 (PUBACK) and QoS 2 (PUBREC, then PUBREL →
+    /// PUBCOMP) on the way.
+    pub async fn recv_publish(&mut self) -> Publish {
+        match self.recv().await {
+            Some(Packet::Publish(p)) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    pub async fn ack(&mut self, p: &Publish) {
+        match p.qos {
+            PublishQoS::AtMostOnce => {}
+            PublishQoS::AtLeastOnce(id) => self.send(Packet::PubAck(PubResponse::new(id))).await,
+            PublishQoS::ExactlyOnce(id) => {
+                self.send(Packet::PubRec(PubResponse::new(id))).await;
+                match self.recv().await {
+                    Some(Packet::PubRel(r)) => assert_eq!(r.packet_id, id),
+                    other => panic!("expected PUBREL, got {other:?}"),
+                }
+                self.send(Packet::PubComp(PubResponse::new(id))).await;
+            }
+        }
+    }
+
+    /// A round trip through the broker: everything sent before has been processed. Returns
+    /// the packets that arrived before the PINGRESP.
+    pub async fn ping(&mut self) -> Vec<Packet> {
+        self.send(Packet::PingReq).await;
+        let mut seen = Vec::new();
+        loop {
+            match self.recv().await {
+                Some(Packet::PingResp) => return seen,
+                Some(p) => seen.push(p),
+                None => panic!("closed while waiting for PINGRESP"),
+            }
+        }
+    }
+}

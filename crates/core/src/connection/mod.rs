@@ -119,8 +119,8 @@ impl Connection {
         }
     }
 
-    /// Ends the connection: goodbye, detach, will.
-    async fn close(self, exit: Exit, writer: tokio::task::JoinHandle<()>) {
+    /// Ends the connection: goodbye, detach, will, and only then the end of the stream.
+    async fn close<W: PacketWriter>(self, exit: Exit, writer: tokio::task::JoinHandle<W>) {
         let (reason, publish_will) = match &exit {
             Exit::Disconnected { keep_will } => (CloseReason::Silent, *keep_will),
             Exit::Closed => (CloseReason::Shutdown, true),
@@ -133,12 +133,15 @@ impl Connection {
         };
         tracing::debug!(?exit, "connection closing");
         self.signals.close(reason);
-        let _ = writer.await;
+        let wire = writer.await.ok();
         self.shared.detach(&self.session, self.link_id);
         if publish_will {
             if let Some(will) = self.will {
                 self.shared.publish_will(will, &self.client_id);
             }
+        }
+        if let Some(mut wire) = wire {
+            let _ = tokio::time::timeout(writer::CLOSE_FLUSH_TIMEOUT, wire.shutdown()).await;
         }
     }
 }

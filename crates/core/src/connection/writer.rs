@@ -1,9 +1,10 @@
 //! A connection's writer task: drains the session's outbox and queue into one batch, writes
 //! it, and sleeps until woken.
 //!
-//! Order on the wire: re-sent inflight messages of a resumed session first (in their
-//! original order, MQTT-4.4.0-1), then control packets (CONNACK, acks, SUBACK, ... in the
-//! order the reader produced them), then queued messages while the inflight window allows.
+//! Order on the wire: control packets first (CONNACK, acks, SUBACK, ... in the order the
+//! reader produced them), then, once after a session resumes, its unacknowledged messages in
+//! their original order (MQTT-4.4.0-1), then queued messages while the inflight window
+//! allows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use crate::session::{CloseReason, LinkSignals, Session, SessionState, Stage};
 use crate::transport::PacketWriter;
 
 /// How long a closing connection may spend writing its last packets.
-const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether the link still owns the session.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,8 +34,10 @@ pub(crate) struct Writer<W> {
 }
 
 impl<W: PacketWriter> Writer<W> {
-    /// Runs until the connection closes. Returns the wire so the caller can drop it.
-    pub(crate) async fn run(mut self) {
+    /// Runs until the connection closes. Returns the wire, flushed but still open: the
+    /// reader closes it after detaching the session, so a client that sees the connection
+    /// close can rely on the session already being detached.
+    pub(crate) async fn run(mut self) -> W {
         loop {
             let closing = self.signals.close.is_cancelled();
             let fill = {
@@ -44,7 +47,7 @@ impl<W: PacketWriter> Writer<W> {
             };
             if closing || fill == Fill::Detached {
                 self.finish().await;
-                return;
+                return self.wire;
             }
             if self.wire.pending() > 0 {
                 let flushed = tokio::select! {
@@ -64,7 +67,7 @@ impl<W: PacketWriter> Writer<W> {
         }
     }
 
-    /// Writes what is left and the goodbye, bounded in time, then closes the stream.
+    /// Writes what is left and the goodbye, bounded in time.
     async fn finish(&mut self) {
         if self.version.is_v5() {
             let code = match self.signals.reason() {
@@ -78,12 +81,7 @@ impl<W: PacketWriter> Writer<W> {
                     .packet(&Packet::Disconnect(Disconnect::new(code)), self.version);
             }
         }
-        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, async {
-            if self.wire.flush().await.is_ok() {
-                self.wire.shutdown().await;
-            }
-        })
-        .await;
+        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, self.wire.flush()).await;
     }
 
     fn fill(&mut self, st: &mut SessionState, closing: bool) -> Fill {
@@ -98,6 +96,11 @@ impl<W: PacketWriter> Writer<W> {
         };
         let v = self.version;
         let metrics = &self.shared.metrics;
+        while let Some(packet) = link.outbox.pop_front() {
+            if let Err(e) = self.wire.packet(&packet, v) {
+                tracing::warn!(error = %e, packet = ?packet.packet_type(), "cannot encode packet");
+            }
+        }
         if link.resend {
             link.resend = false;
             for entry in inflight.entries() {
@@ -114,11 +117,6 @@ impl<W: PacketWriter> Writer<W> {
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "cannot re-send an inflight message");
                 }
-            }
-        }
-        while let Some(packet) = link.outbox.pop_front() {
-            if let Err(e) = self.wire.packet(&packet, v) {
-                tracing::warn!(error = %e, packet = ?packet.packet_type(), "cannot encode packet");
             }
         }
         if closing {

@@ -1,0 +1,124 @@
+//! Retained messages (3.1.1 §3.3.1.3) and `$` topics (§4.7.2).
+
+mod support;
+
+use roost::codec::{Packet, ProtocolVersion, PublishQoS};
+use roost::QoS;
+use support::*;
+
+const V4: ProtocolVersion = ProtocolVersion::V311;
+
+#[tokio::test]
+async fn retained_message_is_sent_to_new_subscribers_with_retain_set() {
+    // MQTT-3.3.1-5 (stored), MQTT-3.3.1-6 (sent to new subscriptions), MQTT-3.3.1-8
+    // (RETAIN 1 on that copy).
+    let broker = start_broker().await;
+    let mut publ = Raw::connect(&broker, V4, "pub").await;
+    publ.publish("r/t", b"kept", PublishQoS::AtLeastOnce(pid(1)), true)
+        .await;
+    assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
+    let mut sub = Raw::connect(&broker, V4, "sub").await;
+    assert!(matches!(
+        sub.subscribe(1, "r/+", QoS::ExactlyOnce).await,
+        Packet::SubAck(_)
+    ));
+    let p = sub.recv_publish().await;
+    assert_eq!(&p.payload[..], b"kept");
+    assert!(p.retain);
+    // Stored with its QoS (1), delivered at min(1, granted 2).
+    assert!(matches!(p.qos, PublishQoS::AtLeastOnce(_)));
+    sub.ack(&p).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn established_subscriptions_get_retain_0() {
+    // MQTT-3.3.1-9
+    let broker = start_broker().await;
+    let mut sub = Raw::connect(&broker, V4, "sub").await;
+    sub.subscribe(1, "live", QoS::AtMostOnce).await;
+    let mut publ = Raw::connect(&broker, V4, "pub").await;
+    publ.publish("live", b"now", PublishQoS::AtMostOnce, true)
+        .await;
+    let p = sub.recv_publish().await;
+    assert!(!p.retain);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn new_retained_message_replaces_the_old_and_empty_payload_clears_it() {
+    // MQTT-3.3.1-7 (replaced), MQTT-3.3.1-10 (zero bytes clears), MQTT-3.3.1-11 (a
+    // zero-byte retained message is not stored), and MQTT-3.3.1-12 (RETAIN 0 leaves it).
+    let broker = start_broker().await;
+    let mut publ = Raw::connect(&broker, V4, "pub").await;
+    publ.publish("k", b"first", PublishQoS::AtMostOnce, true)
+        .await;
+    publ.publish("k", b"second", PublishQoS::AtMostOnce, true)
+        .await;
+    publ.publish("k", b"not retained", PublishQoS::AtMostOnce, false)
+        .await;
+    publ.ping().await;
+    let mut sub = Raw::connect(&broker, V4, "s1").await;
+    sub.subscribe(1, "k", QoS::AtMostOnce).await;
+    assert_eq!(&sub.recv_publish().await.payload[..], b"second");
+    assert!(sub.ping().await.is_empty());
+    assert_eq!(broker.metrics().retained, 1);
+    publ.publish("k", b"", PublishQoS::AtMostOnce, true).await;
+    publ.ping().await;
+    // The live subscriber sees the empty message (it is a normal message to them).
+    let cleared = sub.recv_publish().await;
+    assert!(cleared.payload.is_empty());
+    let mut late = Raw::connect(&broker, V4, "s2").await;
+    late.subscribe(1, "k", QoS::AtMostOnce).await;
+    assert!(late.ping().await.is_empty(), "nothing retained any more");
+    assert_eq!(broker.metrics().retained, 0);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn wildcard_subscriptions_receive_matching_retained_messages() {
+    let broker = start_broker().await;
+    let mut publ = Raw::connect(&broker, V4, "pub").await;
+    for t in ["h/1/temp", "h/2/temp", "h/2/hum", "other"] {
+        publ.publish(t, b"v", PublishQoS::AtMostOnce, true).await;
+    }
+    publ.ping().await;
+    let mut sub = Raw::connect(&broker, V4, "sub").await;
+    sub.subscribe(1, "h/+/temp", QoS::AtMostOnce).await;
+    let mut topics: Vec<String> = sub
+        .ping()
+        .await
+        .into_iter()
+        .map(|p| match p {
+            Packet::Publish(p) => p.topic.to_string(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    topics.sort();
+    assert_eq!(topics, vec!["h/1/temp", "h/2/temp"]);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn dollar_topics_are_not_matched_by_leading_wildcards() {
+    // MQTT-4.7.2-1: "#" and "+/..." do not match topics beginning with "$".
+    let broker = start_broker().await;
+    let mut all = Raw::connect(&broker, V4, "all").await;
+    all.subscribe(1, "#", QoS::AtMostOnce).await;
+    let mut plus = Raw::connect(&broker, V4, "plus").await;
+    plus.subscribe(1, "+/info", QoS::AtMostOnce).await;
+    let mut sys = Raw::connect(&broker, V4, "sys").await;
+    sys.subscribe(1, "$SYS/#", QoS::AtMostOnce).await;
+    let mut publ = Raw::connect(&broker, V4, "pub").await;
+    publ.publish("$SYS/info", b"s", PublishQoS::AtMostOnce, false)
+        .await;
+    publ.publish("x/info", b"x", PublishQoS::AtMostOnce, false)
+        .await;
+    publ.ping().await;
+    assert_eq!(sys.recv_publish().await.topic, topic("$SYS/info"));
+    assert_eq!(all.recv_publish().await.topic, topic("x/info"));
+    assert_eq!(plus.recv_publish().await.topic, topic("x/info"));
+    assert!(all.ping().await.is_empty());
+    assert!(plus.ping().await.is_empty());
+    broker.shutdown().await;
+}

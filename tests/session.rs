@@ -1,0 +1,220 @@
+//! Sessions and subscriptions (3.1.1 §3.1.2.4, §3.8, §3.10, §4.1).
+
+mod support;
+
+use roost::codec::{
+    Connect, Packet, ProtocolVersion, PublishQoS, ReasonCode, SubAck, Subscribe,
+    SubscriptionOptions, Unsubscribe,
+};
+use roost::{Limits, QoS};
+use support::*;
+
+const V4: ProtocolVersion = ProtocolVersion::V311;
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+fn persistent(id: &str) -> Connect {
+    let mut c = Connect::new(V4, id);
+    c.clean_start = false;
+    c
+}
+
+#[tokio::test]
+async fn persistent_subscriptions_survive_reconnect() {
+    // MQTT-3.1.2-4 / MQTT-4.1.0-1: the session (and its subscriptions) outlives the
+    // connection when Clean Session is 0.
+    let broker = start_broker().await;
+    let (mut sub, _) = Raw::connect_with(&broker, persistent("keep")).await;
+    sub.subscribe(1, "k/#", QoS::AtLeastOnce).await;
+    drop(sub);
+    let (mut sub, ack) = Raw::connect_with(&broker, persistent("keep")).await;
+    assert!(matches!(ack, Packet::ConnAck(a) if a.session_present));
+    let mut publ = Raw::connect(&broker, V4, "pub").await;
+    publ.publish("k/1", b"v", PublishQoS::AtLeastOnce(pid(1)), false)
+        .await;
+    let p = sub.recv_publish().await;
+    assert_eq!(&p.payload[..], b"v");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn clean_session_discards_the_previous_session() {
+    // MQTT-3.1.2-6: Clean Session 1 discards any previous session and starts a new one.
+    let broker = start_broker().await;
+    let (mut sub, _) = Raw::connect_with(&broker, persistent("c")).await;
+    sub.subscribe(1, "c/#", QoS::AtLeastOnce).await;
+    sub.send(Packet::Disconnect(Default::default())).await;
+    sub.closed().await;
+    let (mut sub, ack) = Raw::connect_with(&broker, Connect::new(V4, "c")).await;
+    assert!(matches!(ack, Packet::ConnAck(a) if !a.session_present));
+    let mut publ = Raw::connect(&broker, V4, "pub").await;
+    publ.publish("c/1", b"v", PublishQoS::AtLeastOnce(pid(1)), false)
+        .await;
+    publ.ping().await;
+    assert!(sub.ping().await.is_empty(), "old subscription gone");
+    assert_eq!(broker.metrics().subscriptions, 0);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn clean_session_ends_when_the_connection_closes() {
+    // MQTT-3.1.2-6: the session lasts as long as the network connection.
+    let broker = start_broker().await;
+    let mut sub = Raw::connect(&broker, V4, "short").await;
+    sub.subscribe(1, "s", QoS::AtMostOnce).await;
+    assert_eq!(broker.metrics().subscriptions, 1);
+    sub.send(Packet::Disconnect(Default::default())).await;
+    sub.closed().await;
+    // A later client with the same id gets no session.
+    let (_again, ack) = Raw::connect_with(&broker, persistent("short")).await;
+    assert!(matches!(ack, Packet::ConnAck(a) if !a.session_present));
+    assert_eq!(broker.metrics().subscriptions, 0);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn subscribe_replaces_an_identical_filter() {
+    // MQTT-3.8.4-3: a new subscription with an existing filter replaces it (new QoS), and
+    // retained messages are re-sent.
+    let broker = start_broker().await;
+    let mut publ = Raw::connect(&broker, V4, "pub").await;
+    publ.publish("r", b"ret", PublishQoS::AtMostOnce, true)
+        .await;
+    publ.ping().await;
+    let mut sub = Raw::connect(&broker, V4, "sub").await;
+    sub.subscribe(1, "r", QoS::AtMostOnce).await;
+    assert_eq!(sub.recv_publish().await.qos, PublishQoS::AtMostOnce);
+    sub.subscribe(2, "r", QoS::AtLeastOnce).await;
+    let again = sub.recv_publish().await;
+    assert!(again.retain);
+    assert_eq!(broker.metrics().subscriptions, 1);
+    publ.publish("r", b"live", PublishQoS::AtLeastOnce(pid(1)), false)
+        .await;
+    let live = sub.recv_publish().await;
+    assert!(
+        matches!(live.qos, PublishQoS::AtLeastOnce(_)),
+        "upgraded to QoS 1"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn suback_and_unsuback_carry_the_packet_id_and_one_code_per_filter() {
+    // MQTT-3.8.4-1, MQTT-3.8.4-2 (same packet id), MQTT-3.8.4-5 (one code per filter),
+    // MQTT-3.10.4-4 / -5 (UNSUBACK with the same id, even with nothing to remove).
+    let broker = start_broker().await;
+    let mut c = Raw::connect(&broker, V4, "c").await;
+    c.send(Packet::Subscribe(Subscribe {
+        packet_id: pid(42),
+        properties: Default::default(),
+        filters: vec![
+            (filter("a"), SubscriptionOptions::new(QoS::AtMostOnce)),
+            (filter("b/+"), SubscriptionOptions::new(QoS::AtLeastOnce)),
+            (filter("c/#"), SubscriptionOptions::new(QoS::ExactlyOnce)),
+        ],
+    }))
+    .await;
+    match c.recv().await {
+        Some(Packet::SubAck(SubAck {
+            packet_id,
+            reason_codes,
+            ..
+        })) => {
+            assert_eq!(packet_id, pid(42));
+            assert_eq!(
+                reason_codes,
+                vec![
+                    ReasonCode::Success,
+                    ReasonCode::GrantedQoS1,
+                    ReasonCode::GrantedQoS2
+                ]
+            );
+        }
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+    c.send(Packet::Unsubscribe(Unsubscribe {
+        packet_id: pid(43),
+        properties: Default::default(),
+        filters: vec![filter("a"), filter("never")],
+    }))
+    .await;
+    assert!(matches!(c.recv().await, Some(Packet::UnsubAck(u)) if u.packet_id == pid(43)));
+    assert_eq!(broker.metrics().subscriptions, 2);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsubscribed_filters_receive_nothing() {
+    // MQTT-3.10.4-2: the server stops adding messages for the removed subscription.
+    let broker = start_broker().await;
+    let mut c = Raw::connect(&broker, V5, "c").await;
+    c.subscribe(1, "u", QoS::AtMostOnce).await;
+    c.send(Packet::Unsubscribe(Unsubscribe {
+        packet_id: pid(2),
+        properties: Default::default(),
+        filters: vec![filter("u"), filter("x")],
+    }))
+    .await;
+    match c.recv().await {
+        Some(Packet::UnsubAck(u)) => assert_eq!(
+            u.reason_codes,
+            vec![ReasonCode::Success, ReasonCode::NoSubscriptionExisted]
+        ),
+        other => panic!("expected UNSUBACK, got {other:?}"),
+    }
+    let mut publ = Raw::connect(&broker, V4, "pub").await;
+    publ.publish("u", b"x", PublishQoS::AtMostOnce, false).await;
+    publ.ping().await;
+    assert!(c.ping().await.is_empty());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn subscription_limit_refuses_extra_filters() {
+    let broker = start_broker_with(Limits {
+        max_subscriptions_per_client: 2,
+        ..Limits::default()
+    })
+    .await;
+    let mut c = Raw::connect(&broker, V4, "c").await;
+    c.subscribe(1, "a", QoS::AtMostOnce).await;
+    c.subscribe(2, "b", QoS::AtMostOnce).await;
+    // 3.1.1 has one failure code: 0x80.
+    match c.subscribe(3, "c", QoS::AtMostOnce).await {
+        Packet::SubAck(a) => assert_eq!(a.reason_codes, vec![ReasonCode::UnspecifiedError]),
+        other => panic!("{other:?}"),
+    }
+    // Re-subscribing to an existing filter is not a new subscription.
+    match c.subscribe(4, "a", QoS::AtLeastOnce).await {
+        Packet::SubAck(a) => assert_eq!(a.reason_codes, vec![ReasonCode::GrantedQoS1]),
+        other => panic!("{other:?}"),
+    }
+    let mut c5 = Raw::connect(&broker, V5, "c5").await;
+    c5.subscribe(1, "a", QoS::AtMostOnce).await;
+    c5.subscribe(2, "b", QoS::AtMostOnce).await;
+    match c5.subscribe(3, "c", QoS::AtMostOnce).await {
+        Packet::SubAck(a) => assert_eq!(a.reason_codes, vec![ReasonCode::QuotaExceeded]),
+        other => panic!("{other:?}"),
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn topic_limits_are_enforced() {
+    let broker = start_broker_with(Limits {
+        max_topic_levels: 3,
+        ..Limits::default()
+    })
+    .await;
+    let mut c = Raw::connect(&broker, V5, "c").await;
+    match c.subscribe(1, "a/b/c/d", QoS::AtMostOnce).await {
+        Packet::SubAck(a) => assert_eq!(a.reason_codes, vec![ReasonCode::TopicFilterInvalid]),
+        other => panic!("{other:?}"),
+    }
+    c.publish("a/b/c/d", b"x", PublishQoS::AtMostOnce, false)
+        .await;
+    let seen = c.closed().await;
+    assert!(
+        matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::TopicNameInvalid)
+    );
+    broker.shutdown().await;
+}

@@ -1,0 +1,87 @@
+//! Will Messages (3.1.1 §3.1.2.5 to §3.1.2.7, §3.1.3.2/3).
+
+mod support;
+
+use bytes::Bytes;
+use roost::codec::{Connect, LastWill, Packet, ProtocolVersion, PublishQoS, WillProperties};
+use roost::QoS;
+use support::*;
+
+const V4: ProtocolVersion = ProtocolVersion::V311;
+
+fn with_will(id: &str, retain: bool) -> Connect {
+    let mut c = Connect::new(V4, id);
+    c.will = Some(LastWill {
+        topic: topic("status/dev"),
+        payload: Bytes::from_static(b"offline"),
+        qos: QoS::AtLeastOnce,
+        retain,
+        properties: WillProperties::default(),
+    });
+    c
+}
+
+#[tokio::test]
+async fn will_is_published_when_the_connection_is_lost() {
+    // MQTT-3.1.2-8: published when the network connection closes without DISCONNECT.
+    let broker = start_broker().await;
+    let mut watcher = Raw::connect(&broker, V4, "watcher").await;
+    watcher.subscribe(1, "status/#", QoS::AtLeastOnce).await;
+    let (dev, _) = Raw::connect_with(&broker, with_will("dev", false)).await;
+    drop(dev);
+    let p = watcher.recv_publish().await;
+    assert_eq!(&p.payload[..], b"offline");
+    assert!(matches!(p.qos, PublishQoS::AtLeastOnce(_)), "will QoS kept");
+    assert!(!p.retain, "MQTT-3.1.2-16: not retained");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn will_is_not_published_after_disconnect() {
+    // MQTT-3.1.2-10 / MQTT-3.14.4-3: DISCONNECT discards the will.
+    let broker = start_broker().await;
+    let mut watcher = Raw::connect(&broker, V4, "watcher").await;
+    watcher.subscribe(1, "status/#", QoS::AtLeastOnce).await;
+    let (mut dev, _) = Raw::connect_with(&broker, with_will("dev", false)).await;
+    dev.send(Packet::Disconnect(Default::default())).await;
+    assert!(dev.closed().await.is_empty());
+    // Another client publishes after the disconnect: it arrives, and no will before it.
+    let mut other = Raw::connect(&broker, V4, "other").await;
+    other
+        .publish("status/other", b"here", PublishQoS::AtMostOnce, false)
+        .await;
+    let p = watcher.recv_publish().await;
+    assert_eq!(&p.payload[..], b"here");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn retained_will_is_retained() {
+    // MQTT-3.1.2-17
+    let broker = start_broker().await;
+    let mut watcher = Raw::connect(&broker, V4, "watcher").await;
+    watcher.subscribe(1, "status/dev", QoS::AtMostOnce).await;
+    let (dev, _) = Raw::connect_with(&broker, with_will("dev", true)).await;
+    drop(dev);
+    // Once the watcher has it, it has been retained too.
+    assert_eq!(&watcher.recv_publish().await.payload[..], b"offline");
+    let mut late = Raw::connect(&broker, V4, "late").await;
+    late.subscribe(1, "status/dev", QoS::AtMostOnce).await;
+    let p = late.recv_publish().await;
+    assert!(p.retain);
+    assert_eq!(&p.payload[..], b"offline");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn will_is_published_on_protocol_violation() {
+    // MQTT-3.1.2-8 covers any close other than DISCONNECT: here a malformed packet.
+    let broker = start_broker().await;
+    let mut watcher = Raw::connect(&broker, V4, "watcher").await;
+    watcher.subscribe(1, "status/#", QoS::AtMostOnce).await;
+    let (mut dev, _) = Raw::connect_with(&broker, with_will("dev", false)).await;
+    dev.send_bytes(&[0x00, 0x00]).await; // reserved packet type 0
+    assert!(dev.closed().await.is_empty());
+    assert_eq!(&watcher.recv_publish().await.payload[..], b"offline");
+    broker.shutdown().await;
+}

@@ -41,3 +41,8 @@ pub use roost_core::{
     Broker, BrokerBuilder, BrokerHandle, Client, ClientError, ClientOptions, Deliveries, Error,
     Limits, MetricsSnapshot, Received,
 };
+
+/// The README's code blocks, compiled as doctests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -163,6 +163,32 @@ impl Raw {
         }
     }
 
+    /// The next PUBLISH, acknowledged as a real client would with other packets in between:
+    /// PUBACK for QoS 1, PUBREC for QoS 2, and PUBCOMP for any PUBREL met on the way.
+    pub async fn next_message(&mut self) -> Publish {
+        loop {
+            match self.recv().await {
+                Some(Packet::Publish(p)) => {
+                    match p.qos {
+                        PublishQoS::AtMostOnce => {}
+                        PublishQoS::AtLeastOnce(id) => {
+                            self.send(Packet::PubAck(PubResponse::new(id))).await
+                        }
+                        PublishQoS::ExactlyOnce(id) => {
+                            self.send(Packet::PubRec(PubResponse::new(id))).await
+                        }
+                    }
+                    return p;
+                }
+                Some(Packet::PubRel(r)) => {
+                    self.send(Packet::PubComp(PubResponse::new(r.packet_id)))
+                        .await
+                }
+                other => panic!("expected PUBLISH or PUBREL, got {other:?}"),
+            }
+        }
+    }
+
     pub async fn ack(&mut self, p: &Publish) {
         match p.qos {
             PublishQoS::AtMostOnce => {}
@@ -174,6 +200,29 @@ impl Raw {
                     other => panic!("expected PUBREL, got {other:?}"),
                 }
                 self.send(Packet::PubComp(PubResponse::new(id))).await;
+            }
+        }
+    }
+
+    /// Completes the publisher side of a QoS 1/2 publish: PUBACK, or PUBREC → PUBREL →
+    /// PUBCOMP.
+    pub async fn ack_publish(&mut self, qos: PublishQoS) {
+        match qos {
+            PublishQoS::AtMostOnce => {}
+            PublishQoS::AtLeastOnce(id) => match self.recv().await {
+                Some(Packet::PubAck(a)) => assert_eq!(a.packet_id, id),
+                other => panic!("expected PUBACK, got {other:?}"),
+            },
+            PublishQoS::ExactlyOnce(id) => {
+                match self.recv().await {
+                    Some(Packet::PubRec(r)) => assert_eq!(r.packet_id, id),
+                    other => panic!("expected PUBREC, got {other:?}"),
+                }
+                self.send(Packet::PubRel(PubResponse::new(id))).await;
+                match self.recv().await {
+                    Some(Packet::PubComp(r)) => assert_eq!(r.packet_id, id),
+                    other => panic!("expected PUBCOMP, got {other:?}"),
+                }
             }
         }
     }

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -137,8 +137,17 @@ struct Inner {
     tx: mpsc::Sender<Packet>,
     pending: Mutex<Pending>,
     closed: CancellationToken,
+    /// Cancelled when the last [`Client`] handle is dropped: the connection then ends as
+    /// if the network had gone (the will is published).
+    dropped: CancellationToken,
     timeout: Duration,
     client_id: ByteString,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.dropped.cancel();
+    }
 }
 
 /// An in-process MQTT client of an embedded broker.
@@ -197,97 +206,134 @@ impl BrokerHandle {
             _ => return Err(ClientError::Disconnected),
         };
         let (deliver_tx, deliver_rx) = mpsc::channel(options.buffer);
+        let dropped = CancellationToken::new();
+        let closed = CancellationToken::new();
         let inner = Arc::new(Inner {
-            tx: to_broker,
+            tx: to_broker.clone(),
             pending: Mutex::new(Pending::default()),
-            closed: CancellationToken::new(),
+            closed: closed.clone(),
+            dropped: dropped.clone(),
             timeout: options.request_timeout,
             client_id,
         });
+        let driver = Driver {
+            inner: Arc::downgrade(&inner),
+            tx: to_broker,
+            closed,
+            dropped,
+        };
         self.shared
             .tracker
-            .spawn(drive(Arc::clone(&inner), from_broker, deliver_tx));
+            .spawn(driver.run(from_broker, deliver_tx));
         Ok((Client { inner }, Deliveries { rx: deliver_rx }))
     }
 }
 
-/// Handles what the broker sends: completes requests, acknowledges and forwards messages.
-async fn drive(
-    inner: Arc<Inner>,
-    mut from_broker: mpsc::Receiver<Packet>,
-    deliver: mpsc::Sender<Received>,
-) {
-    let mut awaiting_rel: HashSet<u16> = HashSet::new();
-    while let Some(packet) = from_broker.recv().await {
-        let reply = match packet {
-            Packet::Publish(p) => {
-                let (id, qos) = (p.qos.packet_id(), p.qos.qos());
-                let fresh = match (qos, id) {
-                    (QoS::ExactlyOnce, Some(id)) => awaiting_rel.insert(id.get()),
-                    _ => true,
-                };
-                if fresh {
-                    let received = Received {
-                        topic: p.topic,
-                        payload: p.payload,
-                        qos,
-                        retain: p.retain,
-                        dup: p.dup,
-                        properties: p.properties,
-                    };
-                    if deliver.send(received).await.is_err() {
-                        // Nobody reads deliveries any more; keep acknowledging.
-                    }
-                }
-                match (qos, id) {
-                    (QoS::AtLeastOnce, Some(id)) => Some(Packet::PubAck(PubResponse::new(id))),
-                    (QoS::ExactlyOnce, Some(id)) => Some(Packet::PubRec(PubResponse::new(id))),
-                    _ => None,
-                }
-            }
-            Packet::PubRel(r) => {
-                awaiting_rel.remove(&r.packet_id.get());
-                Some(Packet::PubComp(PubResponse::new(r.packet_id)))
-            }
-            Packet::PubRec(r) => {
-                let id = r.packet_id;
-                let mut pending = inner.pending.lock();
-                if r.reason_code.is_success() {
-                    pending.releasing.insert(id.get());
-                }
-                if let Some(waiter) = pending.waiters.remove(&id.get()) {
-                    let _ = waiter.send(Packet::PubRec(r.clone()));
-                }
-                r.reason_code
-                    .is_success()
-                    .then(|| Packet::PubRel(PubResponse::new(id)))
-            }
-            Packet::PubComp(r) => {
-                inner.pending.lock().releasing.remove(&r.packet_id.get());
-                None
-            }
-            Packet::PubAck(PubResponse { packet_id: id, .. })
-            | Packet::SubAck(crate::codec::SubAck { packet_id: id, .. })
-            | Packet::UnsubAck(crate::codec::UnsubAck { packet_id: id, .. }) => {
-                if let Some(waiter) = inner.pending.lock().waiters.remove(&id.get()) {
-                    let _ = waiter.send(packet);
-                }
-                None
-            }
-            Packet::Disconnect(d) => {
-                tracing::debug!(reason = %d.reason_code, "broker disconnected in-process client");
-                break;
-            }
-            _ => None,
-        };
-        if let Some(reply) = reply {
-            if inner.tx.send(reply).await.is_err() {
-                break;
+/// The client's background task: handles what the broker sends, completes requests,
+/// acknowledges and forwards messages. It holds the client only weakly, so dropping the last
+/// [`Client`] ends the connection.
+struct Driver {
+    inner: Weak<Inner>,
+    tx: mpsc::Sender<Packet>,
+    closed: CancellationToken,
+    dropped: CancellationToken,
+}
+
+impl Driver {
+    /// Completes the request waiting on `id` with `packet`.
+    fn complete(&self, id: PacketId, packet: Packet) {
+        if let Some(inner) = self.inner.upgrade() {
+            if let Some(waiter) = inner.pending.lock().waiters.remove(&id.get()) {
+                let _ = waiter.send(packet);
             }
         }
     }
-    inner.closed.cancel();
-    inner.pending.lock().waiters.clear();
+
+    async fn run(self, mut from_broker: mpsc::Receiver<Packet>, deliver: mpsc::Sender<Received>) {
+        let mut awaiting_rel: HashSet<u16> = HashSet::new();
+        loop {
+            let packet = tokio::select! {
+                _ = self.dropped.cancelled() => break,
+                p = from_broker.recv() => match p {
+                    Some(p) => p,
+                    None => break,
+                },
+            };
+            let reply = match packet {
+                Packet::Publish(p) => {
+                    let (id, qos) = (p.qos.packet_id(), p.qos.qos());
+                    let fresh = match (qos, id) {
+                        (QoS::ExactlyOnce, Some(id)) => awaiting_rel.insert(id.get()),
+                        _ => true,
+                    };
+                    if fresh {
+                        let received = Received {
+                            topic: p.topic,
+                            payload: p.payload,
+                            qos,
+                            retain: p.retain,
+                            dup: p.dup,
+                            properties: p.properties,
+                        };
+                        // If nobody reads deliveries any more, keep acknowledging anyway.
+                        let _ = deliver.send(received).await;
+                    }
+                    match (qos, id) {
+                        (QoS::AtLeastOnce, Some(id)) => Some(Packet::PubAck(PubResponse::new(id))),
+                        (QoS::ExactlyOnce, Some(id)) => Some(Packet::PubRec(PubResponse::new(id))),
+                        _ => None,
+                    }
+                }
+                Packet::PubRel(r) => {
+                    awaiting_rel.remove(&r.packet_id.get());
+                    Some(Packet::PubComp(PubResponse::new(r.packet_id)))
+                }
+                Packet::PubRec(r) => {
+                    let id = r.packet_id;
+                    let ok = r.reason_code.is_success();
+                    if ok {
+                        if let Some(inner) = self.inner.upgrade() {
+                            inner.pending.lock().releasing.insert(id.get());
+                        }
+                    }
+                    self.complete(id, Packet::PubRec(r));
+                    ok.then(|| Packet::PubRel(PubResponse::new(id)))
+                }
+                Packet::PubComp(r) => {
+                    if let Some(inner) = self.inner.upgrade() {
+                        inner.pending.lock().releasing.remove(&r.packet_id.get());
+                    }
+                    None
+                }
+                Packet::PubAck(ref a) => {
+                    self.complete(a.packet_id, packet.clone());
+                    None
+                }
+                Packet::SubAck(ref a) => {
+                    self.complete(a.packet_id, packet.clone());
+                    None
+                }
+                Packet::UnsubAck(ref a) => {
+                    self.complete(a.packet_id, packet.clone());
+                    None
+                }
+                Packet::Disconnect(d) => {
+                    tracing::debug!(reason = %d.reason_code, "broker disconnected in-process client");
+                    break;
+                }
+                _ => None,
+            };
+            if let Some(reply) = reply {
+                if self.tx.send(reply).await.is_err() {
+                    break;
+                }
+            }
+        }
+        self.closed.cancel();
+        if let Some(inner) = self.inner.upgrade() {
+            inner.pending.lock().waiters.clear();
+        }
+    }
 }
 
 impl Client {

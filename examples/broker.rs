@@ -1,0 +1,200 @@
+//! The example broker: a complete MQTT broker with no configuration needed.
+//!
+//! ```sh
+//! cargo run --release --example broker                      # 127.0.0.1:1883
+//! cargo run --release --example broker -- --listen 0.0.0.0:1883 --listen [::1]:1884
+//! cargo run --release --example broker -- --config roost.toml
+//! RUST_LOG=debug cargo run --release --example broker        # more logging
+//! ```
+//!
+//! Flags (each also a key in the optional TOML file; flags win):
+//!
+//! | flag | TOML key | meaning |
+//! |---|---|---|
+//! | `--listen ADDR` (repeatable) | `listen = ["ADDR", ...]` | TCP listener address |
+//! | `--max-connections N` | `max_connections` | open connections at most |
+//! | `--max-packet-size BYTES` | `max_packet_size` | largest packet accepted |
+//! | `--max-inflight N` | `max_inflight` | unacknowledged QoS 1/2 messages per session |
+//! | `--max-queued N` | `max_queued` | queued messages per session |
+//! | `--config FILE` | | read the TOML file |
+//!
+//! It stops cleanly on Ctrl-C or SIGTERM: v5 clients get DISCONNECT 0x8B.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use roost::{Broker, Limits};
+
+#[derive(Debug, Default)]
+struct Settings {
+    listen: Vec<SocketAddr>,
+    max_connections: Option<usize>,
+    max_packet_size: Option<u32>,
+    max_inflight: Option<u16>,
+    max_queued: Option<usize>,
+}
+
+const USAGE: &str = "usage: broker [--config FILE] [--listen ADDR]... [--max-connections N] \
+[--max-packet-size BYTES] [--max-inflight N] [--max-queued N]";
+
+fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{key}: '{value}' is not a valid number"))
+}
+
+fn address(value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("listen: '{value}' is not an address like 127.0.0.1:1883"))
+}
+
+impl Settings {
+    /// Applies `key = value` from either the TOML file or a flag.
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "listen" => self.listen.push(address(value)?),
+            "max_connections" => self.max_connections = Some(number(key, value)?),
+            "max_packet_size" => self.max_packet_size = Some(number(key, value)?),
+            "max_inflight" => self.max_inflight = Some(number(key, value)?),
+            "max_queued" => self.max_queued = Some(number(key, value)?),
+            other => return Err(format!("unknown setting '{other}'")),
+        }
+        Ok(())
+    }
+
+    fn from_toml(text: &str) -> Result<Settings, String> {
+        let table: toml::Table = text.parse().map_err(|e| format!("config: {e}"))?;
+        let mut settings = Settings::default();
+        for (key, value) in &table {
+            match value {
+                toml::Value::Array(items) => {
+                    for item in items {
+                        let s = item
+                            .as_str()
+                            .ok_or_else(|| format!("{key}: expected strings"))?;
+                        settings.set(key, s)?;
+                    }
+                }
+                toml::Value::String(s) => settings.set(key, s)?,
+                toml::Value::Integer(n) => settings.set(key, &n.to_string())?,
+                _ => return Err(format!("{key}: unsupported value")),
+            }
+        }
+        Ok(settings)
+    }
+
+    fn parse(args: impl Iterator<Item = String>) -> Result<Settings, String> {
+        let args: Vec<String> = args.collect();
+        // The config file comes first so that flags override it.
+        let mut settings = match args.iter().position(|a| a == "--config") {
+            Some(i) => {
+                let path = args.get(i + 1).ok_or("--config needs a file")?;
+                let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+                Settings::from_toml(&text)?
+            }
+            None => Settings::default(),
+        };
+        let mut from_flags = Vec::new();
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            if flag == "-h" || flag == "--help" {
+                return Err(USAGE.to_string());
+            }
+            let key = flag
+                .strip_prefix("--")
+                .ok_or_else(|| format!("unexpected argument '{flag}'\n{USAGE}"))?
+                .replace('-', "_");
+            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            if key != "config" {
+                from_flags.push((key, value.clone()));
+            }
+        }
+        if from_flags.iter().any(|(k, _)| k == "listen") {
+            settings.listen.clear();
+        }
+        for (key, value) in from_flags {
+            settings.set(&key, &value)?;
+        }
+        if settings.listen.is_empty() {
+            settings.listen.push(address("127.0.0.1:1883")?);
+        }
+        Ok(settings)
+    }
+
+    fn limits(&self) -> Limits {
+        let mut limits = Limits::default();
+        if let Some(n) = self.max_connections {
+            limits.max_connections = n;
+        }
+        if let Some(n) = self.max_packet_size {
+            limits.max_packet_size = n;
+        }
+        if let Some(n) = self.max_inflight {
+            limits.max_inflight = n;
+        }
+        if let Some(n) = self.max_queued {
+            limits.max_queued_messages = n;
+        }
+        limits
+    }
+}
+
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let settings = match Settings::parse(std::env::args().skip(1)) {
+        Ok(s) => s,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut builder = Broker::builder().limits(settings.limits());
+    for addr in &settings.listen {
+        builder = builder.listen(*addr);
+    }
+    let broker = match builder.build().start().await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!(
+                "error: {e}: {}",
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(listeners = ?broker.local_addrs(), "roost broker running; Ctrl-C to stop");
+    stop_signal().await;
+    broker.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}

@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use bytestring::ByteString;
 use parking_lot::Mutex;
@@ -25,20 +27,25 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::codec::{LastWill, Packet, PublishProperties, QoS, ReasonCode};
-use crate::config::Limits;
+use crate::config::{Capabilities, Limits};
 use crate::connection::{self, PeerInfo};
 use crate::error::Error;
 use crate::message::Message;
 use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::plugin::{Authenticator, PluginSettings};
 use crate::router::{RetainChange, Router};
 use crate::session::{CloseReason, Link, LinkSignals, Session};
+use crate::timers::{Due, TimerKind, Timers};
 use crate::topic::TopicName;
 use crate::transport::{NetReader, NetWriter};
 
 /// State shared by every task of one broker.
-#[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) limits: Limits,
+    pub(crate) capabilities: Capabilities,
+    pub(crate) plugins: PluginSettings,
+    pub(crate) authenticators: Vec<Arc<dyn Authenticator>>,
+    pub(crate) timers: Timers,
     pub(crate) router: Router,
     pub(crate) metrics: Metrics,
     pub(crate) shutdown: CancellationToken,
@@ -58,13 +65,27 @@ impl Drop for ConnectionSlot {
     }
 }
 
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("limits", &self.limits)
+            .field("capabilities", &self.capabilities)
+            .field("authenticators", &self.authenticators.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Shared {
-    fn new(limits: Limits) -> Arc<Self> {
+    fn new(config: BrokerBuilder) -> Arc<Self> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         Arc::new(Self {
-            limits,
+            limits: config.limits,
+            capabilities: config.capabilities,
+            plugins: config.plugins,
+            authenticators: config.authenticators,
+            timers: Timers::default(),
             router: Router::default(),
             metrics: Metrics::default(),
             shutdown: CancellationToken::new(),
@@ -124,8 +145,8 @@ impl Shared {
             user_properties: p.user_properties,
             ..PublishProperties::default()
         };
-        let mut message = Message::new(will.topic, will.payload, will.qos, will.retain);
-        message.properties = properties;
+        let mut message = Message::new(will.topic, will.payload, will.qos, will.retain)
+            .with_properties(properties);
         message.publisher = Some(client_id.clone());
         tracing::debug!(topic = %message.topic, "publishing will");
         self.publish(&Arc::new(message));
@@ -134,12 +155,11 @@ impl Shared {
     /// Attaches a new connection to the session for `client_id`, creating or replacing the
     /// session as Clean Start says and closing any connection that held it (MQTT-3.1.4-2).
     /// The CONNACK built by `connack(session_present)` is the link's first packet.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn attach(
         &self,
         client_id: ByteString,
         clean_start: bool,
-        persistent: bool,
+        expiry_interval: u32,
         signals: Arc<LinkSignals>,
         window: usize,
         connack: impl FnOnce(bool) -> Packet,
@@ -158,7 +178,7 @@ impl Shared {
                 // MQTT-3.1.2-4 / v5 §3.1.2.4: resume the existing session.
                 Some(s) if !clean_start => (s, true, None),
                 old => {
-                    let s = Session::new(self.next_id(), client_id.clone(), persistent);
+                    let s = Session::new(self.next_id(), client_id.clone(), expiry_interval);
                     map.insert(client_id, Arc::clone(&s));
                     Metrics::inc(&self.metrics.sessions);
                     (s, false, old)
@@ -171,7 +191,9 @@ impl Shared {
         }
         {
             let mut st = session.state.lock();
-            st.persistent = persistent;
+            st.expiry_interval = expiry_interval;
+            // MQTT-3.1.3-9 (v5): back within the Will Delay Interval: no will.
+            st.pending_will = None;
             let resend = present && st.inflight.len() > 0;
             st.link = Some(Link {
                 id: link_id,
@@ -184,33 +206,104 @@ impl Shared {
         (session, link_id)
     }
 
-    /// Detaches link `link_id` from `session`; ends the session if it is not persistent.
-    pub(crate) fn detach(&self, session: &Arc<Session>, link_id: u64) {
-        let end = {
+    /// Detaches link `link_id` from `session` and deals with the connection's will
+    /// (`will_delay` in seconds): published now, kept pending until the Will Delay Interval
+    /// passes, or published when the session ends, whichever comes first (MQTT-3.1.2-8, v5).
+    /// A session with Session Expiry Interval 0 ends now; a finite one is armed to expire.
+    pub(crate) fn detach(
+        &self,
+        session: &Arc<Session>,
+        link_id: u64,
+        will: Option<LastWill>,
+        will_delay: u32,
+    ) {
+        let mut publish_now = None;
+        let (end, expiry) = {
             let mut st = session.state.lock();
             if st.link.as_ref().map(|l| l.id) != Some(link_id) {
-                return;
-            }
-            st.link = None;
-            !st.persistent
-        };
-        if end {
-            {
-                let mut map = self.sessions.lock();
-                if map
-                    .get(&session.client_id)
-                    .is_some_and(|s| Arc::ptr_eq(s, session))
-                {
-                    map.remove(&session.client_id);
+                // Taken over: a new connection holds the session. Without a delay the will
+                // goes now; with one, the new connection came back in time (MQTT-3.1.3-9),
+                // unless the takeover started a new session, which ended this one.
+                if will_delay == 0 || st.ended {
+                    publish_now = will;
                 }
+                (false, 0)
+            } else {
+                st.link = None;
+                st.detached_link = link_id;
+                let expiry = st.expiry_interval;
+                match will {
+                    Some(w) if will_delay > 0 && expiry > 0 => {
+                        st.pending_will = Some(w);
+                        let at =
+                            Instant::now() + Duration::from_secs(u64::from(will_delay.min(expiry)));
+                        self.timers
+                            .schedule(at, session, link_id, TimerKind::WillDelay);
+                    }
+                    other => publish_now = other,
+                }
+                (expiry == 0, expiry)
             }
-            self.discard(session);
+        };
+        if let Some(will) = publish_now {
+            self.publish_will(will, &session.client_id);
+        }
+        if end {
+            self.end_session(session);
+        } else if expiry > 0 && expiry < u32::MAX {
+            let at = Instant::now() + Duration::from_secs(u64::from(expiry));
+            self.timers
+                .schedule(at, session, link_id, TimerKind::SessionExpiry);
         }
     }
 
-    /// Ends a session: drops its queue and removes its subscriptions. Idempotent.
+    /// Removes `session` from the table (if it is still the one there) and discards it.
+    fn end_session(&self, session: &Arc<Session>) {
+        {
+            let mut map = self.sessions.lock();
+            if map
+                .get(&session.client_id)
+                .is_some_and(|s| Arc::ptr_eq(s, session))
+            {
+                map.remove(&session.client_id);
+            }
+        }
+        self.discard(session);
+    }
+
+    /// Handles a deadline of the timer queue.
+    fn fire(&self, due: Due) {
+        let Some(session) = due.session.upgrade() else {
+            return;
+        };
+        let will = {
+            let mut st = session.state.lock();
+            if st.ended || st.link.is_some() || st.detached_link != due.link_id {
+                return; // stale: the client came back, or the session already ended
+            }
+            match due.kind {
+                TimerKind::WillDelay => st.pending_will.take(),
+                TimerKind::SessionExpiry => None,
+            }
+        };
+        match due.kind {
+            TimerKind::WillDelay => {
+                if let Some(will) = will {
+                    self.publish_will(will, &session.client_id);
+                }
+            }
+            TimerKind::SessionExpiry => {
+                tracing::debug!(client_id = %session.client_id, "session expired");
+                Metrics::inc(&self.metrics.sessions_expired);
+                self.end_session(&session);
+            }
+        }
+    }
+
+    /// Ends a session: drops its queue, removes its subscriptions, and publishes a will
+    /// still waiting out its delay (the session's end is the will's deadline). Idempotent.
     fn discard(&self, session: &Session) {
-        let subscriptions = {
+        let (subscriptions, will) = {
             let mut st = session.state.lock();
             if st.ended {
                 return;
@@ -218,8 +311,14 @@ impl Shared {
             st.ended = true;
             st.queue.clear();
             st.queued_bytes = 0;
-            std::mem::take(&mut st.subscriptions)
+            (
+                std::mem::take(&mut st.subscriptions),
+                st.pending_will.take(),
+            )
         };
+        if let Some(will) = will {
+            self.publish_will(will, &session.client_id);
+        }
         for filter in subscriptions.keys() {
             if self.router.unsubscribe(session, filter) {
                 Metrics::dec(&self.metrics.subscriptions);
@@ -230,11 +329,25 @@ impl Shared {
 }
 
 /// Builds a [`Broker`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BrokerBuilder {
     listeners: Vec<SocketAddr>,
     limits: Limits,
+    capabilities: Capabilities,
+    plugins: PluginSettings,
+    authenticators: Vec<Arc<dyn Authenticator>>,
     sys_interval: Option<Duration>,
+}
+
+impl std::fmt::Debug for BrokerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerBuilder")
+            .field("listeners", &self.listeners)
+            .field("limits", &self.limits)
+            .field("capabilities", &self.capabilities)
+            .field("authenticators", &self.authenticators.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl BrokerBuilder {
@@ -248,6 +361,25 @@ impl BrokerBuilder {
     /// Sets the resource limits.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Sets what the broker offers MQTT 5.0 clients (and enforces on every client).
+    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// Adds an authenticator; authenticators run in the order added (see
+    /// [`plugin`](crate::plugin) for how their answers combine).
+    pub fn authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticators.push(authenticator);
+        self
+    }
+
+    /// Sets the deadline and failure policy of plugin calls.
+    pub fn plugin_settings(mut self, settings: PluginSettings) -> Self {
+        self.plugins = settings;
         self
     }
 
@@ -276,6 +408,9 @@ impl Broker {
         BrokerBuilder {
             listeners: Vec::new(),
             limits: Limits::default(),
+            capabilities: Capabilities::default(),
+            plugins: PluginSettings::default(),
+            authenticators: Vec::new(),
             sys_interval: Some(Duration::from_secs(10)),
         }
     }
@@ -301,7 +436,8 @@ impl Broker {
             })?;
             bound.push((listener, local));
         }
-        let shared = Shared::new(config.limits);
+        let sys_interval = config.sys_interval;
+        let shared = Shared::new(config);
         let mut local_addrs = Vec::with_capacity(bound.len());
         for (listener, local) in bound {
             tracing::info!(addr = %local, "listening (tcp)");
@@ -311,11 +447,19 @@ impl Broker {
                 .tracker
                 .spawn(accept_loop(Arc::clone(&shared), listener, name));
         }
-        if let Some(interval) = config.sys_interval {
+        if let Some(interval) = sys_interval {
             shared
                 .tracker
                 .spawn(sys_loop(Arc::clone(&shared), interval));
         }
+        let timer_shared = Arc::clone(&shared);
+        shared.tracker.spawn(async move {
+            let stop = timer_shared.shutdown.clone();
+            timer_shared
+                .timers
+                .run(&stop, |due| timer_shared.fire(due))
+                .await;
+        });
         Ok(BrokerHandle {
             shared,
             local_addrs,
@@ -397,6 +541,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>)
         let peer = PeerInfo {
             addr: Some(addr),
             listener: Arc::clone(&name),
+            certificates: Vec::new(),
         };
         let conn_shared = Arc::clone(&shared);
         shared.tracker.spawn(async move {

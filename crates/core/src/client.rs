@@ -173,6 +173,7 @@ impl BrokerHandle {
         let peer = PeerInfo {
             addr: None,
             listener: Arc::from("in-process"),
+            certificates: Vec::new(),
         };
         self.shared.tracker.spawn(connection::serve(
             shared,

@@ -65,3 +65,69 @@ impl Limits {
             && topic.bytes().filter(|&b| b == b'/').count() < self.max_topic_levels
     }
 }
+
+/// Where to send clients instead (MQTT 5.0 Server Reference, §4.11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// `true`: Server moved (0x9D), permanently; `false`: Use another server (0x9C).
+    pub permanent: bool,
+    /// The Server Reference sent to the client, e.g. `"other-host:1883"`.
+    pub reference: String,
+}
+
+/// What the broker offers MQTT 5.0 clients, advertised in CONNACK and enforced: a client
+/// that uses what is not offered gets the reason code the standard names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Highest QoS accepted on PUBLISH (v5 Maximum QoS). A PUBLISH above it ends the
+    /// connection with 0x9B; a will above it is refused with CONNACK 0x9B; subscriptions are
+    /// granted at most this QoS. Default QoS 2.
+    pub maximum_qos: crate::codec::QoS,
+    /// Retained messages accepted (v5 Retain Available). If false, a retained PUBLISH ends the
+    /// connection with 0x9A and a retained will is refused with CONNACK 0x9A. Default true.
+    pub retain_available: bool,
+    /// Wildcards accepted in subscriptions; if false such filters get SUBACK 0xA2. Default
+    /// true.
+    pub wildcard_subscriptions: bool,
+    /// Subscription Identifiers accepted; if false a SUBSCRIBE with one gets SUBACK 0xA1 for
+    /// each filter. Default true.
+    pub subscription_identifiers: bool,
+    /// `$share/{group}/{filter}` subscriptions accepted; if false they get SUBACK 0x9E.
+    /// Default true.
+    pub shared_subscriptions: bool,
+    /// Topic aliases a client may use towards the broker (v5 Topic Alias Maximum); 0 turns
+    /// them off. An alias of 0 or above it ends the connection with 0x94. Default 64.
+    pub topic_alias_maximum: u16,
+    /// Unacknowledged inbound QoS 2 PUBLISHes a client may have (v5 Receive Maximum); one
+    /// more ends the connection with 0x93. Default 1,024.
+    pub receive_maximum: u16,
+    /// Longest Keep Alive accepted, in seconds. A client asking for more (or for 0) is told
+    /// this value as Server Keep Alive (v5) and held to it. `None`: the client's value.
+    pub max_keep_alive: Option<u16>,
+    /// Longest Session Expiry Interval granted, in seconds (`u32::MAX`: sessions may never
+    /// expire). A longer request is cut and the granted value sent in CONNACK. Default
+    /// `u32::MAX`.
+    pub max_session_expiry_interval: u32,
+    /// Response Information for clients that ask for it (v5 Request Response Information).
+    pub response_information: Option<String>,
+    /// Refuse every connection with Use another server / Server moved and this reference.
+    pub redirect: Option<Redirect>,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self {
+            maximum_qos: crate::codec::QoS::ExactlyOnce,
+            retain_available: true,
+            wildcard_subscriptions: true,
+            subscription_identifiers: true,
+            shared_subscriptions: true,
+            topic_alias_maximum: 64,
+            receive_maximum: 1024,
+            max_keep_alive: None,
+            max_session_expiry_interval: u32::MAX,
+            response_information: None,
+            redirect: None,
+        }
+    }
+}

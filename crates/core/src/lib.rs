@@ -18,6 +18,7 @@
 //! * [`Metrics`]: counters, also published as `$SYS` topics.
 
 pub mod codec;
+pub mod plugin;
 pub mod topic;
 
 mod broker;
@@ -29,11 +30,12 @@ mod message;
 mod metrics;
 mod router;
 mod session;
+mod timers;
 mod transport;
 
 pub use broker::{Broker, BrokerBuilder, BrokerHandle};
 pub use client::{Client, ClientOptions, Deliveries, Received};
-pub use config::Limits;
+pub use config::{Capabilities, Limits, Redirect};
 pub use error::{ClientError, Error};
 pub use message::{Delivery, Message};
 pub use metrics::{Metrics, MetricsSnapshot};

@@ -8,7 +8,9 @@
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -37,6 +39,8 @@ pub struct Message {
     pub publisher: Option<ByteString>,
     /// When it was received.
     pub received_at: Instant,
+    /// When it expires (v5 Message Expiry Interval), if it does.
+    pub expires_at: Option<Instant>,
     forms: [OnceLock<Result<EncodedPublish, EncodeError>>; 4],
 }
 
@@ -51,8 +55,18 @@ impl Message {
             properties: PublishProperties::default(),
             publisher: None,
             received_at: Instant::now(),
+            expires_at: None,
             forms: Default::default(),
         }
+    }
+
+    /// Sets the v5 properties, starting the Message Expiry clock if they carry one.
+    pub fn with_properties(mut self, properties: PublishProperties) -> Self {
+        self.expires_at = properties
+            .message_expiry_interval
+            .map(|secs| self.received_at + Duration::from_secs(u64::from(secs)));
+        self.properties = properties;
+        self
     }
 
     /// Builds a message from a PUBLISH received from `publisher`, dropping the per-hop
@@ -61,16 +75,31 @@ impl Message {
         let mut properties = publish.properties;
         properties.topic_alias = None;
         properties.subscription_identifiers.clear();
-        Self {
-            topic: publish.topic,
-            payload: publish.payload,
-            qos: publish.qos.qos(),
-            retain: publish.retain,
-            properties,
-            publisher,
-            received_at: Instant::now(),
-            forms: Default::default(),
-        }
+        let mut message = Self::new(
+            publish.topic,
+            publish.payload,
+            publish.qos.qos(),
+            publish.retain,
+        )
+        .with_properties(properties);
+        message.publisher = publisher;
+        message
+    }
+
+    /// True once the Message Expiry Interval has passed (MQTT-3.3.2-5: the copy for a
+    /// subscriber it has not started onward delivery to is then deleted).
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The Message Expiry Interval to forward: the received value minus the time spent
+    /// waiting in the broker, rounded up (MQTT-3.3.2-6).
+    fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|at| {
+            let left = at.saturating_duration_since(now);
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            u32::try_from(secs).unwrap_or(u32::MAX)
+        })
     }
 
     /// Size counted against queue byte budgets: topic plus payload.
@@ -88,6 +117,9 @@ impl Message {
     ) -> Publish {
         let mut properties = self.properties.clone();
         properties.subscription_identifiers = sids.to_vec();
+        if self.expires_at.is_some() {
+            properties.message_expiry_interval = self.remaining_expiry(Instant::now());
+        }
         Publish {
             dup,
             qos,
@@ -98,8 +130,36 @@ impl Message {
         }
     }
 
+    /// True when every copy of this message has the same wire form at a protocol level (no
+    /// per-subscriber Subscription Identifiers, no per-send expiry countdown), so the cached
+    /// form can be used.
+    pub(crate) fn shares_form(
+        &self,
+        delivery_sids: &[NonZeroU32],
+        version: ProtocolVersion,
+    ) -> bool {
+        !version.is_v5() || (delivery_sids.is_empty() && self.expires_at.is_none())
+    }
+
+    /// The encoded size of one copy.
+    pub(crate) fn wire_len(
+        &self,
+        version: ProtocolVersion,
+        qos: PublishQoS,
+        sids: &[NonZeroU32],
+    ) -> usize {
+        if self.shares_form(sids, version) {
+            if let Ok(form) = self.encoded(version, qos.packet_id().is_some()) {
+                return form.len();
+            }
+        }
+        crate::codec::Packet::Publish(self.to_publish(qos, false, false, sids))
+            .encoded_len(version)
+            .unwrap_or(usize::MAX)
+    }
+
     /// The cached encoded form for `version`, with or without a packet identifier. Only for
-    /// deliveries without per-subscriber properties (no Subscription Identifiers).
+    /// deliveries for which [`Message::shares_form`] holds.
     pub(crate) fn encoded(
         &self,
         version: ProtocolVersion,

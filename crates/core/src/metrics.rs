@@ -55,6 +55,10 @@ counters! {
     messages_dropped => "$SYS/broker/messages/dropped",
     /// QoS 0 messages not queued for an offline session.
     messages_dropped_offline => "$SYS/broker/messages/dropped/offline",
+    /// Messages whose Message Expiry Interval passed before delivery started.
+    messages_expired => "$SYS/broker/messages/expired",
+    /// Messages not sent because they exceed the client's Maximum Packet Size.
+    messages_dropped_too_large => "$SYS/broker/messages/dropped/too-large",
     /// Bytes read from network clients.
     bytes_received => "$SYS/broker/bytes/received",
     /// Bytes written to network clients.
@@ -67,6 +71,10 @@ counters! {
     retained_refused => "$SYS/broker/retained/refused",
     /// Connections closed for a protocol violation or malformed packet.
     protocol_errors => "$SYS/broker/errors/protocol",
+    /// Plugin calls that timed out or panicked (each counted as a denial).
+    plugin_failures => "$SYS/broker/errors/plugin",
+    /// Sessions that expired while their client was away.
+    sessions_expired => "$SYS/broker/sessions/expired",
 }
 
 impl Metrics {

@@ -127,6 +127,56 @@ impl ReasonCode {
         self as u8
     }
 
+    /// The standard's name for the code (for Reason Strings and logs).
+    pub fn description(self) -> &'static str {
+        use ReasonCode::*;
+        match self {
+            Success => "Success",
+            GrantedQoS1 => "Granted QoS 1",
+            GrantedQoS2 => "Granted QoS 2",
+            DisconnectWithWillMessage => "Disconnect with Will Message",
+            NoMatchingSubscribers => "No matching subscribers",
+            NoSubscriptionExisted => "No subscription existed",
+            ContinueAuthentication => "Continue authentication",
+            ReAuthenticate => "Re-authenticate",
+            UnspecifiedError => "Unspecified error",
+            MalformedPacket => "Malformed Packet",
+            ProtocolError => "Protocol Error",
+            ImplementationSpecificError => "Implementation specific error",
+            UnsupportedProtocolVersion => "Unsupported Protocol Version",
+            ClientIdentifierNotValid => "Client Identifier not valid",
+            BadUserNameOrPassword => "Bad User Name or Password",
+            NotAuthorized => "Not authorized",
+            ServerUnavailable => "Server unavailable",
+            ServerBusy => "Server busy",
+            Banned => "Banned",
+            ServerShuttingDown => "Server shutting down",
+            BadAuthenticationMethod => "Bad authentication method",
+            KeepAliveTimeout => "Keep Alive timeout",
+            SessionTakenOver => "Session taken over",
+            TopicFilterInvalid => "Topic Filter invalid",
+            TopicNameInvalid => "Topic Name invalid",
+            PacketIdentifierInUse => "Packet Identifier in use",
+            PacketIdentifierNotFound => "Packet Identifier not found",
+            ReceiveMaximumExceeded => "Receive Maximum exceeded",
+            TopicAliasInvalid => "Topic Alias invalid",
+            PacketTooLarge => "Packet too large",
+            MessageRateTooHigh => "Message rate too high",
+            QuotaExceeded => "Quota exceeded",
+            AdministrativeAction => "Administrative action",
+            PayloadFormatInvalid => "Payload format invalid",
+            RetainNotSupported => "Retain not supported",
+            QoSNotSupported => "QoS not supported",
+            UseAnotherServer => "Use another server",
+            ServerMoved => "Server moved",
+            SharedSubscriptionsNotSupported => "Shared Subscriptions not supported",
+            ConnectionRateExceeded => "Connection rate exceeded",
+            MaximumConnectTime => "Maximum connect time",
+            SubscriptionIdentifiersNotSupported => "Subscription Identifiers not supported",
+            WildcardSubscriptionsNotSupported => "Wildcard Subscriptions not supported",
+        }
+    }
+
     /// True for codes below 0x80 (success or a normal outcome).
     pub fn is_success(self) -> bool {
         self.as_u8() < 0x80

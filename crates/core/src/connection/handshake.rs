@@ -1,17 +1,24 @@
 //! The CONNECT handshake: first packet within the connect timeout, client identifier rules,
-//! session attach (with takeover), and CONNACK.
+//! what the broker offers (capabilities), authentication (plain or the v5 AUTH exchange),
+//! session attach with takeover, and CONNACK.
 
+use std::collections::HashMap;
+use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use bytestring::ByteString;
 
+use super::auth::{self, EnhancedAuth, Step};
 use super::writer::Writer;
 use super::{Connection, PeerInfo};
 use crate::broker::Shared;
 use crate::codec::{
-    ConnAck, Connect, DecodeError, DecodeLimits, Packet, ProtocolVersion, ReasonCode,
+    Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, DecodeError, DecodeLimits, Packet,
+    PayloadFormat, ProtocolVersion, QoS, ReasonCode,
 };
+use crate::plugin::{ConnectInfo, Identity};
 use crate::session::LinkSignals;
 use crate::transport::{PacketReader, PacketWriter, ReadError};
 
@@ -47,28 +54,83 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
                 &mut wire,
                 ProtocolVersion::V311,
                 ReasonCode::UnsupportedProtocolVersion,
+                None,
             )
             .await;
             return None;
         }
         Ok(Err(ReadError::Decode(e))) => {
+            // MQTT-3.1.4-1: close without CONNACK.
             tracing::info!(error = %e, spec = e.spec_id(), "malformed CONNECT");
             return None;
         }
     };
     let version = connect.protocol;
+    let caps = &shared.capabilities;
+    if let Some(redirect) = &caps.redirect {
+        let code = if redirect.permanent {
+            ReasonCode::ServerMoved
+        } else {
+            ReasonCode::UseAnotherServer
+        };
+        refuse(
+            &mut wire,
+            version,
+            code,
+            Some(redirect.reference.as_str().into()),
+        )
+        .await;
+        return None;
+    }
     let (client_id, assigned) = match client_identifier(shared, &connect) {
         Ok(id) => id,
         Err(code) => {
-            refuse(&mut wire, version, code).await;
+            refuse(&mut wire, version, code, None).await;
             return None;
         }
     };
-    let persistent = if version.is_v5() {
-        connect.properties.session_expiry_interval.unwrap_or(0) > 0
-    } else {
-        !connect.clean_start
+    if let Err(code) = check_will(shared, &connect) {
+        refuse(&mut wire, version, code, None).await;
+        return None;
+    }
+    let client = ConnectInfo {
+        client_id: client_id.clone(),
+        username: connect.username.clone(),
+        password: connect.password.clone(),
+        protocol: version,
+        peer: peer.addr,
+        listener: Arc::clone(&peer.listener),
+        certificates: peer.certificates.clone(),
+        authentication_method: connect.properties.authentication_method.clone(),
     };
+    let (identity, enhanced, auth_data) =
+        match authenticate(shared, reader, &mut wire, &connect, &client).await {
+            Ok(done) => done,
+            Err(Some(code)) => {
+                refuse(&mut wire, version, code, None).await;
+                return None;
+            }
+            Err(None) => return None,
+        };
+
+    // Session Expiry Interval, capped; 3.1.1 Clean Session 0 means "never" (then capped).
+    let requested = if version.is_v5() {
+        connect.properties.session_expiry_interval.unwrap_or(0)
+    } else if connect.clean_start {
+        0
+    } else {
+        u32::MAX
+    };
+    let expiry_interval = requested.min(caps.max_session_expiry_interval);
+    // Keep Alive, capped (v5 Server Keep Alive).
+    let mut keep_alive = connect.keep_alive;
+    let mut server_keep_alive = None;
+    if let Some(max) = caps.max_keep_alive {
+        if keep_alive == 0 || keep_alive > max {
+            keep_alive = max;
+            server_keep_alive = Some(max);
+        }
+    }
     let window = usize::from(shared.limits.max_inflight).min(
         connect
             .properties
@@ -77,23 +139,47 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
     );
     let signals = LinkSignals::new(shared.shutdown.child_token());
     let max_packet_size = shared.limits.max_packet_size;
+    let connack_properties = if version.is_v5() {
+        let mut p = ConnAckProperties {
+            assigned_client_identifier: assigned.then(|| client_id.clone()),
+            maximum_packet_size: NonZeroU32::new(max_packet_size),
+            receive_maximum: NonZeroU16::new(caps.receive_maximum),
+            topic_alias_maximum: (caps.topic_alias_maximum > 0).then_some(caps.topic_alias_maximum),
+            maximum_qos: (caps.maximum_qos < QoS::ExactlyOnce).then_some(caps.maximum_qos),
+            retain_available: (!caps.retain_available).then_some(false),
+            wildcard_subscription_available: (!caps.wildcard_subscriptions).then_some(false),
+            subscription_identifiers_available: (!caps.subscription_identifiers).then_some(false),
+            shared_subscription_available: (!caps.shared_subscriptions).then_some(false),
+            server_keep_alive,
+            session_expiry_interval: (expiry_interval != requested).then_some(expiry_interval),
+            ..ConnAckProperties::default()
+        };
+        if connect.properties.request_response_information == Some(true) {
+            p.response_information = caps.response_information.as_deref().map(ByteString::from);
+        }
+        if let Some(auth) = &enhanced {
+            p.authentication_method = Some(auth.method.clone());
+            p.authentication_data = auth_data;
+        }
+        p
+    } else {
+        ConnAckProperties::default()
+    };
     let (session, link_id) = shared.attach(
         client_id.clone(),
         connect.clean_start,
-        persistent,
+        expiry_interval,
         Arc::clone(&signals),
         window,
         |session_present| {
-            let mut ack = ConnAck::new(session_present, ReasonCode::Success);
-            if version.is_v5() {
-                ack.properties.assigned_client_identifier = assigned.then(|| client_id.clone());
-                ack.properties.maximum_packet_size = std::num::NonZeroU32::new(max_packet_size);
-            }
-            Packet::ConnAck(ack)
+            Packet::ConnAck(ConnAck {
+                session_present,
+                reason_code: ReasonCode::Success,
+                properties: connack_properties,
+            })
         },
     );
-    let keep_alive = (connect.keep_alive > 0)
-        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    let problem_info = connect.properties.request_problem_information != Some(false);
     let conn = Connection {
         shared: Arc::clone(shared),
         session: Arc::clone(&session),
@@ -102,8 +188,18 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         version,
         signals: Arc::clone(&signals),
         limits: DecodeLimits::new(version).with_max_packet_size(max_packet_size),
-        keep_alive,
+        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+        will_delay: connect
+            .will
+            .as_ref()
+            .and_then(|w| w.properties.will_delay_interval)
+            .unwrap_or(0),
         will: connect.will,
+        client,
+        identity,
+        enhanced,
+        aliases: HashMap::new(),
+        connect_expiry_zero: requested == 0,
     };
     let writer = Writer {
         wire,
@@ -112,9 +208,103 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         version,
         signals,
         shared: Arc::clone(shared),
+        client_max_packet: connect.properties.maximum_packet_size.map(NonZeroU32::get),
+        problem_info,
     };
     tracing::debug!(listener = %peer.listener, ?version, "connected");
     Some((conn, writer))
+}
+
+/// Refusals of the will that the capabilities require (v5 §3.2.2.3.4, MQTT-3.2.2-13) and the
+/// payload format check (v5 §3.1.3.2.3).
+fn check_will(shared: &Shared, connect: &Connect) -> Result<(), ReasonCode> {
+    let Some(will) = &connect.will else {
+        return Ok(());
+    };
+    let caps = &shared.capabilities;
+    if will.qos > caps.maximum_qos {
+        return Err(ReasonCode::QoSNotSupported);
+    }
+    if will.retain && !caps.retain_available {
+        return Err(ReasonCode::RetainNotSupported);
+    }
+    if will.properties.payload_format_indicator == Some(PayloadFormat::Utf8)
+        && std::str::from_utf8(&will.payload).is_err()
+    {
+        return Err(ReasonCode::PayloadFormatInvalid);
+    }
+    if !shared.limits.topic_ok(will.topic.as_str()) {
+        return Err(ReasonCode::TopicNameInvalid);
+    }
+    Ok(())
+}
+
+type Authenticated = (Identity, Option<EnhancedAuth>, Option<Bytes>);
+
+/// Plain authentication, or the v5 AUTH exchange when CONNECT names a method. `Err(Some)`
+/// refuses with that code; `Err(None)` means the connection already ended.
+async fn authenticate<R: PacketReader, W: PacketWriter>(
+    shared: &Shared,
+    reader: &mut R,
+    wire: &mut W,
+    connect: &Connect,
+    client: &ConnectInfo,
+) -> Result<Authenticated, Option<ReasonCode>> {
+    let method = match (
+        &connect.properties.authentication_method,
+        connect.protocol.is_v5(),
+    ) {
+        (Some(method), true) => method.clone(),
+        _ => {
+            return auth::plain(shared, client)
+                .await
+                .map(|id| (id, None, None))
+                .map_err(Some)
+        }
+    };
+    let mut exchange = EnhancedAuth::new(method.clone());
+    let mut data = connect.properties.authentication_data.clone();
+    let limits =
+        DecodeLimits::new(ProtocolVersion::V5).with_max_packet_size(shared.limits.max_packet_size);
+    loop {
+        match auth::enhanced(shared, &mut exchange, client, data.take(), false).await {
+            Step::Allow(identity, final_data) => return Ok((identity, Some(exchange), final_data)),
+            Step::Deny(code) => return Err(Some(code)),
+            Step::Continue(challenge) => {
+                let packet = Packet::Auth(Auth {
+                    reason_code: ReasonCode::ContinueAuthentication,
+                    properties: AuthProperties {
+                        authentication_method: Some(method.clone()),
+                        authentication_data: challenge,
+                        ..AuthProperties::default()
+                    },
+                });
+                if wire.packet(&packet, ProtocolVersion::V5).is_err() || wire.flush().await.is_err()
+                {
+                    return Err(None);
+                }
+                // MQTT-3.1.2-30: until CONNACK the client sends only AUTH or DISCONNECT.
+                let answer = tokio::select! {
+                    _ = shared.shutdown.cancelled() => return Err(None),
+                    r = tokio::time::timeout(shared.limits.connect_timeout, reader.read(&limits)) => r,
+                };
+                match answer {
+                    Ok(Ok(Some(Packet::Auth(a))))
+                        if a.reason_code == ReasonCode::ContinueAuthentication
+                            && a.properties.authentication_method.as_ref() == Some(&method) =>
+                    {
+                        data = a.properties.authentication_data;
+                    }
+                    Ok(Ok(Some(Packet::Disconnect(_))))
+                    | Ok(Ok(None))
+                    | Ok(Err(ReadError::Io(_)))
+                    | Err(_) => return Err(None),
+                    Ok(Err(ReadError::Decode(e))) => return Err(Some(e.reason_code())),
+                    Ok(Ok(Some(_))) => return Err(Some(ReasonCode::ProtocolError)),
+                }
+            }
+        }
+    }
 }
 
 /// The client identifier to use, and whether the server assigned it; or the CONNACK code
@@ -126,19 +316,31 @@ fn client_identifier(shared: &Shared, connect: &Connect) -> Result<(ByteString, 
         ProtocolVersion::V31 if id.is_empty() || id.chars().count() > 23 => {
             Err(ReasonCode::ClientIdentifierNotValid)
         }
-        // MQTT-3.1.3-8: empty id with Clean Session 0 → 0x02.
+        // MQTT-3.1.3-8 (3.1.1): empty id with Clean Session 0 → 0x02.
         ProtocolVersion::V311 if id.is_empty() && !connect.clean_start => {
             Err(ReasonCode::ClientIdentifierNotValid)
         }
-        // MQTT-3.1.3-6 / v5 §3.1.3.1: assign a unique identifier.
+        // MQTT-3.1.3-6, MQTT-3.1.3-7 (v5): assign a unique identifier and return it.
         _ if id.is_empty() => Ok((shared.assign_client_id(), true)),
         _ => Ok((id.clone(), false)),
     }
 }
 
-/// Sends a refusing CONNACK and closes.
-async fn refuse<W: PacketWriter>(wire: &mut W, version: ProtocolVersion, code: ReasonCode) {
-    let _ = wire.packet(&Packet::ConnAck(ConnAck::new(false, code)), version);
+/// Sends a refusing CONNACK (Session Present 0, MQTT-3.2.2-4 / v5 MQTT-3.2.2-6) and closes
+/// (MQTT-3.2.2-5 / v5 MQTT-3.2.2-7).
+async fn refuse<W: PacketWriter>(
+    wire: &mut W,
+    version: ProtocolVersion,
+    code: ReasonCode,
+    server_reference: Option<ByteString>,
+) {
+    let mut ack = ConnAck::new(false, code);
+    if version.is_v5() {
+        ack.properties.server_reference = server_reference;
+        ack.properties.reason_string = Some(code.description().into());
+    }
+    tracing::info!(reason = %code, "connection refused");
+    let _ = wire.packet(&Packet::ConnAck(ack), version);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         if wire.flush().await.is_ok() {
             wire.shutdown().await;

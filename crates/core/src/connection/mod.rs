@@ -10,28 +10,35 @@
 //! writer (which sends a v5 DISCONNECT when one is due and flushes, bounded in time), detaches
 //! the session, and publishes the will unless the client disconnected normally.
 
+mod auth;
 mod handshake;
 mod packets;
 pub(crate) mod writer;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use bytestring::ByteString;
 use tracing::Instrument;
 
 use crate::broker::Shared;
 use crate::codec::{DecodeLimits, LastWill, ProtocolVersion, ReasonCode};
 use crate::metrics::Metrics;
+use crate::plugin::{ConnectInfo, Identity};
 use crate::session::{CloseReason, LinkSignals, Session};
+use crate::topic::TopicName;
 use crate::transport::{PacketReader, PacketWriter, ReadError};
 
-/// Facts about the peer, for logs (and, later, plugins).
+/// Facts about the peer, for logs and plugins.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerInfo {
     pub(crate) addr: Option<SocketAddr>,
     pub(crate) listener: Arc<str>,
+    /// TLS client certificate chain (DER), leaf first.
+    pub(crate) certificates: Vec<Bytes>,
 }
 
 /// The reader side of an established connection.
@@ -45,6 +52,19 @@ pub(crate) struct Connection {
     limits: DecodeLimits,
     keep_alive: Option<Duration>,
     will: Option<LastWill>,
+    /// Will Delay Interval in seconds (v5; 0 before).
+    will_delay: u32,
+    /// What the client presented at CONNECT (kept for re-authentication).
+    client: ConnectInfo,
+    /// Who the authenticator said the client is.
+    #[allow(dead_code)] // read by authorization, which arrives with the plugin work
+    identity: Identity,
+    /// The enhanced-authentication method in use, if any (v5).
+    enhanced: Option<auth::EnhancedAuth>,
+    /// Inbound Topic Alias mappings of this connection (MQTT-3.3.2-7: never carried over).
+    aliases: HashMap<u16, TopicName>,
+    /// CONNECT had Session Expiry Interval 0, so DISCONNECT may not raise it (v5 §3.14.2.2.2).
+    connect_expiry_zero: bool,
 }
 
 /// How the reader loop ended.
@@ -78,6 +98,7 @@ pub(crate) async fn serve<R: PacketReader, W: PacketWriter>(
         tracing::Span::current().record("client_id", tracing::field::display(&conn.client_id));
         let writer_task = shared.tracker.spawn(writer.run().in_current_span());
         Metrics::inc(&shared.metrics.clients_connected);
+        let mut conn = conn;
         let exit = conn.read_loop(&mut reader).await;
         conn.close(exit, writer_task).await;
         Metrics::dec(&shared.metrics.clients_connected);
@@ -87,7 +108,7 @@ pub(crate) async fn serve<R: PacketReader, W: PacketWriter>(
 }
 
 impl Connection {
-    async fn read_loop<R: PacketReader>(&self, reader: &mut R) -> Exit {
+    async fn read_loop<R: PacketReader>(&mut self, reader: &mut R) -> Exit {
         loop {
             let read = reader.read(&self.limits);
             let result = tokio::select! {
@@ -113,7 +134,7 @@ impl Connection {
                     return Exit::Violation(e.reason_code());
                 }
             };
-            if let Err(exit) = self.handle(packet) {
+            if let Err(exit) = self.handle(packet).await {
                 return exit;
             }
         }
@@ -134,12 +155,9 @@ impl Connection {
         tracing::debug!(?exit, "connection closing");
         self.signals.close(reason);
         let wire = writer.await.ok();
-        self.shared.detach(&self.session, self.link_id);
-        if publish_will {
-            if let Some(will) = self.will {
-                self.shared.publish_will(will, &self.client_id);
-            }
-        }
+        let will = if publish_will { self.will } else { None };
+        self.shared
+            .detach(&self.session, self.link_id, will, self.will_delay);
         if let Some(mut wire) = wire {
             let _ = tokio::time::timeout(writer::CLOSE_FLUSH_TIMEOUT, wire.shutdown()).await;
         }

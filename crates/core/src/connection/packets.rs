@@ -2,18 +2,19 @@
 
 use std::sync::Arc;
 
+use super::auth::{self, Step};
 use super::{Connection, Exit};
 use crate::codec::{
-    Packet, PubResponse, Publish, PublishQoS, QoS, ReasonCode, RetainHandling, SubAck, Subscribe,
-    UnsubAck, Unsubscribe,
+    Auth, AuthProperties, Disconnect, Packet, PayloadFormat, PubResponse, Publish, PublishQoS, QoS,
+    ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
-use crate::session::{AckOutcome, SubscriptionRecord};
+use crate::session::{AckOutcome, SessionState, SubscriptionRecord};
 
 impl Connection {
     /// Applies one packet. `Err` ends the connection.
-    pub(super) fn handle(&self, packet: Packet) -> Result<(), Exit> {
+    pub(super) async fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
         match packet {
             Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(a) => {
@@ -64,21 +65,18 @@ impl Connection {
                 self.ack(|st| st.inflight.pubcomp(a.packet_id));
                 Ok(())
             }
-            Packet::Subscribe(s) => {
-                self.on_subscribe(s);
-                Ok(())
-            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
             Packet::Unsubscribe(u) => {
                 self.on_unsubscribe(u);
                 Ok(())
             }
             Packet::PingReq => {
+                // MQTT-3.12.4-1
                 self.control(Packet::PingResp);
                 Ok(())
             }
-            Packet::Disconnect(d) => Err(Exit::Disconnected {
-                keep_will: d.reason_code == ReasonCode::DisconnectWithWillMessage,
-            }),
+            Packet::Disconnect(d) => self.on_disconnect(d),
+            Packet::Auth(a) if self.version.is_v5() => self.on_auth(a).await,
             // MQTT-3.1.0-2: a second CONNECT is a protocol violation; so are packets only a
             // server sends.
             Packet::Connect(_)
@@ -108,7 +106,7 @@ impl Connection {
 
     /// Applies an acknowledgement to the session and wakes the writer (a window slot may
     /// have opened).
-    fn ack(&self, f: impl FnOnce(&mut crate::session::SessionState) -> AckOutcome) -> AckOutcome {
+    fn ack(&self, f: impl FnOnce(&mut SessionState) -> AckOutcome) -> AckOutcome {
         let mut st = self.session.state.lock();
         let outcome = f(&mut st);
         if let Some(link) = &st.link {
@@ -117,23 +115,89 @@ impl Connection {
         outcome
     }
 
-    fn on_publish(&self, publish: Publish) -> Result<(), Exit> {
-        Metrics::inc(&self.shared.metrics.messages_received);
+    /// Resolves a v5 Topic Alias (§3.3.2.3.4) into the PUBLISH's topic.
+    fn resolve_alias(&mut self, publish: &mut Publish) -> Result<(), Exit> {
+        let Some(alias) = publish.properties.topic_alias else {
+            return Ok(());
+        };
+        // MQTT-3.3.2-8 / MQTT-3.3.2-9 / MQTT-3.3.2-12: 0 or above our maximum → 0x94.
+        if alias == 0 || alias > self.shared.capabilities.topic_alias_maximum {
+            return Err(Exit::Violation(ReasonCode::TopicAliasInvalid));
+        }
         if publish.topic.is_empty() {
-            // Topic aliases arrive with the MQTT 5 work; until then an alias-only PUBLISH
-            // names nothing we know.
+            match self.aliases.get(&alias) {
+                Some(topic) => publish.topic = topic.clone(),
+                // An alias never set on this connection: a protocol error (v5 §3.3.4).
+                None => return Err(Exit::Violation(ReasonCode::ProtocolError)),
+            }
+        } else {
+            self.aliases.insert(alias, publish.topic.clone());
+        }
+        Ok(())
+    }
+
+    fn on_publish(&mut self, mut publish: Publish) -> Result<(), Exit> {
+        Metrics::inc(&self.shared.metrics.messages_received);
+        if self.version.is_v5() {
+            // MQTT-3.3.4-6: a client never sends Subscription Identifiers.
+            if !publish.properties.subscription_identifiers.is_empty() {
+                return Err(Exit::Violation(ReasonCode::ProtocolError));
+            }
+            self.resolve_alias(&mut publish)?;
+        }
+        if publish.topic.is_empty() {
             return Err(Exit::Violation(ReasonCode::TopicAliasInvalid));
         }
         if !self.shared.limits.topic_ok(publish.topic.as_str()) {
             return Err(Exit::Violation(ReasonCode::TopicNameInvalid));
         }
+        let caps = &self.shared.capabilities;
+        // The broker enforces what it advertised (v5 §3.2.2.3.4, §3.2.2.3.5).
+        if publish.qos.qos() > caps.maximum_qos {
+            return Err(Exit::Violation(ReasonCode::QoSNotSupported));
+        }
+        if publish.retain && !caps.retain_available {
+            return Err(Exit::Violation(ReasonCode::RetainNotSupported));
+        }
         let qos = publish.qos;
-        if let PublishQoS::ExactlyOnce(id) = qos {
-            // MQTT-4.3.3-2: a re-sent PUBLISH before PUBREL is acknowledged, not routed again.
-            if self.session.state.lock().inbound_qos2.contains(&id.get()) {
-                self.control(Packet::PubRec(PubResponse::new(id)));
+        let bad_utf8 = self.version.is_v5()
+            && publish.properties.payload_format_indicator == Some(PayloadFormat::Utf8)
+            && std::str::from_utf8(&publish.payload).is_err();
+        match qos {
+            PublishQoS::AtMostOnce if bad_utf8 => {
+                return Err(Exit::Violation(ReasonCode::PayloadFormatInvalid));
+            }
+            PublishQoS::AtLeastOnce(id) if bad_utf8 => {
+                self.control(Packet::PubAck(PubResponse::with_reason(
+                    id,
+                    ReasonCode::PayloadFormatInvalid,
+                )));
                 return Ok(());
             }
+            PublishQoS::ExactlyOnce(id) => {
+                let mut st = self.session.state.lock();
+                // MQTT-4.3.3-2: a re-sent PUBLISH before PUBREL is acknowledged, not routed.
+                if st.inbound_qos2.contains(&id.get()) {
+                    drop(st);
+                    self.control(Packet::PubRec(PubResponse::new(id)));
+                    return Ok(());
+                }
+                if bad_utf8 {
+                    drop(st);
+                    self.control(Packet::PubRec(PubResponse::with_reason(
+                        id,
+                        ReasonCode::PayloadFormatInvalid,
+                    )));
+                    return Ok(());
+                }
+                // MQTT-3.3.4-7: no more unacknowledged QoS 2 PUBLISHes than our Receive
+                // Maximum; one more → 0x93.
+                if st.inbound_qos2.len() >= usize::from(caps.receive_maximum) {
+                    return Err(Exit::Violation(ReasonCode::ReceiveMaximumExceeded));
+                }
+                st.inbound_qos2.insert(id.get());
+            }
+            _ => {}
         }
         let message = Arc::new(Message::from_publish(publish, Some(self.client_id.clone())));
         let matched = self.shared.publish(&message);
@@ -151,7 +215,6 @@ impl Connection {
                 )));
             }
             PublishQoS::ExactlyOnce(id) => {
-                self.session.state.lock().inbound_qos2.insert(id.get());
                 self.control(Packet::PubRec(PubResponse::with_reason(
                     id,
                     self.v5_code(code),
@@ -161,15 +224,50 @@ impl Connection {
         Ok(())
     }
 
-    fn on_subscribe(&self, subscribe: Subscribe) {
+    /// The reason code refusing one filter, if the broker does not accept it.
+    fn refuse_filter(
+        &self,
+        subscribe: &Subscribe,
+        filter: &crate::topic::TopicFilter,
+    ) -> Option<ReasonCode> {
+        let caps = &self.shared.capabilities;
+        if !self.shared.limits.topic_ok(filter.as_str()) {
+            return Some(ReasonCode::TopicFilterInvalid);
+        }
+        let shared = match filter.shared() {
+            Ok(s) => s,
+            Err(_) => return Some(ReasonCode::TopicFilterInvalid),
+        };
+        if shared.is_some() && !caps.shared_subscriptions {
+            return Some(ReasonCode::SharedSubscriptionsNotSupported);
+        }
+        if filter.has_wildcards() && !caps.wildcard_subscriptions {
+            return Some(ReasonCode::WildcardSubscriptionsNotSupported);
+        }
+        if subscribe.properties.subscription_identifier.is_some() && !caps.subscription_identifiers
+        {
+            return Some(ReasonCode::SubscriptionIdentifiersNotSupported);
+        }
+        None
+    }
+
+    fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Exit> {
         let limits = &self.shared.limits;
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
-        for (filter, options) in subscribe.filters {
-            if !limits.topic_ok(filter.as_str()) {
-                codes.push(ReasonCode::TopicFilterInvalid);
+        for (filter, mut options) in subscribe.filters.iter().cloned() {
+            if let Some(code) = self.refuse_filter(&subscribe, &filter) {
+                codes.push(code);
                 continue;
             }
+            let is_shared = matches!(filter.shared(), Ok(Some(_)));
+            // MQTT-3.8.3-4 (v5): No Local on a shared subscription is a protocol error.
+            if is_shared && options.no_local {
+                return Err(Exit::Violation(ReasonCode::ProtocolError));
+            }
+            // Granted QoS never exceeds what the broker offers (MQTT-3.2.2-10 still accepts
+            // the request).
+            options.qos = options.qos.min(self.shared.capabilities.maximum_qos);
             let record = SubscriptionRecord {
                 options,
                 id: subscribe.properties.subscription_identifier,
@@ -188,16 +286,19 @@ impl Connection {
             if self.shared.router.subscribe(&self.session, &filter, record) {
                 Metrics::inc(&self.shared.metrics.subscriptions);
             }
-            let send_retained = match options.retain_handling {
-                RetainHandling::SendOnSubscribe => true,
-                RetainHandling::SendIfNew => is_new,
-                RetainHandling::DoNotSend => false,
-            };
+            // Retain Handling (v5 §3.8.3.1); never for shared subscriptions (v5 §4.8.2).
+            let send_retained = !is_shared
+                && match options.retain_handling {
+                    RetainHandling::SendOnSubscribe => true,
+                    RetainHandling::SendIfNew => is_new,
+                    RetainHandling::DoNotSend => false,
+                };
             if send_retained {
                 for message in self.shared.router.retained_for(&filter) {
                     retained.push(Delivery {
                         qos: message.qos.min(options.qos),
-                        // MQTT-3.3.1-8: retained messages sent on subscribe keep RETAIN 1.
+                        // MQTT-3.3.1-8 (3.1.1): retained messages sent on subscribe keep
+                        // RETAIN 1 (v5 §3.3.1.3 likewise, whatever Retain As Published).
                         retain: true,
                         subscription_ids: record.id.into_iter().collect(),
                         message,
@@ -210,8 +311,8 @@ impl Connection {
                 QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
             });
         }
-        // MQTT-3.8.4-1: SUBACK with the same Packet Identifier, one code per filter
-        // (MQTT-3.8.4-5), before the retained messages it releases.
+        // MQTT-3.8.4-1/-2: SUBACK with the same Packet Identifier, one code per filter in
+        // order (MQTT-3.8.4-5, MQTT-3.9.3-1), before the retained messages it releases.
         self.control(Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
             properties: Default::default(),
@@ -222,11 +323,13 @@ impl Connection {
                 Metrics::inc(&self.shared.metrics.messages_dropped);
             }
         }
+        Ok(())
     }
 
     fn on_unsubscribe(&self, unsubscribe: Unsubscribe) {
         let mut codes = Vec::with_capacity(unsubscribe.filters.len());
         for filter in &unsubscribe.filters {
+            // MQTT-3.10.4-1: compared character by character with the session's filters.
             let removed = self
                 .session
                 .state
@@ -248,11 +351,75 @@ impl Connection {
         } else {
             Vec::new()
         };
-        // MQTT-3.10.4-4: UNSUBACK with the same Packet Identifier.
+        // MQTT-3.10.4-4, -5: UNSUBACK with the same Packet Identifier, even if nothing was
+        // removed.
         self.control(Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
             properties: Default::default(),
             reason_codes,
         }));
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) -> Result<(), Exit> {
+        if let Some(expiry) = d
+            .properties
+            .session_expiry_interval
+            .filter(|_| self.version.is_v5())
+        {
+            // v5 §3.14.2.2.2: raising the interval from a CONNECT value of 0 is a protocol
+            // error.
+            if self.connect_expiry_zero && expiry != 0 {
+                return Err(Exit::Violation(ReasonCode::ProtocolError));
+            }
+            self.session.state.lock().expiry_interval =
+                expiry.min(self.shared.capabilities.max_session_expiry_interval);
+        }
+        Err(Exit::Disconnected {
+            // v5 0x04: Disconnect with Will Message.
+            keep_will: d.reason_code == ReasonCode::DisconnectWithWillMessage,
+        })
+    }
+
+    /// Re-authentication (v5 §4.12.1): AUTH 0x19 starts it, AUTH 0x18 continues it.
+    async fn on_auth(&mut self, a: Auth) -> Result<(), Exit> {
+        let Some(mut exchange) = self.enhanced.take() else {
+            // Enhanced authentication was not used at CONNECT.
+            return Err(Exit::Violation(ReasonCode::ProtocolError));
+        };
+        if a.properties.authentication_method.as_ref() != Some(&exchange.method)
+            || a.reason_code == ReasonCode::Success
+        {
+            return Err(Exit::Violation(ReasonCode::ProtocolError));
+        }
+        if a.reason_code == ReasonCode::ReAuthenticate {
+            exchange.restart();
+        }
+        let step = auth::enhanced(
+            &self.shared,
+            &mut exchange,
+            &self.client,
+            a.properties.authentication_data,
+            true,
+        )
+        .await;
+        let method = exchange.method.clone();
+        self.enhanced = Some(exchange);
+        let (code, data) = match step {
+            Step::Continue(data) => (ReasonCode::ContinueAuthentication, data),
+            Step::Allow(identity, data) => {
+                self.identity = identity;
+                (ReasonCode::Success, data)
+            }
+            Step::Deny(code) => return Err(Exit::Violation(code)),
+        };
+        self.control(Packet::Auth(Auth {
+            reason_code: code,
+            properties: AuthProperties {
+                authentication_method: Some(method),
+                authentication_data: data,
+                ..AuthProperties::default()
+            },
+        }));
+        Ok(())
     }
 }

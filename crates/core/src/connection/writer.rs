@@ -31,6 +31,11 @@ pub(crate) struct Writer<W> {
     pub(crate) version: ProtocolVersion,
     pub(crate) signals: Arc<LinkSignals>,
     pub(crate) shared: Arc<crate::broker::Shared>,
+    /// The client's Maximum Packet Size (v5): larger packets are never sent to it.
+    pub(crate) client_max_packet: Option<u32>,
+    /// The client's Request Problem Information (v5): when false, Reason Strings and User
+    /// Properties go only on PUBLISH, CONNACK and DISCONNECT (MQTT-3.1.2-29).
+    pub(crate) problem_info: bool,
 }
 
 impl<W: PacketWriter> Writer<W> {
@@ -76,12 +81,38 @@ impl<W: PacketWriter> Writer<W> {
                 CloseReason::Silent => None,
             };
             if let Some(code) = code {
-                let _ = self
-                    .wire
-                    .packet(&Packet::Disconnect(Disconnect::new(code)), self.version);
+                let mut disconnect = Disconnect::new(code);
+                disconnect.properties.reason_string = Some(code.description().into());
+                self.send_control(Packet::Disconnect(disconnect));
             }
         }
         let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, self.wire.flush()).await;
+    }
+
+    /// Buffers a control packet, leaving out diagnostics the client did not ask for or that
+    /// would make it exceed the client's Maximum Packet Size (MQTT-3.1.2-29, and the "MUST
+    /// NOT send this property if it would increase the size beyond the Maximum Packet Size"
+    /// rules of each packet).
+    fn send_control(&mut self, mut packet: Packet) {
+        let v = self.version;
+        if v.is_v5() {
+            let exempt = matches!(packet, Packet::ConnAck(_) | Packet::Disconnect(_));
+            if !self.problem_info && !exempt {
+                strip_diagnostics(&mut packet);
+            }
+            if let Some(max) = self.client_max_packet {
+                if packet.encoded_len(v).is_ok_and(|n| n > max as usize) {
+                    strip_diagnostics(&mut packet);
+                }
+                if packet.encoded_len(v).is_ok_and(|n| n > max as usize) {
+                    tracing::debug!(packet = ?packet.packet_type(), "packet over the client's maximum size: not sent");
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.wire.packet(&packet, v) {
+            tracing::warn!(error = %e, packet = ?packet.packet_type(), "cannot encode packet");
+        }
     }
 
     fn fill(&mut self, st: &mut SessionState, closing: bool) -> Fill {
@@ -95,12 +126,11 @@ impl<W: PacketWriter> Writer<W> {
             return Fill::Detached;
         };
         let v = self.version;
-        let metrics = &self.shared.metrics;
         while let Some(packet) = link.outbox.pop_front() {
-            if let Err(e) = self.wire.packet(&packet, v) {
-                tracing::warn!(error = %e, packet = ?packet.packet_type(), "cannot encode packet");
-            }
+            self.send_control(packet);
         }
+        let shared = Arc::clone(&self.shared);
+        let metrics = &shared.metrics;
         if link.resend {
             link.resend = false;
             for entry in inflight.entries() {
@@ -123,10 +153,28 @@ impl<W: PacketWriter> Writer<W> {
             return Fill::Attached;
         }
         let window = link.window;
+        let now = tokio::time::Instant::now();
         while st.inflight.len() < window {
             let Some(delivery) = st.pop() else {
                 break;
             };
+            // MQTT-3.3.2-5: an expired message is not sent.
+            if delivery.message.is_expired(now) {
+                Metrics::inc(&metrics.messages_expired);
+                continue;
+            }
+            // MQTT-3.1.2-24/-25: too large for the client: discarded as if sent.
+            if let Some(max) = self.client_max_packet {
+                let probe = PublishQoS::new(delivery.qos, crate::codec::PacketId::MIN);
+                if delivery
+                    .message
+                    .wire_len(v, probe, &delivery.subscription_ids)
+                    > max as usize
+                {
+                    Metrics::inc(&metrics.messages_dropped_too_large);
+                    continue;
+                }
+            }
             let qos = match delivery.qos {
                 QoS::AtMostOnce => PublishQoS::AtMostOnce,
                 qos => match st.inflight.push(delivery.clone()) {
@@ -140,5 +188,29 @@ impl<W: PacketWriter> Writer<W> {
             }
         }
         Fill::Attached
+    }
+}
+
+/// Removes Reason Strings and User Properties from a server-sent packet.
+fn strip_diagnostics(packet: &mut Packet) {
+    match packet {
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+            r.properties = Default::default();
+        }
+        Packet::SubAck(a) => a.properties = Default::default(),
+        Packet::UnsubAck(a) => a.properties = Default::default(),
+        Packet::Auth(a) => {
+            a.properties.reason_string = None;
+            a.properties.user_properties.clear();
+        }
+        Packet::Disconnect(d) => {
+            d.properties.reason_string = None;
+            d.properties.user_properties.clear();
+        }
+        Packet::ConnAck(a) => {
+            a.properties.reason_string = None;
+            a.properties.user_properties.clear();
+        }
+        _ => {}
     }
 }

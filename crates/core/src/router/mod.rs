@@ -3,13 +3,22 @@
 //!
 //! The trie lock is held only while collecting targets; fan-out happens after it is
 //! released, and each session's own lock is held only to push one queue entry. A session
-//! with several matching subscriptions gets one copy at the highest granted QoS, carrying
-//! every matching Subscription Identifier (MQTT-3.3.5-1 for 3.1.1; MQTT-3.3.4-2/-3 for v5).
+//! with several matching ordinary subscriptions gets one copy at the highest granted QoS,
+//! carrying every matching Subscription Identifier (MQTT-3.3.5-1 for 3.1.1; MQTT-3.3.4-2 to
+//! -4 for v5).
+//!
+//! Shared subscriptions (`$share/{group}/{filter}`, v5 §4.8.2) sit in the same trie under the
+//! inner filter, one entry per group. Each message goes to one member per matching group,
+//! chosen round-robin among members whose client is connected; when none is, it is queued
+//! for a member with a persistent session, and dropped if there is none. A shared delivery
+//! is a separate copy from the member's ordinary subscriptions.
 
 mod retained;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use bytestring::ByteString;
 use parking_lot::RwLock;
 
 pub(crate) use retained::RetainChange;
@@ -22,22 +31,70 @@ use crate::metrics::Metrics;
 use crate::session::{EnqueueError, Session, SubscriptionRecord};
 use crate::topic::{SubscriptionTrie, TopicFilter};
 
-/// One subscription in the trie.
+/// One subscription of one session.
 #[derive(Debug, Clone)]
 pub(crate) struct SubEntry {
     pub(crate) session: Arc<Session>,
     pub(crate) record: SubscriptionRecord,
 }
 
+/// The members of one shared-subscription group on one filter.
+#[derive(Debug, Default)]
+pub(crate) struct SharedGroup {
+    members: Vec<SubEntry>,
+    next: AtomicUsize,
+}
+
+impl SharedGroup {
+    /// The member to deliver the next message to.
+    fn pick(&self) -> Option<&SubEntry> {
+        let n = self.members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut fallback = None;
+        for i in 0..n {
+            let member = &self.members[(start + i) % n];
+            let st = member.session.state.lock();
+            if st.ended {
+                continue;
+            }
+            if st.link.is_some() {
+                return Some(member);
+            }
+            if fallback.is_none() && st.expiry_interval > 0 {
+                fallback = Some(member);
+            }
+        }
+        fallback
+    }
+}
+
+/// Trie keys: a session's own subscription, or a shared group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum SubKey {
+    Session(u64),
+    Group(ByteString),
+}
+
+/// Trie values.
+#[derive(Debug)]
+pub(crate) enum SubValue {
+    Session(SubEntry),
+    Group(SharedGroup),
+}
+
 /// Subscriptions and retained messages of one broker.
 #[derive(Debug, Default)]
 pub(crate) struct Router {
-    subs: RwLock<SubscriptionTrie<u64, SubEntry>>,
+    subs: RwLock<SubscriptionTrie<SubKey, SubValue>>,
     retained: RwLock<RetainedStore>,
 }
 
 impl Router {
-    /// Adds or replaces `session`'s subscription to `filter`. True if it is new.
+    /// Adds or replaces `session`'s subscription to `filter` (ordinary or `$share/...`).
+    /// True if it is new.
     pub(crate) fn subscribe(
         &self,
         session: &Arc<Session>,
@@ -48,15 +105,55 @@ impl Router {
             session: Arc::clone(session),
             record,
         };
-        self.subs
-            .write()
-            .insert(filter, session.uid, entry)
-            .is_none()
+        let mut subs = self.subs.write();
+        match filter.shared() {
+            Ok(Some((group, inner))) => {
+                let value = subs.get_or_insert_with(&inner, SubKey::Group(group), || {
+                    SubValue::Group(SharedGroup::default())
+                });
+                let SubValue::Group(g) = value else {
+                    return false;
+                };
+                match g.members.iter_mut().find(|m| m.session.uid == session.uid) {
+                    Some(existing) => {
+                        *existing = entry;
+                        false
+                    }
+                    None => {
+                        g.members.push(entry);
+                        true
+                    }
+                }
+            }
+            _ => subs
+                .insert(
+                    filter,
+                    SubKey::Session(session.uid),
+                    SubValue::Session(entry),
+                )
+                .is_none(),
+        }
     }
 
     /// Removes `session`'s subscription to `filter`. True if there was one.
     pub(crate) fn unsubscribe(&self, session: &Session, filter: &TopicFilter) -> bool {
-        self.subs.write().remove(filter, &session.uid).is_some()
+        let mut subs = self.subs.write();
+        match filter.shared() {
+            Ok(Some((group, inner))) => {
+                let key = SubKey::Group(group);
+                let Some(SubValue::Group(g)) = subs.get_mut(&inner, &key) else {
+                    return false;
+                };
+                let before = g.members.len();
+                g.members.retain(|m| m.session.uid != session.uid);
+                let removed = g.members.len() < before;
+                if g.members.is_empty() {
+                    subs.remove(&inner, &key);
+                }
+                removed
+            }
+            _ => subs.remove(filter, &SubKey::Session(session.uid)).is_some(),
+        }
     }
 
     /// Stores or clears a retained message.
@@ -69,14 +166,16 @@ impl Router {
         self.retained.read().len()
     }
 
-    /// The retained messages matching `filter`.
+    /// The retained messages matching `filter` that have not expired.
     pub(crate) fn retained_for(&self, filter: &TopicFilter) -> Vec<Arc<Message>> {
         let mut out = Vec::new();
         self.retained.read().matches(filter, &mut out);
+        let now = tokio::time::Instant::now();
+        out.retain(|m| !m.is_expired(now));
         out
     }
 
-    /// Delivers `message` to every matching session; returns how many sessions got it.
+    /// Delivers `message` to every matching session; returns how many copies were queued.
     pub(crate) fn route(
         &self,
         message: &Arc<Message>,
@@ -84,14 +183,24 @@ impl Router {
         metrics: &Metrics,
     ) -> usize {
         let mut targets: Vec<SubEntry> = Vec::new();
-        self.subs.read().for_each_match(&message.topic, |_, entry| {
-            // No Local (v5 §3.8.3.1): not back to the publisher itself.
-            let own = entry.record.options.no_local
-                && message.publisher.as_ref() == Some(&entry.session.client_id);
-            if !own {
-                targets.push(entry.clone());
-            }
-        });
+        let mut shared: Vec<SubEntry> = Vec::new();
+        self.subs
+            .read()
+            .for_each_match(&message.topic, |_, value| match value {
+                SubValue::Session(entry) => {
+                    // No Local (MQTT-3.8.3-3): not back to the publishing client.
+                    let own = entry.record.options.no_local
+                        && message.publisher.as_ref() == Some(&entry.session.client_id);
+                    if !own {
+                        targets.push(entry.clone());
+                    }
+                }
+                SubValue::Group(group) => {
+                    if let Some(member) = group.pick() {
+                        shared.push(member.clone());
+                    }
+                }
+            });
         if targets.len() > 1 {
             targets.sort_by_key(|t| Arc::as_ptr(&t.session));
         }
@@ -104,29 +213,48 @@ impl Router {
                 .count();
             let (group, tail) = rest.split_at(n);
             rest = tail;
-            let granted = group
-                .iter()
-                .map(|t| t.record.options.qos)
-                .max()
-                .unwrap_or(QoS::AtMostOnce);
-            let delivery = Delivery {
-                message: Arc::clone(message),
-                qos: message.qos.min(granted),
-                // MQTT-3.3.1-9: 0 for established subscriptions, unless Retain As Published.
-                retain: message.retain
-                    && group.iter().any(|t| t.record.options.retain_as_published),
-                subscription_ids: group.iter().filter_map(|t| t.record.id).collect(),
-            };
-            match first.session.enqueue(delivery, limits) {
-                Ok(()) => delivered += 1,
-                Err(EnqueueError::QueueFull) => {
-                    Metrics::inc(&metrics.messages_dropped);
-                    tracing::debug!(client_id = %first.session.client_id, topic = %message.topic, "queue full: message dropped");
-                }
-                Err(EnqueueError::Offline) => Metrics::inc(&metrics.messages_dropped_offline),
-                Err(EnqueueError::Ended) => {}
-            }
+            delivered += usize::from(deliver(message, group, limits, metrics));
+        }
+        for member in &shared {
+            delivered += usize::from(deliver(
+                message,
+                std::slice::from_ref(member),
+                limits,
+                metrics,
+            ));
         }
         delivered
+    }
+}
+
+/// Queues one copy of `message` for the session of `group` (all entries share a session).
+fn deliver(message: &Arc<Message>, group: &[SubEntry], limits: &Limits, metrics: &Metrics) -> bool {
+    let Some(first) = group.first() else {
+        return false;
+    };
+    let granted = group
+        .iter()
+        .map(|t| t.record.options.qos)
+        .max()
+        .unwrap_or(QoS::AtMostOnce);
+    let delivery = Delivery {
+        message: Arc::clone(message),
+        qos: message.qos.min(granted),
+        // MQTT-3.3.1-9: 0 for established subscriptions, unless Retain As Published.
+        retain: message.retain && group.iter().any(|t| t.record.options.retain_as_published),
+        subscription_ids: group.iter().filter_map(|t| t.record.id).collect(),
+    };
+    match first.session.enqueue(delivery, limits) {
+        Ok(()) => true,
+        Err(EnqueueError::QueueFull) => {
+            Metrics::inc(&metrics.messages_dropped);
+            tracing::debug!(client_id = %first.session.client_id, topic = %message.topic, "queue full: message dropped");
+            false
+        }
+        Err(EnqueueError::Offline) => {
+            Metrics::inc(&metrics.messages_dropped_offline);
+            false
+        }
+        Err(EnqueueError::Ended) => false,
     }
 }

@@ -108,8 +108,13 @@ pub(crate) struct SessionState {
     pub(crate) link: Option<Link>,
     /// True once the session is discarded; queued deliveries to it are ignored.
     pub(crate) ended: bool,
-    /// Keep the session after its connection closes (3.1.1 clean session 0).
-    pub(crate) persistent: bool,
+    /// Session Expiry Interval in seconds: 0 ends the session with its connection (3.1.1
+    /// Clean Session 1); `u32::MAX` never expires (3.1.1 Clean Session 0).
+    pub(crate) expiry_interval: u32,
+    /// A will waiting out its Will Delay Interval while no connection is attached.
+    pub(crate) pending_will: Option<crate::codec::LastWill>,
+    /// The link detached last; timers armed at that detach check it is still current.
+    pub(crate) detached_link: u64,
 }
 
 /// Why a delivery was not queued.
@@ -134,12 +139,12 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(uid: u64, client_id: ByteString, persistent: bool) -> Arc<Self> {
+    pub(crate) fn new(uid: u64, client_id: ByteString, expiry_interval: u32) -> Arc<Self> {
         Arc::new(Self {
             uid,
             client_id,
             state: Mutex::new(SessionState {
-                persistent,
+                expiry_interval,
                 ..SessionState::default()
             }),
         })

@@ -33,6 +33,10 @@ pub enum TopicError {
     /// Longer than 65,535 bytes (MQTT-4.7.3-3).
     #[error("topic longer than 65,535 bytes")]
     TooLong,
+    /// A `$share/` filter whose share name is empty or holds `/`, `+` or `#`, or that has no
+    /// filter after the share name (v5 §4.8.2).
+    #[error("invalid shared subscription")]
+    InvalidShare,
 }
 
 fn check_common(s: &str) -> Result<(), TopicError> {
@@ -153,6 +157,20 @@ impl TopicFilter {
     pub fn has_wildcards(&self) -> bool {
         self.0.contains(['+', '#'])
     }
+
+    /// For a shared subscription `$share/{ShareName}/{filter}` (v5 §4.8.2), its share name
+    /// and the filter that selects messages; `Ok(None)` for an ordinary filter.
+    pub fn shared(&self) -> Result<Option<(ByteString, TopicFilter)>, TopicError> {
+        let Some(rest) = self.0.strip_prefix("$share/") else {
+            return Ok(None);
+        };
+        let (group, filter) = rest.split_once('/').ok_or(TopicError::InvalidShare)?;
+        if group.is_empty() || group.contains(['+', '#']) || filter.is_empty() {
+            return Err(TopicError::InvalidShare);
+        }
+        let inner = TopicFilter::new(self.0.slice_ref(filter))?;
+        Ok(Some((self.0.slice_ref(group), inner)))
+    }
 }
 
 macro_rules! string_like {
@@ -234,6 +252,19 @@ mod tests {
                 Err(TopicError::MisplacedSingleLevelWildcard),
                 "{f}"
             );
+        }
+    }
+
+    #[test]
+    fn shared_subscription_syntax() {
+        let f = TopicFilter::new("$share/g1/a/+/c").expect("valid");
+        let (group, inner) = f.shared().expect("valid share").expect("shared");
+        assert_eq!(group, "g1");
+        assert_eq!(inner.as_str(), "a/+/c");
+        assert_eq!(TopicFilter::new("a/b").expect("valid").shared(), Ok(None));
+        for bad in ["$share/g", "$share//a", "$share/+/a", "$share/g/"] {
+            let f = TopicFilter::new(bad).expect("valid as a plain filter");
+            assert_eq!(f.shared(), Err(TopicError::InvalidShare), "{bad}");
         }
     }
 

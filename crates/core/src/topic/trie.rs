@@ -54,6 +54,18 @@ impl<K, V> Node<K, V> {
     }
 }
 
+/// The levels to walk for a filter, and whether it ends in `#` below the last of them
+/// (`"#"` walks none; `"a/#"` walks `a`; `"/#"` walks one empty level).
+fn split_filter(text: &str) -> (Option<&str>, bool) {
+    if text == "#" {
+        (None, true)
+    } else if let Some(path) = text.strip_suffix("/#") {
+        (Some(path), true)
+    } else {
+        (Some(text), false)
+    }
+}
+
 impl<K: Hash + Eq, V> Default for SubscriptionTrie<K, V> {
     fn default() -> Self {
         Self::new()
@@ -81,16 +93,49 @@ impl<K: Hash + Eq, V> SubscriptionTrie<K, V> {
 
     /// Adds or replaces `key`'s subscription to `filter`; returns the previous value.
     pub fn insert(&mut self, filter: &TopicFilter, key: K, value: V) -> Option<V> {
-        let text = filter.as_bytestring();
-        // Levels to walk, and whether the filter ends in `#` below the last of them.
-        let (path, hash) = if text == "#" {
-            (None, true)
-        } else if let Some(path) = text.strip_suffix("/#") {
-            (Some(path), true)
-        } else {
-            (Some(&text[..]), false)
-        };
+        let old = Self::map_for(&mut self.root, filter).insert(key, value);
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    /// The value of `key`'s subscription to `filter`, inserting `make()` if there is none.
+    pub fn get_or_insert_with(
+        &mut self,
+        filter: &TopicFilter,
+        key: K,
+        make: impl FnOnce() -> V,
+    ) -> &mut V {
+        let len = &mut self.len;
+        Self::map_for(&mut self.root, filter)
+            .entry(key)
+            .or_insert_with(|| {
+                *len += 1;
+                make()
+            })
+    }
+
+    /// The value of `key`'s subscription to `filter`, if any.
+    pub fn get_mut(&mut self, filter: &TopicFilter, key: &K) -> Option<&mut V> {
+        let (path, hash) = split_filter(filter.as_str());
         let mut node = &mut self.root;
+        for level in path.into_iter().flat_map(|p| p.split('/')) {
+            node = if level == "+" {
+                node.plus.as_deref_mut()?
+            } else {
+                node.children.get_mut(level)?
+            };
+        }
+        let map = if hash { &mut node.hash } else { &mut node.here };
+        map.get_mut(key)
+    }
+
+    /// The subscriber map for `filter`, creating nodes on the way.
+    fn map_for<'a>(root: &'a mut Node<K, V>, filter: &TopicFilter) -> &'a mut HashMap<K, V> {
+        let text = filter.as_bytestring();
+        let (path, hash) = split_filter(text);
+        let mut node = root;
         for level in path.into_iter().flat_map(|p| p.split('/')) {
             node = if level == "+" {
                 node.plus.get_or_insert_with(Box::default)
@@ -98,12 +143,11 @@ impl<K: Hash + Eq, V> SubscriptionTrie<K, V> {
                 node.children.entry(text.slice_ref(level)).or_default()
             };
         }
-        let map = if hash { &mut node.hash } else { &mut node.here };
-        let old = map.insert(key, value);
-        if old.is_none() {
-            self.len += 1;
+        if hash {
+            &mut node.hash
+        } else {
+            &mut node.here
         }
-        old
     }
 
     /// Removes `key`'s subscription to `filter`, pruning empty nodes; returns its value.

@@ -136,7 +136,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketWriter for NetWriter<W> {
         version: ProtocolVersion,
     ) -> Result<(), EncodeError> {
         let message = &delivery.message;
-        if !delivery.subscription_ids.is_empty() && version.is_v5() {
+        if !message.shares_form(&delivery.subscription_ids, version) {
             // Per-subscriber properties: this copy has a wire form of its own.
             let publish = message.to_publish(qos, delivery.retain, dup, &delivery.subscription_ids);
             return Packet::Publish(publish).encode(version, &mut self.buf);

@@ -1,0 +1,118 @@
+//! Running the authenticator chain: plain authentication at CONNECT, and the steps of v5
+//! enhanced authentication (at CONNECT and for re-authentication).
+
+use std::any::Any;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use crate::broker::Shared;
+use crate::codec::ReasonCode;
+use crate::metrics::Metrics;
+use crate::plugin::{guarded, AuthExchange, AuthOutcome, ConnectInfo, Identity};
+
+/// The answer of the chain for one step.
+#[derive(Debug)]
+pub(crate) enum Step {
+    Allow(Identity, Option<Bytes>),
+    Continue(Option<Bytes>),
+    Deny(ReasonCode),
+}
+
+/// An enhanced-authentication exchange in progress (or done, kept for re-authentication).
+pub(crate) struct EnhancedAuth {
+    pub(crate) method: ByteString,
+    /// The authenticator that took the exchange on.
+    owner: Option<usize>,
+    state: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl EnhancedAuth {
+    pub(crate) fn new(method: ByteString) -> Self {
+        Self {
+            method,
+            owner: None,
+            state: None,
+        }
+    }
+
+    /// Starts a new exchange (re-authentication) with the same method.
+    pub(crate) fn restart(&mut self) {
+        self.state = None;
+    }
+}
+
+/// Plain authentication through the chain (see the plugin module docs for the rule).
+pub(crate) async fn plain(shared: &Shared, client: &ConnectInfo) -> Result<Identity, ReasonCode> {
+    if shared.authenticators.is_empty() {
+        return Ok(Identity {
+            username: client.username.as_ref().map(|u| u.to_string()),
+            roles: Vec::new(),
+        });
+    }
+    for authenticator in &shared.authenticators {
+        match guarded(shared.plugins.timeout, authenticator.authenticate(client)).await {
+            Ok(AuthOutcome::Allow(identity, _)) => return Ok(identity),
+            Ok(AuthOutcome::Deny(code)) => return Err(code),
+            // Plain authentication has no second step.
+            Ok(AuthOutcome::Continue(_)) => return Err(ReasonCode::NotAuthorized),
+            Ok(AuthOutcome::Defer) => continue,
+            Err(failure) => {
+                Metrics::inc(&shared.metrics.plugin_failures);
+                tracing::warn!(?failure, "authenticator failed: connection refused");
+                return Err(ReasonCode::NotAuthorized);
+            }
+        }
+    }
+    Err(ReasonCode::NotAuthorized)
+}
+
+/// One step of an enhanced exchange.
+pub(crate) async fn enhanced(
+    shared: &Shared,
+    auth: &mut EnhancedAuth,
+    client: &ConnectInfo,
+    data: Option<Bytes>,
+    reauthenticating: bool,
+) -> Step {
+    let candidates: Vec<usize> = match auth.owner {
+        Some(i) => vec![i],
+        None => (0..shared.authenticators.len()).collect(),
+    };
+    for i in candidates {
+        let Some(authenticator) = shared.authenticators.get(i) else {
+            break;
+        };
+        let method = auth.method.clone();
+        let mut exchange = AuthExchange {
+            client,
+            method: &method,
+            data: data.clone(),
+            reauthenticating,
+            state: &mut auth.state,
+        };
+        let answer = guarded(
+            shared.plugins.timeout,
+            authenticator.authenticate_enhanced(&mut exchange),
+        )
+        .await;
+        match answer {
+            Ok(AuthOutcome::Defer) => continue,
+            Ok(AuthOutcome::Allow(identity, data)) => {
+                auth.owner = Some(i);
+                return Step::Allow(identity, data);
+            }
+            Ok(AuthOutcome::Continue(data)) => {
+                auth.owner = Some(i);
+                return Step::Continue(data);
+            }
+            Ok(AuthOutcome::Deny(code)) => return Step::Deny(code),
+            Err(failure) => {
+                Metrics::inc(&shared.metrics.plugin_failures);
+                tracing::warn!(?failure, "authenticator failed: authentication refused");
+                return Step::Deny(ReasonCode::NotAuthorized);
+            }
+        }
+    }
+    Step::Deny(ReasonCode::BadAuthenticationMethod)
+}

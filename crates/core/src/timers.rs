@@ -1,0 +1,105 @@
+//! Deadlines that fire while no connection is attached to a session: Session Expiry
+//! (v5 §3.1.2.11.2) and Will Delay (v5 §3.1.3.2.2).
+//!
+//! One task per broker sleeps until the earliest deadline. An entry names the session
+//! weakly and the link that was detached when it was armed; when it fires, the broker checks
+//! that the session is still detached from that same link, so a client that came back in
+//! time simply makes the entry stale. Nothing needs cancelling.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::session::Session;
+
+/// What happens when a deadline passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimerKind {
+    /// The session expires (if still detached).
+    SessionExpiry,
+    /// The pending will is published (if the session is still detached).
+    WillDelay,
+}
+
+/// A deadline that has passed.
+#[derive(Debug)]
+pub(crate) struct Due {
+    pub(crate) session: Weak<Session>,
+    pub(crate) link_id: u64,
+    pub(crate) kind: TimerKind,
+}
+
+/// The broker's deadline queue.
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    queue: Mutex<BTreeMap<(Instant, u64), Due>>,
+    seq: AtomicU64,
+    wake: Notify,
+}
+
+impl Timers {
+    /// Arms a deadline for `session`, detached from link `link_id`.
+    pub(crate) fn schedule(
+        &self,
+        at: Instant,
+        session: &Arc<Session>,
+        link_id: u64,
+        kind: TimerKind,
+    ) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let mut queue = self.queue.lock();
+        let earliest = queue.keys().next().is_none_or(|(first, _)| at < *first);
+        queue.insert(
+            (at, seq),
+            Due {
+                session: Arc::downgrade(session),
+                link_id,
+                kind,
+            },
+        );
+        drop(queue);
+        if earliest {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Deadlines at or before `now`, removed from the queue.
+    fn take_due(&self, now: Instant) -> Vec<Due> {
+        let mut queue = self.queue.lock();
+        let later = queue.split_off(&(now, u64::MAX));
+        let due = std::mem::replace(&mut *queue, later);
+        due.into_values().collect()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.queue.lock().keys().next().map(|(at, _)| *at)
+    }
+
+    /// Runs until `stop` is cancelled, handing each due deadline to `fire`.
+    pub(crate) async fn run(
+        &self,
+        stop: &tokio_util::sync::CancellationToken,
+        mut fire: impl FnMut(Due),
+    ) {
+        loop {
+            let next = self.next_deadline();
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = async {
+                    match next {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+            for due in self.take_due(Instant::now()) {
+                fire(due);
+            }
+        }
+    }
+}

@@ -234,3 +234,65 @@ async fn several_brokers_live_in_one_process() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn in_process_client_has_v5_features() {
+    use roost::codec::{PublishProperties, SubscribeProperties, SubscriptionOptions, UserProperty};
+    use roost::PublishOptions;
+    use std::num::NonZeroU32;
+
+    let broker = start_broker().await;
+    let (c, mut deliveries) = within(broker.client(ClientOptions::new("v5")))
+        .await
+        .expect("connects");
+    // Reason codes in results: nobody subscribed yet.
+    let code = within(c.publish_with("p/1", "x", PublishOptions::new(QoS::AtLeastOnce)))
+        .await
+        .expect("published");
+    assert_eq!(code, roost::ReasonCode::NoMatchingSubscribers);
+    // Subscription options and identifiers.
+    let mut no_local = SubscriptionOptions::new(QoS::AtLeastOnce);
+    no_local.no_local = true;
+    let codes = within(c.subscribe_with(
+        vec![(filter("p/+"), no_local)],
+        SubscribeProperties {
+            subscription_identifier: NonZeroU32::new(9),
+            user_properties: Vec::new(),
+        },
+    ))
+    .await
+    .expect("subscribed");
+    assert_eq!(codes, vec![roost::ReasonCode::GrantedQoS1]);
+    // Own messages are not delivered back (No Local); another client's are, with properties.
+    within(c.publish("p/own", "mine", QoS::AtMostOnce, false))
+        .await
+        .expect("published");
+    let (other, _) = within(broker.client(ClientOptions::new("other")))
+        .await
+        .expect("connects");
+    let options = PublishOptions {
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: PublishProperties {
+            content_type: Some("text/plain".into()),
+            user_properties: vec![UserProperty::new("k", "v")],
+            ..PublishProperties::default()
+        },
+    };
+    let code = within(other.publish_with("p/2", "theirs", options))
+        .await
+        .expect("published");
+    assert_eq!(code, roost::ReasonCode::Success);
+    let got = within(deliveries.recv()).await.expect("delivered");
+    assert_eq!(&got.payload[..], b"theirs");
+    assert_eq!(got.properties.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(
+        got.properties.user_properties,
+        vec![UserProperty::new("k", "v")]
+    );
+    assert_eq!(
+        got.properties.subscription_identifiers,
+        vec![NonZeroU32::new(9).expect("non-zero")]
+    );
+    broker.shutdown().await;
+}

@@ -11,7 +11,7 @@ use roost::codec::{
     decode, Connect, DecodeLimits, Packet, PacketId, ProtocolVersion, PubResponse, Publish,
     PublishQoS, Subscribe, SubscriptionOptions,
 };
-use roost::{Broker, BrokerHandle, Limits, QoS, TopicFilter, TopicName};
+use roost::{Broker, BrokerHandle, Capabilities, Limits, QoS, TopicFilter, TopicName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -39,6 +39,18 @@ pub async fn start_broker_with(limits: Limits) -> BrokerHandle {
     Broker::builder()
         .listen("127.0.0.1:0".parse().expect("address"))
         .limits(limits)
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .expect("broker starts")
+}
+
+/// A broker with default limits and `capabilities` on 127.0.0.1:0.
+pub async fn start_broker_with_caps(capabilities: Capabilities) -> BrokerHandle {
+    Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .capabilities(capabilities)
         .sys_interval(None)
         .build()
         .start()

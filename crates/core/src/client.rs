@@ -64,6 +64,13 @@ impl ClientOptions {
         self
     }
 
+    /// Session Expiry Interval in seconds: how long the broker keeps the session after the
+    /// client goes away (0: it ends with the connection; `u32::MAX`: never expires).
+    pub fn session_expiry(mut self, seconds: u32) -> Self {
+        self.session_expiry = seconds;
+        self
+    }
+
     /// A Will Message, published if the client goes away without [`Client::disconnect`].
     pub fn will(mut self, will: LastWill) -> Self {
         self.will = Some(will);
@@ -81,6 +88,29 @@ impl ClientOptions {
     pub fn buffer(mut self, packets: usize) -> Self {
         self.buffer = packets.max(1);
         self
+    }
+}
+
+/// How an in-process client publishes one message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// QoS.
+    pub qos: QoS,
+    /// RETAIN.
+    pub retain: bool,
+    /// v5 properties (Message Expiry, Content Type, Response Topic, Correlation Data, User
+    /// Properties, Payload Format). A Topic Alias or Subscription Identifier here is refused
+    /// by the broker as a protocol error.
+    pub properties: PublishProperties,
+}
+
+impl PublishOptions {
+    /// Options with `qos` and no properties.
+    pub fn new(qos: QoS) -> Self {
+        Self {
+            qos,
+            ..Self::default()
+        }
     }
 }
 
@@ -409,18 +439,40 @@ impl Client {
         qos: QoS,
         retain: bool,
     ) -> Result<(), ClientError> {
+        let options = PublishOptions {
+            qos,
+            retain,
+            properties: PublishProperties::default(),
+        };
+        self.publish_with(topic, payload, options).await.map(|_| ())
+    }
+
+    /// Publishes with v5 properties; returns the broker's reason code (Success, or No
+    /// matching subscribers for QoS 1/2; always Success for QoS 0). A failure code is an
+    /// error.
+    pub async fn publish_with(
+        &self,
+        topic: impl TryInto<TopicName, Error = crate::topic::TopicError>,
+        payload: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> Result<ReasonCode, ClientError> {
         let topic = topic.try_into()?;
         let payload = payload.into();
-        if qos == QoS::AtMostOnce {
+        if options.qos == QoS::AtMostOnce {
             let mut p = Publish::new(topic, PublishQoS::AtMostOnce, payload);
-            p.retain = retain;
-            return self.send(Packet::Publish(p)).await;
+            p.retain = options.retain;
+            p.properties = options.properties;
+            self.send(Packet::Publish(p)).await?;
+            return Ok(ReasonCode::Success);
         }
         let (id, rx) = self.allocate()?;
-        let mut p = Publish::new(topic, PublishQoS::new(qos, id), payload);
-        p.retain = retain;
+        let mut p = Publish::new(topic, PublishQoS::new(options.qos, id), payload);
+        p.retain = options.retain;
+        p.properties = options.properties;
         match self.request(id, rx, Packet::Publish(p)).await? {
-            Packet::PubAck(a) | Packet::PubRec(a) if a.reason_code.is_success() => Ok(()),
+            Packet::PubAck(a) | Packet::PubRec(a) if a.reason_code.is_success() => {
+                Ok(a.reason_code)
+            }
             Packet::PubAck(a) | Packet::PubRec(a) => Err(ClientError::Failed(a.reason_code)),
             _ => Err(ClientError::Disconnected),
         }

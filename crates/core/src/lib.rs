@@ -34,7 +34,7 @@ mod timers;
 mod transport;
 
 pub use broker::{Broker, BrokerBuilder, BrokerHandle};
-pub use client::{Client, ClientOptions, Deliveries, Received};
+pub use client::{Client, ClientOptions, Deliveries, PublishOptions, Received};
 pub use config::{Capabilities, Limits, Redirect};
 pub use error::{ClientError, Error};
 pub use message::{Delivery, Message};

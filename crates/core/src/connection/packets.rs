@@ -104,6 +104,16 @@ impl Connection {
         self.session.send_control(self.link_id, packet);
     }
 
+    /// A PUBACK or PUBREC body, with a Reason String for failure codes (v5; the writer drops
+    /// it for clients that asked for no problem information).
+    fn response(&self, id: crate::codec::PacketId, code: ReasonCode) -> PubResponse {
+        let mut r = PubResponse::with_reason(id, self.v5_code(code));
+        if self.version.is_v5() && !code.is_success() {
+            r.properties.reason_string = Some(code.description().into());
+        }
+        r
+    }
+
     /// Applies an acknowledgement to the session and wakes the writer (a window slot may
     /// have opened).
     fn ack(&self, f: impl FnOnce(&mut SessionState) -> AckOutcome) -> AckOutcome {
@@ -168,10 +178,9 @@ impl Connection {
                 return Err(Exit::Violation(ReasonCode::PayloadFormatInvalid));
             }
             PublishQoS::AtLeastOnce(id) if bad_utf8 => {
-                self.control(Packet::PubAck(PubResponse::with_reason(
-                    id,
-                    ReasonCode::PayloadFormatInvalid,
-                )));
+                self.control(Packet::PubAck(
+                    self.response(id, ReasonCode::PayloadFormatInvalid),
+                ));
                 return Ok(());
             }
             PublishQoS::ExactlyOnce(id) => {
@@ -184,10 +193,9 @@ impl Connection {
                 }
                 if bad_utf8 {
                     drop(st);
-                    self.control(Packet::PubRec(PubResponse::with_reason(
-                        id,
-                        ReasonCode::PayloadFormatInvalid,
-                    )));
+                    self.control(Packet::PubRec(
+                        self.response(id, ReasonCode::PayloadFormatInvalid),
+                    ));
                     return Ok(());
                 }
                 // MQTT-3.3.4-7: no more unacknowledged QoS 2 PUBLISHes than our Receive
@@ -209,16 +217,10 @@ impl Connection {
         match qos {
             PublishQoS::AtMostOnce => {}
             PublishQoS::AtLeastOnce(id) => {
-                self.control(Packet::PubAck(PubResponse::with_reason(
-                    id,
-                    self.v5_code(code),
-                )));
+                self.control(Packet::PubAck(self.response(id, code)));
             }
             PublishQoS::ExactlyOnce(id) => {
-                self.control(Packet::PubRec(PubResponse::with_reason(
-                    id,
-                    self.v5_code(code),
-                )));
+                self.control(Packet::PubRec(self.response(id, code)));
             }
         }
         Ok(())

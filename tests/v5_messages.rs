@@ -1,0 +1,308 @@
+//! MQTT 5.0 messages: Message Expiry, Topic Aliases, Payload Format, property forwarding,
+//! Receive Maximum and Maximum Packet Size both ways, Request Problem Information.
+
+mod support;
+
+use std::num::{NonZeroU16, NonZeroU32};
+use std::time::Duration;
+
+use bytes::Bytes;
+use roost::codec::{
+    Connect, Packet, PayloadFormat, ProtocolVersion, Publish, PublishProperties, PublishQoS,
+    ReasonCode, UserProperty,
+};
+use roost::{Capabilities, QoS};
+use support::*;
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+fn publish(t: &str, payload: &'static [u8], qos: PublishQoS) -> Publish {
+    Publish::new(topic(t), qos, payload)
+}
+
+fn disconnect_code(seen: &[Packet]) -> Option<ReasonCode> {
+    match seen {
+        [.., Packet::Disconnect(d)] => Some(d.reason_code),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn properties_are_forwarded_unchanged_and_in_order() {
+    // MQTT-3.3.2-4 (payload format), -16 (correlation data), -17/-18 (user properties,
+    // order), -20 (content type); v5 §3.3.2.3.5 (response topic).
+    let broker = start_broker().await;
+    let mut sub = Raw::connect(&broker, V5, "sub").await;
+    sub.subscribe(1, "req", QoS::AtLeastOnce).await;
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    let mut m = publish("req", b"{}", PublishQoS::AtLeastOnce(pid(1)));
+    m.properties = PublishProperties {
+        payload_format_indicator: Some(PayloadFormat::Utf8),
+        content_type: Some("application/json".into()),
+        response_topic: Some(topic("resp/1")),
+        correlation_data: Some(Bytes::from_static(&[1, 2, 3])),
+        user_properties: vec![
+            UserProperty::new("z", "1"),
+            UserProperty::new("a", "2"),
+            UserProperty::new("z", "3"),
+        ],
+        ..PublishProperties::default()
+    };
+    p.send(Packet::Publish(m.clone())).await;
+    let got = sub.next_message().await;
+    assert_eq!(
+        got.properties.payload_format_indicator,
+        m.properties.payload_format_indicator
+    );
+    assert_eq!(got.properties.content_type, m.properties.content_type);
+    assert_eq!(got.properties.response_topic, m.properties.response_topic);
+    assert_eq!(
+        got.properties.correlation_data,
+        m.properties.correlation_data
+    );
+    assert_eq!(got.properties.user_properties, m.properties.user_properties);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn expired_messages_are_not_delivered_and_remaining_time_is_forwarded() {
+    // MQTT-3.3.2-5: expired before onward delivery started → deleted; MQTT-3.3.2-6: the
+    // interval sent is what is left.
+    let broker = start_broker().await;
+    let mut c = Connect::new(V5, "away");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(600);
+    let (mut sub, _) = Raw::connect_with(&broker, c.clone()).await;
+    sub.subscribe(1, "e/#", QoS::AtLeastOnce).await;
+    sub.send(Packet::Disconnect(Default::default())).await;
+    sub.closed().await;
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    let mut short = publish("e/short", b"short", PublishQoS::AtLeastOnce(pid(1)));
+    short.properties.message_expiry_interval = Some(1);
+    let mut long = publish("e/long", b"long", PublishQoS::AtLeastOnce(pid(2)));
+    long.properties.message_expiry_interval = Some(100);
+    p.send(Packet::Publish(short)).await;
+    p.send(Packet::Publish(long)).await;
+    p.ping().await;
+    tokio::time::sleep(Duration::from_millis(1300)).await; // let the short one expire
+    let (mut sub, _) = Raw::connect_with(&broker, c).await;
+    let got = sub.next_message().await;
+    assert_eq!(&got.payload[..], b"long");
+    let left = got.properties.message_expiry_interval.expect("forwarded");
+    assert!((98..=99).contains(&left), "remaining interval {left}");
+    assert!(sub.ping().await.is_empty());
+    assert_eq!(broker.metrics().messages_expired, 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn expired_retained_messages_are_not_sent() {
+    let broker = start_broker().await;
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    let mut m = publish("ret/e", b"soon gone", PublishQoS::AtMostOnce);
+    m.retain = true;
+    m.properties.message_expiry_interval = Some(1);
+    p.send(Packet::Publish(m)).await;
+    p.ping().await;
+    let mut early = Raw::connect(&broker, V5, "early").await;
+    early.subscribe(1, "ret/e", QoS::AtMostOnce).await;
+    assert!(early.next_message().await.retain);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let mut late = Raw::connect(&broker, V5, "late").await;
+    late.subscribe(1, "ret/e", QoS::AtMostOnce).await;
+    assert!(late.ping().await.is_empty());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn inbound_topic_aliases_map_per_connection() {
+    // v5 §3.3.2.3.4; MQTT-3.3.2-12: the server accepts aliases 1..=its maximum.
+    let broker = start_broker().await;
+    let mut sub = Raw::connect(&broker, V5, "sub").await;
+    sub.subscribe(1, "long/topic/name", QoS::AtMostOnce).await;
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    let mut first = publish("long/topic/name", b"1", PublishQoS::AtMostOnce);
+    first.properties.topic_alias = Some(3);
+    p.send(Packet::Publish(first)).await;
+    let mut second = Publish::new(roost::TopicName::empty(), PublishQoS::AtMostOnce, &b"2"[..]);
+    second.properties.topic_alias = Some(3);
+    p.send(Packet::Publish(second)).await;
+    for want in [b"1", b"2"] {
+        let got = sub.next_message().await;
+        assert_eq!(got.topic, topic("long/topic/name"));
+        assert_eq!(&got.payload[..], want);
+        assert_eq!(
+            got.properties.topic_alias, None,
+            "aliases are not forwarded"
+        );
+    }
+    // MQTT-3.3.2-7: a new connection starts without mappings.
+    drop(p);
+    let mut p2 = Raw::connect(&broker, V5, "p2").await;
+    let mut orphan = Publish::new(roost::TopicName::empty(), PublishQoS::AtMostOnce, &b"3"[..]);
+    orphan.properties.topic_alias = Some(3);
+    p2.send(Packet::Publish(orphan)).await;
+    assert_eq!(
+        disconnect_code(&p2.closed().await),
+        Some(ReasonCode::ProtocolError)
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn topic_alias_zero_or_over_the_maximum_is_0x94() {
+    // MQTT-3.3.2-8 (alias 0) and MQTT-3.3.2-9 (above Topic Alias Maximum).
+    let broker = start_broker_with_caps(Capabilities {
+        topic_alias_maximum: 5,
+        ..Capabilities::default()
+    })
+    .await;
+    for alias in [0u16, 6] {
+        let mut p = Raw::connect(&broker, V5, "p").await;
+        let mut m = publish("t", b"x", PublishQoS::AtMostOnce);
+        m.properties.topic_alias = Some(alias);
+        p.send(Packet::Publish(m)).await;
+        assert_eq!(
+            disconnect_code(&p.closed().await),
+            Some(ReasonCode::TopicAliasInvalid),
+            "alias {alias}"
+        );
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_with_payload_format_1_is_refused_with_0x99() {
+    // v5 §3.3.2.3.2: PUBACK/PUBREC 0x99, or DISCONNECT 0x99 for QoS 0.
+    let broker = start_broker().await;
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    let mut m = publish("pf", &[0xFF, 0xFE], PublishQoS::AtLeastOnce(pid(1)));
+    m.properties.payload_format_indicator = Some(PayloadFormat::Utf8);
+    p.send(Packet::Publish(m.clone())).await;
+    match p.recv().await {
+        Some(Packet::PubAck(a)) => {
+            assert_eq!(a.reason_code, ReasonCode::PayloadFormatInvalid);
+            assert!(
+                a.properties.reason_string.is_some(),
+                "problem information by default"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    m.qos = PublishQoS::ExactlyOnce(pid(2));
+    p.send(Packet::Publish(m.clone())).await;
+    assert!(
+        matches!(p.recv().await, Some(Packet::PubRec(a)) if a.reason_code == ReasonCode::PayloadFormatInvalid)
+    );
+    m.qos = PublishQoS::AtMostOnce;
+    p.send(Packet::Publish(m)).await;
+    assert_eq!(
+        disconnect_code(&p.closed().await),
+        Some(ReasonCode::PayloadFormatInvalid)
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_problem_information_0_strips_reason_strings_from_acks() {
+    // MQTT-3.1.2-29
+    let broker = start_broker().await;
+    let mut c = Connect::new(V5, "quiet");
+    c.properties.request_problem_information = Some(false);
+    let (mut p, _) = Raw::connect_with(&broker, c).await;
+    let mut m = publish("pf", &[0xFF], PublishQoS::AtLeastOnce(pid(1)));
+    m.properties.payload_format_indicator = Some(PayloadFormat::Utf8);
+    p.send(Packet::Publish(m)).await;
+    match p.recv().await {
+        Some(Packet::PubAck(a)) => {
+            assert_eq!(a.reason_code, ReasonCode::PayloadFormatInvalid);
+            assert_eq!(a.properties.reason_string, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_exceeding_our_receive_maximum_gets_0x93() {
+    // MQTT-3.3.4-7: at most Receive Maximum unacknowledged QoS 2 PUBLISHes.
+    let broker = start_broker_with_caps(Capabilities {
+        receive_maximum: 2,
+        ..Capabilities::default()
+    })
+    .await;
+    let (mut p, ack) = Raw::connect_with(&broker, Connect::new(V5, "flood")).await;
+    assert!(
+        matches!(ack, Packet::ConnAck(a) if a.properties.receive_maximum == NonZeroU16::new(2))
+    );
+    for i in 1..=3u16 {
+        p.publish("q2", b"x", PublishQoS::ExactlyOnce(pid(i)), false)
+            .await;
+    }
+    let seen = p.closed().await;
+    assert_eq!(
+        disconnect_code(&seen),
+        Some(ReasonCode::ReceiveMaximumExceeded)
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_respects_the_clients_receive_maximum() {
+    // MQTT-3.3.4-9: never more unacknowledged QoS 1/2 PUBLISHes than the client's maximum.
+    let broker = start_broker().await;
+    let mut c = Connect::new(V5, "slow");
+    c.properties.receive_maximum = NonZeroU16::new(2);
+    let (mut sub, _) = Raw::connect_with(&broker, c).await;
+    sub.subscribe(1, "rm", QoS::AtLeastOnce).await;
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    for i in 1..=4u16 {
+        p.publish("rm", b"m", PublishQoS::AtLeastOnce(pid(i)), false)
+            .await;
+    }
+    p.ping().await;
+    let a = sub.recv_publish().await;
+    let b = sub.recv_publish().await;
+    assert!(sub.ping().await.is_empty(), "held back at two");
+    sub.ack(&a).await;
+    sub.ack(&b).await;
+    let c3 = sub.recv_publish().await;
+    let c4 = sub.recv_publish().await;
+    sub.ack(&c3).await;
+    sub.ack(&c4).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn packets_over_the_clients_maximum_size_are_not_sent() {
+    // MQTT-3.1.2-24 / -25: discarded as if sent, and counted.
+    let broker = start_broker().await;
+    let mut c = Connect::new(V5, "small");
+    c.properties.maximum_packet_size = NonZeroU32::new(64);
+    let (mut sub, _) = Raw::connect_with(&broker, c).await;
+    sub.subscribe(1, "sz", QoS::AtLeastOnce).await;
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    p.publish("sz", &[0u8; 100], PublishQoS::AtLeastOnce(pid(1)), false)
+        .await;
+    p.publish("sz", b"fits", PublishQoS::AtLeastOnce(pid(2)), false)
+        .await;
+    let got = sub.next_message().await;
+    assert_eq!(&got.payload[..], b"fits");
+    assert_eq!(broker.metrics().messages_dropped_too_large, 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn subscription_identifier_from_a_client_is_a_protocol_error() {
+    // MQTT-3.3.4-6
+    let broker = start_broker().await;
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    let mut m = publish("t", b"x", PublishQoS::AtMostOnce);
+    m.properties.subscription_identifiers = vec![NonZeroU32::new(1).expect("non-zero")];
+    p.send(Packet::Publish(m)).await;
+    assert_eq!(
+        disconnect_code(&p.closed().await),
+        Some(ReasonCode::ProtocolError)
+    );
+    broker.shutdown().await;
+}

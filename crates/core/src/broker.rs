@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 use bytestring::ByteString;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,7 +32,10 @@ use crate::connection::{self, PeerInfo};
 use crate::error::Error;
 use crate::message::Message;
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::plugin::{Authenticator, PluginSettings};
+use crate::plugin::{
+    Authenticator, Authorizer, AuthorizerChain, ClientInfo, HookAction, HookChain, Hooks,
+    PluginSettings, PublishedMessage,
+};
 use crate::router::{RetainChange, Router};
 use crate::session::{CloseReason, Link, LinkSignals, Session};
 use crate::timers::{Due, TimerKind, Timers};
@@ -45,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) capabilities: Capabilities,
     pub(crate) plugins: PluginSettings,
     pub(crate) authenticators: Vec<Arc<dyn Authenticator>>,
+    pub(crate) authorizers: RwLock<AuthorizerChain>,
+    pub(crate) hooks: HookChain,
     pub(crate) timers: Timers,
     pub(crate) router: Router,
     pub(crate) metrics: Metrics,
@@ -85,6 +90,8 @@ impl Shared {
             capabilities: config.capabilities,
             plugins: config.plugins,
             authenticators: config.authenticators,
+            authorizers: RwLock::new(Arc::new(config.authorizers)),
+            hooks: config.hooks,
             timers: Timers::default(),
             router: Router::default(),
             metrics: Metrics::default(),
@@ -117,10 +124,12 @@ impl Shared {
         format!("{}-{}", self.client_id_prefix, self.next_id()).into()
     }
 
-    /// Retains (if flagged) and routes a message; returns how many sessions got it.
+    /// Retains (if flagged) and routes a message; returns how many sessions got it. Hooks
+    /// are not consulted (see [`Shared::publish_message`]).
     pub(crate) fn publish(&self, message: &Arc<Message>) -> usize {
         if message.retain {
-            match self.router.retain(Arc::clone(message), &self.limits) {
+            let change = self.router.retain(Arc::clone(message), &self.limits);
+            match change {
                 RetainChange::Set | RetainChange::Cleared | RetainChange::Replaced => {
                     Metrics::set(&self.metrics.retained, self.router.retained_len() as u64);
                 }
@@ -129,12 +138,49 @@ impl Shared {
                 }
                 RetainChange::Unchanged => {}
             }
+            if !self.hooks.is_empty() {
+                match change {
+                    RetainChange::Set | RetainChange::Replaced => {
+                        self.hooks.each(&self.metrics, |h| h.retained_set(message))
+                    }
+                    RetainChange::Cleared => self
+                        .hooks
+                        .each(&self.metrics, |h| h.retained_cleared(&message.topic)),
+                    RetainChange::Unchanged => {}
+                }
+            }
         }
-        self.router.route(message, &self.limits, &self.metrics)
+        self.router.route(message, self)
     }
 
-    /// Publishes a connection's Will Message (MQTT-3.1.2-8).
-    pub(crate) fn publish_will(&self, will: LastWill, client_id: &ByteString) {
+    /// Runs the publish hooks, then retains and routes. `None` if a hook dropped the
+    /// message.
+    pub(crate) fn publish_message(
+        &self,
+        client: Option<&ClientInfo>,
+        publisher: Option<ByteString>,
+        mut published: PublishedMessage,
+    ) -> Option<usize> {
+        if !self.hooks.is_empty()
+            && self.hooks.published(&self.metrics, client, &mut published) == HookAction::Drop
+        {
+            return None;
+        }
+        let mut message = Message::new(
+            published.topic,
+            published.payload,
+            published.qos,
+            published.retain,
+        )
+        .with_properties(published.properties);
+        message.publisher = publisher;
+        Some(self.publish(&Arc::new(message)))
+    }
+
+    /// Publishes a connection's Will Message (MQTT-3.1.2-8). It was authorized as a publish
+    /// of its client at CONNECT.
+    pub(crate) fn publish_will(&self, will: LastWill, session: &Session) {
+        let client = session.state.lock().client.clone();
         let p = will.properties;
         let properties = PublishProperties {
             payload_format_indicator: p.payload_format_indicator,
@@ -145,11 +191,19 @@ impl Shared {
             user_properties: p.user_properties,
             ..PublishProperties::default()
         };
-        let mut message = Message::new(will.topic, will.payload, will.qos, will.retain)
-            .with_properties(properties);
-        message.publisher = Some(client_id.clone());
-        tracing::debug!(topic = %message.topic, "publishing will");
-        self.publish(&Arc::new(message));
+        tracing::debug!(topic = %will.topic, "publishing will");
+        let published = PublishedMessage {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties,
+        };
+        self.publish_message(
+            client.as_deref(),
+            Some(session.client_id.clone()),
+            published,
+        );
     }
 
     /// Attaches a new connection to the session for `client_id`, creating or replacing the
@@ -162,6 +216,7 @@ impl Shared {
         expiry_interval: u32,
         signals: Arc<LinkSignals>,
         window: usize,
+        client: Arc<ClientInfo>,
         connack: impl FnOnce(bool) -> Packet,
     ) -> (Arc<Session>, u64) {
         let link_id = self.next_id();
@@ -192,6 +247,7 @@ impl Shared {
         {
             let mut st = session.state.lock();
             st.expiry_interval = expiry_interval;
+            st.client = Some(client);
             // MQTT-3.1.3-9 (v5): back within the Will Delay Interval: no will.
             st.pending_will = None;
             let resend = present && st.inflight.len() > 0;
@@ -201,6 +257,16 @@ impl Shared {
                 outbox: VecDeque::from([connack(present)]),
                 window,
                 resend,
+            });
+        }
+        if !self.hooks.is_empty() {
+            let id = &session.client_id;
+            self.hooks.each(&self.metrics, |h| {
+                if present {
+                    h.session_resumed(id)
+                } else {
+                    h.session_created(id)
+                }
             });
         }
         (session, link_id)
@@ -246,7 +312,7 @@ impl Shared {
             }
         };
         if let Some(will) = publish_now {
-            self.publish_will(will, &session.client_id);
+            self.publish_will(will, &session);
         }
         if end {
             self.end_session(session);
@@ -289,13 +355,59 @@ impl Shared {
         match due.kind {
             TimerKind::WillDelay => {
                 if let Some(will) = will {
-                    self.publish_will(will, &session.client_id);
+                    self.publish_will(will, &session);
                 }
             }
             TimerKind::SessionExpiry => {
                 tracing::debug!(client_id = %session.client_id, "session expired");
                 Metrics::inc(&self.metrics.sessions_expired);
+                self.hooks
+                    .each(&self.metrics, |h| h.session_expired(&session.client_id));
                 self.end_session(&session);
+            }
+        }
+    }
+
+    /// Checks every connected session against the current authorizers (see
+    /// [`BrokerHandle::set_authorizers`]).
+    async fn recheck_sessions(&self) {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            let (client, filters) = {
+                let st = session.state.lock();
+                if st.link.is_none() {
+                    continue;
+                }
+                let Some(client) = st.client.clone() else {
+                    continue;
+                };
+                let filters: Vec<_> = st
+                    .subscriptions
+                    .iter()
+                    .map(|(f, r)| (f.clone(), r.options.qos))
+                    .collect();
+                (client, filters)
+            };
+            if self.authorize_client(&client).await.is_err() {
+                tracing::info!(client_id = %client.client_id, "access revoked: disconnecting");
+                if let Some(link) = &session.state.lock().link {
+                    link.signals
+                        .close(CloseReason::Disconnect(ReasonCode::AdministrativeAction));
+                }
+                continue;
+            }
+            for (filter, qos) in filters {
+                if self
+                    .authorize_subscribe(&client, &filter, qos)
+                    .await
+                    .is_err()
+                {
+                    tracing::info!(client_id = %client.client_id, %filter, "subscription revoked");
+                    let removed = session.state.lock().subscriptions.remove(&filter).is_some();
+                    if removed && self.router.unsubscribe(&session, &filter) {
+                        Metrics::dec(&self.metrics.subscriptions);
+                    }
+                }
             }
         }
     }
@@ -317,7 +429,7 @@ impl Shared {
             )
         };
         if let Some(will) = will {
-            self.publish_will(will, &session.client_id);
+            self.publish_will(will, &session);
         }
         for filter in subscriptions.keys() {
             if self.router.unsubscribe(session, filter) {
@@ -336,6 +448,8 @@ pub struct BrokerBuilder {
     capabilities: Capabilities,
     plugins: PluginSettings,
     authenticators: Vec<Arc<dyn Authenticator>>,
+    authorizers: Vec<Arc<dyn Authorizer>>,
+    hooks: HookChain,
     sys_interval: Option<Duration>,
 }
 
@@ -377,6 +491,19 @@ impl BrokerBuilder {
         self
     }
 
+    /// Adds an authorizer; authorizers run in the order added. Without any, every client may
+    /// publish and subscribe everywhere.
+    pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
+        self.authorizers.push(authorizer);
+        self
+    }
+
+    /// Adds hooks; they run in the order added.
+    pub fn hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
+        self.hooks.push(hooks);
+        self
+    }
+
     /// Sets the deadline and failure policy of plugin calls.
     pub fn plugin_settings(mut self, settings: PluginSettings) -> Self {
         self.plugins = settings;
@@ -411,6 +538,8 @@ impl Broker {
             capabilities: Capabilities::default(),
             plugins: PluginSettings::default(),
             authenticators: Vec::new(),
+            authorizers: Vec::new(),
+            hooks: HookChain::default(),
             sys_interval: Some(Duration::from_secs(10)),
         }
     }
@@ -496,6 +625,18 @@ impl BrokerHandle {
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.shared.limits
+    }
+
+    /// Replaces the authorizers while the broker runs. New checks use them at once. With
+    /// `recheck`, every connected client is checked again: a client the authorizers refuse
+    /// ([`Authorizer::authorize_client`]) is disconnected (v5: DISCONNECT 0x98 Administrative
+    /// action), and subscriptions no longer allowed are removed. Returns when the re-check is
+    /// done.
+    pub async fn set_authorizers(&self, authorizers: Vec<Arc<dyn Authorizer>>, recheck: bool) {
+        *self.shared.authorizers.write() = Arc::new(authorizers);
+        if recheck {
+            self.shared.recheck_sessions().await;
+        }
     }
 
     /// True once shutdown has begun.

@@ -21,6 +21,7 @@ pub mod codec;
 pub mod plugin;
 pub mod topic;
 
+mod authz;
 mod broker;
 mod client;
 mod config;

@@ -57,6 +57,8 @@ counters! {
     messages_dropped_offline => "$SYS/broker/messages/dropped/offline",
     /// Messages whose Message Expiry Interval passed before delivery started.
     messages_expired => "$SYS/broker/messages/expired",
+    /// Publishes refused and deliveries withheld by an authorizer.
+    messages_denied => "$SYS/broker/messages/denied",
     /// Messages not sent because they exceed the client's Maximum Packet Size.
     messages_dropped_too_large => "$SYS/broker/messages/dropped/too-large",
     /// Bytes read from network clients.

@@ -18,7 +18,7 @@ use crate::codec::{
     Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, DecodeError, DecodeLimits, Packet,
     PayloadFormat, ProtocolVersion, QoS, ReasonCode,
 };
-use crate::plugin::{ConnectInfo, Identity};
+use crate::plugin::{ClientInfo, ConnectInfo, Identity};
 use crate::session::LinkSignals;
 use crate::transport::{PacketReader, PacketWriter, ReadError};
 
@@ -112,6 +112,28 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
             }
             Err(None) => return None,
         };
+    let info = Arc::new(ClientInfo {
+        client_id: client_id.clone(),
+        username: connect.username.clone(),
+        identity,
+        protocol: version,
+        peer: peer.addr,
+        listener: Arc::clone(&peer.listener),
+    });
+    // The authorizers may refuse the client outright, and the will is authorized as a
+    // publish of its client.
+    if !shared.open_access() {
+        let mut verdict = shared.authorize_client(&info).await;
+        if let (Ok(()), Some(will)) = (&verdict, &connect.will) {
+            verdict = shared
+                .authorize_publish(&info, &will.topic, will.qos, will.retain)
+                .await;
+        }
+        if let Err(code) = verdict {
+            refuse(&mut wire, version, code, None).await;
+            return None;
+        }
+    }
 
     // Session Expiry Interval, capped; 3.1.1 Clean Session 0 means "never" (then capped).
     let requested = if version.is_v5() {
@@ -171,6 +193,7 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         expiry_interval,
         Arc::clone(&signals),
         window,
+        Arc::clone(&info),
         |session_present| {
             Packet::ConnAck(ConnAck {
                 session_present,
@@ -196,7 +219,7 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
             .unwrap_or(0),
         will: connect.will,
         client,
-        identity,
+        info,
         enhanced,
         aliases: HashMap::new(),
         connect_expiry_zero: requested == 0,
@@ -210,6 +233,7 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         shared: Arc::clone(shared),
         client_max_packet: connect.properties.maximum_packet_size.map(NonZeroU32::get),
         problem_info,
+        events: Vec::new(),
     };
     tracing::debug!(listener = %peer.listener, ?version, "connected");
     Some((conn, writer))

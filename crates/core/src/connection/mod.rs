@@ -27,7 +27,7 @@ use tracing::Instrument;
 use crate::broker::Shared;
 use crate::codec::{DecodeLimits, LastWill, ProtocolVersion, ReasonCode};
 use crate::metrics::Metrics;
-use crate::plugin::{ConnectInfo, Identity};
+use crate::plugin::{ClientInfo, ConnectInfo, DisconnectReason};
 use crate::session::{CloseReason, LinkSignals, Session};
 use crate::topic::TopicName;
 use crate::transport::{PacketReader, PacketWriter, ReadError};
@@ -56,9 +56,8 @@ pub(crate) struct Connection {
     will_delay: u32,
     /// What the client presented at CONNECT (kept for re-authentication).
     client: ConnectInfo,
-    /// Who the authenticator said the client is.
-    #[allow(dead_code)] // read by authorization, which arrives with the plugin work
-    identity: Identity,
+    /// The client as plugins see it (identity updated by re-authentication).
+    info: Arc<ClientInfo>,
     /// The enhanced-authentication method in use, if any (v5).
     enhanced: Option<auth::EnhancedAuth>,
     /// Inbound Topic Alias mappings of this connection (MQTT-3.3.2-7: never carried over).
@@ -98,6 +97,9 @@ pub(crate) async fn serve<R: PacketReader, W: PacketWriter>(
         tracing::Span::current().record("client_id", tracing::field::display(&conn.client_id));
         let writer_task = shared.tracker.spawn(writer.run().in_current_span());
         Metrics::inc(&shared.metrics.clients_connected);
+        shared
+            .hooks
+            .each(&shared.metrics, |h| h.client_connected(&conn.info));
         let mut conn = conn;
         let exit = conn.read_loop(&mut reader).await;
         conn.close(exit, writer_task).await;
@@ -153,11 +155,30 @@ impl Connection {
             Exit::KeepAliveTimeout => (CloseReason::Disconnect(ReasonCode::KeepAliveTimeout), true),
         };
         tracing::debug!(?exit, "connection closing");
+        let hook_reason = match &exit {
+            Exit::Disconnected { keep_will } => DisconnectReason::Client(if *keep_will {
+                ReasonCode::DisconnectWithWillMessage
+            } else {
+                ReasonCode::Success
+            }),
+            Exit::Closed => DisconnectReason::Server(match self.signals.reason() {
+                CloseReason::Disconnect(code) => code,
+                _ => ReasonCode::ServerShuttingDown,
+            }),
+            Exit::Lost => DisconnectReason::Lost,
+            Exit::Violation(code) => DisconnectReason::Server(*code),
+            Exit::KeepAliveTimeout => DisconnectReason::KeepAliveTimeout,
+        };
+        let info = Arc::clone(&self.info);
+        let shared = Arc::clone(&self.shared);
         self.signals.close(reason);
         let wire = writer.await.ok();
         let will = if publish_will { self.will } else { None };
         self.shared
             .detach(&self.session, self.link_id, will, self.will_delay);
+        shared.hooks.each(&shared.metrics, |h| {
+            h.client_disconnected(&info, hook_reason)
+        });
         if let Some(mut wire) = wire {
             let _ = tokio::time::timeout(writer::CLOSE_FLUSH_TIMEOUT, wire.shutdown()).await;
         }

@@ -8,17 +8,19 @@ use crate::codec::{
     Auth, AuthProperties, Disconnect, Packet, PayloadFormat, PubResponse, Publish, PublishQoS, QoS,
     ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
-use crate::message::{Delivery, Message};
+use crate::message::Delivery;
 use crate::metrics::Metrics;
+use crate::plugin::PublishedMessage;
 use crate::session::{AckOutcome, SessionState, SubscriptionRecord};
 
 impl Connection {
     /// Applies one packet. `Err` ends the connection.
     pub(super) async fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
         match packet {
-            Packet::Publish(p) => self.on_publish(p),
+            Packet::Publish(p) => self.on_publish(p).await,
             Packet::PubAck(a) => {
-                self.ack(|st| st.inflight.puback(a.packet_id));
+                let done = self.ack(|st| st.inflight.puback(a.packet_id));
+                self.acknowledged(done);
                 Ok(())
             }
             Packet::PubRec(a) => {
@@ -26,7 +28,9 @@ impl Connection {
                 let outcome = self.ack(|st| {
                     if failed {
                         // v5 §4.3.3: a PUBREC with an error code ends the exchange.
-                        st.inflight.forget(a.packet_id)
+                        st.inflight
+                            .forget(a.packet_id)
+                            .map_or(AckOutcome::NotFound, |_| AckOutcome::Done)
                     } else {
                         st.inflight.pubrec(a.packet_id)
                     }
@@ -62,10 +66,11 @@ impl Connection {
                 Ok(())
             }
             Packet::PubComp(a) => {
-                self.ack(|st| st.inflight.pubcomp(a.packet_id));
+                let done = self.ack(|st| st.inflight.pubcomp(a.packet_id));
+                self.acknowledged(done);
                 Ok(())
             }
-            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Subscribe(s) => self.on_subscribe(s).await,
             Packet::Unsubscribe(u) => {
                 self.on_unsubscribe(u);
                 Ok(())
@@ -114,9 +119,19 @@ impl Connection {
         r
     }
 
+    /// Tells the hooks a delivery completed.
+    fn acknowledged(&self, done: Option<crate::session::Entry>) {
+        if let Some(entry) = done {
+            let shared = &self.shared;
+            shared.hooks.each(&shared.metrics, |h| {
+                h.message_acknowledged(&self.client_id, &entry.delivery.message)
+            });
+        }
+    }
+
     /// Applies an acknowledgement to the session and wakes the writer (a window slot may
     /// have opened).
-    fn ack(&self, f: impl FnOnce(&mut SessionState) -> AckOutcome) -> AckOutcome {
+    fn ack<T>(&self, f: impl FnOnce(&mut SessionState) -> T) -> T {
         let mut st = self.session.state.lock();
         let outcome = f(&mut st);
         if let Some(link) = &st.link {
@@ -146,7 +161,7 @@ impl Connection {
         Ok(())
     }
 
-    fn on_publish(&mut self, mut publish: Publish) -> Result<(), Exit> {
+    async fn on_publish(&mut self, mut publish: Publish) -> Result<(), Exit> {
         Metrics::inc(&self.shared.metrics.messages_received);
         if self.version.is_v5() {
             // MQTT-3.3.4-6: a client never sends Subscription Identifiers.
@@ -207,8 +222,43 @@ impl Connection {
             }
             _ => {}
         }
-        let message = Arc::new(Message::from_publish(publish, Some(self.client_id.clone())));
-        let matched = self.shared.publish(&message);
+        if !self.shared.open_access() {
+            let verdict = self
+                .shared
+                .authorize_publish(&self.info, &publish.topic, qos.qos(), publish.retain)
+                .await;
+            if let Err(code) = verdict {
+                Metrics::inc(&self.shared.metrics.messages_denied);
+                tracing::debug!(topic = %publish.topic, "publish not authorized");
+                // v5: the refusal code; 3.1.1: a normal acknowledgement (MQTT-3.3.5-2).
+                match qos {
+                    PublishQoS::AtMostOnce => {}
+                    PublishQoS::AtLeastOnce(id) => {
+                        self.control(Packet::PubAck(self.response(id, code)))
+                    }
+                    PublishQoS::ExactlyOnce(id) => {
+                        if self.version.is_v5() {
+                            self.session.state.lock().inbound_qos2.remove(&id.get());
+                        }
+                        self.control(Packet::PubRec(self.response(id, code)));
+                    }
+                }
+                return Ok(());
+            }
+        }
+        let mut properties = publish.properties;
+        properties.topic_alias = None;
+        let published = PublishedMessage {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: qos.qos(),
+            retain: publish.retain,
+            properties,
+        };
+        let matched = self
+            .shared
+            .publish_message(Some(&self.info), Some(self.client_id.clone()), published)
+            .unwrap_or(0);
         let code = if matched == 0 {
             ReasonCode::NoMatchingSubscribers
         } else {
@@ -253,7 +303,7 @@ impl Connection {
         None
     }
 
-    fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Exit> {
+    async fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Exit> {
         let limits = &self.shared.limits;
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
@@ -270,6 +320,20 @@ impl Connection {
             // Granted QoS never exceeds what the broker offers (MQTT-3.2.2-10 still accepts
             // the request).
             options.qos = options.qos.min(self.shared.capabilities.maximum_qos);
+            if !self.shared.open_access() {
+                match self
+                    .shared
+                    .authorize_subscribe(&self.info, &filter, options.qos)
+                    .await
+                {
+                    Ok(granted) => options.qos = granted,
+                    Err(code) => {
+                        Metrics::inc(&self.shared.metrics.messages_denied);
+                        codes.push(code);
+                        continue;
+                    }
+                }
+            }
             let record = SubscriptionRecord {
                 options,
                 id: subscribe.properties.subscription_identifier,
@@ -297,6 +361,15 @@ impl Connection {
                 };
             if send_retained {
                 for message in self.shared.router.retained_for(&filter) {
+                    let qos = message.qos.min(options.qos);
+                    // Retained messages pass the same receive check as live ones.
+                    if !self.shared.open_access()
+                        && !self
+                            .shared
+                            .authorize_receive(&self.info, &message.topic, qos)
+                    {
+                        continue;
+                    }
                     retained.push(Delivery {
                         qos: message.qos.min(options.qos),
                         // MQTT-3.3.1-8 (3.1.1): retained messages sent on subscribe keep
@@ -307,6 +380,10 @@ impl Connection {
                     });
                 }
             }
+            let granted = options.qos;
+            self.shared.hooks.each(&self.shared.metrics, |h| {
+                h.subscribed(&self.info, &filter, granted)
+            });
             codes.push(match options.qos {
                 QoS::AtMostOnce => ReasonCode::Success,
                 QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
@@ -341,6 +418,11 @@ impl Connection {
                 .is_some();
             if removed && self.shared.router.unsubscribe(&self.session, filter) {
                 Metrics::dec(&self.shared.metrics.subscriptions);
+            }
+            if removed {
+                self.shared
+                    .hooks
+                    .each(&self.shared.metrics, |h| h.unsubscribed(&self.info, filter));
             }
             codes.push(if removed {
                 ReasonCode::Success
@@ -409,7 +491,10 @@ impl Connection {
         let (code, data) = match step {
             Step::Continue(data) => (ReasonCode::ContinueAuthentication, data),
             Step::Allow(identity, data) => {
-                self.identity = identity;
+                let mut info = (*self.info).clone();
+                info.identity = identity;
+                self.info = Arc::new(info);
+                self.session.state.lock().client = Some(Arc::clone(&self.info));
                 (ReasonCode::Success, data)
             }
             Step::Deny(code) => return Err(Exit::Violation(code)),

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::codec::{Disconnect, Packet, ProtocolVersion, PubResponse, PublishQoS, QoS};
+use crate::message::Message;
 use crate::metrics::Metrics;
+use crate::plugin::DropReason;
 use crate::session::{CloseReason, LinkSignals, Session, SessionState, Stage};
 use crate::transport::PacketWriter;
 
@@ -36,6 +38,15 @@ pub(crate) struct Writer<W> {
     /// The client's Request Problem Information (v5): when false, Reason Strings and User
     /// Properties go only on PUBLISH, CONNACK and DISCONNECT (MQTT-3.1.2-29).
     pub(crate) problem_info: bool,
+    /// Hook events gathered under the session lock, reported after it is released.
+    pub(crate) events: Vec<(Arc<Message>, Event)>,
+}
+
+/// A delivery outcome for the hooks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event {
+    Delivered(QoS),
+    Dropped(DropReason),
 }
 
 impl<W: PacketWriter> Writer<W> {
@@ -50,6 +61,9 @@ impl<W: PacketWriter> Writer<W> {
                 let mut st = session.state.lock();
                 self.fill(&mut st, closing)
             };
+            if !self.events.is_empty() {
+                self.report();
+            }
             if closing || fill == Fill::Detached {
                 self.finish().await;
                 return self.wire;
@@ -69,6 +83,18 @@ impl<W: PacketWriter> Writer<W> {
                 _ = self.signals.wake.notified() => {}
                 _ = self.signals.close.cancelled() => {}
             }
+        }
+    }
+
+    /// Tells the hooks what the last fill delivered or dropped.
+    fn report(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        let id = &self.session.client_id;
+        for (message, event) in self.events.drain(..) {
+            shared.hooks.each(&shared.metrics, |h| match event {
+                Event::Delivered(qos) => h.message_delivered(id, &message, qos),
+                Event::Dropped(reason) => h.message_dropped(id, &message, reason),
+            });
         }
     }
 
@@ -154,6 +180,7 @@ impl<W: PacketWriter> Writer<W> {
         }
         let window = link.window;
         let now = tokio::time::Instant::now();
+        let hooks = !shared.hooks.is_empty();
         while st.inflight.len() < window {
             let Some(delivery) = st.pop() else {
                 break;
@@ -161,6 +188,10 @@ impl<W: PacketWriter> Writer<W> {
             // MQTT-3.3.2-5: an expired message is not sent.
             if delivery.message.is_expired(now) {
                 Metrics::inc(&metrics.messages_expired);
+                if hooks {
+                    self.events
+                        .push((delivery.message, Event::Dropped(DropReason::Expired)));
+                }
                 continue;
             }
             // MQTT-3.1.2-24/-25: too large for the client: discarded as if sent.
@@ -185,6 +216,10 @@ impl<W: PacketWriter> Writer<W> {
             Metrics::inc(&metrics.messages_sent);
             if let Err(e) = self.wire.publish(&delivery, qos, false, v) {
                 tracing::warn!(error = %e, topic = %delivery.message.topic, "cannot encode message");
+            }
+            if hooks {
+                self.events
+                    .push((delivery.message, Event::Delivered(qos.qos())));
             }
         }
         Fill::Attached

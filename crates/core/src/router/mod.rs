@@ -24,10 +24,12 @@ use parking_lot::RwLock;
 pub(crate) use retained::RetainChange;
 use retained::RetainedStore;
 
+use crate::broker::Shared;
 use crate::codec::QoS;
 use crate::config::Limits;
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
+use crate::plugin::DropReason;
 use crate::session::{EnqueueError, Session, SubscriptionRecord};
 use crate::topic::{SubscriptionTrie, TopicFilter};
 
@@ -176,14 +178,9 @@ impl Router {
     }
 
     /// Delivers `message` to every matching session; returns how many copies were queued.
-    pub(crate) fn route(
-        &self,
-        message: &Arc<Message>,
-        limits: &Limits,
-        metrics: &Metrics,
-    ) -> usize {
+    pub(crate) fn route(&self, message: &Arc<Message>, shared: &Shared) -> usize {
         let mut targets: Vec<SubEntry> = Vec::new();
-        let mut shared: Vec<SubEntry> = Vec::new();
+        let mut shared_targets: Vec<SubEntry> = Vec::new();
         self.subs
             .read()
             .for_each_match(&message.topic, |_, value| match value {
@@ -197,7 +194,7 @@ impl Router {
                 }
                 SubValue::Group(group) => {
                     if let Some(member) = group.pick() {
-                        shared.push(member.clone());
+                        shared_targets.push(member.clone());
                     }
                 }
             });
@@ -213,46 +210,62 @@ impl Router {
                 .count();
             let (group, tail) = rest.split_at(n);
             rest = tail;
-            delivered += usize::from(deliver(message, group, limits, metrics));
+            delivered += usize::from(deliver(message, group, shared));
         }
-        for member in &shared {
-            delivered += usize::from(deliver(
-                message,
-                std::slice::from_ref(member),
-                limits,
-                metrics,
-            ));
+        for member in &shared_targets {
+            delivered += usize::from(deliver(message, std::slice::from_ref(member), shared));
         }
         delivered
     }
 }
 
-/// Queues one copy of `message` for the session of `group` (all entries share a session).
-fn deliver(message: &Arc<Message>, group: &[SubEntry], limits: &Limits, metrics: &Metrics) -> bool {
+/// Queues one copy of `message` for the session of `group` (all entries share a session),
+/// if its client may receive it.
+fn deliver(message: &Arc<Message>, group: &[SubEntry], shared: &Shared) -> bool {
     let Some(first) = group.first() else {
         return false;
+    };
+    let metrics = &shared.metrics;
+    let dropped = |reason: DropReason| {
+        shared.hooks.each(metrics, |h| {
+            h.message_dropped(&first.session.client_id, message, reason)
+        });
     };
     let granted = group
         .iter()
         .map(|t| t.record.options.qos)
         .max()
         .unwrap_or(QoS::AtMostOnce);
+    let qos = message.qos.min(granted);
+    if !shared.open_access() {
+        // The receive check: a wildcard subscription gets only what its client may read.
+        let client = first.session.state.lock().client.clone();
+        if let Some(client) = client {
+            if !shared.authorize_receive(&client, &message.topic, qos) {
+                Metrics::inc(&metrics.messages_denied);
+                dropped(DropReason::NotAuthorized);
+                return false;
+            }
+        }
+    }
     let delivery = Delivery {
         message: Arc::clone(message),
-        qos: message.qos.min(granted),
+        qos,
         // MQTT-3.3.1-9: 0 for established subscriptions, unless Retain As Published.
         retain: message.retain && group.iter().any(|t| t.record.options.retain_as_published),
         subscription_ids: group.iter().filter_map(|t| t.record.id).collect(),
     };
-    match first.session.enqueue(delivery, limits) {
+    match first.session.enqueue(delivery, &shared.limits) {
         Ok(()) => true,
         Err(EnqueueError::QueueFull) => {
             Metrics::inc(&metrics.messages_dropped);
             tracing::debug!(client_id = %first.session.client_id, topic = %message.topic, "queue full: message dropped");
+            dropped(DropReason::QueueFull);
             false
         }
         Err(EnqueueError::Offline) => {
             Metrics::inc(&metrics.messages_dropped_offline);
+            dropped(DropReason::Offline);
             false
         }
         Err(EnqueueError::Ended) => false,

@@ -77,8 +77,8 @@ impl Inflight {
         Some(id)
     }
 
-    /// PUBACK: removes the QoS 1 entry `id`.
-    pub(crate) fn puback(&mut self, id: PacketId) -> AckOutcome {
+    /// PUBACK: removes and returns the QoS 1 entry `id`.
+    pub(crate) fn puback(&mut self, id: PacketId) -> Option<Entry> {
         self.remove_if(id, |e| {
             e.stage == Stage::Published && e.delivery.qos == QoS::AtLeastOnce
         })
@@ -100,25 +100,20 @@ impl Inflight {
         }
     }
 
-    /// PUBCOMP: removes the released QoS 2 entry `id`.
-    pub(crate) fn pubcomp(&mut self, id: PacketId) -> AckOutcome {
+    /// PUBCOMP: removes and returns the released QoS 2 entry `id`.
+    pub(crate) fn pubcomp(&mut self, id: PacketId) -> Option<Entry> {
         self.remove_if(id, |e| e.stage == Stage::Released)
     }
 
     /// Removes a QoS 1/2 entry whatever its stage (used when a v5 PUBREC carries an error
     /// code: the message is then finished).
-    pub(crate) fn forget(&mut self, id: PacketId) -> AckOutcome {
+    pub(crate) fn forget(&mut self, id: PacketId) -> Option<Entry> {
         self.remove_if(id, |_| true)
     }
 
-    fn remove_if(&mut self, id: PacketId, ok: impl Fn(&Entry) -> bool) -> AckOutcome {
-        match self.entries.iter().position(|e| e.id == id && ok(e)) {
-            Some(i) => {
-                self.entries.remove(i);
-                AckOutcome::Done
-            }
-            None => AckOutcome::NotFound,
-        }
+    fn remove_if(&mut self, id: PacketId, ok: impl Fn(&Entry) -> bool) -> Option<Entry> {
+        let i = self.entries.iter().position(|e| e.id == id && ok(e))?;
+        self.entries.remove(i)
     }
 }
 
@@ -164,15 +159,11 @@ mod tests {
     fn qos2_flow_and_wrong_acks() {
         let mut w = Inflight::default();
         let id = w.push(delivery(QoS::ExactlyOnce)).expect("id");
-        assert_eq!(
-            w.puback(id),
-            AckOutcome::NotFound,
-            "PUBACK for a QoS 2 message"
-        );
-        assert_eq!(w.pubcomp(id), AckOutcome::NotFound, "PUBCOMP before PUBREC");
+        assert!(w.puback(id).is_none(), "PUBACK for a QoS 2 message");
+        assert!(w.pubcomp(id).is_none(), "PUBCOMP before PUBREC");
         assert_eq!(w.pubrec(id), AckOutcome::Done);
         assert_eq!(w.entries().next().map(|e| e.stage), Some(Stage::Released));
-        assert_eq!(w.pubcomp(id), AckOutcome::Done);
+        assert!(w.pubcomp(id).is_some());
         assert_eq!(w.len(), 0);
     }
 }

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use inflight::{AckOutcome, Inflight, Stage};
+pub(crate) use inflight::{AckOutcome, Entry, Inflight, Stage};
 
 use crate::codec::{Packet, QoS, ReasonCode, SubscriptionOptions};
 use crate::config::Limits;
@@ -115,6 +115,8 @@ pub(crate) struct SessionState {
     pub(crate) pending_will: Option<crate::codec::LastWill>,
     /// The link detached last; timers armed at that detach check it is still current.
     pub(crate) detached_link: u64,
+    /// The client as plugins see it, from its latest connection.
+    pub(crate) client: Option<Arc<crate::plugin::ClientInfo>>,
 }
 
 /// Why a delivery was not queued.

@@ -1,0 +1,106 @@
+//! The [`Authorizer`] trait: what an authenticated client may publish, subscribe to and
+//! receive.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytestring::ByteString;
+
+use super::Identity;
+use crate::codec::{ProtocolVersion, QoS, ReasonCode};
+use crate::topic::{TopicFilter, TopicName};
+
+/// A connected client, as authorizers and hooks see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// Client Identifier.
+    pub client_id: ByteString,
+    /// User Name from CONNECT, if any.
+    pub username: Option<ByteString>,
+    /// The identity the authenticator vouched for.
+    pub identity: Identity,
+    /// Protocol level.
+    pub protocol: ProtocolVersion,
+    /// Peer address (none for in-process clients).
+    pub peer: Option<SocketAddr>,
+    /// The listener it came through (`"in-process"` for in-process clients).
+    pub listener: Arc<str>,
+}
+
+/// An authorizer's answer about a publish, a receive or a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed.
+    Allow,
+    /// Refused; v5 clients are told this code where the protocol has a place for it (0x87
+    /// Not authorized is the usual one).
+    Deny(ReasonCode),
+    /// No opinion: ask the next authorizer.
+    Defer,
+}
+
+/// An authorizer's answer about a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeDecision {
+    /// Allowed, at no more than this QoS (a downgrade if lower than requested).
+    Allow(QoS),
+    /// Refused with this SUBACK code (v5; 3.1.1 clients get 0x80).
+    Deny(ReasonCode),
+    /// No opinion: ask the next authorizer.
+    Defer,
+}
+
+/// Decides what clients may do. Every method defaults to "no opinion"; see the
+/// [module docs](crate::plugin) for how several authorizers combine.
+///
+/// `authorize_publish` and `authorize_subscribe` are async: they run once per PUBLISH or
+/// SUBSCRIBE in the client's own task. `authorize_receive` runs for every delivery on the
+/// fan-out path of whoever published, so it is synchronous and must be fast and never block
+/// (look things up in memory; refresh your tables elsewhere). It is what keeps a wildcard
+/// subscription from receiving messages the subscriber may not read, and it also filters
+/// retained messages sent on subscribe.
+///
+/// Will messages are authorized as publishes of their client when it connects.
+#[async_trait]
+pub trait Authorizer: Send + Sync + 'static {
+    /// May `client` publish to `topic`? A refused PUBLISH is not routed: v5 clients get
+    /// PUBACK/PUBREC 0x87, 3.1.1 clients a normal acknowledgement (MQTT-3.3.5-2).
+    async fn authorize_publish(
+        &self,
+        client: &ClientInfo,
+        topic: &TopicName,
+        qos: QoS,
+        retain: bool,
+    ) -> Decision {
+        let _ = (client, topic, qos, retain);
+        Decision::Defer
+    }
+
+    /// May `client` subscribe to `filter` (for a shared subscription, the whole
+    /// `$share/{group}/{filter}`) at `qos`?
+    async fn authorize_subscribe(
+        &self,
+        client: &ClientInfo,
+        filter: &TopicFilter,
+        qos: QoS,
+    ) -> SubscribeDecision {
+        let _ = (client, filter, qos);
+        SubscribeDecision::Defer
+    }
+
+    /// May `client` receive a message on `topic`? Synchronous; see the trait docs.
+    fn authorize_receive(&self, client: &ClientInfo, topic: &TopicName, qos: QoS) -> Decision {
+        let _ = (client, topic, qos);
+        Decision::Defer
+    }
+
+    /// May `client` stay connected? Asked after authentication, and for every connected
+    /// client when the authorizer is replaced with a re-check
+    /// ([`BrokerHandle::set_authorizers`](crate::BrokerHandle::set_authorizers)); a refusal
+    /// then disconnects the client (v5: DISCONNECT 0x98 Administrative action).
+    async fn authorize_client(&self, client: &ClientInfo) -> Decision {
+        let _ = client;
+        Decision::Defer
+    }
+}

@@ -61,6 +61,17 @@ pub(crate) struct Shared {
     client_id_prefix: String,
 }
 
+/// What a connection brings to [`Shared::attach`].
+pub(crate) struct AttachRequest {
+    pub(crate) client_id: ByteString,
+    pub(crate) clean_start: bool,
+    pub(crate) expiry_interval: u32,
+    pub(crate) signals: Arc<LinkSignals>,
+    /// Outbound inflight window for this connection.
+    pub(crate) window: usize,
+    pub(crate) client: Arc<ClientInfo>,
+}
+
 /// Releases a connection slot when dropped.
 pub(crate) struct ConnectionSlot(Arc<Shared>);
 
@@ -211,14 +222,17 @@ impl Shared {
     /// The CONNACK built by `connack(session_present)` is the link's first packet.
     pub(crate) fn attach(
         &self,
-        client_id: ByteString,
-        clean_start: bool,
-        expiry_interval: u32,
-        signals: Arc<LinkSignals>,
-        window: usize,
-        client: Arc<ClientInfo>,
+        request: AttachRequest,
         connack: impl FnOnce(bool) -> Packet,
     ) -> (Arc<Session>, u64) {
+        let AttachRequest {
+            client_id,
+            clean_start,
+            expiry_interval,
+            signals,
+            window,
+            client,
+        } = request;
         let link_id = self.next_id();
         let (session, present, replaced) = {
             let mut map = self.sessions.lock();
@@ -312,7 +326,7 @@ impl Shared {
             }
         };
         if let Some(will) = publish_now {
-            self.publish_will(will, &session);
+            self.publish_will(will, session);
         }
         if end {
             self.end_session(session);
@@ -429,7 +443,7 @@ impl Shared {
             )
         };
         if let Some(will) = will {
-            self.publish_will(will, &session);
+            self.publish_will(will, session);
         }
         for filter in subscriptions.keys() {
             if self.router.unsubscribe(session, filter) {

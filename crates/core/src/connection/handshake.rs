@@ -13,7 +13,7 @@ use bytestring::ByteString;
 use super::auth::{self, EnhancedAuth, Step};
 use super::writer::Writer;
 use super::{Connection, PeerInfo};
-use crate::broker::Shared;
+use crate::broker::{AttachRequest, Shared};
 use crate::codec::{
     Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, DecodeError, DecodeLimits, Packet,
     PayloadFormat, ProtocolVersion, QoS, ReasonCode,
@@ -187,21 +187,21 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
     } else {
         ConnAckProperties::default()
     };
-    let (session, link_id) = shared.attach(
-        client_id.clone(),
-        connect.clean_start,
+    let request = AttachRequest {
+        client_id: client_id.clone(),
+        clean_start: connect.clean_start,
         expiry_interval,
-        Arc::clone(&signals),
+        signals: Arc::clone(&signals),
         window,
-        Arc::clone(&info),
-        |session_present| {
-            Packet::ConnAck(ConnAck {
-                session_present,
-                reason_code: ReasonCode::Success,
-                properties: connack_properties,
-            })
-        },
-    );
+        client: Arc::clone(&info),
+    };
+    let (session, link_id) = shared.attach(request, |session_present| {
+        Packet::ConnAck(ConnAck {
+            session_present,
+            reason_code: ReasonCode::Success,
+            properties: connack_properties,
+        })
+    });
     let problem_info = connect.properties.request_problem_information != Some(false);
     let conn = Connection {
         shared: Arc::clone(shared),

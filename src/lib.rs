@@ -34,14 +34,16 @@
 //!
 //! * [`codec`]: packets of every protocol level, incremental zero-copy decoding and encoding.
 //! * [`topic`]: validated topic names and topic filters, and the subscription trie.
-//! * [`plugin`]: the authenticator trait (and, as they land, authorizers and hooks).
+//! * [`plugin`]: the authenticator, authorizer and hooks traits.
+//! * [`auth`]: built-in providers: allow-all, static users, Mosquitto password and ACL files.
 
+pub use roost_auth as auth;
 pub use roost_core::codec::{self, QoS, ReasonCode};
 pub use roost_core::plugin;
 pub use roost_core::topic::{self, TopicFilter, TopicName};
 pub use roost_core::{
     Broker, BrokerBuilder, BrokerHandle, Capabilities, Client, ClientError, ClientOptions,
-    Deliveries, Error, Limits, MetricsSnapshot, PublishOptions, Received, Redirect,
+    Deliveries, Error, Limits, Message, MetricsSnapshot, PublishOptions, Received, Redirect,
 };
 
 /// The README's code blocks, compiled as doctests so the README stays true.

@@ -1,6 +1,27 @@
 //! Roost's built-in authentication and authorization providers.
 //!
-//! The plugin traits (`Authenticator`, `Authorizer`, `Hooks`) live in `roost-core`; this crate
-//! will implement them: allow-all (an explicit choice), a static table of users with hashed
-//! passwords, Mosquitto's password and ACL file formats, and identities taken from TLS client
-//! certificates.
+//! The plugin traits live in `roost_core::plugin`; these implement them:
+//!
+//! * [`AllowAll`]: lets every client in and allows everything. An explicit choice, for tests
+//!   and loopback-only brokers.
+//! * [`StaticUsers`]: a table of users whose passwords are kept as PBKDF2-HMAC-SHA512 hashes.
+//! * [`PasswordFile`]: Mosquitto's password file, as written by `mosquitto_passwd` (`$6$`
+//!   salted SHA-512 and `$7$` PBKDF2-SHA512 entries), reloadable without dropping
+//!   connections.
+//! * [`AclFile`]: Mosquitto's ACL file (`user`, `topic [read|write|readwrite|deny]`,
+//!   `pattern` with `%c` and `%u`), reloadable.
+//!
+//! Authenticators answer "defer" for clients they know nothing about (no user name, or a
+//! user not in their table), so several can be stacked; a wrong password is a denial.
+
+mod acl;
+mod allow_all;
+mod error;
+mod password;
+mod users;
+
+pub use acl::{Access, AclFile, AclRules};
+pub use allow_all::AllowAll;
+pub use error::AuthError;
+pub use password::PasswordHash;
+pub use users::{PasswordFile, StaticUsers};

@@ -173,6 +173,64 @@ impl TopicFilter {
     }
 }
 
+/// True if `topic` matches `filter` (section 4.7: `+` one level, `#` any number of levels
+/// including the parent; a wildcard in the first level never matches a `$` topic,
+/// MQTT-4.7.2-1).
+pub fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// True if some topic matches both filters.
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let dollar = |x: &str| x.starts_with('$');
+    let wild = |x: &str| x.starts_with(['+', '#']);
+    if (dollar(a) && wild(b)) || (dollar(b) && wild(a)) {
+        return false;
+    }
+    let mut x = a.split('/');
+    let mut y = b.split('/');
+    loop {
+        match (x.next(), y.next()) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (None, None) => return true,
+            (Some("+"), Some(_)) | (Some(_), Some("+")) => {}
+            (Some(p), Some(q)) if p == q => {}
+            _ => return false,
+        }
+    }
+}
+
+/// True if every topic that matches `specific` also matches `general`.
+pub fn covers(general: &str, specific: &str) -> bool {
+    if specific.starts_with('$') != general.starts_with('$') && general.starts_with(['+', '#']) {
+        return false;
+    }
+    let mut g = general.split('/');
+    let mut s = specific.split('/');
+    loop {
+        match (g.next(), s.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(level)) if level != "#" => {}
+            (Some(p), Some(q)) if p == q => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 macro_rules! string_like {
     ($ty:ident) => {
         impl fmt::Debug for $ty {
@@ -253,6 +311,23 @@ mod tests {
                 "{f}"
             );
         }
+    }
+
+    #[test]
+    fn filter_relations() {
+        assert!(matches("a/+/c", "a/b/c"));
+        assert!(matches("a/#", "a"));
+        assert!(!matches("#", "$SYS/x"));
+        assert!(matches("$SYS/#", "$SYS/x"));
+        assert!(overlaps("a/+", "+/b"));
+        assert!(overlaps("#", "a/b/c"));
+        assert!(!overlaps("a/b", "a/c"));
+        assert!(!overlaps("#", "$SYS/x"));
+        assert!(covers("a/#", "a/+/c"));
+        assert!(covers("a/+", "a/b"));
+        assert!(!covers("a/+", "a/#"));
+        assert!(!covers("a/b", "a/+"));
+        assert!(!covers("#", "$SYS/#"));
     }
 
     #[test]

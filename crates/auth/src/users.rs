@@ -1,0 +1,180 @@
+//! Users with passwords: a static table built in code ([`StaticUsers`]) and Mosquitto's
+//! password file ([`PasswordFile`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use roost_core::codec::ReasonCode;
+use roost_core::plugin::{AuthOutcome, Authenticator, ConnectInfo, Identity};
+
+use crate::{AuthError, PasswordHash};
+
+/// User names and password hashes.
+#[derive(Debug, Clone, Default)]
+struct UserTable {
+    users: HashMap<String, PasswordHash>,
+}
+
+impl UserTable {
+    /// Checks a client against the table: defer for clients without a user name or with one
+    /// the table does not know, allow on the right password, deny otherwise.
+    async fn check(table: Arc<UserTable>, client: &ConnectInfo) -> AuthOutcome {
+        let Some(user) = client.username.as_ref().map(|u| u.to_string()) else {
+            return AuthOutcome::Defer;
+        };
+        if !table.users.contains_key(&user) {
+            return AuthOutcome::Defer;
+        }
+        let Some(password) = client.password.clone() else {
+            return AuthOutcome::Deny(ReasonCode::BadUserNameOrPassword);
+        };
+        let name = user.clone();
+        // PBKDF2 is deliberately slow: verify off the async workers.
+        let ok = tokio::task::spawn_blocking(move || {
+            table.users.get(&name).is_some_and(|h| h.verify(&password))
+        })
+        .await
+        .unwrap_or(false);
+        if ok {
+            AuthOutcome::Allow(Identity::user(user), None)
+        } else {
+            AuthOutcome::Deny(ReasonCode::BadUserNameOrPassword)
+        }
+    }
+}
+
+/// A fixed table of users, built in code. Passwords are hashed (PBKDF2-HMAC-SHA512 with a
+/// random salt) as they are added; the plain text is not kept.
+///
+/// ```
+/// use roost_auth::StaticUsers;
+/// let users = StaticUsers::new()
+///     .with_user("sensor-1", "correct horse")?
+///     .with_user("dashboard", "battery staple")?;
+/// assert_eq!(users.len(), 2);
+/// # Ok::<(), roost_auth::AuthError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct StaticUsers {
+    table: Arc<UserTable>,
+}
+
+impl StaticUsers {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) a user, hashing the password.
+    pub fn with_user(self, name: &str, password: &str) -> Result<Self, AuthError> {
+        Ok(self.with_hash(name, PasswordHash::new(password)?))
+    }
+
+    /// Adds (or replaces) a user with an already hashed password.
+    pub fn with_hash(mut self, name: &str, hash: PasswordHash) -> Self {
+        Arc::make_mut(&mut self.table)
+            .users
+            .insert(name.to_string(), hash);
+        self
+    }
+
+    /// Number of users.
+    pub fn len(&self) -> usize {
+        self.table.users.len()
+    }
+
+    /// True when there are no users.
+    pub fn is_empty(&self) -> bool {
+        self.table.users.is_empty()
+    }
+}
+
+#[async_trait]
+impl Authenticator for StaticUsers {
+    async fn authenticate(&self, client: &ConnectInfo) -> AuthOutcome {
+        UserTable::check(Arc::clone(&self.table), client).await
+    }
+}
+
+/// Mosquitto's password file: one `user:hash` line per user, as written by
+/// `mosquitto_passwd` (`$6$` and `$7$` hashes). Blank lines and lines starting with `#` are
+/// ignored.
+///
+/// [`PasswordFile::reload`] re-reads the file; connected clients stay connected, and new
+/// connections are checked against the new contents. A file that fails to load leaves the
+/// previous contents in force.
+#[derive(Debug)]
+pub struct PasswordFile {
+    path: PathBuf,
+    table: RwLock<Arc<UserTable>>,
+}
+
+impl PasswordFile {
+    /// Loads `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, AuthError> {
+        let path = path.as_ref().to_path_buf();
+        let table = Self::read(&path)?;
+        Ok(Self {
+            path,
+            table: RwLock::new(Arc::new(table)),
+        })
+    }
+
+    /// Re-reads the file.
+    pub fn reload(&self) -> Result<(), AuthError> {
+        let table = Self::read(&self.path)?;
+        *self.table.write() = Arc::new(table);
+        Ok(())
+    }
+
+    /// Number of users loaded.
+    pub fn len(&self) -> usize {
+        self.table.read().users.len()
+    }
+
+    /// True when no user is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(path: &Path) -> Result<UserTable, AuthError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut table = UserTable::default();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let parse = |reason| AuthError::Parse {
+                path: path.to_path_buf(),
+                line: i + 1,
+                reason,
+            };
+            let (user, hash) = line
+                .split_once(':')
+                .ok_or_else(|| parse("expected user:hash"))?;
+            if user.is_empty() {
+                return Err(parse("empty user name"));
+            }
+            let hash = PasswordHash::parse(hash).ok_or_else(|| {
+                parse("unsupported hash (expected $6$ or $7$; plain text is not accepted)")
+            })?;
+            table.users.insert(user.to_string(), hash);
+        }
+        Ok(table)
+    }
+}
+
+#[async_trait]
+impl Authenticator for PasswordFile {
+    async fn authenticate(&self, client: &ConnectInfo) -> AuthOutcome {
+        let table = Arc::clone(&self.table.read());
+        UserTable::check(table, client).await
+    }
+}

@@ -16,14 +16,24 @@
 //! | `--max-packet-size BYTES` | `max_packet_size` | largest packet accepted |
 //! | `--max-inflight N` | `max_inflight` | unacknowledged QoS 1/2 messages per session |
 //! | `--max-queued N` | `max_queued` | queued messages per session |
+//! | `--password-file FILE` | `password_file` | Mosquitto password file (`mosquitto_passwd`) |
+//! | `--acl-file FILE` | `acl_file` | Mosquitto ACL file |
+//! | `--allow-anonymous true\|false` | `allow_anonymous` | clients without a user name |
 //! | `--config FILE` | | read the TOML file |
 //!
-//! It stops cleanly on Ctrl-C or SIGTERM: v5 clients get DISCONNECT 0x8B.
+//! Anonymous clients are allowed by default only when every listener is on a loopback
+//! address; the log says which policy is in force. SIGHUP reloads the password and ACL files
+//! (connections stay; subscriptions the new ACL refuses are removed). It stops cleanly on
+//! Ctrl-C or SIGTERM: v5 clients get DISCONNECT 0x8B.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use roost::{Broker, Limits};
+use roost::auth::{AclFile, AllowAll, PasswordFile};
+use roost::plugin::{Authenticator, Authorizer};
+use roost::{Broker, BrokerHandle, Limits};
 
 #[derive(Debug, Default)]
 struct Settings {
@@ -32,10 +42,14 @@ struct Settings {
     max_packet_size: Option<u32>,
     max_inflight: Option<u16>,
     max_queued: Option<usize>,
+    password_file: Option<PathBuf>,
+    acl_file: Option<PathBuf>,
+    allow_anonymous: Option<bool>,
 }
 
 const USAGE: &str = "usage: broker [--config FILE] [--listen ADDR]... [--max-connections N] \
-[--max-packet-size BYTES] [--max-inflight N] [--max-queued N]";
+[--max-packet-size BYTES] [--max-inflight N] [--max-queued N] [--password-file FILE] \
+[--acl-file FILE] [--allow-anonymous true|false]";
 
 fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
     value
@@ -58,6 +72,15 @@ impl Settings {
             "max_packet_size" => self.max_packet_size = Some(number(key, value)?),
             "max_inflight" => self.max_inflight = Some(number(key, value)?),
             "max_queued" => self.max_queued = Some(number(key, value)?),
+            "password_file" => self.password_file = Some(PathBuf::from(value)),
+            "acl_file" => self.acl_file = Some(PathBuf::from(value)),
+            "allow_anonymous" => {
+                self.allow_anonymous = Some(match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(format!("allow_anonymous: '{value}' is not true or false")),
+                })
+            }
             other => return Err(format!("unknown setting '{other}'")),
         }
         Ok(())
@@ -78,6 +101,7 @@ impl Settings {
                 }
                 toml::Value::String(s) => settings.set(key, s)?,
                 toml::Value::Integer(n) => settings.set(key, &n.to_string())?,
+                toml::Value::Boolean(b) => settings.set(key, &b.to_string())?,
                 _ => return Err(format!("{key}: unsupported value")),
             }
         }
@@ -140,6 +164,126 @@ impl Settings {
     }
 }
 
+/// The password and ACL files in use, for SIGHUP reloads.
+struct Files {
+    passwords: Option<Arc<PasswordFile>>,
+    acl: Option<Arc<AclFile>>,
+}
+
+impl Files {
+    async fn reload(&self, broker: &BrokerHandle) {
+        if let Some(p) = &self.passwords {
+            match p.reload() {
+                Ok(()) => tracing::info!(users = p.len(), "password file reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "password file not reloaded; previous contents kept")
+                }
+            }
+        }
+        if let Some(a) = &self.acl {
+            match a.reload() {
+                Ok(()) => {
+                    let authorizer: Arc<dyn Authorizer> = a.clone();
+                    broker.set_authorizers(vec![authorizer], true).await;
+                    tracing::info!("ACL file reloaded; live subscriptions re-checked");
+                }
+                Err(e) => tracing::error!(error = %e, "ACL file not reloaded; previous rules kept"),
+            }
+        }
+    }
+}
+
+/// Builds the authentication setup the settings ask for, logging the policy.
+fn security(
+    settings: &Settings,
+    mut builder: roost::BrokerBuilder,
+) -> Result<(roost::BrokerBuilder, Files), String> {
+    let loopback_only = settings.listen.iter().all(|a| a.ip().is_loopback());
+    let anonymous = settings.allow_anonymous.unwrap_or(loopback_only);
+    let passwords = match &settings.password_file {
+        Some(path) => Some(Arc::new(
+            PasswordFile::load(path).map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
+    let acl = match &settings.acl_file {
+        Some(path) => Some(Arc::new(AclFile::load(path).map_err(|e| e.to_string())?)),
+        None => None,
+    };
+    match (&passwords, anonymous) {
+        (Some(p), true) => {
+            tracing::info!(
+                users = p.len(),
+                "password file loaded; anonymous clients allowed too"
+            );
+            let p: Arc<dyn Authenticator> = p.clone();
+            builder = builder
+                .authenticator(p)
+                .authenticator(Arc::new(AllowAll::anonymous_only()));
+        }
+        (Some(p), false) => {
+            tracing::info!(
+                users = p.len(),
+                "password file loaded; anonymous clients refused"
+            );
+            let p: Arc<dyn Authenticator> = p.clone();
+            builder = builder.authenticator(p);
+        }
+        (None, true) => {
+            let why = if settings.allow_anonymous.is_some() {
+                "as configured"
+            } else {
+                "all listeners are on loopback"
+            };
+            tracing::warn!(why, "no authentication: every client is allowed");
+            builder = builder.authenticator(Arc::new(AllowAll::new()));
+        }
+        (None, false) => {
+            let why = if settings.allow_anonymous.is_some() {
+                "--allow-anonymous false"
+            } else {
+                "a listener is not on loopback (use --password-file, or --allow-anonymous true)"
+            };
+            tracing::warn!(
+                why,
+                "anonymous clients refused and no password file: nobody can connect"
+            );
+            builder = builder.authenticator(Arc::new(RefuseAll));
+        }
+    }
+    if let Some(a) = &acl {
+        tracing::info!("ACL file loaded");
+        let a: Arc<dyn Authorizer> = a.clone();
+        builder = builder.authorizer(a);
+    }
+    Ok((builder, Files { passwords, acl }))
+}
+
+/// Refuses every client (the "nobody may connect" configuration).
+struct RefuseAll;
+
+#[async_trait::async_trait]
+impl Authenticator for RefuseAll {
+    async fn authenticate(&self, _: &roost::plugin::ConnectInfo) -> roost::plugin::AuthOutcome {
+        roost::plugin::AuthOutcome::Deny(roost::ReasonCode::NotAuthorized)
+    }
+}
+
+async fn hangup(files: &Files, broker: &BrokerHandle) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return std::future::pending().await;
+        };
+        while hup.recv().await.is_some() {
+            files.reload(broker).await;
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
+}
+
 async fn stop_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -180,6 +324,13 @@ async fn main() -> ExitCode {
     for addr in &settings.listen {
         builder = builder.listen(*addr);
     }
+    let (builder, files) = match security(&settings, builder) {
+        Ok(b) => b,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let broker = match builder.build().start().await {
         Ok(b) => b,
         Err(e) => {
@@ -193,7 +344,10 @@ async fn main() -> ExitCode {
         }
     };
     tracing::info!(listeners = ?broker.local_addrs(), "roost broker running; Ctrl-C to stop");
-    stop_signal().await;
+    tokio::select! {
+        _ = stop_signal() => {}
+        _ = hangup(&files, &broker) => {}
+    }
     broker.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS

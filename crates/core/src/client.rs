@@ -39,6 +39,8 @@ pub struct ClientOptions {
     clean_start: bool,
     session_expiry: u32,
     will: Option<LastWill>,
+    username: Option<ByteString>,
+    password: Option<Bytes>,
     request_timeout: Duration,
     buffer: usize,
 }
@@ -51,6 +53,8 @@ impl ClientOptions {
             clean_start: true,
             session_expiry: 0,
             will: None,
+            username: None,
+            password: None,
             request_timeout: Duration::from_secs(30),
             buffer: 1024,
         }
@@ -74,6 +78,18 @@ impl ClientOptions {
     /// A Will Message, published if the client goes away without [`Client::disconnect`].
     pub fn will(mut self, will: LastWill) -> Self {
         self.will = Some(will);
+        self
+    }
+
+    /// User name and password, checked by the broker's authenticators like a network
+    /// client's.
+    pub fn credentials(
+        mut self,
+        username: impl Into<ByteString>,
+        password: impl Into<Bytes>,
+    ) -> Self {
+        self.username = Some(username.into());
+        self.password = Some(password.into());
         self
     }
 
@@ -218,6 +234,8 @@ impl BrokerHandle {
         connect.clean_start = options.clean_start;
         connect.keep_alive = 0;
         connect.will = options.will.clone();
+        connect.username = options.username.clone();
+        connect.password = options.password.clone();
         if options.session_expiry > 0 {
             connect.properties.session_expiry_interval = Some(options.session_expiry);
         }

@@ -8,6 +8,8 @@
 //! * [`PasswordFile`]: Mosquitto's password file, as written by `mosquitto_passwd` (`$6$`
 //!   salted SHA-512 and `$7$` PBKDF2-SHA512 entries), reloadable without dropping
 //!   connections.
+//! * [`CertificateIdentity`]: the user named by a verified TLS client certificate (Common
+//!   Name or Subject Alternative Name), for mutual TLS.
 //! * [`AclFile`]: Mosquitto's ACL file (`user`, `topic [read|write|readwrite|deny]`,
 //!   `pattern` with `%c` and `%u`), reloadable.
 //!
@@ -16,12 +18,14 @@
 
 mod acl;
 mod allow_all;
+mod certificate;
 mod error;
 mod password;
 mod users;
 
 pub use acl::{Access, AclFile, AclRules};
 pub use allow_all::AllowAll;
+pub use certificate::{CertificateIdentity, CertificateName};
 pub use error::AuthError;
 pub use password::PasswordHash;
 pub use users::{PasswordFile, StaticUsers};

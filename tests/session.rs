@@ -218,3 +218,59 @@ async fn topic_limits_are_enforced() {
     );
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn retained_messages_outlive_the_publishers_session() {
+    // MQTT-3.1.2-7: retained messages are not part of the session state; they are not
+    // deleted when the session ends.
+    let broker = start_broker().await;
+    let mut p = Raw::connect(&broker, V4, "short-lived").await;
+    p.publish(
+        "keep/me",
+        b"still here",
+        PublishQoS::AtLeastOnce(pid(1)),
+        true,
+    )
+    .await;
+    assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
+    p.send(Packet::Disconnect(Default::default())).await;
+    p.closed().await;
+    let mut s = Raw::connect(&broker, V4, "later").await;
+    s.subscribe(1, "keep/me", QoS::AtMostOnce).await;
+    assert_eq!(&s.recv_publish().await.payload[..], b"still here");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsubscribe_completes_deliveries_already_started() {
+    // MQTT-3.10.4-3: QoS 1/2 messages already started for the removed subscription are
+    // completed: here the unacknowledged one is re-sent when the session resumes.
+    let broker = start_broker().await;
+    let (mut s, _) = Raw::connect_with(&broker, persistent("u-sub")).await;
+    s.subscribe(1, "u", QoS::AtLeastOnce).await;
+    let mut p = Raw::connect(&broker, V4, "p").await;
+    p.publish("u", b"in flight", PublishQoS::AtLeastOnce(pid(1)), false)
+        .await;
+    let m = s.recv_publish().await;
+    s.send(Packet::Unsubscribe(Unsubscribe {
+        packet_id: pid(2),
+        properties: Default::default(),
+        filters: vec![filter("u")],
+    }))
+    .await;
+    assert!(matches!(s.recv().await, Some(Packet::UnsubAck(_))));
+    p.publish("u", b"after", PublishQoS::AtLeastOnce(pid(2)), false)
+        .await;
+    p.ping().await;
+    drop(s);
+    let (mut s, _) = Raw::connect_with(&broker, persistent("u-sub")).await;
+    let again = s.recv_publish().await;
+    assert_eq!(again.payload, m.payload);
+    assert!(again.dup);
+    s.ack(&again).await;
+    assert!(
+        s.ping().await.is_empty(),
+        "nothing published after UNSUBACK"
+    );
+    broker.shutdown().await;
+}

@@ -54,6 +54,29 @@ fn bench_publish(c: &mut Criterion) {
                 BatchSize::SmallInput,
             )
         });
+        // 100 packets back to back in one read buffer, as a connection sees them: per-packet
+        // cost of decoding a stream (the buffer is shared after the first split).
+        let stream: Vec<u8> = wire
+            .iter()
+            .copied()
+            .cycle()
+            .take(wire.len() * 100)
+            .collect();
+        group.bench_with_input(
+            BenchmarkId::new("decode_stream_x100", &name),
+            &stream,
+            |b, stream| {
+                b.iter_batched(
+                    || BytesMut::from(&stream[..]),
+                    |mut buf| {
+                        for _ in 0..100 {
+                            black_box(decode(&mut buf, &limits).expect("valid"));
+                        }
+                    },
+                    BatchSize::SmallInput,
+                )
+            },
+        );
         let mut out = BytesMut::with_capacity(8192);
         group.bench_with_input(BenchmarkId::new("encode", &name), &packet, |b, packet| {
             b.iter(|| {

@@ -5,7 +5,7 @@
 //! (remaining length 3). The encoder uses the shortest form.
 
 use super::error::DecodeError;
-use super::properties::{AckProperties, PropertySet};
+use super::properties::{emit_reason_tail, AckProperties};
 use super::reason::{allowed, check};
 use super::wire::{Reader, Sink};
 use super::{PacketId, PacketType, ProtocolVersion, ReasonCode};
@@ -63,13 +63,6 @@ impl PubResponse {
         if !v.is_v5() {
             return;
         }
-        let no_props = self.properties.is_empty();
-        if self.reason_code == ReasonCode::Success && no_props {
-            return;
-        }
-        s.u8(self.reason_code.as_u8());
-        if !no_props {
-            self.properties.emit(s);
-        }
+        emit_reason_tail(s, self.reason_code, &self.properties);
     }
 }

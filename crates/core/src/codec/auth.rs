@@ -2,7 +2,7 @@
 //! not exist before 5.0; the decoder refuses it there as a reserved type.
 
 use super::error::DecodeError;
-use super::properties::{AuthProperties, PropertySet};
+use super::properties::{emit_reason_tail, AuthProperties, PropertySet};
 use super::reason::{allowed, check};
 use super::wire::{Reader, Sink};
 use super::{PacketType, ReasonCode};
@@ -41,13 +41,6 @@ impl Auth {
     }
 
     pub(crate) fn emit<S: Sink>(&self, s: &mut S) {
-        let no_props = self.properties.is_empty();
-        if self.reason_code == ReasonCode::Success && no_props {
-            return;
-        }
-        s.u8(self.reason_code.as_u8());
-        if !no_props {
-            self.properties.emit(s);
-        }
+        emit_reason_tail(s, self.reason_code, &self.properties);
     }
 }

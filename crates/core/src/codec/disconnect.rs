@@ -3,7 +3,7 @@
 //! properties.
 
 use super::error::DecodeError;
-use super::properties::{DisconnectProperties, PropertySet};
+use super::properties::{emit_reason_tail, DisconnectProperties, PropertySet};
 use super::reason::{allowed, check};
 use super::wire::{Reader, Sink};
 use super::{PacketType, ProtocolVersion, ReasonCode};
@@ -41,13 +41,6 @@ impl Disconnect {
         if !v.is_v5() {
             return;
         }
-        let no_props = self.properties.is_empty();
-        if self.reason_code == ReasonCode::Success && no_props {
-            return;
-        }
-        s.u8(self.reason_code.as_u8());
-        if !no_props {
-            self.properties.emit(s);
-        }
+        emit_reason_tail(s, self.reason_code, &self.properties);
     }
 }

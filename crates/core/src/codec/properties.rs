@@ -161,6 +161,24 @@ impl PropReader {
     }
 }
 
+/// Writes the tail that v5 acknowledgements, DISCONNECT and AUTH share: nothing when the
+/// reason is Success and there are no properties, else the reason code, then the property
+/// block if there is one.
+pub(crate) fn emit_reason_tail<S: Sink, P: PropertySet>(
+    s: &mut S,
+    reason: super::ReasonCode,
+    props: &P,
+) {
+    let no_props = props.is_empty();
+    if reason == super::ReasonCode::Success && no_props {
+        return;
+    }
+    s.u8(reason.as_u8());
+    if !no_props {
+        props.emit(s);
+    }
+}
+
 /// Stores a single-valued property, refusing a second copy.
 fn once<T>(slot: &mut Option<T>, id: u8, value: T) -> Result<(), DecodeError> {
     if slot.is_some() {

@@ -1,10 +1,55 @@
-//! Roost's persistence layer.
+//! Roost's persistence layer: the [`Storage`] trait the broker core writes through, with an
+//! in-memory backend ([`MemoryStorage`]) and a sled backend ([`SledStorage`]).
 //!
-//! This crate will hold the `Storage` trait that the broker core awaits wherever a delivery
-//! guarantee depends on the disk (retained messages, persistent sessions, QoS 1/2 state,
-//! offline queues, delayed wills), together with an in-memory backend and a sled backend.
-//! Storage keeps its own versioned record types, so the wire format (in `roost-core`) and the
-//! disk format can change separately.
+//! # What is stored
+//! Everything a restart needs: retained messages; sessions with a non-zero Session Expiry
+//! Interval (subscriptions with their options and identifiers, expiry, the time the client
+//! went away, a will waiting out its delay); each session's queued and in-flight QoS 1/2
+//! messages with their stage (queued, published with a packet id, or released after PUBREC);
+//! and inbound QoS 2 packet ids awaiting PUBREL.
 //!
-//! The dependency order of the workspace is `roost-storage` ← `roost-core` ← `roost-auth` ←
-//! `roost`; this crate therefore knows nothing of packets or connections.
+//! # Records and format
+//! Storage keeps its own record types ([`MessageRecord`], [`SessionRecord`], ...), so the
+//! wire format (in `roost-core`) and the disk format change separately. Every stored value
+//! starts with a format version byte ([`FORMAT_VERSION`]); a value of an unknown version is
+//! an error at load, never silently misread, and a later format can migrate by version.
+//!
+//! # Guarantees
+//! [`Storage::write`] applies a batch of operations in order; [`Storage::flush`] returns
+//! once everything written before it is durable. The broker decides when to flush (its
+//! durability mode) and only acknowledges what a guarantee needs after `flush` returned.
+//!
+//! Dependency order: this crate knows nothing of packets or connections (`roost-storage` ←
+//! `roost-core`).
+
+mod error;
+mod memory;
+mod record;
+mod sled_backend;
+
+use async_trait::async_trait;
+
+pub use error::StorageError;
+pub use memory::MemoryStorage;
+pub use record::{
+    MessageRecord, Op, PropertiesRecord, QueueRecord, QueueStage, SessionRecord, SessionSnapshot,
+    Snapshot, SubscriptionRecord, WillRecord, FORMAT_VERSION,
+};
+pub use sled_backend::{OnCorrupt, SledStorage};
+
+/// A place where broker state survives restarts. Object-safe; the broker holds it as
+/// `Arc<dyn Storage>` and calls it from one task at a time.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Everything stored, for recovery at start.
+    async fn load(&self) -> Result<Snapshot, StorageError>;
+
+    /// Applies `ops` in order. Not necessarily durable until [`Storage::flush`].
+    async fn write(&self, ops: Vec<Op>) -> Result<(), StorageError>;
+
+    /// Makes everything written so far durable.
+    async fn flush(&self) -> Result<(), StorageError>;
+
+    /// Bytes the store takes on disk (0 for memory-only stores).
+    fn size_on_disk(&self) -> Result<u64, StorageError>;
+}

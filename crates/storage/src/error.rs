@@ -1,0 +1,42 @@
+//! Storage errors.
+
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Why a storage operation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The data directory could not be opened or read: it is damaged, or not a Roost store.
+    #[error("the data directory {path} is corrupted or unreadable")]
+    Corrupt {
+        /// The directory.
+        path: PathBuf,
+        /// What the backend reported.
+        #[source]
+        source: io::Error,
+    },
+    /// A stored value has a format this version does not know.
+    #[error("stored record of format version {0}, expected {exp}", exp = crate::FORMAT_VERSION)]
+    UnsupportedVersion(u8),
+    /// A stored value could not be decoded.
+    #[error("stored record is truncated or invalid")]
+    InvalidRecord,
+    /// The backend failed to read or write.
+    #[error("storage i/o failed")]
+    Io(#[source] io::Error),
+    /// The backend failed (for backends that are not file based, or injected failures).
+    #[error("storage backend failed: {0}")]
+    Backend(&'static str),
+}
+
+impl From<sled::Error> for StorageError {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Io(io) => StorageError::Io(io),
+            other => StorageError::Io(io::Error::other(other.to_string())),
+        }
+    }
+}

@@ -32,15 +32,18 @@ use crate::connection::{self, PeerInfo};
 use crate::error::Error;
 use crate::message::Message;
 use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::persist::{self, Durability, Persistence};
 use crate::plugin::{
     Authenticator, Authorizer, AuthorizerChain, ClientInfo, HookAction, HookChain, Hooks,
     PluginSettings, PublishedMessage,
 };
 use crate::router::{RetainChange, Router};
+use crate::session::SessionState;
 use crate::session::{CloseReason, Link, LinkSignals, Session};
 use crate::timers::{Due, TimerKind, Timers};
 use crate::topic::TopicName;
 use crate::transport::{NetReader, NetWriter};
+use roost_storage::{Op, Storage};
 
 /// State shared by every task of one broker.
 pub(crate) struct Shared {
@@ -52,7 +55,9 @@ pub(crate) struct Shared {
     pub(crate) hooks: HookChain,
     pub(crate) timers: Timers,
     pub(crate) router: Router,
-    pub(crate) metrics: Metrics,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Storage, when the broker persists its state.
+    pub(crate) persistence: Option<Persistence>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
     sessions: Mutex<HashMap<ByteString, Arc<Session>>>,
@@ -93,6 +98,10 @@ impl std::fmt::Debug for Shared {
 
 impl Shared {
     fn new(config: BrokerBuilder) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::default());
+        let persistence = config.storage.map(|(storage, durability)| {
+            Persistence::start(storage, durability, Arc::clone(&metrics))
+        });
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -105,13 +114,45 @@ impl Shared {
             hooks: config.hooks,
             timers: Timers::default(),
             router: Router::default(),
-            metrics: Metrics::default(),
+            metrics,
+            persistence,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             open_connections: AtomicUsize::new(0),
             client_id_prefix: format!("roost-{:x}{:x}", std::process::id(), nanos),
+        })
+    }
+
+    /// A fresh session uid.
+    pub(crate) fn next_uid(&self) -> u64 {
+        self.next_id()
+    }
+
+    /// Adds a recovered session to the table.
+    pub(crate) fn insert_session(&self, session: Arc<Session>) {
+        self.sessions
+            .lock()
+            .insert(session.client_id.clone(), session);
+        Metrics::inc(&self.metrics.sessions);
+    }
+
+    /// Submits storage operations that nothing waits for.
+    pub(crate) fn store_now(&self, ops: Vec<Op>) {
+        if let Some(p) = &self.persistence {
+            p.submit_now(ops);
+        }
+    }
+
+    /// The storage record of a session, if it is persistent and storage is on.
+    pub(crate) fn session_op(&self, session: &Session, st: &SessionState) -> Option<Op> {
+        self.persistence.as_ref()?;
+        (st.expiry_interval > 0).then(|| {
+            Op::PutSession(
+                session.client_id.to_string(),
+                persist::session_record(st, st.disconnected_at_ms, st.will_at_ms),
+            )
         })
     }
 
@@ -137,9 +178,21 @@ impl Shared {
 
     /// Retains (if flagged) and routes a message; returns how many sessions got it. Hooks
     /// are not consulted (see [`Shared::publish_message`]).
-    pub(crate) fn publish(&self, message: &Arc<Message>) -> usize {
+    pub(crate) fn publish(&self, message: &Arc<Message>, ops: &mut Vec<Op>) -> usize {
         if message.retain {
             let change = self.router.retain(Arc::clone(message), &self.limits);
+            if self.persistence.is_some() && !message.topic.as_str().starts_with("$SYS/") {
+                match change {
+                    RetainChange::Set | RetainChange::Replaced => ops.push(Op::PutRetained(
+                        message.topic.to_string(),
+                        persist::message_record(message),
+                    )),
+                    RetainChange::Cleared => {
+                        ops.push(Op::DeleteRetained(message.topic.to_string()))
+                    }
+                    RetainChange::Unchanged => {}
+                }
+            }
             match change {
                 RetainChange::Set | RetainChange::Cleared | RetainChange::Replaced => {
                     Metrics::set(&self.metrics.retained, self.router.retained_len() as u64);
@@ -161,7 +214,7 @@ impl Shared {
                 }
             }
         }
-        self.router.route(message, self)
+        self.router.route(message, self, ops)
     }
 
     /// Runs the publish hooks, then retains and routes. `None` if a hook dropped the
@@ -171,6 +224,7 @@ impl Shared {
         client: Option<&ClientInfo>,
         publisher: Option<ByteString>,
         mut published: PublishedMessage,
+        ops: &mut Vec<Op>,
     ) -> Option<usize> {
         if !self.hooks.is_empty()
             && self.hooks.published(&self.metrics, client, &mut published) == HookAction::Drop
@@ -185,7 +239,7 @@ impl Shared {
         )
         .with_properties(published.properties);
         message.publisher = publisher;
-        Some(self.publish(&Arc::new(message)))
+        Some(self.publish(&Arc::new(message), ops))
     }
 
     /// Publishes a connection's Will Message (MQTT-3.1.2-8). It was authorized as a publish
@@ -210,11 +264,20 @@ impl Shared {
             retain: will.retain,
             properties,
         };
+        let mut ops = Vec::new();
         self.publish_message(
             client.as_deref(),
             Some(session.client_id.clone()),
             published,
+            &mut ops,
         );
+        self.store_now(ops);
+    }
+
+    /// Publishes the will of a session that ended while the broker was down.
+    pub(crate) fn publish_orphan_will(&self, will: LastWill, client_id: ByteString) {
+        let session = Session::new(0, client_id, 0);
+        self.publish_will(will, &session);
     }
 
     /// Attaches a new connection to the session for `client_id`, creating or replacing the
@@ -264,14 +327,20 @@ impl Shared {
             st.client = Some(client);
             // MQTT-3.1.3-9 (v5): back within the Will Delay Interval: no will.
             st.pending_will = None;
+            st.will_at_ms = None;
+            st.disconnected_at_ms = None;
             let resend = present && st.inflight.len() > 0;
             st.link = Some(Link {
                 id: link_id,
                 signals,
                 outbox: VecDeque::from([connack(present)]),
+                pending: VecDeque::new(),
                 window,
                 resend,
             });
+            let op = self.session_op(&session, &st);
+            drop(st);
+            self.store_now(op.into_iter().collect());
         }
         if !self.hooks.is_empty() {
             let id = &session.client_id;
@@ -311,16 +380,21 @@ impl Shared {
             } else {
                 st.link = None;
                 st.detached_link = link_id;
+                st.disconnected_at_ms = Some(persist::unix_now_ms());
                 let expiry = st.expiry_interval;
                 match will {
                     Some(w) if will_delay > 0 && expiry > 0 => {
                         st.pending_will = Some(w);
-                        let at =
-                            Instant::now() + Duration::from_secs(u64::from(will_delay.min(expiry)));
+                        let delay = Duration::from_secs(u64::from(will_delay.min(expiry)));
+                        st.will_at_ms = Some(persist::unix_now_ms() + delay.as_millis() as u64);
+                        let at = Instant::now() + delay;
                         self.timers
                             .schedule(at, session, link_id, TimerKind::WillDelay);
                     }
                     other => publish_now = other,
+                }
+                if let Some(op) = self.session_op(session, &st) {
+                    self.store_now(vec![op]);
                 }
                 (expiry == 0, expiry)
             }
@@ -362,7 +436,14 @@ impl Shared {
                 return; // stale: the client came back, or the session already ended
             }
             match due.kind {
-                TimerKind::WillDelay => st.pending_will.take(),
+                TimerKind::WillDelay => {
+                    let will = st.pending_will.take();
+                    st.will_at_ms = None;
+                    if let Some(op) = self.session_op(&session, &st) {
+                        self.store_now(vec![op]);
+                    }
+                    will
+                }
                 TimerKind::SessionExpiry => None,
             }
         };
@@ -417,10 +498,15 @@ impl Shared {
                     .is_err()
                 {
                     tracing::info!(client_id = %client.client_id, %filter, "subscription revoked");
-                    let removed = session.state.lock().subscriptions.remove(&filter).is_some();
+                    let (removed, op) = {
+                        let mut st = session.state.lock();
+                        let removed = st.subscriptions.remove(&filter).is_some();
+                        (removed, self.session_op(&session, &st))
+                    };
                     if removed && self.router.unsubscribe(&session, &filter) {
                         Metrics::dec(&self.metrics.subscriptions);
                     }
+                    self.store_now(op.into_iter().collect());
                 }
             }
         }
@@ -442,6 +528,9 @@ impl Shared {
                 st.pending_will.take(),
             )
         };
+        if self.persistence.is_some() {
+            self.store_now(vec![Op::DeleteSession(session.client_id.to_string())]);
+        }
         if let Some(will) = will {
             self.publish_will(will, session);
         }
@@ -464,6 +553,7 @@ pub struct BrokerBuilder {
     authenticators: Vec<Arc<dyn Authenticator>>,
     authorizers: Vec<Arc<dyn Authorizer>>,
     hooks: HookChain,
+    storage: Option<(Arc<dyn Storage>, Durability)>,
     sys_interval: Option<Duration>,
 }
 
@@ -518,6 +608,14 @@ impl BrokerBuilder {
         self
     }
 
+    /// Persists retained messages and persistent sessions in `storage`, durable as
+    /// `durability` says (see [`Durability`]). Without storage the broker keeps everything
+    /// in memory only ("none").
+    pub fn storage(mut self, storage: Arc<dyn Storage>, durability: Durability) -> Self {
+        self.storage = Some((storage, durability));
+        self
+    }
+
     /// Sets the deadline and failure policy of plugin calls.
     pub fn plugin_settings(mut self, settings: PluginSettings) -> Self {
         self.plugins = settings;
@@ -554,6 +652,7 @@ impl Broker {
             authenticators: Vec::new(),
             authorizers: Vec::new(),
             hooks: HookChain::default(),
+            storage: None,
             sys_interval: Some(Duration::from_secs(10)),
         }
     }
@@ -581,6 +680,10 @@ impl Broker {
         }
         let sys_interval = config.sys_interval;
         let shared = Shared::new(config);
+        if let Some(p) = &shared.persistence {
+            let snapshot = p.storage.load().await.map_err(Error::Storage)?;
+            persist::restore(&shared, snapshot);
+        }
         let mut local_addrs = Vec::with_capacity(bound.len());
         for (listener, local) in bound {
             tracing::info!(addr = %local, "listening (tcp)");
@@ -665,6 +768,9 @@ impl BrokerHandle {
         self.shared.shutdown.cancel();
         self.shared.tracker.close();
         self.shared.tracker.wait().await;
+        if let Some(p) = &self.shared.persistence {
+            p.close().await;
+        }
     }
 }
 
@@ -714,12 +820,15 @@ async fn sys_loop(shared: Arc<Shared>, interval: Duration) {
     let version = TopicName::new("$SYS/broker/version");
     if let Ok(topic) = version {
         let text = format!("roost {}", env!("CARGO_PKG_VERSION"));
-        shared.publish(&Arc::new(Message::new(
-            topic,
-            Bytes::from(text),
-            QoS::AtMostOnce,
-            true,
-        )));
+        shared.publish(
+            &Arc::new(Message::new(
+                topic,
+                Bytes::from(text),
+                QoS::AtMostOnce,
+                true,
+            )),
+            &mut Vec::new(),
+        );
     }
     loop {
         tokio::select! {
@@ -732,12 +841,10 @@ async fn sys_loop(shared: Arc<Shared>, interval: Duration) {
                 continue;
             };
             let payload = Bytes::from(value.to_string());
-            shared.publish(&Arc::new(Message::new(
-                topic,
-                payload,
-                QoS::AtMostOnce,
-                true,
-            )));
+            shared.publish(
+                &Arc::new(Message::new(topic, payload, QoS::AtMostOnce, true)),
+                &mut Vec::new(),
+            );
         }
     }
 }

@@ -23,6 +23,9 @@ pub enum Error {
     /// The broker has no listener and was asked to run as a network server.
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+    /// Stored state could not be loaded.
+    #[error("cannot load stored state")]
+    Storage(#[source] roost_storage::StorageError),
 }
 
 /// Why an in-process client operation failed.

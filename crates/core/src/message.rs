@@ -189,4 +189,6 @@ pub struct Delivery {
     pub retain: bool,
     /// Subscription Identifiers of the matching subscriptions (v5).
     pub subscription_ids: Vec<NonZeroU32>,
+    /// Position in the session's stored queue, when the delivery is persisted.
+    pub storage_seq: Option<u64>,
 }

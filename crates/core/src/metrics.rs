@@ -75,6 +75,8 @@ counters! {
     protocol_errors => "$SYS/broker/errors/protocol",
     /// Plugin calls that timed out or panicked (each counted as a denial).
     plugin_failures => "$SYS/broker/errors/plugin",
+    /// Storage writes or flushes that failed (their acknowledgements were refused).
+    storage_failures => "$SYS/broker/errors/storage",
     /// Sessions that expired while their client was away.
     sessions_expired => "$SYS/broker/sessions/expired",
 }

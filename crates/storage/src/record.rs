@@ -68,6 +68,8 @@ pub struct WillRecord {
     pub message: MessageRecord,
     /// When to publish it, in milliseconds since the Unix epoch.
     pub publish_at_ms: u64,
+    /// The will's Message Expiry Interval in seconds (it starts when the will is published).
+    pub message_expiry_interval: Option<u32>,
 }
 
 /// A persistent session.
@@ -370,6 +372,7 @@ impl SessionRecord {
         e.opt(&self.will, |e, w| {
             enc_message(e, &w.message);
             e.u64(w.publish_at_ms);
+            e.opt(&w.message_expiry_interval, |e, v| e.u32(*v));
         });
         e.0
     }
@@ -393,6 +396,7 @@ impl SessionRecord {
                 Ok(WillRecord {
                     message: dec_message(d)?,
                     publish_at_ms: d.u64()?,
+                    message_expiry_interval: d.opt(|d| d.u32())?,
                 })
             })?,
         };
@@ -481,6 +485,7 @@ mod tests {
             will: Some(WillRecord {
                 message: m.clone(),
                 publish_at_ms: 99,
+                message_expiry_interval: Some(30),
             }),
         };
         assert_eq!(SessionRecord::decode(&s.encode()).expect("decodes"), s);

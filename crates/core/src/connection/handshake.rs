@@ -234,6 +234,9 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         client_max_packet: connect.properties.maximum_packet_size.map(NonZeroU32::get),
         problem_info,
         events: Vec::new(),
+        store_ops: Vec::new(),
+        waiting_on_storage: false,
+        durable: shared.persistence.as_ref().map(|p| p.watch()),
     };
     tracing::debug!(listener = %peer.listener, ?version, "connected");
     Some((conn, writer))

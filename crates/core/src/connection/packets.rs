@@ -11,7 +11,7 @@ use crate::codec::{
 use crate::message::Delivery;
 use crate::metrics::Metrics;
 use crate::plugin::PublishedMessage;
-use crate::session::{AckOutcome, SessionState, SubscriptionRecord};
+use crate::session::{SessionState, SubscriptionRecord};
 
 impl Connection {
     /// Applies one packet. `Err` ends the connection.
@@ -20,25 +20,39 @@ impl Connection {
             Packet::Publish(p) => self.on_publish(p).await,
             Packet::PubAck(a) => {
                 let done = self.ack(|st| st.inflight.puback(a.packet_id));
+                self.forget_stored(done.as_ref());
                 self.acknowledged(done);
                 Ok(())
             }
             Packet::PubRec(a) => {
                 let failed = !a.reason_code.is_success();
-                let outcome = self.ack(|st| {
-                    if failed {
-                        // v5 §4.3.3: a PUBREC with an error code ends the exchange.
-                        st.inflight
-                            .forget(a.packet_id)
-                            .map_or(AckOutcome::NotFound, |_| AckOutcome::Done)
-                    } else {
-                        st.inflight.pubrec(a.packet_id)
+                let found = if failed {
+                    // v5 §4.3.3: a PUBREC with an error code ends the exchange.
+                    let done = self.ack(|st| st.inflight.forget(a.packet_id));
+                    self.forget_stored(done.as_ref());
+                    done.is_some()
+                } else {
+                    let released =
+                        self.ack(|st| st.inflight.pubrec(a.packet_id).map(|e| e.delivery.clone()));
+                    if let (Some(d), Some(seq)) =
+                        (&released, released.as_ref().and_then(|d| d.storage_seq))
+                    {
+                        self.shared.store_now(vec![roost_storage::Op::PutQueued {
+                            client: self.client_id.to_string(),
+                            seq,
+                            record: crate::persist::queue_record(
+                                d,
+                                roost_storage::QueueStage::Released(a.packet_id.get()),
+                            ),
+                        }]);
                     }
-                });
+                    released.is_some()
+                };
                 if !failed {
-                    let code = match outcome {
-                        AckOutcome::Done => ReasonCode::Success,
-                        AckOutcome::NotFound => ReasonCode::PacketIdentifierNotFound,
+                    let code = if found {
+                        ReasonCode::Success
+                    } else {
+                        ReasonCode::PacketIdentifierNotFound
                     };
                     self.control(Packet::PubRel(PubResponse::with_reason(
                         a.packet_id,
@@ -48,12 +62,20 @@ impl Connection {
                 Ok(())
             }
             Packet::PubRel(a) => {
-                let known = self
-                    .session
-                    .state
-                    .lock()
-                    .inbound_qos2
-                    .remove(&a.packet_id.get());
+                let (known, persistent) = {
+                    let mut st = self.session.state.lock();
+                    (
+                        st.inbound_qos2.remove(&a.packet_id.get()),
+                        st.expiry_interval > 0,
+                    )
+                };
+                if known && persistent && self.shared.persistence.is_some() {
+                    self.shared
+                        .store_now(vec![roost_storage::Op::DeleteInbound {
+                            client: self.client_id.to_string(),
+                            packet_id: a.packet_id.get(),
+                        }]);
+                }
                 let code = if known {
                     ReasonCode::Success
                 } else {
@@ -67,12 +89,13 @@ impl Connection {
             }
             Packet::PubComp(a) => {
                 let done = self.ack(|st| st.inflight.pubcomp(a.packet_id));
+                self.forget_stored(done.as_ref());
                 self.acknowledged(done);
                 Ok(())
             }
             Packet::Subscribe(s) => self.on_subscribe(s).await,
             Packet::Unsubscribe(u) => {
-                self.on_unsubscribe(u);
+                self.on_unsubscribe(u).await;
                 Ok(())
             }
             Packet::PingReq => {
@@ -109,6 +132,11 @@ impl Connection {
         self.session.send_control(self.link_id, packet);
     }
 
+    /// Queues a control packet that leaves once storage sequence `gate` is durable.
+    fn control_after(&self, packet: Packet, gate: u64) {
+        self.session.send_control_gated(self.link_id, packet, gate);
+    }
+
     /// A PUBACK or PUBREC body, with a Reason String for failure codes (v5; the writer drops
     /// it for clients that asked for no problem information).
     fn response(&self, id: crate::codec::PacketId, code: ReasonCode) -> PubResponse {
@@ -117,6 +145,25 @@ impl Connection {
             r.properties.reason_string = Some(code.description().into());
         }
         r
+    }
+
+    /// Removes a completed delivery from storage.
+    fn forget_stored(&self, done: Option<&crate::session::Entry>) {
+        if let Some(seq) = done.and_then(|e| e.delivery.storage_seq) {
+            self.shared.store_now(vec![roost_storage::Op::DeleteQueued {
+                client: self.client_id.to_string(),
+                seq,
+            }]);
+        }
+    }
+
+    /// Submits storage operations (waiting for room) and returns the sequence number an
+    /// acknowledgement must wait for (0: none).
+    async fn store(&self, ops: Vec<roost_storage::Op>) -> u64 {
+        match &self.shared.persistence {
+            Some(p) if !ops.is_empty() => p.gate(p.submit(ops).await),
+            _ => 0,
+        }
     }
 
     /// Tells the hooks a delivery completed.
@@ -185,6 +232,7 @@ impl Connection {
             return Err(Exit::Violation(ReasonCode::RetainNotSupported));
         }
         let qos = publish.qos;
+        let mut ops = Vec::new();
         let bad_utf8 = self.version.is_v5()
             && publish.properties.payload_format_indicator == Some(PayloadFormat::Utf8)
             && std::str::from_utf8(&publish.payload).is_err();
@@ -219,6 +267,12 @@ impl Connection {
                     return Err(Exit::Violation(ReasonCode::ReceiveMaximumExceeded));
                 }
                 st.inbound_qos2.insert(id.get());
+                if st.expiry_interval > 0 && self.shared.persistence.is_some() {
+                    ops.push(roost_storage::Op::PutInbound {
+                        client: self.client_id.to_string(),
+                        packet_id: id.get(),
+                    });
+                }
             }
             _ => {}
         }
@@ -257,8 +311,15 @@ impl Connection {
         };
         let matched = self
             .shared
-            .publish_message(Some(&self.info), Some(self.client_id.clone()), published)
+            .publish_message(
+                Some(&self.info),
+                Some(self.client_id.clone()),
+                published,
+                &mut ops,
+            )
             .unwrap_or(0);
+        // Acked durability: the acknowledgement waits until these writes are durable.
+        let gate = self.store(ops).await;
         let code = if matched == 0 {
             ReasonCode::NoMatchingSubscribers
         } else {
@@ -267,10 +328,10 @@ impl Connection {
         match qos {
             PublishQoS::AtMostOnce => {}
             PublishQoS::AtLeastOnce(id) => {
-                self.control(Packet::PubAck(self.response(id, code)));
+                self.control_after(Packet::PubAck(self.response(id, code)), gate);
             }
             PublishQoS::ExactlyOnce(id) => {
-                self.control(Packet::PubRec(self.response(id, code)));
+                self.control_after(Packet::PubRec(self.response(id, code)), gate);
             }
         }
         Ok(())
@@ -376,6 +437,7 @@ impl Connection {
                         // RETAIN 1 (v5 §3.3.1.3 likewise, whatever Retain As Published).
                         retain: true,
                         subscription_ids: record.id.into_iter().collect(),
+                        storage_seq: None,
                         message,
                     });
                 }
@@ -392,20 +454,32 @@ impl Connection {
         }
         // MQTT-3.8.4-1/-2: SUBACK with the same Packet Identifier, one code per filter in
         // order (MQTT-3.8.4-5, MQTT-3.9.3-1), before the retained messages it releases.
-        self.control(Packet::SubAck(SubAck {
-            packet_id: subscribe.packet_id,
-            properties: Default::default(),
-            reason_codes: codes,
-        }));
+        // Acked durability: a persistent session's SUBACK waits for its stored record.
+        let record = {
+            let st = self.session.state.lock();
+            self.shared.session_op(&self.session, &st)
+        };
+        let gate = self.store(record.into_iter().collect()).await;
+        self.control_after(
+            Packet::SubAck(SubAck {
+                packet_id: subscribe.packet_id,
+                properties: Default::default(),
+                reason_codes: codes,
+            }),
+            gate,
+        );
+        let mut ops = Vec::new();
         for delivery in retained {
-            if self.session.enqueue(delivery, limits).is_err() {
+            let store = self.shared.persistence.as_ref().map(|_| &mut ops);
+            if self.session.enqueue(delivery, limits, store).is_err() {
                 Metrics::inc(&self.shared.metrics.messages_dropped);
             }
         }
+        self.shared.store_now(ops);
         Ok(())
     }
 
-    fn on_unsubscribe(&self, unsubscribe: Unsubscribe) {
+    async fn on_unsubscribe(&self, unsubscribe: Unsubscribe) {
         let mut codes = Vec::with_capacity(unsubscribe.filters.len());
         for filter in &unsubscribe.filters {
             // MQTT-3.10.4-1: compared character by character with the session's filters.
@@ -435,13 +509,21 @@ impl Connection {
         } else {
             Vec::new()
         };
+        let record = {
+            let st = self.session.state.lock();
+            self.shared.session_op(&self.session, &st)
+        };
+        let gate = self.store(record.into_iter().collect()).await;
         // MQTT-3.10.4-4, -5: UNSUBACK with the same Packet Identifier, even if nothing was
         // removed.
-        self.control(Packet::UnsubAck(UnsubAck {
-            packet_id: unsubscribe.packet_id,
-            properties: Default::default(),
-            reason_codes,
-        }));
+        self.control_after(
+            Packet::UnsubAck(UnsubAck {
+                packet_id: unsubscribe.packet_id,
+                properties: Default::default(),
+                reason_codes,
+            }),
+            gate,
+        );
     }
 
     fn on_disconnect(&mut self, d: Disconnect) -> Result<(), Exit> {

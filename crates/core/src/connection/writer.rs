@@ -40,6 +40,12 @@ pub(crate) struct Writer<W> {
     pub(crate) problem_info: bool,
     /// Hook events gathered under the session lock, reported after it is released.
     pub(crate) events: Vec<(Arc<Message>, Event)>,
+    /// Storage operations gathered under the session lock, submitted after it is released.
+    pub(crate) store_ops: Vec<roost_storage::Op>,
+    /// Control packets are waiting for storage to become durable.
+    pub(crate) waiting_on_storage: bool,
+    /// Wakes the writer when more becomes durable (with storage only).
+    pub(crate) durable: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// A delivery outcome for the hooks.
@@ -56,6 +62,10 @@ impl<W: PacketWriter> Writer<W> {
     pub(crate) async fn run(mut self) -> W {
         loop {
             let closing = self.signals.close.is_cancelled();
+            // Mark the durable point seen before looking at it, so no advance is missed.
+            if let Some(d) = &mut self.durable {
+                d.borrow_and_update();
+            }
             let fill = {
                 let session = Arc::clone(&self.session);
                 let mut st = session.state.lock();
@@ -63,6 +73,9 @@ impl<W: PacketWriter> Writer<W> {
             };
             if !self.events.is_empty() {
                 self.report();
+            }
+            if !self.store_ops.is_empty() {
+                self.shared.store_now(std::mem::take(&mut self.store_ops));
             }
             if closing || fill == Fill::Detached {
                 self.finish().await;
@@ -79,9 +92,17 @@ impl<W: PacketWriter> Writer<W> {
                 }
                 continue;
             }
+            let waiting = self.waiting_on_storage;
+            let durable = &mut self.durable;
             tokio::select! {
                 _ = self.signals.wake.notified() => {}
                 _ = self.signals.close.cancelled() => {}
+                _ = async {
+                    match durable.as_mut() {
+                        Some(d) => { let _ = d.changed().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                }, if waiting => {}
             }
         }
     }
@@ -152,6 +173,25 @@ impl<W: PacketWriter> Writer<W> {
             return Fill::Detached;
         };
         let v = self.version;
+        // Gated control packets whose writes are now durable (or failed) move to the outbox,
+        // in order; a failed write turns its acknowledgement into a refusal.
+        if let Some(p) = &self.shared.persistence {
+            while let Some(&(gate, _)) = link.pending.front() {
+                if !p.settled(gate) {
+                    break;
+                }
+                let Some((gate, mut packet)) = link.pending.pop_front() else {
+                    break;
+                };
+                if p.failed(gate) && !refuse(&mut packet, v) {
+                    // 3.1.1 has no refusal for a PUBLISH it already took: close instead.
+                    self.signals.close(CloseReason::Silent);
+                    continue;
+                }
+                link.outbox.push_back(packet);
+            }
+            self.waiting_on_storage = !link.pending.is_empty();
+        }
         while let Some(packet) = link.outbox.pop_front() {
             self.send_control(packet);
         }
@@ -213,6 +253,16 @@ impl<W: PacketWriter> Writer<W> {
                     None => break,
                 },
             };
+            if let (Some(seq), Some(id)) = (delivery.storage_seq, qos.packet_id()) {
+                self.store_ops.push(roost_storage::Op::PutQueued {
+                    client: self.session.client_id.to_string(),
+                    seq,
+                    record: crate::persist::queue_record(
+                        &delivery,
+                        roost_storage::QueueStage::Published(id.get()),
+                    ),
+                });
+            }
             Metrics::inc(&metrics.messages_sent);
             if let Err(e) = self.wire.publish(&delivery, qos, false, v) {
                 tracing::warn!(error = %e, topic = %delivery.message.topic, "cannot encode message");
@@ -247,5 +297,26 @@ fn strip_diagnostics(packet: &mut Packet) {
             a.properties.user_properties.clear();
         }
         _ => {}
+    }
+}
+
+/// Turns an acknowledgement whose storage write failed into a refusal. False if the
+/// protocol level has no way to refuse it (3.1.1 PUBACK/PUBREC): the connection must close.
+fn refuse(packet: &mut Packet, v: ProtocolVersion) -> bool {
+    use crate::codec::ReasonCode;
+    match packet {
+        Packet::PubAck(r) | Packet::PubRec(r) if v.is_v5() => {
+            r.reason_code = ReasonCode::UnspecifiedError;
+            r.properties.reason_string = Some("storage failure".into());
+            true
+        }
+        Packet::PubAck(_) | Packet::PubRec(_) => false,
+        Packet::SubAck(a) => {
+            for code in &mut a.reason_codes {
+                *code = ReasonCode::UnspecifiedError;
+            }
+            true
+        }
+        _ => true,
     }
 }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 use parking_lot::RwLock;
+use roost_storage::Op;
 
 pub(crate) use retained::RetainChange;
 use retained::RetainedStore;
@@ -178,7 +179,13 @@ impl Router {
     }
 
     /// Delivers `message` to every matching session; returns how many copies were queued.
-    pub(crate) fn route(&self, message: &Arc<Message>, shared: &Shared) -> usize {
+    /// Storage operations for copies queued to persistent sessions are appended to `ops`.
+    pub(crate) fn route(
+        &self,
+        message: &Arc<Message>,
+        shared: &Shared,
+        ops: &mut Vec<Op>,
+    ) -> usize {
         let mut targets: Vec<SubEntry> = Vec::new();
         let mut shared_targets: Vec<SubEntry> = Vec::new();
         self.subs
@@ -210,10 +217,10 @@ impl Router {
                 .count();
             let (group, tail) = rest.split_at(n);
             rest = tail;
-            delivered += usize::from(deliver(message, group, shared));
+            delivered += usize::from(deliver(message, group, shared, ops));
         }
         for member in &shared_targets {
-            delivered += usize::from(deliver(message, std::slice::from_ref(member), shared));
+            delivered += usize::from(deliver(message, std::slice::from_ref(member), shared, ops));
         }
         delivered
     }
@@ -221,7 +228,7 @@ impl Router {
 
 /// Queues one copy of `message` for the session of `group` (all entries share a session),
 /// if its client may receive it.
-fn deliver(message: &Arc<Message>, group: &[SubEntry], shared: &Shared) -> bool {
+fn deliver(message: &Arc<Message>, group: &[SubEntry], shared: &Shared, ops: &mut Vec<Op>) -> bool {
     let Some(first) = group.first() else {
         return false;
     };
@@ -254,8 +261,10 @@ fn deliver(message: &Arc<Message>, group: &[SubEntry], shared: &Shared) -> bool 
         // MQTT-3.3.1-9: 0 for established subscriptions, unless Retain As Published.
         retain: message.retain && group.iter().any(|t| t.record.options.retain_as_published),
         subscription_ids: group.iter().filter_map(|t| t.record.id).collect(),
+        storage_seq: None,
     };
-    match first.session.enqueue(delivery, &shared.limits) {
+    let store = shared.persistence.as_ref().map(|_| ops);
+    match first.session.enqueue(delivery, &shared.limits, store) {
         Ok(()) => true,
         Err(EnqueueError::QueueFull) => {
             Metrics::inc(&metrics.messages_dropped);

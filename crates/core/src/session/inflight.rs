@@ -33,15 +33,6 @@ pub(crate) struct Inflight {
     last_id: u16,
 }
 
-/// Result of an acknowledgement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AckOutcome {
-    /// The entry was found and advanced or removed.
-    Done,
-    /// No entry with that id was in the expected stage.
-    NotFound,
-}
-
 impl Inflight {
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
@@ -77,6 +68,15 @@ impl Inflight {
         Some(id)
     }
 
+    /// Puts back an entry recovered from storage, with its packet id and stage.
+    pub(crate) fn restore(&mut self, id: PacketId, delivery: Delivery, stage: Stage) {
+        self.entries.push_back(Entry {
+            id,
+            delivery,
+            stage,
+        });
+    }
+
     /// PUBACK: removes and returns the QoS 1 entry `id`.
     pub(crate) fn puback(&mut self, id: PacketId) -> Option<Entry> {
         self.remove_if(id, |e| {
@@ -86,18 +86,13 @@ impl Inflight {
 
     /// PUBREC: moves the QoS 2 entry `id` to [`Stage::Released`]. The PUBLISH is then
     /// acknowledged and must not be sent again (MQTT-4.3.3-1).
-    pub(crate) fn pubrec(&mut self, id: PacketId) -> AckOutcome {
-        match self
+    pub(crate) fn pubrec(&mut self, id: PacketId) -> Option<&Entry> {
+        let e = self
             .entries
             .iter_mut()
-            .find(|e| e.id == id && e.delivery.qos == QoS::ExactlyOnce)
-        {
-            Some(e) => {
-                e.stage = Stage::Released;
-                AckOutcome::Done
-            }
-            None => AckOutcome::NotFound,
-        }
+            .find(|e| e.id == id && e.delivery.qos == QoS::ExactlyOnce)?;
+        e.stage = Stage::Released;
+        Some(e)
     }
 
     /// PUBCOMP: removes and returns the released QoS 2 entry `id`.
@@ -138,6 +133,7 @@ mod tests {
             qos,
             retain: false,
             subscription_ids: Vec::new(),
+            storage_seq: None,
         }
     }
 
@@ -161,7 +157,7 @@ mod tests {
         let id = w.push(delivery(QoS::ExactlyOnce)).expect("id");
         assert!(w.puback(id).is_none(), "PUBACK for a QoS 2 message");
         assert!(w.pubcomp(id).is_none(), "PUBCOMP before PUBREC");
-        assert_eq!(w.pubrec(id), AckOutcome::Done);
+        assert!(w.pubrec(id).is_some());
         assert_eq!(w.entries().next().map(|e| e.stage), Some(Stage::Released));
         assert!(w.pubcomp(id).is_some());
         assert_eq!(w.len(), 0);

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use inflight::{AckOutcome, Entry, Inflight, Stage};
+pub(crate) use inflight::{Entry, Inflight, Stage};
 
 use crate::codec::{Packet, QoS, ReasonCode, SubscriptionOptions};
 use crate::config::Limits;
@@ -89,6 +89,9 @@ pub(crate) struct Link {
     pub(crate) signals: Arc<LinkSignals>,
     /// Control packets (acks, CONNACK, SUBACK, ...) for the writer, sent before messages.
     pub(crate) outbox: VecDeque<Packet>,
+    /// Control packets waiting for storage to make their changes durable (with the sequence
+    /// number to wait for), and every control packet queued after them, in order.
+    pub(crate) pending: VecDeque<(u64, Packet)>,
     /// Outbound window: the smaller of our `max_inflight` and the client's Receive Maximum.
     pub(crate) window: usize,
     /// Re-send the inflight messages before anything else (set when a session resumes).
@@ -117,6 +120,12 @@ pub(crate) struct SessionState {
     pub(crate) detached_link: u64,
     /// The client as plugins see it, from its latest connection.
     pub(crate) client: Option<Arc<crate::plugin::ClientInfo>>,
+    /// Last sequence number used in the stored queue.
+    pub(crate) next_storage_seq: u64,
+    /// When the pending will is due (ms since the epoch), for storage.
+    pub(crate) will_at_ms: Option<u64>,
+    /// When the client went away (ms since the epoch), for storage.
+    pub(crate) disconnected_at_ms: Option<u64>,
 }
 
 /// Why a delivery was not queued.
@@ -152,8 +161,14 @@ impl Session {
         })
     }
 
-    /// Queues `delivery` and wakes the attached writer.
-    pub(crate) fn enqueue(&self, delivery: Delivery, limits: &Limits) -> Result<(), EnqueueError> {
+    /// Queues `delivery` and wakes the attached writer. With `store`, a QoS 1/2 delivery to
+    /// a persistent session is also described as a storage operation.
+    pub(crate) fn enqueue(
+        &self,
+        mut delivery: Delivery,
+        limits: &Limits,
+        store: Option<&mut Vec<roost_storage::Op>>,
+    ) -> Result<(), EnqueueError> {
         let mut st = self.state.lock();
         if st.ended {
             return Err(EnqueueError::Ended);
@@ -168,6 +183,21 @@ impl Session {
             return Err(EnqueueError::QueueFull);
         }
         st.queued_bytes += size;
+        if let Some(ops) = store {
+            if st.expiry_interval > 0 && delivery.qos != QoS::AtMostOnce {
+                st.next_storage_seq += 1;
+                let seq = st.next_storage_seq;
+                delivery.storage_seq = Some(seq);
+                ops.push(roost_storage::Op::PutQueued {
+                    client: self.client_id.to_string(),
+                    seq,
+                    record: crate::persist::queue_record(
+                        &delivery,
+                        roost_storage::QueueStage::Queued,
+                    ),
+                });
+            }
+        }
         st.queue.push_back(delivery);
         if let Some(link) = &st.link {
             link.signals.wake.notify_one();
@@ -177,10 +207,20 @@ impl Session {
 
     /// Queues a control packet for the link `link_id`; false if that link is gone.
     pub(crate) fn send_control(&self, link_id: u64, packet: Packet) -> bool {
+        self.send_control_gated(link_id, packet, 0)
+    }
+
+    /// Queues a control packet that may only leave once storage sequence `gate` is durable
+    /// (0: no wait). Packets keep their order: once one waits, later ones wait behind it.
+    pub(crate) fn send_control_gated(&self, link_id: u64, packet: Packet, gate: u64) -> bool {
         let mut st = self.state.lock();
         match &mut st.link {
             Some(link) if link.id == link_id => {
-                link.outbox.push_back(packet);
+                if gate == 0 && link.pending.is_empty() {
+                    link.outbox.push_back(packet);
+                } else {
+                    link.pending.push_back((gate, packet));
+                }
                 link.signals.wake.notify_one();
                 true
             }

@@ -1,0 +1,315 @@
+//! Persistence: the broker's side of [`roost_storage::Storage`].
+//!
+//! # Flow
+//! Code that changes durable state (a retained message, a persistent session's
+//! subscriptions, queue or inbound QoS 2 ids) describes the change as storage
+//! [`Op`]s and submits them. Submissions get increasing sequence numbers and go, in order,
+//! to one storage task, which writes whatever has accumulated in one batch (group commit
+//! across all clients) and, in [`Durability::Acked`] mode, flushes before publishing the
+//! highest sequence number that is now durable. In [`Durability::Periodic`] mode it flushes
+//! on a timer instead.
+//!
+//! # Acknowledgements
+//! In `Acked` mode a PUBACK/PUBREC for a QoS 1/2 message that was retained or queued for a
+//! persistent session, and a SUBACK that changed a persistent session, carry the sequence
+//! number of their writes: the connection's writer holds them (and every control packet
+//! after them, to keep order) until that number is durable. If the write failed, the
+//! acknowledgement becomes a refusal (v5: 0x80; 3.1.1: the connection is closed), never a
+//! silent success.
+//!
+//! # Back-pressure
+//! At most [`MAX_PENDING_OPS`] operations wait for the storage task; a client whose
+//! publishes need more waits (its connection stops reading) until the store catches up.
+
+mod convert;
+mod recovery;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use roost_storage::{Op, Storage};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+pub(crate) use convert::{message_record, queue_record, session_record, unix_now_ms};
+pub(crate) use recovery::restore;
+
+use crate::metrics::Metrics;
+
+/// Operations that may wait for the storage task before submitters are held back.
+pub(crate) const MAX_PENDING_OPS: usize = 65_536;
+
+/// When stored state becomes durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Flush every interval. Acknowledgements do not wait: up to one interval of
+    /// acknowledged messages can be lost in a crash.
+    Periodic(Duration),
+    /// Flush before acknowledging: a PUBACK/PUBREC for a QoS 1/2 message that is retained or
+    /// goes to a persistent session, and a SUBACK for a persistent session, are sent only
+    /// once the change is durable. Many clients' writes share each flush.
+    Acked,
+}
+
+enum Command {
+    Write { last_seq: u64, ops: Vec<Op> },
+    Close(oneshot::Sender<()>),
+}
+
+/// The handle the rest of the broker uses.
+pub(crate) struct Persistence {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) durability: Durability,
+    tx: mpsc::UnboundedSender<Command>,
+    next_seq: Mutex<u64>,
+    permits: Arc<Semaphore>,
+    durable: watch::Receiver<u64>,
+    failed: Arc<Mutex<VecDeque<(u64, u64)>>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Sequence numbers handed out so far (for tests and metrics).
+    submitted: AtomicU64,
+}
+
+impl std::fmt::Debug for Persistence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Persistence")
+            .field("durability", &self.durability)
+            .field("durable", &*self.durable.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Persistence {
+    /// Starts the storage task.
+    pub(crate) fn start(
+        storage: Arc<dyn Storage>,
+        durability: Durability,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (durable_tx, durable) = watch::channel(0);
+        let permits = Arc::new(Semaphore::new(MAX_PENDING_OPS));
+        let failed = Arc::new(Mutex::new(VecDeque::new()));
+        let task = tokio::spawn(run(
+            Arc::clone(&storage),
+            durability,
+            rx,
+            durable_tx,
+            Arc::clone(&permits),
+            Arc::clone(&failed),
+            metrics,
+        ));
+        Self {
+            storage,
+            durability,
+            tx,
+            next_seq: Mutex::new(0),
+            permits,
+            durable,
+            failed,
+            task: Mutex::new(Some(task)),
+            submitted: AtomicU64::new(0),
+        }
+    }
+
+    /// Submits `ops` without waiting for room; returns their sequence number (0 for none).
+    /// For code that cannot wait (timers, the writer); bounded by the callers' own bounds.
+    pub(crate) fn submit_now(&self, ops: Vec<Op>) -> u64 {
+        if ops.is_empty() {
+            return 0;
+        }
+        let n = ops.len();
+        let mut next = self.next_seq.lock();
+        *next += 1;
+        let seq = *next;
+        self.submitted.fetch_add(n as u64, Ordering::Relaxed);
+        // The receiver lives until `close`; a failed send means the broker is stopping.
+        let _ = self.tx.send(Command::Write { last_seq: seq, ops });
+        seq
+    }
+
+    /// Submits `ops`, first waiting until the storage task has room for them
+    /// (back-pressure). Returns their sequence number (0 for none).
+    pub(crate) async fn submit(&self, ops: Vec<Op>) -> u64 {
+        if ops.is_empty() {
+            return 0;
+        }
+        let n = u32::try_from(ops.len().min(MAX_PENDING_OPS)).unwrap_or(u32::MAX);
+        if let Ok(permit) = self.permits.acquire_many(n).await {
+            permit.forget();
+        }
+        self.submit_now(ops)
+    }
+
+    /// The sequence number an acknowledgement must wait for: `seq` in `Acked` mode, else 0.
+    pub(crate) fn gate(&self, seq: u64) -> u64 {
+        match self.durability {
+            Durability::Acked => seq,
+            Durability::Periodic(_) => 0,
+        }
+    }
+
+    /// A receiver that changes whenever more becomes durable.
+    pub(crate) fn watch(&self) -> watch::Receiver<u64> {
+        self.durable.clone()
+    }
+
+    /// True once everything up to `seq` has been written (and flushed in `Acked` mode),
+    /// successfully or not.
+    pub(crate) fn settled(&self, seq: u64) -> bool {
+        seq == 0 || *self.durable.borrow() >= seq
+    }
+
+    /// True if the write of `seq` failed.
+    pub(crate) fn failed(&self, seq: u64) -> bool {
+        seq != 0
+            && self
+                .failed
+                .lock()
+                .iter()
+                .any(|&(lo, hi)| lo <= seq && seq <= hi)
+    }
+
+    /// Writes what is pending, flushes, and stops the storage task.
+    pub(crate) async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Close(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        let task = self.task.lock().take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Most operations written in one batch.
+const MAX_BATCH_OPS: usize = 16_384;
+
+async fn run(
+    storage: Arc<dyn Storage>,
+    durability: Durability,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    durable: watch::Sender<u64>,
+    permits: Arc<Semaphore>,
+    failed: Arc<Mutex<VecDeque<(u64, u64)>>>,
+    metrics: Arc<Metrics>,
+) {
+    let mut written_through = 0u64;
+    let mut dirty = false;
+    let tick = match durability {
+        Durability::Periodic(every) => every,
+        Durability::Acked => Duration::from_secs(3600),
+    };
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closing: Option<oneshot::Sender<()>> = None;
+    loop {
+        let first = if closing.is_some() {
+            rx.try_recv().ok()
+        } else {
+            tokio::select! {
+                c = rx.recv() => c,
+                _ = ticker.tick(), if dirty => {
+                    flush(&storage, written_through, &durable, &failed, &metrics, written_through).await;
+                    dirty = false;
+                    continue;
+                }
+            }
+        };
+        let Some(first) = first else {
+            break;
+        };
+        let mut ops = Vec::new();
+        let mut lo = 0;
+        let mut hi = 0;
+        let mut take =
+            |c: Command, ops: &mut Vec<Op>, closing: &mut Option<oneshot::Sender<()>>| match c {
+                Command::Write {
+                    last_seq,
+                    ops: more,
+                } => {
+                    if lo == 0 {
+                        lo = last_seq;
+                    }
+                    hi = last_seq;
+                    ops.extend(more);
+                }
+                Command::Close(done) => *closing = Some(done),
+            };
+        take(first, &mut ops, &mut closing);
+        while ops.len() < MAX_BATCH_OPS {
+            match rx.try_recv() {
+                Ok(c) => take(c, &mut ops, &mut closing),
+                Err(_) => break,
+            }
+        }
+        if !ops.is_empty() {
+            let n = ops.len();
+            let result = storage.write(ops).await;
+            permits.add_permits(n.min(MAX_PENDING_OPS));
+            match result {
+                Ok(()) => {
+                    written_through = hi;
+                    dirty = true;
+                    if durability == Durability::Acked {
+                        flush(&storage, lo, &durable, &failed, &metrics, hi).await;
+                        dirty = false;
+                    }
+                }
+                Err(e) => {
+                    Metrics::inc(&metrics.storage_failures);
+                    tracing::error!(error = %e, "storage write failed: acknowledgements refused");
+                    record_failure(&failed, lo, hi);
+                    written_through = hi;
+                    durable.send_replace(hi);
+                }
+            }
+        }
+        if closing.is_some() && rx.is_empty() {
+            break;
+        }
+    }
+    if dirty || closing.is_some() {
+        flush(
+            &storage,
+            written_through,
+            &durable,
+            &failed,
+            &metrics,
+            written_through,
+        )
+        .await;
+    }
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
+
+fn record_failure(failed: &Mutex<VecDeque<(u64, u64)>>, lo: u64, hi: u64) {
+    let mut f = failed.lock();
+    f.push_back((lo, hi));
+    // Waiters check soon after a failure; old ranges are of no use.
+    while f.len() > 1024 {
+        f.pop_front();
+    }
+}
+
+/// Flushes and publishes `through` as durable; on failure marks `lo..=through` failed.
+async fn flush(
+    storage: &Arc<dyn Storage>,
+    lo: u64,
+    durable: &watch::Sender<u64>,
+    failed: &Mutex<VecDeque<(u64, u64)>>,
+    metrics: &Metrics,
+    through: u64,
+) {
+    if let Err(e) = storage.flush().await {
+        Metrics::inc(&metrics.storage_failures);
+        tracing::error!(error = %e, "storage flush failed: acknowledgements refused");
+        record_failure(failed, lo.max(1), through);
+    }
+    durable.send_replace(through.max(*durable.borrow()));
+}

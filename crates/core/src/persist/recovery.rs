@@ -1,0 +1,134 @@
+//! Rebuilding broker state from storage at start.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use roost_storage::{Op, QueueStage, Snapshot};
+use tokio::time::Instant;
+
+use super::convert::{
+    delivery_from_record, message_from_record, subscription_from_record, unix_now_ms,
+    will_from_record,
+};
+use crate::broker::Shared;
+use crate::codec::PacketId;
+use crate::metrics::Metrics;
+use crate::session::{Session, Stage};
+use crate::timers::TimerKind;
+
+/// Restores retained messages and sessions. Sessions (and messages) that expired while the
+/// broker was down are dropped; their wills, if still pending, are published.
+pub(crate) fn restore(shared: &Arc<Shared>, snapshot: Snapshot) {
+    let now_ms = unix_now_ms();
+    let now = Instant::now();
+    let mut cleanup = Vec::new();
+    let mut retained = 0usize;
+    for (topic, record) in snapshot.retained {
+        match message_from_record(record) {
+            Some(m) if !m.is_expired(now) => {
+                shared.router.retain(Arc::new(m), &shared.limits);
+                retained += 1;
+            }
+            _ => cleanup.push(Op::DeleteRetained(topic)),
+        }
+    }
+    Metrics::set(
+        &shared.metrics.retained,
+        shared.router.retained_len() as u64,
+    );
+    let mut due_wills = Vec::new();
+    let mut restored = 0usize;
+    for stored in snapshot.sessions {
+        let record = stored.session;
+        let away_since = record.disconnected_at_ms.unwrap_or(now_ms);
+        let expiry = record.expiry_interval;
+        let ends_at =
+            (expiry != u32::MAX).then(|| away_since.saturating_add(u64::from(expiry) * 1000));
+        let will = record.will.and_then(will_from_record);
+        if ends_at.is_some_and(|t| t <= now_ms) {
+            cleanup.push(Op::DeleteSession(stored.client_id.clone()));
+            if let Some((will, _)) = will {
+                due_wills.push((will, stored.client_id));
+            }
+            continue;
+        }
+        let session = Session::new(shared.next_uid(), stored.client_id.clone().into(), expiry);
+        {
+            let mut st = session.state.lock();
+            for sub in record.subscriptions {
+                let Some((filter, rec)) = subscription_from_record(sub) else {
+                    continue;
+                };
+                if shared.router.subscribe(&session, &filter, rec) {
+                    Metrics::inc(&shared.metrics.subscriptions);
+                }
+                st.subscriptions.insert(filter, rec);
+            }
+            let mut last_seq = 0;
+            for (seq, entry) in stored.queue {
+                last_seq = last_seq.max(seq);
+                let stage = entry.stage;
+                let Some(delivery) = delivery_from_record(entry, seq) else {
+                    cleanup.push(Op::DeleteQueued {
+                        client: stored.client_id.clone(),
+                        seq,
+                    });
+                    continue;
+                };
+                match stage {
+                    QueueStage::Queued if delivery.message.is_expired(now) => {
+                        cleanup.push(Op::DeleteQueued {
+                            client: stored.client_id.clone(),
+                            seq,
+                        });
+                    }
+                    QueueStage::Queued => {
+                        st.queued_bytes += delivery.message.size();
+                        st.queue.push_back(delivery);
+                    }
+                    QueueStage::Published(id) | QueueStage::Released(id) => {
+                        let stage = if matches!(stage, QueueStage::Released(_)) {
+                            Stage::Released
+                        } else {
+                            Stage::Published
+                        };
+                        match PacketId::new(id) {
+                            Some(id) => st.inflight.restore(id, delivery, stage),
+                            None => st.queue.push_back(delivery),
+                        }
+                    }
+                }
+            }
+            st.next_storage_seq = last_seq;
+            st.inbound_qos2.extend(stored.inbound);
+            if let Some((will, at_ms)) = will {
+                if at_ms <= now_ms {
+                    due_wills.push((will, stored.client_id.clone()));
+                } else {
+                    st.pending_will = Some(will);
+                    st.will_at_ms = Some(at_ms);
+                    let at = now + Duration::from_millis(at_ms - now_ms);
+                    shared
+                        .timers
+                        .schedule(at, &session, 0, TimerKind::WillDelay);
+                }
+            }
+            st.disconnected_at_ms = Some(away_since);
+        }
+        if let Some(t) = ends_at {
+            let at = now + Duration::from_millis(t.saturating_sub(now_ms));
+            shared
+                .timers
+                .schedule(at, &session, 0, TimerKind::SessionExpiry);
+        }
+        shared.insert_session(session);
+        restored += 1;
+    }
+    for (will, client_id) in due_wills {
+        shared.publish_orphan_will(will, client_id.into());
+    }
+    if let Some(p) = &shared.persistence {
+        p.submit_now(cleanup);
+    }
+    tracing::info!(sessions = restored, retained, "state restored from storage");
+}

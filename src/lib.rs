@@ -35,6 +35,7 @@
 //! * [`codec`]: packets of every protocol level, incremental zero-copy decoding and encoding.
 //! * [`topic`]: validated topic names and topic filters, and the subscription trie.
 //! * [`plugin`]: the authenticator, authorizer and hooks traits.
+//! * [`storage`]: the storage trait and its memory and sled backends.
 //! * [`auth`]: built-in providers: allow-all, static users, Mosquitto password and ACL files.
 
 pub use roost_auth as auth;
@@ -43,8 +44,10 @@ pub use roost_core::plugin;
 pub use roost_core::topic::{self, TopicFilter, TopicName};
 pub use roost_core::{
     Broker, BrokerBuilder, BrokerHandle, Capabilities, Client, ClientError, ClientOptions,
-    Deliveries, Error, Limits, Message, MetricsSnapshot, PublishOptions, Received, Redirect,
+    Deliveries, Durability, Error, Limits, Message, MetricsSnapshot, PublishOptions, Received,
+    Redirect,
 };
+pub use roost_storage as storage;
 
 /// The README's code blocks, compiled as doctests so the README stays true.
 #[cfg(doctest)]

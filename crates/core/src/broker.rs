@@ -681,7 +681,7 @@ impl Broker {
         let sys_interval = config.sys_interval;
         let shared = Shared::new(config);
         if let Some(p) = &shared.persistence {
-            let snapshot = p.storage.load().await.map_err(Error::Storage)?;
+            let snapshot = p.load().await.map_err(Error::Storage)?;
             persist::restore(&shared, snapshot);
         }
         let mut local_addrs = Vec::with_capacity(bound.len());

@@ -60,7 +60,8 @@ enum Command {
 
 /// The handle the rest of the broker uses.
 pub(crate) struct Persistence {
-    pub(crate) storage: Arc<dyn Storage>,
+    /// The store, until shutdown lets go of it (so a file-based store can be reopened).
+    storage: Mutex<Option<Arc<dyn Storage>>>,
     pub(crate) durability: Durability,
     tx: mpsc::UnboundedSender<Command>,
     next_seq: Mutex<u64>,
@@ -102,7 +103,7 @@ impl Persistence {
             metrics,
         ));
         Self {
-            storage,
+            storage: Mutex::new(Some(storage)),
             durability,
             tx,
             next_seq: Mutex::new(0),
@@ -111,6 +112,19 @@ impl Persistence {
             failed,
             task: Mutex::new(Some(task)),
             submitted: AtomicU64::new(0),
+        }
+    }
+
+    /// Loads everything stored.
+    pub(crate) async fn load(
+        &self,
+    ) -> Result<roost_storage::Snapshot, roost_storage::StorageError> {
+        let storage = self.storage.lock().clone();
+        match storage {
+            Some(s) => s.load().await,
+            None => Err(roost_storage::StorageError::Backend(
+                "storage already closed",
+            )),
         }
     }
 
@@ -182,6 +196,7 @@ impl Persistence {
         if let Some(task) = task {
             let _ = task.await;
         }
+        self.storage.lock().take();
     }
 }
 
@@ -311,5 +326,7 @@ async fn flush(
         tracing::error!(error = %e, "storage flush failed: acknowledgements refused");
         record_failure(failed, lo.max(1), through);
     }
-    durable.send_replace(through.max(*durable.borrow()));
+    // Read first: holding the borrow while sending would deadlock the watch.
+    let current = *durable.borrow();
+    durable.send_replace(through.max(current));
 }

@@ -1,0 +1,316 @@
+//! Persistence across broker restarts, over both storage backends, in both durability
+//! modes; storage failures become refusals, never silent acknowledgements.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use roost::codec::{
+    Connect, Packet, ProtocolVersion, PubResponse, Publish, PublishQoS, ReasonCode,
+};
+use roost::storage::{MemoryStorage, OnCorrupt, Op, SledStorage, Snapshot, Storage, StorageError};
+use roost::{Broker, BrokerHandle, Durability, QoS};
+use support::*;
+use tokio::sync::Semaphore;
+
+const V4: ProtocolVersion = ProtocolVersion::V311;
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+async fn broker_on(storage: Arc<dyn Storage>, durability: Durability) -> BrokerHandle {
+    Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .storage(storage, durability)
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .expect("starts")
+}
+
+fn persistent(v: ProtocolVersion, id: &str) -> Connect {
+    let mut c = Connect::new(v, id);
+    c.clean_start = false;
+    if v.is_v5() {
+        c.properties.session_expiry_interval = Some(3600);
+    }
+    c
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("roost-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The restart scenario, over whatever storage `open` gives (called once per broker life).
+async fn survives_restart(open: impl Fn() -> Arc<dyn Storage>, durability: Durability) {
+    // Life 1: a persistent subscriber, a retained message, queued and in-flight messages.
+    let broker = broker_on(open(), durability).await;
+    let (mut sub, _) = Raw::connect_with(&broker, persistent(V4, "keeper")).await;
+    sub.subscribe(1, "data/#", QoS::ExactlyOnce).await;
+    let mut p = Raw::connect(&broker, V5, "pub").await;
+    p.publish(
+        "data/retained",
+        b"kept",
+        PublishQoS::AtLeastOnce(pid(1)),
+        true,
+    )
+    .await;
+    p.publish("data/a", b"one", PublishQoS::AtLeastOnce(pid(2)), false)
+        .await;
+    p.ping().await;
+    // The subscriber receives two (retained-flag-cleared live copies) and acknowledges
+    // neither: they are in flight.
+    let first = sub.recv_publish().await;
+    let second = sub.recv_publish().await;
+    assert_eq!(&first.payload[..], b"kept");
+    assert_eq!(&second.payload[..], b"one");
+    drop(sub);
+    // While it is away: one more, queued.
+    p.publish("data/b", b"two", PublishQoS::ExactlyOnce(pid(3)), false)
+        .await;
+    p.ping().await;
+    broker.shutdown().await;
+
+    // Life 2: everything is back.
+    let broker = broker_on(open(), durability).await;
+    assert_eq!(broker.metrics().sessions, 1);
+    let (mut sub, ack) = Raw::connect_with(&broker, persistent(V4, "keeper")).await;
+    assert!(
+        matches!(ack, Packet::ConnAck(a) if a.session_present),
+        "session restored"
+    );
+    let again1 = sub.recv_publish().await;
+    let again2 = sub.recv_publish().await;
+    assert!(
+        again1.dup && again2.dup,
+        "in-flight messages re-sent with DUP"
+    );
+    assert_eq!(again1.qos, first.qos, "with their packet ids");
+    assert_eq!(&again2.payload[..], b"one");
+    sub.ack(&again1).await;
+    sub.ack(&again2).await;
+    let queued = sub.recv_publish().await;
+    assert_eq!(&queued.payload[..], b"two");
+    assert!(!queued.dup);
+    sub.ack(&queued).await;
+    assert!(sub.ping().await.is_empty());
+    // The subscription is there too.
+    let mut p = Raw::connect(&broker, V5, "pub").await;
+    p.publish("data/c", b"three", PublishQoS::AtLeastOnce(pid(4)), false)
+        .await;
+    assert_eq!(&sub.recv_publish().await.payload[..], b"three");
+    // And the retained message.
+    let mut late = Raw::connect(&broker, V4, "late").await;
+    late.subscribe(1, "data/retained", QoS::AtMostOnce).await;
+    assert_eq!(&late.recv_publish().await.payload[..], b"kept");
+    broker.shutdown().await;
+
+    // Life 3: acknowledged messages are gone for good.
+    let broker = broker_on(open(), durability).await;
+    let (mut sub, _) = Raw::connect_with(&broker, persistent(V4, "keeper")).await;
+    let left = sub.ping().await;
+    assert!(
+        left.iter()
+            .all(|p| !matches!(p, Packet::Publish(m) if &m.payload[..] != b"three")),
+        "{left:?}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn memory_storage_survives_restart_acked() {
+    let store = Arc::new(MemoryStorage::new());
+    survives_restart(|| store.clone(), Durability::Acked).await;
+}
+
+#[tokio::test]
+async fn sled_storage_survives_restart_acked() {
+    let dir = TempDir::new("acked");
+    survives_restart(
+        || Arc::new(SledStorage::open(&dir.0, OnCorrupt::Fail).expect("opens")),
+        Durability::Acked,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sled_storage_survives_restart_periodic() {
+    let dir = TempDir::new("periodic");
+    survives_restart(
+        || Arc::new(SledStorage::open(&dir.0, OnCorrupt::Fail).expect("opens")),
+        Durability::Periodic(Duration::from_millis(20)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn qos2_stays_exactly_once_across_a_restart() {
+    // The inbound packet id awaiting PUBREL is stored: a re-sent PUBLISH after the restart
+    // is acknowledged, not routed again.
+    let store = Arc::new(MemoryStorage::new());
+    let broker = broker_on(store.clone(), Durability::Acked).await;
+    let (mut sub, _) = Raw::connect_with(&broker, persistent(V5, "sub")).await;
+    sub.subscribe(1, "x", QoS::ExactlyOnce).await;
+    let (mut p, _) = Raw::connect_with(&broker, persistent(V5, "pub")).await;
+    p.publish("x", b"once", PublishQoS::ExactlyOnce(pid(9)), false)
+        .await;
+    assert!(matches!(p.recv().await, Some(Packet::PubRec(_))));
+    let got = sub.recv_publish().await;
+    sub.ack(&got).await;
+    sub.ping().await; // the PUBCOMP has been processed
+    broker.shutdown().await;
+    let broker = broker_on(store, Durability::Acked).await;
+    let (mut sub, _) = Raw::connect_with(&broker, persistent(V5, "sub")).await;
+    let (mut p, _) = Raw::connect_with(&broker, persistent(V5, "pub")).await;
+    let mut again = Publish::new(topic("x"), PublishQoS::ExactlyOnce(pid(9)), &b"once"[..]);
+    again.dup = true;
+    p.send(Packet::Publish(again)).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubRec(r)) if r.packet_id == pid(9)));
+    p.send(Packet::PubRel(PubResponse::new(pid(9)))).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubComp(_))));
+    assert!(sub.ping().await.is_empty(), "not delivered twice");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn sessions_that_expired_while_down_are_dropped() {
+    let store = Arc::new(MemoryStorage::new());
+    let broker = broker_on(store.clone(), Durability::Acked).await;
+    let mut c = Connect::new(V5, "brief");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(1);
+    let (mut s, _) = Raw::connect_with(&broker, c.clone()).await;
+    s.subscribe(1, "t", QoS::AtLeastOnce).await;
+    s.send(Packet::Disconnect(Default::default())).await;
+    s.closed().await;
+    broker.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(1200)).await; // the broker is down meanwhile
+    let broker = broker_on(store, Durability::Acked).await;
+    assert_eq!(broker.metrics().sessions, 0);
+    let (_s, ack) = Raw::connect_with(&broker, c).await;
+    assert!(matches!(ack, Packet::ConnAck(a) if !a.session_present));
+    broker.shutdown().await;
+}
+
+/// A store that can hold flushes back, or fail them.
+#[derive(Default)]
+struct Controlled {
+    inner: MemoryStorage,
+    fail: AtomicBool,
+    gate: Option<Arc<Semaphore>>,
+}
+
+#[async_trait]
+impl Storage for Controlled {
+    async fn load(&self) -> Result<Snapshot, StorageError> {
+        self.inner.load().await
+    }
+    async fn write(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+        self.inner.write(ops).await
+    }
+    async fn flush(&self) -> Result<(), StorageError> {
+        if let Some(gate) = &self.gate {
+            let _ = gate.acquire().await.map(|p| p.forget());
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StorageError::Backend("injected failure"));
+        }
+        self.inner.flush().await
+    }
+    fn size_on_disk(&self) -> Result<u64, StorageError> {
+        Ok(0)
+    }
+}
+
+#[tokio::test]
+async fn acked_mode_sends_puback_only_after_the_flush() {
+    let gate = Arc::new(Semaphore::new(0));
+    let store = Arc::new(Controlled {
+        gate: Some(gate.clone()),
+        ..Controlled::default()
+    });
+    let broker = broker_on(store, Durability::Acked).await;
+    // Flushes are held: a retained QoS 1 publish is not acknowledged yet.
+    let mut p = Raw::connect(&broker, V4, "p").await;
+    p.publish("r", b"v", PublishQoS::AtLeastOnce(pid(1)), true)
+        .await;
+    p.send(Packet::PingReq).await;
+    // The PINGRESP waits behind the PUBACK (order is kept), so nothing arrives.
+    let early = tokio::time::timeout(Duration::from_millis(200), p.recv()).await;
+    assert!(early.is_err(), "acknowledged before durable: {early:?}");
+    gate.add_permits(1000);
+    assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
+    assert!(matches!(p.recv().await, Some(Packet::PingResp)));
+    // A QoS 1 message nobody persists (no retain, no persistent subscriber) is not held.
+    p.publish("plain", b"v", PublishQoS::AtLeastOnce(pid(2)), false)
+        .await;
+    assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn failed_writes_refuse_instead_of_acknowledging() {
+    let store = Arc::new(Controlled::default());
+    store.fail.store(true, Ordering::SeqCst);
+    let broker = broker_on(store.clone(), Durability::Acked).await;
+    // v5: PUBACK 0x80.
+    let mut p5 = Raw::connect(&broker, V5, "p5").await;
+    p5.publish("r", b"v", PublishQoS::AtLeastOnce(pid(1)), true)
+        .await;
+    match p5.recv().await {
+        Some(Packet::PubAck(a)) => assert_eq!(a.reason_code, ReasonCode::UnspecifiedError),
+        other => panic!("expected PUBACK 0x80, got {other:?}"),
+    }
+    // 3.1.1: no refusal code for PUBACK, so the connection closes.
+    let mut p4 = Raw::connect(&broker, V4, "p4").await;
+    p4.publish("r", b"v", PublishQoS::AtLeastOnce(pid(1)), true)
+        .await;
+    assert!(p4.closed().await.is_empty());
+    assert!(broker.metrics().storage_failures >= 2);
+    // Storage recovers: acknowledgements resume.
+    store.fail.store(false, Ordering::SeqCst);
+    p5.publish("r", b"w", PublishQoS::AtLeastOnce(pid(2)), true)
+        .await;
+    assert!(matches!(p5.recv().await, Some(Packet::PubAck(a)) if a.reason_code.is_success()));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn corrupted_data_dir_is_a_clear_error_or_quarantined() {
+    let dir = TempDir::new("corrupt");
+    std::fs::create_dir_all(&dir.0).expect("dir");
+    std::fs::write(dir.0.join("conf"), b"\xff\xfe not sled").expect("write");
+    std::fs::write(dir.0.join("db"), vec![0x5A; 8192]).expect("write");
+    let err = SledStorage::open(&dir.0, OnCorrupt::Fail).expect_err("refuses");
+    assert!(err.to_string().contains("corrupted or unreadable"), "{err}");
+    let store = SledStorage::open(&dir.0, OnCorrupt::Quarantine).expect("starts empty");
+    let broker = broker_on(Arc::new(store), Durability::Acked).await;
+    Raw::connect(&broker, V4, "ok").await;
+    broker.shutdown().await;
+    for entry in std::fs::read_dir(std::env::temp_dir())
+        .expect("lists")
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with(&format!(
+            "roost-test-{}-corrupt.corrupt-",
+            std::process::id()
+        )) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}

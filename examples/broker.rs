@@ -19,6 +19,10 @@
 //! | `--password-file FILE` | `password_file` | Mosquitto password file (`mosquitto_passwd`) |
 //! | `--acl-file FILE` | `acl_file` | Mosquitto ACL file |
 //! | `--allow-anonymous true\|false` | `allow_anonymous` | clients without a user name |
+//! | `--data-dir DIR` | `data_dir` | where state is stored (default `./roost-data`) |
+//! | `--durability none\|periodic\|acked` | `durability` | default `acked` |
+//! | `--flush-interval-ms N` | `flush_interval_ms` | for `periodic` (default 1000) |
+//! | `--on-corrupt fail\|quarantine` | `on_corrupt` | unreadable data dir (default `fail`) |
 //! | `--config FILE` | | read the TOML file |
 //!
 //! Anonymous clients are allowed by default only when every listener is on a loopback
@@ -32,6 +36,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use roost::auth::{AclFile, AllowAll, PasswordFile};
+use roost::storage::{OnCorrupt, SledStorage};
+use roost::Durability;
 use roost::plugin::{Authenticator, Authorizer};
 use roost::{Broker, BrokerHandle, Limits};
 
@@ -45,11 +51,16 @@ struct Settings {
     password_file: Option<PathBuf>,
     acl_file: Option<PathBuf>,
     allow_anonymous: Option<bool>,
+    data_dir: Option<PathBuf>,
+    durability: Option<String>,
+    flush_interval_ms: Option<u64>,
+    on_corrupt: Option<String>,
 }
 
 const USAGE: &str = "usage: broker [--config FILE] [--listen ADDR]... [--max-connections N] \
 [--max-packet-size BYTES] [--max-inflight N] [--max-queued N] [--password-file FILE] \
-[--acl-file FILE] [--allow-anonymous true|false]";
+[--acl-file FILE] [--allow-anonymous true|false] [--data-dir DIR] \
+[--durability none|periodic|acked] [--flush-interval-ms N] [--on-corrupt fail|quarantine]";
 
 fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
     value
@@ -73,6 +84,16 @@ impl Settings {
             "max_inflight" => self.max_inflight = Some(number(key, value)?),
             "max_queued" => self.max_queued = Some(number(key, value)?),
             "password_file" => self.password_file = Some(PathBuf::from(value)),
+            "data_dir" => self.data_dir = Some(PathBuf::from(value)),
+            "durability" => match value {
+                "none" | "periodic" | "acked" => self.durability = Some(value.to_string()),
+                _ => return Err(format!("durability: '{value}' is not none, periodic or acked")),
+            },
+            "flush_interval_ms" => self.flush_interval_ms = Some(number(key, value)?),
+            "on_corrupt" => match value {
+                "fail" | "quarantine" => self.on_corrupt = Some(value.to_string()),
+                _ => return Err(format!("on_corrupt: '{value}' is not fail or quarantine")),
+            },
             "acl_file" => self.acl_file = Some(PathBuf::from(value)),
             "allow_anonymous" => {
                 self.allow_anonymous = Some(match value {
@@ -162,6 +183,32 @@ impl Settings {
         }
         limits
     }
+}
+
+/// Opens the store the settings ask for; `None` for `--durability none`.
+fn storage(settings: &Settings) -> Result<Option<(Arc<dyn roost::storage::Storage>, Durability)>, String> {
+    let durability = match settings.durability.as_deref().unwrap_or("acked") {
+        "none" => {
+            tracing::warn!("durability none: state is kept in memory only and lost on restart");
+            return Ok(None);
+        }
+        "periodic" => {
+            let ms = settings.flush_interval_ms.unwrap_or(1000);
+            Durability::Periodic(std::time::Duration::from_millis(ms))
+        }
+        _ => Durability::Acked,
+    };
+    let dir = settings.data_dir.clone().unwrap_or_else(|| PathBuf::from("roost-data"));
+    let on_corrupt = match settings.on_corrupt.as_deref() {
+        Some("quarantine") => OnCorrupt::Quarantine,
+        _ => OnCorrupt::Fail,
+    };
+    let store = SledStorage::open(&dir, on_corrupt).map_err(|e| {
+        let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+        format!("{e}{cause} (use --on-corrupt quarantine to move it aside and start empty)")
+    })?;
+    tracing::info!(dir = %dir.display(), ?durability, "storage opened");
+    Ok(Some((Arc::new(store), durability)))
 }
 
 /// The password and ACL files in use, for SIGHUP reloads.
@@ -324,6 +371,14 @@ async fn main() -> ExitCode {
     for addr in &settings.listen {
         builder = builder.listen(*addr);
     }
+    let builder = match storage(&settings) {
+        Ok(Some((store, durability))) => builder.storage(store, durability),
+        Ok(None) => builder,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (builder, files) = match security(&settings, builder) {
         Ok(b) => b,
         Err(message) => {

@@ -36,9 +36,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use roost::auth::{AclFile, AllowAll, PasswordFile};
+use roost::plugin::{Authenticator, Authorizer};
 use roost::storage::{OnCorrupt, SledStorage};
 use roost::Durability;
-use roost::plugin::{Authenticator, Authorizer};
 use roost::{Broker, BrokerHandle, Limits};
 
 #[derive(Debug, Default)]
@@ -87,7 +87,11 @@ impl Settings {
             "data_dir" => self.data_dir = Some(PathBuf::from(value)),
             "durability" => match value {
                 "none" | "periodic" | "acked" => self.durability = Some(value.to_string()),
-                _ => return Err(format!("durability: '{value}' is not none, periodic or acked")),
+                _ => {
+                    return Err(format!(
+                        "durability: '{value}' is not none, periodic or acked"
+                    ))
+                }
             },
             "flush_interval_ms" => self.flush_interval_ms = Some(number(key, value)?),
             "on_corrupt" => match value {
@@ -185,8 +189,11 @@ impl Settings {
     }
 }
 
+/// A store and how durable it is.
+type Store = (Arc<dyn roost::storage::Storage>, Durability);
+
 /// Opens the store the settings ask for; `None` for `--durability none`.
-fn storage(settings: &Settings) -> Result<Option<(Arc<dyn roost::storage::Storage>, Durability)>, String> {
+fn storage(settings: &Settings) -> Result<Option<Store>, String> {
     let durability = match settings.durability.as_deref().unwrap_or("acked") {
         "none" => {
             tracing::warn!("durability none: state is kept in memory only and lost on restart");
@@ -198,13 +205,18 @@ fn storage(settings: &Settings) -> Result<Option<(Arc<dyn roost::storage::Storag
         }
         _ => Durability::Acked,
     };
-    let dir = settings.data_dir.clone().unwrap_or_else(|| PathBuf::from("roost-data"));
+    let dir = settings
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("roost-data"));
     let on_corrupt = match settings.on_corrupt.as_deref() {
         Some("quarantine") => OnCorrupt::Quarantine,
         _ => OnCorrupt::Fail,
     };
     let store = SledStorage::open(&dir, on_corrupt).map_err(|e| {
-        let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+        let cause = std::error::Error::source(&e)
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
         format!("{e}{cause} (use --on-corrupt quarantine to move it aside and start empty)")
     })?;
     tracing::info!(dir = %dir.display(), ?durability, "storage opened");

@@ -138,6 +138,15 @@ impl Shared {
         Metrics::inc(&self.metrics.sessions);
     }
 
+    /// Submits storage operations and returns the sequence number an acknowledgement must
+    /// wait for (0 without storage, or in Periodic mode).
+    pub(crate) fn store_gated(&self, ops: Vec<Op>) -> u64 {
+        match &self.persistence {
+            Some(p) => p.gate(p.submit_now(ops)),
+            None => 0,
+        }
+    }
+
     /// Submits storage operations that nothing waits for.
     pub(crate) fn store_now(&self, ops: Vec<Op>) {
         if let Some(p) = &self.persistence {

@@ -191,4 +191,9 @@ pub struct Delivery {
     pub subscription_ids: Vec<NonZeroU32>,
     /// Position in the session's stored queue, when the delivery is persisted.
     pub storage_seq: Option<u64>,
+    /// Packet identifier reserved while queued (persistent sessions), so that it is the same
+    /// before and after a restart.
+    pub packet_id: Option<crate::codec::PacketId>,
+    /// Storage sequence number that must be durable before this delivery is sent (0: none).
+    pub gate: u64,
 }

@@ -109,6 +109,9 @@ pub struct QueueRecord {
     pub subscription_ids: Vec<u32>,
     /// Stage.
     pub stage: QueueStage,
+    /// Packet identifier reserved for it while queued (stable across restarts, so a
+    /// receiver's QoS 2 state stays valid).
+    pub packet_id: Option<u16>,
 }
 
 /// One change to the store.
@@ -423,6 +426,7 @@ impl QueueRecord {
                 e.u16(id);
             }
         }
+        e.opt(&self.packet_id, |e, v| e.u16(*v));
         e.0
     }
 
@@ -439,6 +443,7 @@ impl QueueRecord {
                 2 => QueueStage::Released(d.u16()?),
                 _ => return Err(StorageError::InvalidRecord),
             },
+            packet_id: d.opt(|d| d.u16())?,
         };
         d.finish()?;
         Ok(r)
@@ -500,6 +505,7 @@ mod tests {
                 retain: false,
                 subscription_ids: vec![1, 2],
                 stage,
+                packet_id: Some(5),
             };
             assert_eq!(QueueRecord::decode(&q.encode()).expect("decodes"), q);
         }

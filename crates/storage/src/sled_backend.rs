@@ -276,6 +276,7 @@ mod tests {
                         retain: false,
                         subscription_ids: vec![],
                         stage: QueueStage::Published(9),
+                        packet_id: None,
                     },
                 },
                 Op::PutQueued {
@@ -287,6 +288,7 @@ mod tests {
                         retain: false,
                         subscription_ids: vec![],
                         stage: QueueStage::Queued,
+                        packet_id: None,
                     },
                 },
                 Op::PutInbound {
@@ -303,6 +305,7 @@ mod tests {
                         retain: false,
                         subscription_ids: vec![],
                         stage: QueueStage::Queued,
+                        packet_id: None,
                     },
                 },
             ])

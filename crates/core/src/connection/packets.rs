@@ -26,6 +26,7 @@ impl Connection {
             }
             Packet::PubRec(a) => {
                 let failed = !a.reason_code.is_success();
+                let mut rel_gate = 0;
                 let found = if failed {
                     // v5 §4.3.3: a PUBREC with an error code ends the exchange.
                     let done = self.ack(|st| st.inflight.forget(a.packet_id));
@@ -37,7 +38,9 @@ impl Connection {
                     if let (Some(d), Some(seq)) =
                         (&released, released.as_ref().and_then(|d| d.storage_seq))
                     {
-                        self.shared.store_now(vec![roost_storage::Op::PutQueued {
+                        // The PUBREL leaves only once "released" is durable: a restart must
+                        // not re-send a PUBLISH the receiver has completed.
+                        rel_gate = self.shared.store_gated(vec![roost_storage::Op::PutQueued {
                             client: self.client_id.to_string(),
                             seq,
                             record: crate::persist::queue_record(
@@ -54,10 +57,10 @@ impl Connection {
                     } else {
                         ReasonCode::PacketIdentifierNotFound
                     };
-                    self.control(Packet::PubRel(PubResponse::with_reason(
-                        a.packet_id,
-                        self.v5_code(code),
-                    )));
+                    self.control_after(
+                        Packet::PubRel(PubResponse::with_reason(a.packet_id, self.v5_code(code))),
+                        rel_gate,
+                    );
                 }
                 Ok(())
             }
@@ -69,9 +72,13 @@ impl Connection {
                         st.expiry_interval > 0,
                     )
                 };
+                // The PUBCOMP leaves only once the id is forgotten durably: after a restart
+                // the publisher may reuse it for a new message.
+                let mut comp_gate = 0;
                 if known && persistent && self.shared.persistence.is_some() {
-                    self.shared
-                        .store_now(vec![roost_storage::Op::DeleteInbound {
+                    comp_gate = self
+                        .shared
+                        .store_gated(vec![roost_storage::Op::DeleteInbound {
                             client: self.client_id.to_string(),
                             packet_id: a.packet_id.get(),
                         }]);
@@ -81,10 +88,10 @@ impl Connection {
                 } else {
                     ReasonCode::PacketIdentifierNotFound
                 };
-                self.control(Packet::PubComp(PubResponse::with_reason(
-                    a.packet_id,
-                    self.v5_code(code),
-                )));
+                self.control_after(
+                    Packet::PubComp(PubResponse::with_reason(a.packet_id, self.v5_code(code))),
+                    comp_gate,
+                );
                 Ok(())
             }
             Packet::PubComp(a) => {
@@ -309,6 +316,7 @@ impl Connection {
             retain: publish.retain,
             properties,
         };
+        let before = self.shared.persistence.as_ref().map(|p| p.current_seq());
         let matched = self
             .shared
             .publish_message(
@@ -318,8 +326,15 @@ impl Connection {
                 &mut ops,
             )
             .unwrap_or(0);
-        // Acked durability: the acknowledgement waits until these writes are durable.
-        let gate = self.store(ops).await;
+        // Acked durability: the acknowledgement waits until these writes, and the copies
+        // queued for persistent sessions while routing, are durable.
+        let mut gate = self.store(ops).await;
+        if let (Some(p), Some(before)) = (&self.shared.persistence, before) {
+            let after = p.current_seq();
+            if after != before {
+                gate = gate.max(p.gate(after));
+            }
+        }
         let code = if matched == 0 {
             ReasonCode::NoMatchingSubscribers
         } else {
@@ -438,6 +453,8 @@ impl Connection {
                         retain: true,
                         subscription_ids: record.id.into_iter().collect(),
                         storage_seq: None,
+                        packet_id: None,
+                        gate: 0,
                         message,
                     });
                 }
@@ -468,14 +485,12 @@ impl Connection {
             }),
             gate,
         );
-        let mut ops = Vec::new();
         for delivery in retained {
-            let store = self.shared.persistence.as_ref().map(|_| &mut ops);
-            if self.session.enqueue(delivery, limits, store).is_err() {
+            let persist = self.shared.persistence.as_ref();
+            if self.session.enqueue(delivery, limits, persist).is_err() {
                 Metrics::inc(&self.shared.metrics.messages_dropped);
             }
         }
-        self.shared.store_now(ops);
         Ok(())
     }
 

@@ -222,12 +222,21 @@ impl<W: PacketWriter> Writer<W> {
         let now = tokio::time::Instant::now();
         let hooks = !shared.hooks.is_empty();
         while st.inflight.len() < window {
+            // A stored delivery leaves only once its record (and packet id) is durable.
+            if let (Some(front), Some(p)) = (st.queue.front(), &shared.persistence) {
+                if !p.settled(front.gate) {
+                    self.waiting_on_storage = true;
+                    break;
+                }
+            }
             let Some(delivery) = st.pop() else {
                 break;
             };
             // MQTT-3.3.2-5: an expired message is not sent.
             if delivery.message.is_expired(now) {
                 Metrics::inc(&metrics.messages_expired);
+                self.store_ops
+                    .extend(st.drop_queued(&self.session.client_id, &delivery));
                 if hooks {
                     self.events
                         .push((delivery.message, Event::Dropped(DropReason::Expired)));
@@ -243,12 +252,18 @@ impl<W: PacketWriter> Writer<W> {
                     > max as usize
                 {
                     Metrics::inc(&metrics.messages_dropped_too_large);
+                    self.store_ops
+                        .extend(st.drop_queued(&self.session.client_id, &delivery));
+                    if hooks {
+                        self.events
+                            .push((delivery.message, Event::Dropped(DropReason::TooLarge)));
+                    }
                     continue;
                 }
             }
             let qos = match delivery.qos {
                 QoS::AtMostOnce => PublishQoS::AtMostOnce,
-                qos => match st.inflight.push(delivery.clone()) {
+                qos => match st.start_inflight(delivery.clone()) {
                     Some(id) => PublishQoS::new(qos, id),
                     None => break,
                 },

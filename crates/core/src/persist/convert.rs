@@ -113,13 +113,17 @@ pub(crate) fn queue_record(d: &Delivery, stage: QueueStage) -> QueueRecord {
         retain: d.retain,
         subscription_ids: d.subscription_ids.iter().map(|s| s.get()).collect(),
         stage,
+        packet_id: d.packet_id.map(crate::codec::PacketId::get),
     }
 }
 
 /// A delivery from its record.
 pub(crate) fn delivery_from_record(r: QueueRecord, seq: u64) -> Option<Delivery> {
     let message = message_from_record(r.message)?;
+    let packet_id = r.packet_id.and_then(crate::codec::PacketId::new);
     Some(Delivery {
+        packet_id,
+        gate: 0,
         message: Arc::new(message),
         qos: qos(r.qos),
         retain: r.retain,

@@ -157,6 +157,11 @@ impl Persistence {
         self.submit_now(ops)
     }
 
+    /// The last sequence number handed out.
+    pub(crate) fn current_seq(&self) -> u64 {
+        *self.next_seq.lock()
+    }
+
     /// The sequence number an acknowledgement must wait for: `seq` in `Acked` mode, else 0.
     pub(crate) fn gate(&self, seq: u64) -> u64 {
         match self.durability {

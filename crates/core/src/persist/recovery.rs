@@ -83,6 +83,9 @@ pub(crate) fn restore(shared: &Arc<Shared>, snapshot: Snapshot) {
                         });
                     }
                     QueueStage::Queued => {
+                        if let Some(id) = delivery.packet_id {
+                            st.reserved_ids.insert(id.get());
+                        }
                         st.queued_bytes += delivery.message.size();
                         st.queue.push_back(delivery);
                     }

@@ -262,9 +262,14 @@ fn deliver(message: &Arc<Message>, group: &[SubEntry], shared: &Shared, ops: &mu
         retain: message.retain && group.iter().any(|t| t.record.options.retain_as_published),
         subscription_ids: group.iter().filter_map(|t| t.record.id).collect(),
         storage_seq: None,
+        packet_id: None,
+        gate: 0,
     };
-    let store = shared.persistence.as_ref().map(|_| ops);
-    match first.session.enqueue(delivery, &shared.limits, store) {
+    let _ = ops;
+    match first
+        .session
+        .enqueue(delivery, &shared.limits, shared.persistence.as_ref())
+    {
         Ok(()) => true,
         Err(EnqueueError::QueueFull) => {
             Metrics::inc(&metrics.messages_dropped);

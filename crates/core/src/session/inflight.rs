@@ -4,7 +4,7 @@
 //! them in that order (MQTT-4.4.0-1, MQTT-4.6.0-1). The window is small (at most the
 //! configured `max_inflight`, itself at most 65,535), so lookups by id are linear scans.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use crate::codec::{PacketId, QoS};
 use crate::message::Delivery;
@@ -42,24 +42,28 @@ impl Inflight {
         self.entries.iter()
     }
 
-    /// The next free Packet Identifier, skipping ids in use (MQTT-2.3.1-2). `None` only when
-    /// all 65,535 ids are in use.
-    fn next_id(&mut self) -> Option<PacketId> {
+    /// The next free Packet Identifier, skipping ids in use here or `reserved` by queued
+    /// messages (MQTT-2.3.1-2). `None` only when all 65,535 ids are taken.
+    pub(crate) fn alloc_id(&mut self, reserved: &HashSet<u16>) -> Option<PacketId> {
         for _ in 0..u16::MAX {
             self.last_id = self.last_id.wrapping_add(1);
             let Some(id) = PacketId::new(self.last_id) else {
                 continue;
             };
-            if !self.entries.iter().any(|e| e.id == id) {
+            if !reserved.contains(&id.get()) && !self.entries.iter().any(|e| e.id == id) {
                 return Some(id);
             }
         }
         None
     }
 
-    /// Records `delivery` (QoS 1 or 2) as sent and returns its new Packet Identifier.
-    pub(crate) fn push(&mut self, delivery: Delivery) -> Option<PacketId> {
-        let id = self.next_id()?;
+    /// Records `delivery` (QoS 1 or 2) as sent, with the packet id it reserved or a new one,
+    /// and returns the id.
+    pub(crate) fn push(&mut self, delivery: Delivery, reserved: &HashSet<u16>) -> Option<PacketId> {
+        let id = match delivery.packet_id {
+            Some(id) => id,
+            None => self.alloc_id(reserved)?,
+        };
         self.entries.push_back(Entry {
             id,
             delivery,
@@ -134,6 +138,8 @@ mod tests {
             retain: false,
             subscription_ids: Vec::new(),
             storage_seq: None,
+            packet_id: None,
+            gate: 0,
         }
     }
 
@@ -141,20 +147,28 @@ mod tests {
     fn ids_skip_those_in_use_and_wrap() {
         // MQTT-2.3.1-2: a new message gets an id not in use.
         let mut w = Inflight::default();
-        let a = w.push(delivery(QoS::AtLeastOnce)).expect("id");
+        let a = w
+            .push(delivery(QoS::AtLeastOnce), &HashSet::new())
+            .expect("id");
         assert_eq!(a.get(), 1);
         w.last_id = u16::MAX - 1;
-        let b = w.push(delivery(QoS::AtLeastOnce)).expect("id");
+        let b = w
+            .push(delivery(QoS::AtLeastOnce), &HashSet::new())
+            .expect("id");
         assert_eq!(b.get(), u16::MAX);
         // Wraps past 0 and skips 1, which is still in use.
-        let c = w.push(delivery(QoS::AtLeastOnce)).expect("id");
+        let c = w
+            .push(delivery(QoS::AtLeastOnce), &HashSet::new())
+            .expect("id");
         assert_eq!(c.get(), 2);
     }
 
     #[test]
     fn qos2_flow_and_wrong_acks() {
         let mut w = Inflight::default();
-        let id = w.push(delivery(QoS::ExactlyOnce)).expect("id");
+        let id = w
+            .push(delivery(QoS::ExactlyOnce), &HashSet::new())
+            .expect("id");
         assert!(w.puback(id).is_none(), "PUBACK for a QoS 2 message");
         assert!(w.pubcomp(id).is_none(), "PUBCOMP before PUBREC");
         assert!(w.pubrec(id).is_some());

@@ -122,6 +122,8 @@ pub(crate) struct SessionState {
     pub(crate) client: Option<Arc<crate::plugin::ClientInfo>>,
     /// Last sequence number used in the stored queue.
     pub(crate) next_storage_seq: u64,
+    /// Packet ids reserved by queued messages of a persistent session.
+    pub(crate) reserved_ids: HashSet<u16>,
     /// When the pending will is due (ms since the epoch), for storage.
     pub(crate) will_at_ms: Option<u64>,
     /// When the client went away (ms since the epoch), for storage.
@@ -167,7 +169,7 @@ impl Session {
         &self,
         mut delivery: Delivery,
         limits: &Limits,
-        store: Option<&mut Vec<roost_storage::Op>>,
+        persist: Option<&crate::persist::Persistence>,
     ) -> Result<(), EnqueueError> {
         let mut st = self.state.lock();
         if st.ended {
@@ -182,22 +184,36 @@ impl Session {
         {
             return Err(EnqueueError::QueueFull);
         }
-        st.queued_bytes += size;
-        if let Some(ops) = store {
+        if let Some(p) = persist {
             if st.expiry_interval > 0 && delivery.qos != QoS::AtMostOnce {
+                // A persistent session's message gets its packet id now and is stored with
+                // it; it is sent only once that is durable (Acked mode), so a restart never
+                // re-sends it under another id (QoS 2 receivers dedupe by id).
+                let SessionState {
+                    inflight,
+                    reserved_ids,
+                    ..
+                } = &mut *st;
+                let Some(id) = inflight.alloc_id(reserved_ids) else {
+                    return Err(EnqueueError::QueueFull);
+                };
+                reserved_ids.insert(id.get());
                 st.next_storage_seq += 1;
                 let seq = st.next_storage_seq;
                 delivery.storage_seq = Some(seq);
-                ops.push(roost_storage::Op::PutQueued {
+                delivery.packet_id = Some(id);
+                let op = roost_storage::Op::PutQueued {
                     client: self.client_id.to_string(),
                     seq,
                     record: crate::persist::queue_record(
                         &delivery,
                         roost_storage::QueueStage::Queued,
                     ),
-                });
+                };
+                delivery.gate = p.gate(p.submit_now(vec![op]));
             }
         }
+        st.queued_bytes += size;
         st.queue.push_back(delivery);
         if let Some(link) = &st.link {
             link.signals.wake.notify_one();
@@ -230,6 +246,33 @@ impl Session {
 }
 
 impl SessionState {
+    /// Moves a delivery into the inflight window with its reserved packet id (or a new
+    /// one); `None` if no id is free.
+    pub(crate) fn start_inflight(&mut self, delivery: Delivery) -> Option<crate::codec::PacketId> {
+        if let Some(id) = delivery.packet_id {
+            self.reserved_ids.remove(&id.get());
+        }
+        self.inflight.push(delivery, &self.reserved_ids)
+    }
+
+    /// Forgets a queued delivery that will never be sent (expired, too large): releases its
+    /// packet id and returns the storage operation that removes it, if it was stored.
+    pub(crate) fn drop_queued(
+        &mut self,
+        client_id: &str,
+        delivery: &Delivery,
+    ) -> Option<roost_storage::Op> {
+        if let Some(id) = delivery.packet_id {
+            self.reserved_ids.remove(&id.get());
+        }
+        delivery
+            .storage_seq
+            .map(|seq| roost_storage::Op::DeleteQueued {
+                client: client_id.to_string(),
+                seq,
+            })
+    }
+
     /// Takes the next queued delivery, keeping the byte count right.
     pub(crate) fn pop(&mut self) -> Option<Delivery> {
         let d = self.queue.pop_front()?;

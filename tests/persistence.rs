@@ -105,7 +105,7 @@ async fn survives_restart(open: impl Fn() -> Arc<dyn Storage>, durability: Durab
     sub.ack(&again2).await;
     let queued = sub.recv_publish().await;
     assert_eq!(&queued.payload[..], b"two");
-    assert!(!queued.dup);
+    // DUP may be set: after a restart the broker cannot know it was never sent.
     sub.ack(&queued).await;
     assert!(sub.ping().await.is_empty());
     // The subscription is there too.

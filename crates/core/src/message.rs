@@ -196,4 +196,6 @@ pub struct Delivery {
     pub packet_id: Option<crate::codec::PacketId>,
     /// Storage sequence number that must be durable before this delivery is sent (0: none).
     pub gate: u64,
+    /// It may have been sent before a restart: send it with DUP set (MQTT-3.3.1-1).
+    pub maybe_sent: bool,
 }

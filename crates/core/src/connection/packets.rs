@@ -455,6 +455,7 @@ impl Connection {
                         storage_seq: None,
                         packet_id: None,
                         gate: 0,
+                        maybe_sent: false,
                         message,
                     });
                 }

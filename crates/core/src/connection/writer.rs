@@ -268,18 +268,10 @@ impl<W: PacketWriter> Writer<W> {
                     None => break,
                 },
             };
-            if let (Some(seq), Some(id)) = (delivery.storage_seq, qos.packet_id()) {
-                self.store_ops.push(roost_storage::Op::PutQueued {
-                    client: self.session.client_id.to_string(),
-                    seq,
-                    record: crate::persist::queue_record(
-                        &delivery,
-                        roost_storage::QueueStage::Published(id.get()),
-                    ),
-                });
-            }
             Metrics::inc(&metrics.messages_sent);
-            if let Err(e) = self.wire.publish(&delivery, qos, false, v) {
+            // The packet id was stored with the message, so a restart re-sends it under the
+            // same id; only "might have been sent" needs recording, as DUP.
+            if let Err(e) = self.wire.publish(&delivery, qos, delivery.maybe_sent, v) {
                 tracing::warn!(error = %e, topic = %delivery.message.topic, "cannot encode message");
             }
             if hooks {

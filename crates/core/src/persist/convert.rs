@@ -124,6 +124,7 @@ pub(crate) fn delivery_from_record(r: QueueRecord, seq: u64) -> Option<Delivery>
     Some(Delivery {
         packet_id,
         gate: 0,
+        maybe_sent: false,
         message: Arc::new(message),
         qos: qos(r.qos),
         retain: r.retain,

@@ -83,8 +83,11 @@ pub(crate) fn restore(shared: &Arc<Shared>, snapshot: Snapshot) {
                         });
                     }
                     QueueStage::Queued => {
+                        let mut delivery = delivery;
                         if let Some(id) = delivery.packet_id {
                             st.reserved_ids.insert(id.get());
+                            // It may have gone out before the restart.
+                            delivery.maybe_sent = true;
                         }
                         st.queued_bytes += delivery.message.size();
                         st.queue.push_back(delivery);

@@ -264,6 +264,7 @@ fn deliver(message: &Arc<Message>, group: &[SubEntry], shared: &Shared, ops: &mu
         storage_seq: None,
         packet_id: None,
         gate: 0,
+        maybe_sent: false,
     };
     let _ = ops;
     match first

@@ -140,6 +140,7 @@ mod tests {
             storage_seq: None,
             packet_id: None,
             gate: 0,
+            maybe_sent: false,
         }
     }
 

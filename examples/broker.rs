@@ -23,6 +23,7 @@
 //! | `--durability none\|periodic\|acked` | `durability` | default `acked` |
 //! | `--flush-interval-ms N` | `flush_interval_ms` | for `periodic` (default 1000) |
 //! | `--on-corrupt fail\|quarantine` | `on_corrupt` | unreadable data dir (default `fail`) |
+//! | `--max-storage-mb N` | `max_storage_mb` | size budget of the data dir (default none) |
 //! | `--config FILE` | | read the TOML file |
 //!
 //! Anonymous clients are allowed by default only when every listener is on a loopback
@@ -55,12 +56,14 @@ struct Settings {
     durability: Option<String>,
     flush_interval_ms: Option<u64>,
     on_corrupt: Option<String>,
+    max_storage_mb: Option<u64>,
 }
 
 const USAGE: &str = "usage: broker [--config FILE] [--listen ADDR]... [--max-connections N] \
 [--max-packet-size BYTES] [--max-inflight N] [--max-queued N] [--password-file FILE] \
 [--acl-file FILE] [--allow-anonymous true|false] [--data-dir DIR] \
-[--durability none|periodic|acked] [--flush-interval-ms N] [--on-corrupt fail|quarantine]";
+[--durability none|periodic|acked] [--flush-interval-ms N] [--on-corrupt fail|quarantine] \
+[--max-storage-mb N]";
 
 fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
     value
@@ -94,6 +97,7 @@ impl Settings {
                 }
             },
             "flush_interval_ms" => self.flush_interval_ms = Some(number(key, value)?),
+            "max_storage_mb" => self.max_storage_mb = Some(number(key, value)?),
             "on_corrupt" => match value {
                 "fail" | "quarantine" => self.on_corrupt = Some(value.to_string()),
                 _ => return Err(format!("on_corrupt: '{value}' is not fail or quarantine")),
@@ -185,6 +189,7 @@ impl Settings {
         if let Some(n) = self.max_queued {
             limits.max_queued_messages = n;
         }
+        limits.max_storage_bytes = self.max_storage_mb.map(|mb| mb * 1024 * 1024);
         limits
     }
 }

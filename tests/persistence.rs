@@ -206,12 +206,13 @@ async fn sessions_that_expired_while_down_are_dropped() {
     broker.shutdown().await;
 }
 
-/// A store that can hold flushes back, or fail them.
+/// A store that can hold flushes back, fail them, or claim a size on disk.
 #[derive(Default)]
 struct Controlled {
     inner: MemoryStorage,
     fail: AtomicBool,
     gate: Option<Arc<Semaphore>>,
+    size: std::sync::atomic::AtomicU64,
 }
 
 #[async_trait]
@@ -232,8 +233,39 @@ impl Storage for Controlled {
         self.inner.flush().await
     }
     fn size_on_disk(&self) -> Result<u64, StorageError> {
-        Ok(0)
+        Ok(self.size.load(Ordering::SeqCst))
     }
+}
+
+#[tokio::test]
+async fn over_the_size_budget_new_copies_for_persistent_sessions_are_dropped() {
+    let store = Arc::new(Controlled::default());
+    store.size.store(10_000_000, Ordering::SeqCst);
+    let broker = Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .limits(roost::Limits {
+            max_storage_bytes: Some(1_000_000),
+            ..roost::Limits::default()
+        })
+        .storage(store.clone(), Durability::Acked)
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .expect("starts");
+    // The session write makes the store measure itself: over budget.
+    let (mut sub, _) = Raw::connect_with(&broker, persistent(V4, "full")).await;
+    sub.subscribe(1, "t", QoS::AtLeastOnce).await;
+    let mut p = Raw::connect(&broker, V4, "p").await;
+    p.publish("t", b"x", PublishQoS::AtLeastOnce(pid(1)), false)
+        .await;
+    assert!(
+        matches!(p.recv().await, Some(Packet::PubAck(_))),
+        "the publisher is still served"
+    );
+    assert!(sub.ping().await.is_empty(), "the copy was dropped");
+    assert_eq!(broker.metrics().messages_dropped_storage_full, 1);
+    broker.shutdown().await;
 }
 
 #[tokio::test]

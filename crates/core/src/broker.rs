@@ -100,7 +100,12 @@ impl Shared {
     fn new(config: BrokerBuilder) -> Arc<Self> {
         let metrics = Arc::new(Metrics::default());
         let persistence = config.storage.map(|(storage, durability)| {
-            Persistence::start(storage, durability, Arc::clone(&metrics))
+            Persistence::start(
+                storage,
+                durability,
+                config.limits.max_storage_bytes,
+                Arc::clone(&metrics),
+            )
         });
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

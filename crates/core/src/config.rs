@@ -38,6 +38,11 @@ pub struct Limits {
     /// Queue QoS 0 messages for persistent sessions while their client is away. Default
     /// false, as in Mosquitto: QoS 0 is "at most once".
     pub queue_qos0_offline: bool,
+    /// Size budget of the store on disk, in bytes. While the store is over it, new copies
+    /// for persistent sessions are dropped (counted in `messages_dropped_storage_full`, with a
+    /// `message_dropped` hook event); sessions and retained messages are still written.
+    /// Checked at most twice a second. Default: no budget.
+    pub max_storage_bytes: Option<u64>,
 }
 
 impl Default for Limits {
@@ -54,6 +59,7 @@ impl Default for Limits {
             max_retained: 100_000,
             connect_timeout: Duration::from_secs(10),
             queue_qos0_offline: false,
+            max_storage_bytes: None,
         }
     }
 }

@@ -59,6 +59,8 @@ counters! {
     messages_expired => "$SYS/broker/messages/expired",
     /// Publishes refused and deliveries withheld by an authorizer.
     messages_denied => "$SYS/broker/messages/denied",
+    /// Copies for persistent sessions dropped because the store was over its size budget.
+    messages_dropped_storage_full => "$SYS/broker/messages/dropped/storage-full",
     /// Messages not sent because they exceed the client's Maximum Packet Size.
     messages_dropped_too_large => "$SYS/broker/messages/dropped/too-large",
     /// Bytes read from network clients.

@@ -25,7 +25,7 @@ mod convert;
 mod recovery;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +71,8 @@ pub(crate) struct Persistence {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Sequence numbers handed out so far (for tests and metrics).
     submitted: AtomicU64,
+    /// The store is over its size budget.
+    over_budget: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Persistence {
@@ -87,20 +89,25 @@ impl Persistence {
     pub(crate) fn start(
         storage: Arc<dyn Storage>,
         durability: Durability,
+        budget: Option<u64>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let over_budget = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::unbounded_channel();
         let (durable_tx, durable) = watch::channel(0);
         let permits = Arc::new(Semaphore::new(MAX_PENDING_OPS));
         let failed = Arc::new(Mutex::new(VecDeque::new()));
         let task = tokio::spawn(run(
-            Arc::clone(&storage),
-            durability,
+            TaskState {
+                storage: Arc::clone(&storage),
+                durability,
+                durable: durable_tx,
+                permits: Arc::clone(&permits),
+                failed: Arc::clone(&failed),
+                metrics,
+                budget: budget.map(|b| (b, Arc::clone(&over_budget))),
+            },
             rx,
-            durable_tx,
-            Arc::clone(&permits),
-            Arc::clone(&failed),
-            metrics,
         ));
         Self {
             storage: Mutex::new(Some(storage)),
@@ -112,6 +119,7 @@ impl Persistence {
             failed,
             task: Mutex::new(Some(task)),
             submitted: AtomicU64::new(0),
+            over_budget,
         }
     }
 
@@ -155,6 +163,11 @@ impl Persistence {
             permit.forget();
         }
         self.submit_now(ops)
+    }
+
+    /// True while the store is over its size budget.
+    pub(crate) fn over_budget(&self) -> bool {
+        self.over_budget.load(Ordering::Relaxed)
     }
 
     /// The last sequence number handed out.
@@ -208,15 +221,28 @@ impl Persistence {
 /// Most operations written in one batch.
 const MAX_BATCH_OPS: usize = 16_384;
 
-async fn run(
+/// What the storage task works with.
+struct TaskState {
     storage: Arc<dyn Storage>,
     durability: Durability,
-    mut rx: mpsc::UnboundedReceiver<Command>,
     durable: watch::Sender<u64>,
     permits: Arc<Semaphore>,
     failed: Arc<Mutex<VecDeque<(u64, u64)>>>,
     metrics: Arc<Metrics>,
-) {
+    budget: Option<(u64, Arc<AtomicBool>)>,
+}
+
+async fn run(task: TaskState, mut rx: mpsc::UnboundedReceiver<Command>) {
+    let TaskState {
+        storage,
+        durability,
+        durable,
+        permits,
+        failed,
+        metrics,
+        budget,
+    } = task;
+    let mut last_size_check = tokio::time::Instant::now() - Duration::from_secs(1);
     let mut written_through = 0u64;
     let mut dirty = false;
     let tick = match durability {
@@ -285,6 +311,16 @@ async fn run(
                     record_failure(&failed, lo, hi);
                     written_through = hi;
                     durable.send_replace(hi);
+                }
+            }
+        }
+        if let Some((max, over)) = &budget {
+            if last_size_check.elapsed() >= Duration::from_millis(500) {
+                last_size_check = tokio::time::Instant::now();
+                let size = storage.size_on_disk().unwrap_or(0);
+                let now_over = size > *max;
+                if now_over != over.swap(now_over, Ordering::Relaxed) {
+                    tracing::warn!(size, budget = max, over = now_over, "storage size budget");
                 }
             }
         }

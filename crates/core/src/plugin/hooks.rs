@@ -49,6 +49,8 @@ pub enum DropReason {
     TooLarge,
     /// An authorizer refused the delivery.
     NotAuthorized,
+    /// The store was over its size budget (persistent sessions only).
+    StorageFull,
 }
 
 /// Why a connection ended.

@@ -283,6 +283,11 @@ fn deliver(message: &Arc<Message>, group: &[SubEntry], shared: &Shared, ops: &mu
             dropped(DropReason::Offline);
             false
         }
+        Err(EnqueueError::StorageFull) => {
+            Metrics::inc(&metrics.messages_dropped_storage_full);
+            dropped(DropReason::StorageFull);
+            false
+        }
         Err(EnqueueError::Ended) => false,
     }
 }

@@ -139,6 +139,8 @@ pub(crate) enum EnqueueError {
     Offline,
     /// The session was discarded.
     Ended,
+    /// The store is over its size budget.
+    StorageFull,
 }
 
 /// A session, shared by the broker and its connection.
@@ -186,6 +188,9 @@ impl Session {
         }
         if let Some(p) = persist {
             if st.expiry_interval > 0 && delivery.qos != QoS::AtMostOnce {
+                if p.over_budget() {
+                    return Err(EnqueueError::StorageFull);
+                }
                 // A persistent session's message gets its packet id now and is stored with
                 // it; it is sent only once that is durable (Acked mode), so a restart never
                 // re-sends it under another id (QoS 2 receivers dedupe by id).

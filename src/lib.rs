@@ -45,7 +45,7 @@ pub use roost_core::topic::{self, TopicFilter, TopicName};
 pub use roost_core::{
     Broker, BrokerBuilder, BrokerHandle, Capabilities, Client, ClientError, ClientOptions,
     Deliveries, Durability, Error, Limits, Message, MetricsSnapshot, PublishOptions, Received,
-    Redirect,
+    Redirect, TlsConfig, TlsError,
 };
 pub use roost_storage as storage;
 

@@ -42,6 +42,7 @@ use crate::session::SessionState;
 use crate::session::{CloseReason, Link, LinkSignals, Session};
 use crate::timers::{Due, TimerKind, Timers};
 use crate::topic::TopicName;
+use crate::transport::tls::TlsConfig;
 use crate::transport::{NetReader, NetWriter};
 use roost_storage::{Op, Storage};
 
@@ -560,7 +561,7 @@ impl Shared {
 /// Builds a [`Broker`].
 #[derive(Clone)]
 pub struct BrokerBuilder {
-    listeners: Vec<SocketAddr>,
+    listeners: Vec<(SocketAddr, Option<Arc<TlsConfig>>)>,
     limits: Limits,
     capabilities: Capabilities,
     plugins: PluginSettings,
@@ -586,7 +587,14 @@ impl BrokerBuilder {
     /// Adds a TCP listener. Port 0 picks a free port; [`BrokerHandle::local_addrs`] tells
     /// which.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.listeners.push(addr);
+        self.listeners.push((addr, None));
+        self
+    }
+
+    /// Adds a TLS listener (MQTT over TLS, usually port 8883). Port 0 picks a free port.
+    /// The configuration can be replaced later through the same `Arc` (certificate reload).
+    pub fn listen_tls(mut self, addr: SocketAddr, tls: Arc<TlsConfig>) -> Self {
+        self.listeners.push((addr, Some(tls)));
         self
     }
 
@@ -679,7 +687,7 @@ impl Broker {
     pub async fn start(self) -> Result<BrokerHandle, Error> {
         let config = self.config;
         let mut bound = Vec::with_capacity(config.listeners.len());
-        for addr in &config.listeners {
+        for (addr, tls) in &config.listeners {
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|source| Error::Bind {
@@ -690,7 +698,7 @@ impl Broker {
                 addr: *addr,
                 source,
             })?;
-            bound.push((listener, local));
+            bound.push((listener, local, tls.clone()));
         }
         let sys_interval = config.sys_interval;
         let shared = Shared::new(config);
@@ -699,13 +707,14 @@ impl Broker {
             persist::restore(&shared, snapshot);
         }
         let mut local_addrs = Vec::with_capacity(bound.len());
-        for (listener, local) in bound {
-            tracing::info!(addr = %local, "listening (tcp)");
+        for (listener, local, tls) in bound {
+            let kind = if tls.is_some() { "tls" } else { "tcp" };
+            tracing::info!(addr = %local, kind, "listening");
             local_addrs.push(local);
-            let name: Arc<str> = format!("tcp:{local}").into();
+            let name: Arc<str> = format!("{kind}:{local}").into();
             shared
                 .tracker
-                .spawn(accept_loop(Arc::clone(&shared), listener, name));
+                .spawn(accept_loop(Arc::clone(&shared), listener, name, tls));
         }
         if let Some(interval) = sys_interval {
             shared
@@ -788,7 +797,12 @@ impl BrokerHandle {
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>) {
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    name: Arc<str>,
+    tls: Option<Arc<TlsConfig>>,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -812,15 +826,57 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>)
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
-        let peer = PeerInfo {
-            addr: Some(addr),
-            listener: Arc::clone(&name),
-            certificates: Vec::new(),
-        };
         let conn_shared = Arc::clone(&shared);
+        let listener_name = Arc::clone(&name);
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         shared.tracker.spawn(async move {
             let _slot = slot;
+            let Some(acceptor) = acceptor else {
+                let (read, write) = stream.into_split();
+                let peer = PeerInfo {
+                    addr: Some(addr),
+                    listener: listener_name,
+                    certificates: Vec::new(),
+                };
+                let reader = NetReader::new(read, Arc::clone(&conn_shared));
+                let writer = NetWriter::new(write, Arc::clone(&conn_shared));
+                connection::serve(conn_shared, reader, writer, peer).await;
+                return;
+            };
+            // The handshake runs here, in the connection's own task, under a deadline.
+            let timeout = conn_shared.limits.handshake_timeout;
+            let handshake = tokio::select! {
+                _ = conn_shared.shutdown.cancelled() => return,
+                r = tokio::time::timeout(timeout, acceptor.accept(stream)) => r,
+            };
+            let tls_stream = match handshake {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %addr, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let certificates = tls_stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|chain| {
+                    chain
+                        .iter()
+                        .map(|c| Bytes::copy_from_slice(c.as_ref()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let (read, write) = tokio::io::split(tls_stream);
+            let peer = PeerInfo {
+                addr: Some(addr),
+                listener: listener_name,
+                certificates,
+            };
             let reader = NetReader::new(read, Arc::clone(&conn_shared));
             let writer = NetWriter::new(write, Arc::clone(&conn_shared));
             connection::serve(conn_shared, reader, writer, peer).await;

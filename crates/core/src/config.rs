@@ -35,6 +35,8 @@ pub struct Limits {
     pub max_retained: usize,
     /// Time a new connection has to send CONNECT before it is closed. Default 10 s.
     pub connect_timeout: Duration,
+    /// Time a TLS handshake may take before the connection is dropped. Default 10 s.
+    pub handshake_timeout: Duration,
     /// Queue QoS 0 messages for persistent sessions while their client is away. Default
     /// false, as in Mosquitto: QoS 0 is "at most once".
     pub queue_qos0_offline: bool,
@@ -58,6 +60,7 @@ impl Default for Limits {
             max_topic_length: 65_535,
             max_retained: 100_000,
             connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
             queue_qos0_offline: false,
             max_storage_bytes: None,
         }

@@ -43,3 +43,4 @@ pub use message::{Delivery, Message};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use persist::Durability;
 pub use roost_storage as storage;
+pub use transport::tls::{TlsConfig, TlsError};

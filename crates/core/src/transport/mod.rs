@@ -6,6 +6,8 @@
 //! payload published in-process reaches an in-process subscriber without a copy. Both go
 //! through the same connection and session code.
 
+pub(crate) mod tls;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};

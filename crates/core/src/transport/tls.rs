@@ -1,0 +1,151 @@
+//! TLS listeners (rustls): server certificates from PEM files or a ready `ServerConfig`,
+//! optional client-certificate verification (mutual TLS), and reload without restart.
+//!
+//! The handshake runs in the connection's own task under `Limits::handshake_timeout`, so a
+//! slow or silent client never holds up accepting others. A verified client certificate
+//! chain reaches the authenticators as `ConnectInfo::certificates`
+//! (see `roost_auth::CertificateIdentity`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use thiserror::Error;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read.
+    #[error("cannot read {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The PEM data holds no certificate, or no private key.
+    #[error("no {0} found in the PEM data")]
+    Missing(&'static str),
+    /// rustls refused the certificates or key.
+    #[error("invalid TLS configuration")]
+    Rustls(#[source] rustls::Error),
+    /// The client CA certificates cannot verify clients.
+    #[error("invalid client CA certificates")]
+    ClientCa(#[source] rustls::server::VerifierBuilderError),
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(TlsError::Missing("certificate"));
+    }
+    Ok(certs)
+}
+
+/// A TLS listener's configuration, replaceable while the broker runs: new connections use
+/// the newest configuration, open ones keep theirs.
+pub struct TlsConfig {
+    acceptor: RwLock<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig").finish_non_exhaustive()
+    }
+}
+
+impl TlsConfig {
+    /// From a ready rustls configuration.
+    pub fn from_server_config(config: Arc<rustls::ServerConfig>) -> Arc<Self> {
+        Arc::new(Self {
+            acceptor: RwLock::new(TlsAcceptor::from(config)),
+        })
+    }
+
+    /// From PEM data: the certificate chain (leaf first), its private key, and, for mutual
+    /// TLS, the CA certificates client certificates must chain to (clients without a valid
+    /// certificate are then refused during the handshake).
+    pub fn from_pem(
+        cert_chain: &[u8],
+        key: &[u8],
+        client_ca: Option<&[u8]>,
+    ) -> Result<Arc<Self>, TlsError> {
+        Ok(Self::from_server_config(Arc::new(server_config(
+            cert_chain, key, client_ca,
+        )?)))
+    }
+
+    /// From PEM files (see [`TlsConfig::from_pem`]).
+    pub fn from_pem_files(
+        cert_chain: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> Result<Arc<Self>, TlsError> {
+        let ca = client_ca.map(read).transpose()?;
+        Self::from_pem(&read(cert_chain)?, &read(key)?, ca.as_deref())
+    }
+
+    /// Replaces the configuration (certificate renewal): connections accepted from now on
+    /// use it; open connections are not touched.
+    pub fn replace(&self, config: Arc<rustls::ServerConfig>) {
+        *self.acceptor.write() = TlsAcceptor::from(config);
+    }
+
+    /// Re-reads PEM files and replaces the configuration. On error the old one stays.
+    pub fn reload_pem_files(
+        &self,
+        cert_chain: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> Result<(), TlsError> {
+        let ca = client_ca.map(read).transpose()?;
+        let config = server_config(&read(cert_chain)?, &read(key)?, ca.as_deref())?;
+        self.replace(Arc::new(config));
+        Ok(())
+    }
+
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.read().clone()
+    }
+}
+
+fn server_config(
+    cert_chain: &[u8],
+    key: &[u8],
+    client_ca: Option<&[u8]>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let chain = certs(cert_chain)?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|_| TlsError::Missing("private key"))?;
+    let builder = rustls::ServerConfig::builder();
+    let builder = match client_ca {
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in certs(pem)? {
+                roots.add(ca).map_err(TlsError::Rustls)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(TlsError::ClientCa)?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    builder
+        .with_single_cert(chain, key)
+        .map_err(TlsError::Rustls)
+}

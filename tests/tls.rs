@@ -1,0 +1,244 @@
+//! TLS and mutual TLS listeners, with certificates generated in the test (rcgen) and a real
+//! client (rumqttc over rustls): encrypted pub/sub, client-certificate identity, refused
+//! clients, handshake timeouts that do not block others, and certificate reload.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use roost::auth::CertificateIdentity;
+use roost::plugin::{ClientInfo, Hooks};
+use roost::{Broker, BrokerHandle, Limits, TlsConfig};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
+use support::within;
+use tokio::io::AsyncReadExt;
+
+/// A test certificate authority.
+struct Ca {
+    pem: String,
+    params: CertificateParams,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let pem = params.self_signed(&key).expect("self-signed").pem();
+        Ca { pem, params, key }
+    }
+
+    /// A certificate (PEM) and key (PEM) for `sans`, with Common Name `cn`.
+    fn issue(&self, sans: &[&str], cn: &str) -> (String, String) {
+        let key = KeyPair::generate().expect("key");
+        let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).expect("signed");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn server_tls(ca: &Ca, client_ca: Option<&Ca>) -> Arc<TlsConfig> {
+    let (cert, key) = ca.issue(&["127.0.0.1", "localhost"], "roost-test-server");
+    TlsConfig::from_pem(
+        cert.as_bytes(),
+        key.as_bytes(),
+        client_ca.map(|c| c.pem.as_bytes()),
+    )
+    .expect("tls config")
+}
+
+async fn tls_broker(
+    tls: Arc<TlsConfig>,
+    limits: Limits,
+    hooks: Option<Arc<dyn Hooks>>,
+) -> BrokerHandle {
+    let mut b = Broker::builder()
+        .listen_tls("127.0.0.1:0".parse().expect("address"), tls)
+        .limits(limits)
+        .authenticator(Arc::new(CertificateIdentity::default()))
+        .authenticator(Arc::new(roost::auth::AllowAll::new()))
+        .sys_interval(None);
+    if let Some(h) = hooks {
+        b = b.hooks(h);
+    }
+    b.build().start().await.expect("starts")
+}
+
+fn client(
+    broker: &BrokerHandle,
+    id: &str,
+    ca: &Ca,
+    client_auth: Option<(String, String)>,
+) -> (AsyncClient, rumqttc::EventLoop) {
+    let port = broker.local_addrs()[0].port();
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_transport(Transport::Tls(TlsConfiguration::Simple {
+        ca: ca.pem.clone().into_bytes(),
+        alpn: None,
+        client_auth: client_auth.map(|(c, k)| (c.into_bytes(), k.into_bytes())),
+    }));
+    AsyncClient::new(o, 16)
+}
+
+/// Polls until CONNACK or an error.
+async fn connected(el: &mut rumqttc::EventLoop) -> Result<(), String> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), el.poll()).await {
+            Ok(Ok(Event::Incoming(Incoming::ConnAck(_)))) => return Ok(()),
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("timeout".into()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn publish_and_subscribe_over_tls() {
+    let ca = Ca::new("test CA");
+    let broker = tls_broker(server_tls(&ca, None), Limits::default(), None).await;
+    let (sub, mut sub_el) = client(&broker, "tls-sub", &ca, None);
+    connected(&mut sub_el).await.expect("TLS connect");
+    within(sub.subscribe("secure/#", QoS::AtLeastOnce))
+        .await
+        .expect("queued");
+    loop {
+        if let Event::Incoming(Incoming::SubAck(_)) = within(sub_el.poll()).await.expect("polls") {
+            break;
+        }
+    }
+    let (publ, mut pub_el) = client(&broker, "tls-pub", &ca, None);
+    connected(&mut pub_el).await.expect("TLS connect");
+    tokio::spawn(async move { while pub_el.poll().await.is_ok() {} });
+    within(publ.publish("secure/x", QoS::AtLeastOnce, false, "over tls"))
+        .await
+        .expect("queued");
+    loop {
+        if let Event::Incoming(Incoming::Publish(p)) = within(sub_el.poll()).await.expect("polls") {
+            assert_eq!(&p.payload[..], b"over tls");
+            break;
+        }
+    }
+    // A client that does not trust the server's CA cannot connect.
+    let other = Ca::new("other CA");
+    let (_c, mut el) = client(&broker, "tls-untrusting", &other, None);
+    assert!(connected(&mut el).await.is_err());
+    broker.shutdown().await;
+}
+
+#[derive(Default)]
+struct Seen(Mutex<Vec<(String, Option<String>)>>);
+
+impl Hooks for Seen {
+    fn client_connected(&self, c: &ClientInfo) {
+        self.0
+            .lock()
+            .push((c.client_id.to_string(), c.identity.username.clone()));
+    }
+}
+
+#[tokio::test]
+async fn mutual_tls_identity_reaches_the_authenticator() {
+    let ca = Ca::new("test CA");
+    let seen = Arc::new(Seen::default());
+    let broker = tls_broker(
+        server_tls(&ca, Some(&ca)),
+        Limits::default(),
+        Some(seen.clone()),
+    )
+    .await;
+    let (cert, key) = ca.issue(&["device-7.example"], "device-7");
+    let (_c, mut el) = client(&broker, "mtls-client", &ca, Some((cert, key)));
+    connected(&mut el).await.expect("mTLS connect");
+    let who = ("mtls-client".to_string(), Some("device-7".to_string()));
+    assert!(
+        seen.0.lock().contains(&who),
+        "identity from the certificate's CN"
+    );
+    // Without a client certificate the handshake is refused.
+    let (_c, mut el) = client(&broker, "no-cert", &ca, None);
+    assert!(connected(&mut el).await.is_err());
+    // And with a certificate from another CA.
+    let rogue = Ca::new("rogue CA");
+    let (cert, key) = rogue.issue(&["x"], "mallory");
+    let (_c, mut el) = client(&broker, "rogue", &ca, Some((cert, key)));
+    assert!(connected(&mut el).await.is_err());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_handshakes_are_dropped_without_blocking_others() {
+    let ca = Ca::new("test CA");
+    let limits = Limits {
+        handshake_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let broker = tls_broker(server_tls(&ca, None), limits, None).await;
+    // Ten connections that never start the handshake.
+    let mut silent = Vec::new();
+    for _ in 0..10 {
+        let s = within(tokio::net::TcpStream::connect(broker.local_addrs()[0])).await;
+        silent.push(s.expect("connects"));
+    }
+    // A real client still gets in.
+    let (_c, mut el) = client(&broker, "real", &ca, None);
+    connected(&mut el)
+        .await
+        .expect("not blocked by half-open handshakes");
+    // The silent ones are closed after the timeout.
+    for mut s in silent {
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            within(s.read(&mut buf)).await.unwrap_or(0),
+            0,
+            "closed by the broker"
+        );
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn certificate_reload_applies_to_new_connections() {
+    let old_ca = Ca::new("old CA");
+    let tls = server_tls(&old_ca, None);
+    let broker = tls_broker(tls.clone(), Limits::default(), None).await;
+    let (early, mut before) = client(&broker, "before", &old_ca, None);
+    connected(&mut before).await.expect("old certificate");
+    // Renew with a certificate from another CA, from files as an operator would.
+    let new_ca = Ca::new("new CA");
+    let (cert, key) = new_ca.issue(&["127.0.0.1"], "renewed");
+    let dir = std::env::temp_dir().join(format!("roost-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("cert.pem"), cert).expect("write");
+    std::fs::write(dir.join("key.pem"), key).expect("write");
+    tls.reload_pem_files(&dir.join("cert.pem"), &dir.join("key.pem"), None)
+        .expect("reloads");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (_b, mut after) = client(&broker, "after", &new_ca, None);
+    connected(&mut after).await.expect("new certificate");
+    let (_c, mut stale) = client(&broker, "stale", &old_ca, None);
+    assert!(
+        connected(&mut stale).await.is_err(),
+        "old certificate no longer served"
+    );
+    // The connection made before the reload is untouched: a QoS 1 publish is acknowledged.
+    within(early.publish("t", QoS::AtLeastOnce, false, "still here"))
+        .await
+        .expect("queued");
+    loop {
+        match within(before.poll()).await {
+            Ok(Event::Incoming(Incoming::PubAck(_))) => break,
+            Ok(_) => continue,
+            Err(e) => panic!("old connection broke: {e}"),
+        }
+    }
+    broker.shutdown().await;
+}

@@ -24,6 +24,9 @@
 //! | `--flush-interval-ms N` | `flush_interval_ms` | for `periodic` (default 1000) |
 //! | `--on-corrupt fail\|quarantine` | `on_corrupt` | unreadable data dir (default `fail`) |
 //! | `--max-storage-mb N` | `max_storage_mb` | size budget of the data dir (default none) |
+//! | `--tls-listen ADDR` (repeatable) | `tls_listen = ["ADDR"]` | MQTT over TLS listener |
+//! | `--cert FILE`, `--key FILE` | `cert`, `key` | server certificate chain and key (PEM) |
+//! | `--client-ca FILE` | `client_ca` | require client certificates from this CA (mTLS) |
 //! | `--config FILE` | | read the TOML file |
 //!
 //! Anonymous clients are allowed by default only when every listener is on a loopback
@@ -57,13 +60,17 @@ struct Settings {
     flush_interval_ms: Option<u64>,
     on_corrupt: Option<String>,
     max_storage_mb: Option<u64>,
+    tls_listen: Vec<SocketAddr>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
 }
 
 const USAGE: &str = "usage: broker [--config FILE] [--listen ADDR]... [--max-connections N] \
 [--max-packet-size BYTES] [--max-inflight N] [--max-queued N] [--password-file FILE] \
 [--acl-file FILE] [--allow-anonymous true|false] [--data-dir DIR] \
 [--durability none|periodic|acked] [--flush-interval-ms N] [--on-corrupt fail|quarantine] \
-[--max-storage-mb N]";
+[--max-storage-mb N] [--tls-listen ADDR --cert FILE --key FILE [--client-ca FILE]]";
 
 fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
     value
@@ -98,6 +105,10 @@ impl Settings {
             },
             "flush_interval_ms" => self.flush_interval_ms = Some(number(key, value)?),
             "max_storage_mb" => self.max_storage_mb = Some(number(key, value)?),
+            "tls_listen" => self.tls_listen.push(address(value)?),
+            "cert" => self.cert = Some(PathBuf::from(value)),
+            "key" => self.key = Some(PathBuf::from(value)),
+            "client_ca" => self.client_ca = Some(PathBuf::from(value)),
             "on_corrupt" => match value {
                 "fail" | "quarantine" => self.on_corrupt = Some(value.to_string()),
                 _ => return Err(format!("on_corrupt: '{value}' is not fail or quarantine")),
@@ -166,11 +177,17 @@ impl Settings {
         if from_flags.iter().any(|(k, _)| k == "listen") {
             settings.listen.clear();
         }
+        if from_flags.iter().any(|(k, _)| k == "tls_listen") {
+            settings.tls_listen.clear();
+        }
         for (key, value) in from_flags {
             settings.set(&key, &value)?;
         }
-        if settings.listen.is_empty() {
+        if settings.listen.is_empty() && settings.tls_listen.is_empty() {
             settings.listen.push(address("127.0.0.1:1883")?);
+        }
+        if !settings.tls_listen.is_empty() && (settings.cert.is_none() || settings.key.is_none()) {
+            return Err("--tls-listen needs --cert and --key".to_string());
         }
         Ok(settings)
     }
@@ -228,14 +245,23 @@ fn storage(settings: &Settings) -> Result<Option<Store>, String> {
     Ok(Some((Arc::new(store), durability)))
 }
 
-/// The password and ACL files in use, for SIGHUP reloads.
+/// The password and ACL files and TLS certificate in use, for SIGHUP reloads.
 struct Files {
     passwords: Option<Arc<PasswordFile>>,
     acl: Option<Arc<AclFile>>,
+    tls: Option<(Arc<roost::TlsConfig>, PathBuf, PathBuf, Option<PathBuf>)>,
 }
 
 impl Files {
     async fn reload(&self, broker: &BrokerHandle) {
+        if let Some((tls, cert, key, ca)) = &self.tls {
+            match tls.reload_pem_files(cert, key, ca.as_deref()) {
+                Ok(()) => tracing::info!("TLS certificate reloaded (new connections)"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate not reloaded; previous kept")
+                }
+            }
+        }
         if let Some(p) = &self.passwords {
             match p.reload() {
                 Ok(()) => tracing::info!(users = p.len(), "password file reloaded"),
@@ -262,7 +288,11 @@ fn security(
     settings: &Settings,
     mut builder: roost::BrokerBuilder,
 ) -> Result<(roost::BrokerBuilder, Files), String> {
-    let loopback_only = settings.listen.iter().all(|a| a.ip().is_loopback());
+    let loopback_only = settings
+        .listen
+        .iter()
+        .chain(&settings.tls_listen)
+        .all(|a| a.ip().is_loopback());
     let anonymous = settings.allow_anonymous.unwrap_or(loopback_only);
     let passwords = match &settings.password_file {
         Some(path) => Some(Arc::new(
@@ -320,7 +350,14 @@ fn security(
         let a: Arc<dyn Authorizer> = a.clone();
         builder = builder.authorizer(a);
     }
-    Ok((builder, Files { passwords, acl }))
+    Ok((
+        builder,
+        Files {
+            passwords,
+            acl,
+            tls: None,
+        },
+    ))
 }
 
 /// Refuses every client (the "nobody may connect" configuration).
@@ -388,6 +425,24 @@ async fn main() -> ExitCode {
     for addr in &settings.listen {
         builder = builder.listen(*addr);
     }
+    let mut tls = None;
+    if let (Some(cert), Some(key)) = (&settings.cert, &settings.key) {
+        match roost::TlsConfig::from_pem_files(cert, key, settings.client_ca.as_deref()) {
+            Ok(config) => tls = Some(config),
+            Err(e) => {
+                let cause = std::error::Error::source(&e)
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default();
+                eprintln!("error: {e}{cause}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    for addr in &settings.tls_listen {
+        if let Some(config) = &tls {
+            builder = builder.listen_tls(*addr, Arc::clone(config));
+        }
+    }
     let builder = match storage(&settings) {
         Ok(Some((store, durability))) => builder.storage(store, durability),
         Ok(None) => builder,
@@ -403,6 +458,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut files = files;
+    if let (Some(config), Some(cert), Some(key)) = (&tls, &settings.cert, &settings.key) {
+        files.tls = Some((
+            Arc::clone(config),
+            cert.clone(),
+            key.clone(),
+            settings.client_ca.clone(),
+        ));
+    }
     let broker = match builder.build().start().await {
         Ok(b) => b,
         Err(e) => {

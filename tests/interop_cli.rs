@@ -161,3 +161,116 @@ async fn paho_python_v311() {
 async fn paho_python_v5() {
     paho_round_trip("5").await;
 }
+
+/// Writes a CA, a server certificate for 127.0.0.1 and a client certificate (all PEM) into
+/// `dir`; returns the broker's TLS configuration.
+fn write_pki(dir: &std::path::Path, client_ca: bool) -> std::sync::Arc<roost::TlsConfig> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "interop CA");
+    let ca_pem = ca_params.self_signed(&ca_key).expect("ca").pem();
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let issue = |sans: Vec<String>, cn: &str| {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(sans).expect("params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        (
+            p.signed_by(&key, &issuer).expect("signed").pem(),
+            key.serialize_pem(),
+        )
+    };
+    let (server_cert, server_key) = issue(vec!["127.0.0.1".into(), "localhost".into()], "server");
+    let (client_cert, client_key) = issue(vec!["client.example".into()], "cli-client");
+    std::fs::create_dir_all(dir).expect("dir");
+    for (name, body) in [
+        ("ca.pem", &ca_pem),
+        ("client.pem", &client_cert),
+        ("client.key", &client_key),
+    ] {
+        std::fs::write(dir.join(name), body).expect("write");
+    }
+    let ca = client_ca.then_some(ca_pem.as_bytes());
+    roost::TlsConfig::from_pem(server_cert.as_bytes(), server_key.as_bytes(), ca).expect("tls")
+}
+
+#[tokio::test]
+async fn mosquitto_clients_over_tls_and_mutual_tls() {
+    if !available("mosquitto_sub", &["--help"], false)
+        || !available("mosquitto_pub", &["--help"], false)
+    {
+        return;
+    }
+    for mutual in [false, true] {
+        let dir =
+            std::env::temp_dir().join(format!("roost-cli-tls-{}-{mutual}", std::process::id()));
+        let tls = write_pki(&dir, mutual);
+        let broker = roost::Broker::builder()
+            .listen_tls("127.0.0.1:0".parse().expect("address"), tls)
+            .sys_interval(None)
+            .build()
+            .start()
+            .await
+            .expect("starts");
+        let port = addr(&broker).port().to_string();
+        let ca = dir.join("ca.pem");
+        let mut common = vec![
+            "-h".to_string(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.clone(),
+        ];
+        common.extend(["--cafile".to_string(), ca.display().to_string()]);
+        let mut with_cert = common.clone();
+        with_cert.extend([
+            "--cert".to_string(),
+            dir.join("client.pem").display().to_string(),
+            "--key".to_string(),
+            dir.join("client.key").display().to_string(),
+        ]);
+        let args = if mutual { &with_cert } else { &common };
+        // A retained message over TLS, read back over TLS.
+        let status = within(
+            Command::new("mosquitto_pub")
+                .args(args)
+                .args(["-t", "tls/state", "-m", "encrypted", "-r", "-q", "1"])
+                .status(),
+        )
+        .await
+        .expect("runs");
+        assert!(
+            status.success(),
+            "mosquitto_pub over TLS (mutual: {mutual})"
+        );
+        let out = within(
+            Command::new("mosquitto_sub")
+                .args(args)
+                .args(["-t", "tls/state", "-C", "1", "-W", "5"])
+                .output(),
+        )
+        .await
+        .expect("runs");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "encrypted");
+        if mutual {
+            // Without a client certificate: refused.
+            let refused = within(
+                Command::new("mosquitto_pub")
+                    .args(&common)
+                    .args(["-t", "tls/x", "-m", "no cert"])
+                    .stderr(Stdio::null())
+                    .status(),
+            )
+            .await
+            .expect("runs");
+            assert!(
+                !refused.success(),
+                "a client without a certificate must be refused"
+            );
+        }
+        broker.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

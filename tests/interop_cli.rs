@@ -274,3 +274,58 @@ async fn mosquitto_clients_over_tls_and_mutual_tls() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+const PAHO_WS_SCRIPT: &str = r#"
+import sys, threading
+import paho.mqtt.client as mqtt
+port = int(sys.argv[1])
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-ws", transport="websockets")
+c.ws_set_options(path="/mqtt")
+got, subscribed = [], threading.Event()
+done = threading.Event()
+c.on_connect = lambda cl, u, f, r, p: cl.subscribe("ws/#", qos=1)
+c.on_subscribe = lambda cl, u, m, r, p: subscribed.set()
+def on_message(cl, u, msg):
+    got.append(msg.payload.decode()); done.set()
+c.on_message = on_message
+c.connect("127.0.0.1", port)
+c.loop_start()
+assert subscribed.wait(10), "no SUBACK"
+c.publish("ws/echo", "over websocket", qos=1).wait_for_publish(10)
+assert done.wait(10), "nothing received"
+c.disconnect(); c.loop_stop()
+print(got[0])
+"#;
+
+#[tokio::test]
+async fn paho_python_over_websocket() {
+    if !available("python3", &["-c", "import paho.mqtt.client"], true) {
+        return;
+    }
+    let broker = roost::Broker::builder()
+        .listen_ws("127.0.0.1:0".parse().expect("address"), "/mqtt")
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .expect("starts");
+    let port = addr(&broker).port().to_string();
+    let out = within(
+        Command::new("python3")
+            .args(["-c", PAHO_WS_SCRIPT, &port])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("python runs");
+    assert!(
+        out.status.success(),
+        "paho over websocket failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "over websocket"
+    );
+    broker.shutdown().await;
+}

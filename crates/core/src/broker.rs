@@ -43,6 +43,7 @@ use crate::session::{CloseReason, Link, LinkSignals, Session};
 use crate::timers::{Due, TimerKind, Timers};
 use crate::topic::TopicName;
 use crate::transport::tls::TlsConfig;
+use crate::transport::ws;
 use crate::transport::{NetReader, NetWriter};
 use roost_storage::{Op, Storage};
 
@@ -561,7 +562,7 @@ impl Shared {
 /// Builds a [`Broker`].
 #[derive(Clone)]
 pub struct BrokerBuilder {
-    listeners: Vec<(SocketAddr, Option<Arc<TlsConfig>>)>,
+    listeners: Vec<(SocketAddr, ListenerKind)>,
     limits: Limits,
     capabilities: Capabilities,
     plugins: PluginSettings,
@@ -587,14 +588,33 @@ impl BrokerBuilder {
     /// Adds a TCP listener. Port 0 picks a free port; [`BrokerHandle::local_addrs`] tells
     /// which.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.listeners.push((addr, None));
+        self.listeners.push((addr, ListenerKind::Tcp));
         self
     }
 
     /// Adds a TLS listener (MQTT over TLS, usually port 8883). Port 0 picks a free port.
     /// The configuration can be replaced later through the same `Arc` (certificate reload).
     pub fn listen_tls(mut self, addr: SocketAddr, tls: Arc<TlsConfig>) -> Self {
-        self.listeners.push((addr, Some(tls)));
+        self.listeners.push((addr, ListenerKind::Tls(tls)));
+        self
+    }
+
+    /// Adds a WebSocket listener (MQTT over WebSocket, subprotocol `mqtt`, binary frames) that
+    /// accepts upgrades on `path` (usually `/mqtt`).
+    pub fn listen_ws(mut self, addr: SocketAddr, path: impl Into<String>) -> Self {
+        self.listeners.push((addr, ListenerKind::Ws(path.into())));
+        self
+    }
+
+    /// Adds a secure WebSocket listener (WebSocket over TLS) on `path`.
+    pub fn listen_wss(
+        mut self,
+        addr: SocketAddr,
+        tls: Arc<TlsConfig>,
+        path: impl Into<String>,
+    ) -> Self {
+        self.listeners
+            .push((addr, ListenerKind::Wss(tls, path.into())));
         self
     }
 
@@ -687,7 +707,7 @@ impl Broker {
     pub async fn start(self) -> Result<BrokerHandle, Error> {
         let config = self.config;
         let mut bound = Vec::with_capacity(config.listeners.len());
-        for (addr, tls) in &config.listeners {
+        for (addr, kind) in &config.listeners {
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|source| Error::Bind {
@@ -698,7 +718,7 @@ impl Broker {
                 addr: *addr,
                 source,
             })?;
-            bound.push((listener, local, tls.clone()));
+            bound.push((listener, local, kind.clone()));
         }
         let sys_interval = config.sys_interval;
         let shared = Shared::new(config);
@@ -707,14 +727,14 @@ impl Broker {
             persist::restore(&shared, snapshot);
         }
         let mut local_addrs = Vec::with_capacity(bound.len());
-        for (listener, local, tls) in bound {
-            let kind = if tls.is_some() { "tls" } else { "tcp" };
-            tracing::info!(addr = %local, kind, "listening");
+        for (listener, local, kind) in bound {
+            let label = kind.label();
+            tracing::info!(addr = %local, kind = label, "listening");
             local_addrs.push(local);
-            let name: Arc<str> = format!("{kind}:{local}").into();
+            let name: Arc<str> = format!("{label}:{local}").into();
             shared
                 .tracker
-                .spawn(accept_loop(Arc::clone(&shared), listener, name, tls));
+                .spawn(accept_loop(Arc::clone(&shared), listener, name, kind));
         }
         if let Some(interval) = sys_interval {
             shared
@@ -801,7 +821,7 @@ async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
     name: Arc<str>,
-    tls: Option<Arc<TlsConfig>>,
+    kind: ListenerKind,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -827,61 +847,129 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let conn_shared = Arc::clone(&shared);
-        let listener_name = Arc::clone(&name);
-        let acceptor = tls.as_ref().map(|t| t.acceptor());
+        let peer = PeerInfo {
+            addr: Some(addr),
+            listener: Arc::clone(&name),
+            certificates: Vec::new(),
+        };
+        let kind = kind.clone();
         shared.tracker.spawn(async move {
             let _slot = slot;
-            let Some(acceptor) = acceptor else {
+            if let ListenerKind::Tcp = kind {
                 let (read, write) = stream.into_split();
-                let peer = PeerInfo {
-                    addr: Some(addr),
-                    listener: listener_name,
-                    certificates: Vec::new(),
-                };
                 let reader = NetReader::new(read, Arc::clone(&conn_shared));
                 let writer = NetWriter::new(write, Arc::clone(&conn_shared));
                 connection::serve(conn_shared, reader, writer, peer).await;
                 return;
-            };
-            // The handshake runs here, in the connection's own task, under a deadline.
+            }
+            // Handshakes (TLS, WebSocket upgrade) run here, in the connection's own task,
+            // under one deadline.
             let timeout = conn_shared.limits.handshake_timeout;
-            let handshake = tokio::select! {
-                _ = conn_shared.shutdown.cancelled() => return,
-                r = tokio::time::timeout(timeout, acceptor.accept(stream)) => r,
+            let stop = conn_shared.shutdown.clone();
+            let upgraded = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = tokio::time::timeout(timeout, upgrade(stream, &kind, peer)) => r,
             };
-            let tls_stream = match handshake {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(peer = %addr, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let certificates = tls_stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|chain| {
-                    chain
-                        .iter()
-                        .map(|c| Bytes::copy_from_slice(c.as_ref()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let (read, write) = tokio::io::split(tls_stream);
-            let peer = PeerInfo {
-                addr: Some(addr),
-                listener: listener_name,
-                certificates,
-            };
-            let reader = NetReader::new(read, Arc::clone(&conn_shared));
-            let writer = NetWriter::new(write, Arc::clone(&conn_shared));
-            connection::serve(conn_shared, reader, writer, peer).await;
+            match upgraded {
+                Ok(Ok(Upgraded::Tls(s, peer))) => serve_stream(conn_shared, s, peer).await,
+                Ok(Ok(Upgraded::Ws(s, peer))) => serve_stream(conn_shared, s, peer).await,
+                Ok(Ok(Upgraded::Wss(s, peer))) => serve_stream(conn_shared, s, peer).await,
+                Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "handshake failed"),
+                Err(_) => tracing::debug!(peer = %addr, "handshake timed out"),
+            }
         });
     }
+}
+
+/// What a listener accepts connections as.
+#[derive(Clone)]
+enum ListenerKind {
+    Tcp,
+    Tls(Arc<TlsConfig>),
+    Ws(String),
+    Wss(Arc<TlsConfig>, String),
+}
+
+impl std::fmt::Debug for ListenerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl ListenerKind {
+    fn label(&self) -> &'static str {
+        match self {
+            ListenerKind::Tcp => "tcp",
+            ListenerKind::Tls(_) => "tls",
+            ListenerKind::Ws(_) => "ws",
+            ListenerKind::Wss(..) => "wss",
+        }
+    }
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// A connection after its handshakes.
+enum Upgraded {
+    Tls(TlsStream, PeerInfo),
+    Ws(ws::WsStream<tokio::net::TcpStream>, PeerInfo),
+    Wss(ws::WsStream<TlsStream>, PeerInfo),
+}
+
+/// The TLS handshake, recording the client's certificate chain.
+async fn tls_handshake(
+    stream: tokio::net::TcpStream,
+    tls: &TlsConfig,
+    peer: &mut PeerInfo,
+) -> std::io::Result<TlsStream> {
+    let s = tls.acceptor().accept(stream).await?;
+    peer.certificates = s
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|chain| {
+            chain
+                .iter()
+                .map(|c| Bytes::copy_from_slice(c.as_ref()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(s)
+}
+
+async fn upgrade(
+    stream: tokio::net::TcpStream,
+    kind: &ListenerKind,
+    mut peer: PeerInfo,
+) -> std::io::Result<Upgraded> {
+    Ok(match kind {
+        ListenerKind::Tcp => unreachable_tcp()?,
+        ListenerKind::Tls(tls) => {
+            let s = tls_handshake(stream, tls, &mut peer).await?;
+            Upgraded::Tls(s, peer)
+        }
+        ListenerKind::Ws(path) => Upgraded::Ws(ws::accept(stream, path).await?, peer),
+        ListenerKind::Wss(tls, path) => {
+            let s = tls_handshake(stream, tls, &mut peer).await?;
+            Upgraded::Wss(ws::accept(s, path).await?, peer)
+        }
+    })
+}
+
+/// Plain TCP needs no upgrade; callers never ask for one.
+fn unreachable_tcp() -> std::io::Result<Upgraded> {
+    Err(std::io::Error::other("plain TCP has no handshake"))
+}
+
+/// Serves a connection over any byte stream.
+async fn serve_stream<S>(shared: Arc<Shared>, stream: S, peer: PeerInfo)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (read, write) = tokio::io::split(stream);
+    let reader = NetReader::new(read, Arc::clone(&shared));
+    let writer = NetWriter::new(write, Arc::clone(&shared));
+    connection::serve(shared, reader, writer, peer).await;
 }
 
 /// Publishes the counters as retained `$SYS` messages every `interval`.

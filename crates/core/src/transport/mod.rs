@@ -7,6 +7,7 @@
 //! through the same connection and session code.
 
 pub(crate) mod tls;
+pub(crate) mod ws;
 
 use std::collections::VecDeque;
 use std::future::Future;

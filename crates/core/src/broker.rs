@@ -871,9 +871,9 @@ async fn accept_loop(
                 r = tokio::time::timeout(timeout, upgrade(stream, &kind, peer)) => r,
             };
             match upgraded {
-                Ok(Ok(Upgraded::Tls(s, peer))) => serve_stream(conn_shared, s, peer).await,
-                Ok(Ok(Upgraded::Ws(s, peer))) => serve_stream(conn_shared, s, peer).await,
-                Ok(Ok(Upgraded::Wss(s, peer))) => serve_stream(conn_shared, s, peer).await,
+                Ok(Ok(Upgraded::Tls(s, peer))) => serve_stream(conn_shared, *s, peer).await,
+                Ok(Ok(Upgraded::Ws(s, peer))) => serve_stream(conn_shared, *s, peer).await,
+                Ok(Ok(Upgraded::Wss(s, peer))) => serve_stream(conn_shared, *s, peer).await,
                 Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "handshake failed"),
                 Err(_) => tracing::debug!(peer = %addr, "handshake timed out"),
             }
@@ -911,9 +911,9 @@ type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
 
 /// A connection after its handshakes.
 enum Upgraded {
-    Tls(TlsStream, PeerInfo),
-    Ws(ws::WsStream<tokio::net::TcpStream>, PeerInfo),
-    Wss(ws::WsStream<TlsStream>, PeerInfo),
+    Tls(Box<TlsStream>, PeerInfo),
+    Ws(Box<ws::WsStream<tokio::net::TcpStream>>, PeerInfo),
+    Wss(Box<ws::WsStream<TlsStream>>, PeerInfo),
 }
 
 /// The TLS handshake, recording the client's certificate chain.
@@ -946,12 +946,12 @@ async fn upgrade(
         ListenerKind::Tcp => unreachable_tcp()?,
         ListenerKind::Tls(tls) => {
             let s = tls_handshake(stream, tls, &mut peer).await?;
-            Upgraded::Tls(s, peer)
+            Upgraded::Tls(Box::new(s), peer)
         }
-        ListenerKind::Ws(path) => Upgraded::Ws(ws::accept(stream, path).await?, peer),
+        ListenerKind::Ws(path) => Upgraded::Ws(Box::new(ws::accept(stream, path).await?), peer),
         ListenerKind::Wss(tls, path) => {
             let s = tls_handshake(stream, tls, &mut peer).await?;
-            Upgraded::Wss(ws::accept(s, path).await?, peer)
+            Upgraded::Wss(Box::new(ws::accept(s, path).await?), peer)
         }
     })
 }

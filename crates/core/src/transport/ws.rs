@@ -18,6 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 
 /// Performs the server side of the WebSocket upgrade: the path must be `path` and the
 /// client must offer the `mqtt` subprotocol, which the response selects (MQTT-6.0.0-3/-4).
+#[allow(clippy::result_large_err)] // the callback's signature is tungstenite's
 pub(crate) async fn accept<S>(stream: S, path: &str) -> io::Result<WsStream<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,

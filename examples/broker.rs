@@ -27,6 +27,9 @@
 //! | `--tls-listen ADDR` (repeatable) | `tls_listen = ["ADDR"]` | MQTT over TLS listener |
 //! | `--cert FILE`, `--key FILE` | `cert`, `key` | server certificate chain and key (PEM) |
 //! | `--client-ca FILE` | `client_ca` | require client certificates from this CA (mTLS) |
+//! | `--ws-listen ADDR` (repeatable) | `ws_listen = ["ADDR"]` | MQTT over WebSocket |
+//! | `--wss-listen ADDR` (repeatable) | `wss_listen = ["ADDR"]` | MQTT over secure WebSocket |
+//! | `--ws-path PATH` | `ws_path` | WebSocket path (default `/mqtt`) |
 //! | `--config FILE` | | read the TOML file |
 //!
 //! Anonymous clients are allowed by default only when every listener is on a loopback
@@ -64,13 +67,17 @@ struct Settings {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
+    ws_listen: Vec<SocketAddr>,
+    wss_listen: Vec<SocketAddr>,
+    ws_path: Option<String>,
 }
 
 const USAGE: &str = "usage: broker [--config FILE] [--listen ADDR]... [--max-connections N] \
 [--max-packet-size BYTES] [--max-inflight N] [--max-queued N] [--password-file FILE] \
 [--acl-file FILE] [--allow-anonymous true|false] [--data-dir DIR] \
 [--durability none|periodic|acked] [--flush-interval-ms N] [--on-corrupt fail|quarantine] \
-[--max-storage-mb N] [--tls-listen ADDR --cert FILE --key FILE [--client-ca FILE]]";
+[--max-storage-mb N] [--tls-listen ADDR --cert FILE --key FILE [--client-ca FILE]] \
+[--ws-listen ADDR] [--wss-listen ADDR] [--ws-path PATH]";
 
 fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
     value
@@ -109,6 +116,9 @@ impl Settings {
             "cert" => self.cert = Some(PathBuf::from(value)),
             "key" => self.key = Some(PathBuf::from(value)),
             "client_ca" => self.client_ca = Some(PathBuf::from(value)),
+            "ws_listen" => self.ws_listen.push(address(value)?),
+            "wss_listen" => self.wss_listen.push(address(value)?),
+            "ws_path" => self.ws_path = Some(value.to_string()),
             "on_corrupt" => match value {
                 "fail" | "quarantine" => self.on_corrupt = Some(value.to_string()),
                 _ => return Err(format!("on_corrupt: '{value}' is not fail or quarantine")),
@@ -177,17 +187,28 @@ impl Settings {
         if from_flags.iter().any(|(k, _)| k == "listen") {
             settings.listen.clear();
         }
-        if from_flags.iter().any(|(k, _)| k == "tls_listen") {
-            settings.tls_listen.clear();
+        for key in ["tls_listen", "ws_listen", "wss_listen"] {
+            if from_flags.iter().any(|(k, _)| k == key) {
+                match key {
+                    "tls_listen" => settings.tls_listen.clear(),
+                    "ws_listen" => settings.ws_listen.clear(),
+                    _ => settings.wss_listen.clear(),
+                }
+            }
         }
         for (key, value) in from_flags {
             settings.set(&key, &value)?;
         }
-        if settings.listen.is_empty() && settings.tls_listen.is_empty() {
+        if settings.listen.is_empty()
+            && settings.tls_listen.is_empty()
+            && settings.ws_listen.is_empty()
+            && settings.wss_listen.is_empty()
+        {
             settings.listen.push(address("127.0.0.1:1883")?);
         }
-        if !settings.tls_listen.is_empty() && (settings.cert.is_none() || settings.key.is_none()) {
-            return Err("--tls-listen needs --cert and --key".to_string());
+        let secure = !settings.tls_listen.is_empty() || !settings.wss_listen.is_empty();
+        if secure && (settings.cert.is_none() || settings.key.is_none()) {
+            return Err("--tls-listen and --wss-listen need --cert and --key".to_string());
         }
         Ok(settings)
     }
@@ -292,6 +313,8 @@ fn security(
         .listen
         .iter()
         .chain(&settings.tls_listen)
+        .chain(&settings.ws_listen)
+        .chain(&settings.wss_listen)
         .all(|a| a.ip().is_loopback());
     let anonymous = settings.allow_anonymous.unwrap_or(loopback_only);
     let passwords = match &settings.password_file {
@@ -438,9 +461,19 @@ async fn main() -> ExitCode {
             }
         }
     }
-    for addr in &settings.tls_listen {
-        if let Some(config) = &tls {
+    let ws_path = settings
+        .ws_path
+        .clone()
+        .unwrap_or_else(|| "/mqtt".to_string());
+    for addr in &settings.ws_listen {
+        builder = builder.listen_ws(*addr, ws_path.clone());
+    }
+    if let Some(config) = &tls {
+        for addr in &settings.tls_listen {
             builder = builder.listen_tls(*addr, Arc::clone(config));
+        }
+        for addr in &settings.wss_listen {
+            builder = builder.listen_wss(*addr, Arc::clone(config), ws_path.clone());
         }
     }
     let builder = match storage(&settings) {

@@ -43,9 +43,10 @@ pub use roost_core::codec::{self, QoS, ReasonCode};
 pub use roost_core::plugin;
 pub use roost_core::topic::{self, TopicFilter, TopicName};
 pub use roost_core::{
-    Broker, BrokerBuilder, BrokerHandle, Capabilities, Client, ClientError, ClientOptions,
-    Deliveries, Durability, Error, Limits, Message, MetricsSnapshot, PublishOptions, Received,
-    Redirect, TlsConfig, TlsError,
+    duplex_listener, Accepted, Broker, BrokerBuilder, BrokerHandle, Capabilities, Client,
+    ClientError, ClientOptions, Deliveries, DuplexConnector, DuplexListener, Durability, Error,
+    Limits, Listener, Message, MetricsSnapshot, PublishOptions, Received, Redirect, TlsConfig,
+    TlsError,
 };
 pub use roost_storage as storage;
 

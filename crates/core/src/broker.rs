@@ -42,6 +42,7 @@ use crate::session::SessionState;
 use crate::session::{CloseReason, Link, LinkSignals, Session};
 use crate::timers::{Due, TimerKind, Timers};
 use crate::topic::TopicName;
+use crate::transport::listener::{ErasedListener, Listener};
 use crate::transport::tls::TlsConfig;
 use crate::transport::ws;
 use crate::transport::{NetReader, NetWriter};
@@ -563,6 +564,8 @@ impl Shared {
 #[derive(Clone)]
 pub struct BrokerBuilder {
     listeners: Vec<(SocketAddr, ListenerKind)>,
+    /// User-supplied listeners, taken by the first broker started from this builder.
+    custom: Vec<(Arc<str>, Arc<Mutex<Option<Box<dyn ErasedListener>>>>)>,
     limits: Limits,
     capabilities: Capabilities,
     plugins: PluginSettings,
@@ -596,6 +599,16 @@ impl BrokerBuilder {
     /// The configuration can be replaced later through the same `Arc` (certificate reload).
     pub fn listen_tls(mut self, addr: SocketAddr, tls: Arc<TlsConfig>) -> Self {
         self.listeners.push((addr, ListenerKind::Tls(tls)));
+        self
+    }
+
+    /// Adds a listener of your own (see [`Listener`]); `name` is what authenticators and logs
+    /// see as the listener. A builder that is cloned shares it: only the first broker
+    /// started gets it.
+    pub fn listener(mut self, name: impl Into<String>, listener: impl Listener) -> Self {
+        let boxed: Box<dyn ErasedListener> = Box::new(listener);
+        self.custom
+            .push((Arc::from(name.into()), Arc::new(Mutex::new(Some(boxed)))));
         self
     }
 
@@ -688,6 +701,7 @@ impl Broker {
     pub fn builder() -> BrokerBuilder {
         BrokerBuilder {
             listeners: Vec::new(),
+            custom: Vec::new(),
             limits: Limits::default(),
             capabilities: Capabilities::default(),
             plugins: PluginSettings::default(),
@@ -721,6 +735,11 @@ impl Broker {
             bound.push((listener, local, kind.clone()));
         }
         let sys_interval = config.sys_interval;
+        let custom: Vec<_> = config
+            .custom
+            .iter()
+            .filter_map(|(name, slot)| slot.lock().take().map(|l| (Arc::clone(name), l)))
+            .collect();
         let shared = Shared::new(config);
         if let Some(p) = &shared.persistence {
             let snapshot = p.load().await.map_err(Error::Storage)?;
@@ -735,6 +754,12 @@ impl Broker {
             shared
                 .tracker
                 .spawn(accept_loop(Arc::clone(&shared), listener, name, kind));
+        }
+        for (name, listener) in custom {
+            tracing::info!(listener = %name, "listening (custom)");
+            shared
+                .tracker
+                .spawn(listener.run(Arc::clone(&shared), name));
         }
         if let Some(interval) = sys_interval {
             shared
@@ -877,6 +902,45 @@ async fn accept_loop(
                 Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "handshake failed"),
                 Err(_) => tracing::debug!(peer = %addr, "handshake timed out"),
             }
+        });
+    }
+}
+
+/// Serves the connections of a user-supplied listener.
+pub(crate) async fn custom_accept_loop<L: Listener>(
+    shared: Arc<Shared>,
+    mut listener: L,
+    name: Arc<str>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let accepted = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(listener = %name, error = %e, "accept failed");
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        Metrics::inc(&shared.metrics.connections_total);
+        let Some(slot) = shared.open_slot() else {
+            Metrics::inc(&shared.metrics.connections_refused);
+            continue;
+        };
+        let peer = PeerInfo {
+            addr: accepted.peer,
+            listener: Arc::clone(&name),
+            certificates: accepted.certificates,
+        };
+        let conn_shared = Arc::clone(&shared);
+        shared.tracker.spawn(async move {
+            let _slot = slot;
+            serve_stream(conn_shared, accepted.stream, peer).await;
         });
     }
 }

@@ -43,4 +43,7 @@ pub use message::{Delivery, Message};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use persist::Durability;
 pub use roost_storage as storage;
+pub use transport::listener::{
+    duplex_listener, Accepted, DuplexConnector, DuplexListener, Listener,
+};
 pub use transport::tls::{TlsConfig, TlsError};

@@ -6,6 +6,7 @@
 //! payload published in-process reaches an in-process subscriber without a copy. Both go
 //! through the same connection and session code.
 
+pub(crate) mod listener;
 pub(crate) mod tls;
 pub(crate) mod ws;
 

@@ -560,12 +560,15 @@ impl Shared {
     }
 }
 
+/// A user-supplied listener waiting for the broker that takes it.
+type ListenerSlot = Arc<Mutex<Option<Box<dyn ErasedListener>>>>;
+
 /// Builds a [`Broker`].
 #[derive(Clone)]
 pub struct BrokerBuilder {
     listeners: Vec<(SocketAddr, ListenerKind)>,
     /// User-supplied listeners, taken by the first broker started from this builder.
-    custom: Vec<(Arc<str>, Arc<Mutex<Option<Box<dyn ErasedListener>>>>)>,
+    custom: Vec<(Arc<str>, ListenerSlot)>,
     limits: Limits,
     capabilities: Capabilities,
     plugins: PluginSettings,

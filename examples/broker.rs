@@ -30,6 +30,7 @@
 //! | `--ws-listen ADDR` (repeatable) | `ws_listen = ["ADDR"]` | MQTT over WebSocket |
 //! | `--wss-listen ADDR` (repeatable) | `wss_listen = ["ADDR"]` | MQTT over secure WebSocket |
 //! | `--ws-path PATH` | `ws_path` | WebSocket path (default `/mqtt`) |
+//! | `--proxy-protocol true\|false` | `proxy_protocol` | every listener expects a PROXY header |
 //! | `--config FILE` | | read the TOML file |
 //!
 //! Anonymous clients are allowed by default only when every listener is on a loopback
@@ -70,6 +71,7 @@ struct Settings {
     ws_listen: Vec<SocketAddr>,
     wss_listen: Vec<SocketAddr>,
     ws_path: Option<String>,
+    proxy_protocol: bool,
 }
 
 const USAGE: &str = "usage: broker [--config FILE] [--listen ADDR]... [--max-connections N] \
@@ -77,7 +79,7 @@ const USAGE: &str = "usage: broker [--config FILE] [--listen ADDR]... [--max-con
 [--acl-file FILE] [--allow-anonymous true|false] [--data-dir DIR] \
 [--durability none|periodic|acked] [--flush-interval-ms N] [--on-corrupt fail|quarantine] \
 [--max-storage-mb N] [--tls-listen ADDR --cert FILE --key FILE [--client-ca FILE]] \
-[--ws-listen ADDR] [--wss-listen ADDR] [--ws-path PATH]";
+[--ws-listen ADDR] [--wss-listen ADDR] [--ws-path PATH] [--proxy-protocol true|false]";
 
 fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
     value
@@ -119,6 +121,13 @@ impl Settings {
             "ws_listen" => self.ws_listen.push(address(value)?),
             "wss_listen" => self.wss_listen.push(address(value)?),
             "ws_path" => self.ws_path = Some(value.to_string()),
+            "proxy_protocol" => {
+                self.proxy_protocol = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(format!("proxy_protocol: '{value}' is not true or false")),
+                }
+            }
             "on_corrupt" => match value {
                 "fail" | "quarantine" => self.on_corrupt = Some(value.to_string()),
                 _ => return Err(format!("on_corrupt: '{value}' is not fail or quarantine")),
@@ -446,7 +455,9 @@ async fn main() -> ExitCode {
     };
     let mut builder = Broker::builder().limits(settings.limits());
     for addr in &settings.listen {
-        builder = builder.listen(*addr);
+        builder = builder
+            .listen(*addr)
+            .proxy_protocol(settings.proxy_protocol);
     }
     let mut tls = None;
     if let (Some(cert), Some(key)) = (&settings.cert, &settings.key) {
@@ -466,14 +477,20 @@ async fn main() -> ExitCode {
         .clone()
         .unwrap_or_else(|| "/mqtt".to_string());
     for addr in &settings.ws_listen {
-        builder = builder.listen_ws(*addr, ws_path.clone());
+        builder = builder
+            .listen_ws(*addr, ws_path.clone())
+            .proxy_protocol(settings.proxy_protocol);
     }
     if let Some(config) = &tls {
         for addr in &settings.tls_listen {
-            builder = builder.listen_tls(*addr, Arc::clone(config));
+            builder = builder
+                .listen_tls(*addr, Arc::clone(config))
+                .proxy_protocol(settings.proxy_protocol);
         }
         for addr in &settings.wss_listen {
-            builder = builder.listen_wss(*addr, Arc::clone(config), ws_path.clone());
+            builder = builder
+                .listen_wss(*addr, Arc::clone(config), ws_path.clone())
+                .proxy_protocol(settings.proxy_protocol);
         }
     }
     let builder = match storage(&settings) {

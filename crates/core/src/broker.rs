@@ -43,6 +43,7 @@ use crate::session::{CloseReason, Link, LinkSignals, Session};
 use crate::timers::{Due, TimerKind, Timers};
 use crate::topic::TopicName;
 use crate::transport::listener::{ErasedListener, Listener};
+use crate::transport::proxy;
 use crate::transport::tls::TlsConfig;
 use crate::transport::ws;
 use crate::transport::{NetReader, NetWriter};
@@ -566,7 +567,8 @@ type ListenerSlot = Arc<Mutex<Option<Box<dyn ErasedListener>>>>;
 /// Builds a [`Broker`].
 #[derive(Clone)]
 pub struct BrokerBuilder {
-    listeners: Vec<(SocketAddr, ListenerKind)>,
+    /// Network listeners: address, kind, and whether a PROXY protocol header is required.
+    listeners: Vec<(SocketAddr, ListenerKind, bool)>,
     /// User-supplied listeners, taken by the first broker started from this builder.
     custom: Vec<(Arc<str>, ListenerSlot)>,
     limits: Limits,
@@ -594,14 +596,14 @@ impl BrokerBuilder {
     /// Adds a TCP listener. Port 0 picks a free port; [`BrokerHandle::local_addrs`] tells
     /// which.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.listeners.push((addr, ListenerKind::Tcp));
+        self.listeners.push((addr, ListenerKind::Tcp, false));
         self
     }
 
     /// Adds a TLS listener (MQTT over TLS, usually port 8883). Port 0 picks a free port.
     /// The configuration can be replaced later through the same `Arc` (certificate reload).
     pub fn listen_tls(mut self, addr: SocketAddr, tls: Arc<TlsConfig>) -> Self {
-        self.listeners.push((addr, ListenerKind::Tls(tls)));
+        self.listeners.push((addr, ListenerKind::Tls(tls), false));
         self
     }
 
@@ -618,7 +620,8 @@ impl BrokerBuilder {
     /// Adds a WebSocket listener (MQTT over WebSocket, subprotocol `mqtt`, binary frames) that
     /// accepts upgrades on `path` (usually `/mqtt`).
     pub fn listen_ws(mut self, addr: SocketAddr, path: impl Into<String>) -> Self {
-        self.listeners.push((addr, ListenerKind::Ws(path.into())));
+        self.listeners
+            .push((addr, ListenerKind::Ws(path.into()), false));
         self
     }
 
@@ -630,7 +633,20 @@ impl BrokerBuilder {
         path: impl Into<String>,
     ) -> Self {
         self.listeners
-            .push((addr, ListenerKind::Wss(tls, path.into())));
+            .push((addr, ListenerKind::Wss(tls, path.into()), false));
+        self
+    }
+
+    /// Requires (`true`) or stops requiring a PROXY protocol header (HAProxy's, version 1 or
+    /// 2) on the network listener added last, for a broker behind a load balancer: the
+    /// client address that authenticators, hooks and logs see is then the one the balancer
+    /// reports. A connection without a valid header is closed; a LOCAL or UNKNOWN header keeps
+    /// the balancer's own address. The header must arrive within
+    /// [`Limits::handshake_timeout`]. Does nothing when no network listener was added yet.
+    pub fn proxy_protocol(mut self, required: bool) -> Self {
+        if let Some(last) = self.listeners.last_mut() {
+            last.2 = required;
+        }
         self
     }
 
@@ -724,7 +740,7 @@ impl Broker {
     pub async fn start(self) -> Result<BrokerHandle, Error> {
         let config = self.config;
         let mut bound = Vec::with_capacity(config.listeners.len());
-        for (addr, kind) in &config.listeners {
+        for (addr, kind, proxy) in &config.listeners {
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|source| Error::Bind {
@@ -735,7 +751,7 @@ impl Broker {
                 addr: *addr,
                 source,
             })?;
-            bound.push((listener, local, kind.clone()));
+            bound.push((listener, local, kind.clone(), *proxy));
         }
         let sys_interval = config.sys_interval;
         let custom: Vec<_> = config
@@ -749,14 +765,18 @@ impl Broker {
             persist::restore(&shared, snapshot);
         }
         let mut local_addrs = Vec::with_capacity(bound.len());
-        for (listener, local, kind) in bound {
+        for (listener, local, kind, proxy) in bound {
             let label = kind.label();
-            tracing::info!(addr = %local, kind = label, "listening");
+            tracing::info!(addr = %local, kind = label, proxy, "listening");
             local_addrs.push(local);
             let name: Arc<str> = format!("{label}:{local}").into();
-            shared
-                .tracker
-                .spawn(accept_loop(Arc::clone(&shared), listener, name, kind));
+            shared.tracker.spawn(accept_loop(
+                Arc::clone(&shared),
+                listener,
+                name,
+                kind,
+                proxy,
+            ));
         }
         for (name, listener) in custom {
             tracing::info!(listener = %name, "listening (custom)");
@@ -850,13 +870,14 @@ async fn accept_loop(
     listener: TcpListener,
     name: Arc<str>,
     kind: ListenerKind,
+    proxy: bool,
 ) {
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             r = listener.accept() => r,
         };
-        let (stream, addr) = match accepted {
+        let (mut stream, addr) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly, keep serving.
@@ -875,7 +896,7 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let conn_shared = Arc::clone(&shared);
-        let peer = PeerInfo {
+        let mut peer = PeerInfo {
             addr: Some(addr),
             listener: Arc::clone(&name),
             certificates: Vec::new(),
@@ -883,6 +904,26 @@ async fn accept_loop(
         let kind = kind.clone();
         shared.tracker.spawn(async move {
             let _slot = slot;
+            if proxy {
+                let timeout = conn_shared.limits.handshake_timeout;
+                let stop = conn_shared.shutdown.clone();
+                let header = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = tokio::time::timeout(timeout, proxy::read_header(&mut stream)) => r,
+                };
+                match header {
+                    Ok(Ok(Some(client))) => peer.addr = Some(client),
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %addr, error = %e, "PROXY header rejected");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %addr, "PROXY header timed out");
+                        return;
+                    }
+                }
+            }
             if let ListenerKind::Tcp = kind {
                 let (read, write) = stream.into_split();
                 let reader = NetReader::new(read, Arc::clone(&conn_shared));

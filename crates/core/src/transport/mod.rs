@@ -7,6 +7,7 @@
 //! through the same connection and session code.
 
 pub(crate) mod listener;
+pub(crate) mod proxy;
 pub(crate) mod tls;
 pub(crate) mod ws;
 

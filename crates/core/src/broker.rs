@@ -567,8 +567,8 @@ type ListenerSlot = Arc<Mutex<Option<Box<dyn ErasedListener>>>>;
 /// Builds a [`Broker`].
 #[derive(Clone)]
 pub struct BrokerBuilder {
-    /// Network listeners: address, kind, and whether a PROXY protocol header is required.
-    listeners: Vec<(SocketAddr, ListenerKind, bool)>,
+    /// Network listeners, in the order they were added.
+    listeners: Vec<NetListener>,
     /// User-supplied listeners, taken by the first broker started from this builder.
     custom: Vec<(Arc<str>, ListenerSlot)>,
     limits: Limits,
@@ -596,14 +596,16 @@ impl BrokerBuilder {
     /// Adds a TCP listener. Port 0 picks a free port; [`BrokerHandle::local_addrs`] tells
     /// which.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.listeners.push((addr, ListenerKind::Tcp, false));
+        self.listeners
+            .push(NetListener::new(addr, ListenerKind::Tcp));
         self
     }
 
     /// Adds a TLS listener (MQTT over TLS, usually port 8883). Port 0 picks a free port.
     /// The configuration can be replaced later through the same `Arc` (certificate reload).
     pub fn listen_tls(mut self, addr: SocketAddr, tls: Arc<TlsConfig>) -> Self {
-        self.listeners.push((addr, ListenerKind::Tls(tls), false));
+        self.listeners
+            .push(NetListener::new(addr, ListenerKind::Tls(tls)));
         self
     }
 
@@ -621,7 +623,7 @@ impl BrokerBuilder {
     /// accepts upgrades on `path` (usually `/mqtt`).
     pub fn listen_ws(mut self, addr: SocketAddr, path: impl Into<String>) -> Self {
         self.listeners
-            .push((addr, ListenerKind::Ws(path.into()), false));
+            .push(NetListener::new(addr, ListenerKind::Ws(path.into())));
         self
     }
 
@@ -633,7 +635,7 @@ impl BrokerBuilder {
         path: impl Into<String>,
     ) -> Self {
         self.listeners
-            .push((addr, ListenerKind::Wss(tls, path.into()), false));
+            .push(NetListener::new(addr, ListenerKind::Wss(tls, path.into())));
         self
     }
 
@@ -645,7 +647,31 @@ impl BrokerBuilder {
     /// [`Limits::handshake_timeout`]. Does nothing when no network listener was added yet.
     pub fn proxy_protocol(mut self, required: bool) -> Self {
         if let Some(last) = self.listeners.last_mut() {
-            last.2 = required;
+            last.proxy = required;
+        }
+        self
+    }
+
+    /// Names the network listener added last; authenticators
+    /// ([`ConnectInfo::listener`](crate::plugin::ConnectInfo::listener)), hooks and logs see
+    /// the name, so that each listener can have its own authentication rules (say, password
+    /// required on the public TLS port, not on loopback). The default name is the kind and
+    /// the bound address, e.g. `tcp:127.0.0.1:1883`. Does nothing when no network listener
+    /// was added yet.
+    pub fn listener_name(mut self, name: impl Into<String>) -> Self {
+        if let Some(last) = self.listeners.last_mut() {
+            last.name = Some(Arc::from(name.into()));
+        }
+        self
+    }
+
+    /// Caps the open connections of the network listener added last (the broker-wide
+    /// [`Limits::max_connections`] still applies). A connection over the cap is closed on
+    /// accept and counted in `connections_refused`. Does nothing when no network listener
+    /// was added yet.
+    pub fn listener_max_connections(mut self, max: usize) -> Self {
+        if let Some(last) = self.listeners.last_mut() {
+            last.max_connections = Some(max);
         }
         self
     }
@@ -740,7 +766,8 @@ impl Broker {
     pub async fn start(self) -> Result<BrokerHandle, Error> {
         let config = self.config;
         let mut bound = Vec::with_capacity(config.listeners.len());
-        for (addr, kind, proxy) in &config.listeners {
+        for net in &config.listeners {
+            let addr = &net.addr;
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|source| Error::Bind {
@@ -751,7 +778,7 @@ impl Broker {
                 addr: *addr,
                 source,
             })?;
-            bound.push((listener, local, kind.clone(), *proxy));
+            bound.push((listener, local, net.clone()));
         }
         let sys_interval = config.sys_interval;
         let custom: Vec<_> = config
@@ -765,18 +792,17 @@ impl Broker {
             persist::restore(&shared, snapshot);
         }
         let mut local_addrs = Vec::with_capacity(bound.len());
-        for (listener, local, kind, proxy) in bound {
-            let label = kind.label();
-            tracing::info!(addr = %local, kind = label, proxy, "listening");
+        for (listener, local, net) in bound {
+            let label = net.kind.label();
+            let name: Arc<str> = net
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{label}:{local}").into());
+            tracing::info!(listener = %name, addr = %local, kind = label, proxy = net.proxy, "listening");
             local_addrs.push(local);
-            let name: Arc<str> = format!("{label}:{local}").into();
-            shared.tracker.spawn(accept_loop(
-                Arc::clone(&shared),
-                listener,
-                name,
-                kind,
-                proxy,
-            ));
+            shared
+                .tracker
+                .spawn(accept_loop(Arc::clone(&shared), listener, name, net));
         }
         for (name, listener) in custom {
             tracing::info!(listener = %name, "listening (custom)");
@@ -865,13 +891,14 @@ impl BrokerHandle {
     }
 }
 
-async fn accept_loop(
-    shared: Arc<Shared>,
-    listener: TcpListener,
-    name: Arc<str>,
-    kind: ListenerKind,
-    proxy: bool,
-) {
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>, net: NetListener) {
+    let NetListener {
+        kind,
+        proxy,
+        max_connections,
+        ..
+    } = net;
+    let open_here = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -894,6 +921,11 @@ async fn accept_loop(
             tracing::debug!(peer = %addr, "max_connections reached: connection closed");
             continue;
         };
+        let Some(here) = ListenerCount::take(&open_here, max_connections) else {
+            Metrics::inc(&shared.metrics.connections_refused);
+            tracing::debug!(peer = %addr, listener = %name, "listener connection cap reached: connection closed");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let conn_shared = Arc::clone(&shared);
         let mut peer = PeerInfo {
@@ -903,7 +935,7 @@ async fn accept_loop(
         };
         let kind = kind.clone();
         shared.tracker.spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, here);
             if proxy {
                 let timeout = conn_shared.limits.handshake_timeout;
                 let stop = conn_shared.shutdown.clone();
@@ -990,6 +1022,49 @@ pub(crate) async fn custom_accept_loop<L: Listener>(
 }
 
 /// What a listener accepts connections as.
+/// A network listener as configured on the builder.
+#[derive(Clone, Debug)]
+struct NetListener {
+    addr: SocketAddr,
+    kind: ListenerKind,
+    /// A PROXY protocol header is required before the connection's own bytes.
+    proxy: bool,
+    name: Option<Arc<str>>,
+    max_connections: Option<usize>,
+}
+
+impl NetListener {
+    fn new(addr: SocketAddr, kind: ListenerKind) -> Self {
+        NetListener {
+            addr,
+            kind,
+            proxy: false,
+            name: None,
+            max_connections: None,
+        }
+    }
+}
+
+/// One open connection counted against its listener's cap; released on drop.
+struct ListenerCount(Arc<AtomicUsize>);
+
+impl ListenerCount {
+    fn take(open: &Arc<AtomicUsize>, max: Option<usize>) -> Option<ListenerCount> {
+        let max = max.unwrap_or(usize::MAX);
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| ListenerCount(Arc::clone(open)))
+    }
+}
+
+impl Drop for ListenerCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[derive(Clone)]
 enum ListenerKind {
     Tcp,

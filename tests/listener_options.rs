@@ -1,5 +1,5 @@
-//! Several listeners at once, each with its own name, connection cap and authentication
-//! rule: a password is required on the "public" listener, not on "local".
+//! Several listeners at once, each with its own name, connection cap, packet size limit and
+//! authentication rule: a password is required on the "public" listener, not on "local".
 
 mod support;
 
@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use roost::codec::{Connect, Packet, ProtocolVersion, ReasonCode};
+use roost::codec::{Connect, Packet, ProtocolVersion, PublishQoS, ReasonCode};
 use roost::plugin::{AuthOutcome, Authenticator, ConnectInfo, Identity};
 use roost::{Broker, BrokerHandle};
 use support::*;
@@ -40,6 +40,7 @@ async fn two_listeners() -> BrokerHandle {
         .listen(any)
         .listener_name("public")
         .listener_max_connections(2)
+        .listener_max_packet_size(256)
         .authenticator(std::sync::Arc::new(PerListener))
         .sys_interval(None)
         .build()
@@ -123,5 +124,36 @@ async fn listener_connection_cap_leaves_other_listeners_alone() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(broker.metrics().connections_refused >= 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn listener_packet_size_limit() {
+    let broker = two_listeners().await;
+    let [local, public] = broker.local_addrs()[..] else {
+        panic!("two listeners")
+    };
+    static BIG: [u8; 1000] = [7u8; 1000];
+    // "public" advertises its own limit (CONNACK Maximum Packet Size, section 3.2.2.3.6) and enforces it.
+    let (mut p, ack) = connect_to(public, alice("p")).await;
+    match ack {
+        Some(Packet::ConnAck(a)) => {
+            assert_eq!(a.properties.maximum_packet_size.map(|m| m.get()), Some(256));
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    p.publish("t/big", &BIG, PublishQoS::AtMostOnce, false)
+        .await;
+    let seen = p.closed().await;
+    assert!(
+        matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::PacketTooLarge),
+        "{seen:?}"
+    );
+    // "local" keeps the broker-wide limit.
+    let (mut l, ack) = connect_to(local, Connect::new(V5, "l")).await;
+    assert_eq!(reason(ack), ReasonCode::Success);
+    l.publish("t/big", &BIG, PublishQoS::AtMostOnce, false)
+        .await;
+    assert!(l.ping().await.is_empty(), "still connected");
     broker.shutdown().await;
 }

@@ -676,6 +676,18 @@ impl BrokerBuilder {
         self
     }
 
+    /// Sets the largest packet accepted on the network listener added last, in place of
+    /// [`Limits::max_packet_size`] (say, small packets on a public port, large ones on
+    /// loopback). v5 clients learn it from CONNACK's Maximum Packet Size; a larger packet
+    /// closes the connection (0x95 Packet too large in v5). Does nothing when no network
+    /// listener was added yet.
+    pub fn listener_max_packet_size(mut self, max: u32) -> Self {
+        if let Some(last) = self.listeners.last_mut() {
+            last.max_packet_size = Some(max);
+        }
+        self
+    }
+
     /// Sets the resource limits.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -896,6 +908,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>,
         kind,
         proxy,
         max_connections,
+        max_packet_size,
         ..
     } = net;
     let open_here = Arc::new(AtomicUsize::new(0));
@@ -932,6 +945,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>,
             addr: Some(addr),
             listener: Arc::clone(&name),
             certificates: Vec::new(),
+            max_packet_size,
         };
         let kind = kind.clone();
         shared.tracker.spawn(async move {
@@ -1012,6 +1026,7 @@ pub(crate) async fn custom_accept_loop<L: Listener>(
             addr: accepted.peer,
             listener: Arc::clone(&name),
             certificates: accepted.certificates,
+            max_packet_size: None,
         };
         let conn_shared = Arc::clone(&shared);
         shared.tracker.spawn(async move {
@@ -1031,6 +1046,7 @@ struct NetListener {
     proxy: bool,
     name: Option<Arc<str>>,
     max_connections: Option<usize>,
+    max_packet_size: Option<u32>,
 }
 
 impl NetListener {
@@ -1041,6 +1057,7 @@ impl NetListener {
             proxy: false,
             name: None,
             max_connections: None,
+            max_packet_size: None,
         }
     }
 }

@@ -220,6 +220,7 @@ impl BrokerHandle {
             addr: None,
             listener: Arc::from("in-process"),
             certificates: Vec::new(),
+            max_packet_size: None,
         };
         self.shared.tracker.spawn(connection::serve(
             shared,

@@ -29,8 +29,10 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
     mut wire: W,
     peer: &PeerInfo,
 ) -> Option<(Connection, Writer<W>)> {
-    let limits = DecodeLimits::new(ProtocolVersion::V311)
-        .with_max_packet_size(shared.limits.max_packet_size);
+    let max_packet_size = peer
+        .max_packet_size
+        .unwrap_or(shared.limits.max_packet_size);
+    let limits = DecodeLimits::new(ProtocolVersion::V311).with_max_packet_size(max_packet_size);
     let first = tokio::select! {
         _ = shared.shutdown.cancelled() => return None,
         r = tokio::time::timeout(shared.limits.connect_timeout, reader.read(&limits)) => r,
@@ -103,15 +105,23 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         certificates: peer.certificates.clone(),
         authentication_method: connect.properties.authentication_method.clone(),
     };
-    let (identity, enhanced, auth_data) =
-        match authenticate(shared, reader, &mut wire, &connect, &client).await {
-            Ok(done) => done,
-            Err(Some(code)) => {
-                refuse(&mut wire, version, code, None).await;
-                return None;
-            }
-            Err(None) => return None,
-        };
+    let (identity, enhanced, auth_data) = match authenticate(
+        shared,
+        reader,
+        &mut wire,
+        &connect,
+        &client,
+        max_packet_size,
+    )
+    .await
+    {
+        Ok(done) => done,
+        Err(Some(code)) => {
+            refuse(&mut wire, version, code, None).await;
+            return None;
+        }
+        Err(None) => return None,
+    };
     let info = Arc::new(ClientInfo {
         client_id: client_id.clone(),
         username: connect.username.clone(),
@@ -160,7 +170,6 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
             .map_or(usize::MAX, |r| usize::from(r.get())),
     );
     let signals = LinkSignals::new(shared.shutdown.child_token());
-    let max_packet_size = shared.limits.max_packet_size;
     let connack_properties = if version.is_v5() {
         let mut p = ConnAckProperties {
             assigned_client_identifier: assigned.then(|| client_id.clone()),
@@ -276,6 +285,7 @@ async fn authenticate<R: PacketReader, W: PacketWriter>(
     wire: &mut W,
     connect: &Connect,
     client: &ConnectInfo,
+    max_packet_size: u32,
 ) -> Result<Authenticated, Option<ReasonCode>> {
     let method = match (
         &connect.properties.authentication_method,
@@ -291,8 +301,7 @@ async fn authenticate<R: PacketReader, W: PacketWriter>(
     };
     let mut exchange = EnhancedAuth::new(method.clone());
     let mut data = connect.properties.authentication_data.clone();
-    let limits =
-        DecodeLimits::new(ProtocolVersion::V5).with_max_packet_size(shared.limits.max_packet_size);
+    let limits = DecodeLimits::new(ProtocolVersion::V5).with_max_packet_size(max_packet_size);
     loop {
         match auth::enhanced(shared, &mut exchange, client, data.take(), false).await {
             Step::Allow(identity, final_data) => return Ok((identity, Some(exchange), final_data)),

@@ -39,6 +39,8 @@ pub(crate) struct PeerInfo {
     pub(crate) listener: Arc<str>,
     /// TLS client certificate chain (DER), leaf first.
     pub(crate) certificates: Vec<Bytes>,
+    /// The listener's own largest accepted packet, replacing `Limits::max_packet_size`.
+    pub(crate) max_packet_size: Option<u32>,
 }
 
 /// The reader side of an established connection.

@@ -1,0 +1,382 @@
+//! Load generator for MQTT brokers (see the `roost-bench` binary): fan-in and fan-out runs at
+//! QoS 0, 1 and 2 with delivery checks and broker CPU time from `/proc`.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+
+/// Command-line usage.
+pub const USAGE: &str = "usage: roost-bench [--host H] [--port P] [--pid BROKER_PID] \
+[--scenario fan-in|fan-out] [--qos 0|1|2] [--publishers N] [--subscribers N] [--messages N] \
+[--payload BYTES] [--timeout-s S]";
+
+/// Who publishes to whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// `publishers` clients publish to `bench/<n>`; one subscriber on `bench/#`.
+    FanIn,
+    /// One publisher; `subscribers` clients subscribed to `bench/#`.
+    FanOut,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Broker process, for CPU time (`/proc/PID/stat`).
+    pub pid: Option<u32>,
+    /// Fan-in or fan-out.
+    pub scenario: Scenario,
+    /// QoS of publications and subscriptions.
+    pub qos: u8,
+    /// Publishers in fan-in.
+    pub publishers: usize,
+    /// Subscribers in fan-out.
+    pub subscribers: usize,
+    /// Messages per publisher.
+    pub messages: u64,
+    /// Payload size in bytes.
+    pub payload: usize,
+    /// Upper bound for the whole run.
+    pub timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            pid: None,
+            scenario: Scenario::FanIn,
+            qos: 0,
+            publishers: 8,
+            subscribers: 32,
+            messages: 20_000,
+            payload: 64,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Settings {
+    /// Parses command-line flags over the defaults.
+    pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Settings, String> {
+        let mut s = Settings::default();
+        while let Some(flag) = args.next() {
+            let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            let num = |v: &str| -> Result<u64, String> {
+                v.parse()
+                    .map_err(|_| format!("{flag}: '{v}' is not a number"))
+            };
+            match flag.as_str() {
+                "--host" => s.host = value,
+                "--port" => s.port = u16::try_from(num(&value)?).map_err(|e| e.to_string())?,
+                "--pid" => s.pid = Some(u32::try_from(num(&value)?).map_err(|e| e.to_string())?),
+                "--scenario" => {
+                    s.scenario = match value.as_str() {
+                        "fan-in" => Scenario::FanIn,
+                        "fan-out" => Scenario::FanOut,
+                        _ => return Err(format!("--scenario: '{value}' is not fan-in or fan-out")),
+                    }
+                }
+                "--qos" => {
+                    s.qos = match value.as_str() {
+                        "0" => 0,
+                        "1" => 1,
+                        "2" => 2,
+                        _ => return Err(format!("--qos: '{value}' is not 0, 1 or 2")),
+                    }
+                }
+                "--publishers" => s.publishers = num(&value)?.max(1) as usize,
+                "--subscribers" => s.subscribers = num(&value)?.max(1) as usize,
+                "--messages" => s.messages = num(&value)?,
+                "--payload" => s.payload = num(&value)? as usize,
+                "--timeout-s" => s.timeout = Duration::from_secs(num(&value)?),
+                _ => return Err(format!("unknown flag {flag}")),
+            }
+        }
+        Ok(s)
+    }
+
+    fn publishers(&self) -> usize {
+        match self.scenario {
+            Scenario::FanIn => self.publishers,
+            Scenario::FanOut => 1,
+        }
+    }
+
+    fn subscribers(&self) -> usize {
+        match self.scenario {
+            Scenario::FanIn => 1,
+            Scenario::FanOut => self.subscribers,
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The settings of the run.
+    pub settings: Settings,
+    /// Messages published.
+    pub published: u64,
+    /// Deliveries expected (published × subscribers).
+    pub expected: u64,
+    /// Deliveries received.
+    pub delivered: u64,
+    /// Deliveries received before the last publisher finished.
+    pub delivered_while_publishing: u64,
+    /// From the first publish to the last delivery (or the end of waiting).
+    pub elapsed: Duration,
+    /// Broker CPU time (user + system) over the run, when `--pid` was given.
+    pub broker_cpu: Option<Duration>,
+}
+
+impl Report {
+    /// Deliveries per broker-CPU-second, when the broker's CPU time is known.
+    pub fn per_broker_cpu_second(&self) -> Option<f64> {
+        self.broker_cpu
+            .filter(|c| !c.is_zero())
+            .map(|c| self.delivered as f64 / c.as_secs_f64())
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        write!(
+            f,
+            "scenario={:?} qos={} publishers={} subscribers={} payload={} published={} \
+             expected={} delivered={} ({:.2}%) elapsed={:.3}s delivered/s={:.0} \
+             while_publishing={:.1}%",
+            s.scenario,
+            s.qos,
+            s.publishers(),
+            s.subscribers(),
+            s.payload,
+            self.published,
+            self.expected,
+            self.delivered,
+            100.0 * self.delivered as f64 / (self.expected.max(1) as f64),
+            secs,
+            self.delivered as f64 / secs,
+            100.0 * self.delivered_while_publishing as f64 / (self.delivered.max(1) as f64),
+        )?;
+        if let (Some(cpu), Some(rate)) = (self.broker_cpu, self.per_broker_cpu_second()) {
+            write!(
+                f,
+                " broker_cpu={:.3}s per_broker_cpu_s={rate:.0}",
+                cpu.as_secs_f64()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors that end a run.
+#[derive(Debug)]
+pub enum BenchError {
+    /// A client could not connect or subscribe.
+    Client(String),
+    /// `/proc/PID/stat` could not be read or parsed.
+    Proc(String),
+}
+
+impl fmt::Display for BenchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BenchError::Client(e) => write!(f, "client: {e}"),
+            BenchError::Proc(e) => write!(f, "/proc: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+/// CPU time (user + system) of process `pid` so far.
+pub fn process_cpu(pid: u32) -> Result<Duration, BenchError> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| BenchError::Proc(format!("/proc/{pid}/stat: {e}")))?;
+    // The command name (field 2) may hold spaces; fields after its closing parenthesis are
+    // plain: state is field 3, utime field 14, stime field 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| BenchError::Proc("no command name".into()))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| -> Result<u64, BenchError> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| BenchError::Proc(format!("field {} missing", i + 3)))
+    };
+    let ticks = tick(11)? + tick(12)?;
+    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+}
+
+fn clock_ticks() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+fn qos(level: u8) -> QoS {
+    match level {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+fn options(settings: &Settings, id: String) -> MqttOptions {
+    let mut o = MqttOptions::new(id, settings.host.clone(), settings.port);
+    o.set_keep_alive(Duration::from_secs(60));
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    o.set_inflight(100);
+    o
+}
+
+/// Connects a subscriber on `bench/#` and counts what it receives into `count`.
+async fn subscriber(
+    settings: &Settings,
+    n: usize,
+    count: Arc<AtomicU64>,
+) -> Result<tokio::task::JoinHandle<()>, BenchError> {
+    let (client, mut el) = AsyncClient::new(options(settings, format!("bench-sub-{n}")), 1024);
+    client
+        .subscribe("bench/#", qos(settings.qos))
+        .await
+        .map_err(|e| BenchError::Client(e.to_string()))?;
+    // Wait for the SUBACK before publishing starts.
+    loop {
+        match el.poll().await {
+            Ok(Event::Incoming(Incoming::SubAck(_))) => break,
+            Ok(_) => continue,
+            Err(e) => return Err(BenchError::Client(e.to_string())),
+        }
+    }
+    Ok(tokio::spawn(async move {
+        let _client = client; // keeps the request channel open
+        while let Ok(event) = el.poll().await {
+            if let Event::Incoming(Incoming::Publish(_)) = event {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }))
+}
+
+/// Publishes `settings.messages` messages on `bench/<n>`; returns once the broker has
+/// acknowledged them all (QoS 1/2) or they have been written (QoS 0).
+async fn publisher(settings: Settings, n: usize) -> Result<(), BenchError> {
+    let (client, mut el) = AsyncClient::new(options(&settings, format!("bench-pub-{n}")), 1024);
+    let topic = format!("bench/{n}");
+    let payload = vec![0x5A; settings.payload];
+    let total = settings.messages;
+    let level = qos(settings.qos);
+    let qos0 = settings.qos == 0;
+    let feeder_client = client.clone();
+    let feeder = tokio::spawn(async move {
+        for _ in 0..total {
+            if feeder_client
+                .publish(topic.as_str(), level, false, payload.clone())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        // QoS 0: the DISCONNECT queued behind the publishes marks that all were written.
+        if qos0 {
+            let _ = feeder_client.disconnect().await;
+        }
+    });
+    let mut done = 0u64;
+    loop {
+        if !qos0 && done >= total {
+            let _ = client.try_disconnect();
+            break;
+        }
+        match el.poll().await {
+            Ok(Event::Incoming(Incoming::PubAck(_) | Incoming::PubComp(_))) => done += 1,
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+            Ok(_) => {}
+            Err(e) => {
+                if done >= total || settings.qos == 0 {
+                    break;
+                }
+                return Err(BenchError::Client(e.to_string()));
+            }
+        }
+    }
+    let _ = feeder.await;
+    Ok(())
+}
+
+/// Runs one scenario against the broker in `settings`.
+pub async fn run(settings: &Settings) -> Result<Report, BenchError> {
+    let count = Arc::new(AtomicU64::new(0));
+    let mut subs = Vec::new();
+    for n in 0..settings.subscribers() {
+        subs.push(subscriber(settings, n, Arc::clone(&count)).await?);
+    }
+    let published = settings.messages * settings.publishers() as u64;
+    let expected = published * settings.subscribers() as u64;
+    let cpu_before = settings.pid.map(process_cpu).transpose()?;
+    let start = Instant::now();
+    let deadline = start + settings.timeout;
+    let mut pubs = Vec::new();
+    for n in 0..settings.publishers() {
+        pubs.push(tokio::spawn(publisher(settings.clone(), n)));
+    }
+    for p in pubs {
+        match tokio::time::timeout_at(deadline.into(), p).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(e)) => return Err(BenchError::Client(e.to_string())),
+            Err(_) => break,
+        }
+    }
+    let delivered_while_publishing = count.load(Ordering::Relaxed);
+    // Wait for the rest: until all arrived, the deadline, or (QoS 0) a second of silence.
+    let mut last = count.load(Ordering::Relaxed);
+    let mut last_change = Instant::now();
+    let mut end = Instant::now();
+    loop {
+        let now = count.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+            end = last_change;
+        }
+        if now >= expected
+            || Instant::now() >= deadline
+            || last_change.elapsed() > Duration::from_secs(1)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let cpu_after = settings.pid.map(process_cpu).transpose()?;
+    for s in subs {
+        s.abort();
+    }
+    Ok(Report {
+        settings: settings.clone(),
+        published,
+        expected,
+        delivered: count.load(Ordering::Relaxed),
+        delivered_while_publishing,
+        elapsed: end.max(start + Duration::from_micros(1)) - start,
+        broker_cpu: cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a)),
+    })
+}

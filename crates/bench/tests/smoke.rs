@@ -1,0 +1,83 @@
+//! The load generator's own smoke run against an embedded Roost broker: delivery counts only,
+//! no speed is asserted.
+
+use std::time::Duration;
+
+use roost_bench::{run, Scenario, Settings};
+use roost_core::{Broker, Limits};
+
+/// A broker whose session queues hold a whole run: with the default 1,000 messages, a
+/// subscriber that falls behind a fast fan-in overflows its queue and the broker drops by its
+/// stated policy (counted in `messages_dropped`), which is not what this test is about.
+async fn broker() -> roost_core::BrokerHandle {
+    let limits = Limits {
+        max_queued_messages: 100_000,
+        ..Limits::default()
+    };
+    Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .limits(limits)
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .expect("starts")
+}
+
+fn settings(broker: &roost_core::BrokerHandle, scenario: Scenario, qos: u8) -> Settings {
+    Settings {
+        port: broker.local_addrs()[0].port(),
+        pid: Some(std::process::id()),
+        scenario,
+        qos,
+        publishers: 4,
+        subscribers: 4,
+        messages: 500,
+        timeout: Duration::from_secs(30),
+        ..Settings::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_in_and_fan_out_deliver_everything_at_qos_1_and_2() {
+    let broker = broker().await;
+    for (scenario, qos) in [
+        (Scenario::FanIn, 1),
+        (Scenario::FanIn, 2),
+        (Scenario::FanOut, 1),
+        (Scenario::FanOut, 2),
+    ] {
+        let report = run(&settings(&broker, scenario, qos)).await.expect("runs");
+        assert_eq!(report.expected, 2_000, "{report}");
+        assert_eq!(report.delivered, report.expected, "{report}");
+        assert!(report.broker_cpu.is_some(), "CPU time read from /proc");
+    }
+    assert_eq!(broker.metrics().messages_dropped, 0);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos_0_counts_are_reported() {
+    let broker = broker().await;
+    let report = run(&settings(&broker, Scenario::FanIn, 0))
+        .await
+        .expect("runs");
+    assert_eq!(report.published, 2_000);
+    // QoS 0 may drop under overload; on an idle loopback nothing should be lost.
+    assert!(report.delivered <= report.expected, "{report}");
+    assert!(report.delivered > 0, "{report}");
+    broker.shutdown().await;
+}
+
+#[test]
+fn reads_cpu_time_of_this_process() {
+    // Burn a little CPU so the figure is above zero at 100 ticks per second.
+    let start = std::time::Instant::now();
+    let mut x = 0u64;
+    while start.elapsed() < Duration::from_millis(50) {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+    }
+    assert!(x != 1);
+    let cpu = roost_bench::process_cpu(std::process::id()).expect("reads /proc");
+    assert!(cpu > Duration::ZERO);
+}

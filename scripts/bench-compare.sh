@@ -43,6 +43,8 @@ runs=(
   "--scenario fan-in --qos 1 --messages $((5000 * scale))"
   "--scenario fan-in --qos 2 --messages $((2500 * scale))"
   "--scenario fan-out --qos 0 --messages $((1000 * scale))"
+  "--scenario latency --qos 0 --rate 5000 --seconds 5"
+  "--scenario idle --connections $((2500 * scale))"
 )
 echo "machine: $(nproc) cores, $(uname -sr); $(date -u +%F)"
 for args in "${runs[@]}"; do

@@ -11,7 +11,8 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 /// Command-line usage.
 pub const USAGE: &str = "usage: roost-bench [--host H] [--port P] [--pid BROKER_PID] \
 [--scenario fan-in|fan-out] [--qos 0|1|2] [--publishers N] [--subscribers N] [--messages N] \
-[--payload BYTES] [--timeout-s S]";
+[--payload BYTES] [--timeout-s S] [--scenario latency --rate MSGS_PER_S --seconds S] \
+[--scenario idle --connections N]";
 
 /// Who publishes to whom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +21,11 @@ pub enum Scenario {
     FanIn,
     /// One publisher; `subscribers` clients subscribed to `bench/#`.
     FanOut,
+    /// One publisher at a fixed rate, one subscriber; latency from a timestamp in the payload.
+    Latency,
+    /// `connections` idle clients (CONNECT, CONNACK, then silence); connect rate, broker CPU
+    /// per connect and broker RSS per connection.
+    Idle,
 }
 
 /// What to run.
@@ -45,6 +51,12 @@ pub struct Settings {
     pub payload: usize,
     /// Upper bound for the whole run.
     pub timeout: Duration,
+    /// Messages per second in the latency run.
+    pub rate: u64,
+    /// Length of the latency run.
+    pub duration: Duration,
+    /// Idle connections to open.
+    pub connections: usize,
 }
 
 impl Default for Settings {
@@ -60,6 +72,9 @@ impl Default for Settings {
             messages: 20_000,
             payload: 64,
             timeout: Duration::from_secs(60),
+            rate: 5_000,
+            duration: Duration::from_secs(5),
+            connections: 10_000,
         }
     }
 }
@@ -82,7 +97,13 @@ impl Settings {
                     s.scenario = match value.as_str() {
                         "fan-in" => Scenario::FanIn,
                         "fan-out" => Scenario::FanOut,
-                        _ => return Err(format!("--scenario: '{value}' is not fan-in or fan-out")),
+                        "latency" => Scenario::Latency,
+                        "idle" => Scenario::Idle,
+                        _ => {
+                            return Err(format!(
+                                "--scenario: '{value}' is not fan-in, fan-out, latency or idle"
+                            ))
+                        }
                     }
                 }
                 "--qos" => {
@@ -98,6 +119,9 @@ impl Settings {
                 "--messages" => s.messages = num(&value)?,
                 "--payload" => s.payload = num(&value)? as usize,
                 "--timeout-s" => s.timeout = Duration::from_secs(num(&value)?),
+                "--rate" => s.rate = num(&value)?.max(1),
+                "--seconds" => s.duration = Duration::from_secs(num(&value)?.max(1)),
+                "--connections" => s.connections = num(&value)? as usize,
                 _ => return Err(format!("unknown flag {flag}")),
             }
         }
@@ -107,14 +131,14 @@ impl Settings {
     fn publishers(&self) -> usize {
         match self.scenario {
             Scenario::FanIn => self.publishers,
-            Scenario::FanOut => 1,
+            _ => 1,
         }
     }
 
     fn subscribers(&self) -> usize {
         match self.scenario {
-            Scenario::FanIn => 1,
             Scenario::FanOut => self.subscribers,
+            _ => 1,
         }
     }
 }
@@ -379,4 +403,234 @@ pub async fn run(settings: &Settings) -> Result<Report, BenchError> {
         elapsed: end.max(start + Duration::from_micros(1)) - start,
         broker_cpu: cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a)),
     })
+}
+
+/// What a fixed-rate latency run measured.
+#[derive(Debug, Clone)]
+pub struct LatencyReport {
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages received.
+    pub received: u64,
+    /// Latency percentiles in microseconds: p50, p99, p99.9, max.
+    pub percentiles_us: [u64; 4],
+}
+
+impl fmt::Display for LatencyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [p50, p99, p999, max] = self.percentiles_us;
+        write!(
+            f,
+            "scenario=Latency sent={} received={} p50={p50}us p99={p99}us p99.9={p999}us max={max}us",
+            self.sent, self.received
+        )
+    }
+}
+
+/// One publisher sends at `settings.rate` for `settings.duration`; each payload starts with
+/// the send time (microseconds since the run began), so the subscriber measures end to end.
+pub async fn run_latency(settings: &Settings) -> Result<LatencyReport, BenchError> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let (sub, mut sub_el) = AsyncClient::new(options(settings, "bench-lat-sub".into()), 1024);
+    sub.subscribe("bench/latency", qos(settings.qos))
+        .await
+        .map_err(|e| BenchError::Client(e.to_string()))?;
+    loop {
+        match sub_el.poll().await {
+            Ok(Event::Incoming(Incoming::SubAck(_))) => break,
+            Ok(_) => continue,
+            Err(e) => return Err(BenchError::Client(e.to_string())),
+        }
+    }
+    let origin = Instant::now();
+    let reader = tokio::spawn(async move {
+        let _sub = sub;
+        while let Ok(event) = sub_el.poll().await {
+            if let Event::Incoming(Incoming::Publish(p)) = event {
+                let now = origin.elapsed().as_micros() as u64;
+                let mut stamp = [0u8; 8];
+                if p.payload.len() >= 8 {
+                    stamp.copy_from_slice(&p.payload[..8]);
+                }
+                let sent = u64::from_be_bytes(stamp);
+                if tx
+                    .send(now.saturating_sub(sent).to_be_bytes().to_vec())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    let (client, mut el) = AsyncClient::new(options(settings, "bench-lat-pub".into()), 1024);
+    let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let total = settings.rate * settings.duration.as_secs();
+    let interval = Duration::from_secs_f64(1.0 / settings.rate as f64);
+    let mut sent = 0u64;
+    let start = Instant::now();
+    while sent < total {
+        let due = start + interval.mul_f64(sent as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let mut payload = vec![0u8; settings.payload.max(8)];
+        payload[..8].copy_from_slice(&(origin.elapsed().as_micros() as u64).to_be_bytes());
+        client
+            .publish("bench/latency", qos(settings.qos), false, payload)
+            .await
+            .map_err(|e| BenchError::Client(e.to_string()))?;
+        sent += 1;
+    }
+    let mut latencies = Vec::with_capacity(total as usize);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (latencies.len() as u64) < total {
+        match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+            Ok(Some(bytes)) => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&bytes[..8]);
+                latencies.push(u64::from_be_bytes(b));
+            }
+            _ => break,
+        }
+    }
+    reader.abort();
+    pump.abort();
+    latencies.sort_unstable();
+    let pick = |q: f64| -> u64 {
+        if latencies.is_empty() {
+            return 0;
+        }
+        let i = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        latencies[i.min(latencies.len() - 1)]
+    };
+    Ok(LatencyReport {
+        sent,
+        received: latencies.len() as u64,
+        percentiles_us: [pick(0.5), pick(0.99), pick(0.999), pick(1.0)],
+    })
+}
+
+/// What an idle-connections run measured.
+#[derive(Debug, Clone)]
+pub struct IdleReport {
+    /// Connections that got a successful CONNACK.
+    pub connected: usize,
+    /// Time to open them all.
+    pub elapsed: Duration,
+    /// Broker CPU time spent on them, when `--pid` was given.
+    pub broker_cpu: Option<Duration>,
+    /// Broker RSS growth in KiB, when `--pid` was given.
+    pub rss_growth_kib: Option<u64>,
+}
+
+impl fmt::Display for IdleReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.connected.max(1) as f64;
+        write!(
+            f,
+            "scenario=Idle connected={} elapsed={:.3}s connects/s={:.0}",
+            self.connected,
+            self.elapsed.as_secs_f64(),
+            n / self.elapsed.as_secs_f64().max(1e-9)
+        )?;
+        if let Some(cpu) = self.broker_cpu {
+            write!(
+                f,
+                " broker_cpu_per_connect={:.1}us",
+                cpu.as_secs_f64() * 1e6 / n
+            )?;
+        }
+        if let Some(kib) = self.rss_growth_kib {
+            write!(
+                f,
+                " broker_rss_growth={kib}KiB per_connection={:.2}KiB",
+                kib as f64 / n
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Resident set size of process `pid` in KiB (`VmRSS` in `/proc/PID/status`).
+pub fn process_rss_kib(pid: u32) -> Result<u64, BenchError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| BenchError::Proc(format!("/proc/{pid}/status: {e}")))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| BenchError::Proc("no VmRSS".into()))
+}
+
+/// A minimal MQTT 3.1.1 CONNECT (clean session, keep-alive off) for client `id`.
+fn connect_packet(id: &str) -> Vec<u8> {
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x00];
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// Opens `settings.connections` idle connections, spread over source addresses 127.0.0.1..,
+/// 64 at a time; keeps them open until the figures are read.
+pub async fn run_idle(settings: &Settings) -> Result<IdleReport, BenchError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target: std::net::SocketAddr = format!("{}:{}", settings.host, settings.port)
+        .parse()
+        .map_err(|e| BenchError::Client(format!("address: {e}")))?;
+    let loopback = target.ip().is_loopback() && target.is_ipv4();
+    let rss_before = settings.pid.map(process_rss_kib).transpose()?;
+    let cpu_before = settings.pid.map(process_cpu).transpose()?;
+    let start = Instant::now();
+    let mut open = Vec::with_capacity(settings.connections);
+    let mut next = 0usize;
+    while next < settings.connections && start.elapsed() < settings.timeout {
+        let batch: Vec<_> = (next..settings.connections.min(next + 64))
+            .map(|i| {
+                tokio::spawn(async move {
+                    let socket = tokio::net::TcpSocket::new_v4()?;
+                    if loopback {
+                        // 127.0.0.1, .2, ...: 50,000 connections per source address.
+                        let src = std::net::Ipv4Addr::new(127, 0, 0, 1 + (i / 50_000) as u8);
+                        socket.bind((src, 0).into())?;
+                    }
+                    let mut stream = socket.connect(target).await?;
+                    stream
+                        .write_all(&connect_packet(&format!("idle-{i}")))
+                        .await?;
+                    let mut ack = [0u8; 4];
+                    stream.read_exact(&mut ack).await?;
+                    if ack[0] != 0x20 || ack[3] != 0 {
+                        return Err(std::io::Error::other("refused"));
+                    }
+                    Ok::<_, std::io::Error>(stream)
+                })
+            })
+            .collect();
+        next += batch.len();
+        for task in batch {
+            match task.await {
+                Ok(Ok(stream)) => open.push(stream),
+                Ok(Err(e)) => {
+                    return Err(BenchError::Client(format!(
+                        "connection {}: {e}",
+                        open.len()
+                    )))
+                }
+                Err(e) => return Err(BenchError::Client(e.to_string())),
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    // Let the broker settle (buffers of the handshake released) before reading its figures.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu_after = settings.pid.map(process_cpu).transpose()?;
+    let rss_after = settings.pid.map(process_rss_kib).transpose()?;
+    let report = IdleReport {
+        connected: open.len(),
+        elapsed,
+        broker_cpu: cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a)),
+        rss_growth_kib: rss_before.zip(rss_after).map(|(a, b)| b.saturating_sub(a)),
+    };
+    drop(open);
+    Ok(report)
 }

@@ -4,6 +4,8 @@
 //! roost-bench [--host 127.0.0.1] [--port 1883] [--pid BROKER_PID] [--scenario fan-in|fan-out]
 //!             [--qos 0|1|2] [--publishers 8] [--subscribers 32] [--messages N]
 //!             [--payload BYTES] [--timeout-s 60]
+//! roost-bench --scenario latency [--rate 5000] [--seconds 5] [--qos 0|1|2]
+//! roost-bench --scenario idle [--connections 10000] [--pid BROKER_PID]
 //! ```
 //!
 //! fan-in: P publishers → 1 wildcard subscriber; fan-out: 1 publisher → S subscribers. With
@@ -13,7 +15,7 @@
 
 use std::process::ExitCode;
 
-use roost_bench::{run, Settings};
+use roost_bench::{run, run_idle, run_latency, Scenario, Settings};
 
 fn main() -> ExitCode {
     let settings = match Settings::parse(std::env::args().skip(1)) {
@@ -34,14 +36,31 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(&settings)) {
-        Ok(report) => {
+    let outcome = runtime.block_on(async {
+        match settings.scenario {
+            Scenario::Latency => run_latency(&settings).await.map(|r| {
+                let complete = settings.qos == 0 || r.received == r.sent;
+                (r.to_string(), complete)
+            }),
+            Scenario::Idle => run_idle(&settings)
+                .await
+                .map(|r| (r.to_string(), r.connected == settings.connections)),
+            Scenario::FanIn | Scenario::FanOut => run(&settings).await.map(|r| {
+                let complete = settings.qos == 0 || r.delivered == r.expected;
+                (r.to_string(), complete)
+            }),
+        }
+    });
+    match outcome {
+        Ok((report, complete)) => {
             println!("{report}");
-            let complete = settings.qos == 0 || report.delivered == report.expected;
             if complete {
                 ExitCode::SUCCESS
             } else {
-                eprintln!("error: QoS {} messages lost", settings.qos);
+                eprintln!(
+                    "error: incomplete run (QoS {} loss or refused connections)",
+                    settings.qos
+                );
                 ExitCode::FAILURE
             }
         }

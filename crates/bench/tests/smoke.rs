@@ -81,3 +81,34 @@ fn reads_cpu_time_of_this_process() {
     let cpu = roost_bench::process_cpu(std::process::id()).expect("reads /proc");
     assert!(cpu > Duration::ZERO);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_run_receives_every_message() {
+    let broker = broker().await;
+    let settings = Settings {
+        scenario: Scenario::Latency,
+        qos: 1,
+        rate: 200,
+        duration: Duration::from_secs(1),
+        ..settings(&broker, Scenario::Latency, 1)
+    };
+    let report = roost_bench::run_latency(&settings).await.expect("runs");
+    assert_eq!(report.sent, 200, "{report}");
+    assert_eq!(report.received, 200, "{report}");
+    let [p50, p99, p999, max] = report.percentiles_us;
+    assert!(p50 <= p99 && p99 <= p999 && p999 <= max, "{report}");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_run_opens_every_connection() {
+    let broker = broker().await;
+    let settings = Settings {
+        connections: 200,
+        ..settings(&broker, Scenario::Idle, 0)
+    };
+    let report = roost_bench::run_idle(&settings).await.expect("runs");
+    assert_eq!(report.connected, 200, "{report}");
+    assert!(report.rss_growth_kib.is_some() && report.broker_cpu.is_some());
+    broker.shutdown().await;
+}

@@ -69,6 +69,9 @@ pub(crate) trait PacketWriter: Send + 'static {
 pub(crate) struct NetReader<R> {
     io: R,
     buf: BytesMut,
+    /// How much to ask the socket for next: grows while reads fill it (a busy publisher),
+    /// shrinks while they do not (an idle client), so idle connections hold little memory.
+    chunk: usize,
     shared: Arc<Shared>,
 }
 
@@ -77,13 +80,16 @@ impl<R> NetReader<R> {
         Self {
             io,
             buf: BytesMut::new(),
+            chunk: READ_CHUNK_MIN,
             shared,
         }
     }
 }
 
-/// How much to ask the socket for at a time.
+/// The most to ask the socket for at a time.
 const READ_CHUNK: usize = 8 * 1024;
+/// The least: enough for CONNECT, PINGREQ and small publishes of a quiet client.
+const READ_CHUNK_MIN: usize = 512;
 
 impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
     async fn read(&mut self, limits: &DecodeLimits) -> Result<Option<Packet>, ReadError> {
@@ -91,8 +97,18 @@ impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
             if let Some(packet) = decode(&mut self.buf, limits)? {
                 return Ok(Some(packet));
             }
-            self.buf.reserve(READ_CHUNK);
+            if self.buf.is_empty() && self.buf.capacity() > self.chunk {
+                // Give back a large buffer before a wait that may be long (idle client).
+                self.buf = BytesMut::new();
+            }
+            self.buf.reserve(self.chunk);
+            let room = self.buf.capacity() - self.buf.len();
             let n = self.io.read_buf(&mut self.buf).await?;
+            if n >= room {
+                self.chunk = (self.chunk * 2).min(READ_CHUNK);
+            } else if n < self.chunk / 4 {
+                self.chunk = (self.chunk / 2).max(READ_CHUNK_MIN);
+            }
             if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)

@@ -645,11 +645,8 @@ impl BrokerBuilder {
     /// reports. A connection without a valid header is closed; a LOCAL or UNKNOWN header keeps
     /// the balancer's own address. The header must arrive within
     /// [`Limits::handshake_timeout`]. Does nothing when no network listener was added yet.
-    pub fn proxy_protocol(mut self, required: bool) -> Self {
-        if let Some(last) = self.listeners.last_mut() {
-            last.proxy = required;
-        }
-        self
+    pub fn proxy_protocol(self, required: bool) -> Self {
+        self.with_last_listener(|l| l.proxy = required)
     }
 
     /// Names the network listener added last; authenticators
@@ -658,22 +655,16 @@ impl BrokerBuilder {
     /// required on the public TLS port, not on loopback). The default name is the kind and
     /// the bound address, e.g. `tcp:127.0.0.1:1883`. Does nothing when no network listener
     /// was added yet.
-    pub fn listener_name(mut self, name: impl Into<String>) -> Self {
-        if let Some(last) = self.listeners.last_mut() {
-            last.name = Some(Arc::from(name.into()));
-        }
-        self
+    pub fn listener_name(self, name: impl Into<String>) -> Self {
+        self.with_last_listener(|l| l.name = Some(Arc::from(name.into())))
     }
 
     /// Caps the open connections of the network listener added last (the broker-wide
     /// [`Limits::max_connections`] still applies). A connection over the cap is closed on
     /// accept and counted in `connections_refused`. Does nothing when no network listener
     /// was added yet.
-    pub fn listener_max_connections(mut self, max: usize) -> Self {
-        if let Some(last) = self.listeners.last_mut() {
-            last.max_connections = Some(max);
-        }
-        self
+    pub fn listener_max_connections(self, max: usize) -> Self {
+        self.with_last_listener(|l| l.max_connections = Some(max))
     }
 
     /// Sets the largest packet accepted on the network listener added last, in place of
@@ -681,9 +672,14 @@ impl BrokerBuilder {
     /// loopback). v5 clients learn it from CONNACK's Maximum Packet Size; a larger packet
     /// closes the connection (0x95 Packet too large in v5). Does nothing when no network
     /// listener was added yet.
-    pub fn listener_max_packet_size(mut self, max: u32) -> Self {
+    pub fn listener_max_packet_size(self, max: u32) -> Self {
+        self.with_last_listener(|l| l.max_packet_size = Some(max))
+    }
+
+    /// Applies a per-listener option to the network listener added last, if any.
+    fn with_last_listener(mut self, set: impl FnOnce(&mut NetListener)) -> Self {
         if let Some(last) = self.listeners.last_mut() {
-            last.max_packet_size = Some(max);
+            set(last);
         }
         self
     }

@@ -12,13 +12,6 @@ use support::*;
 const V4: ProtocolVersion = ProtocolVersion::V311;
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
-fn connack(p: Packet) -> roost::codec::ConnAck {
-    match p {
-        Packet::ConnAck(a) => a,
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn clean_session_connack_has_session_present_0() {
     // MQTT-3.2.2-1

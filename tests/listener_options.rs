@@ -62,10 +62,7 @@ async fn connect_to(addr: SocketAddr, connect: Connect) -> (Raw, Option<Packet>)
 }
 
 fn reason(ack: Option<Packet>) -> ReasonCode {
-    match ack {
-        Some(Packet::ConnAck(a)) => a.reason_code,
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
+    connack(ack.expect("CONNACK before close")).reason_code
 }
 
 fn alice(id: &str) -> Connect {

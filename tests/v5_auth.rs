@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use roost::codec::{Auth, AuthProperties, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
+use roost::codec::{Auth, AuthProperties, Connect, Packet, ProtocolVersion, ReasonCode};
 use roost::plugin::{
     AuthExchange, AuthOutcome, Authenticator, ConnectInfo, Identity, PluginSettings,
 };
@@ -105,13 +105,6 @@ async fn broker_with(auth: Arc<dyn Authenticator>) -> BrokerHandle {
         .start()
         .await
         .expect("starts")
-}
-
-fn connack(p: Packet) -> ConnAck {
-    match p {
-        Packet::ConnAck(a) => a,
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
 }
 
 fn login(v: ProtocolVersion, user: &str, pass: &'static [u8]) -> Connect {

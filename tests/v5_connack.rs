@@ -6,19 +6,12 @@ use std::num::NonZeroU32;
 
 use bytes::Bytes;
 use roost::codec::{
-    ConnAck, Connect, LastWill, Packet, ProtocolVersion, PublishQoS, ReasonCode, WillProperties,
+    Connect, LastWill, Packet, ProtocolVersion, PublishQoS, ReasonCode, WillProperties,
 };
 use roost::{Capabilities, Limits, QoS, Redirect};
 use support::*;
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
-
-fn connack(p: Packet) -> ConnAck {
-    match p {
-        Packet::ConnAck(a) => a,
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn default_connack_advertises_limits() {

@@ -147,16 +147,7 @@ async fn will_is_suppressed_when_the_client_returns_within_the_delay() {
     assert!(present(&ack));
     // Past the delay: still nothing. Another client's message arrives first.
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let mut other = Raw::connect(&broker, V5, "other").await;
-    other
-        .publish(
-            "wills/other",
-            b"x",
-            roost::codec::PublishQoS::AtMostOnce,
-            false,
-        )
-        .await;
-    assert_eq!(w.recv_publish().await.topic, topic("wills/other"));
+    assert_no_will_yet(&broker, &mut w).await;
     broker.shutdown().await;
 }
 
@@ -200,16 +191,7 @@ async fn normal_disconnect_discards_the_will() {
     let (mut dev, _) = Raw::connect_with(&broker, c).await;
     dev.send(Packet::Disconnect(Disconnect::default())).await;
     dev.closed().await;
-    let mut other = Raw::connect(&broker, V5, "other").await;
-    other
-        .publish(
-            "wills/other",
-            b"x",
-            roost::codec::PublishQoS::AtMostOnce,
-            false,
-        )
-        .await;
-    assert_eq!(w.recv_publish().await.topic, topic("wills/other"));
+    assert_no_will_yet(&broker, &mut w).await;
     broker.shutdown().await;
 }
 
@@ -248,4 +230,19 @@ async fn will_properties_are_carried_onto_the_will_publish() {
     let names: Vec<&str> = props.user_properties.iter().map(|u| &*u.name).collect();
     assert_eq!(names, vec!["b", "a"]);
     broker.shutdown().await;
+}
+
+/// Publishes a marker from another client and checks that it is the next thing `w` gets:
+/// no will was published before it.
+async fn assert_no_will_yet(broker: &roost::BrokerHandle, w: &mut Raw) {
+    let mut other = Raw::connect(broker, V5, "other").await;
+    other
+        .publish(
+            "wills/other",
+            b"x",
+            roost::codec::PublishQoS::AtMostOnce,
+            false,
+        )
+        .await;
+    assert_eq!(w.recv_publish().await.topic, topic("wills/other"));
 }

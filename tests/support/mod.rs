@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use roost::codec::{
-    decode, Connect, DecodeLimits, Packet, PacketId, ProtocolVersion, PubResponse, Publish,
-    PublishQoS, Subscribe, SubscriptionOptions,
+    decode, ConnAck, Connect, DecodeLimits, Packet, PacketId, ProtocolVersion, PubResponse,
+    Publish, PublishQoS, Subscribe, SubscriptionOptions,
 };
 use roost::{Broker, BrokerHandle, Capabilities, Limits, QoS, TopicFilter, TopicName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -72,6 +72,14 @@ pub fn filter(s: &str) -> TopicFilter {
 
 pub fn pid(n: u16) -> PacketId {
     PacketId::new(n).expect("non-zero")
+}
+
+/// The CONNACK in `p`; fails the test on any other packet.
+pub fn connack(p: Packet) -> ConnAck {
+    match p {
+        Packet::ConnAck(a) => a,
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
 }
 
 /// A client that speaks raw MQTT over TCP, encoding and decoding with Roost's codec.

@@ -16,6 +16,7 @@
 //! | `--max-packet-size BYTES` | `max_packet_size` | largest packet accepted |
 //! | `--max-inflight N` | `max_inflight` | unacknowledged QoS 1/2 messages per session |
 //! | `--max-queued N` | `max_queued` | queued messages per session |
+//! | `--flow-control-queue N` | `flow_control_queue` | queue length that pauses publishers (0: off) |
 //! | `--password-file FILE` | `password_file` | Mosquitto password file (`mosquitto_passwd`) |
 //! | `--acl-file FILE` | `acl_file` | Mosquitto ACL file |
 //! | `--allow-anonymous true\|false` | `allow_anonymous` | clients without a user name |
@@ -56,6 +57,7 @@ struct Settings {
     max_packet_size: Option<u32>,
     max_inflight: Option<u16>,
     max_queued: Option<usize>,
+    flow_control_queue: Option<usize>,
     password_file: Option<PathBuf>,
     acl_file: Option<PathBuf>,
     allow_anonymous: Option<bool>,
@@ -75,7 +77,7 @@ struct Settings {
 }
 
 const USAGE: &str = "usage: broker [--config FILE] [--listen ADDR]... [--max-connections N] \
-[--max-packet-size BYTES] [--max-inflight N] [--max-queued N] [--password-file FILE] \
+[--max-packet-size BYTES] [--max-inflight N] [--max-queued N] [--flow-control-queue N] [--password-file FILE] \
 [--acl-file FILE] [--allow-anonymous true|false] [--data-dir DIR] \
 [--durability none|periodic|acked] [--flush-interval-ms N] [--on-corrupt fail|quarantine] \
 [--max-storage-mb N] [--tls-listen ADDR --cert FILE --key FILE [--client-ca FILE]] \
@@ -102,6 +104,7 @@ impl Settings {
             "max_packet_size" => self.max_packet_size = Some(number(key, value)?),
             "max_inflight" => self.max_inflight = Some(number(key, value)?),
             "max_queued" => self.max_queued = Some(number(key, value)?),
+            "flow_control_queue" => self.flow_control_queue = Some(number(key, value)?),
             "password_file" => self.password_file = Some(PathBuf::from(value)),
             "data_dir" => self.data_dir = Some(PathBuf::from(value)),
             "durability" => match value {
@@ -235,6 +238,9 @@ impl Settings {
         }
         if let Some(n) = self.max_queued {
             limits.max_queued_messages = n;
+        }
+        if let Some(n) = self.flow_control_queue {
+            limits.flow_control_queue = n;
         }
         limits.max_storage_bytes = self.max_storage_mb.map(|mb| mb * 1024 * 1024);
         limits

@@ -195,8 +195,14 @@ impl Shared {
     }
 
     /// Retains (if flagged) and routes a message; returns how many sessions got it. Hooks
-    /// are not consulted (see [`Shared::publish_message`]).
-    pub(crate) fn publish(&self, message: &Arc<Message>, ops: &mut Vec<Op>) -> usize {
+    /// are not consulted (see [`Shared::publish_message`]). Storage operations are appended
+    /// to `ops`, sessions asking the publisher to pause (flow control) to `congested`.
+    pub(crate) fn publish(
+        &self,
+        message: &Arc<Message>,
+        ops: &mut Vec<Op>,
+        congested: &mut Vec<Arc<Session>>,
+    ) -> usize {
         if message.retain {
             let change = self.router.retain(Arc::clone(message), &self.limits);
             if self.persistence.is_some() && !message.topic.as_str().starts_with("$SYS/") {
@@ -232,7 +238,7 @@ impl Shared {
                 }
             }
         }
-        self.router.route(message, self, ops)
+        self.router.route(message, self, congested)
     }
 
     /// Runs the publish hooks, then retains and routes. `None` if a hook dropped the
@@ -243,6 +249,7 @@ impl Shared {
         publisher: Option<ByteString>,
         mut published: PublishedMessage,
         ops: &mut Vec<Op>,
+        congested: &mut Vec<Arc<Session>>,
     ) -> Option<usize> {
         if !self.hooks.is_empty()
             && self.hooks.published(&self.metrics, client, &mut published) == HookAction::Drop
@@ -257,7 +264,7 @@ impl Shared {
         )
         .with_properties(published.properties);
         message.publisher = publisher;
-        Some(self.publish(&Arc::new(message), ops))
+        Some(self.publish(&Arc::new(message), ops, congested))
     }
 
     /// Publishes a connection's Will Message (MQTT-3.1.2-8). It was authorized as a publish
@@ -288,6 +295,7 @@ impl Shared {
             Some(session.client_id.clone()),
             published,
             &mut ops,
+            &mut Vec::new(),
         );
         self.store_now(ops);
     }
@@ -1182,6 +1190,7 @@ async fn sys_loop(shared: Arc<Shared>, interval: Duration) {
                 true,
             )),
             &mut Vec::new(),
+            &mut Vec::new(),
         );
     }
     loop {
@@ -1197,6 +1206,7 @@ async fn sys_loop(shared: Arc<Shared>, interval: Duration) {
             let payload = Bytes::from(value.to_string());
             shared.publish(
                 &Arc::new(Message::new(topic, payload, QoS::AtMostOnce, true)),
+                &mut Vec::new(),
                 &mut Vec::new(),
             );
         }

@@ -45,6 +45,17 @@ pub struct Limits {
     /// `message_dropped` hook event); sessions and retained messages are still written.
     /// Checked at most twice a second. Default: no budget.
     pub max_storage_bytes: Option<u64>,
+    /// Publisher flow control: when a PUBLISH is queued for a connected session whose queue
+    /// then holds at least this many messages, the publishing connection stops reading until
+    /// that queue is down to half of it, so messages are delivered while they are published
+    /// instead of piling up. A wait ends after `flow_control_pause` at most; a session that
+    /// did not drain in that time counts as slow and no longer pauses anyone until its queue
+    /// is down to half (its queue's overflow policy applies instead). A client is never paused
+    /// for its own session, nor for a session whose own connection is paused (so two clients
+    /// cannot wait for each other). 0 turns flow control off. Default 256.
+    pub flow_control_queue: usize,
+    /// Longest single flow-control pause of a publisher. Default 1 s.
+    pub flow_control_pause: Duration,
 }
 
 impl Default for Limits {
@@ -63,6 +74,8 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             queue_qos0_offline: false,
             max_storage_bytes: None,
+            flow_control_queue: 256,
+            flow_control_pause: Duration::from_secs(1),
         }
     }
 }

@@ -63,6 +63,11 @@ counters! {
     messages_dropped_storage_full => "$SYS/broker/messages/dropped/storage-full",
     /// Messages not sent because they exceed the client's Maximum Packet Size.
     messages_dropped_too_large => "$SYS/broker/messages/dropped/too-large",
+    /// Times a publisher's connection stopped reading for a subscriber's queue to drain
+    /// (see [`Limits::flow_control_queue`](crate::Limits::flow_control_queue)).
+    flow_control_pauses => "$SYS/broker/flow-control/pauses",
+    /// Flow-control pauses that ended because the subscriber did not drain in time.
+    flow_control_timeouts => "$SYS/broker/flow-control/timeouts",
     /// Bytes read from network clients.
     bytes_received => "$SYS/broker/bytes/received",
     /// Bytes written to network clients.

@@ -231,6 +231,7 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         info,
         enhanced,
         aliases: HashMap::new(),
+        congested: Vec::new(),
         connect_expiry_zero: requested == 0,
     };
     let writer = Writer {

@@ -28,7 +28,7 @@ use crate::broker::Shared;
 use crate::codec::{DecodeLimits, LastWill, ProtocolVersion, ReasonCode};
 use crate::metrics::Metrics;
 use crate::plugin::{ClientInfo, ConnectInfo, DisconnectReason};
-use crate::session::{CloseReason, LinkSignals, Session};
+use crate::session::{CloseReason, LinkSignals, Session, Wait};
 use crate::topic::TopicName;
 use crate::transport::{PacketReader, PacketWriter, ReadError};
 
@@ -64,6 +64,8 @@ pub(crate) struct Connection {
     enhanced: Option<auth::EnhancedAuth>,
     /// Inbound Topic Alias mappings of this connection (MQTT-3.3.2-7: never carried over).
     aliases: HashMap<u16, TopicName>,
+    /// Sessions that asked this publisher to pause (flow control), gathered while routing.
+    congested: Vec<Arc<Session>>,
     /// CONNECT had Session Expiry Interval 0, so DISCONNECT may not raise it (v5 §3.14.2.2.2).
     connect_expiry_zero: bool,
 }
@@ -141,7 +143,54 @@ impl Connection {
             if let Err(exit) = self.handle(packet).await {
                 return exit;
             }
+            if !self.congested.is_empty() {
+                if let Err(exit) = self.flow_control().await {
+                    return exit;
+                }
+            }
         }
+    }
+
+    /// Stops reading until the sessions this connection's last PUBLISH congested have
+    /// drained (bounded by `Limits::flow_control_pause`). Never waits for its own session.
+    async fn flow_control(&mut self) -> Result<(), Exit> {
+        use std::sync::atomic::Ordering;
+        let limits = &self.shared.limits;
+        let threshold = limits.flow_control_queue;
+        let deadline = tokio::time::Instant::now() + limits.flow_control_pause;
+        let congested = std::mem::take(&mut self.congested);
+        // SeqCst on both sides (store here, load in `wait_drained`): of two readers pausing
+        // for each other at once, at least one sees the other paused and does not wait.
+        self.signals.paused.store(true, Ordering::SeqCst);
+        let mut result = Ok(());
+        for session in &congested {
+            if Arc::ptr_eq(session, &self.session) {
+                continue;
+            }
+            let wait = tokio::select! {
+                biased;
+                _ = self.signals.close.cancelled() => {
+                    result = Err(Exit::Closed);
+                    break;
+                }
+                wait = session.wait_drained(threshold, deadline) => wait,
+            };
+            let metrics = &self.shared.metrics;
+            match wait {
+                Wait::NotNeeded => {}
+                Wait::Drained => Metrics::inc(&metrics.flow_control_pauses),
+                Wait::TimedOut => {
+                    Metrics::inc(&metrics.flow_control_pauses);
+                    Metrics::inc(&metrics.flow_control_timeouts);
+                    tracing::debug!(client_id = %session.client_id, "subscriber did not drain in time: marked slow");
+                }
+            }
+        }
+        self.signals.paused.store(false, Ordering::SeqCst);
+        // Keep the allocation for the next time.
+        self.congested = congested;
+        self.congested.clear();
+        result
     }
 
     /// Ends the connection: goodbye, detach, will, and only then the end of the stream.

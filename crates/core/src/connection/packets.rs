@@ -324,6 +324,7 @@ impl Connection {
                 Some(self.client_id.clone()),
                 published,
                 &mut ops,
+                &mut self.congested,
             )
             .unwrap_or(0);
         // Acked durability: the acknowledgement waits until these writes, and the copies

@@ -279,6 +279,7 @@ impl<W: PacketWriter> Writer<W> {
                     .push((delivery.message, Event::Delivered(qos.qos())));
             }
         }
+        st.after_drain(shared.limits.flow_control_queue);
         Fill::Attached
     }
 }

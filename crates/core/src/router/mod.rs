@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 use parking_lot::RwLock;
-use roost_storage::Op;
 
 pub(crate) use retained::RetainChange;
 use retained::RetainedStore;
@@ -31,7 +30,7 @@ use crate::config::Limits;
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
 use crate::plugin::DropReason;
-use crate::session::{EnqueueError, Session, SubscriptionRecord};
+use crate::session::{EnqueueError, Queued, Session, SubscriptionRecord};
 use crate::topic::{SubscriptionTrie, TopicFilter};
 
 /// One subscription of one session.
@@ -179,12 +178,13 @@ impl Router {
     }
 
     /// Delivers `message` to every matching session; returns how many copies were queued.
-    /// Storage operations for copies queued to persistent sessions are appended to `ops`.
+    /// Connected sessions whose queue reached the flow-control threshold are appended to
+    /// `congested`.
     pub(crate) fn route(
         &self,
         message: &Arc<Message>,
         shared: &Shared,
-        ops: &mut Vec<Op>,
+        congested: &mut Vec<Arc<Session>>,
     ) -> usize {
         let mut targets: Vec<SubEntry> = Vec::new();
         let mut shared_targets: Vec<SubEntry> = Vec::new();
@@ -217,10 +217,15 @@ impl Router {
                 .count();
             let (group, tail) = rest.split_at(n);
             rest = tail;
-            delivered += usize::from(deliver(message, group, shared, ops));
+            delivered += usize::from(deliver(message, group, shared, congested));
         }
         for member in &shared_targets {
-            delivered += usize::from(deliver(message, std::slice::from_ref(member), shared, ops));
+            delivered += usize::from(deliver(
+                message,
+                std::slice::from_ref(member),
+                shared,
+                congested,
+            ));
         }
         delivered
     }
@@ -228,7 +233,12 @@ impl Router {
 
 /// Queues one copy of `message` for the session of `group` (all entries share a session),
 /// if its client may receive it.
-fn deliver(message: &Arc<Message>, group: &[SubEntry], shared: &Shared, ops: &mut Vec<Op>) -> bool {
+fn deliver(
+    message: &Arc<Message>,
+    group: &[SubEntry],
+    shared: &Shared,
+    congested: &mut Vec<Arc<Session>>,
+) -> bool {
     let Some(first) = group.first() else {
         return false;
     };
@@ -266,12 +276,15 @@ fn deliver(message: &Arc<Message>, group: &[SubEntry], shared: &Shared, ops: &mu
         gate: 0,
         maybe_sent: false,
     };
-    let _ = ops;
     match first
         .session
         .enqueue(delivery, &shared.limits, shared.persistence.as_ref())
     {
-        Ok(()) => true,
+        Ok(Queued::Ok) => true,
+        Ok(Queued::Congested) => {
+            congested.push(Arc::clone(&first.session));
+            true
+        }
         Err(EnqueueError::QueueFull) => {
             Metrics::inc(&metrics.messages_dropped);
             tracing::debug!(client_id = %first.session.client_id, topic = %message.topic, "queue full: message dropped");

@@ -11,13 +11,21 @@
 //! # Queue and overflow policy
 //! The queue is bounded by message count and bytes ([`Limits`]). When a message would exceed
 //! either bound it is dropped (the newest message is the one dropped; queued messages are
-//! never evicted), the drop is counted, and a `tracing` event is emitted. A slow subscriber
-//! therefore never blocks a publisher.
+//! never evicted), the drop is counted, and a `tracing` event is emitted.
+//!
+//! # Flow control
+//! Before the queue fills, publishers are slowed instead: [`Session::enqueue`] reports a
+//! connected session whose queue reached `Limits::flow_control_queue`, and the publishing
+//! connection waits (bounded by `Limits::flow_control_pause`) for the session's writer to
+//! bring it down to half ([`LinkSignals::drained`]). A session that does not drain in time
+//! is marked slow and pauses nobody until it has drained, so a stuck subscriber costs each
+//! publisher one pause, not a stall.
 
 mod inflight;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use bytestring::ByteString;
@@ -57,6 +65,11 @@ pub(crate) struct LinkSignals {
     pub(crate) wake: Notify,
     /// Cancelled when the connection must close (a child of the broker's shutdown token).
     pub(crate) close: CancellationToken,
+    /// Wakes publishers paused by flow control: the queue is down to half the threshold.
+    pub(crate) drained: Notify,
+    /// This connection's reader is paused by flow control; nobody waits for its session
+    /// then, so no two readers can wait for each other.
+    pub(crate) paused: AtomicBool,
     reason: Mutex<Option<CloseReason>>,
 }
 
@@ -65,6 +78,8 @@ impl LinkSignals {
         Arc::new(Self {
             wake: Notify::new(),
             close,
+            drained: Notify::new(),
+            paused: AtomicBool::new(false),
             reason: Mutex::new(None),
         })
     }
@@ -128,6 +143,30 @@ pub(crate) struct SessionState {
     pub(crate) will_at_ms: Option<u64>,
     /// When the client went away (ms since the epoch), for storage.
     pub(crate) disconnected_at_ms: Option<u64>,
+    /// A publisher waits for this queue to drain (flow control).
+    pub(crate) flow_waiters: bool,
+    /// A flow-control wait for this session timed out; it pauses nobody until drained.
+    pub(crate) slow: bool,
+}
+
+/// How a flow-control wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// No wait was needed (disconnected, slow, drained, or its own reader paused).
+    NotNeeded,
+    /// The queue drained, or the session's connection closed.
+    Drained,
+    /// The deadline passed first; the session is now marked slow.
+    TimedOut,
+}
+
+/// A queued delivery, and whether its session asks publishers to pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queued {
+    /// Queued; the queue is below the flow-control threshold.
+    Ok,
+    /// Queued; the session is connected and its queue is at or over the threshold.
+    Congested,
 }
 
 /// Why a delivery was not queued.
@@ -172,7 +211,7 @@ impl Session {
         mut delivery: Delivery,
         limits: &Limits,
         persist: Option<&crate::persist::Persistence>,
-    ) -> Result<(), EnqueueError> {
+    ) -> Result<Queued, EnqueueError> {
         let mut st = self.state.lock();
         if st.ended {
             return Err(EnqueueError::Ended);
@@ -220,10 +259,66 @@ impl Session {
         }
         st.queued_bytes += size;
         st.queue.push_back(delivery);
-        if let Some(link) = &st.link {
-            link.signals.wake.notify_one();
+        let Some(link) = &st.link else {
+            return Ok(Queued::Ok);
+        };
+        link.signals.wake.notify_one();
+        let threshold = limits.flow_control_queue;
+        if threshold > 0 && !st.slow && st.queue.len() >= threshold {
+            Ok(Queued::Congested)
+        } else {
+            Ok(Queued::Ok)
         }
-        Ok(())
+    }
+
+    /// Waits, at most until `deadline`, for this session's queue to drain to half of
+    /// `threshold` (flow control). Returns immediately if the session is disconnected, slow,
+    /// already drained, or its own reader is paused.
+    pub(crate) async fn wait_drained(
+        &self,
+        threshold: usize,
+        deadline: tokio::time::Instant,
+    ) -> Wait {
+        let Some(signals) = self
+            .state
+            .lock()
+            .link
+            .as_ref()
+            .map(|l| Arc::clone(&l.signals))
+        else {
+            return Wait::NotNeeded;
+        };
+        if signals.paused.load(std::sync::atomic::Ordering::SeqCst) {
+            return Wait::NotNeeded;
+        }
+        // Registered before the check, so a notification between the two is not lost.
+        let drained = signals.drained.notified();
+        tokio::pin!(drained);
+        drained.as_mut().enable();
+        {
+            let mut st = self.state.lock();
+            let same_link = st
+                .link
+                .as_ref()
+                .is_some_and(|l| Arc::ptr_eq(&l.signals, &signals));
+            if !same_link || st.slow || st.queue.len() <= threshold / 2 {
+                return Wait::NotNeeded;
+            }
+            st.flow_waiters = true;
+        }
+        tokio::select! {
+            _ = drained => Wait::Drained,
+            _ = signals.close.cancelled() => Wait::Drained,
+            _ = tokio::time::sleep_until(deadline) => {
+                let mut st = self.state.lock();
+                if st.flow_waiters && st.queue.len() > threshold / 2 {
+                    st.slow = true;
+                    Wait::TimedOut
+                } else {
+                    Wait::Drained
+                }
+            }
+        }
     }
 
     /// Queues a control packet for the link `link_id`; false if that link is gone.
@@ -283,5 +378,18 @@ impl SessionState {
         let d = self.queue.pop_front()?;
         self.queued_bytes -= d.message.size();
         Some(d)
+    }
+
+    /// After the writer took from the queue: once it is down to half the flow-control
+    /// threshold, wakes paused publishers and clears the slow mark.
+    pub(crate) fn after_drain(&mut self, threshold: usize) {
+        if (self.flow_waiters || self.slow) && self.queue.len() <= threshold / 2 {
+            self.slow = false;
+            if std::mem::take(&mut self.flow_waiters) {
+                if let Some(link) = &self.link {
+                    link.signals.drained.notify_waiters();
+                }
+            }
+        }
     }
 }

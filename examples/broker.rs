@@ -32,6 +32,7 @@
 //! | `--wss-listen ADDR` (repeatable) | `wss_listen = ["ADDR"]` | MQTT over secure WebSocket |
 //! | `--ws-path PATH` | `ws_path` | WebSocket path (default `/mqtt`) |
 //! | `--proxy-protocol true\|false` | `proxy_protocol` | every listener expects a PROXY header |
+//! | `--threads N` | `threads` | runtime worker threads (default: one per core) |
 //! | `--config FILE` | | read the TOML file |
 //!
 //! Anonymous clients are allowed by default only when every listener is on a loopback
@@ -58,6 +59,7 @@ struct Settings {
     max_inflight: Option<u16>,
     max_queued: Option<usize>,
     flow_control_queue: Option<usize>,
+    threads: Option<usize>,
     password_file: Option<PathBuf>,
     acl_file: Option<PathBuf>,
     allow_anonymous: Option<bool>,
@@ -81,7 +83,8 @@ const USAGE: &str = "usage: broker [--config FILE] [--listen ADDR]... [--max-con
 [--acl-file FILE] [--allow-anonymous true|false] [--data-dir DIR] \
 [--durability none|periodic|acked] [--flush-interval-ms N] [--on-corrupt fail|quarantine] \
 [--max-storage-mb N] [--tls-listen ADDR --cert FILE --key FILE [--client-ca FILE]] \
-[--ws-listen ADDR] [--wss-listen ADDR] [--ws-path PATH] [--proxy-protocol true|false]";
+[--ws-listen ADDR] [--wss-listen ADDR] [--ws-path PATH] [--proxy-protocol true|false] \
+[--threads N]";
 
 fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
     value
@@ -105,6 +108,10 @@ impl Settings {
             "max_inflight" => self.max_inflight = Some(number(key, value)?),
             "max_queued" => self.max_queued = Some(number(key, value)?),
             "flow_control_queue" => self.flow_control_queue = Some(number(key, value)?),
+            "threads" => match number(key, value)? {
+                0 => return Err("threads: must be at least 1".to_string()),
+                n => self.threads = Some(n),
+            },
             "password_file" => self.password_file = Some(PathBuf::from(value)),
             "data_dir" => self.data_dir = Some(PathBuf::from(value)),
             "durability" => match value {
@@ -444,8 +451,7 @@ async fn stop_signal() {
     let _ = ctrl_c.await;
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -459,6 +465,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = settings.threads {
+        runtime.worker_threads(n);
+    }
+    match runtime.enable_all().build() {
+        Ok(runtime) => runtime.block_on(serve(settings)),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the broker `settings` describe until Ctrl-C or SIGTERM.
+async fn serve(settings: Settings) -> ExitCode {
     let mut builder = Broker::builder().limits(settings.limits());
     for addr in &settings.listen {
         builder = builder

@@ -11,7 +11,7 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 /// Command-line usage.
 pub const USAGE: &str = "usage: roost-bench [--host H] [--port P] [--pid BROKER_PID] \
 [--scenario fan-in|fan-out] [--qos 0|1|2] [--publishers N] [--subscribers N] [--messages N] \
-[--payload BYTES] [--timeout-s S] [--scenario latency --rate MSGS_PER_S --seconds S] \
+[--payload BYTES] [--timeout-s S] [--repeat N] [--scenario latency --rate MSGS_PER_S --seconds S] \
 [--scenario idle --connections N]";
 
 /// Who publishes to whom.
@@ -57,6 +57,8 @@ pub struct Settings {
     pub duration: Duration,
     /// Idle connections to open.
     pub connections: usize,
+    /// Runs of a throughput scenario; the report gives the median of each figure.
+    pub repeat: usize,
 }
 
 impl Default for Settings {
@@ -75,6 +77,7 @@ impl Default for Settings {
             rate: 5_000,
             duration: Duration::from_secs(5),
             connections: 10_000,
+            repeat: 1,
         }
     }
 }
@@ -122,6 +125,7 @@ impl Settings {
                 "--rate" => s.rate = num(&value)?.max(1),
                 "--seconds" => s.duration = Duration::from_secs(num(&value)?.max(1)),
                 "--connections" => s.connections = num(&value)? as usize,
+                "--repeat" => s.repeat = num(&value)?.max(1) as usize,
                 _ => return Err(format!("unknown flag {flag}")),
             }
         }
@@ -156,6 +160,8 @@ pub struct Report {
     pub delivered: u64,
     /// Deliveries received before the last publisher finished.
     pub delivered_while_publishing: u64,
+    /// From the first publish until the last publisher finished.
+    pub publishing: Duration,
     /// From the first publish to the last delivery (or the end of waiting).
     pub elapsed: Duration,
     /// Broker CPU time (user + system) over the run, when `--pid` was given.
@@ -169,6 +175,105 @@ impl Report {
             .filter(|c| !c.is_zero())
             .map(|c| self.delivered as f64 / c.as_secs_f64())
     }
+
+    /// Deliveries per second.
+    pub fn delivered_per_second(&self) -> f64 {
+        self.delivered as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Deliveries per second while publishers were still sending.
+    pub fn delivered_while_publishing_per_second(&self) -> f64 {
+        self.delivered_while_publishing as f64 / self.publishing.as_secs_f64().max(1e-9)
+    }
+
+    /// Share of deliveries that arrived while publishers were still sending, in percent.
+    pub fn while_publishing_percent(&self) -> f64 {
+        100.0 * self.delivered_while_publishing as f64 / (self.delivered.max(1) as f64)
+    }
+}
+
+/// The median of each figure over several runs of one scenario.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The runs, in order.
+    pub runs: Vec<Report>,
+}
+
+impl Summary {
+    fn median(mut values: Vec<f64>) -> f64 {
+        values.sort_by(f64::total_cmp);
+        match values.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => values[n / 2],
+            n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+        }
+    }
+
+    /// Median deliveries per second.
+    pub fn delivered_per_second(&self) -> f64 {
+        Self::median(self.runs.iter().map(Report::delivered_per_second).collect())
+    }
+
+    /// Median deliveries per broker-CPU-second (runs with a known CPU time).
+    pub fn per_broker_cpu_second(&self) -> Option<f64> {
+        let v: Vec<f64> = self
+            .runs
+            .iter()
+            .filter_map(Report::per_broker_cpu_second)
+            .collect();
+        (!v.is_empty()).then(|| Self::median(v))
+    }
+
+    /// Median share of deliveries inside the publishing window, in percent.
+    pub fn while_publishing_percent(&self) -> f64 {
+        Self::median(self.runs.iter().map(Report::while_publishing_percent).collect())
+    }
+
+    /// Median deliveries per second inside the publishing window.
+    pub fn delivered_while_publishing_per_second(&self) -> f64 {
+        Self::median(
+            self.runs
+                .iter()
+                .map(Report::delivered_while_publishing_per_second)
+                .collect(),
+        )
+    }
+
+    /// True when no run lost a QoS 1/2 delivery.
+    pub fn complete(&self) -> bool {
+        self.runs
+            .iter()
+            .all(|r| r.settings.qos == 0 || r.delivered == r.expected)
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for r in &self.runs {
+            writeln!(f, "{r}")?;
+        }
+        write!(
+            f,
+            "median of {}: delivered/s={:.0} while_publishing={:.1}% while_publishing/s={:.0}",
+            self.runs.len(),
+            self.delivered_per_second(),
+            self.while_publishing_percent(),
+            self.delivered_while_publishing_per_second(),
+        )?;
+        if let Some(rate) = self.per_broker_cpu_second() {
+            write!(f, " per_broker_cpu_s={rate:.0}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs a throughput scenario `settings.repeat` times.
+pub async fn run_repeated(settings: &Settings) -> Result<Summary, BenchError> {
+    let mut runs = Vec::new();
+    for _ in 0..settings.repeat {
+        runs.push(run(settings).await?);
+    }
+    Ok(Summary { runs })
 }
 
 impl fmt::Display for Report {
@@ -179,7 +284,7 @@ impl fmt::Display for Report {
             f,
             "scenario={:?} qos={} publishers={} subscribers={} payload={} published={} \
              expected={} delivered={} ({:.2}%) elapsed={:.3}s delivered/s={:.0} \
-             while_publishing={:.1}%",
+             while_publishing={:.1}% while_publishing/s={:.0}",
             s.scenario,
             s.qos,
             s.publishers(),
@@ -190,8 +295,9 @@ impl fmt::Display for Report {
             self.delivered,
             100.0 * self.delivered as f64 / (self.expected.max(1) as f64),
             secs,
-            self.delivered as f64 / secs,
-            100.0 * self.delivered_while_publishing as f64 / (self.delivered.max(1) as f64),
+            self.delivered_per_second(),
+            self.while_publishing_percent(),
+            self.delivered_while_publishing_per_second(),
         )?;
         if let (Some(cpu), Some(rate)) = (self.broker_cpu, self.per_broker_cpu_second()) {
             write!(
@@ -371,6 +477,7 @@ pub async fn run(settings: &Settings) -> Result<Report, BenchError> {
         }
     }
     let delivered_while_publishing = count.load(Ordering::Relaxed);
+    let publishing = start.elapsed();
     // Wait for the rest: until all arrived, the deadline, or (QoS 0) a second of silence.
     let mut last = count.load(Ordering::Relaxed);
     let mut last_change = Instant::now();
@@ -400,6 +507,7 @@ pub async fn run(settings: &Settings) -> Result<Report, BenchError> {
         expected,
         delivered: count.load(Ordering::Relaxed),
         delivered_while_publishing,
+        publishing,
         elapsed: end.max(start + Duration::from_micros(1)) - start,
         broker_cpu: cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a)),
     })

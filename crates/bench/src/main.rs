@@ -3,7 +3,7 @@
 //! ```text
 //! roost-bench [--host 127.0.0.1] [--port 1883] [--pid BROKER_PID] [--scenario fan-in|fan-out]
 //!             [--qos 0|1|2] [--publishers 8] [--subscribers 32] [--messages N]
-//!             [--payload BYTES] [--timeout-s 60]
+//!             [--payload BYTES] [--timeout-s 60] [--repeat 1]
 //! roost-bench --scenario latency [--rate 5000] [--seconds 5] [--qos 0|1|2]
 //! roost-bench --scenario idle [--connections 10000] [--pid BROKER_PID]
 //! ```
@@ -15,7 +15,7 @@
 
 use std::process::ExitCode;
 
-use roost_bench::{run, run_idle, run_latency, Scenario, Settings};
+use roost_bench::{run_idle, run_latency, run_repeated, Scenario, Settings};
 
 fn main() -> ExitCode {
     let settings = match Settings::parse(std::env::args().skip(1)) {
@@ -45,10 +45,9 @@ fn main() -> ExitCode {
             Scenario::Idle => run_idle(&settings)
                 .await
                 .map(|r| (r.to_string(), r.connected == settings.connections)),
-            Scenario::FanIn | Scenario::FanOut => run(&settings).await.map(|r| {
-                let complete = settings.qos == 0 || r.delivered == r.expected;
-                (r.to_string(), complete)
-            }),
+            Scenario::FanIn | Scenario::FanOut => run_repeated(&settings)
+                .await
+                .map(|r| (r.to_string(), r.complete())),
         }
     });
     match outcome {

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Runs roost-bench against Roost's example broker and Mosquitto (and rumqttd when it is on
-# PATH) in one go, on loopback, and prints each figure per broker.
+# Runs roost-bench against Roost's example broker, Mosquitto and rumqttd in one go, on
+# loopback, and prints every figure per broker, then a Markdown table with the ratios.
 #
-#   scripts/bench-compare.sh [SCALE]     # SCALE multiplies message counts (default 2)
+#   scripts/bench-compare.sh [SCALE] [REPEAT]   # SCALE multiplies message counts (default 1),
+#                                               # REPEAT runs per figure, medians (default 3)
 #
-# Needs: cargo, and `mosquitto` (apt-get install mosquitto). Every broker started here is
-# stopped by its PID on exit. Queues are set to 100,000 messages on every broker; a run whose
-# total exceeds what a subscriber's queue holds shows each broker's overflow policy.
+# Needs: cargo; `mosquitto` (apt-get install mosquitto) and `rumqttd` (cargo install rumqttd;
+# without --locked, its lock file pins a crate that no longer builds) — a broker that is not
+# installed is left out. Every broker started here is stopped by its PID on exit.
+#
+# Settings, the same for every broker where they exist: 1,000,000 queued messages per client (more than a run
+# sends, so no broker drops),
+# 100 in flight, Nagle off (mosquitto: set_tcp_nodelay). Roost runs its example broker with --durability none (no storage, as the
+# others here) and --threads 1 unless ROOST_THREADS is set.
 set -euo pipefail
-scale=${1:-2}
+scale=${1:-1}
+repeat=${2:-3}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 cargo build --release --example broker -p roost >/dev/null
@@ -22,39 +29,127 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+names=(roost)
+declare -A port pid
 "$target/release/examples/broker" --listen 127.0.0.1:18830 --data-dir "$work/roost" \
-  --durability none --max-queued 100000 >"$work/roost.log" 2>&1 &
-pids+=($!); roost_pid=$!
-declare -A brokers=([roost]="18830 $roost_pid")
-if command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; then
-  mosq=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-  printf 'listener 18831 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nmax_inflight_messages 100\n' >"$work/mosquitto.conf"
+  --durability none --max-queued 1000000 --max-inflight 100 --max-connections 200000 \
+  --threads "${ROOST_THREADS:-1}" >"$work/roost.log" 2>&1 &
+pids+=($!); port[roost]=18830; pid[roost]=$!
+
+mosq=$(command -v mosquitto || true)
+[ -z "$mosq" ] && [ -x /usr/sbin/mosquitto ] && mosq=/usr/sbin/mosquitto
+if [ -n "$mosq" ]; then
+  printf 'listener 18831 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\nmax_inflight_messages 100\nset_tcp_nodelay true\n' >"$work/mosquitto.conf"
   "$mosq" -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-  pids+=($!); brokers[mosquitto]="18831 $!"
+  pids+=($!); names+=(mosquitto); port[mosquitto]=18831; pid[mosquitto]=$!
+else
+  echo "mosquitto not found: left out (apt-get install mosquitto)" >&2
 fi
-if command -v rumqttd >/dev/null; then
-  echo "rumqttd found but not configured by this script yet; skipped" >&2
+
+rumqttd=$(command -v rumqttd || true)
+[ -z "$rumqttd" ] && [ -x "$HOME/.cargo/bin/rumqttd" ] && rumqttd=$HOME/.cargo/bin/rumqttd
+if [ -n "$rumqttd" ]; then
+  cat >"$work/rumqttd.toml" <<'EOF'
+id = 0
+[router]
+id = 0
+max_connections = 200000
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:18832"
+next_connection_delay_ms = 0
+    [v4.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = 20480
+    max_inflight_count = 100
+    dynamic_filters = true
+EOF
+  "$rumqttd" -q -c "$work/rumqttd.toml" >"$work/rumqttd.log" 2>&1 &
+  pids+=($!); names+=(rumqttd); port[rumqttd]=18832; pid[rumqttd]=$!
+else
+  echo "rumqttd not found: left out (cargo install rumqttd)" >&2
 fi
 sleep 1
 
 # Idle connections first, while each broker's heap is fresh: later runs grow it, and
 # connections would then reuse freed memory and hide their cost.
 runs=(
-  "--scenario idle --connections $((2500 * scale))"
-  "--scenario fan-in --qos 0 --messages $((10000 * scale))"
-  "--scenario fan-in --qos 1 --messages $((5000 * scale))"
-  "--scenario fan-in --qos 2 --messages $((2500 * scale))"
-  "--scenario fan-out --qos 0 --messages $((1000 * scale))"
-  "--scenario latency --qos 0 --rate 5000 --seconds 5"
+  "idle|--scenario idle --connections $((10000 * scale))"
+  "fanin0|--scenario fan-in --qos 0 --messages $((40000 * scale)) --repeat $repeat"
+  "fanin1|--scenario fan-in --qos 1 --messages $((20000 * scale)) --repeat $repeat"
+  "fanin2|--scenario fan-in --qos 2 --messages $((10000 * scale)) --repeat $repeat"
+  "fanout0|--scenario fan-out --qos 0 --messages $((20000 * scale)) --repeat $repeat"
+  "latency|--scenario latency --qos 0 --rate 5000 --seconds 5"
 )
-echo "machine: $(nproc) cores, $(uname -sr); $(date -u +%F)"
-for args in "${runs[@]}"; do
+declare -A out
+echo "machine: $(nproc) cores, $(uname -sr); $(date -u '+%F %H:%M UTC')"
+for entry in "${runs[@]}"; do
+  key=${entry%%|*}
+  args=${entry#*|}
   echo "== $args"
-  for name in "${!brokers[@]}"; do
-    read -r port pid <<<"${brokers[$name]}"
-    printf '%-10s ' "$name"
+  for name in "${names[@]}"; do
     # shellcheck disable=SC2086
-    timeout 120 "$bench" --port "$port" --pid "$pid" $args --timeout-s 90 || true
+    result=$(timeout 600 "$bench" --port "${port[$name]}" --pid "${pid[$name]}" $args \
+      --timeout-s 120 2>&1) || true
+    out[$key.$name]=$result
+    printf '%s\n' "$result" | sed "s/^/$(printf '%-10s' "$name") /"
   done
 done
+
+# One figure from a broker's output: the value after `field=` on the last line holding it.
+figure() {
+  printf '%s\n' "${out[$1.$2]:-}" | grep -o "$3=[0-9.]*" | tail -1 | cut -d= -f2
+}
+# A row: label, run key, field, and whether higher is better (1) or lower (0).
+row() {
+  local label=$1 key=$2 field=$3 higher=$4 best="" line own
+  line="| $label |"
+  own=$(figure "$key" roost "$field")
+  for name in "${names[@]}"; do
+    local v
+    v=$(figure "$key" "$name" "$field")
+    line+=" ${v:-–} |"
+    if [ "$name" != roost ] && [ -n "$v" ]; then
+      if [ -z "$best" ] || awk -v a="$v" -v b="$best" -v h="$higher" \
+        'BEGIN { exit !((h == 1 && a > b) || (h == 0 && a < b)) }'; then
+        best=$v
+      fi
+    fi
+  done
+  if [ -n "$own" ] && [ -n "$best" ]; then
+    line+=" $(awk -v a="$own" -v b="$best" -v h="$higher" 'BEGIN {
+      if (a == 0 || b == 0) { print "–"; exit }
+      printf "%.2f×", (h == 1 ? a / b : b / a) }') |"
+  else
+    line+=" – |"
+  fi
+  echo "$line"
+}
+echo
+header="| figure (throughput: median of $repeat) |"
+for name in "${names[@]}"; do header+=" $name |"; done
+echo "$header Roost vs the best other (> 1: Roost ahead) |"
+printf '|---|'; for _ in "${names[@]}"; do printf -- '---|'; done; echo '---|'
+row "fan-in QoS 0, msgs per broker-CPU-s" fanin0 per_broker_cpu_s 1
+row "fan-in QoS 1, msgs per broker-CPU-s" fanin1 per_broker_cpu_s 1
+row "fan-in QoS 2, msgs per broker-CPU-s" fanin2 per_broker_cpu_s 1
+row "fan-out QoS 0, deliveries per broker-CPU-s" fanout0 per_broker_cpu_s 1
+row "fan-in QoS 0, delivered msgs/s" fanin0 'delivered/s' 1
+row "fan-in QoS 1, delivered msgs/s" fanin1 'delivered/s' 1
+row "fan-in QoS 2, delivered msgs/s" fanin2 'delivered/s' 1
+row "fan-out QoS 0, deliveries/s" fanout0 'delivered/s' 1
+row "fan-in QoS 0, delivered/s while publishing" fanin0 'while_publishing/s' 1
+row "fan-in QoS 0, % delivered while publishing" fanin0 while_publishing 1
+row "fan-in QoS 1, % delivered while publishing" fanin1 while_publishing 1
+row "fan-in QoS 2, % delivered while publishing" fanin2 while_publishing 1
+row "latency p50 at 5k msg/s, µs" latency p50 0
+row "latency p99 at 5k msg/s, µs" latency p99 0
+row "latency p99.9 at 5k msg/s, µs" latency p99.9 0
+row "RSS per idle connection, KiB" idle per_connection 0
+row "broker CPU per connect, µs" idle broker_cpu_per_connect 0

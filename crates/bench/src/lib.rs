@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 
+mod raw;
+
 /// Command-line usage.
 pub const USAGE: &str = "usage: roost-bench [--host H] [--port P] [--pid BROKER_PID] \
 [--scenario fan-in|fan-out] [--qos 0|1|2] [--publishers N] [--subscribers N] [--messages N] \
@@ -226,7 +228,12 @@ impl Summary {
 
     /// Median share of deliveries inside the publishing window, in percent.
     pub fn while_publishing_percent(&self) -> f64 {
-        Self::median(self.runs.iter().map(Report::while_publishing_percent).collect())
+        Self::median(
+            self.runs
+                .iter()
+                .map(Report::while_publishing_percent)
+                .collect(),
+        )
     }
 
     /// Median deliveries per second inside the publishing window.
@@ -538,69 +545,103 @@ impl fmt::Display for LatencyReport {
 /// One publisher sends at `settings.rate` for `settings.duration`; each payload starts with
 /// the send time (microseconds since the run began), so the subscriber measures end to end.
 pub async fn run_latency(settings: &Settings) -> Result<LatencyReport, BenchError> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
-    let (sub, mut sub_el) = AsyncClient::new(options(settings, "bench-lat-sub".into()), 1024);
-    sub.subscribe("bench/latency", qos(settings.qos))
+    use tokio::io::AsyncWriteExt;
+    let client_err = |e: std::io::Error| BenchError::Client(e.to_string());
+    let target: std::net::SocketAddr = format!("{}:{}", settings.host, settings.port)
+        .parse()
+        .map_err(|e| BenchError::Client(format!("address: {e}")))?;
+    let level = settings.qos;
+    // Raw sockets on both ends: the time between the stamp and the socket is the broker's.
+    let sub = raw::connect(target, "bench-lat-sub")
         .await
-        .map_err(|e| BenchError::Client(e.to_string()))?;
+        .map_err(client_err)?;
+    let (sub_read, mut sub_write) = sub.into_split();
+    let mut sub_packets = raw::Packets::new(sub_read);
+    sub_write
+        .write_all(&raw::subscribe_packet(1, "bench/latency", level))
+        .await
+        .map_err(client_err)?;
     loop {
-        match sub_el.poll().await {
-            Ok(Event::Incoming(Incoming::SubAck(_))) => break,
-            Ok(_) => continue,
-            Err(e) => return Err(BenchError::Client(e.to_string())),
+        match sub_packets.next().await.map_err(client_err)? {
+            Some((0x90, _)) => break,
+            Some(_) => continue,
+            None => return Err(BenchError::Client("closed before SUBACK".into())),
         }
     }
     let origin = Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
     let reader = tokio::spawn(async move {
-        let _sub = sub;
-        while let Ok(event) = sub_el.poll().await {
-            if let Event::Incoming(Incoming::Publish(p)) = event {
-                let now = origin.elapsed().as_micros() as u64;
-                let mut stamp = [0u8; 8];
-                if p.payload.len() >= 8 {
-                    stamp.copy_from_slice(&p.payload[..8]);
+        while let Ok(Some((first, body))) = sub_packets.next().await {
+            let now = origin.elapsed().as_micros() as u64;
+            match raw::receive(first, &body, &mut sub_write).await {
+                Ok(Some(payload)) => {
+                    let mut stamp = [0u8; 8];
+                    if let Some(b) = payload.get(..8) {
+                        stamp.copy_from_slice(b);
+                    }
+                    if tx
+                        .send(now.saturating_sub(u64::from_be_bytes(stamp)))
+                        .is_err()
+                    {
+                        return;
+                    }
                 }
-                let sent = u64::from_be_bytes(stamp);
-                if tx
-                    .send(now.saturating_sub(sent).to_be_bytes().to_vec())
-                    .is_err()
-                {
-                    return;
-                }
+                Ok(None) => {}
+                Err(_) => return,
             }
         }
     });
-    let (client, mut el) = AsyncClient::new(options(settings, "bench-lat-pub".into()), 1024);
-    let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let publisher = raw::connect(target, "bench-lat-pub")
+        .await
+        .map_err(client_err)?;
+    let (pub_read, pub_write) = publisher.into_split();
+    let pub_write = Arc::new(tokio::sync::Mutex::new(pub_write));
+    // The publisher's acknowledgements: PUBREC gets its PUBREL; PUBACK/PUBCOMP are read.
+    let acks = {
+        let pub_write = Arc::clone(&pub_write);
+        tokio::spawn(async move {
+            let mut packets = raw::Packets::new(pub_read);
+            while let Ok(Some((first, body))) = packets.next().await {
+                if first >> 4 == 5 && body.len() >= 2 {
+                    let id = u16::from_be_bytes([body[0], body[1]]);
+                    let rel = raw::ack_packet(0x62, id);
+                    if pub_write.lock().await.write_all(&rel).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    };
     let total = settings.rate * settings.duration.as_secs();
     let interval = Duration::from_secs_f64(1.0 / settings.rate as f64);
     let mut sent = 0u64;
     let start = Instant::now();
+    let mut payload = vec![0u8; settings.payload.max(8)];
     while sent < total {
         let due = start + interval.mul_f64(sent as f64);
         tokio::time::sleep_until(due.into()).await;
-        let mut payload = vec![0u8; settings.payload.max(8)];
         payload[..8].copy_from_slice(&(origin.elapsed().as_micros() as u64).to_be_bytes());
-        client
-            .publish("bench/latency", qos(settings.qos), false, payload)
+        // Packet ids 1..=65535, cycling; far fewer are ever in flight at once.
+        let id = (sent % 65_535) as u16 + 1;
+        let packet = raw::publish_packet("bench/latency", level, id, &payload);
+        pub_write
+            .lock()
             .await
-            .map_err(|e| BenchError::Client(e.to_string()))?;
+            .write_all(&packet)
+            .await
+            .map_err(client_err)?;
         sent += 1;
     }
     let mut latencies = Vec::with_capacity(total as usize);
     let deadline = Instant::now() + Duration::from_secs(5);
     while (latencies.len() as u64) < total {
         match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
-            Ok(Some(bytes)) => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&bytes[..8]);
-                latencies.push(u64::from_be_bytes(b));
-            }
+            Ok(Some(us)) => latencies.push(us),
             _ => break,
         }
     }
     reader.abort();
-    pump.abort();
+    acks.abort();
     latencies.sort_unstable();
     let pick = |q: f64| -> u64 {
         if latencies.is_empty() {
@@ -669,14 +710,6 @@ pub fn process_rss_kib(pid: u32) -> Result<u64, BenchError> {
 }
 
 /// A minimal MQTT 3.1.1 CONNECT (clean session, keep-alive off) for client `id`.
-fn connect_packet(id: &str) -> Vec<u8> {
-    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x00];
-    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    body.extend_from_slice(id.as_bytes());
-    let mut packet = vec![0x10, body.len() as u8];
-    packet.extend_from_slice(&body);
-    packet
-}
 
 /// Opens `settings.connections` idle connections, spread over source addresses 127.0.0.1..,
 /// 64 at a time; keeps them open until the figures are read.
@@ -703,7 +736,7 @@ pub async fn run_idle(settings: &Settings) -> Result<IdleReport, BenchError> {
                     }
                     let mut stream = socket.connect(target).await?;
                     stream
-                        .write_all(&connect_packet(&format!("idle-{i}")))
+                        .write_all(&raw::connect_packet(&format!("idle-{i}")))
                         .await?;
                     let mut ack = [0u8; 4];
                     stream.read_exact(&mut ack).await?;

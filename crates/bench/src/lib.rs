@@ -709,8 +709,6 @@ pub fn process_rss_kib(pid: u32) -> Result<u64, BenchError> {
         .ok_or_else(|| BenchError::Proc("no VmRSS".into()))
 }
 
-/// A minimal MQTT 3.1.1 CONNECT (clean session, keep-alive off) for client `id`.
-
 /// Opens `settings.connections` idle connections, spread over source addresses 127.0.0.1..,
 /// 64 at a time; keeps them open until the figures are read.
 pub async fn run_idle(settings: &Settings) -> Result<IdleReport, BenchError> {

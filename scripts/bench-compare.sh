@@ -104,7 +104,7 @@ done
 
 # One figure from a broker's output: the value after `field=` on the last line holding it.
 figure() {
-  printf '%s\n' "${out[$1.$2]:-}" | grep -o "$3=[0-9.]*" | tail -1 | cut -d= -f2
+  printf '%s\n' "${out[$1.$2]:-}" | { grep -o "$3=[0-9.]*" || true; } | tail -1 | cut -d= -f2
 }
 # A row: label, run key, field, and whether higher is better (1) or lower (0).
 row() {

@@ -728,8 +728,11 @@ pub async fn run_idle(settings: &Settings) -> Result<IdleReport, BenchError> {
                 tokio::spawn(async move {
                     let socket = tokio::net::TcpSocket::new_v4()?;
                     if loopback {
-                        // 127.0.0.1, .2, ...: 50,000 connections per source address.
-                        let src = std::net::Ipv4Addr::new(127, 0, 0, 1 + (i / 50_000) as u8);
+                        // 127.0.1.1, .2, ...: 20,000 connections per source address, so
+                        // neither the port range nor the TIME_WAIT sockets of an earlier
+                        // run run out, and 127.0.0.1's ports stay free for other runs.
+                        let src = std::net::Ipv4Addr::new(127, 0, 1, 1 + (i / 20_000) as u8);
+                        socket.set_reuseaddr(true)?;
                         socket.bind((src, 0).into())?;
                     }
                     let mut stream = socket.connect(target).await?;

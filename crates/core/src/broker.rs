@@ -389,7 +389,7 @@ impl Shared {
         &self,
         session: &Arc<Session>,
         link_id: u64,
-        will: Option<LastWill>,
+        will: Option<Box<LastWill>>,
         will_delay: u32,
     ) {
         let mut publish_now = None;
@@ -426,7 +426,7 @@ impl Shared {
             }
         };
         if let Some(will) = publish_now {
-            self.publish_will(will, session);
+            self.publish_will(*will, session);
         }
         if end {
             self.end_session(session);
@@ -476,7 +476,7 @@ impl Shared {
         match due.kind {
             TimerKind::WillDelay => {
                 if let Some(will) = will {
-                    self.publish_will(will, &session);
+                    self.publish_will(*will, &session);
                 }
             }
             TimerKind::SessionExpiry => {
@@ -558,7 +558,7 @@ impl Shared {
             self.store_now(vec![Op::DeleteSession(session.client_id.to_string())]);
         }
         if let Some(will) = will {
-            self.publish_will(will, session);
+            self.publish_will(*will, session);
         }
         for filter in subscriptions.keys() {
             if self.router.unsubscribe(session, filter) {
@@ -952,14 +952,19 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>,
             max_packet_size,
         };
         let kind = kind.clone();
-        shared.tracker.spawn(async move {
+        let task = async move {
             let _slots = (slot, here);
             if proxy {
                 let timeout = conn_shared.limits.handshake_timeout;
                 let stop = conn_shared.shutdown.clone();
+                // Boxed, like the handshakes below: it runs once.
+                let read = Box::pin(tokio::time::timeout(
+                    timeout,
+                    proxy::read_header(&mut stream),
+                ));
                 let header = tokio::select! {
                     _ = stop.cancelled() => return,
-                    r = tokio::time::timeout(timeout, proxy::read_header(&mut stream)) => r,
+                    r = read => r,
                 };
                 match header {
                     Ok(Ok(Some(client))) => peer.addr = Some(client),
@@ -981,22 +986,35 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>,
                 connection::serve(conn_shared, reader, writer, peer).await;
                 return;
             }
-            // Handshakes (TLS, WebSocket upgrade) run here, in the connection's own task,
-            // under one deadline.
-            let timeout = conn_shared.limits.handshake_timeout;
-            let stop = conn_shared.shutdown.clone();
-            let upgraded = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = tokio::time::timeout(timeout, upgrade(stream, &kind, peer)) => r,
-            };
-            match upgraded {
-                Ok(Ok(Upgraded::Tls(s, peer))) => serve_stream(conn_shared, *s, peer).await,
-                Ok(Ok(Upgraded::Ws(s, peer))) => serve_stream(conn_shared, *s, peer).await,
-                Ok(Ok(Upgraded::Wss(s, peer))) => serve_stream(conn_shared, *s, peer).await,
-                Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "handshake failed"),
-                Err(_) => tracing::debug!(peer = %addr, "handshake timed out"),
-            }
-        });
+            // Boxed: the TLS and WebSocket paths are larger futures, and a plain TCP
+            // connection's task would otherwise be as large as the largest of them.
+            Box::pin(serve_upgraded(conn_shared, stream, kind, peer, addr)).await;
+        };
+        shared.tracker.spawn(task);
+    }
+}
+
+/// Runs a TLS or WebSocket handshake (under the handshake deadline), then serves the
+/// connection over the upgraded stream.
+async fn serve_upgraded(
+    shared: Arc<Shared>,
+    stream: tokio::net::TcpStream,
+    kind: ListenerKind,
+    peer: PeerInfo,
+    addr: std::net::SocketAddr,
+) {
+    let timeout = shared.limits.handshake_timeout;
+    let stop = shared.shutdown.clone();
+    let upgraded = tokio::select! {
+        _ = stop.cancelled() => return,
+        r = tokio::time::timeout(timeout, upgrade(stream, &kind, peer)) => r,
+    };
+    match upgraded {
+        Ok(Ok(Upgraded::Tls(s, peer))) => serve_stream(shared, *s, peer).await,
+        Ok(Ok(Upgraded::Ws(s, peer))) => serve_stream(shared, *s, peer).await,
+        Ok(Ok(Upgraded::Wss(s, peer))) => serve_stream(shared, *s, peer).await,
+        Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "handshake failed"),
+        Err(_) => tracing::debug!(peer = %addr, "handshake timed out"),
     }
 }
 

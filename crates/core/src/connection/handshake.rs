@@ -226,8 +226,8 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
             .as_ref()
             .and_then(|w| w.properties.will_delay_interval)
             .unwrap_or(0),
-        will: connect.will,
-        client,
+        will: connect.will.map(Box::new),
+        client: enhanced.is_some().then(|| Box::new(client)),
         info,
         enhanced,
         aliases: HashMap::new(),

@@ -53,11 +53,13 @@ pub(crate) struct Connection {
     signals: Arc<LinkSignals>,
     limits: DecodeLimits,
     keep_alive: Option<Duration>,
-    will: Option<LastWill>,
+    /// Boxed: most clients have none, and inline it would cost every connection.
+    will: Option<Box<LastWill>>,
     /// Will Delay Interval in seconds (v5; 0 before).
     will_delay: u32,
-    /// What the client presented at CONNECT (kept for re-authentication).
-    client: ConnectInfo,
+    /// What the client presented at CONNECT, for re-authentication: kept (boxed) only when
+    /// enhanced authentication is in use; other connections never need it again.
+    client: Option<Box<ConnectInfo>>,
     /// The client as plugins see it (identity updated by re-authentication).
     info: Arc<ClientInfo>,
     /// The enhanced-authentication method in use, if any (v5).
@@ -86,16 +88,25 @@ pub(crate) enum Exit {
 }
 
 /// Serves one connection from its first byte to its end.
-pub(crate) async fn serve<R: PacketReader, W: PacketWriter>(
+///
+/// A plain function returning the future (not an `async fn`): an `async fn` would keep its
+/// arguments and the block's copies of them side by side for the connection's lifetime.
+pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
     shared: Arc<Shared>,
     mut reader: R,
     wire: W,
     peer: PeerInfo,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let span = tracing::info_span!("conn", peer = ?peer.addr, listener = %peer.listener, client_id = tracing::field::Empty);
+    // The handshake is boxed, as is `close` below: both run once, and inline they (and the
+    // writer half, until it moves to its own task) would make every connection's task,
+    // held for as long as the connection, several KiB larger.
+    let start = Box::pin(async move {
+        let accepted = handshake::accept(&shared, &mut reader, wire, &peer).await;
+        accepted.map(|(conn, writer)| (conn, writer, reader, shared))
+    });
     async move {
-        let Some((conn, writer)) = handshake::accept(&shared, &mut reader, wire, &peer).await
-        else {
+        let Some((mut conn, writer, mut reader, shared)) = start.await else {
             return;
         };
         tracing::Span::current().record("client_id", tracing::field::display(&conn.client_id));
@@ -104,49 +115,73 @@ pub(crate) async fn serve<R: PacketReader, W: PacketWriter>(
         shared
             .hooks
             .each(&shared.metrics, |h| h.client_connected(&conn.info));
-        let mut conn = conn;
         let exit = conn.read_loop(&mut reader).await;
-        conn.close(exit, writer_task).await;
+        Box::pin(conn.close(exit, writer_task)).await;
         Metrics::dec(&shared.metrics.clients_connected);
     }
     .instrument(span)
-    .await
 }
 
 impl Connection {
     async fn read_loop<R: PacketReader>(&mut self, reader: &mut R) -> Exit {
+        // MQTT-3.1.2-24: one timer for the connection, re-armed only when it fires, rather
+        // than a timer per packet; it checks the time of the last packet.
+        let mut keep_alive = self
+            .keep_alive
+            .map(|limit| (limit, Box::pin(tokio::time::sleep(limit))));
+        let mut last_packet = tokio::time::Instant::now();
         loop {
-            let read = reader.read(&self.limits);
             let result = tokio::select! {
                 biased;
                 _ = self.signals.close.cancelled() => return Exit::Closed,
-                r = async {
-                    match self.keep_alive {
-                        Some(limit) => tokio::time::timeout(limit, read).await.ok(),
-                        None => Some(read.await),
+                _ = async {
+                    match keep_alive.as_mut() {
+                        Some((_, timer)) => timer.as_mut().await,
+                        None => std::future::pending().await,
                     }
-                } => r,
+                } => {
+                    if let Some((limit, timer)) = keep_alive.as_mut() {
+                        let due = last_packet + *limit;
+                        if tokio::time::Instant::now() >= due {
+                            return Exit::KeepAliveTimeout;
+                        }
+                        timer.as_mut().reset(due);
+                    }
+                    continue;
+                }
+                r = reader.read(&self.limits) => r,
             };
             let packet = match result {
-                None => return Exit::KeepAliveTimeout,
-                Some(Ok(Some(packet))) => packet,
-                Some(Ok(None)) => return Exit::Lost,
-                Some(Err(ReadError::Io(e))) => {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Exit::Lost,
+                Err(ReadError::Io(e)) => {
                     tracing::debug!(error = %e, "read failed");
                     return Exit::Lost;
                 }
-                Some(Err(ReadError::Decode(e))) => {
+                Err(ReadError::Decode(e)) => {
                     tracing::info!(error = %e, spec = e.spec_id(), "malformed packet");
                     return Exit::Violation(e.reason_code());
                 }
             };
-            if let Err(exit) = self.handle(packet).await {
-                return exit;
+            match self.handle(packet) {
+                Ok(None) => {}
+                Ok(Some(later)) => {
+                    if let Err(exit) = later.await {
+                        return exit;
+                    }
+                }
+                Err(exit) => return exit,
             }
             if !self.congested.is_empty() {
-                if let Err(exit) = self.flow_control().await {
+                // Boxed: pauses are rare, and inline the wait would enlarge every task.
+                if let Err(exit) = Box::pin(self.flow_control()).await {
                     return exit;
                 }
+            }
+            if keep_alive.is_some() {
+                // Measured once the packet is handled: time spent waiting for a plugin,
+                // storage or a paused subscriber is not the client's silence.
+                last_packet = tokio::time::Instant::now();
             }
         }
     }

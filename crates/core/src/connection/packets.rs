@@ -1,5 +1,7 @@
 //! What the broker does with each packet a client sends once connected.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use super::auth::{self, Step};
@@ -13,11 +15,18 @@ use crate::metrics::Metrics;
 use crate::plugin::PublishedMessage;
 use crate::session::{SessionState, SubscriptionRecord};
 
+/// The rest of a packet's handling that has to wait (for a plugin, storage, or an
+/// authentication exchange): boxed, so the connection's own future stays small while it
+/// waits for the next packet, and only the packets that need it pay for an allocation.
+pub(super) type Later<'a> = Pin<Box<dyn Future<Output = Result<(), Exit>> + Send + 'a>>;
+
 impl Connection {
-    /// Applies one packet. `Err` ends the connection.
-    pub(super) async fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
-        match packet {
-            Packet::Publish(p) => self.on_publish(p).await,
+    /// Applies one packet. `Err` ends the connection; `Ok(Some(later))` must be awaited to
+    /// finish it. The hot path (PUBLISH without plugins or storage, acknowledgements, PING)
+    /// completes here, without awaiting or allocating.
+    pub(super) fn handle(&mut self, packet: Packet) -> Result<Option<Later<'_>>, Exit> {
+        let done = match packet {
+            Packet::Publish(p) => return self.on_publish(p),
             Packet::PubAck(a) => {
                 let done = self.ack(|st| st.inflight.puback(a.packet_id));
                 self.forget_stored(done.as_ref());
@@ -100,10 +109,14 @@ impl Connection {
                 self.acknowledged(done);
                 Ok(())
             }
-            Packet::Subscribe(s) => self.on_subscribe(s).await,
+            // Boxed (as AUTH below): rare next to PUBLISH, and inline their futures would
+            // make every idle connection's task larger.
+            Packet::Subscribe(s) => return Ok(Some(Box::pin(self.on_subscribe(s)))),
             Packet::Unsubscribe(u) => {
-                self.on_unsubscribe(u).await;
-                Ok(())
+                return Ok(Some(Box::pin(async move {
+                    self.on_unsubscribe(u).await;
+                    Ok(())
+                })))
             }
             Packet::PingReq => {
                 // MQTT-3.12.4-1
@@ -111,7 +124,7 @@ impl Connection {
                 Ok(())
             }
             Packet::Disconnect(d) => self.on_disconnect(d),
-            Packet::Auth(a) if self.version.is_v5() => self.on_auth(a).await,
+            Packet::Auth(a) if self.version.is_v5() => return Ok(Some(Box::pin(self.on_auth(a)))),
             // MQTT-3.1.0-2: a second CONNECT is a protocol violation; so are packets only a
             // server sends.
             Packet::Connect(_)
@@ -123,7 +136,8 @@ impl Connection {
                 tracing::info!(packet = ?packet.packet_type(), "unexpected packet from client");
                 Err(Exit::Violation(ReasonCode::ProtocolError))
             }
-        }
+        };
+        done.map(|()| None)
     }
 
     /// Before 5.0 every response code is Success on the wire; keep that explicit.
@@ -215,7 +229,7 @@ impl Connection {
         Ok(())
     }
 
-    async fn on_publish(&mut self, mut publish: Publish) -> Result<(), Exit> {
+    fn on_publish(&mut self, mut publish: Publish) -> Result<Option<Later<'_>>, Exit> {
         Metrics::inc(&self.shared.metrics.messages_received);
         if self.version.is_v5() {
             // MQTT-3.3.4-6: a client never sends Subscription Identifiers.
@@ -251,7 +265,7 @@ impl Connection {
                 self.control(Packet::PubAck(
                     self.response(id, ReasonCode::PayloadFormatInvalid),
                 ));
-                return Ok(());
+                return Ok(None);
             }
             PublishQoS::ExactlyOnce(id) => {
                 let mut st = self.session.state.lock();
@@ -259,14 +273,14 @@ impl Connection {
                 if st.inbound_qos2.contains(&id.get()) {
                     drop(st);
                     self.control(Packet::PubRec(PubResponse::new(id)));
-                    return Ok(());
+                    return Ok(None);
                 }
                 if bad_utf8 {
                     drop(st);
                     self.control(Packet::PubRec(
                         self.response(id, ReasonCode::PayloadFormatInvalid),
                     ));
-                    return Ok(());
+                    return Ok(None);
                 }
                 // MQTT-3.3.4-7: no more unacknowledged QoS 2 PUBLISHes than our Receive
                 // Maximum; one more → 0x93.
@@ -284,29 +298,49 @@ impl Connection {
             _ => {}
         }
         if !self.shared.open_access() {
-            let verdict = self
-                .shared
-                .authorize_publish(&self.info, &publish.topic, qos.qos(), publish.retain)
-                .await;
-            if let Err(code) = verdict {
-                Metrics::inc(&self.shared.metrics.messages_denied);
-                tracing::debug!(topic = %publish.topic, "publish not authorized");
-                // v5: the refusal code; 3.1.1: a normal acknowledgement (MQTT-3.3.5-2).
-                match qos {
-                    PublishQoS::AtMostOnce => {}
-                    PublishQoS::AtLeastOnce(id) => {
-                        self.control(Packet::PubAck(self.response(id, code)))
-                    }
-                    PublishQoS::ExactlyOnce(id) => {
-                        if self.version.is_v5() {
-                            self.session.state.lock().inbound_qos2.remove(&id.get());
-                        }
-                        self.control(Packet::PubRec(self.response(id, code)));
-                    }
+            return Ok(Some(Box::pin(async move {
+                let verdict = self
+                    .shared
+                    .authorize_publish(&self.info, &publish.topic, qos.qos(), publish.retain)
+                    .await;
+                if let Err(code) = verdict {
+                    self.refuse_publish(&publish, code);
+                    return Ok(());
                 }
-                return Ok(());
+                match self.route_publish(publish, ops) {
+                    Some(later) => later.await,
+                    None => Ok(()),
+                }
+            })));
+        }
+        Ok(self.route_publish(publish, ops))
+    }
+
+    /// Answers a PUBLISH an authorizer refused: v5 gets the refusal code, 3.1.1 a normal
+    /// acknowledgement (MQTT-3.3.5-2).
+    fn refuse_publish(&self, publish: &Publish, code: ReasonCode) {
+        Metrics::inc(&self.shared.metrics.messages_denied);
+        tracing::debug!(topic = %publish.topic, "publish not authorized");
+        match publish.qos {
+            PublishQoS::AtMostOnce => {}
+            PublishQoS::AtLeastOnce(id) => self.control(Packet::PubAck(self.response(id, code))),
+            PublishQoS::ExactlyOnce(id) => {
+                if self.version.is_v5() {
+                    self.session.state.lock().inbound_qos2.remove(&id.get());
+                }
+                self.control(Packet::PubRec(self.response(id, code)));
             }
         }
+    }
+
+    /// Routes an accepted PUBLISH and acknowledges it: at once, or, when storage writes
+    /// must be submitted first, in the returned continuation.
+    fn route_publish(
+        &mut self,
+        publish: Publish,
+        mut ops: Vec<roost_storage::Op>,
+    ) -> Option<Later<'_>> {
+        let qos = publish.qos;
         let mut properties = publish.properties;
         properties.topic_alias = None;
         let published = PublishedMessage {
@@ -327,15 +361,33 @@ impl Connection {
                 &mut self.congested,
             )
             .unwrap_or(0);
-        // Acked durability: the acknowledgement waits until these writes, and the copies
-        // queued for persistent sessions while routing, are durable.
-        let mut gate = self.store(ops).await;
-        if let (Some(p), Some(before)) = (&self.shared.persistence, before) {
-            let after = p.current_seq();
-            if after != before {
-                gate = gate.max(p.gate(after));
-            }
+        if ops.is_empty() {
+            let gate = self.routed_gate(before, 0);
+            self.ack_publish(qos, matched, gate);
+            return None;
         }
+        Some(Box::pin(async move {
+            let stored = self.store(ops).await;
+            let gate = self.routed_gate(before, stored);
+            self.ack_publish(qos, matched, gate);
+            Ok(())
+        }))
+    }
+
+    /// Acked durability: the acknowledgement of a PUBLISH waits for its own writes (`gate`)
+    /// and for the copies queued for persistent sessions while routing it (storage sequence
+    /// numbers after `before`).
+    fn routed_gate(&self, before: Option<u64>, gate: u64) -> u64 {
+        match (&self.shared.persistence, before) {
+            (Some(p), Some(before)) if p.current_seq() != before => {
+                gate.max(p.gate(p.current_seq()))
+            }
+            _ => gate,
+        }
+    }
+
+    /// PUBACK / PUBREC for a routed PUBLISH, once storage sequence `gate` is durable.
+    fn ack_publish(&self, qos: PublishQoS, matched: usize, gate: u64) {
         let code = if matched == 0 {
             ReasonCode::NoMatchingSubscribers
         } else {
@@ -350,7 +402,6 @@ impl Connection {
                 self.control_after(Packet::PubRec(self.response(id, code)), gate);
             }
         }
-        Ok(())
     }
 
     /// The reason code refusing one filter, if the broker does not accept it.
@@ -565,7 +616,7 @@ impl Connection {
 
     /// Re-authentication (v5 §4.12.1): AUTH 0x19 starts it, AUTH 0x18 continues it.
     async fn on_auth(&mut self, a: Auth) -> Result<(), Exit> {
-        let Some(mut exchange) = self.enhanced.take() else {
+        let (Some(mut exchange), Some(client)) = (self.enhanced.take(), self.client.take()) else {
             // Enhanced authentication was not used at CONNECT.
             return Err(Exit::Violation(ReasonCode::ProtocolError));
         };
@@ -580,13 +631,14 @@ impl Connection {
         let step = auth::enhanced(
             &self.shared,
             &mut exchange,
-            &self.client,
+            &client,
             a.properties.authentication_data,
             true,
         )
         .await;
         let method = exchange.method.clone();
         self.enhanced = Some(exchange);
+        self.client = Some(client);
         let (code, data) = match step {
             Step::Continue(data) => (ReasonCode::ContinueAuthentication, data),
             Step::Allow(identity, data) => {

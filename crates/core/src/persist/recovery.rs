@@ -111,7 +111,7 @@ pub(crate) fn restore(shared: &Arc<Shared>, snapshot: Snapshot) {
                 if at_ms <= now_ms {
                     due_wills.push((will, stored.client_id.clone()));
                 } else {
-                    st.pending_will = Some(will);
+                    st.pending_will = Some(Box::new(will));
                     st.will_at_ms = Some(at_ms);
                     let at = now + Duration::from_millis(at_ms - now_ms);
                     shared

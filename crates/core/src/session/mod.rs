@@ -130,7 +130,7 @@ pub(crate) struct SessionState {
     /// Clean Session 1); `u32::MAX` never expires (3.1.1 Clean Session 0).
     pub(crate) expiry_interval: u32,
     /// A will waiting out its Will Delay Interval while no connection is attached.
-    pub(crate) pending_will: Option<crate::codec::LastWill>,
+    pub(crate) pending_will: Option<Box<crate::codec::LastWill>>,
     /// The link detached last; timers armed at that detach check it is still current.
     pub(crate) detached_link: u64,
     /// The client as plugins see it, from its latest connection.

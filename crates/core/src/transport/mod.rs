@@ -91,24 +91,40 @@ const READ_CHUNK: usize = 8 * 1024;
 /// The least: enough for CONNECT, PINGREQ and small publishes of a quiet client.
 const READ_CHUNK_MIN: usize = 512;
 
+/// Bytes read into the connection's own stack frame while it holds no buffer: enough for a
+/// PINGREQ or a small PUBLISH, and the buffer is allocated only once something arrived.
+const READ_PROBE: usize = 64;
+
 impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
     async fn read(&mut self, limits: &DecodeLimits) -> Result<Option<Packet>, ReadError> {
         loop {
             if let Some(packet) = decode(&mut self.buf, limits)? {
                 return Ok(Some(packet));
             }
-            if self.buf.is_empty() && self.buf.capacity() > self.chunk {
-                // Give back a large buffer before a wait that may be long (idle client).
+            let n = if self.buf.is_empty() && self.chunk == READ_CHUNK_MIN {
+                // A quiet client: give the buffer back and wait with none, so an idle
+                // connection holds no read buffer at all.
                 self.buf = BytesMut::new();
-            }
-            self.buf.reserve(self.chunk);
-            let room = self.buf.capacity() - self.buf.len();
-            let n = self.io.read_buf(&mut self.buf).await?;
-            if n >= room {
-                self.chunk = (self.chunk * 2).min(READ_CHUNK);
-            } else if n < self.chunk / 4 {
-                self.chunk = (self.chunk / 2).max(READ_CHUNK_MIN);
-            }
+                let mut probe = [0u8; READ_PROBE];
+                let n = self.io.read(&mut probe).await?;
+                self.buf.reserve(self.chunk.max(n));
+                self.buf.extend_from_slice(&probe[..n]);
+                if n == READ_PROBE {
+                    // More may be waiting: a busy client after a quiet spell.
+                    self.chunk = (self.chunk * 2).min(READ_CHUNK);
+                }
+                n
+            } else {
+                self.buf.reserve(self.chunk);
+                let room = self.buf.capacity() - self.buf.len();
+                let n = self.io.read_buf(&mut self.buf).await?;
+                if n >= room {
+                    self.chunk = (self.chunk * 2).min(READ_CHUNK);
+                } else if n < self.chunk / 4 {
+                    self.chunk = (self.chunk / 2).max(READ_CHUNK_MIN);
+                }
+                n
+            };
             if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)

@@ -722,17 +722,18 @@ pub async fn run_idle(settings: &Settings) -> Result<IdleReport, BenchError> {
     let start = Instant::now();
     let mut open = Vec::with_capacity(settings.connections);
     let mut next = 0usize;
+    let run = 1 + (std::process::id() % 250) as u8;
     while next < settings.connections && start.elapsed() < settings.timeout {
         let batch: Vec<_> = (next..settings.connections.min(next + 64))
             .map(|i| {
                 tokio::spawn(async move {
                     let socket = tokio::net::TcpSocket::new_v4()?;
                     if loopback {
-                        // 127.0.1.1, .2, ...: 20,000 connections per source address, so
-                        // neither the port range nor the TIME_WAIT sockets of an earlier
-                        // run run out, and 127.0.0.1's ports stay free for other runs.
-                        let src = std::net::Ipv4Addr::new(127, 0, 1, 1 + (i / 20_000) as u8);
-                        socket.set_reuseaddr(true)?;
+                        // 127.N.M.1: 20,000 connections per source address, and N differs
+                        // from run to run, so neither the port range nor the TIME_WAIT
+                        // sockets of an earlier run get in the way, and 127.0.0.1's ports
+                        // stay free for the other scenarios.
+                        let src = std::net::Ipv4Addr::new(127, run, (i / 20_000) as u8, 1);
                         socket.bind((src, 0).into())?;
                     }
                     let mut stream = socket.connect(target).await?;

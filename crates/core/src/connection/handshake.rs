@@ -67,6 +67,8 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
             return None;
         }
     };
+    let mut connect = connect;
+    compact(&mut connect);
     let version = connect.protocol;
     let caps = &shared.capabilities;
     if let Some(redirect) = &caps.redirect {
@@ -384,4 +386,24 @@ async fn refuse<W: PacketWriter>(
         }
     })
     .await;
+}
+
+/// Copies what a connection keeps from its CONNECT out of the read buffer: decoded strings
+/// are slices of that buffer, and one kept for the connection's life would keep the whole
+/// buffer allocated.
+fn compact(connect: &mut crate::codec::Connect) {
+    let own = |s: &ByteString| ByteString::from(String::from(&**s));
+    connect.client_id = own(&connect.client_id);
+    if let Some(name) = &connect.username {
+        connect.username = Some(own(name));
+    }
+    if let Some(password) = &connect.password {
+        connect.password = Some(Bytes::copy_from_slice(password));
+    }
+    if let Some(will) = &mut connect.will {
+        if let Ok(topic) = crate::topic::TopicName::new(own(will.topic.as_bytestring())) {
+            will.topic = topic;
+        }
+        will.payload = Bytes::copy_from_slice(&will.payload);
+    }
 }

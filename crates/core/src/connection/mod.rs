@@ -98,9 +98,8 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
     peer: PeerInfo,
 ) -> impl std::future::Future<Output = ()> + Send {
     let span = tracing::info_span!("conn", peer = ?peer.addr, listener = %peer.listener, client_id = tracing::field::Empty);
-    // The handshake is boxed, as is `close` below: both run once, and inline they (and the
-    // writer half, until it moves to its own task) would make every connection's task,
-    // held for as long as the connection, several KiB larger.
+    // The handshake is boxed, as is `close` below: both run once, and inline they would make
+    // every connection's task, held for as long as the connection, several KiB larger.
     let start = Box::pin(async move {
         let accepted = handshake::accept(&shared, &mut reader, wire, &peer).await;
         accepted.map(|(conn, writer)| (conn, writer, reader, shared))
@@ -110,13 +109,24 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
             return;
         };
         tracing::Span::current().record("client_id", tracing::field::display(&conn.client_id));
-        let writer_task = shared.tracker.spawn(writer.run().in_current_span());
         Metrics::inc(&shared.metrics.clients_connected);
         shared
             .hooks
             .each(&shared.metrics, |h| h.client_connected(&conn.info));
-        let exit = conn.read_loop(&mut reader).await;
-        Box::pin(conn.close(exit, writer_task)).await;
+        // The writer runs in this same task, beside the reader: one task per connection, and
+        // waking the writer is a re-poll of this task rather than scheduling another.
+        let mut writer = std::pin::pin!(writer.run());
+        let (exit, wire) = {
+            let read = conn.read_loop(&mut reader);
+            tokio::pin!(read);
+            tokio::select! {
+                exit = &mut read => (exit, None),
+                // The writer ends first only once the connection is closing (taken over,
+                // shut down, or a write failed); the reader then sees the close signal.
+                wire = &mut writer => (read.await, Some(wire)),
+            }
+        };
+        Box::pin(conn.close(exit, writer, wire)).await;
         Metrics::dec(&shared.metrics.clients_connected);
     }
     .instrument(span)
@@ -229,7 +239,12 @@ impl Connection {
     }
 
     /// Ends the connection: goodbye, detach, will, and only then the end of the stream.
-    async fn close<W: PacketWriter>(self, exit: Exit, writer: tokio::task::JoinHandle<W>) {
+    async fn close<W: PacketWriter>(
+        self,
+        exit: Exit,
+        writer: std::pin::Pin<&mut impl std::future::Future<Output = W>>,
+        wire: Option<W>,
+    ) {
         let (reason, publish_will) = match &exit {
             Exit::Disconnected { keep_will } => (CloseReason::Silent, *keep_will),
             Exit::Closed => (CloseReason::Shutdown, true),
@@ -258,15 +273,17 @@ impl Connection {
         let info = Arc::clone(&self.info);
         let shared = Arc::clone(&self.shared);
         self.signals.close(reason);
-        let wire = writer.await.ok();
+        let wire = match wire {
+            Some(wire) => wire,
+            None => writer.await,
+        };
         let will = if publish_will { self.will } else { None };
         self.shared
             .detach(&self.session, self.link_id, will, self.will_delay);
         shared.hooks.each(&shared.metrics, |h| {
             h.client_disconnected(&info, hook_reason)
         });
-        if let Some(mut wire) = wire {
-            let _ = tokio::time::timeout(writer::CLOSE_FLUSH_TIMEOUT, wire.shutdown()).await;
-        }
+        let mut wire = wire;
+        let _ = tokio::time::timeout(writer::CLOSE_FLUSH_TIMEOUT, wire.shutdown()).await;
     }
 }

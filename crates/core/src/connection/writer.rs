@@ -59,50 +59,56 @@ impl<W: PacketWriter> Writer<W> {
     /// Runs until the connection closes. Returns the wire, flushed but still open: the
     /// reader closes it after detaching the session, so a client that sees the connection
     /// close can rely on the session already being detached.
-    pub(crate) async fn run(mut self) -> W {
-        loop {
-            let closing = self.signals.close.is_cancelled();
-            // Mark the durable point seen before looking at it, so no advance is missed.
-            if let Some(d) = &mut self.durable {
-                d.borrow_and_update();
-            }
-            let fill = {
-                let session = Arc::clone(&self.session);
-                let mut st = session.state.lock();
-                self.fill(&mut st, closing)
-            };
-            if !self.events.is_empty() {
-                self.report();
-            }
-            if !self.store_ops.is_empty() {
-                self.shared.store_now(std::mem::take(&mut self.store_ops));
-            }
-            if closing || fill == Fill::Detached {
-                self.finish().await;
-                return self.wire;
-            }
-            if self.wire.pending() > 0 {
-                let flushed = tokio::select! {
-                    r = self.wire.flush() => r,
-                    _ = self.signals.close.cancelled() => continue,
+    ///
+    /// A plain function returning the future: an `async fn` would hold `self` twice (its
+    /// argument and the body's copy) for as long as the connection lives.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    pub(crate) fn run(mut self) -> impl std::future::Future<Output = W> + Send {
+        async move {
+            loop {
+                let closing = self.signals.close.is_cancelled();
+                // Mark the durable point seen before looking at it, so no advance is missed.
+                if let Some(d) = &mut self.durable {
+                    d.borrow_and_update();
+                }
+                let fill = {
+                    let session = Arc::clone(&self.session);
+                    let mut st = session.state.lock();
+                    self.fill(&mut st, closing)
                 };
-                if flushed.is_err() {
-                    self.signals.close(CloseReason::Silent);
+                if !self.events.is_empty() {
+                    self.report();
+                }
+                if !self.store_ops.is_empty() {
+                    self.shared.store_now(std::mem::take(&mut self.store_ops));
+                }
+                if closing || fill == Fill::Detached {
+                    self.finish().await;
+                    return self.wire;
+                }
+                if self.wire.pending() > 0 {
+                    let flushed = tokio::select! {
+                        r = self.wire.flush() => r,
+                        _ = self.signals.close.cancelled() => continue,
+                    };
+                    if flushed.is_err() {
+                        self.signals.close(CloseReason::Silent);
+                        continue;
+                    }
                     continue;
                 }
-                continue;
-            }
-            let waiting = self.waiting_on_storage;
-            let durable = &mut self.durable;
-            tokio::select! {
-                _ = self.signals.wake.notified() => {}
-                _ = self.signals.close.cancelled() => {}
-                _ = async {
-                    match durable.as_mut() {
-                        Some(d) => { let _ = d.changed().await; }
-                        None => std::future::pending::<()>().await,
-                    }
-                }, if waiting => {}
+                let waiting = self.waiting_on_storage;
+                let durable = &mut self.durable;
+                tokio::select! {
+                    _ = self.signals.wake.notified() => {}
+                    _ = self.signals.close.cancelled() => {}
+                    _ = async {
+                        match durable.as_mut() {
+                            Some(d) => { let _ = d.changed().await; }
+                            None => std::future::pending::<()>().await,
+                        }
+                    }, if waiting => {}
+                }
             }
         }
     }
@@ -192,8 +198,11 @@ impl<W: PacketWriter> Writer<W> {
             }
             self.waiting_on_storage = !link.pending.is_empty();
         }
-        while let Some(packet) = link.outbox.pop_front() {
-            self.send_control(packet);
+        if !link.outbox.is_empty() {
+            // Taken whole: an idle connection then holds no outbox allocation.
+            for packet in std::mem::take(&mut link.outbox) {
+                self.send_control(packet);
+            }
         }
         let shared = Arc::clone(&self.shared);
         let metrics = &shared.metrics;

@@ -194,6 +194,16 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketWriter for NetWriter<W> {
     }
 
     async fn flush(&mut self) -> io::Result<()> {
+        // The common case, everything in the batch buffer: written from it directly, with
+        // no list of slices to build.
+        while self.chunks.is_empty() && !self.buf.is_empty() {
+            let n = self.io.write(&self.buf).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            Metrics::add(&self.shared.metrics.bytes_sent, n as u64);
+            self.buf.advance(n);
+        }
         if !self.buf.is_empty() {
             self.chunks.push_back(self.buf.split().freeze());
         }

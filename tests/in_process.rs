@@ -296,3 +296,31 @@ async fn in_process_client_has_v5_features() {
     );
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn client_methods_take_topic_names_and_filters_as_well_as_strings() {
+    let broker = start_broker().await;
+    let (client, mut deliveries) = broker
+        .client(ClientOptions::new("typed"))
+        .await
+        .expect("connects");
+    client
+        .subscribe(filter("typed/#"), QoS::AtMostOnce)
+        .await
+        .expect("subscribes");
+    let name = topic("typed/a");
+    for _ in 0..2 {
+        // A ready TopicName, reused without re-validating.
+        client
+            .publish(name.clone(), "x", QoS::AtMostOnce, false)
+            .await
+            .expect("publishes");
+        let got = within(deliveries.recv()).await.expect("delivered");
+        assert_eq!(got.topic, name);
+    }
+    client
+        .unsubscribe(filter("typed/#"))
+        .await
+        .expect("unsubscribes");
+    broker.shutdown().await;
+}

@@ -14,7 +14,7 @@ mod raw;
 pub const USAGE: &str = "usage: roost-bench [--host H] [--port P] [--pid BROKER_PID] \
 [--scenario fan-in|fan-out] [--qos 0|1|2] [--publishers N] [--subscribers N] [--messages N] \
 [--payload BYTES] [--timeout-s S] [--repeat N] [--scenario latency --rate MSGS_PER_S --seconds S] \
-[--scenario idle --connections N]";
+[--scenario idle --connections N] [--scenario in-process]";
 
 /// Who publishes to whom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,9 @@ pub enum Scenario {
     /// `connections` idle clients (CONNECT, CONNACK, then silence); connect rate, broker CPU
     /// per connect and broker RSS per connection.
     Idle,
+    /// An embedded Roost broker and in-process clients on one thread, no sockets:
+    /// `publishers` → `subscribers` on `bench/#`; throughput per CPU-second of the process.
+    InProcess,
 }
 
 /// What to run.
@@ -104,9 +107,11 @@ impl Settings {
                         "fan-out" => Scenario::FanOut,
                         "latency" => Scenario::Latency,
                         "idle" => Scenario::Idle,
+                        "in-process" => Scenario::InProcess,
                         _ => {
                             return Err(format!(
-                                "--scenario: '{value}' is not fan-in, fan-out, latency or idle"
+                                "--scenario: '{value}' is not fan-in, fan-out, latency, idle \
+                                 or in-process"
                             ))
                         }
                     }
@@ -776,4 +781,127 @@ pub async fn run_idle(settings: &Settings) -> Result<IdleReport, BenchError> {
     };
     drop(open);
     Ok(report)
+}
+
+/// What an in-process run measured.
+#[derive(Debug, Clone)]
+pub struct InProcessReport {
+    /// Messages published.
+    pub published: u64,
+    /// Deliveries received by the in-process subscribers.
+    pub delivered: u64,
+    /// From the first publish to the last delivery.
+    pub elapsed: Duration,
+    /// CPU time of this whole process (broker and clients) over the run.
+    pub cpu: Duration,
+}
+
+impl fmt::Display for InProcessReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let cpu = self.cpu.as_secs_f64();
+        write!(
+            f,
+            "scenario=InProcess published={} delivered={} elapsed={:.3}s delivered/s={:.0} \
+             process_cpu={:.3}s per_cpu_s={:.0}",
+            self.published,
+            self.delivered,
+            secs,
+            self.delivered as f64 / secs,
+            cpu,
+            if cpu > 0.0 {
+                self.delivered as f64 / cpu
+            } else {
+                0.0
+            },
+        )
+    }
+}
+
+/// Runs an embedded Roost broker with in-process clients (no sockets) on the current
+/// runtime: `publishers` clients each publish `messages` messages to `bench/<n>`, and
+/// `subscribers` clients subscribed to `bench/#` count them.
+pub async fn run_in_process(settings: &Settings) -> Result<InProcessReport, BenchError> {
+    use roost_core::{Broker, ClientOptions};
+    let err = |e: roost_core::ClientError| BenchError::Client(e.to_string());
+    let broker = Broker::builder()
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .map_err(|e| BenchError::Client(e.to_string()))?;
+    let level = match settings.qos {
+        0 => roost_core::codec::QoS::AtMostOnce,
+        1 => roost_core::codec::QoS::AtLeastOnce,
+        _ => roost_core::codec::QoS::ExactlyOnce,
+    };
+    let count = Arc::new(AtomicU64::new(0));
+    let subscribers = settings.subscribers.max(1);
+    let publishers = settings.publishers.max(1);
+    let mut readers = Vec::new();
+    for n in 0..subscribers {
+        let (client, mut deliveries) = broker
+            .client(ClientOptions::new(format!("bench-sub-{n}")))
+            .await
+            .map_err(err)?;
+        client.subscribe("bench/#", level).await.map_err(err)?;
+        let count = Arc::clone(&count);
+        readers.push(tokio::spawn(async move {
+            let _client = client;
+            while deliveries.recv().await.is_some() {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let published = settings.messages * publishers as u64;
+    let expected = published * subscribers as u64;
+    let payload = bytes::Bytes::from(vec![0x5A; settings.payload]);
+    let cpu_before = process_cpu(std::process::id())?;
+    let start = Instant::now();
+    let mut senders = Vec::new();
+    for n in 0..publishers {
+        let (client, _deliveries) = broker
+            .client(ClientOptions::new(format!("bench-pub-{n}")))
+            .await
+            .map_err(err)?;
+        let payload = payload.clone();
+        let total = settings.messages;
+        senders.push(tokio::spawn(async move {
+            let topic = roost_core::topic::TopicName::new(format!("bench/{n}"))
+                .map_err(|e| BenchError::Client(e.to_string()))?;
+            for _ in 0..total {
+                client
+                    .publish(topic.clone(), payload.clone(), level, false)
+                    .await
+                    .map_err(|e| BenchError::Client(e.to_string()))?;
+            }
+            Ok::<_, BenchError>(())
+        }));
+    }
+    for s in senders {
+        s.await.map_err(|e| BenchError::Client(e.to_string()))??;
+    }
+    let deadline = start + settings.timeout;
+    let mut last = (0, Instant::now());
+    while count.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        let now = count.load(Ordering::Relaxed);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(1) {
+            break; // QoS 0: what was dropped is not coming
+        }
+        tokio::task::yield_now().await;
+    }
+    let elapsed = start.elapsed();
+    let cpu = process_cpu(std::process::id())?.saturating_sub(cpu_before);
+    broker.shutdown().await;
+    for r in readers {
+        r.abort();
+    }
+    Ok(InProcessReport {
+        published,
+        delivered: count.load(Ordering::Relaxed),
+        elapsed,
+        cpu,
+    })
 }

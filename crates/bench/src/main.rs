@@ -6,6 +6,7 @@
 //!             [--payload BYTES] [--timeout-s 60] [--repeat 1]
 //! roost-bench --scenario latency [--rate 5000] [--seconds 5] [--qos 0|1|2]
 //! roost-bench --scenario idle [--connections 10000] [--pid BROKER_PID]
+//! roost-bench --scenario in-process [--publishers 1] [--subscribers 1] [--messages N]
 //! ```
 //!
 //! fan-in: P publishers → 1 wildcard subscriber; fan-out: 1 publisher → S subscribers. With
@@ -15,7 +16,7 @@
 
 use std::process::ExitCode;
 
-use roost_bench::{run_idle, run_latency, run_repeated, Scenario, Settings};
+use roost_bench::{run_idle, run_in_process, run_latency, run_repeated, Scenario, Settings};
 
 fn main() -> ExitCode {
     let settings = match Settings::parse(std::env::args().skip(1)) {
@@ -25,11 +26,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // In-process: broker and clients on one thread (one core); otherwise two workers.
+    let mut builder = if settings.scenario == Scenario::InProcess {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: tokio runtime: {e}");
@@ -40,6 +45,11 @@ fn main() -> ExitCode {
         match settings.scenario {
             Scenario::Latency => run_latency(&settings).await.map(|r| {
                 let complete = settings.qos == 0 || r.received == r.sent;
+                (r.to_string(), complete)
+            }),
+            Scenario::InProcess => run_in_process(&settings).await.map(|r| {
+                let complete = settings.qos == 0
+                    || r.delivered == r.published * settings.subscribers.max(1) as u64;
                 (r.to_string(), complete)
             }),
             Scenario::Idle => run_idle(&settings)

@@ -112,3 +112,21 @@ async fn idle_run_opens_every_connection() {
     assert!(report.rss_growth_kib.is_some() && report.broker_cpu.is_some());
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn in_process_run_delivers_everything() {
+    for qos in [0, 1, 2] {
+        let settings = Settings {
+            scenario: Scenario::InProcess,
+            qos,
+            publishers: 2,
+            subscribers: 2,
+            messages: 500,
+            timeout: Duration::from_secs(30),
+            ..Settings::default()
+        };
+        let report = roost_bench::run_in_process(&settings).await.expect("runs");
+        assert_eq!(report.published, 1_000, "{report}");
+        assert_eq!(report.delivered, 2_000, "{report}");
+    }
+}

@@ -101,7 +101,7 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    fn new(config: BrokerBuilder) -> Arc<Self> {
+    pub(crate) fn new(config: BrokerBuilder) -> Arc<Self> {
         let metrics = Arc::new(Metrics::default());
         let persistence = config.storage.map(|(storage, durability)| {
             Persistence::start(

@@ -453,7 +453,7 @@ impl Client {
     /// delivered.
     pub async fn publish(
         &self,
-        topic: impl TryInto<TopicName, Error = crate::topic::TopicError>,
+        topic: impl TryInto<TopicName, Error = impl Into<ClientError>>,
         payload: impl Into<Bytes>,
         qos: QoS,
         retain: bool,
@@ -471,11 +471,11 @@ impl Client {
     /// error.
     pub async fn publish_with(
         &self,
-        topic: impl TryInto<TopicName, Error = crate::topic::TopicError>,
+        topic: impl TryInto<TopicName, Error = impl Into<ClientError>>,
         payload: impl Into<Bytes>,
         options: PublishOptions,
     ) -> Result<ReasonCode, ClientError> {
-        let topic = topic.try_into()?;
+        let topic = topic.try_into().map_err(Into::into)?;
         let payload = payload.into();
         if options.qos == QoS::AtMostOnce {
             let mut p = Publish::new(topic, PublishQoS::AtMostOnce, payload);
@@ -500,10 +500,10 @@ impl Client {
     /// Subscribes to one filter with maximum QoS `qos`; returns the granted QoS.
     pub async fn subscribe(
         &self,
-        filter: impl TryInto<TopicFilter, Error = crate::topic::TopicError>,
+        filter: impl TryInto<TopicFilter, Error = impl Into<ClientError>>,
         qos: QoS,
     ) -> Result<QoS, ClientError> {
-        let filter = filter.try_into()?;
+        let filter = filter.try_into().map_err(Into::into)?;
         let codes = self
             .subscribe_with(
                 vec![(filter, SubscriptionOptions::new(qos))],
@@ -541,9 +541,9 @@ impl Client {
     /// subscription existed).
     pub async fn unsubscribe(
         &self,
-        filter: impl TryInto<TopicFilter, Error = crate::topic::TopicError>,
+        filter: impl TryInto<TopicFilter, Error = impl Into<ClientError>>,
     ) -> Result<ReasonCode, ClientError> {
-        let filter = filter.try_into()?;
+        let filter = filter.try_into().map_err(Into::into)?;
         let (packet_id, rx) = self.allocate()?;
         let packet = Packet::Unsubscribe(Unsubscribe {
             packet_id,

@@ -51,3 +51,12 @@ pub enum ClientError {
     #[error("too many requests in flight")]
     TooManyInflight,
 }
+
+/// A topic that is already a [`TopicName`](crate::topic::TopicName) or
+/// [`TopicFilter`](crate::topic::TopicFilter) cannot fail to convert: this lets the client's
+/// methods take those as well as strings.
+impl From<std::convert::Infallible> for ClientError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}

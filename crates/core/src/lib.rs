@@ -21,6 +21,9 @@ pub mod codec;
 pub mod plugin;
 pub mod topic;
 
+#[doc(hidden)]
+pub mod bench_support;
+
 mod authz;
 mod broker;
 mod client;

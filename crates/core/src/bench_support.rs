@@ -1,0 +1,139 @@
+//! Entry points for the criterion benchmarks of internal hot paths: routing one PUBLISH to
+//! many sessions, and a session's queue. Hidden from the documentation and not part of the
+//! stable API; `benches/router.rs` is the only user.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::broker::Shared;
+use crate::codec::{QoS, SubscriptionOptions};
+use crate::message::{Delivery, Message};
+use crate::session::{Link, LinkSignals, Session, SubscriptionRecord};
+use crate::topic::{TopicFilter, TopicName};
+
+/// A session with a connection attached (so QoS 0 is queued, as for an online client).
+fn online_session(shared: &Shared, id: String) -> Arc<Session> {
+    let session = Session::new(shared.next_uid(), id.into(), 0);
+    session.state.lock().link = Some(Link {
+        id: 1,
+        signals: LinkSignals::new(tokio_util::sync::CancellationToken::new()),
+        outbox: VecDeque::new(),
+        pending: VecDeque::new(),
+        window: 32,
+        resend: false,
+    });
+    session
+}
+
+/// A broker's router with `subscribers` online sessions, each subscribed to one filter.
+pub struct RouteBench {
+    shared: Arc<Shared>,
+    sessions: Vec<Arc<Session>>,
+    message: Arc<Message>,
+    congested: Vec<Arc<Session>>,
+}
+
+impl RouteBench {
+    /// `subscribers` sessions subscribed at `qos` to `filter(i)` for session `i`; the message
+    /// routed is a 64-byte PUBLISH to `topic` at `qos`. `None` if a filter or the topic is
+    /// invalid.
+    pub fn new(
+        subscribers: usize,
+        filter: impl Fn(usize) -> String,
+        topic: &str,
+        qos: QoS,
+    ) -> Option<Self> {
+        let shared = Shared::new(crate::Broker::builder());
+        let mut sessions = Vec::with_capacity(subscribers);
+        for i in 0..subscribers {
+            let session = online_session(&shared, format!("sub-{i}"));
+            let filter = TopicFilter::new(filter(i)).ok()?;
+            let record = SubscriptionRecord {
+                options: SubscriptionOptions::new(qos),
+                id: None,
+            };
+            shared.router.subscribe(&session, &filter, record);
+            sessions.push(session);
+        }
+        let message = Message::new(
+            TopicName::new(topic).ok()?,
+            Bytes::from(vec![0x5A; 64]),
+            qos,
+            false,
+        );
+        Some(RouteBench {
+            shared,
+            sessions,
+            message: Arc::new(message),
+            congested: Vec::new(),
+        })
+    }
+
+    /// Routes the message once (trie match, one shared copy queued per matching session),
+    /// then takes every copy off the queues again, as the writers would. Returns how many
+    /// sessions got it.
+    pub fn route_and_take(&mut self) -> usize {
+        let mut ops = Vec::new();
+        let n = self
+            .shared
+            .publish(&self.message, &mut ops, &mut self.congested);
+        self.congested.clear();
+        for session in &self.sessions {
+            let mut st = session.state.lock();
+            while st.pop().is_some() {}
+        }
+        n
+    }
+}
+
+/// One online session's queue.
+pub struct QueueBench {
+    shared: Arc<Shared>,
+    session: Arc<Session>,
+    message: Arc<Message>,
+}
+
+impl QueueBench {
+    /// A session with an empty queue and a 64-byte message to queue.
+    pub fn new() -> Option<Self> {
+        let shared = Shared::new(crate::Broker::builder());
+        let session = online_session(&shared, "queue".into());
+        let message = Message::new(
+            TopicName::new("bench/queue").ok()?,
+            Bytes::from(vec![0x5A; 64]),
+            QoS::AtLeastOnce,
+            false,
+        );
+        Some(QueueBench {
+            shared,
+            session,
+            message: Arc::new(message),
+        })
+    }
+
+    /// Queues `n` deliveries one by one (each under the session lock, as publishers do),
+    /// then takes them off in one pass (as a writer does). Returns how many were taken.
+    pub fn push_pop(&self, n: usize) -> usize {
+        for _ in 0..n {
+            let delivery = Delivery {
+                message: Arc::clone(&self.message),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_ids: Default::default(),
+                storage_seq: None,
+                packet_id: None,
+                gate: 0,
+                maybe_sent: false,
+            };
+            let _ = self.session.enqueue(delivery, &self.shared.limits, None);
+        }
+        let mut st = self.session.state.lock();
+        let mut taken = 0;
+        while st.pop().is_some() {
+            taken += 1;
+        }
+        taken
+    }
+}

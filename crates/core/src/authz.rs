@@ -13,7 +13,7 @@ use crate::topic::{TopicFilter, TopicName};
 impl Shared {
     /// True if no authorizer is registered (everything is allowed).
     pub(crate) fn open_access(&self) -> bool {
-        self.authorizers.read().is_empty()
+        self.open_access.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn plugin_failed(&self, what: &str) {

@@ -56,6 +56,9 @@ pub(crate) struct Shared {
     pub(crate) plugins: PluginSettings,
     pub(crate) authenticators: Vec<Arc<dyn Authenticator>>,
     pub(crate) authorizers: RwLock<AuthorizerChain>,
+    /// No authorizer is registered (kept beside `authorizers`; read on every publish and
+    /// delivery without taking the lock).
+    pub(crate) open_access: std::sync::atomic::AtomicBool,
     pub(crate) hooks: HookChain,
     pub(crate) timers: Timers,
     pub(crate) router: Router,
@@ -119,6 +122,7 @@ impl Shared {
             capabilities: config.capabilities,
             plugins: config.plugins,
             authenticators: config.authenticators,
+            open_access: std::sync::atomic::AtomicBool::new(config.authorizers.is_empty()),
             authorizers: RwLock::new(Arc::new(config.authorizers)),
             hooks: config.hooks,
             timers: Timers::default(),
@@ -256,15 +260,15 @@ impl Shared {
         {
             return None;
         }
-        let mut message = Message::new(
+        let message = Message::shared(
             published.topic,
             published.payload,
             published.qos,
             published.retain,
-        )
-        .with_properties(published.properties);
-        message.publisher = publisher;
-        Some(self.publish(&Arc::new(message), ops, congested))
+            published.properties,
+            publisher,
+        );
+        Some(self.publish(&message, ops, congested))
     }
 
     /// Publishes a connection's Will Message (MQTT-3.1.2-8). It was authorized as a publish
@@ -883,7 +887,13 @@ impl BrokerHandle {
     /// action), and subscriptions no longer allowed are removed. Returns when the re-check is
     /// done.
     pub async fn set_authorizers(&self, authorizers: Vec<Arc<dyn Authorizer>>, recheck: bool) {
-        *self.shared.authorizers.write() = Arc::new(authorizers);
+        {
+            let mut chain = self.shared.authorizers.write();
+            self.shared
+                .open_access
+                .store(authorizers.is_empty(), Ordering::Release);
+            *chain = Arc::new(authorizers);
+        }
         if recheck {
             self.shared.recheck_sessions().await;
         }

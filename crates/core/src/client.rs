@@ -30,7 +30,7 @@ use crate::codec::{
 use crate::connection::{self, PeerInfo};
 use crate::error::ClientError;
 use crate::topic::{TopicFilter, TopicName};
-use crate::transport::{LocalReader, LocalWriter};
+use crate::transport::{LocalReader, LocalWriter, ToClient};
 
 /// How an in-process client connects.
 #[derive(Debug, Clone)]
@@ -99,8 +99,9 @@ impl ClientOptions {
         self
     }
 
-    /// Capacity of the channels between client and broker, and of the delivery buffer.
-    /// Default 1,024 packets.
+    /// Capacity of the channels between client and broker: packets towards the broker,
+    /// batches (what the broker had ready at once) from it and into [`Deliveries`].
+    /// Default 1,024.
     pub fn buffer(mut self, packets: usize) -> Self {
         self.buffer = packets.max(1);
         self
@@ -150,7 +151,9 @@ pub struct Received {
 /// The stream of messages for an in-process client's subscriptions.
 #[derive(Debug)]
 pub struct Deliveries {
-    rx: mpsc::Receiver<Received>,
+    /// Messages arrive in batches (one channel operation per batch, not per message).
+    rx: mpsc::Receiver<Vec<Received>>,
+    batch: std::vec::IntoIter<Received>,
 }
 
 impl Deliveries {
@@ -158,7 +161,20 @@ impl Deliveries {
     ///
     /// Cancel safe.
     pub async fn recv(&mut self) -> Option<Received> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Received>> {
+        loop {
+            if let Some(message) = self.batch.next() {
+                return Poll::Ready(Some(message));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => self.batch = batch.into_iter(),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
@@ -166,7 +182,7 @@ impl futures_core::Stream for Deliveries {
     type Item = Received;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Received>> {
-        self.rx.poll_recv(cx)
+        self.poll_recv(cx)
     }
 }
 
@@ -244,9 +260,18 @@ impl BrokerHandle {
             .send(Packet::Connect(Box::new(connect)))
             .await
             .map_err(|_| ClientError::Disconnected)?;
-        let connack = tokio::time::timeout(options.request_timeout, from_broker.recv())
+        let mut first = tokio::time::timeout(options.request_timeout, from_broker.recv())
             .await
-            .map_err(|_| ClientError::Timeout)?;
+            .map_err(|_| ClientError::Timeout)?
+            .unwrap_or_default()
+            .into_iter();
+        // CONNACK leads the first batch; what follows it (messages of a resumed session)
+        // goes to the driver.
+        let connack = first.next();
+        let connack = match connack {
+            Some(ToClient::Packet(packet)) => Some(*packet),
+            _ => None,
+        };
         let client_id = match connack {
             Some(Packet::ConnAck(ack)) if ack.reason_code == ReasonCode::Success => ack
                 .properties
@@ -274,8 +299,14 @@ impl BrokerHandle {
         };
         self.shared
             .tracker
-            .spawn(driver.run(from_broker, deliver_tx));
-        Ok((Client { inner }, Deliveries { rx: deliver_rx }))
+            .spawn(driver.run(first.collect(), from_broker, deliver_tx));
+        Ok((
+            Client { inner },
+            Deliveries {
+                rx: deliver_rx,
+                batch: Vec::new().into_iter(),
+            },
+        ))
     }
 }
 
@@ -299,85 +330,128 @@ impl Driver {
         }
     }
 
-    async fn run(self, mut from_broker: mpsc::Receiver<Packet>, deliver: mpsc::Sender<Received>) {
+    /// Applies one packet from the broker: completes requests, queues messages into
+    /// `received_out`, and returns the reply it needs. `Err` when the broker disconnected.
+    fn on_packet(
+        &self,
+        item: ToClient,
+        awaiting_rel: &mut HashSet<u16>,
+        received_out: &mut Vec<Received>,
+    ) -> Result<Option<Packet>, ()> {
+        let packet = match item {
+            ToClient::Message(m) => {
+                let (id, qos) = (m.qos.packet_id(), m.qos.qos());
+                let fresh = match (qos, id) {
+                    (QoS::ExactlyOnce, Some(id)) => awaiting_rel.insert(id.get()),
+                    _ => true,
+                };
+                if fresh {
+                    received_out.push(Received {
+                        topic: m.message.topic.clone(),
+                        payload: m.message.payload.clone(),
+                        qos,
+                        retain: m.retain,
+                        dup: m.dup,
+                        properties: m.message.properties_for(&m.subscription_ids),
+                    });
+                }
+                return Ok(match (qos, id) {
+                    (QoS::AtLeastOnce, Some(id)) => Some(Packet::PubAck(PubResponse::new(id))),
+                    (QoS::ExactlyOnce, Some(id)) => Some(Packet::PubRec(PubResponse::new(id))),
+                    _ => None,
+                });
+            }
+            ToClient::Packet(packet) => *packet,
+        };
+        let reply = match packet {
+            Packet::PubRel(r) => {
+                awaiting_rel.remove(&r.packet_id.get());
+                Some(Packet::PubComp(PubResponse::new(r.packet_id)))
+            }
+            Packet::PubRec(r) => {
+                let id = r.packet_id;
+                let ok = r.reason_code.is_success();
+                if ok {
+                    if let Some(inner) = self.inner.upgrade() {
+                        inner.pending.lock().releasing.insert(id.get());
+                    }
+                }
+                self.complete(id, Packet::PubRec(r));
+                ok.then(|| Packet::PubRel(PubResponse::new(id)))
+            }
+            Packet::PubComp(r) => {
+                if let Some(inner) = self.inner.upgrade() {
+                    inner.pending.lock().releasing.remove(&r.packet_id.get());
+                }
+                None
+            }
+            Packet::PubAck(ref a) => {
+                self.complete(a.packet_id, packet.clone());
+                None
+            }
+            Packet::SubAck(ref a) => {
+                self.complete(a.packet_id, packet.clone());
+                None
+            }
+            Packet::UnsubAck(ref a) => {
+                self.complete(a.packet_id, packet.clone());
+                None
+            }
+            Packet::Disconnect(d) => {
+                tracing::debug!(reason = %d.reason_code, "broker disconnected in-process client");
+                return Err(());
+            }
+            _ => None,
+        };
+        Ok(reply)
+    }
+
+    async fn run(
+        self,
+        first: Vec<ToClient>,
+        mut from_broker: mpsc::Receiver<Vec<ToClient>>,
+        deliver: mpsc::Sender<Vec<Received>>,
+    ) {
         let mut awaiting_rel: HashSet<u16> = HashSet::new();
-        loop {
-            let packet = tokio::select! {
-                _ = self.dropped.cancelled() => break,
-                p = from_broker.recv() => match p {
-                    Some(p) => p,
+        let mut batch = first;
+        // One wait for the token for the client's life, not one (and a lock) per batch.
+        let dropped = self.dropped.clone();
+        let dropped = dropped.cancelled();
+        tokio::pin!(dropped);
+        'batches: loop {
+            let mut received = Vec::new();
+            let mut replies = Vec::new();
+            let mut stop = false;
+            for packet in batch.drain(..) {
+                match self.on_packet(packet, &mut awaiting_rel, &mut received) {
+                    Ok(Some(reply)) => replies.push(reply),
+                    Ok(None) => {}
+                    Err(()) => {
+                        stop = true;
+                        break;
+                    }
+                }
+            }
+            // Delivered first, acknowledged after: as a network client acknowledges what it
+            // has taken in. If nobody reads deliveries any more, keep acknowledging anyway.
+            if !received.is_empty() {
+                let _ = deliver.send(received).await;
+            }
+            for reply in replies {
+                if self.tx.send(reply).await.is_err() {
+                    break 'batches;
+                }
+            }
+            if stop {
+                break;
+            }
+            batch = tokio::select! {
+                _ = &mut dropped => break,
+                b = from_broker.recv() => match b {
+                    Some(b) => b,
                     None => break,
                 },
             };
-            let reply = match packet {
-                Packet::Publish(p) => {
-                    let (id, qos) = (p.qos.packet_id(), p.qos.qos());
-                    let fresh = match (qos, id) {
-                        (QoS::ExactlyOnce, Some(id)) => awaiting_rel.insert(id.get()),
-                        _ => true,
-                    };
-                    if fresh {
-                        let received = Received {
-                            topic: p.topic,
-                            payload: p.payload,
-                            qos,
-                            retain: p.retain,
-                            dup: p.dup,
-                            properties: p.properties,
-                        };
-                        // If nobody reads deliveries any more, keep acknowledging anyway.
-                        let _ = deliver.send(received).await;
-                    }
-                    match (qos, id) {
-                        (QoS::AtLeastOnce, Some(id)) => Some(Packet::PubAck(PubResponse::new(id))),
-                        (QoS::ExactlyOnce, Some(id)) => Some(Packet::PubRec(PubResponse::new(id))),
-                        _ => None,
-                    }
-                }
-                Packet::PubRel(r) => {
-                    awaiting_rel.remove(&r.packet_id.get());
-                    Some(Packet::PubComp(PubResponse::new(r.packet_id)))
-                }
-                Packet::PubRec(r) => {
-                    let id = r.packet_id;
-                    let ok = r.reason_code.is_success();
-                    if ok {
-                        if let Some(inner) = self.inner.upgrade() {
-                            inner.pending.lock().releasing.insert(id.get());
-                        }
-                    }
-                    self.complete(id, Packet::PubRec(r));
-                    ok.then(|| Packet::PubRel(PubResponse::new(id)))
-                }
-                Packet::PubComp(r) => {
-                    if let Some(inner) = self.inner.upgrade() {
-                        inner.pending.lock().releasing.remove(&r.packet_id.get());
-                    }
-                    None
-                }
-                Packet::PubAck(ref a) => {
-                    self.complete(a.packet_id, packet.clone());
-                    None
-                }
-                Packet::SubAck(ref a) => {
-                    self.complete(a.packet_id, packet.clone());
-                    None
-                }
-                Packet::UnsubAck(ref a) => {
-                    self.complete(a.packet_id, packet.clone());
-                    None
-                }
-                Packet::Disconnect(d) => {
-                    tracing::debug!(reason = %d.reason_code, "broker disconnected in-process client");
-                    break;
-                }
-                _ => None,
-            };
-            if let Some(reply) = reply {
-                if self.tx.send(reply).await.is_err() {
-                    break;
-                }
-            }
         }
         self.closed.cancel();
         if let Some(inner) = self.inner.upgrade() {
@@ -414,15 +488,32 @@ impl Client {
         Err(ClientError::TooManyInflight)
     }
 
-    async fn send(&self, packet: Packet) -> Result<(), ClientError> {
-        if self.is_closed() {
-            return Err(ClientError::Disconnected);
+    /// Sends a packet to the broker. Tried at once, when called (callers await at once):
+    /// with room in the channel, the common case, no future holds the packet and no lock
+    /// is taken. The channel closes when the connection ends.
+    fn send(
+        &self,
+        packet: Packet,
+    ) -> impl std::future::Future<Output = Result<(), ClientError>> + '_ {
+        let full = match self.inner.tx.try_send(packet) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(ClientError::Disconnected),
+            // Boxed: only this rare path makes the future hold the packet.
+            Err(mpsc::error::TrySendError::Full(packet)) => Ok(Some(Box::new(packet))),
+        };
+        async move {
+            let Some(packet) = full? else {
+                return Ok(());
+            };
+            if self.is_closed() {
+                return Err(ClientError::Disconnected);
+            }
+            self.inner
+                .tx
+                .send(*packet)
+                .await
+                .map_err(|_| ClientError::Disconnected)
         }
-        self.inner
-            .tx
-            .send(packet)
-            .await
-            .map_err(|_| ClientError::Disconnected)
     }
 
     async fn request(
@@ -458,12 +549,12 @@ impl Client {
         qos: QoS,
         retain: bool,
     ) -> Result<(), ClientError> {
-        let options = PublishOptions {
-            qos,
-            retain,
-            properties: PublishProperties::default(),
-        };
-        self.publish_with(topic, payload, options).await.map(|_| ())
+        let publish = self.prepare(topic, payload, retain)?;
+        if qos == QoS::AtMostOnce {
+            // Handed to the channel before the first await: the future holds no packet.
+            return self.send(Packet::Publish(publish)).await;
+        }
+        Box::pin(self.publish_acked(publish, qos)).await.map(|_| ())
     }
 
     /// Publishes with v5 properties; returns the broker's reason code (Success, or No
@@ -475,19 +566,33 @@ impl Client {
         payload: impl Into<Bytes>,
         options: PublishOptions,
     ) -> Result<ReasonCode, ClientError> {
-        let topic = topic.try_into().map_err(Into::into)?;
-        let payload = payload.into();
+        let mut publish = self.prepare(topic, payload, options.retain)?;
+        publish.properties = options.properties;
         if options.qos == QoS::AtMostOnce {
-            let mut p = Publish::new(topic, PublishQoS::AtMostOnce, payload);
-            p.retain = options.retain;
-            p.properties = options.properties;
-            self.send(Packet::Publish(p)).await?;
+            self.send(Packet::Publish(publish)).await?;
             return Ok(ReasonCode::Success);
         }
+        Box::pin(self.publish_acked(publish, options.qos)).await
+    }
+
+    /// A PUBLISH for `topic` (QoS 0 form; the packet id is set when it is sent).
+    fn prepare(
+        &self,
+        topic: impl TryInto<TopicName, Error = impl Into<ClientError>>,
+        payload: impl Into<Bytes>,
+        retain: bool,
+    ) -> Result<Publish, ClientError> {
+        let topic = topic.try_into().map_err(Into::into)?;
+        let mut p = Publish::new(topic, PublishQoS::AtMostOnce, payload.into());
+        p.retain = retain;
+        Ok(p)
+    }
+
+    /// Sends a QoS 1/2 PUBLISH and waits for its acknowledgement (boxed by the callers, so
+    /// their futures stay small for QoS 0).
+    async fn publish_acked(&self, mut p: Publish, qos: QoS) -> Result<ReasonCode, ClientError> {
         let (id, rx) = self.allocate()?;
-        let mut p = Publish::new(topic, PublishQoS::new(options.qos, id), payload);
-        p.retain = options.retain;
-        p.properties = options.properties;
+        p.qos = PublishQoS::new(qos, id);
         match self.request(id, rx, Packet::Publish(p)).await? {
             Packet::PubAck(a) | Packet::PubRec(a) if a.reason_code.is_success() => {
                 Ok(a.reason_code)

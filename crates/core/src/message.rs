@@ -69,6 +69,33 @@ impl Message {
         self
     }
 
+    /// A shared message with these fields, built in place (a message is a few hundred
+    /// bytes; building it and then moving it into an `Arc` costs copies on the hot path).
+    pub(crate) fn shared(
+        topic: TopicName,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        properties: PublishProperties,
+        publisher: Option<ByteString>,
+    ) -> std::sync::Arc<Self> {
+        let received_at = Instant::now();
+        let expires_at = properties
+            .message_expiry_interval
+            .map(|secs| received_at + Duration::from_secs(u64::from(secs)));
+        std::sync::Arc::new(Self {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+            publisher,
+            received_at,
+            expires_at,
+            forms: Default::default(),
+        })
+    }
+
     /// Builds a message from a PUBLISH received from `publisher`, dropping the per-hop
     /// properties (Topic Alias, Subscription Identifiers).
     pub fn from_publish(publish: Publish, publisher: Option<ByteString>) -> Self {
@@ -115,19 +142,25 @@ impl Message {
         dup: bool,
         sids: &[NonZeroU32],
     ) -> Publish {
-        let mut properties = self.properties.clone();
-        properties.subscription_identifiers = sids.to_vec();
-        if self.expires_at.is_some() {
-            properties.message_expiry_interval = self.remaining_expiry(Instant::now());
-        }
         Publish {
             dup,
             qos,
             retain,
             topic: self.topic.clone(),
-            properties,
+            properties: self.properties_for(sids),
             payload: self.payload.clone(),
         }
+    }
+
+    /// The properties one copy carries: these Subscription Identifiers, and the expiry
+    /// interval that remains now.
+    pub(crate) fn properties_for(&self, sids: &[NonZeroU32]) -> PublishProperties {
+        let mut properties = self.properties.clone();
+        properties.subscription_identifiers = sids.to_vec();
+        if self.expires_at.is_some() {
+            properties.message_expiry_interval = self.remaining_expiry(Instant::now());
+        }
+        properties
     }
 
     /// True when every copy of this message has the same wire form at a protocol level (no

@@ -140,10 +140,15 @@ impl Connection {
             .keep_alive
             .map(|limit| (limit, Box::pin(tokio::time::sleep(limit))));
         let mut last_packet = tokio::time::Instant::now();
+        // One wait for the close signal for the connection's life (a fresh one per packet
+        // takes the token's lock every time).
+        let signals = Arc::clone(&self.signals);
+        let closed = signals.close.cancelled();
+        tokio::pin!(closed);
         loop {
             let result = tokio::select! {
                 biased;
-                _ = self.signals.close.cancelled() => return Exit::Closed,
+                _ = &mut closed => return Exit::Closed,
                 _ = async {
                     match keep_alive.as_mut() {
                         Some((_, timer)) => timer.as_mut().await,

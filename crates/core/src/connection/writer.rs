@@ -65,8 +65,13 @@ impl<W: PacketWriter> Writer<W> {
     #[allow(clippy::manual_async_fn)] // on purpose: see above
     pub(crate) fn run(mut self) -> impl std::future::Future<Output = W> + Send {
         async move {
+            // One wait for the close signal for the connection's life (polling a fresh one,
+            // or asking the token, takes its lock every time round).
+            let signals = Arc::clone(&self.signals);
+            let closed = signals.close.cancelled();
+            tokio::pin!(closed);
+            let mut closing = false;
             loop {
-                let closing = self.signals.close.is_cancelled();
                 // Mark the durable point seen before looking at it, so no advance is missed.
                 if let Some(d) = &mut self.durable {
                     d.borrow_and_update();
@@ -89,7 +94,10 @@ impl<W: PacketWriter> Writer<W> {
                 if self.wire.pending() > 0 {
                     let flushed = tokio::select! {
                         r = self.wire.flush() => r,
-                        _ = self.signals.close.cancelled() => continue,
+                        _ = &mut closed => {
+                            closing = true;
+                            continue;
+                        }
                     };
                     if flushed.is_err() {
                         self.signals.close(CloseReason::Silent);
@@ -101,7 +109,7 @@ impl<W: PacketWriter> Writer<W> {
                 let durable = &mut self.durable;
                 tokio::select! {
                     _ = self.signals.wake.notified() => {}
-                    _ = self.signals.close.cancelled() => {}
+                    _ = &mut closed => closing = true,
                     _ = async {
                         match durable.as_mut() {
                             Some(d) => { let _ = d.changed().await; }

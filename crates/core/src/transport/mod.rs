@@ -253,16 +253,37 @@ impl PacketReader for LocalReader {
     }
 }
 
-/// The broker's end of an in-process client: packets leave as values; payloads are shared.
+/// What the broker hands an in-process client.
+#[derive(Debug)]
+pub(crate) enum ToClient {
+    /// A control packet (boxed: most items are messages, and this keeps each item small).
+    Packet(Box<Packet>),
+    /// A message, still shared: the client builds what its application receives from it.
+    Message(LocalMessage),
+}
+
+/// One copy of a message for an in-process client.
+#[derive(Debug)]
+pub(crate) struct LocalMessage {
+    pub(crate) message: Arc<crate::message::Message>,
+    pub(crate) qos: PublishQoS,
+    pub(crate) retain: bool,
+    pub(crate) dup: bool,
+    pub(crate) subscription_ids: Vec<std::num::NonZeroU32>,
+}
+
+/// The broker's end of an in-process client: packets and shared messages leave as values,
+/// a whole batch per channel send.
 #[derive(Debug)]
 pub(crate) struct LocalWriter {
-    pub(crate) tx: mpsc::Sender<Packet>,
-    pub(crate) pending: VecDeque<Packet>,
+    pub(crate) tx: mpsc::Sender<Vec<ToClient>>,
+    pub(crate) pending: Vec<ToClient>,
 }
 
 impl PacketWriter for LocalWriter {
     fn packet(&mut self, packet: &Packet, _version: ProtocolVersion) -> Result<(), EncodeError> {
-        self.pending.push_back(packet.clone());
+        self.pending
+            .push(ToClient::Packet(Box::new(packet.clone())));
         Ok(())
     }
 
@@ -273,11 +294,13 @@ impl PacketWriter for LocalWriter {
         dup: bool,
         _version: ProtocolVersion,
     ) -> Result<(), EncodeError> {
-        let publish =
-            delivery
-                .message
-                .to_publish(qos, delivery.retain, dup, &delivery.subscription_ids);
-        self.pending.push_back(Packet::Publish(publish));
+        self.pending.push(ToClient::Message(LocalMessage {
+            message: Arc::clone(&delivery.message),
+            qos,
+            retain: delivery.retain,
+            dup,
+            subscription_ids: delivery.subscription_ids.clone(),
+        }));
         Ok(())
     }
 
@@ -286,16 +309,16 @@ impl PacketWriter for LocalWriter {
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        while !self.pending.is_empty() {
-            let permit = self
-                .tx
-                .reserve()
-                .await
-                .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
-            if let Some(packet) = self.pending.pop_front() {
-                permit.send(packet);
-            }
+        if self.pending.is_empty() {
+            return Ok(());
         }
+        // Reserved first, so the batch stays buffered if this is cancelled while waiting.
+        let permit = self
+            .tx
+            .reserve()
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        permit.send(std::mem::take(&mut self.pending));
         Ok(())
     }
 

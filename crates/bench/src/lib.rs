@@ -14,7 +14,8 @@ mod raw;
 pub const USAGE: &str = "usage: roost-bench [--host H] [--port P] [--pid BROKER_PID] \
 [--scenario fan-in|fan-out] [--qos 0|1|2] [--publishers N] [--subscribers N] [--messages N] \
 [--payload BYTES] [--timeout-s S] [--repeat N] [--scenario latency --rate MSGS_PER_S --seconds S] \
-[--scenario idle --connections N] [--scenario in-process]";
+[--scenario idle --connections N] [--scenario in-process] \
+[--scenario idle-in-process --connections N]";
 
 /// Who publishes to whom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,9 @@ pub enum Scenario {
     /// An embedded Roost broker and in-process clients on one thread, no sockets:
     /// `publishers` → `subscribers` on `bench/#`; throughput per CPU-second of the process.
     InProcess,
+    /// `connections` idle MQTT connections to an embedded Roost broker over in-memory
+    /// streams (no file descriptors, so past a process's limit); RSS per connection.
+    IdleInProcess,
 }
 
 /// What to run.
@@ -108,10 +112,11 @@ impl Settings {
                         "latency" => Scenario::Latency,
                         "idle" => Scenario::Idle,
                         "in-process" => Scenario::InProcess,
+                        "idle-in-process" => Scenario::IdleInProcess,
                         _ => {
                             return Err(format!(
-                                "--scenario: '{value}' is not fan-in, fan-out, latency, idle \
-                                 or in-process"
+                                "--scenario: '{value}' is not fan-in, fan-out, latency, idle, \
+                                 in-process or idle-in-process"
                             ))
                         }
                     }
@@ -904,4 +909,60 @@ pub async fn run_in_process(settings: &Settings) -> Result<InProcessReport, Benc
         elapsed,
         cpu,
     })
+}
+
+/// Opens `settings.connections` idle MQTT connections to an embedded Roost broker over
+/// in-memory byte streams (its duplex listener: the same codec and connection code as TCP,
+/// but no file descriptors, so past a process's descriptor limit), and reports this
+/// process's RSS growth and CPU time per connection (the client side holds only its end of
+/// each stream).
+pub async fn run_idle_in_process(settings: &Settings) -> Result<IdleReport, BenchError> {
+    use roost_core::{Broker, Limits};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = Limits {
+        max_connections: settings.connections.saturating_add(1),
+        ..Limits::default()
+    };
+    let (listener, connector) = roost_core::duplex_listener(4096);
+    let broker = Broker::builder()
+        .limits(limits)
+        .listener("duplex", listener)
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .map_err(|e| BenchError::Client(e.to_string()))?;
+    let me = std::process::id();
+    let rss_before = process_rss_kib(me)?;
+    let cpu_before = process_cpu(me)?;
+    let start = Instant::now();
+    let mut open = Vec::with_capacity(settings.connections);
+    for i in 0..settings.connections {
+        if start.elapsed() > settings.timeout {
+            break;
+        }
+        let fail = |e: std::io::Error| BenchError::Client(format!("connection {i}: {e}"));
+        let mut stream = connector.connect().await.map_err(fail)?;
+        stream
+            .write_all(&raw::connect_packet(&format!("idle-{i}")))
+            .await
+            .map_err(fail)?;
+        let mut ack = [0u8; 4];
+        stream.read_exact(&mut ack).await.map_err(fail)?;
+        if ack[0] != 0x20 || ack[3] != 0 {
+            return Err(BenchError::Client(format!("connection {i}: refused")));
+        }
+        open.push(stream);
+    }
+    let elapsed = start.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = IdleReport {
+        connected: open.len(),
+        elapsed,
+        broker_cpu: Some(process_cpu(me)?.saturating_sub(cpu_before)),
+        rss_growth_kib: Some(process_rss_kib(me)?.saturating_sub(rss_before)),
+    };
+    drop(open);
+    broker.shutdown().await;
+    Ok(report)
 }

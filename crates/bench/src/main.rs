@@ -7,6 +7,7 @@
 //! roost-bench --scenario latency [--rate 5000] [--seconds 5] [--qos 0|1|2]
 //! roost-bench --scenario idle [--connections 10000] [--pid BROKER_PID]
 //! roost-bench --scenario in-process [--publishers 1] [--subscribers 1] [--messages N]
+//! roost-bench --scenario idle-in-process [--connections 100000]
 //! ```
 //!
 //! fan-in: P publishers → 1 wildcard subscriber; fan-out: 1 publisher → S subscribers. With
@@ -16,7 +17,9 @@
 
 use std::process::ExitCode;
 
-use roost_bench::{run_idle, run_in_process, run_latency, run_repeated, Scenario, Settings};
+use roost_bench::{
+    run_idle, run_idle_in_process, run_in_process, run_latency, run_repeated, Scenario, Settings,
+};
 
 fn main() -> ExitCode {
     let settings = match Settings::parse(std::env::args().skip(1)) {
@@ -27,7 +30,10 @@ fn main() -> ExitCode {
         }
     };
     // In-process: broker and clients on one thread (one core); otherwise two workers.
-    let mut builder = if settings.scenario == Scenario::InProcess {
+    let mut builder = if matches!(
+        settings.scenario,
+        Scenario::InProcess | Scenario::IdleInProcess
+    ) {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -52,6 +58,9 @@ fn main() -> ExitCode {
                     || r.delivered == r.published * settings.subscribers.max(1) as u64;
                 (r.to_string(), complete)
             }),
+            Scenario::IdleInProcess => run_idle_in_process(&settings)
+                .await
+                .map(|r| (r.to_string(), r.connected == settings.connections)),
             Scenario::Idle => run_idle(&settings)
                 .await
                 .map(|r| (r.to_string(), r.connected == settings.connections)),

@@ -130,3 +130,18 @@ async fn in_process_run_delivers_everything() {
         assert_eq!(report.delivered, 2_000, "{report}");
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn idle_in_process_run_holds_every_connection() {
+    let settings = Settings {
+        scenario: Scenario::IdleInProcess,
+        connections: 300,
+        timeout: Duration::from_secs(30),
+        ..Settings::default()
+    };
+    let report = roost_bench::run_idle_in_process(&settings)
+        .await
+        .expect("runs");
+    assert_eq!(report.connected, 300, "{report}");
+    assert!(report.rss_growth_kib.is_some(), "{report}");
+}

@@ -453,6 +453,8 @@ async fn stop_signal() {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        // Colours only on a terminal: a log file gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -102,6 +102,15 @@ for entry in "${runs[@]}"; do
   done
 done
 
+# Roost only: the embedded broker with in-process clients on one thread, and 100,000 idle
+# connections over in-memory streams (past the file descriptor limit of a process).
+echo "== in-process (Roost only, one thread)"
+out[inproc.roost]=$("$bench" --scenario in-process --qos 0 --publishers 1 --subscribers 1 \
+  --messages $((1000000 * scale)) 2>&1) || true
+echo "${out[inproc.roost]}"
+out[idle100k.roost]=$("$bench" --scenario idle-in-process --connections 100000 2>&1) || true
+echo "${out[idle100k.roost]}"
+
 # One figure from a broker's output: the value after `field=` on the last line holding it.
 figure() {
   printf '%s\n' "${out[$1.$2]:-}" | { grep -o "$3=[0-9.]*" || true; } | tail -1 | cut -d= -f2
@@ -153,3 +162,7 @@ row "latency p99 at 5k msg/s, µs" latency p99 0
 row "latency p99.9 at 5k msg/s, µs" latency p99.9 0
 row "RSS per idle connection, KiB" idle per_connection 0
 row "broker CPU per connect, µs" idle broker_cpu_per_connect 0
+echo
+echo "Roost only:"
+echo "- in-process, QoS 0, 1 publisher -> 1 subscriber, one thread: $(figure inproc roost 'delivered/s') msgs/s ($(figure inproc roost per_cpu_s) per CPU-s)"
+echo "- 100,000 idle connections over in-memory streams: $(figure idle100k roost connected) held, $(figure idle100k roost per_connection) KiB RSS each"

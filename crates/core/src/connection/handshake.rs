@@ -2,7 +2,7 @@
 //! what the broker offers (capabilities), authentication (plain or the v5 AUTH exchange),
 //! session attach with takeover, and CONNACK.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,7 +15,7 @@ mod handshake;
 mod packets;
 pub(crate) mod writer;
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,7 +4,9 @@
 //! them in that order (MQTT-4.4.0-1, MQTT-4.6.0-1). The window is small (at most the
 //! configured `max_inflight`, itself at most 65,535), so lookups by id are linear scans.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use hashbrown::HashSet;
 
 use crate::codec::{PacketId, QoS};
 use crate::message::Delivery;

@@ -23,7 +23,10 @@
 
 mod inflight;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+// hashbrown's default hasher is 8 bytes where std's is 16: three maps in every session.
+use hashbrown::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

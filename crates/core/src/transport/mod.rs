@@ -93,7 +93,7 @@ const READ_CHUNK_MIN: usize = 512;
 
 /// Bytes read into the connection's own stack frame while it holds no buffer: enough for a
 /// PINGREQ or a small PUBLISH, and the buffer is allocated only once something arrived.
-const READ_PROBE: usize = 64;
+const READ_PROBE: usize = 32;
 
 impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
     async fn read(&mut self, limits: &DecodeLimits) -> Result<Option<Packet>, ReadError> {

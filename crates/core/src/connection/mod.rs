@@ -119,11 +119,16 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
         let (exit, wire) = {
             let read = conn.read_loop(&mut reader);
             tokio::pin!(read);
-            tokio::select! {
-                exit = &mut read => (exit, None),
+            let first = tokio::select! {
+                exit = &mut read => Err(exit),
                 // The writer ends first only once the connection is closing (taken over,
                 // shut down, or a write failed); the reader then sees the close signal.
-                wire = &mut writer => (read.await, Some(wire)),
+                // Boxed while the reader finishes, to keep this future small.
+                wire = &mut writer => Ok(Box::new(wire)),
+            };
+            match first {
+                Err(exit) => (exit, None),
+                Ok(wire) => (read.await, Some(wire)),
             }
         };
         Box::pin(conn.close(exit, writer, wire)).await;
@@ -166,17 +171,11 @@ impl Connection {
                 }
                 r = reader.read(&self.limits) => r,
             };
-            let packet = match result {
-                Ok(Some(packet)) => packet,
-                Ok(None) => return Exit::Lost,
-                Err(ReadError::Io(e)) => {
-                    tracing::debug!(error = %e, "read failed");
-                    return Exit::Lost;
-                }
-                Err(ReadError::Decode(e)) => {
-                    tracing::info!(error = %e, spec = e.spec_id(), "malformed packet");
-                    return Exit::Violation(e.reason_code());
-                }
+            // Taken apart in a function: a match here would keep the whole result (a
+            // packet's size) in this future while the packet's handling waits.
+            let packet = match packet_or_exit(result) {
+                Ok(packet) => packet,
+                Err(exit) => return exit,
             };
             match self.handle(packet) {
                 Ok(None) => {}
@@ -248,7 +247,7 @@ impl Connection {
         self,
         exit: Exit,
         writer: std::pin::Pin<&mut impl std::future::Future<Output = W>>,
-        wire: Option<W>,
+        wire: Option<Box<W>>,
     ) {
         let (reason, publish_will) = match &exit {
             Exit::Disconnected { keep_will } => (CloseReason::Silent, *keep_will),
@@ -279,7 +278,7 @@ impl Connection {
         let shared = Arc::clone(&self.shared);
         self.signals.close(reason);
         let wire = match wire {
-            Some(wire) => wire,
+            Some(wire) => *wire,
             None => writer.await,
         };
         let will = if publish_will { self.will } else { None };
@@ -290,5 +289,23 @@ impl Connection {
         });
         let mut wire = wire;
         let _ = tokio::time::timeout(writer::CLOSE_FLUSH_TIMEOUT, wire.shutdown()).await;
+    }
+}
+
+/// The packet a read produced, or why the connection ends.
+fn packet_or_exit(
+    result: Result<Option<crate::codec::Packet>, ReadError>,
+) -> Result<crate::codec::Packet, Exit> {
+    match result {
+        Ok(Some(packet)) => Ok(packet),
+        Ok(None) => Err(Exit::Lost),
+        Err(ReadError::Io(e)) => {
+            tracing::debug!(error = %e, "read failed");
+            Err(Exit::Lost)
+        }
+        Err(ReadError::Decode(e)) => {
+            tracing::info!(error = %e, spec = e.spec_id(), "malformed packet");
+            Err(Exit::Violation(e.reason_code()))
+        }
     }
 }

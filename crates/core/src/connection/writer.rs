@@ -88,7 +88,8 @@ impl<W: PacketWriter> Writer<W> {
                     self.shared.store_now(std::mem::take(&mut self.store_ops));
                 }
                 if closing || fill == Fill::Detached {
-                    self.finish().await;
+                    // Boxed: it runs once, and inline it would enlarge every connection.
+                    Box::pin(self.finish()).await;
                     return self.wire;
                 }
                 if self.wire.pending() > 0 {
@@ -112,7 +113,9 @@ impl<W: PacketWriter> Writer<W> {
                     _ = &mut closed => closing = true,
                     _ = async {
                         match durable.as_mut() {
-                            Some(d) => { let _ = d.changed().await; }
+                            // Boxed: only with storage; inline it would enlarge every
+                            // connection's task.
+                            Some(d) => { let _ = Box::pin(d.changed()).await; }
                             None => std::future::pending::<()>().await,
                         }
                     }, if waiting => {}

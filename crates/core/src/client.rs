@@ -346,13 +346,15 @@ impl Driver {
                     _ => true,
                 };
                 if fresh {
+                    let (topic, payload, properties) =
+                        crate::message::Message::into_copy(m.message, m.subscription_ids);
                     received_out.push(Received {
-                        topic: m.message.topic.clone(),
-                        payload: m.message.payload.clone(),
+                        topic,
+                        payload,
                         qos,
                         retain: m.retain,
                         dup: m.dup,
-                        properties: m.message.properties_for(&m.subscription_ids),
+                        properties,
                     });
                 }
                 return Ok(match (qos, id) {

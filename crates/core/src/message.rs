@@ -152,6 +152,29 @@ impl Message {
         }
     }
 
+    /// Topic, payload and the properties of one copy (see [`Message::properties_for`]),
+    /// moved out when this is the last reference (no reference counting or cloning), cloned
+    /// otherwise.
+    pub(crate) fn into_copy(
+        message: std::sync::Arc<Self>,
+        sids: Vec<NonZeroU32>,
+    ) -> (TopicName, Bytes, PublishProperties) {
+        match std::sync::Arc::try_unwrap(message) {
+            Ok(mut m) => {
+                if m.expires_at.is_some() {
+                    m.properties.message_expiry_interval = m.remaining_expiry(Instant::now());
+                }
+                m.properties.subscription_identifiers = sids;
+                (m.topic, m.payload, m.properties)
+            }
+            Err(shared) => (
+                shared.topic.clone(),
+                shared.payload.clone(),
+                shared.properties_for(&sids),
+            ),
+        }
+    }
+
     /// The properties one copy carries: these Subscription Identifiers, and the expiry
     /// interval that remains now.
     pub(crate) fn properties_for(&self, sids: &[NonZeroU32]) -> PublishProperties {

@@ -145,14 +145,21 @@ impl Connection {
             .keep_alive
             .map(|limit| (limit, Box::pin(tokio::time::sleep(limit))));
         let mut last_packet = tokio::time::Instant::now();
-        // One wait for the close signal for the connection's life (a fresh one per packet
-        // takes the token's lock every time).
+        // One wait for the close signal for the connection's life. A packet that is already
+        // buffered is read first: the close signal (each look takes the token's lock) and
+        // the timer are polled only when the reader would wait, and every 32 packets.
         let signals = Arc::clone(&self.signals);
         let closed = signals.close.cancelled();
         tokio::pin!(closed);
+        let mut packets = 0u32;
         loop {
+            packets = packets.wrapping_add(1);
+            if packets % 32 == 0 && signals.close.is_cancelled() {
+                return Exit::Closed;
+            }
             let result = tokio::select! {
                 biased;
+                r = reader.read(&self.limits) => r,
                 _ = &mut closed => return Exit::Closed,
                 _ = async {
                     match keep_alive.as_mut() {
@@ -169,7 +176,6 @@ impl Connection {
                     }
                     continue;
                 }
-                r = reader.read(&self.limits) => r,
             };
             // Taken apart in a function: a match here would keep the whole result (a
             // packet's size) in this future while the packet's handling waits.

@@ -168,7 +168,8 @@ impl Connection {
                     }
                 } => {
                     if let Some((limit, timer)) = keep_alive.as_mut() {
-                        let due = last_packet + *limit;
+                        let last = reader.last_data().map_or(last_packet, |t| t.max(last_packet));
+                        let due = last + *limit;
                         if tokio::time::Instant::now() >= due {
                             return Exit::KeepAliveTimeout;
                         }
@@ -183,9 +184,11 @@ impl Connection {
                 Ok(packet) => packet,
                 Err(exit) => return exit,
             };
+            let mut waited = false;
             match self.handle(packet) {
                 Ok(None) => {}
                 Ok(Some(later)) => {
+                    waited = true;
                     if let Err(exit) = later.await {
                         return exit;
                     }
@@ -193,14 +196,16 @@ impl Connection {
                 Err(exit) => return exit,
             }
             if !self.congested.is_empty() {
+                waited = true;
                 // Boxed: pauses are rare, and inline the wait would enlarge every task.
                 if let Err(exit) = Box::pin(self.flow_control()).await {
                     return exit;
                 }
             }
-            if keep_alive.is_some() {
-                // Measured once the packet is handled: time spent waiting for a plugin,
-                // storage or a paused subscriber is not the client's silence.
+            if keep_alive.is_some() && (waited || reader.last_data().is_none()) {
+                // After a wait (for a plugin, storage or a paused subscriber): that time is
+                // not the client's silence. A reader that records when bytes arrive needs
+                // no clock reading per packet otherwise.
                 last_packet = tokio::time::Instant::now();
             }
         }

@@ -43,6 +43,12 @@ pub(crate) trait PacketReader: Send + 'static {
         &mut self,
         limits: &DecodeLimits,
     ) -> impl Future<Output = Result<Option<Packet>, ReadError>> + Send;
+
+    /// When bytes last arrived, if this reader keeps track (one clock reading per read
+    /// from the stream rather than one per packet); `None` if it does not.
+    fn last_data(&self) -> Option<tokio::time::Instant> {
+        None
+    }
 }
 
 /// The outgoing half of a connection. `packet` and `publish` buffer; `flush` writes.
@@ -73,6 +79,8 @@ pub(crate) struct NetReader<R> {
     /// shrinks while they do not (an idle client), so idle connections hold little memory.
     chunk: usize,
     shared: Arc<Shared>,
+    /// When the last read from the stream returned bytes (for keep-alive).
+    last_data: tokio::time::Instant,
 }
 
 impl<R> NetReader<R> {
@@ -82,6 +90,7 @@ impl<R> NetReader<R> {
             buf: BytesMut::new(),
             chunk: READ_CHUNK_MIN,
             shared,
+            last_data: tokio::time::Instant::now(),
         }
     }
 }
@@ -96,6 +105,10 @@ const READ_CHUNK_MIN: usize = 512;
 const READ_PROBE: usize = 32;
 
 impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
+    fn last_data(&self) -> Option<tokio::time::Instant> {
+        Some(self.last_data)
+    }
+
     async fn read(&mut self, limits: &DecodeLimits) -> Result<Option<Packet>, ReadError> {
         loop {
             if let Some(packet) = decode(&mut self.buf, limits)? {
@@ -133,6 +146,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
                 };
             }
             Metrics::add(&self.shared.metrics.bytes_received, n as u64);
+            self.last_data = tokio::time::Instant::now();
         }
     }
 }

@@ -208,7 +208,9 @@ impl Shared {
         congested: &mut Vec<Arc<Session>>,
     ) -> usize {
         if message.retain {
-            let change = self.router.retain(Arc::clone(message), &self.limits);
+            // Its own copy: the routed message's topic and payload are slices of the read
+            // buffer they arrived in, which a retained message would keep alive.
+            let change = self.router.retain(message.detached(), &self.limits);
             if self.persistence.is_some() && !message.topic.as_str().starts_with("$SYS/") {
                 match change {
                     RetainChange::Set | RetainChange::Replaced => ops.push(Op::PutRetained(

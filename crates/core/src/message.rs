@@ -96,6 +96,24 @@ impl Message {
         })
     }
 
+    /// A copy whose topic and payload have buffers of their own, for keeping: a decoded
+    /// message's are slices of the read buffer it arrived in (up to 8 KiB for a message of
+    /// a few bytes), which a long-lived reference would keep allocated.
+    pub(crate) fn detached(&self) -> std::sync::Arc<Self> {
+        let topic = ByteString::from(String::from(self.topic.as_str()));
+        std::sync::Arc::new(Self {
+            topic: TopicName::new(topic).unwrap_or_else(|_| self.topic.clone()),
+            payload: Bytes::copy_from_slice(&self.payload),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.clone(),
+            publisher: self.publisher.clone(),
+            received_at: self.received_at,
+            expires_at: self.expires_at,
+            forms: Default::default(),
+        })
+    }
+
     /// Builds a message from a PUBLISH received from `publisher`, dropping the per-hop
     /// properties (Topic Alias, Subscription Identifiers).
     pub fn from_publish(publish: Publish, publisher: Option<ByteString>) -> Self {
@@ -254,4 +272,38 @@ pub struct Delivery {
     pub gate: u64,
     /// It may have been sent before a restart: send it with DUP set (MQTT-3.3.1-1).
     pub maybe_sent: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_detached_copy_owns_its_bytes_and_keeps_the_rest() {
+        // A payload sliced out of a larger buffer, as the decoder hands it out.
+        let buffer = Bytes::from(vec![7u8; 8192]);
+        let payload = buffer.slice(100..110);
+        let topic = TopicName::new("a/b").expect("valid");
+        let properties = PublishProperties {
+            message_expiry_interval: Some(60),
+            ..PublishProperties::default()
+        };
+        let message = Message::shared(
+            topic.clone(),
+            payload.clone(),
+            QoS::AtLeastOnce,
+            true,
+            properties.clone(),
+            Some("pub".into()),
+        );
+        let copy = message.detached();
+        assert_eq!(copy.payload, payload);
+        assert_ne!(copy.payload.as_ptr(), payload.as_ptr(), "payload copied");
+        assert_eq!(copy.topic, topic);
+        assert_eq!(copy.properties, properties);
+        assert_eq!(copy.expires_at, message.expires_at);
+        assert_eq!(copy.received_at, message.received_at);
+        assert_eq!(copy.publisher.as_deref(), Some("pub"));
+        assert!(copy.retain && copy.qos == QoS::AtLeastOnce);
+    }
 }

@@ -186,8 +186,9 @@ impl Router {
         shared: &Shared,
         congested: &mut Vec<Arc<Session>>,
     ) -> usize {
-        let mut targets: Vec<SubEntry> = Vec::new();
-        let mut shared_targets: Vec<SubEntry> = Vec::new();
+        // On the stack up to a few targets: no allocation per PUBLISH in the common case.
+        let mut targets: smallvec::SmallVec<[SubEntry; 8]> = smallvec::SmallVec::new();
+        let mut shared_targets: smallvec::SmallVec<[SubEntry; 2]> = smallvec::SmallVec::new();
         self.subs
             .read()
             .for_each_match(&message.topic, |_, value| match value {

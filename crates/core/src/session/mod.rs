@@ -24,14 +24,13 @@
 mod inflight;
 
 use std::collections::VecDeque;
-
-// hashbrown's default hasher is 8 bytes where std's is 16: three maps in every session.
-use hashbrown::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use bytestring::ByteString;
+// hashbrown's default hasher is 8 bytes where std's is 16: three maps in every session.
+use hashbrown::{HashMap, HashSet};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;

@@ -210,7 +210,7 @@ impl Shared {
         if message.retain {
             // Its own copy: the routed message's topic and payload are slices of the read
             // buffer they arrived in, which a retained message would keep alive.
-            let change = self.router.retain(message.detached(), &self.limits);
+            let change = self.router.retain(message.for_keeping(), &self.limits);
             if self.persistence.is_some() && !message.topic.as_str().starts_with("$SYS/") {
                 match change {
                     RetainChange::Set | RetainChange::Replaced => ops.push(Op::PutRetained(

@@ -42,6 +42,9 @@ pub struct Message {
     /// When it expires (v5 Message Expiry Interval), if it does.
     pub expires_at: Option<Instant>,
     forms: [OnceLock<Result<EncodedPublish, EncodeError>>; 4],
+    /// The copy made for keeping (see [`Message::for_keeping`]), shared by every session
+    /// that keeps this message.
+    kept: OnceLock<std::sync::Arc<Message>>,
 }
 
 impl Message {
@@ -57,6 +60,7 @@ impl Message {
             received_at: Instant::now(),
             expires_at: None,
             forms: Default::default(),
+            kept: OnceLock::new(),
         }
     }
 
@@ -93,6 +97,7 @@ impl Message {
             received_at,
             expires_at,
             forms: Default::default(),
+            kept: OnceLock::new(),
         })
     }
 
@@ -111,7 +116,15 @@ impl Message {
             received_at: self.received_at,
             expires_at: self.expires_at,
             forms: Default::default(),
+            kept: OnceLock::new(),
         })
+    }
+
+    /// The message as kept for a long time (queued for an offline session): a copy that
+    /// owns its bytes (see [`Message::detached`]), made once and shared by every session
+    /// that keeps it.
+    pub(crate) fn for_keeping(&self) -> std::sync::Arc<Self> {
+        std::sync::Arc::clone(self.kept.get_or_init(|| self.detached()))
     }
 
     /// Builds a message from a PUBLISH received from `publisher`, dropping the per-hop

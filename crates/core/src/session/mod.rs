@@ -221,6 +221,11 @@ impl Session {
         if st.link.is_none() && delivery.qos == QoS::AtMostOnce && !limits.queue_qos0_offline {
             return Err(EnqueueError::Offline);
         }
+        if st.link.is_none() {
+            // Kept until the client returns: a copy that owns its bytes, so the queue holds
+            // what `max_queued_bytes` counts and not the read buffers the message came in.
+            delivery.message = delivery.message.for_keeping();
+        }
         let size = delivery.message.size();
         if st.queue.len() >= limits.max_queued_messages
             || st.queued_bytes + size > limits.max_queued_bytes
@@ -393,5 +398,55 @@ impl SessionState {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use crate::topic::TopicName;
+    use bytes::Bytes;
+
+    fn delivery(message: &Arc<Message>) -> Delivery {
+        Delivery {
+            message: Arc::clone(message),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: Vec::new(),
+            storage_seq: None,
+            packet_id: None,
+            gate: 0,
+            maybe_sent: false,
+        }
+    }
+
+    #[test]
+    fn offline_sessions_keep_one_copy_that_owns_its_bytes() {
+        // The payload is a slice of a larger buffer, as decoded from a read.
+        let buffer = Bytes::from(vec![1u8; 8192]);
+        let message = Arc::new(Message::new(
+            TopicName::new("t").expect("valid"),
+            buffer.slice(0..16),
+            QoS::AtLeastOnce,
+            false,
+        ));
+        let limits = Limits::default();
+        let a = Session::new(1, "a".into(), u32::MAX);
+        let b = Session::new(2, "b".into(), u32::MAX);
+        assert_eq!(a.enqueue(delivery(&message), &limits, None), Ok(Queued::Ok));
+        assert_eq!(b.enqueue(delivery(&message), &limits, None), Ok(Queued::Ok));
+        let kept_a = a.state.lock().pop().expect("queued").message;
+        let kept_b = b.state.lock().pop().expect("queued").message;
+        assert_eq!(kept_a.payload, message.payload);
+        assert_ne!(
+            kept_a.payload.as_ptr(),
+            buffer.as_ptr(),
+            "not a slice of the read buffer"
+        );
+        assert!(
+            Arc::ptr_eq(&kept_a, &kept_b),
+            "one copy shared by both sessions"
+        );
     }
 }

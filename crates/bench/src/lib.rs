@@ -719,10 +719,9 @@ pub fn process_rss_kib(pid: u32) -> Result<u64, BenchError> {
         .ok_or_else(|| BenchError::Proc("no VmRSS".into()))
 }
 
-/// Opens `settings.connections` idle connections, spread over source addresses 127.0.0.1..,
-/// 64 at a time; keeps them open until the figures are read.
+/// Opens `settings.connections` idle connections, spread over source addresses 127.N.M.1
+/// (a fresh N per run), 64 at a time; keeps them open until the figures are read.
 pub async fn run_idle(settings: &Settings) -> Result<IdleReport, BenchError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let target: std::net::SocketAddr = format!("{}:{}", settings.host, settings.port)
         .parse()
         .map_err(|e| BenchError::Client(format!("address: {e}")))?;
@@ -747,14 +746,7 @@ pub async fn run_idle(settings: &Settings) -> Result<IdleReport, BenchError> {
                         socket.bind((src, 0).into())?;
                     }
                     let mut stream = socket.connect(target).await?;
-                    stream
-                        .write_all(&raw::connect_packet(&format!("idle-{i}")))
-                        .await?;
-                    let mut ack = [0u8; 4];
-                    stream.read_exact(&mut ack).await?;
-                    if ack[0] != 0x20 || ack[3] != 0 {
-                        return Err(std::io::Error::other("refused"));
-                    }
+                    raw::handshake(&mut stream, &format!("idle-{i}")).await?;
                     Ok::<_, std::io::Error>(stream)
                 })
             })
@@ -918,7 +910,6 @@ pub async fn run_in_process(settings: &Settings) -> Result<InProcessReport, Benc
 /// each stream).
 pub async fn run_idle_in_process(settings: &Settings) -> Result<IdleReport, BenchError> {
     use roost_core::{Broker, Limits};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let limits = Limits {
         max_connections: settings.connections.saturating_add(1),
         ..Limits::default()
@@ -943,15 +934,9 @@ pub async fn run_idle_in_process(settings: &Settings) -> Result<IdleReport, Benc
         }
         let fail = |e: std::io::Error| BenchError::Client(format!("connection {i}: {e}"));
         let mut stream = connector.connect().await.map_err(fail)?;
-        stream
-            .write_all(&raw::connect_packet(&format!("idle-{i}")))
+        raw::handshake(&mut stream, &format!("idle-{i}"))
             .await
             .map_err(fail)?;
-        let mut ack = [0u8; 4];
-        stream.read_exact(&mut ack).await.map_err(fail)?;
-        if ack[0] != 0x20 || ack[3] != 0 {
-            return Err(BenchError::Client(format!("connection {i}: refused")));
-        }
         open.push(stream);
     }
     let elapsed = start.elapsed();

@@ -124,16 +124,25 @@ impl<R: AsyncRead + Unpin> Packets<R> {
     }
 }
 
-/// Connects and completes CONNECT/CONNACK, with Nagle's algorithm off.
-pub(crate) async fn connect(target: SocketAddr, id: &str) -> io::Result<TcpStream> {
-    let mut stream = TcpStream::connect(target).await?;
-    stream.set_nodelay(true)?;
+/// Sends CONNECT as client `id` over `stream` and waits for a successful CONNACK.
+pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    id: &str,
+) -> io::Result<()> {
     stream.write_all(&connect_packet(id)).await?;
     let mut ack = [0u8; 4];
     stream.read_exact(&mut ack).await?;
     if ack[0] != 0x20 || ack[3] != 0 {
         return Err(io::Error::other(format!("CONNECT refused: {ack:?}")));
     }
+    Ok(())
+}
+
+/// Connects and completes CONNECT/CONNACK, with Nagle's algorithm off.
+pub(crate) async fn connect(target: SocketAddr, id: &str) -> io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(target).await?;
+    stream.set_nodelay(true)?;
+    handshake(&mut stream, id).await?;
     Ok(stream)
 }
 

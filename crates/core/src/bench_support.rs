@@ -117,16 +117,12 @@ impl QueueBench {
     /// then takes them off in one pass (as a writer does). Returns how many were taken.
     pub fn push_pop(&self, n: usize) -> usize {
         for _ in 0..n {
-            let delivery = Delivery {
-                message: Arc::clone(&self.message),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                subscription_ids: Default::default(),
-                storage_seq: None,
-                packet_id: None,
-                gate: 0,
-                maybe_sent: false,
-            };
+            let delivery = Delivery::new(
+                Arc::clone(&self.message),
+                QoS::AtLeastOnce,
+                false,
+                Vec::new(),
+            );
             let _ = self.session.enqueue(delivery, &self.shared.limits, None);
         }
         let mut st = self.session.state.lock();

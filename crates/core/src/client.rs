@@ -551,7 +551,7 @@ impl Client {
         qos: QoS,
         retain: bool,
     ) -> Result<(), ClientError> {
-        let publish = self.prepare(topic, payload, retain)?;
+        let publish = Self::prepare(topic, payload, retain)?;
         if qos == QoS::AtMostOnce {
             // Handed to the channel before the first await: the future holds no packet.
             return self.send(Packet::Publish(publish)).await;
@@ -568,7 +568,7 @@ impl Client {
         payload: impl Into<Bytes>,
         options: PublishOptions,
     ) -> Result<ReasonCode, ClientError> {
-        let mut publish = self.prepare(topic, payload, options.retain)?;
+        let mut publish = Self::prepare(topic, payload, options.retain)?;
         publish.properties = options.properties;
         if options.qos == QoS::AtMostOnce {
             self.send(Packet::Publish(publish)).await?;
@@ -579,7 +579,6 @@ impl Client {
 
     /// A PUBLISH for `topic` (QoS 0 form; the packet id is set when it is sent).
     fn prepare(
-        &self,
         topic: impl TryInto<TopicName, Error = impl Into<ClientError>>,
         payload: impl Into<Bytes>,
         retain: bool,

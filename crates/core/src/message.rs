@@ -287,6 +287,27 @@ pub struct Delivery {
     pub maybe_sent: bool,
 }
 
+impl Delivery {
+    /// A delivery not yet stored, numbered or sent.
+    pub(crate) fn new(
+        message: Arc<Message>,
+        qos: QoS,
+        retain: bool,
+        subscription_ids: Vec<NonZeroU32>,
+    ) -> Self {
+        Self {
+            message,
+            qos,
+            retain,
+            subscription_ids,
+            storage_seq: None,
+            packet_id: None,
+            gate: 0,
+            maybe_sent: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,11 @@
 //! One client connection: the CONNECT handshake, then a reader loop that applies each packet
-//! to the session, with a writer task (see [`writer`]) sending what the session queues.
+//! to the session, with a writer (see [`writer`]) sending what the session queues. Both run
+//! in the connection's one task, side by side.
 //!
 //! The reader owns the protocol state of the connection (keep-alive, the will, the protocol
 //! level). It never writes to the stream itself: it queues control packets in the session's
-//! outbox and wakes the writer, so a client that stops reading cannot stall the reader, and
-//! a slow reader never blocks a publisher.
+//! outbox and wakes the writer, so a client that stops reading cannot stall the reader. A
+//! publisher is slowed only by flow control (see `session`), never by a write.
 //!
 //! Closing: any path out of the reader loop goes through [`Connection::close`]: it signals the
 //! writer (which sends a v5 DISCONNECT when one is due and flushes, bounded in time), detaches

@@ -498,18 +498,15 @@ impl Connection {
                     {
                         continue;
                     }
-                    retained.push(Delivery {
-                        qos: message.qos.min(options.qos),
+                    let qos = message.qos.min(options.qos);
+                    retained.push(Delivery::new(
+                        message,
+                        qos,
                         // MQTT-3.3.1-8 (3.1.1): retained messages sent on subscribe keep
                         // RETAIN 1 (v5 §3.3.1.3 likewise, whatever Retain As Published).
-                        retain: true,
-                        subscription_ids: record.id.into_iter().collect(),
-                        storage_seq: None,
-                        packet_id: None,
-                        gate: 0,
-                        maybe_sent: false,
-                        message,
-                    });
+                        true,
+                        record.id.into_iter().collect(),
+                    ));
                 }
             }
             let granted = options.qos;

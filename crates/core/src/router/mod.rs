@@ -266,17 +266,13 @@ fn deliver(
             }
         }
     }
-    let delivery = Delivery {
-        message: Arc::clone(message),
+    let delivery = Delivery::new(
+        Arc::clone(message),
         qos,
         // MQTT-3.3.1-9: 0 for established subscriptions, unless Retain As Published.
-        retain: message.retain && group.iter().any(|t| t.record.options.retain_as_published),
-        subscription_ids: group.iter().filter_map(|t| t.record.id).collect(),
-        storage_seq: None,
-        packet_id: None,
-        gate: 0,
-        maybe_sent: false,
-    };
+        message.retain && group.iter().any(|t| t.record.options.retain_as_published),
+        group.iter().filter_map(|t| t.record.id).collect(),
+    );
     match first
         .session
         .enqueue(delivery, &shared.limits, shared.persistence.as_ref())

@@ -129,21 +129,13 @@ mod tests {
     use crate::topic::TopicName;
 
     fn delivery(qos: QoS) -> Delivery {
-        Delivery {
-            message: Arc::new(Message::new(
-                TopicName::new("t").expect("valid"),
-                Bytes::new(),
-                qos,
-                false,
-            )),
+        let message = Message::new(
+            TopicName::new("t").expect("valid"),
+            Bytes::new(),
             qos,
-            retain: false,
-            subscription_ids: Vec::new(),
-            storage_seq: None,
-            packet_id: None,
-            gate: 0,
-            maybe_sent: false,
-        }
+            false,
+        );
+        Delivery::new(Arc::new(message), qos, false, Vec::new())
     }
 
     #[test]

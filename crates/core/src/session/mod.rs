@@ -409,16 +409,7 @@ mod tests {
     use bytes::Bytes;
 
     fn delivery(message: &Arc<Message>) -> Delivery {
-        Delivery {
-            message: Arc::clone(message),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            subscription_ids: Vec::new(),
-            storage_seq: None,
-            packet_id: None,
-            gate: 0,
-            maybe_sent: false,
-        }
+        Delivery::new(Arc::clone(message), QoS::AtLeastOnce, false, Vec::new())
     }
 
     #[test]

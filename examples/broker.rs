@@ -19,7 +19,7 @@
 //! | `--flow-control-queue N` | `flow_control_queue` | queue length that pauses publishers (0: off) |
 //! | `--password-file FILE` | `password_file` | Mosquitto password file (`mosquitto_passwd`) |
 //! | `--acl-file FILE` | `acl_file` | Mosquitto ACL file |
-//! | `--allow-anonymous true\|false` | `allow_anonymous` | clients without a user name |
+//! | `--allow-anonymous true\|false` | `allow_anonymous` | clients without credentials (default: see below) |
 //! | `--data-dir DIR` | `data_dir` | where state is stored (default `./roost-data`) |
 //! | `--durability none\|periodic\|acked` | `durability` | default `acked` |
 //! | `--flush-interval-ms N` | `flush_interval_ms` | for `periodic` (default 1000) |
@@ -35,8 +35,9 @@
 //! | `--threads N` | `threads` | runtime worker threads (default: one per core) |
 //! | `--config FILE` | | read the TOML file |
 //!
-//! Anonymous clients are allowed by default only when every listener is on a loopback
-//! address; the log says which policy is in force. SIGHUP reloads the password and ACL files
+//! Anonymous clients are allowed by default only when nothing else is configured that calls
+//! for credentials or lets strangers in: every listener on a loopback address, no password
+//! file, no client CA, no PROXY protocol. The log says which policy is in force and why. SIGHUP reloads the password and ACL files
 //! (connections stay; subscriptions the new ACL refuses are removed). It stops cleanly on
 //! Ctrl-C or SIGTERM: v5 clients get DISCONNECT 0x8B.
 
@@ -45,10 +46,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use roost::auth::{AclFile, AllowAll, PasswordFile};
+use roost::auth::{AclFile, PasswordFile};
 use roost::plugin::{Authenticator, Authorizer};
 use roost::storage::{OnCorrupt, SledStorage};
-use roost::Durability;
+use roost::{AnonymousAccess, Durability};
 use roost::{Broker, BrokerHandle, Limits};
 
 #[derive(Debug, Default)]
@@ -326,19 +327,14 @@ impl Files {
     }
 }
 
-/// Builds the authentication setup the settings ask for, logging the policy.
+/// Builds the authentication setup the settings ask for. Anonymous access follows the
+/// library's rule ([`AnonymousAccess::Auto`]) unless `--allow-anonymous` says otherwise:
+/// off as soon as a password file, a client CA, the PROXY protocol or a listener off
+/// loopback is configured. The broker logs the policy in force and why at start.
 fn security(
     settings: &Settings,
     mut builder: roost::BrokerBuilder,
 ) -> Result<(roost::BrokerBuilder, Files), String> {
-    let loopback_only = settings
-        .listen
-        .iter()
-        .chain(&settings.tls_listen)
-        .chain(&settings.ws_listen)
-        .chain(&settings.wss_listen)
-        .all(|a| a.ip().is_loopback());
-    let anonymous = settings.allow_anonymous.unwrap_or(loopback_only);
     let passwords = match &settings.password_file {
         Some(path) => Some(Arc::new(
             PasswordFile::load(path).map_err(|e| e.to_string())?,
@@ -349,47 +345,16 @@ fn security(
         Some(path) => Some(Arc::new(AclFile::load(path).map_err(|e| e.to_string())?)),
         None => None,
     };
-    match (&passwords, anonymous) {
-        (Some(p), true) => {
-            tracing::info!(
-                users = p.len(),
-                "password file loaded; anonymous clients allowed too"
-            );
-            let p: Arc<dyn Authenticator> = p.clone();
-            builder = builder
-                .authenticator(p)
-                .authenticator(Arc::new(AllowAll::anonymous_only()));
-        }
-        (Some(p), false) => {
-            tracing::info!(
-                users = p.len(),
-                "password file loaded; anonymous clients refused"
-            );
-            let p: Arc<dyn Authenticator> = p.clone();
-            builder = builder.authenticator(p);
-        }
-        (None, true) => {
-            let why = if settings.allow_anonymous.is_some() {
-                "as configured"
-            } else {
-                "all listeners are on loopback"
-            };
-            tracing::warn!(why, "no authentication: every client is allowed");
-            builder = builder.authenticator(Arc::new(AllowAll::new()));
-        }
-        (None, false) => {
-            let why = if settings.allow_anonymous.is_some() {
-                "--allow-anonymous false"
-            } else {
-                "a listener is not on loopback (use --password-file, or --allow-anonymous true)"
-            };
-            tracing::warn!(
-                why,
-                "anonymous clients refused and no password file: nobody can connect"
-            );
-            builder = builder.authenticator(Arc::new(RefuseAll));
-        }
+    if let Some(p) = &passwords {
+        tracing::info!(users = p.len(), "password file loaded");
+        let p: Arc<dyn Authenticator> = p.clone();
+        builder = builder.authenticator(p);
     }
+    builder = builder.allow_anonymous(match settings.allow_anonymous {
+        Some(true) => AnonymousAccess::Allow,
+        Some(false) => AnonymousAccess::Deny,
+        None => AnonymousAccess::Auto,
+    });
     if let Some(a) = &acl {
         tracing::info!("ACL file loaded");
         let a: Arc<dyn Authorizer> = a.clone();
@@ -403,16 +368,6 @@ fn security(
             tls: None,
         },
     ))
-}
-
-/// Refuses every client (the "nobody may connect" configuration).
-struct RefuseAll;
-
-#[async_trait::async_trait]
-impl Authenticator for RefuseAll {
-    async fn authenticate(&self, _: &roost::plugin::ConnectInfo) -> roost::plugin::AuthOutcome {
-        roost::plugin::AuthOutcome::Deny(roost::ReasonCode::NotAuthorized)
-    }
 }
 
 async fn hangup(files: &Files, broker: &BrokerHandle) {

@@ -41,6 +41,7 @@
 pub use roost_auth as auth;
 pub use roost_core::codec::{self, QoS, ReasonCode};
 pub use roost_core::plugin;
+pub use roost_core::policy::{self, AnonymousAccess, SessionOwnership};
 pub use roost_core::topic::{self, TopicFilter, TopicName};
 pub use roost_core::{
     duplex_listener, Accepted, Broker, BrokerBuilder, BrokerHandle, Capabilities, Client,

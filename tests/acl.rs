@@ -243,7 +243,7 @@ async fn acl_file_reload_and_set_authorizers_recheck() {
     #[async_trait::async_trait]
     impl Authorizer for NoBob {
         async fn authorize_client(&self, c: &roost::plugin::ClientInfo) -> roost::plugin::Decision {
-            if c.username.as_deref() == Some("bob") {
+            if c.user() == Some("bob") {
                 roost::plugin::Decision::Deny(ReasonCode::NotAuthorized)
             } else {
                 roost::plugin::Decision::Defer

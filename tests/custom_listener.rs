@@ -70,6 +70,12 @@ struct UnixSocket(tokio::net::UnixListener);
 impl Listener for UnixSocket {
     type Stream = tokio::net::UnixStream;
 
+    /// The socket sits in this test's own temporary directory: only this machine reaches it,
+    /// so anonymous clients may stay on (AnonymousAccess::Auto).
+    fn local_only(&self) -> bool {
+        true
+    }
+
     async fn accept(&mut self) -> std::io::Result<Accepted<tokio::net::UnixStream>> {
         let (stream, _) = self.0.accept().await?;
         Ok(Accepted::new(stream))

@@ -208,13 +208,16 @@ async fn mosquitto_clients_over_tls_and_mutual_tls() {
         let dir =
             std::env::temp_dir().join(format!("roost-cli-tls-{}-{mutual}", std::process::id()));
         let tls = write_pki(&dir, mutual);
-        let broker = roost::Broker::builder()
+        let mut builder = roost::Broker::builder()
             .listen_tls("127.0.0.1:0".parse().expect("address"), tls)
-            .sys_interval(None)
-            .build()
-            .start()
-            .await
-            .expect("starts");
+            .sys_interval(None);
+        if mutual {
+            // A client CA turns anonymous access off: the certificate is the login.
+            builder = builder.authenticator(std::sync::Arc::new(
+                roost::auth::CertificateIdentity::default(),
+            ));
+        }
+        let broker = builder.build().start().await.expect("starts");
         let port = addr(&broker).port().to_string();
         let ca = dir.join("ca.pem");
         let mut common = vec![

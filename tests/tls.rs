@@ -242,3 +242,60 @@ async fn certificate_reload_applies_to_new_connections() {
     }
     broker.shutdown().await;
 }
+
+/// Issue 12 §1.4: with mutual TLS, the ACL file authorizes the certificate's identity, not
+/// the User Name the client claims in CONNECT: alice's certificate with user name "admin"
+/// gets alice's rules.
+#[tokio::test]
+async fn acl_rules_follow_the_certificate_not_the_claimed_user_name() {
+    use roost::auth::{AclFile, AclRules};
+    use rumqttc::SubscribeReasonCode;
+    let ca = Ca::new("test CA");
+    let rules = "user admin\ntopic readwrite #\nuser alice\ntopic readwrite alice/#\n";
+    let broker = Broker::builder()
+        .listen_tls(
+            "127.0.0.1:0".parse().expect("address"),
+            server_tls(&ca, Some(&ca)),
+        )
+        .authenticator(Arc::new(CertificateIdentity::default()))
+        .authorizer(Arc::new(AclFile::from_rules(
+            AclRules::parse(rules).expect("parses"),
+        )))
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .expect("starts");
+    let port = broker.local_addrs()[0].port();
+    let mut o = MqttOptions::new("mtls-alice", "127.0.0.1", port);
+    o.set_credentials("admin", "anything");
+    let (cert, key) = ca.issue(&[], "alice");
+    o.set_transport(Transport::Tls(TlsConfiguration::Simple {
+        ca: ca.pem.clone().into_bytes(),
+        alpn: None,
+        client_auth: Some((cert.into_bytes(), key.into_bytes())),
+    }));
+    let (c, mut el) = AsyncClient::new(o, 16);
+    connected(&mut el).await.expect("mTLS connect");
+    let mut granted = Vec::new();
+    for filter in ["admin/#", "alice/#"] {
+        within(c.subscribe(filter, QoS::AtLeastOnce))
+            .await
+            .expect("queued");
+        loop {
+            if let Event::Incoming(Incoming::SubAck(a)) = within(el.poll()).await.expect("polls") {
+                granted.push(a.return_codes);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        granted,
+        vec![
+            vec![SubscribeReasonCode::Failure],
+            vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+        ],
+        "alice's rules, not admin's"
+    );
+    broker.shutdown().await;
+}

@@ -22,6 +22,10 @@
 //! subscriptions are checked on their inner filter. Wildcards in the first level never match
 //! `$` topics, here as in routing (MQTT-4.7.2-1).
 //!
+//! "User name" here is always the authenticated one ([`ClientInfo::user`], the identity the
+//! authenticators vouched for, for example a certificate's name under mutual TLS), never the
+//! User Name a client merely claims in CONNECT.
+//!
 //! A client identifier or user name containing `+`, `#` or `/` makes every pattern that
 //! would substitute it inapplicable, so it can never widen a pattern's reach.
 
@@ -263,7 +267,7 @@ impl Authorizer for AclFile {
         _: QoS,
         _: bool,
     ) -> Decision {
-        let user = client.username.as_deref();
+        let user = client.user();
         decision(
             self.rules()
                 .allows(user, &client.client_id, topic.as_str(), Access::Write),
@@ -280,7 +284,7 @@ impl Authorizer for AclFile {
             Ok(Some((_, inner))) => inner,
             _ => filter.clone(),
         };
-        let user = client.username.as_deref();
+        let user = client.user();
         if self
             .rules()
             .allows_subscribe(user, &client.client_id, inner.as_str())
@@ -292,7 +296,7 @@ impl Authorizer for AclFile {
     }
 
     fn authorize_receive(&self, client: &ClientInfo, topic: &TopicName, _: QoS) -> Decision {
-        let user = client.username.as_deref();
+        let user = client.user();
         decision(
             self.rules()
                 .allows(user, &client.client_id, topic.as_str(), Access::Read),

@@ -37,6 +37,7 @@ use crate::plugin::{
     Authenticator, Authorizer, AuthorizerChain, ClientInfo, HookAction, HookChain, Hooks,
     PluginSettings, PublishedMessage,
 };
+use crate::policy::{AnonymousAccess, AnonymousDecision, Exposure, SessionOwnership};
 use crate::router::{RetainChange, Router};
 use crate::session::SessionState;
 use crate::session::{CloseReason, Link, LinkSignals, Session};
@@ -51,6 +52,8 @@ use roost_storage::{Op, Storage};
 
 /// State shared by every task of one broker.
 pub(crate) struct Shared {
+    /// This broker, for work that must continue in a task of its own (an async check).
+    me: std::sync::Weak<Shared>,
     pub(crate) limits: Limits,
     pub(crate) capabilities: Capabilities,
     pub(crate) plugins: PluginSettings,
@@ -71,6 +74,14 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     open_connections: AtomicUsize,
     client_id_prefix: String,
+    /// Who may resume a session (see [`SessionOwnership`]).
+    pub(crate) ownership: SessionOwnership,
+    /// Whether clients nobody vouched for may connect, decided at start.
+    pub(crate) anonymous: AnonymousDecision,
+    /// Bumped each time the authorizers are replaced. A queued delivery records the epoch
+    /// it was authorized in; one from another epoch (or restored from storage, epoch 0) is
+    /// checked again when it is sent.
+    authz_epoch: AtomicU64,
 }
 
 /// What a connection brings to [`Shared::attach`].
@@ -114,10 +125,22 @@ impl Shared {
                 Arc::clone(&metrics),
             )
         });
+        let exposure = Exposure {
+            authenticators: !config.authenticators.is_empty(),
+            non_loopback_listener: config.listeners.iter().any(|l| !l.addr.ip().is_loopback()),
+            proxy_protocol: config.listeners.iter().any(|l| l.proxy),
+            client_certificates: config.listeners.iter().any(|l| match &l.kind {
+                ListenerKind::Tls(t) | ListenerKind::Wss(t, _) => t.asks_client_certificates(),
+                _ => false,
+            }),
+            custom_listener: config.custom.iter().any(|(_, _, local)| !local),
+        };
+        let anonymous = config.anonymous.decide(exposure);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             limits: config.limits,
             capabilities: config.capabilities,
             plugins: config.plugins,
@@ -135,7 +158,26 @@ impl Shared {
             next_id: AtomicU64::new(1),
             open_connections: AtomicUsize::new(0),
             client_id_prefix: format!("roost-{:x}{:x}", std::process::id(), nanos),
+            ownership: config.ownership,
+            anonymous,
+            authz_epoch: AtomicU64::new(1),
         })
+    }
+
+    /// The authorizers' epoch (see `authz_epoch`); never 0.
+    pub(crate) fn authz_epoch(&self) -> u64 {
+        self.authz_epoch.load(Ordering::Acquire)
+    }
+
+    /// True if a session whose authorization context is `owner` may be resumed by
+    /// `client`: the same authenticated identity. A session whose owner is unknown (restored
+    /// from a record written before owners were stored) is resumed only by an open broker,
+    /// one where no authenticator checks identities.
+    fn owned_by(&self, owner: Option<&ClientInfo>, client: &ClientInfo) -> bool {
+        match owner {
+            Some(owner) => owner.identity.username == client.identity.username,
+            None => self.authenticators.is_empty(),
+        }
     }
 
     /// A fresh session uid.
@@ -273,10 +315,52 @@ impl Shared {
         Some(self.publish(&message, ops, congested))
     }
 
-    /// Publishes a connection's Will Message (MQTT-3.1.2-8). It was authorized as a publish
-    /// of its client at CONNECT.
+    /// Publishes a connection's Will Message (MQTT-3.1.2-8), if the authorizers in force
+    /// let its client publish it now (see [`Shared::publish_will_as`]).
     pub(crate) fn publish_will(&self, will: LastWill, session: &Session) {
         let client = session.state.lock().client.clone();
+        self.publish_will_as(will, session.client_id.clone(), client);
+    }
+
+    /// Publishes a will as `client` would publish it. The will was authorized at CONNECT,
+    /// but the rules may have changed since (an ACL reload), and a will restored from
+    /// storage was authorized by another process: so it is authorized again now, as a
+    /// publish of its client. Without a known client it is refused (fail closed). With
+    /// authorizers the check is async, so the will goes out from a task of its own.
+    pub(crate) fn publish_will_as(
+        &self,
+        will: LastWill,
+        client_id: ByteString,
+        client: Option<Arc<ClientInfo>>,
+    ) {
+        if self.open_access() {
+            self.publish_will_now(will, client_id, client.as_deref());
+            return;
+        }
+        let Some(client) = client else {
+            Metrics::inc(&self.metrics.wills_denied);
+            tracing::warn!(%client_id, topic = %will.topic, "will refused: its client's authorization context is unknown");
+            return;
+        };
+        let Some(this) = self.me.upgrade() else {
+            return;
+        };
+        self.tracker.spawn(async move {
+            match this
+                .authorize_publish(&client, &will.topic, will.qos, will.retain)
+                .await
+            {
+                Ok(()) => this.publish_will_now(will, client_id, Some(&client)),
+                Err(code) => {
+                    Metrics::inc(&this.metrics.wills_denied);
+                    tracing::info!(%client_id, topic = %will.topic, reason = %code, "will not authorized: not published");
+                }
+            }
+        });
+    }
+
+    /// Publishes an authorized will.
+    fn publish_will_now(&self, will: LastWill, client_id: ByteString, client: Option<&ClientInfo>) {
         let p = will.properties;
         let properties = PublishProperties {
             payload_format_indicator: p.payload_format_indicator,
@@ -297,8 +381,8 @@ impl Shared {
         };
         let mut ops = Vec::new();
         self.publish_message(
-            client.as_deref(),
-            Some(session.client_id.clone()),
+            client,
+            Some(client_id),
             published,
             &mut ops,
             &mut Vec::new(),
@@ -306,20 +390,17 @@ impl Shared {
         self.store_now(ops);
     }
 
-    /// Publishes the will of a session that ended while the broker was down.
-    pub(crate) fn publish_orphan_will(&self, will: LastWill, client_id: ByteString) {
-        let session = Session::new(0, client_id, 0);
-        self.publish_will(will, &session);
-    }
-
     /// Attaches a new connection to the session for `client_id`, creating or replacing the
     /// session as Clean Start says and closing any connection that held it (MQTT-3.1.4-2).
     /// The CONNACK built by `connack(session_present)` is the link's first packet.
+    ///
+    /// A session that belongs to another identity is never resumed: it is discarded, or the
+    /// CONNECT is refused with the returned code, as [`SessionOwnership`] says.
     pub(crate) fn attach(
         &self,
         request: AttachRequest,
         connack: impl FnOnce(bool) -> Packet,
-    ) -> (Arc<Session>, u64) {
+    ) -> Result<(Arc<Session>, u64), ReasonCode> {
         let AttachRequest {
             client_id,
             clean_start,
@@ -332,15 +413,32 @@ impl Shared {
         let (session, present, replaced) = {
             let mut map = self.sessions.lock();
             let existing = map.get(&client_id).cloned();
+            let mut foreign = false;
             if let Some(old) = &existing {
-                if let Some(link) = &old.state.lock().link {
+                let st = old.state.lock();
+                foreign = !self.owned_by(st.client.as_deref(), &client);
+                if foreign {
+                    let owner = st.client.as_ref().and_then(|c| c.identity.username.clone());
+                    let claimant = client.identity.username.as_deref();
+                    if self.ownership == SessionOwnership::Refuse {
+                        drop(st);
+                        drop(map);
+                        Metrics::inc(&self.metrics.sessions_ownership_refused);
+                        tracing::warn!(%client_id, ?owner, ?claimant, "CONNECT refused: the session belongs to another identity");
+                        return Err(ReasonCode::NotAuthorized);
+                    }
+                    Metrics::inc(&self.metrics.sessions_ownership_discarded);
+                    tracing::warn!(%client_id, ?owner, ?claimant, "session of another identity discarded: the new client starts a fresh one");
+                }
+                if let Some(link) = &st.link {
                     link.signals
                         .close(CloseReason::Disconnect(ReasonCode::SessionTakenOver));
                 }
             }
             match existing {
-                // MQTT-3.1.2-4 / v5 §3.1.2.4: resume the existing session.
-                Some(s) if !clean_start => (s, true, None),
+                // MQTT-3.1.2-4 / v5 §3.1.2.4: resume the existing session (only for the
+                // identity it belongs to).
+                Some(s) if !clean_start && !foreign => (s, true, None),
                 old => {
                     let s = Session::new(self.next_id(), client_id.clone(), expiry_interval);
                     map.insert(client_id, Arc::clone(&s));
@@ -384,7 +482,7 @@ impl Shared {
                 }
             });
         }
-        (session, link_id)
+        Ok((session, link_id))
     }
 
     /// Detaches link `link_id` from `session` and deals with the connection's will
@@ -495,16 +593,16 @@ impl Shared {
         }
     }
 
-    /// Checks every connected session against the current authorizers (see
-    /// [`BrokerHandle::set_authorizers`]).
+    /// Checks every session against the current authorizers (see
+    /// [`BrokerHandle::set_authorizers`]): connected clients may be refused outright, and
+    /// subscriptions no longer allowed are removed from connected and offline sessions alike.
+    /// Messages already queued are checked when they are sent (`authz_epoch`).
     async fn recheck_sessions(&self) {
         let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         for session in sessions {
-            let (client, filters) = {
+            let (client, filters, connected) = {
                 let st = session.state.lock();
-                if st.link.is_none() {
-                    continue;
-                }
+                // A session without a known client gets nothing anyway (fail closed).
                 let Some(client) = st.client.clone() else {
                     continue;
                 };
@@ -513,9 +611,9 @@ impl Shared {
                     .iter()
                     .map(|(f, r)| (f.clone(), r.options.qos))
                     .collect();
-                (client, filters)
+                (client, filters, st.link.is_some())
             };
-            if self.authorize_client(&client).await.is_err() {
+            if connected && self.authorize_client(&client).await.is_err() {
                 tracing::info!(client_id = %client.client_id, "access revoked: disconnecting");
                 if let Some(link) = &session.state.lock().link {
                     link.signals
@@ -583,8 +681,9 @@ type ListenerSlot = Arc<Mutex<Option<Box<dyn ErasedListener>>>>;
 pub struct BrokerBuilder {
     /// Network listeners, in the order they were added.
     listeners: Vec<NetListener>,
-    /// User-supplied listeners, taken by the first broker started from this builder.
-    custom: Vec<(Arc<str>, ListenerSlot)>,
+    /// User-supplied listeners, taken by the first broker started from this builder, and
+    /// whether each is [`Listener::local_only`].
+    custom: Vec<(Arc<str>, ListenerSlot, bool)>,
     limits: Limits,
     capabilities: Capabilities,
     plugins: PluginSettings,
@@ -593,6 +692,8 @@ pub struct BrokerBuilder {
     hooks: HookChain,
     storage: Option<(Arc<dyn Storage>, Durability)>,
     sys_interval: Option<Duration>,
+    ownership: SessionOwnership,
+    anonymous: AnonymousAccess,
 }
 
 impl std::fmt::Debug for BrokerBuilder {
@@ -627,9 +728,13 @@ impl BrokerBuilder {
     /// see as the listener. A builder that is cloned shares it: only the first broker
     /// started gets it.
     pub fn listener(mut self, name: impl Into<String>, listener: impl Listener) -> Self {
+        let local_only = listener.local_only();
         let boxed: Box<dyn ErasedListener> = Box::new(listener);
-        self.custom
-            .push((Arc::from(name.into()), Arc::new(Mutex::new(Some(boxed)))));
+        self.custom.push((
+            Arc::from(name.into()),
+            Arc::new(Mutex::new(Some(boxed))),
+            local_only,
+        ));
         self
     }
 
@@ -751,6 +856,23 @@ impl BrokerBuilder {
         self
     }
 
+    /// What happens when a client connects with the client identifier of a persistent
+    /// session that belongs to another identity. Default [`SessionOwnership::Discard`]; see
+    /// [`policy`](crate::policy).
+    pub fn session_ownership(mut self, ownership: SessionOwnership) -> Self {
+        self.ownership = ownership;
+        self
+    }
+
+    /// Whether clients that no authenticator vouched for may connect. Default
+    /// [`AnonymousAccess::Auto`]: only on a broker with no authenticator whose listeners are
+    /// all on loopback addresses (see its docs for the whole rule). In-process clients
+    /// ([`BrokerHandle::client`]) of a broker without authenticators are always let in.
+    pub fn allow_anonymous(mut self, access: AnonymousAccess) -> Self {
+        self.anonymous = access;
+        self
+    }
+
     /// The broker, not yet running.
     pub fn build(self) -> Broker {
         Broker { config: self }
@@ -777,6 +899,8 @@ impl Broker {
             hooks: HookChain::default(),
             storage: None,
             sys_interval: Some(Duration::from_secs(10)),
+            ownership: SessionOwnership::default(),
+            anonymous: AnonymousAccess::default(),
         }
     }
 
@@ -806,9 +930,10 @@ impl Broker {
         let custom: Vec<_> = config
             .custom
             .iter()
-            .filter_map(|(name, slot)| slot.lock().take().map(|l| (Arc::clone(name), l)))
+            .filter_map(|(name, slot, _)| slot.lock().take().map(|l| (Arc::clone(name), l)))
             .collect();
         let shared = Shared::new(config);
+        tracing::info!(policy = %shared.anonymous, ownership = ?shared.ownership, "access policy");
         if let Some(p) = &shared.persistence {
             let snapshot = p.load().await.map_err(Error::Storage)?;
             persist::restore(&shared, snapshot);
@@ -886,8 +1011,9 @@ impl BrokerHandle {
     /// Replaces the authorizers while the broker runs. New checks use them at once. With
     /// `recheck`, every connected client is checked again: a client the authorizers refuse
     /// ([`Authorizer::authorize_client`]) is disconnected (v5: DISCONNECT 0x98 Administrative
-    /// action), and subscriptions no longer allowed are removed. Returns when the re-check is
-    /// done.
+    /// action), and subscriptions no longer allowed are removed, from offline sessions too.
+    /// Messages already queued for any session are checked against the new authorizers when
+    /// they are sent, with or without `recheck`. Returns when the re-check is done.
     pub async fn set_authorizers(&self, authorizers: Vec<Arc<dyn Authorizer>>, recheck: bool) {
         {
             let mut chain = self.shared.authorizers.write();
@@ -895,6 +1021,8 @@ impl BrokerHandle {
                 .open_access
                 .store(authorizers.is_empty(), Ordering::Release);
             *chain = Arc::new(authorizers);
+            // Queued deliveries authorized under the old rules are checked again when sent.
+            self.shared.authz_epoch.fetch_add(1, Ordering::AcqRel);
         }
         if recheck {
             self.shared.recheck_sessions().await;
@@ -962,6 +1090,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>,
             listener: Arc::clone(&name),
             certificates: Vec::new(),
             max_packet_size,
+            in_process: false,
         };
         let kind = kind.clone();
         let task = async move {
@@ -1061,6 +1190,7 @@ pub(crate) async fn custom_accept_loop<L: Listener>(
             listener: Arc::clone(&name),
             certificates: accepted.certificates,
             max_packet_size: None,
+            in_process: false,
         };
         let conn_shared = Arc::clone(&shared);
         shared.tracker.spawn(async move {

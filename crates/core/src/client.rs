@@ -237,6 +237,7 @@ impl BrokerHandle {
             listener: Arc::from("in-process"),
             certificates: Vec::new(),
             max_packet_size: None,
+            in_process: true,
         };
         self.shared.tracker.spawn(connection::serve(
             shared,

@@ -19,6 +19,7 @@
 
 pub mod codec;
 pub mod plugin;
+pub mod policy;
 pub mod topic;
 
 #[doc(hidden)]
@@ -45,6 +46,7 @@ pub use error::{ClientError, Error};
 pub use message::{Delivery, Message};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use persist::Durability;
+pub use policy::{AnonymousAccess, SessionOwnership};
 pub use roost_storage as storage;
 pub use transport::listener::{
     duplex_listener, Accepted, DuplexConnector, DuplexListener, Listener,

@@ -285,6 +285,10 @@ pub struct Delivery {
     pub gate: u64,
     /// It may have been sent before a restart: send it with DUP set (MQTT-3.3.1-1).
     pub maybe_sent: bool,
+    /// The authorizers' epoch in which the receive check passed (0: never checked in this
+    /// process, as for a delivery restored from storage). A delivery whose epoch is not the
+    /// current one is checked again when it is sent.
+    pub authorized_epoch: u64,
 }
 
 impl Delivery {
@@ -304,6 +308,7 @@ impl Delivery {
             packet_id: None,
             gate: 0,
             maybe_sent: false,
+            authorized_epoch: 0,
         }
     }
 }

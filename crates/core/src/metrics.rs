@@ -86,6 +86,22 @@ counters! {
     storage_failures => "$SYS/broker/errors/storage",
     /// Sessions that expired while their client was away.
     sessions_expired => "$SYS/broker/sessions/expired",
+    /// Deliveries refused because the receiving session's authorization context is unknown
+    /// (a session restored from a record without an owner; fail closed).
+    messages_denied_no_context => "$SYS/broker/messages/denied/no-context",
+    /// Queued deliveries withdrawn when sent, because the authorizers in force no longer let
+    /// the session's client read them (after an ACL reload, or a restart).
+    messages_denied_on_send => "$SYS/broker/messages/denied/on-send",
+    /// Persistent sessions discarded because a client of another identity connected with
+    /// their client identifier (see `SessionOwnership`).
+    sessions_ownership_discarded => "$SYS/broker/sessions/ownership-discarded",
+    /// CONNECTs refused because the client identifier's session belongs to another
+    /// identity (see `SessionOwnership::Refuse`).
+    sessions_ownership_refused => "$SYS/broker/sessions/ownership-refused",
+    /// Will messages not published because the authorizers in force refused them.
+    wills_denied => "$SYS/broker/wills/denied",
+    /// PUBLISHes from clients to `$SYS/...` topics refused (no authorizer allowed them).
+    sys_publishes_denied => "$SYS/broker/messages/denied/sys",
 }
 
 impl Metrics {

@@ -18,6 +18,13 @@ pub enum StorageError {
         #[source]
         source: io::Error,
     },
+    /// The data directory is held by another running broker (another process, or another
+    /// store opened on it in this one). Never quarantined: the store is not damaged.
+    #[error("the data directory {path} is in use by another process")]
+    InUse {
+        /// The directory.
+        path: PathBuf,
+    },
     /// A stored value has a format this version does not know.
     #[error("stored record of format version {0}, expected {exp}", exp = crate::FORMAT_VERSION)]
     UnsupportedVersion(u8),

@@ -32,8 +32,8 @@ use async_trait::async_trait;
 pub use error::StorageError;
 pub use memory::MemoryStorage;
 pub use record::{
-    MessageRecord, Op, PropertiesRecord, QueueRecord, QueueStage, SessionRecord, SessionSnapshot,
-    Snapshot, SubscriptionRecord, WillRecord, FORMAT_VERSION,
+    MessageRecord, Op, OwnerRecord, PropertiesRecord, QueueRecord, QueueStage, SessionRecord,
+    SessionSnapshot, Snapshot, SubscriptionRecord, WillRecord, FORMAT_VERSION,
 };
 pub use sled_backend::{OnCorrupt, SledStorage};
 

@@ -72,6 +72,25 @@ pub struct WillRecord {
     pub message_expiry_interval: Option<u32>,
 }
 
+/// Who a session belongs to: the authorization context of the connection that made or last
+/// resumed it, so that a restarted broker authorizes deliveries to the session as it did
+/// before the restart, and resumes it only for the same identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnerRecord {
+    /// User Name the client sent in CONNECT (as claimed, not verified).
+    pub connect_username: Option<String>,
+    /// The authenticated identity's user name.
+    pub identity_username: Option<String>,
+    /// The authenticated identity's roles.
+    pub roles: Vec<String>,
+    /// Protocol level (3, 4 or 5).
+    pub protocol: u8,
+    /// Peer address, as text (`None` for in-process clients).
+    pub peer: Option<String>,
+    /// Name of the listener the client came through.
+    pub listener: String,
+}
+
 /// A persistent session.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -83,6 +102,10 @@ pub struct SessionRecord {
     pub disconnected_at_ms: Option<u64>,
     /// A will waiting out its Will Delay Interval.
     pub will: Option<WillRecord>,
+    /// Who the session belongs to. `None` for records written before owners were stored:
+    /// a broker with authorizers then refuses deliveries to the session (fail closed) until
+    /// its client connects again.
+    pub owner: Option<OwnerRecord>,
 }
 
 /// Where a queued message stands.
@@ -299,6 +322,9 @@ impl<'a> Dec<'a> {
         }
         Ok(out)
     }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
     pub(crate) fn finish(&self) -> Result<(), StorageError> {
         if self.0.is_empty() {
             Ok(())
@@ -377,6 +403,15 @@ impl SessionRecord {
             e.u64(w.publish_at_ms);
             e.opt(&w.message_expiry_interval, |e, v| e.u32(*v));
         });
+        // Appended last: a record of the first layout simply ends before it.
+        e.opt(&self.owner, |e, o| {
+            e.opt(&o.connect_username, |e, v| e.str(v));
+            e.opt(&o.identity_username, |e, v| e.str(v));
+            e.list(&o.roles, |e, v| e.str(v));
+            e.u8(o.protocol);
+            e.opt(&o.peer, |e, v| e.str(v));
+            e.str(&o.listener);
+        });
         e.0
     }
 
@@ -402,6 +437,24 @@ impl SessionRecord {
                     message_expiry_interval: d.opt(|d| d.u32())?,
                 })
             })?,
+            owner: None,
+        };
+        let s = SessionRecord {
+            owner: if d.is_empty() {
+                None // written before owners were stored
+            } else {
+                d.opt(|d| {
+                    Ok(OwnerRecord {
+                        connect_username: d.opt(|d| d.str())?,
+                        identity_username: d.opt(|d| d.str())?,
+                        roles: d.list(|d| d.str())?,
+                        protocol: d.u8()?,
+                        peer: d.opt(|d| d.str())?,
+                        listener: d.str()?,
+                    })
+                })?
+            },
+            ..s
         };
         d.finish()?;
         Ok(s)
@@ -492,8 +545,24 @@ mod tests {
                 publish_at_ms: 99,
                 message_expiry_interval: Some(30),
             }),
+            owner: Some(OwnerRecord {
+                connect_username: Some("claimed".into()),
+                identity_username: Some("alice".into()),
+                roles: vec!["ops".into()],
+                protocol: 5,
+                peer: Some("127.0.0.1:4000".into()),
+                listener: "tcp:127.0.0.1:1883".into(),
+            }),
         };
         assert_eq!(SessionRecord::decode(&s.encode()).expect("decodes"), s);
+        // A record of the first layout (no owner) still reads, as owner unknown.
+        let legacy = SessionRecord {
+            owner: None,
+            ..s.clone()
+        };
+        let mut bytes = legacy.encode();
+        assert_eq!(bytes.pop(), Some(0), "the absent owner is one 0 byte");
+        assert_eq!(SessionRecord::decode(&bytes).expect("decodes"), legacy);
         for stage in [
             QueueStage::Queued,
             QueueStage::Published(3),

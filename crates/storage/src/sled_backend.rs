@@ -21,7 +21,8 @@ pub enum OnCorrupt {
     /// Refuse to start with [`StorageError::Corrupt`].
     #[default]
     Fail,
-    /// Move it aside (to `<dir>.corrupt-<unix seconds>`) and start empty.
+    /// Move it aside (to `<dir>.corrupt-<unix seconds>`) and start empty. A directory that
+    /// another running broker holds is never moved: that is [`StorageError::InUse`].
     Quarantine,
 }
 
@@ -55,6 +56,7 @@ impl SledStorage {
         let path = path.as_ref().to_path_buf();
         match Self::open_checked(&path) {
             Ok(s) => Ok(s),
+            Err(e @ StorageError::InUse { .. }) => Err(e),
             Err(e) if on_corrupt == OnCorrupt::Quarantine => {
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -62,7 +64,12 @@ impl SledStorage {
                 let mut aside = path.clone().into_os_string();
                 aside.push(format!(".corrupt-{secs}"));
                 std::fs::rename(&path, &aside).map_err(StorageError::Io)?;
-                tracing_warn(&path, &e);
+                tracing::warn!(
+                    path = %path.display(),
+                    moved_to = ?aside,
+                    error = %e,
+                    "data directory could not be read: moved aside, starting empty"
+                );
                 Self::open_checked(&path)
             }
             Err(e) => Err(e),
@@ -74,10 +81,15 @@ impl SledStorage {
             path: path.to_path_buf(),
             source: std::io::Error::other(e.to_string()),
         };
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|e| corrupt(&e))?;
+        let db = sled::Config::new().path(path).open().map_err(|e| {
+            if is_lock_conflict(&e) {
+                StorageError::InUse {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                corrupt(&e)
+            }
+        })?;
         let open_tree = |name: &str| db.open_tree(name).map_err(|e| corrupt(&e));
         let store = SledStorage {
             retained: open_tree("retained")?,
@@ -193,13 +205,11 @@ impl SledStorage {
     }
 }
 
-fn tracing_warn(path: &Path, e: &StorageError) {
-    // The storage crate has no logger of its own; the message goes to stderr once, at
-    // start, where an operator looks.
-    eprintln!(
-        "roost-storage: {} could not be read ({e}); moved aside and starting empty",
-        path.display()
-    );
+/// True if sled could not open the directory because another handle holds its lock file.
+/// sled 0.34 reports that only as an `Io` error of kind `Other` whose text starts "could not
+/// acquire lock" (config.rs, `try_lock`); the version is pinned, so the text is too.
+fn is_lock_conflict(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
 }
 
 #[async_trait]
@@ -370,6 +380,40 @@ mod tests {
         for m in moved {
             let _ = std::fs::remove_dir_all(m.path());
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 12 §1.7: a store that a running broker holds is "in use", never "corrupt", and
+    /// Quarantine leaves it where it is with its data.
+    #[tokio::test]
+    async fn a_store_in_use_is_never_quarantined() {
+        let dir = temp_dir("in-use");
+        let live = SledStorage::open(&dir, OnCorrupt::Fail).expect("opens");
+        live.write(vec![Op::DeleteRetained("x".into())])
+            .await
+            .expect("writes");
+        for policy in [OnCorrupt::Fail, OnCorrupt::Quarantine] {
+            let err = SledStorage::open(&dir, policy).expect_err("held by the live store");
+            assert!(
+                matches!(err, StorageError::InUse { .. }),
+                "{policy:?}: {err:?}"
+            );
+            assert!(err.to_string().contains("in use by another process"));
+        }
+        assert!(dir.exists(), "not moved aside");
+        let parent = dir.parent().expect("parent");
+        let name = dir.file_name().expect("name").to_string_lossy().to_string();
+        let moved = std::fs::read_dir(parent)
+            .expect("lists")
+            .filter_map(Result::ok)
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{name}.corrupt-"))
+            });
+        assert!(!moved, "nothing quarantined");
+        live.load().await.expect("the live store still reads");
+        drop(live);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -42,9 +42,20 @@ impl EnhancedAuth {
     }
 }
 
-/// Plain authentication through the chain (see the plugin module docs for the rule).
-pub(crate) async fn plain(shared: &Shared, client: &ConnectInfo) -> Result<Identity, ReasonCode> {
+/// Plain authentication through the chain (see the plugin module docs for the rule), then
+/// the anonymous-access policy ([`AnonymousAccess`](crate::AnonymousAccess)) for clients
+/// nobody vouched for. `in_process`: a client of the embedding application.
+pub(crate) async fn plain(
+    shared: &Shared,
+    client: &ConnectInfo,
+    in_process: bool,
+) -> Result<Identity, ReasonCode> {
     if shared.authenticators.is_empty() {
+        if !(in_process || shared.anonymous.allowed) {
+            tracing::info!(why = shared.anonymous.why, "anonymous client refused");
+            return Err(ReasonCode::NotAuthorized);
+        }
+        // Nobody checks names: the claimed one is all there is (open broker).
         return Ok(Identity {
             username: client.username.as_ref().map(|u| u.to_string()),
             roles: Vec::new(),
@@ -63,6 +74,9 @@ pub(crate) async fn plain(shared: &Shared, client: &ConnectInfo) -> Result<Ident
                 return Err(ReasonCode::NotAuthorized);
             }
         }
+    }
+    if shared.anonymous.allowed && client.username.is_none() {
+        return Ok(Identity::default());
     }
     Err(ReasonCode::NotAuthorized)
 }

@@ -20,6 +20,7 @@ use crate::codec::{
 };
 use crate::plugin::{ClientInfo, ConnectInfo, Identity};
 use crate::session::LinkSignals;
+use crate::topic::is_sys_topic;
 use crate::transport::{PacketReader, PacketWriter, ReadError};
 
 /// Reads CONNECT and attaches the session; `None` if the connection ends here.
@@ -114,6 +115,7 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         &connect,
         &client,
         max_packet_size,
+        peer.in_process,
     )
     .await
     {
@@ -126,7 +128,7 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
     };
     let info = Arc::new(ClientInfo {
         client_id: client_id.clone(),
-        username: connect.username.clone(),
+        claimed_username: connect.username.clone(),
         identity,
         protocol: version,
         peer: peer.addr,
@@ -206,13 +208,20 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         window,
         client: Arc::clone(&info),
     };
-    let (session, link_id) = shared.attach(request, |session_present| {
+    let attached = shared.attach(request, |session_present| {
         Packet::ConnAck(ConnAck {
             session_present,
             reason_code: ReasonCode::Success,
             properties: connack_properties,
         })
     });
+    let (session, link_id) = match attached {
+        Ok(attached) => attached,
+        Err(code) => {
+            refuse(&mut wire, version, code, None).await;
+            return None;
+        }
+    };
     let problem_info = connect.properties.request_problem_information != Some(false);
     let conn = Connection {
         shared: Arc::clone(shared),
@@ -275,6 +284,10 @@ fn check_will(shared: &Shared, connect: &Connect) -> Result<(), ReasonCode> {
     if !shared.limits.topic_ok(will.topic.as_str()) {
         return Err(ReasonCode::TopicNameInvalid);
     }
+    // Only an authorizer can allow a `$SYS` will (the authorizers check it below).
+    if is_sys_topic(will.topic.as_str()) && shared.open_access() {
+        return Err(ReasonCode::NotAuthorized);
+    }
     Ok(())
 }
 
@@ -289,6 +302,7 @@ async fn authenticate<R: PacketReader, W: PacketWriter>(
     connect: &Connect,
     client: &ConnectInfo,
     max_packet_size: u32,
+    in_process: bool,
 ) -> Result<Authenticated, Option<ReasonCode>> {
     let method = match (
         &connect.properties.authentication_method,
@@ -296,7 +310,7 @@ async fn authenticate<R: PacketReader, W: PacketWriter>(
     ) {
         (Some(method), true) => method.clone(),
         _ => {
-            return auth::plain(shared, client)
+            return auth::plain(shared, client, in_process)
                 .await
                 .map(|id| (id, None, None))
                 .map_err(Some)

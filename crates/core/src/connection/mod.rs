@@ -42,6 +42,9 @@ pub(crate) struct PeerInfo {
     pub(crate) certificates: Vec<Bytes>,
     /// The listener's own largest accepted packet, replacing `Limits::max_packet_size`.
     pub(crate) max_packet_size: Option<u32>,
+    /// An in-process client of the embedding application: with no authenticator registered
+    /// it is let in whatever the anonymous-access policy says (it is not a stranger).
+    pub(crate) in_process: bool,
 }
 
 /// The reader side of an established connection.

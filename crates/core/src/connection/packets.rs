@@ -14,6 +14,7 @@ use crate::message::Delivery;
 use crate::metrics::Metrics;
 use crate::plugin::PublishedMessage;
 use crate::session::{SessionState, SubscriptionRecord};
+use crate::topic::is_sys_topic;
 
 /// The rest of a packet's handling that has to wait (for a plugin, storage, or an
 /// authentication exchange): boxed, so the connection's own future stays small while it
@@ -297,6 +298,13 @@ impl Connection {
             }
             _ => {}
         }
+        if self.shared.open_access() && is_sys_topic(publish.topic.as_str()) {
+            // The broker's own topics: only an authorizer that says so lets a client
+            // publish there (with authorizers, the chain below decides; all deferring is no).
+            Metrics::inc(&self.shared.metrics.sys_publishes_denied);
+            self.refuse_publish(&publish, ReasonCode::NotAuthorized);
+            return Ok(None);
+        }
         if !self.shared.open_access() {
             return Ok(Some(Box::pin(async move {
                 let verdict = self
@@ -488,6 +496,7 @@ impl Connection {
                     RetainHandling::DoNotSend => false,
                 };
             if send_retained {
+                let epoch = self.shared.authz_epoch();
                 for message in self.shared.router.retained_for(&filter) {
                     let qos = message.qos.min(options.qos);
                     // Retained messages pass the same receive check as live ones.
@@ -498,15 +507,16 @@ impl Connection {
                     {
                         continue;
                     }
-                    let qos = message.qos.min(options.qos);
-                    retained.push(Delivery::new(
+                    let mut delivery = Delivery::new(
                         message,
                         qos,
                         // MQTT-3.3.1-8 (3.1.1): retained messages sent on subscribe keep
                         // RETAIN 1 (v5 §3.3.1.3 likewise, whatever Retain As Published).
                         true,
                         record.id.into_iter().collect(),
-                    ));
+                    );
+                    delivery.authorized_epoch = epoch;
+                    retained.push(delivery);
                 }
             }
             let granted = options.qos;

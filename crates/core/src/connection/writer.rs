@@ -241,6 +241,10 @@ impl<W: PacketWriter> Writer<W> {
         let window = link.window;
         let now = tokio::time::Instant::now();
         let hooks = !shared.hooks.is_empty();
+        // Deliveries authorized under other rules (before an authorizer change, or by the
+        // process that stored them) are checked again now.
+        let recheck = !shared.open_access();
+        let epoch = shared.authz_epoch();
         while st.inflight.len() < window {
             // A stored delivery leaves only once its record (and packet id) is durable.
             if let (Some(front), Some(p)) = (st.queue.front(), &shared.persistence) {
@@ -262,6 +266,22 @@ impl<W: PacketWriter> Writer<W> {
                         .push((delivery.message, Event::Dropped(DropReason::Expired)));
                 }
                 continue;
+            }
+            if recheck && delivery.authorized_epoch != epoch {
+                let allowed = st.client.as_ref().is_some_and(|c| {
+                    shared.authorize_receive(c, &delivery.message.topic, delivery.qos)
+                });
+                if !allowed {
+                    Metrics::inc(&metrics.messages_denied_on_send);
+                    tracing::debug!(topic = %delivery.message.topic, "queued message no longer authorized: withdrawn");
+                    self.store_ops
+                        .extend(st.drop_queued(&self.session.client_id, &delivery));
+                    if hooks {
+                        self.events
+                            .push((delivery.message, Event::Dropped(DropReason::NotAuthorized)));
+                    }
+                    continue;
+                }
             }
             // MQTT-3.1.2-24/-25: too large for the client: discarded as if sent.
             if let Some(max) = self.client_max_packet {

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use roost_storage::{
-    MessageRecord, PropertiesRecord, QueueRecord, QueueStage, SessionRecord, SubscriptionRecord,
-    WillRecord,
+    MessageRecord, OwnerRecord, PropertiesRecord, QueueRecord, QueueStage, SessionRecord,
+    SubscriptionRecord, WillRecord,
 };
 use tokio::time::Instant;
 
@@ -16,6 +16,7 @@ use crate::codec::{
     UserProperty, WillProperties,
 };
 use crate::message::{Delivery, Message};
+use crate::plugin::{ClientInfo, Identity};
 use crate::session::{SessionState, SubscriptionRecord as CoreSubscription};
 use crate::topic::{TopicFilter, TopicName};
 
@@ -125,6 +126,8 @@ pub(crate) fn delivery_from_record(r: QueueRecord, seq: u64) -> Option<Delivery>
         packet_id,
         gate: 0,
         maybe_sent: false,
+        // Authorized by another process, or under other rules: checked again when sent.
+        authorized_epoch: 0,
         message: Arc::new(message),
         qos: qos(r.qos),
         retain: r.retain,
@@ -209,7 +212,42 @@ pub(crate) fn session_record(
             (Some(w), Some(at)) => Some(will_record(w, at)),
             _ => None,
         },
+        owner: st.client.as_deref().map(owner_record),
     }
+}
+
+/// The stored form of a session's authorization context.
+pub(crate) fn owner_record(c: &ClientInfo) -> OwnerRecord {
+    OwnerRecord {
+        connect_username: c.claimed_username.as_ref().map(|u| u.to_string()),
+        identity_username: c.identity.username.clone(),
+        roles: c.identity.roles.clone(),
+        protocol: c.protocol.level(),
+        peer: c.peer.map(|p| p.to_string()),
+        listener: c.listener.to_string(),
+    }
+}
+
+/// A session's authorization context from its record; `None` if the record is damaged
+/// (an unknown protocol level), which leaves the session's context unknown (fail closed).
+pub(crate) fn client_from_owner(client_id: &str, r: OwnerRecord) -> Option<ClientInfo> {
+    let protocol = match r.protocol {
+        3 => crate::codec::ProtocolVersion::V31,
+        4 => crate::codec::ProtocolVersion::V311,
+        5 => crate::codec::ProtocolVersion::V5,
+        _ => return None,
+    };
+    Some(ClientInfo {
+        client_id: client_id.into(),
+        claimed_username: r.connect_username.map(Into::into),
+        identity: Identity {
+            username: r.identity_username,
+            roles: r.roles,
+        },
+        protocol,
+        peer: r.peer.and_then(|p| p.parse().ok()),
+        listener: r.listener.into(),
+    })
 }
 
 /// A subscription from its record.

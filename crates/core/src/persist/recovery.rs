@@ -7,8 +7,8 @@ use roost_storage::{Op, QueueStage, Snapshot};
 use tokio::time::Instant;
 
 use super::convert::{
-    delivery_from_record, message_from_record, subscription_from_record, unix_now_ms,
-    will_from_record,
+    client_from_owner, delivery_from_record, message_from_record, subscription_from_record,
+    unix_now_ms, will_from_record,
 };
 use crate::broker::Shared;
 use crate::codec::PacketId;
@@ -45,16 +45,25 @@ pub(crate) fn restore(shared: &Arc<Shared>, snapshot: Snapshot) {
         let ends_at =
             (expiry != u32::MAX).then(|| away_since.saturating_add(u64::from(expiry) * 1000));
         let will = record.will.and_then(will_from_record);
+        let owner = record
+            .owner
+            .and_then(|o| client_from_owner(&stored.client_id, o))
+            .map(Arc::new);
         if ends_at.is_some_and(|t| t <= now_ms) {
             cleanup.push(Op::DeleteSession(stored.client_id.clone()));
             if let Some((will, _)) = will {
-                due_wills.push((will, stored.client_id));
+                due_wills.push((will, stored.client_id, owner));
             }
             continue;
         }
         let session = Session::new(shared.next_uid(), stored.client_id.clone().into(), expiry);
         {
             let mut st = session.state.lock();
+            // Whose session it is: deliveries to it are authorized as that client.
+            st.client = owner.clone();
+            if st.client.is_none() && !shared.open_access() {
+                tracing::warn!(client_id = %stored.client_id, "restored session has no stored owner: deliveries to it are refused until its client connects");
+            }
             for sub in record.subscriptions {
                 let Some((filter, rec)) = subscription_from_record(sub) else {
                     continue;
@@ -109,7 +118,7 @@ pub(crate) fn restore(shared: &Arc<Shared>, snapshot: Snapshot) {
             st.inbound_qos2.extend(stored.inbound);
             if let Some((will, at_ms)) = will {
                 if at_ms <= now_ms {
-                    due_wills.push((will, stored.client_id.clone()));
+                    due_wills.push((will, stored.client_id.clone(), owner));
                 } else {
                     st.pending_will = Some(Box::new(will));
                     st.will_at_ms = Some(at_ms);
@@ -130,8 +139,8 @@ pub(crate) fn restore(shared: &Arc<Shared>, snapshot: Snapshot) {
         shared.insert_session(session);
         restored += 1;
     }
-    for (will, client_id) in due_wills {
-        shared.publish_orphan_will(will, client_id.into());
+    for (will, client_id, owner) in due_wills {
+        shared.publish_will_as(will, client_id.into(), owner);
     }
     if let Some(p) = &shared.persistence {
         p.submit_now(cleanup);

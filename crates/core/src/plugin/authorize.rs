@@ -11,14 +11,21 @@ use super::Identity;
 use crate::codec::{ProtocolVersion, QoS, ReasonCode};
 use crate::topic::{TopicFilter, TopicName};
 
-/// A connected client, as authorizers and hooks see it.
+/// A client, as authorizers and hooks see it: the authorization context of a session.
+///
+/// It is kept with the session (and stored with a persistent one), so that deliveries to a
+/// session whose client is away, or that was restored after a restart, are authorized
+/// against the same identity as when it was connected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientInfo {
     /// Client Identifier.
     pub client_id: ByteString,
-    /// User Name from CONNECT, if any.
-    pub username: Option<ByteString>,
-    /// The identity the authenticator vouched for.
+    /// User Name as the client sent it in CONNECT, unverified. Never authorize on it:
+    /// [`ClientInfo::identity`] is who the authenticators said the client is (with no
+    /// authenticator registered, the broker takes the claimed name as the identity).
+    pub claimed_username: Option<ByteString>,
+    /// The identity the authenticator vouched for (updated by re-authentication). This is
+    /// what authorizers decide on; it also owns the client's persistent session.
     pub identity: Identity,
     /// Protocol level.
     pub protocol: ProtocolVersion,
@@ -26,6 +33,13 @@ pub struct ClientInfo {
     pub peer: Option<SocketAddr>,
     /// The listener it came through (`"in-process"` for in-process clients).
     pub listener: Arc<str>,
+}
+
+impl ClientInfo {
+    /// The authenticated user name ([`Identity::username`]), the one authorizers decide on.
+    pub fn user(&self) -> Option<&str> {
+        self.identity.username.as_deref()
+    }
 }
 
 /// An authorizer's answer about a publish, a receive or a client.

@@ -48,8 +48,11 @@ pub(crate) struct SharedGroup {
 }
 
 impl SharedGroup {
-    /// The member to deliver the next message to.
-    fn pick(&self) -> Option<&SubEntry> {
+    /// The member to deliver the next message to: round-robin among connected members,
+    /// else the first with a persistent session. Only members that `may_receive` the
+    /// message are candidates, so a member the authorizers refuse does not swallow a message
+    /// the group could have delivered.
+    fn pick(&self, may_receive: impl Fn(&SubEntry) -> bool) -> Option<&SubEntry> {
         let n = self.members.len();
         if n == 0 {
             return None;
@@ -58,16 +61,23 @@ impl SharedGroup {
         let mut fallback = None;
         for i in 0..n {
             let member = &self.members[(start + i) % n];
-            let st = member.session.state.lock();
-            if st.ended {
+            let (connected, persistent) = {
+                let st = member.session.state.lock();
+                if st.ended {
+                    continue;
+                }
+                (st.link.is_some(), st.expiry_interval > 0)
+            };
+            if !connected && (fallback.is_some() || !persistent) {
                 continue;
             }
-            if st.link.is_some() {
+            if !may_receive(member) {
+                continue;
+            }
+            if connected {
                 return Some(member);
             }
-            if fallback.is_none() && st.expiry_interval > 0 {
-                fallback = Some(member);
-            }
+            fallback = Some(member);
         }
         fallback
     }
@@ -186,6 +196,9 @@ impl Router {
         shared: &Shared,
         congested: &mut Vec<Arc<Session>>,
     ) -> usize {
+        // Read before any receive check: if the authorizers change meanwhile, the copies
+        // queued now are checked again when sent.
+        let epoch = shared.authz_epoch();
         // On the stack up to a few targets: no allocation per PUBLISH in the common case.
         let mut targets: smallvec::SmallVec<[SubEntry; 8]> = smallvec::SmallVec::new();
         let mut shared_targets: smallvec::SmallVec<[SubEntry; 2]> = smallvec::SmallVec::new();
@@ -201,7 +214,11 @@ impl Router {
                     }
                 }
                 SubValue::Group(group) => {
-                    if let Some(member) = group.pick() {
+                    let allowed = |member: &SubEntry| {
+                        let qos = message.qos.min(member.record.options.qos);
+                        may_receive(shared, &member.session, message, qos)
+                    };
+                    if let Some(member) = group.pick(allowed) {
                         shared_targets.push(member.clone());
                     }
                 }
@@ -218,27 +235,48 @@ impl Router {
                 .count();
             let (group, tail) = rest.split_at(n);
             rest = tail;
-            delivered += usize::from(deliver(message, group, shared, congested));
+            delivered += usize::from(deliver(message, group, shared, congested, false, epoch));
         }
         for member in &shared_targets {
+            // Picked among the members that may receive it.
             delivered += usize::from(deliver(
                 message,
                 std::slice::from_ref(member),
                 shared,
                 congested,
+                true,
+                epoch,
             ));
         }
         delivered
     }
 }
 
+/// The receive check: may the client of `session` receive `message` at `qos`? Always with
+/// no authorizer registered. With authorizers, a session whose client is unknown (restored
+/// from a record without an owner) receives nothing: fail closed, counted.
+fn may_receive(shared: &Shared, session: &Session, message: &Message, qos: QoS) -> bool {
+    if shared.open_access() {
+        return true;
+    }
+    let client = session.state.lock().client.clone();
+    let Some(client) = client else {
+        Metrics::inc(&shared.metrics.messages_denied_no_context);
+        return false;
+    };
+    shared.authorize_receive(&client, &message.topic, qos)
+}
+
 /// Queues one copy of `message` for the session of `group` (all entries share a session),
-/// if its client may receive it.
+/// if its client may receive it (`checked`: the caller made sure already). `epoch`: the
+/// authorizers' epoch read before any check.
 fn deliver(
     message: &Arc<Message>,
     group: &[SubEntry],
     shared: &Shared,
     congested: &mut Vec<Arc<Session>>,
+    checked: bool,
+    epoch: u64,
 ) -> bool {
     let Some(first) = group.first() else {
         return false;
@@ -255,24 +293,20 @@ fn deliver(
         .max()
         .unwrap_or(QoS::AtMostOnce);
     let qos = message.qos.min(granted);
-    if !shared.open_access() {
-        // The receive check: a wildcard subscription gets only what its client may read.
-        let client = first.session.state.lock().client.clone();
-        if let Some(client) = client {
-            if !shared.authorize_receive(&client, &message.topic, qos) {
-                Metrics::inc(&metrics.messages_denied);
-                dropped(DropReason::NotAuthorized);
-                return false;
-            }
-        }
+    // The receive check: a wildcard subscription gets only what its client may read.
+    if !checked && !may_receive(shared, &first.session, message, qos) {
+        Metrics::inc(&metrics.messages_denied);
+        dropped(DropReason::NotAuthorized);
+        return false;
     }
-    let delivery = Delivery::new(
+    let mut delivery = Delivery::new(
         Arc::clone(message),
         qos,
         // MQTT-3.3.1-9: 0 for established subscriptions, unless Retain As Published.
         message.retain && group.iter().any(|t| t.record.options.retain_as_published),
         group.iter().filter_map(|t| t.record.id).collect(),
     );
+    delivery.authorized_epoch = epoch;
     match first
         .session
         .enqueue(delivery, &shared.limits, shared.persistence.as_ref())

@@ -265,6 +265,12 @@ macro_rules! string_like {
 string_like!(TopicName);
 string_like!(TopicFilter);
 
+/// True for the broker's own topics, `$SYS` and `$SYS/...`: clients may not publish there
+/// unless an authorizer explicitly allows it.
+pub fn is_sys_topic(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,14 @@ pub trait Listener: Send + 'static {
     /// Waits for the next connection. An error is logged and the loop goes on (after a short
     /// pause); to stop serving, return a pending future.
     fn accept(&mut self) -> impl Future<Output = io::Result<Accepted<Self::Stream>>> + Send;
+
+    /// True if every connection comes from inside this process or machine and no stranger
+    /// can reach it (an in-memory pipe; a Unix socket only its owner may open). Default
+    /// false: a listener the broker knows nothing about turns
+    /// [`AnonymousAccess::Auto`](crate::AnonymousAccess::Auto) off.
+    fn local_only(&self) -> bool {
+        false
+    }
 }
 
 /// A listener with its type erased, run by the broker.
@@ -105,6 +113,11 @@ impl DuplexConnector {
 
 impl Listener for DuplexListener {
     type Stream = DuplexStream;
+
+    /// In-memory pipes reach only code in this process.
+    fn local_only(&self) -> bool {
+        true
+    }
 
     async fn accept(&mut self) -> io::Result<Accepted<DuplexStream>> {
         match self.rx.recv().await {

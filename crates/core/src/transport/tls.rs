@@ -61,6 +61,8 @@ fn certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 /// the newest configuration, open ones keep theirs.
 pub struct TlsConfig {
     acceptor: RwLock<TlsAcceptor>,
+    /// Built with a client CA (mutual TLS); see [`TlsConfig::asks_client_certificates`].
+    client_ca: bool,
 }
 
 impl std::fmt::Debug for TlsConfig {
@@ -71,9 +73,14 @@ impl std::fmt::Debug for TlsConfig {
 
 impl TlsConfig {
     /// From a ready rustls configuration.
+    ///
+    /// The broker cannot see the client-certificate verifier of a configuration of your own,
+    /// so such a listener does not turn anonymous access off by itself; choose
+    /// [`AnonymousAccess`](crate::AnonymousAccess) explicitly.
     pub fn from_server_config(config: Arc<rustls::ServerConfig>) -> Arc<Self> {
         Arc::new(Self {
             acceptor: RwLock::new(TlsAcceptor::from(config)),
+            client_ca: false,
         })
     }
 
@@ -85,9 +92,17 @@ impl TlsConfig {
         key: &[u8],
         client_ca: Option<&[u8]>,
     ) -> Result<Arc<Self>, TlsError> {
-        Ok(Self::from_server_config(Arc::new(server_config(
-            cert_chain, key, client_ca,
-        )?)))
+        let config = server_config(cert_chain, key, client_ca)?;
+        Ok(Arc::new(Self {
+            acceptor: RwLock::new(TlsAcceptor::from(Arc::new(config))),
+            client_ca: client_ca.is_some(),
+        }))
+    }
+
+    /// True if it was built from PEM with a client CA (mutual TLS). Such a listener turns
+    /// [`AnonymousAccess::Auto`](crate::AnonymousAccess::Auto) off.
+    pub fn asks_client_certificates(&self) -> bool {
+        self.client_ca
     }
 
     /// From PEM files (see [`TlsConfig::from_pem`]).

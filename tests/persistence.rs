@@ -346,3 +346,124 @@ async fn corrupted_data_dir_is_a_clear_error_or_quarantined() {
         }
     }
 }
+
+/// Publishes and returns the PUBACK's or PUBREC's reason code.
+async fn publish_code(p: &mut Raw, topic: &str, qos: PublishQoS) -> ReasonCode {
+    let publish = Publish::new(support::topic(topic), qos, &b"m"[..]);
+    p.send(Packet::Publish(publish)).await;
+    match p.recv().await {
+        Some(Packet::PubAck(a)) | Some(Packet::PubRec(a)) => a.reason_code,
+        other => panic!("expected PUBACK/PUBREC, got {other:?}"),
+    }
+}
+
+/// The topics of every PUBLISH that arrives until a ping comes back empty, completing each
+/// QoS 1/2 flow as a client would.
+async fn drain_topics(c: &mut Raw) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let got = c.ping().await;
+        if got.is_empty() {
+            return seen;
+        }
+        for packet in got {
+            let reply = match packet {
+                Packet::Publish(m) => {
+                    seen.push(m.topic.to_string());
+                    match m.qos {
+                        PublishQoS::ExactlyOnce(id) => Some(Packet::PubRec(PubResponse::new(id))),
+                        PublishQoS::AtLeastOnce(id) => Some(Packet::PubAck(PubResponse::new(id))),
+                        PublishQoS::AtMostOnce => None,
+                    }
+                }
+                Packet::PubRel(r) => Some(Packet::PubComp(PubResponse::new(r.packet_id))),
+                _ => None,
+            };
+            if let Some(reply) = reply {
+                c.send(reply).await;
+            }
+        }
+    }
+}
+
+/// Issue 12 §4: a message whose acknowledgement refuses it (storage failed: v5 PUBACK /
+/// PUBREC 0x80) reaches no subscriber — neither an offline persistent one when it comes
+/// back, nor one connected at the time — at QoS 1 and 2. What was acknowledged arrives.
+#[tokio::test]
+async fn a_refused_publish_reaches_no_subscriber() {
+    let store = Arc::new(Controlled::default());
+    let broker = broker_on(store.clone(), Durability::Acked).await;
+    let (mut away, _) = Raw::connect_with(&broker, persistent(V5, "away")).await;
+    away.subscribe(1, "full/#", QoS::ExactlyOnce).await;
+    drop(away);
+    let mut online = Raw::connect(&broker, V5, "online").await;
+    online.subscribe(1, "full/#", QoS::ExactlyOnce).await;
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    assert_eq!(
+        publish_code(&mut p, "full/1", PublishQoS::AtLeastOnce(pid(1))).await,
+        ReasonCode::Success
+    );
+    store.fail.store(true, Ordering::SeqCst);
+    assert_eq!(
+        publish_code(&mut p, "full/2", PublishQoS::AtLeastOnce(pid(2))).await,
+        ReasonCode::UnspecifiedError
+    );
+    assert_eq!(
+        publish_code(&mut p, "full/3", PublishQoS::ExactlyOnce(pid(3))).await,
+        ReasonCode::UnspecifiedError
+    );
+    store.fail.store(false, Ordering::SeqCst);
+    // The refused QoS 2 exchange is over: its packet id carries a new message.
+    assert_eq!(
+        publish_code(&mut p, "full/4", PublishQoS::ExactlyOnce(pid(3))).await,
+        ReasonCode::Success
+    );
+    p.send(Packet::PubRel(PubResponse::new(pid(3)))).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubComp(_))));
+    assert_eq!(drain_topics(&mut online).await, vec!["full/1", "full/4"]);
+    let (mut away, ack) = Raw::connect_with(&broker, persistent(V5, "away")).await;
+    assert!(matches!(ack, Packet::ConnAck(a) if a.session_present));
+    assert_eq!(drain_topics(&mut away).await, vec!["full/1", "full/4"]);
+    assert!(broker.metrics().messages_withdrawn_storage >= 4);
+    broker.shutdown().await;
+}
+
+/// Issue 12 §4: a subscriber whose queue is full exists; the publisher is told 0x97 Quota
+/// exceeded (QoS 1 and 2), never 0x10 No matching subscribers.
+#[tokio::test]
+async fn a_full_queue_is_quota_exceeded_not_no_subscribers() {
+    let broker = start_broker_with(roost::Limits {
+        max_queued_messages: 2,
+        ..roost::Limits::default()
+    })
+    .await;
+    let (mut away, _) = Raw::connect_with(&broker, persistent(V5, "away")).await;
+    away.subscribe(1, "q/#", QoS::AtLeastOnce).await;
+    drop(away);
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    let mut codes = Vec::new();
+    for qos in [
+        PublishQoS::AtLeastOnce(pid(1)),
+        PublishQoS::AtLeastOnce(pid(2)),
+        PublishQoS::AtLeastOnce(pid(3)),
+        PublishQoS::ExactlyOnce(pid(4)),
+    ] {
+        codes.push(publish_code(&mut p, "q/x", qos).await);
+    }
+    assert_eq!(
+        codes,
+        vec![
+            ReasonCode::Success,
+            ReasonCode::Success,
+            ReasonCode::QuotaExceeded,
+            ReasonCode::QuotaExceeded
+        ]
+    );
+    // Nobody subscribed: that is what 0x10 means.
+    assert_eq!(
+        publish_code(&mut p, "elsewhere", PublishQoS::AtLeastOnce(pid(5))).await,
+        ReasonCode::NoMatchingSubscribers
+    );
+    assert_eq!(broker.metrics().messages_dropped, 2);
+    broker.shutdown().await;
+}

@@ -84,7 +84,7 @@ impl RouteBench {
             let mut st = session.state.lock();
             while st.pop().is_some() {}
         }
-        n
+        n.delivered
     }
 }
 

@@ -30,7 +30,7 @@ use crate::codec::{LastWill, Packet, PublishProperties, QoS, ReasonCode};
 use crate::config::{Capabilities, Limits};
 use crate::connection::{self, PeerInfo};
 use crate::error::Error;
-use crate::message::Message;
+use crate::message::{Hold, Message};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::persist::{self, Durability, Persistence};
 use crate::plugin::{
@@ -38,7 +38,7 @@ use crate::plugin::{
     PluginSettings, PublishedMessage,
 };
 use crate::policy::{AnonymousAccess, AnonymousDecision, Exposure, SessionOwnership};
-use crate::router::{RetainChange, Router};
+use crate::router::{RetainChange, RouteOutcome, Router};
 use crate::session::SessionState;
 use crate::session::{CloseReason, Link, LinkSignals, Session};
 use crate::timers::{Due, TimerKind, Timers};
@@ -240,15 +240,15 @@ impl Shared {
         format!("{}-{}", self.client_id_prefix, self.next_id()).into()
     }
 
-    /// Retains (if flagged) and routes a message; returns how many sessions got it. Hooks
-    /// are not consulted (see [`Shared::publish_message`]). Storage operations are appended
-    /// to `ops`, sessions asking the publisher to pause (flow control) to `congested`.
+    /// Retains (if flagged) and routes a message; returns what routing did. Hooks are not
+    /// consulted (see [`Shared::publish_message`]). Storage operations are appended to
+    /// `ops`, sessions asking the publisher to pause (flow control) to `congested`.
     pub(crate) fn publish(
         &self,
         message: &Arc<Message>,
         ops: &mut Vec<Op>,
         congested: &mut Vec<Arc<Session>>,
-    ) -> usize {
+    ) -> RouteOutcome {
         if message.retain {
             // Its own copy: the routed message's topic and payload are slices of the read
             // buffer they arrived in, which a retained message would keep alive.
@@ -290,7 +290,7 @@ impl Shared {
     }
 
     /// Runs the publish hooks, then retains and routes. `None` if a hook dropped the
-    /// message.
+    /// message. With `hold`, no copy is sent before the hold is released (see [`Hold`]).
     pub(crate) fn publish_message(
         &self,
         client: Option<&ClientInfo>,
@@ -298,7 +298,8 @@ impl Shared {
         mut published: PublishedMessage,
         ops: &mut Vec<Op>,
         congested: &mut Vec<Arc<Session>>,
-    ) -> Option<usize> {
+        hold: Option<Arc<Hold>>,
+    ) -> Option<RouteOutcome> {
         if !self.hooks.is_empty()
             && self.hooks.published(&self.metrics, client, &mut published) == HookAction::Drop
         {
@@ -311,6 +312,7 @@ impl Shared {
             published.retain,
             published.properties,
             publisher,
+            hold,
         );
         Some(self.publish(&message, ops, congested))
     }
@@ -386,6 +388,7 @@ impl Shared {
             published,
             &mut ops,
             &mut Vec::new(),
+            None,
         );
         self.store_now(ops);
     }

@@ -7,6 +7,7 @@
 //! once per subscriber.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use crate::codec::{
     EncodeError, EncodedPublish, PacketId, ProtocolVersion, Publish, PublishProperties, PublishQoS,
     QoS,
 };
+use crate::persist::Gate;
 use crate::topic::TopicName;
 
 /// A message in the broker, shared between all the queues it sits in.
@@ -45,6 +47,47 @@ pub struct Message {
     /// The copy made for keeping (see [`Message::for_keeping`]), shared by every session
     /// that keeps this message.
     kept: OnceLock<std::sync::Arc<Message>>,
+    /// With acked durability, the storage writes every copy waits for (shared with the kept
+    /// copy): a message whose acknowledgement refuses it reaches no subscriber.
+    hold: Option<Arc<Hold>>,
+}
+
+/// The storage writes of the PUBLISH a message came from, which every copy waits for before
+/// it is sent (acked durability). Pending while the PUBLISH is being routed; then the gate
+/// of its acknowledgement. If one of those writes failed, the publisher is refused and
+/// every copy is withdrawn.
+#[derive(Debug)]
+pub(crate) struct Hold {
+    after: AtomicU64,
+    through: AtomicU64,
+}
+
+/// `Hold::through` while routing is in progress.
+const PENDING: u64 = u64::MAX;
+
+impl Hold {
+    /// A hold that keeps copies back until [`Hold::release`].
+    pub(crate) fn pending() -> Arc<Hold> {
+        Arc::new(Hold {
+            after: AtomicU64::new(0),
+            through: AtomicU64::new(PENDING),
+        })
+    }
+
+    /// Sets the writes the copies wait for (the acknowledgement's gate).
+    pub(crate) fn release(&self, gate: Gate) {
+        self.after.store(gate.after, Ordering::Relaxed);
+        self.through.store(gate.through, Ordering::Release);
+    }
+
+    /// What copies wait for; `None` while routing is still in progress.
+    pub(crate) fn gate(&self) -> Option<Gate> {
+        let through = self.through.load(Ordering::Acquire);
+        (through != PENDING).then(|| Gate {
+            after: self.after.load(Ordering::Relaxed),
+            through,
+        })
+    }
 }
 
 impl Message {
@@ -61,6 +104,7 @@ impl Message {
             expires_at: None,
             forms: Default::default(),
             kept: OnceLock::new(),
+            hold: None,
         }
     }
 
@@ -82,6 +126,7 @@ impl Message {
         retain: bool,
         properties: PublishProperties,
         publisher: Option<ByteString>,
+        hold: Option<Arc<Hold>>,
     ) -> std::sync::Arc<Self> {
         let received_at = Instant::now();
         let expires_at = properties
@@ -98,6 +143,7 @@ impl Message {
             expires_at,
             forms: Default::default(),
             kept: OnceLock::new(),
+            hold,
         })
     }
 
@@ -117,6 +163,7 @@ impl Message {
             expires_at: self.expires_at,
             forms: Default::default(),
             kept: OnceLock::new(),
+            hold: self.hold.clone(),
         })
     }
 
@@ -142,6 +189,12 @@ impl Message {
         .with_properties(properties);
         message.publisher = publisher;
         message
+    }
+
+    /// The storage writes copies wait for: `None` if they wait for nothing, `Some(None)`
+    /// while routing is in progress.
+    pub(crate) fn hold(&self) -> Option<Option<Gate>> {
+        self.hold.as_ref().map(|h| h.gate())
     }
 
     /// True once the Message Expiry Interval has passed (MQTT-3.3.2-5: the copy for a
@@ -334,6 +387,7 @@ mod tests {
             true,
             properties.clone(),
             Some("pub".into()),
+            None,
         );
         let copy = message.detached();
         assert_eq!(copy.payload, payload);

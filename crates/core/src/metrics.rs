@@ -98,6 +98,9 @@ counters! {
     /// CONNECTs refused because the client identifier's session belongs to another
     /// identity (see `SessionOwnership::Refuse`).
     sessions_ownership_refused => "$SYS/broker/sessions/ownership-refused",
+    /// Queued copies withdrawn before sending because a storage write they depend on failed
+    /// (their publisher was refused, so no subscriber may have them).
+    messages_withdrawn_storage => "$SYS/broker/messages/withdrawn/storage",
     /// Will messages not published because the authorizers in force refused them.
     wills_denied => "$SYS/broker/wills/denied",
     /// PUBLISHes from clients to `$SYS/...` topics refused (no authorizer allowed them).

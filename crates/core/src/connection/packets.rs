@@ -11,8 +11,11 @@ use crate::codec::{
     ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::message::Delivery;
+use crate::message::Hold;
 use crate::metrics::Metrics;
+use crate::persist::{Durability, Gate};
 use crate::plugin::PublishedMessage;
+use crate::router::RouteOutcome;
 use crate::session::{SessionState, SubscriptionRecord};
 use crate::topic::is_sys_topic;
 
@@ -156,6 +159,11 @@ impl Connection {
 
     /// Queues a control packet that leaves once storage sequence `gate` is durable.
     fn control_after(&self, packet: Packet, gate: u64) {
+        self.control_after_gate(packet, Gate::seq(gate));
+    }
+
+    /// Queues a control packet that leaves once the writes of `gate` are durable.
+    fn control_after_gate(&self, packet: Packet, gate: Gate) {
         self.session.send_control_gated(self.link_id, packet, gate);
     }
 
@@ -359,7 +367,14 @@ impl Connection {
             properties,
         };
         let before = self.shared.persistence.as_ref().map(|p| p.current_seq());
-        let matched = self
+        // Acked durability: no copy leaves before the acknowledgement could (see `Hold`).
+        let hold = self
+            .shared
+            .persistence
+            .as_ref()
+            .filter(|p| p.durability == Durability::Acked && qos != PublishQoS::AtMostOnce)
+            .map(|_| Hold::pending());
+        let outcome = self
             .shared
             .publish_message(
                 Some(&self.info),
@@ -367,47 +382,72 @@ impl Connection {
                 published,
                 &mut ops,
                 &mut self.congested,
+                hold.clone(),
             )
-            .unwrap_or(0);
+            .unwrap_or_default();
         if ops.is_empty() {
             let gate = self.routed_gate(before, 0);
-            self.ack_publish(qos, matched, gate);
+            self.release(hold.as_deref(), gate);
+            self.ack_publish(qos, outcome, gate);
             return None;
         }
         Some(Box::pin(async move {
             let stored = self.store(ops).await;
             let gate = self.routed_gate(before, stored);
-            self.ack_publish(qos, matched, gate);
+            self.release(hold.as_deref(), gate);
+            self.ack_publish(qos, outcome, gate);
             Ok(())
         }))
     }
 
-    /// Acked durability: the acknowledgement of a PUBLISH waits for its own writes (`gate`)
-    /// and for the copies queued for persistent sessions while routing it (storage sequence
-    /// numbers after `before`).
-    fn routed_gate(&self, before: Option<u64>, gate: u64) -> u64 {
-        match (&self.shared.persistence, before) {
-            (Some(p), Some(before)) if p.current_seq() != before => {
-                gate.max(p.gate(p.current_seq()))
+    /// Lets the copies of a held message go once `gate` is settled (or be withdrawn if it
+    /// failed), and wakes the writers that may be waiting for it.
+    fn release(&self, hold: Option<&Hold>, gate: Gate) {
+        if let (Some(hold), Some(p)) = (hold, &self.shared.persistence) {
+            hold.release(gate);
+            if p.settled(gate) {
+                // Nothing more to become durable: the writers would not be woken otherwise.
+                p.poke();
             }
-            _ => gate,
         }
     }
 
-    /// PUBACK / PUBREC for a routed PUBLISH, once storage sequence `gate` is durable.
-    fn ack_publish(&self, qos: PublishQoS, matched: usize, gate: u64) {
-        let code = if matched == 0 {
-            ReasonCode::NoMatchingSubscribers
-        } else {
+    /// Acked durability: the acknowledgement of a PUBLISH waits for its own writes
+    /// (`stored`) and for the copies queued for persistent sessions while routing it: every
+    /// storage submission after `before`. A failure of any of them refuses it (fail closed,
+    /// even when the failed write was another client's that happened to fall in between).
+    fn routed_gate(&self, before: Option<u64>, stored: u64) -> Gate {
+        match (&self.shared.persistence, before) {
+            (Some(p), Some(before)) if p.durability == Durability::Acked => {
+                Gate::span(before, p.current_seq().max(stored))
+            }
+            _ => Gate::NONE,
+        }
+    }
+
+    /// PUBACK / PUBREC for a routed PUBLISH, once the writes of `gate` are durable. A
+    /// message that matched subscribers but was dropped for every one of them for want of
+    /// room is answered 0x97 Quota exceeded, never 0x10 No matching subscribers; one that
+    /// some got and others not is a success (the drops are counted).
+    fn ack_publish(&self, qos: PublishQoS, outcome: RouteOutcome, gate: Gate) {
+        let code = if outcome.delivered > 0 {
             ReasonCode::Success
+        } else if outcome.dropped_full > 0 {
+            ReasonCode::QuotaExceeded
+        } else {
+            ReasonCode::NoMatchingSubscribers
         };
         match qos {
             PublishQoS::AtMostOnce => {}
             PublishQoS::AtLeastOnce(id) => {
-                self.control_after(Packet::PubAck(self.response(id, code)), gate);
+                self.control_after_gate(Packet::PubAck(self.response(id, code)), gate);
             }
             PublishQoS::ExactlyOnce(id) => {
-                self.control_after(Packet::PubRec(self.response(id, code)), gate);
+                if !code.is_success() && self.version.is_v5() {
+                    // A refusing PUBREC ends the exchange (MQTT-4.3.3: no PUBREL follows).
+                    self.session.state.lock().inbound_qos2.remove(&id.get());
+                }
+                self.control_after_gate(Packet::PubRec(self.response(id, code)), gate);
             }
         }
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::codec::{Disconnect, Packet, ProtocolVersion, PubResponse, PublishQoS, QoS};
 use crate::message::Message;
 use crate::metrics::Metrics;
+use crate::persist::Gate;
 use crate::plugin::DropReason;
 use crate::session::{CloseReason, LinkSignals, Session, SessionState, Stage};
 use crate::transport::PacketWriter;
@@ -183,6 +184,7 @@ impl<W: PacketWriter> Writer<W> {
         let SessionState {
             link,
             inflight,
+            inbound_qos2,
             queue: _,
             ..
         } = st;
@@ -200,10 +202,17 @@ impl<W: PacketWriter> Writer<W> {
                 let Some((gate, mut packet)) = link.pending.pop_front() else {
                     break;
                 };
-                if p.failed(gate) && !refuse(&mut packet, v) {
-                    // 3.1.1 has no refusal for a PUBLISH it already took: close instead.
-                    self.signals.close(CloseReason::Silent);
-                    continue;
+                if p.failed(gate) {
+                    if !refuse(&mut packet, v) {
+                        // 3.1.1 has no refusal for a PUBLISH it already took: close instead.
+                        self.signals.close(CloseReason::Silent);
+                        continue;
+                    }
+                    // A refusing PUBREC ends the QoS 2 exchange: no PUBREL will come, and
+                    // the id may carry a new message.
+                    if let Packet::PubRec(r) = &packet {
+                        inbound_qos2.remove(&r.packet_id.get());
+                    }
                 }
                 link.outbox.push_back(packet);
             }
@@ -246,16 +255,34 @@ impl<W: PacketWriter> Writer<W> {
         let recheck = !shared.open_access();
         let epoch = shared.authz_epoch();
         while st.inflight.len() < window {
-            // A stored delivery leaves only once its record (and packet id) is durable.
+            // A stored delivery leaves only once its record (and packet id) is durable, and a
+            // held message once its publisher's acknowledgement could leave.
+            let mut withdrawn = false;
             if let (Some(front), Some(p)) = (st.queue.front(), &shared.persistence) {
-                if !p.settled(front.gate) {
-                    self.waiting_on_storage = true;
-                    break;
+                match storage_state(p, front) {
+                    StorageState::Ready => {}
+                    StorageState::Waiting => {
+                        self.waiting_on_storage = true;
+                        break;
+                    }
+                    StorageState::Failed => withdrawn = true,
                 }
             }
             let Some(delivery) = st.pop() else {
                 break;
             };
+            if withdrawn {
+                // Its publisher was refused (or its own record was not stored): a message
+                // whose acknowledgement refused it reaches no subscriber.
+                Metrics::inc(&metrics.messages_withdrawn_storage);
+                self.store_ops
+                    .extend(st.drop_queued(&self.session.client_id, &delivery));
+                if hooks {
+                    self.events
+                        .push((delivery.message, Event::Dropped(DropReason::StorageFull)));
+                }
+                continue;
+            }
             // MQTT-3.3.2-5: an expired message is not sent.
             if delivery.message.is_expired(now) {
                 Metrics::inc(&metrics.messages_expired);
@@ -321,6 +348,34 @@ impl<W: PacketWriter> Writer<W> {
         }
         st.after_drain(shared.limits.flow_control_queue);
         Fill::Attached
+    }
+}
+
+/// Where a queued delivery stands with storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StorageState {
+    /// Nothing to wait for.
+    Ready,
+    /// Its record, or its publisher's writes, are not durable yet (or routing is still in
+    /// progress).
+    Waiting,
+    /// A write it depends on failed.
+    Failed,
+}
+
+fn storage_state(p: &crate::persist::Persistence, d: &crate::message::Delivery) -> StorageState {
+    let own = Gate::seq(d.gate);
+    let held = match d.message.hold() {
+        None => Gate::NONE,
+        Some(None) => return StorageState::Waiting,
+        Some(Some(gate)) => gate,
+    };
+    if !p.settled(own) || !p.settled(held) {
+        StorageState::Waiting
+    } else if p.failed(own) || p.failed(held) {
+        StorageState::Failed
+    } else {
+        StorageState::Ready
     }
 }
 

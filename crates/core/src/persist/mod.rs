@@ -38,6 +38,45 @@ pub(crate) use recovery::restore;
 
 use crate::metrics::Metrics;
 
+/// The storage writes something waits for: those numbered in `(after, through]`. An
+/// acknowledgement leaves (and a held message is sent) once they are all settled; if any of
+/// them failed, the acknowledgement becomes a refusal (and the message is withdrawn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Gate {
+    pub(crate) after: u64,
+    pub(crate) through: u64,
+}
+
+impl Gate {
+    /// Waits for nothing.
+    pub(crate) const NONE: Gate = Gate {
+        after: 0,
+        through: 0,
+    };
+
+    /// Waits for the one submission `seq` (0: nothing).
+    pub(crate) fn seq(seq: u64) -> Gate {
+        Gate {
+            after: seq.saturating_sub(1),
+            through: seq,
+        }
+    }
+
+    /// Waits for every submission numbered after `after` up to `through`.
+    pub(crate) fn span(after: u64, through: u64) -> Gate {
+        if through <= after {
+            Gate::NONE
+        } else {
+            Gate { after, through }
+        }
+    }
+
+    /// True if it waits for nothing.
+    pub(crate) fn is_none(self) -> bool {
+        self.through <= self.after
+    }
+}
+
 /// Operations that may wait for the storage task before submitters are held back.
 pub(crate) const MAX_PENDING_OPS: usize = 65_536;
 
@@ -67,6 +106,8 @@ pub(crate) struct Persistence {
     next_seq: Mutex<u64>,
     permits: Arc<Semaphore>,
     durable: watch::Receiver<u64>,
+    /// The sending side, shared with the storage task (for [`Persistence::poke`]).
+    durable_tx: Arc<watch::Sender<u64>>,
     failed: Arc<Mutex<VecDeque<(u64, u64)>>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Sequence numbers handed out so far (for tests and metrics).
@@ -95,13 +136,14 @@ impl Persistence {
         let over_budget = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::unbounded_channel();
         let (durable_tx, durable) = watch::channel(0);
+        let durable_tx = Arc::new(durable_tx);
         let permits = Arc::new(Semaphore::new(MAX_PENDING_OPS));
         let failed = Arc::new(Mutex::new(VecDeque::new()));
         let task = tokio::spawn(run(
             TaskState {
                 storage: Arc::clone(&storage),
                 durability,
-                durable: durable_tx,
+                durable: Arc::clone(&durable_tx),
                 permits: Arc::clone(&permits),
                 failed: Arc::clone(&failed),
                 metrics,
@@ -116,6 +158,7 @@ impl Persistence {
             next_seq: Mutex::new(0),
             permits,
             durable,
+            durable_tx,
             failed,
             task: Mutex::new(Some(task)),
             submitted: AtomicU64::new(0),
@@ -188,20 +231,26 @@ impl Persistence {
         self.durable.clone()
     }
 
-    /// True once everything up to `seq` has been written (and flushed in `Acked` mode),
-    /// successfully or not.
-    pub(crate) fn settled(&self, seq: u64) -> bool {
-        seq == 0 || *self.durable.borrow() >= seq
+    /// True once everything `gate` waits for has been written (and flushed in `Acked`
+    /// mode), successfully or not.
+    pub(crate) fn settled(&self, gate: Gate) -> bool {
+        gate.is_none() || *self.durable.borrow() >= gate.through
     }
 
-    /// True if the write of `seq` failed.
-    pub(crate) fn failed(&self, seq: u64) -> bool {
-        seq != 0
+    /// True if a write that `gate` waits for failed.
+    pub(crate) fn failed(&self, gate: Gate) -> bool {
+        !gate.is_none()
             && self
                 .failed
                 .lock()
                 .iter()
-                .any(|&(lo, hi)| lo <= seq && seq <= hi)
+                .any(|&(lo, hi)| lo <= gate.through && hi > gate.after)
+    }
+
+    /// Wakes every writer waiting for storage, so that it looks again at what it waits for
+    /// (a held message was released without a write of its own to wait for).
+    pub(crate) fn poke(&self) {
+        self.durable_tx.send_modify(|_| {});
     }
 
     /// Writes what is pending, flushes, and stops the storage task.
@@ -225,7 +274,7 @@ const MAX_BATCH_OPS: usize = 16_384;
 struct TaskState {
     storage: Arc<dyn Storage>,
     durability: Durability,
-    durable: watch::Sender<u64>,
+    durable: Arc<watch::Sender<u64>>,
     permits: Arc<Semaphore>,
     failed: Arc<Mutex<VecDeque<(u64, u64)>>>,
     metrics: Arc<Metrics>,

@@ -97,6 +97,16 @@ pub(crate) enum SubValue {
     Group(SharedGroup),
 }
 
+/// What routing one message did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RouteOutcome {
+    /// Sessions that got a copy.
+    pub(crate) delivered: usize,
+    /// Sessions whose copy was dropped for want of room: a full queue, or the store over
+    /// its budget. They exist, so the publisher is not told "no matching subscribers".
+    pub(crate) dropped_full: usize,
+}
+
 /// Subscriptions and retained messages of one broker.
 #[derive(Debug, Default)]
 pub(crate) struct Router {
@@ -187,15 +197,15 @@ impl Router {
         out
     }
 
-    /// Delivers `message` to every matching session; returns how many copies were queued.
-    /// Connected sessions whose queue reached the flow-control threshold are appended to
-    /// `congested`.
+    /// Delivers `message` to every matching session; returns how many copies were queued
+    /// and how many were dropped for want of room. Connected sessions whose queue reached the
+    /// flow-control threshold are appended to `congested`.
     pub(crate) fn route(
         &self,
         message: &Arc<Message>,
         shared: &Shared,
         congested: &mut Vec<Arc<Session>>,
-    ) -> usize {
+    ) -> RouteOutcome {
         // Read before any receive check: if the authorizers change meanwhile, the copies
         // queued now are checked again when sent.
         let epoch = shared.authz_epoch();
@@ -226,7 +236,7 @@ impl Router {
         if targets.len() > 1 {
             targets.sort_by_key(|t| Arc::as_ptr(&t.session));
         }
-        let mut delivered = 0;
+        let mut outcome = RouteOutcome::default();
         let mut rest = &targets[..];
         while let Some(first) = rest.first() {
             let n = rest
@@ -235,20 +245,41 @@ impl Router {
                 .count();
             let (group, tail) = rest.split_at(n);
             rest = tail;
-            delivered += usize::from(deliver(message, group, shared, congested, false, epoch));
+            deliver(message, group, shared, congested, false, epoch).count(&mut outcome);
         }
         for member in &shared_targets {
             // Picked among the members that may receive it.
-            delivered += usize::from(deliver(
+            deliver(
                 message,
                 std::slice::from_ref(member),
                 shared,
                 congested,
                 true,
                 epoch,
-            ));
+            )
+            .count(&mut outcome);
         }
-        delivered
+        outcome
+    }
+}
+
+/// What became of one session's copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    Queued,
+    /// Dropped for want of room (queue full, store over budget).
+    NoRoom,
+    /// Not for this session (refused by the receive check, offline QoS 0, session ended).
+    Skipped,
+}
+
+impl Copy {
+    fn count(self, outcome: &mut RouteOutcome) {
+        match self {
+            Copy::Queued => outcome.delivered += 1,
+            Copy::NoRoom => outcome.dropped_full += 1,
+            Copy::Skipped => {}
+        }
     }
 }
 
@@ -277,9 +308,9 @@ fn deliver(
     congested: &mut Vec<Arc<Session>>,
     checked: bool,
     epoch: u64,
-) -> bool {
+) -> Copy {
     let Some(first) = group.first() else {
-        return false;
+        return Copy::Skipped;
     };
     let metrics = &shared.metrics;
     let dropped = |reason: DropReason| {
@@ -297,7 +328,7 @@ fn deliver(
     if !checked && !may_receive(shared, &first.session, message, qos) {
         Metrics::inc(&metrics.messages_denied);
         dropped(DropReason::NotAuthorized);
-        return false;
+        return Copy::Skipped;
     }
     let mut delivery = Delivery::new(
         Arc::clone(message),
@@ -311,27 +342,27 @@ fn deliver(
         .session
         .enqueue(delivery, &shared.limits, shared.persistence.as_ref())
     {
-        Ok(Queued::Ok) => true,
+        Ok(Queued::Ok) => Copy::Queued,
         Ok(Queued::Congested) => {
             congested.push(Arc::clone(&first.session));
-            true
+            Copy::Queued
         }
         Err(EnqueueError::QueueFull) => {
             Metrics::inc(&metrics.messages_dropped);
             tracing::debug!(client_id = %first.session.client_id, topic = %message.topic, "queue full: message dropped");
             dropped(DropReason::QueueFull);
-            false
+            Copy::NoRoom
         }
         Err(EnqueueError::Offline) => {
             Metrics::inc(&metrics.messages_dropped_offline);
             dropped(DropReason::Offline);
-            false
+            Copy::Skipped
         }
         Err(EnqueueError::StorageFull) => {
             Metrics::inc(&metrics.messages_dropped_storage_full);
             dropped(DropReason::StorageFull);
-            false
+            Copy::NoRoom
         }
-        Err(EnqueueError::Ended) => false,
+        Err(EnqueueError::Ended) => Copy::Skipped,
     }
 }

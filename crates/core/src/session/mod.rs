@@ -106,9 +106,9 @@ pub(crate) struct Link {
     pub(crate) signals: Arc<LinkSignals>,
     /// Control packets (acks, CONNACK, SUBACK, ...) for the writer, sent before messages.
     pub(crate) outbox: VecDeque<Packet>,
-    /// Control packets waiting for storage to make their changes durable (with the sequence
-    /// number to wait for), and every control packet queued after them, in order.
-    pub(crate) pending: VecDeque<(u64, Packet)>,
+    /// Control packets waiting for storage to make their changes durable (with the writes
+    /// to wait for), and every control packet queued after them, in order.
+    pub(crate) pending: VecDeque<(crate::persist::Gate, Packet)>,
     /// Outbound window: the smaller of our `max_inflight` and the client's Receive Maximum.
     pub(crate) window: usize,
     /// Re-send the inflight messages before anything else (set when a session resumes).
@@ -330,16 +330,21 @@ impl Session {
 
     /// Queues a control packet for the link `link_id`; false if that link is gone.
     pub(crate) fn send_control(&self, link_id: u64, packet: Packet) -> bool {
-        self.send_control_gated(link_id, packet, 0)
+        self.send_control_gated(link_id, packet, crate::persist::Gate::NONE)
     }
 
-    /// Queues a control packet that may only leave once storage sequence `gate` is durable
-    /// (0: no wait). Packets keep their order: once one waits, later ones wait behind it.
-    pub(crate) fn send_control_gated(&self, link_id: u64, packet: Packet, gate: u64) -> bool {
+    /// Queues a control packet that may only leave once the writes of `gate` are durable.
+    /// Packets keep their order: once one waits, later ones wait behind it.
+    pub(crate) fn send_control_gated(
+        &self,
+        link_id: u64,
+        packet: Packet,
+        gate: crate::persist::Gate,
+    ) -> bool {
         let mut st = self.state.lock();
         match &mut st.link {
             Some(link) if link.id == link_id => {
-                if gate == 0 && link.pending.is_empty() {
+                if gate.is_none() && link.pending.is_empty() {
                     link.outbox.push_back(packet);
                 } else {
                     link.pending.push_back((gate, packet));

@@ -224,19 +224,61 @@ async fn packet_over_max_size_gets_v5_disconnect_0x95() {
 }
 
 #[tokio::test]
-async fn connections_over_the_limit_are_closed() {
+async fn connections_over_the_limit_are_refused_as_server_busy() {
     let broker = start_broker_with(Limits {
         max_connections: 2,
         ..Limits::default()
     })
     .await;
     let _a = Raw::connect(&broker, V4, "a").await;
-    let _b = Raw::connect(&broker, V4, "b").await;
-    let mut c = Raw::open(&broker, V4).await;
-    c.send(Packet::Connect(Box::new(Connect::new(V4, "c"))))
+    let _b = Raw::connect(&broker, V5, "b").await;
+    // 3.1.1: return code 0x03 Server unavailable; v5: 0x89 Server busy. Then closed.
+    for (v, code) in [
+        (V4, ReasonCode::ServerUnavailable),
+        (V5, ReasonCode::ServerBusy),
+    ] {
+        let (mut c, ack) = Raw::connect_with(&broker, Connect::new(v, "c")).await;
+        assert_eq!(connack(ack).reason_code, code, "{v:?}");
+        assert!(c.closed().await.is_empty());
+    }
+    assert_eq!(broker.metrics().connections_refused, 2);
+    broker.shutdown().await;
+}
+
+/// Issue 12 §3: sockets that never send CONNECT cannot lock real clients out. They hold no
+/// place in `max_connections`, and when the pending connections are full the oldest is
+/// dropped for a newcomer, so a real client is served at once.
+#[tokio::test]
+async fn silent_sockets_cannot_starve_real_clients() {
+    let broker = start_broker_with(Limits {
+        max_connections: 20,
+        max_pending_connections: 20,
+        ..Limits::default()
+    })
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..40 {
+        silent.push(Raw::open(&broker, V4).await);
+    }
+    for i in 0..20 {
+        let started = std::time::Instant::now();
+        let c = Raw::connect(
+            &broker,
+            if i % 2 == 0 { V4 } else { V5 },
+            &format!("real-{i}"),
+        )
         .await;
-    assert!(c.closed().await.is_empty());
-    assert_eq!(broker.metrics().connections_refused, 1);
+        // Generous for a loaded CI machine; the point is "at once", not "after a timeout".
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        silent.push(c);
+    }
+    let m = broker.metrics();
+    assert_eq!(m.clients_connected, 20, "every real client got in");
+    // 20 silent ones made room for the next 20, and one more for the first real client.
+    assert!(m.connections_evicted >= 21, "{m:?}");
+    // The oldest silent sockets were closed by the broker.
+    let mut first = silent.swap_remove(0);
+    assert!(first.closed().await.is_empty());
     broker.shutdown().await;
 }
 

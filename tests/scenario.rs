@@ -33,6 +33,10 @@ async fn thousand_clients_mixed_qos_every_message_accounted_for() {
         max_connections: 2 * (PUBLISHERS + SUBSCRIBERS),
         max_queued_messages: 100_000,
         max_inflight: 64,
+        // All 1,000 connect at once from 127.0.0.1, as clients behind one NAT address
+        // would after an outage: the per-address bound on pending connections must allow it.
+        max_pending_per_address: 2 * (PUBLISHERS + SUBSCRIBERS),
+        max_pending_connections: 2 * (PUBLISHERS + SUBSCRIBERS),
         ..Limits::default()
     })
     .await;

@@ -427,3 +427,81 @@ async fn a_refused_member_does_not_swallow_shared_messages() {
     assert!(to_bob.is_empty());
     broker.shutdown().await;
 }
+
+/// Opens a raw connection from a chosen loopback source address.
+async fn raw_from(broker: &BrokerHandle, source: &str, v: ProtocolVersion) -> Raw {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{source}:0").parse().expect("address"))
+        .expect("binds");
+    let stream = within(socket.connect(addr(broker)))
+        .await
+        .expect("connects");
+    Raw {
+        stream,
+        buf: bytes::BytesMut::new(),
+        version: v,
+    }
+}
+
+async fn try_login(c: &mut Raw, id: &str, user: &str, pass: &str) -> ReasonCode {
+    c.send(Packet::Connect(Box::new(connect(
+        c.version, id, user, pass, false,
+    ))))
+    .await;
+    connack(c.recv().await.expect("CONNACK")).reason_code
+}
+
+/// Issue 12 §3: an unknown user name and a wrong password get the same answer (0x86), and
+/// after failures the next attempt from that address or for that user name waits, doubling,
+/// while other clients are served at once.
+#[tokio::test]
+async fn password_guessing_backs_off_without_slowing_others() {
+    let broker = start(builder().limits(roost::Limits {
+        auth_failure_backoff: std::time::Duration::from_millis(300),
+        auth_failure_backoff_max: std::time::Duration::from_secs(3),
+        ..roost::Limits::default()
+    }))
+    .await;
+    // No user enumeration through the reason code.
+    let mut c = raw_from(&broker, "127.0.0.1", V5).await;
+    assert_eq!(
+        try_login(&mut c, "g0", "mallory", "x").await,
+        ReasonCode::BadUserNameOrPassword
+    );
+    for i in 1..3 {
+        let mut c = raw_from(&broker, "127.0.0.1", V5).await;
+        assert_eq!(
+            try_login(&mut c, &format!("g{i}"), "alice", "guess").await,
+            ReasonCode::BadUserNameOrPassword
+        );
+    }
+    assert_eq!(broker.metrics().auth_failures, 3);
+    // Three failures from 127.0.0.1: the next attempt from there waits 300 ms × 2² before
+    // its password is even looked at.
+    let b = broker.clone();
+    let guess = tokio::spawn(async move {
+        let mut c = raw_from(&b, "127.0.0.1", V5).await;
+        let started = std::time::Instant::now();
+        let code = try_login(&mut c, "g3", "alice", "a-pass").await;
+        (code, started.elapsed())
+    });
+    // Meanwhile a client from another address, with another name, is served at once.
+    let mut bob = raw_from(&broker, "127.0.0.2", V5).await;
+    assert_eq!(
+        try_login(&mut bob, "bob-dev", "bob", "b-pass").await,
+        ReasonCode::Success
+    );
+    assert!(
+        !guess.is_finished(),
+        "bob was not held up behind the guesser"
+    );
+    let (code, waited) = within(guess).await.expect("joins");
+    assert_eq!(code, ReasonCode::Success, "the right password still works");
+    assert!(
+        waited >= std::time::Duration::from_millis(1200),
+        "{waited:?}"
+    );
+    assert!(broker.metrics().auth_delayed >= 1);
+    broker.shutdown().await;
+}

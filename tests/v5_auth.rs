@@ -134,7 +134,8 @@ async fn plain_authentication_accepts_and_refuses_with_the_right_codes() {
     for (user, pass, code) in [
         ("alice", &b"wrong"[..], ReasonCode::BadUserNameOrPassword),
         ("mallory", b"x", ReasonCode::NotAuthorized),
-        ("nobody", b"x", ReasonCode::NotAuthorized), // every authenticator deferred
+        // Every authenticator deferred: refused like a wrong password (no user enumeration).
+        ("nobody", b"x", ReasonCode::BadUserNameOrPassword),
     ] {
         let (mut raw, ack) = Raw::connect_with(&broker, login(V4, user, pass)).await;
         assert_eq!(connack(ack).reason_code, code, "{user}");

@@ -18,30 +18,82 @@ struct UserTable {
     users: HashMap<String, PasswordHash>,
 }
 
+/// Password checks in progress at once, at most: one per core. PBKDF2 is slow on purpose,
+/// and a burst of guesses must not take every blocking thread (or every core) from the
+/// broker; further checks wait their turn without using CPU.
+#[derive(Debug, Clone)]
+struct Verifier {
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Verifier {
+            permits: Arc::new(tokio::sync::Semaphore::new(cores)),
+        }
+    }
+}
+
 impl UserTable {
+    /// A hash that costs what the table's costliest entry costs to verify, for clients whose
+    /// user name is unknown: they wait as long as a known user with a wrong password, so the
+    /// time taken does not tell which names exist.
+    fn dummy(&self) -> PasswordHash {
+        let costliest = self
+            .users
+            .values()
+            .max_by_key(|h| match h {
+                PasswordHash::Pbkdf2Sha512 { iterations, .. } => *iterations,
+                PasswordHash::Sha512 { .. } => 0,
+            })
+            .cloned();
+        match costliest {
+            Some(PasswordHash::Pbkdf2Sha512 {
+                iterations, hash, ..
+            }) => PasswordHash::Pbkdf2Sha512 {
+                iterations,
+                salt: vec![0x5a; 16],
+                hash: vec![0; hash.len()],
+            },
+            _ => PasswordHash::Sha512 {
+                salt: vec![0x5a; 16],
+                hash: vec![0; 64],
+            },
+        }
+    }
+
     /// Checks a client against the table: defer for clients without a user name or with one
-    /// the table does not know, allow on the right password, deny otherwise.
-    async fn check(table: Arc<UserTable>, client: &ConnectInfo) -> AuthOutcome {
+    /// the table does not know (after verifying a dummy hash, so that takes as long as a
+    /// wrong password), allow on the right password, deny otherwise.
+    async fn check(
+        table: Arc<UserTable>,
+        verifier: &Verifier,
+        client: &ConnectInfo,
+    ) -> AuthOutcome {
         let Some(user) = client.username.as_ref().map(|u| u.to_string()) else {
             return AuthOutcome::Defer;
         };
-        if !table.users.contains_key(&user) {
-            return AuthOutcome::Defer;
-        }
-        let Some(password) = client.password.clone() else {
-            return AuthOutcome::Deny(ReasonCode::BadUserNameOrPassword);
+        let known = table.users.contains_key(&user);
+        let password = client.password.clone().unwrap_or_default();
+        let Ok(_permit) = verifier.permits.acquire().await else {
+            return AuthOutcome::Deny(ReasonCode::ServerUnavailable);
         };
         let name = user.clone();
         // PBKDF2 is deliberately slow: verify off the async workers.
-        let ok = tokio::task::spawn_blocking(move || {
-            table.users.get(&name).is_some_and(|h| h.verify(&password))
+        let ok = tokio::task::spawn_blocking(move || match table.users.get(&name) {
+            Some(hash) => hash.verify(&password),
+            None => {
+                let _ = table.dummy().verify(&password);
+                false
+            }
         })
         .await
         .unwrap_or(false);
-        if ok {
-            AuthOutcome::Allow(Identity::user(user), None)
-        } else {
-            AuthOutcome::Deny(ReasonCode::BadUserNameOrPassword)
+        match (known, ok && client.password.is_some()) {
+            (false, _) => AuthOutcome::Defer,
+            (true, true) => AuthOutcome::Allow(Identity::user(user), None),
+            (true, false) => AuthOutcome::Deny(ReasonCode::BadUserNameOrPassword),
         }
     }
 }
@@ -60,6 +112,7 @@ impl UserTable {
 #[derive(Debug, Clone, Default)]
 pub struct StaticUsers {
     table: Arc<UserTable>,
+    verifier: Verifier,
 }
 
 impl StaticUsers {
@@ -95,7 +148,7 @@ impl StaticUsers {
 #[async_trait]
 impl Authenticator for StaticUsers {
     async fn authenticate(&self, client: &ConnectInfo) -> AuthOutcome {
-        UserTable::check(Arc::clone(&self.table), client).await
+        UserTable::check(Arc::clone(&self.table), &self.verifier, client).await
     }
 }
 
@@ -110,6 +163,7 @@ impl Authenticator for StaticUsers {
 pub struct PasswordFile {
     path: PathBuf,
     table: RwLock<Arc<UserTable>>,
+    verifier: Verifier,
 }
 
 impl PasswordFile {
@@ -120,6 +174,7 @@ impl PasswordFile {
         Ok(Self {
             path,
             table: RwLock::new(Arc::new(table)),
+            verifier: Verifier::default(),
         })
     }
 
@@ -175,6 +230,6 @@ impl PasswordFile {
 impl Authenticator for PasswordFile {
     async fn authenticate(&self, client: &ConnectInfo) -> AuthOutcome {
         let table = Arc::clone(&self.table.read());
-        UserTable::check(table, client).await
+        UserTable::check(table, &self.verifier, client).await
     }
 }

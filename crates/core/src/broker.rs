@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{Admissions, ListenerCap, Slots, Ticket};
 use crate::codec::{LastWill, Packet, PublishProperties, QoS, ReasonCode};
 use crate::config::{Capabilities, Limits};
 use crate::connection::{self, PeerInfo};
@@ -41,6 +42,7 @@ use crate::policy::{AnonymousAccess, AnonymousDecision, Exposure, SessionOwnersh
 use crate::router::{RetainChange, RouteOutcome, Router};
 use crate::session::SessionState;
 use crate::session::{CloseReason, Link, LinkSignals, Session};
+use crate::throttle::AuthThrottle;
 use crate::timers::{Due, TimerKind, Timers};
 use crate::topic::TopicName;
 use crate::transport::listener::{ErasedListener, Listener};
@@ -82,6 +84,10 @@ pub(crate) struct Shared {
     /// it was authorized in; one from another epoch (or restored from storage, epoch 0) is
     /// checked again when it is sent.
     authz_epoch: AtomicU64,
+    /// Connections not yet authenticated.
+    admissions: Arc<Admissions>,
+    /// Back-off after failed authentication.
+    pub(crate) auth_throttle: AuthThrottle,
 }
 
 /// What a connection brings to [`Shared::attach`].
@@ -96,6 +102,7 @@ pub(crate) struct AttachRequest {
 }
 
 /// Releases a connection slot when dropped.
+#[derive(Debug)]
 pub(crate) struct ConnectionSlot(Arc<Shared>);
 
 impl Drop for ConnectionSlot {
@@ -161,6 +168,8 @@ impl Shared {
             ownership: config.ownership,
             anonymous,
             authz_epoch: AtomicU64::new(1),
+            admissions: Arc::new(Admissions::default()),
+            auth_throttle: AuthThrottle::default(),
         })
     }
 
@@ -222,6 +231,46 @@ impl Shared {
 
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers a new pending (not yet authenticated) connection from `source`, dropping
+    /// the oldest pending one if a bound is reached (see [`crate::admission`]).
+    pub(crate) fn admit(&self, source: Option<std::net::IpAddr>) -> Ticket {
+        self.admissions.admit(source, &self.limits, &self.metrics)
+    }
+
+    /// True when `max_connections` authenticated connections are open.
+    pub(crate) fn connections_full(&self) -> bool {
+        self.open_connections.load(Ordering::Acquire) >= self.limits.max_connections
+    }
+
+    /// An authenticated connection leaves the pending ones and takes its places: one of
+    /// `max_connections` and one of its listener's cap. In-process clients take none. `Err`
+    /// is the CONNACK code refusing it when the broker (or the listener) is full.
+    pub(crate) fn graduate(self: &Arc<Self>, peer: &PeerInfo) -> Result<Slots, ReasonCode> {
+        if let Some(ticket) = &peer.ticket {
+            ticket.finish();
+        }
+        if peer.in_process {
+            return Ok(Slots::default());
+        }
+        let Some(slot) = self.open_slot() else {
+            Metrics::inc(&self.metrics.connections_refused);
+            tracing::info!("max_connections reached: connection refused");
+            return Err(ReasonCode::ServerBusy);
+        };
+        let here = match &peer.listener_cap {
+            Some(cap) => match cap.take() {
+                Some(count) => Some(count),
+                None => {
+                    Metrics::inc(&self.metrics.connections_refused);
+                    tracing::info!(listener = %peer.listener, "listener connection cap reached: connection refused");
+                    return Err(ReasonCode::ServerBusy);
+                }
+            },
+            None => None,
+        };
+        Ok(Slots::new(slot, here))
     }
 
     /// Takes a connection slot, or `None` when `max_connections` are open.
@@ -1058,7 +1107,10 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>,
         max_packet_size,
         ..
     } = net;
-    let open_here = Arc::new(AtomicUsize::new(0));
+    let listener_cap = max_connections.map(|max| ListenerCap {
+        open: Arc::new(AtomicUsize::new(0)),
+        max,
+    });
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -1076,16 +1128,11 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>,
             }
         };
         Metrics::inc(&shared.metrics.connections_total);
-        let Some(slot) = shared.open_slot() else {
-            Metrics::inc(&shared.metrics.connections_refused);
-            tracing::debug!(peer = %addr, "max_connections reached: connection closed");
-            continue;
-        };
-        let Some(here) = ListenerCount::take(&open_here, max_connections) else {
-            Metrics::inc(&shared.metrics.connections_refused);
-            tracing::debug!(peer = %addr, listener = %name, "listener connection cap reached: connection closed");
-            continue;
-        };
+        // Pending until authenticated (see `admission`). Behind the PROXY protocol every
+        // socket comes from the balancer, so only the total bound applies there.
+        let source = (!proxy).then(|| addr.ip());
+        let ticket = shared.admit(source);
+        let evicted = ticket.evicted().clone();
         let _ = stream.set_nodelay(true);
         let conn_shared = Arc::clone(&shared);
         let mut peer = PeerInfo {
@@ -1094,10 +1141,11 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>,
             certificates: Vec::new(),
             max_packet_size,
             in_process: false,
+            ticket: Some(ticket),
+            listener_cap: listener_cap.clone(),
         };
         let kind = kind.clone();
         let task = async move {
-            let _slots = (slot, here);
             if proxy {
                 let timeout = conn_shared.limits.handshake_timeout;
                 let stop = conn_shared.shutdown.clone();
@@ -1108,6 +1156,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>,
                 ));
                 let header = tokio::select! {
                     _ = stop.cancelled() => return,
+                    _ = evicted.cancelled() => return,
                     r = read => r,
                 };
                 match header {
@@ -1149,8 +1198,16 @@ async fn serve_upgraded(
 ) {
     let timeout = shared.limits.handshake_timeout;
     let stop = shared.shutdown.clone();
+    let evicted = peer.ticket.as_ref().map(|t| t.evicted().clone());
+    let evicted = async move {
+        match evicted {
+            Some(e) => e.cancelled_owned().await,
+            None => std::future::pending().await,
+        }
+    };
     let upgraded = tokio::select! {
         _ = stop.cancelled() => return,
+        _ = evicted => return,
         r = tokio::time::timeout(timeout, upgrade(stream, &kind, peer)) => r,
     };
     match upgraded {
@@ -1184,22 +1241,20 @@ pub(crate) async fn custom_accept_loop<L: Listener>(
             }
         };
         Metrics::inc(&shared.metrics.connections_total);
-        let Some(slot) = shared.open_slot() else {
-            Metrics::inc(&shared.metrics.connections_refused);
-            continue;
-        };
+        let ticket = shared.admit(accepted.peer.map(|a| a.ip()));
         let peer = PeerInfo {
             addr: accepted.peer,
             listener: Arc::clone(&name),
             certificates: accepted.certificates,
             max_packet_size: None,
             in_process: false,
+            ticket: Some(ticket),
+            listener_cap: None,
         };
         let conn_shared = Arc::clone(&shared);
-        shared.tracker.spawn(async move {
-            let _slot = slot;
-            serve_stream(conn_shared, accepted.stream, peer).await;
-        });
+        shared
+            .tracker
+            .spawn(serve_stream(conn_shared, accepted.stream, peer));
     }
 }
 
@@ -1226,26 +1281,6 @@ impl NetListener {
             max_connections: None,
             max_packet_size: None,
         }
-    }
-}
-
-/// One open connection counted against its listener's cap; released on drop.
-struct ListenerCount(Arc<AtomicUsize>);
-
-impl ListenerCount {
-    fn take(open: &Arc<AtomicUsize>, max: Option<usize>) -> Option<ListenerCount> {
-        let max = max.unwrap_or(usize::MAX);
-        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| ListenerCount(Arc::clone(open)))
-    }
-}
-
-impl Drop for ListenerCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

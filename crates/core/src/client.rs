@@ -238,6 +238,8 @@ impl BrokerHandle {
             certificates: Vec::new(),
             max_packet_size: None,
             in_process: true,
+            ticket: None,
+            listener_cap: None,
         };
         self.shared.tracker.spawn(connection::serve(
             shared,

@@ -7,8 +7,9 @@ use std::time::Duration;
 /// large deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Open connections at most. Further TCP connections are closed as soon as they are
-    /// accepted, without reading anything. Default 10,000.
+    /// Authenticated connections at most. A client authenticated while this many are open is
+    /// refused with CONNACK 0x89 Server busy (3.1.1: 0x03); connections still in their
+    /// handshake are bounded by `max_pending_connections` instead. Default 10,000.
     pub max_connections: usize,
     /// Largest packet accepted, fixed header included. A larger one closes the connection
     /// (v5: DISCONNECT 0x95) as soon as its fixed header is read. Default 1 MiB.
@@ -56,6 +57,23 @@ pub struct Limits {
     pub flow_control_queue: usize,
     /// Longest single flow-control pause of a publisher. Default 1 s.
     pub flow_control_pause: Duration,
+    /// Connections not yet authenticated (PROXY header, TLS or WebSocket handshake, CONNECT
+    /// and authentication still under way), at most. When full, the oldest of them is
+    /// dropped to make room for a new one, so sockets that never send CONNECT cannot lock
+    /// out real clients. They do not count against `max_connections`, which a connection
+    /// joins once authenticated. Default 1,024.
+    pub max_pending_connections: usize,
+    /// Pending connections from one source address, at most; when full, that address's
+    /// oldest pending connection is dropped. Default 128.
+    pub max_pending_per_address: usize,
+    /// Wait before checking the credentials of a client whose address or user name failed
+    /// authentication recently: this, doubled for each further failure, up to
+    /// `auth_failure_backoff_max`. The wait costs no CPU and holds up nobody else; a success
+    /// clears the record, and records idle for 10 minutes are forgotten. `ZERO` turns it
+    /// off. Default 100 ms.
+    pub auth_failure_backoff: Duration,
+    /// Longest such wait. Default 10 s.
+    pub auth_failure_backoff_max: Duration,
 }
 
 impl Default for Limits {
@@ -76,6 +94,10 @@ impl Default for Limits {
             max_storage_bytes: None,
             flow_control_queue: 256,
             flow_control_pause: Duration::from_secs(1),
+            max_pending_connections: 1024,
+            max_pending_per_address: 128,
+            auth_failure_backoff: Duration::from_millis(100),
+            auth_failure_backoff_max: Duration::from_secs(10),
         }
     }
 }

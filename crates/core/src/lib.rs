@@ -25,6 +25,7 @@ pub mod topic;
 #[doc(hidden)]
 pub mod bench_support;
 
+mod admission;
 mod authz;
 mod broker;
 mod client;
@@ -36,6 +37,7 @@ mod metrics;
 mod persist;
 mod router;
 mod session;
+mod throttle;
 mod timers;
 mod transport;
 

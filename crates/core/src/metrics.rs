@@ -43,8 +43,15 @@ counters! {
     clients_connected => "$SYS/broker/clients/connected",
     /// Connections accepted since start (including refused CONNECTs).
     connections_total => "$SYS/broker/connections/total",
-    /// Connections refused because `max_connections` was reached.
+    /// Connections refused because `max_connections` (or a listener's cap) was reached.
     connections_refused => "$SYS/broker/connections/refused",
+    /// Failed authentications (refused credentials, or nobody accepting the client).
+    auth_failures => "$SYS/broker/auth/failures",
+    /// Authentications held back because the address or user name failed recently.
+    auth_delayed => "$SYS/broker/auth/delayed",
+    /// Connections dropped before authentication to make room for newer ones
+    /// (`max_pending_connections`, `max_pending_per_address`).
+    connections_evicted => "$SYS/broker/connections/evicted",
     /// Sessions currently held (connected or not).
     sessions => "$SYS/broker/sessions/count",
     /// PUBLISH packets received from clients.

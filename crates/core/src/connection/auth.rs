@@ -78,6 +78,11 @@ pub(crate) async fn plain(
     if shared.anonymous.allowed && client.username.is_none() {
         return Ok(Identity::default());
     }
+    // Credentials nobody accepted get the same answer as a wrong password, so the reason
+    // code does not tell which user names exist.
+    if client.username.is_some() {
+        return Err(ReasonCode::BadUserNameOrPassword);
+    }
     Err(ReasonCode::NotAuthorized)
 }
 

@@ -18,6 +18,7 @@ use crate::codec::{
     Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, DecodeError, DecodeLimits, Packet,
     PayloadFormat, ProtocolVersion, QoS, ReasonCode,
 };
+use crate::metrics::Metrics;
 use crate::plugin::{ClientInfo, ConnectInfo, Identity};
 use crate::session::LinkSignals;
 use crate::topic::is_sys_topic;
@@ -98,6 +99,12 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         refuse(&mut wire, version, code, None).await;
         return None;
     }
+    // A full broker says so before spending anything on authentication.
+    if !peer.in_process && shared.connections_full() {
+        Metrics::inc(&shared.metrics.connections_refused);
+        refuse(&mut wire, version, ReasonCode::ServerBusy, None).await;
+        return None;
+    }
     let client = ConnectInfo {
         client_id: client_id.clone(),
         username: connect.username.clone(),
@@ -108,7 +115,24 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         certificates: peer.certificates.clone(),
         authentication_method: connect.properties.authentication_method.clone(),
     };
-    let (identity, enhanced, auth_data) = match authenticate(
+    // Back-off after recent failures from this address or for this user name.
+    let source = client.peer.map(|p| p.ip());
+    let claimed = client.username.as_deref();
+    let checked = !shared.authenticators.is_empty();
+    if checked {
+        let delay = shared.auth_throttle.delay(
+            source,
+            claimed,
+            shared.limits.auth_failure_backoff,
+            shared.limits.auth_failure_backoff_max,
+        );
+        if !delay.is_zero() {
+            Metrics::inc(&shared.metrics.auth_delayed);
+            tracing::debug!(?delay, "recent authentication failures: waiting");
+            tokio::time::sleep(delay).await;
+        }
+    }
+    let authenticated = authenticate(
         shared,
         reader,
         &mut wire,
@@ -117,10 +141,19 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         max_packet_size,
         peer.in_process,
     )
-    .await
-    {
-        Ok(done) => done,
+    .await;
+    let (identity, enhanced, auth_data) = match authenticated {
+        Ok(done) => {
+            if checked {
+                shared.auth_throttle.succeeded(source, claimed);
+            }
+            done
+        }
         Err(Some(code)) => {
+            Metrics::inc(&shared.metrics.auth_failures);
+            if checked {
+                shared.auth_throttle.failed(source, claimed);
+            }
             refuse(&mut wire, version, code, None).await;
             return None;
         }
@@ -134,6 +167,15 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         peer: peer.addr,
         listener: Arc::clone(&peer.listener),
     });
+    // Authenticated: it leaves the pending connections and takes its place among the open
+    // ones (see `admission`), or is refused if the broker is full.
+    let slots = match shared.graduate(peer) {
+        Ok(slots) => slots,
+        Err(code) => {
+            refuse(&mut wire, version, code, None).await;
+            return None;
+        }
+    };
     // The authorizers may refuse the client outright, and the will is authorized as a
     // publish of its client.
     if !shared.open_access() {
@@ -244,6 +286,7 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         aliases: HashMap::new(),
         congested: Vec::new(),
         connect_expiry_zero: requested == 0,
+        _slots: slots,
     };
     let writer = Writer {
         wire,

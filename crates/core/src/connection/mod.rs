@@ -34,7 +34,7 @@ use crate::topic::TopicName;
 use crate::transport::{PacketReader, PacketWriter, ReadError};
 
 /// Facts about the peer, for logs and plugins.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct PeerInfo {
     pub(crate) addr: Option<SocketAddr>,
     pub(crate) listener: Arc<str>,
@@ -45,6 +45,10 @@ pub(crate) struct PeerInfo {
     /// An in-process client of the embedding application: with no authenticator registered
     /// it is let in whatever the anonymous-access policy says (it is not a stranger).
     pub(crate) in_process: bool,
+    /// Its place among the pending connections until it is authenticated (network only).
+    pub(crate) ticket: Option<crate::admission::Ticket>,
+    /// The listener's connection cap, taken once authenticated.
+    pub(crate) listener_cap: Option<crate::admission::ListenerCap>,
 }
 
 /// The reader side of an established connection.
@@ -74,6 +78,8 @@ pub(crate) struct Connection {
     congested: Vec<Arc<Session>>,
     /// CONNECT had Session Expiry Interval 0, so DISCONNECT may not raise it (v5 §3.14.2.2.2).
     connect_expiry_zero: bool,
+    /// Its places in `max_connections` and its listener's cap, held until it ends.
+    _slots: crate::admission::Slots,
 }
 
 /// How the reader loop ended.
@@ -105,7 +111,16 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
     // The handshake is boxed, as is `close` below: both run once, and inline they would make
     // every connection's task, held for as long as the connection, several KiB larger.
     let start = Box::pin(async move {
-        let accepted = handshake::accept(&shared, &mut reader, wire, &peer).await;
+        // Until authenticated, a newer connection may evict this one (see `admission`).
+        let evicted = peer.ticket.as_ref().map(|t| t.evicted().clone());
+        let handshake = handshake::accept(&shared, &mut reader, wire, &peer);
+        let accepted = match evicted {
+            Some(evicted) => tokio::select! {
+                r = handshake => r,
+                _ = evicted.cancelled() => None,
+            },
+            None => handshake.await,
+        };
         accepted.map(|(conn, writer)| (conn, writer, reader, shared))
     });
     async move {

@@ -170,3 +170,57 @@ async fn text_frames_close_the_connection() {
     }
     broker.shutdown().await;
 }
+
+/// Issue 12 §2: WebSocket frame limits follow the listener's maximum packet size. A frame
+/// header claiming 16 MB on a listener that takes 1 KiB packets closes the connection at
+/// once, before anything is reserved for it or the connect timeout runs out; other
+/// clients are served meanwhile.
+#[tokio::test]
+async fn oversized_websocket_frames_are_refused_on_their_header() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .listen_ws("127.0.0.1:0".parse().expect("address"), "/mqtt")
+        .listener_max_packet_size(1024)
+        .limits(roost::Limits {
+            connect_timeout: std::time::Duration::from_secs(60),
+            ..roost::Limits::default()
+        })
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .expect("starts");
+    let mut raw = tokio::net::TcpStream::connect(broker.local_addrs()[1])
+        .await
+        .expect("connects");
+    raw.write_all(
+        b"GET /mqtt HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Protocol: mqtt\r\n\r\n",
+    )
+    .await
+    .expect("writes");
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        within(raw.read_exact(&mut byte)).await.expect("reads");
+        response.push(byte[0]);
+    }
+    assert!(response.starts_with(b"HTTP/1.1 101"), "upgraded");
+    // FIN + binary, masked, 64-bit length 16 MiB, a mask key, then only a few bytes.
+    let mut frame = vec![0x82, 0xFF];
+    frame.extend_from_slice(&(16u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4, 0x10, 0x20]);
+    raw.write_all(&frame).await.expect("writes");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = within(raw.read_to_end(&mut rest)).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "closed on the header, not by a timeout"
+    );
+    // The broker is unharmed.
+    Raw::connect(&broker, V4, "after").await;
+    broker.shutdown().await;
+}

@@ -705,6 +705,8 @@ impl Shared {
             st.ended = true;
             st.queue.clear();
             st.queued_bytes = 0;
+            st.retained_backlog.clear();
+            st.retained_waiting = 0;
             (
                 std::mem::take(&mut st.subscriptions),
                 st.pending_will.take(),
@@ -1208,7 +1210,7 @@ async fn serve_upgraded(
     let upgraded = tokio::select! {
         _ = stop.cancelled() => return,
         _ = evicted => return,
-        r = tokio::time::timeout(timeout, upgrade(stream, &kind, peer)) => r,
+        r = tokio::time::timeout(timeout, upgrade(stream, &kind, peer, shared.limits.max_packet_size)) => r,
     };
     match upgraded {
         Ok(Ok(Upgraded::Tls(s, peer))) => serve_stream(shared, *s, peer).await,
@@ -1343,17 +1345,21 @@ async fn upgrade(
     stream: tokio::net::TcpStream,
     kind: &ListenerKind,
     mut peer: PeerInfo,
+    default_max_packet: u32,
 ) -> std::io::Result<Upgraded> {
+    let max_packet = peer.max_packet_size.unwrap_or(default_max_packet);
     Ok(match kind {
         ListenerKind::Tcp => unreachable_tcp()?,
         ListenerKind::Tls(tls) => {
             let s = tls_handshake(stream, tls, &mut peer).await?;
             Upgraded::Tls(Box::new(s), peer)
         }
-        ListenerKind::Ws(path) => Upgraded::Ws(Box::new(ws::accept(stream, path).await?), peer),
+        ListenerKind::Ws(path) => {
+            Upgraded::Ws(Box::new(ws::accept(stream, path, max_packet).await?), peer)
+        }
         ListenerKind::Wss(tls, path) => {
             let s = tls_handshake(stream, tls, &mut peer).await?;
-            Upgraded::Wss(Box::new(ws::accept(s, path).await?), peer)
+            Upgraded::Wss(Box::new(ws::accept(s, path, max_packet).await?), peer)
         }
     })
 }

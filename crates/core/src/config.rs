@@ -21,7 +21,9 @@ pub struct Limits {
     /// for that session are dropped (the newest is dropped, never one already queued) and
     /// counted in [`Metrics`](crate::Metrics). Default 1,000.
     pub max_queued_messages: usize,
-    /// Bytes (topic + payload) waiting in one session's queue; same policy. Default 16 MiB.
+    /// Bytes waiting in one session's queue, counting what each message holds (topic,
+    /// payload, forwarded properties such as User Properties, and 64 bytes for the message
+    /// itself); same policy. Default 16 MiB.
     pub max_queued_bytes: usize,
     /// Subscriptions per session; a SUBSCRIBE past it is refused for that filter (3.1.1:
     /// 0x80, v5: 0x97). Default 1,000.
@@ -32,7 +34,9 @@ pub struct Limits {
     /// Bytes in a topic name or filter; same policy. Default 65,535.
     pub max_topic_length: usize,
     /// Topics with a retained message; a retained PUBLISH to a new topic past it is delivered
-    /// but not retained (and counted). Default 100,000.
+    /// but not retained (and counted). Also the most retained messages waiting to be sent to
+    /// one session after its subscriptions (they go out at the connection's pace; past it
+    /// they are not sent, and counted in `retained_not_sent`). Default 100,000.
     pub max_retained: usize,
     /// Time a new connection has to send CONNECT before it is closed. Default 10 s.
     pub connect_timeout: Duration,
@@ -74,6 +78,20 @@ pub struct Limits {
     pub auth_failure_backoff: Duration,
     /// Longest such wait. Default 10 s.
     pub auth_failure_backoff_max: Duration,
+    /// Topic filters in one SUBSCRIBE, at most; the filters past it are refused (v5 0x97
+    /// Quota exceeded, 3.1.1 0x80). Repeats of a filter in one SUBSCRIBE count once (the
+    /// last one wins, as if each had been sent on its own). Default 256.
+    pub max_filters_per_subscribe: usize,
+    /// User Properties in one PUBLISH or Will, at most, and their bytes (names and values)
+    /// at most. A PUBLISH over either is not routed (v5 PUBACK/PUBREC 0x97 Quota exceeded;
+    /// 3.1.1 clients cannot send properties); a will over either refuses the CONNECT
+    /// (0x97). Defaults 128 and 64 KiB.
+    pub max_user_properties: usize,
+    /// See `max_user_properties`.
+    pub max_user_property_bytes: usize,
+    /// Bytes in a Client Identifier, at most; a longer one is refused (v5 0x85, 3.1.1
+    /// 0x02). Default 256 (the standards require servers to accept 1 to 23).
+    pub max_client_id_length: usize,
 }
 
 impl Default for Limits {
@@ -98,11 +116,25 @@ impl Default for Limits {
             max_pending_per_address: 128,
             auth_failure_backoff: Duration::from_millis(100),
             auth_failure_backoff_max: Duration::from_secs(10),
+            max_filters_per_subscribe: 256,
+            max_user_properties: 128,
+            max_user_property_bytes: 64 * 1024,
+            max_client_id_length: 256,
         }
     }
 }
 
 impl Limits {
+    /// True when `properties` are within the user-property limits.
+    pub(crate) fn user_properties_ok(&self, properties: &[crate::codec::UserProperty]) -> bool {
+        properties.len() <= self.max_user_properties
+            && properties
+                .iter()
+                .map(|u| u.name.len() + u.value.len())
+                .sum::<usize>()
+                <= self.max_user_property_bytes
+    }
+
     /// True when `topic` (a name or filter) is within the level and length limits.
     pub(crate) fn topic_ok(&self, topic: &str) -> bool {
         topic.len() <= self.max_topic_length

@@ -18,7 +18,7 @@ use bytestring::ByteString;
 
 use crate::codec::{
     EncodeError, EncodedPublish, PacketId, ProtocolVersion, Publish, PublishProperties, PublishQoS,
-    QoS,
+    QoS, UserProperty,
 };
 use crate::persist::Gate;
 use crate::topic::TopicName;
@@ -60,6 +60,45 @@ pub struct Message {
 pub(crate) struct Hold {
     after: AtomicU64,
     through: AtomicU64,
+}
+
+/// Bytes counted for a message beyond its variable-length parts (its struct, its `Arc`).
+pub(crate) const MESSAGE_OVERHEAD: usize = 64;
+
+/// Bytes a message's forwarded properties hold (each user property also counts the two
+/// strings' headers).
+pub(crate) fn properties_size(p: &PublishProperties) -> usize {
+    p.content_type.as_ref().map_or(0, |s| s.len())
+        + p.response_topic.as_ref().map_or(0, |t| t.as_str().len())
+        + p.correlation_data.as_ref().map_or(0, |b| b.len())
+        + p.user_properties
+            .iter()
+            .map(|u| u.name.len() + u.value.len() + 2 * std::mem::size_of::<ByteString>())
+            .sum::<usize>()
+}
+
+/// The properties with buffers of their own (see [`Message::detached`]).
+pub(crate) fn owned_properties(p: &PublishProperties) -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        topic_alias: None,
+        response_topic: p.response_topic.as_ref().map(TopicName::owned),
+        correlation_data: p
+            .correlation_data
+            .as_ref()
+            .map(|b| Bytes::copy_from_slice(b)),
+        user_properties: p
+            .user_properties
+            .iter()
+            .map(|u| UserProperty {
+                name: crate::topic::own(&u.name),
+                value: crate::topic::own(&u.value),
+            })
+            .collect(),
+        subscription_identifiers: Vec::new(),
+        content_type: p.content_type.as_ref().map(crate::topic::own),
+    }
 }
 
 /// `Hold::through` while routing is in progress.
@@ -151,13 +190,12 @@ impl Message {
     /// message's are slices of the read buffer it arrived in (up to 8 KiB for a message of
     /// a few bytes), which a long-lived reference would keep allocated.
     pub(crate) fn detached(&self) -> std::sync::Arc<Self> {
-        let topic = ByteString::from(String::from(self.topic.as_str()));
         std::sync::Arc::new(Self {
-            topic: TopicName::new(topic).unwrap_or_else(|_| self.topic.clone()),
+            topic: self.topic.owned(),
             payload: Bytes::copy_from_slice(&self.payload),
             qos: self.qos,
             retain: self.retain,
-            properties: self.properties.clone(),
+            properties: owned_properties(&self.properties),
             publisher: self.publisher.clone(),
             received_at: self.received_at,
             expires_at: self.expires_at,
@@ -213,9 +251,14 @@ impl Message {
         })
     }
 
-    /// Size counted against queue byte budgets: topic plus payload.
+    /// Size counted against queue byte budgets: what the message holds — topic, payload and
+    /// the properties it forwards (user properties, content type, response topic,
+    /// correlation data), plus a fixed amount for the message itself.
     pub fn size(&self) -> usize {
-        self.topic.as_str().len() + self.payload.len()
+        MESSAGE_OVERHEAD
+            + self.topic.as_str().len()
+            + self.payload.len()
+            + properties_size(&self.properties)
     }
 
     /// The PUBLISH for one delivery (payload shared, not copied).

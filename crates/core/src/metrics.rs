@@ -108,6 +108,11 @@ counters! {
     /// Queued copies withdrawn before sending because a storage write they depend on failed
     /// (their publisher was refused, so no subscriber may have them).
     messages_withdrawn_storage => "$SYS/broker/messages/withdrawn/storage",
+    /// PUBLISHes refused for carrying more User Properties than the limits allow.
+    messages_refused_properties => "$SYS/broker/messages/refused/properties",
+    /// Retained messages not sent on subscribe because `max_retained` were already waiting
+    /// for the session.
+    retained_not_sent => "$SYS/broker/retained/not-sent",
     /// Will messages not published because the authorizers in force refused them.
     wills_denied => "$SYS/broker/wills/denied",
     /// PUBLISHes from clients to `$SYS/...` topics refused (no authorizer allowed them).

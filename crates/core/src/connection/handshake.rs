@@ -327,6 +327,12 @@ fn check_will(shared: &Shared, connect: &Connect) -> Result<(), ReasonCode> {
     if !shared.limits.topic_ok(will.topic.as_str()) {
         return Err(ReasonCode::TopicNameInvalid);
     }
+    if !shared
+        .limits
+        .user_properties_ok(&will.properties.user_properties)
+    {
+        return Err(ReasonCode::QuotaExceeded);
+    }
     // Only an authorizer can allow a `$SYS` will (the authorizers check it below).
     if is_sys_topic(will.topic.as_str()) && shared.open_access() {
         return Err(ReasonCode::NotAuthorized);
@@ -418,6 +424,10 @@ fn client_identifier(shared: &Shared, connect: &Connect) -> Result<(ByteString, 
         }
         // MQTT-3.1.3-6, MQTT-3.1.3-7 (v5): assign a unique identifier and return it.
         _ if id.is_empty() => Ok((shared.assign_client_id(), true)),
+        // Longer than the broker keeps (MQTT-3.1.3-5 lets a server refuse long ones).
+        _ if id.len() > shared.limits.max_client_id_length => {
+            Err(ReasonCode::ClientIdentifierNotValid)
+        }
         _ => Ok((id.clone(), false)),
     }
 }
@@ -458,9 +468,24 @@ fn compact(connect: &mut crate::codec::Connect) {
         connect.password = Some(Bytes::copy_from_slice(password));
     }
     if let Some(will) = &mut connect.will {
-        if let Ok(topic) = crate::topic::TopicName::new(own(will.topic.as_bytestring())) {
-            will.topic = topic;
-        }
+        will.topic = will.topic.owned();
         will.payload = Bytes::copy_from_slice(&will.payload);
+        let p = &mut will.properties;
+        p.content_type = p.content_type.as_ref().map(own);
+        p.response_topic = p.response_topic.as_ref().map(|t| t.owned());
+        p.correlation_data = p
+            .correlation_data
+            .as_ref()
+            .map(|b| Bytes::copy_from_slice(b));
+        for u in &mut p.user_properties {
+            u.name = own(&u.name);
+            u.value = own(&u.value);
+        }
     }
+    let props = &mut connect.properties;
+    props.authentication_method = props.authentication_method.as_ref().map(own);
+    props.authentication_data = props
+        .authentication_data
+        .as_ref()
+        .map(|b| Bytes::copy_from_slice(b));
 }

@@ -10,14 +10,14 @@ use crate::codec::{
     Auth, AuthProperties, Disconnect, Packet, PayloadFormat, PubResponse, Publish, PublishQoS, QoS,
     ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
-use crate::message::Delivery;
 use crate::message::Hold;
 use crate::metrics::Metrics;
 use crate::persist::{Durability, Gate};
 use crate::plugin::PublishedMessage;
 use crate::router::RouteOutcome;
-use crate::session::{SessionState, SubscriptionRecord};
-use crate::topic::is_sys_topic;
+use crate::session::{RetainedBatch, SessionState, SubscriptionRecord};
+use crate::topic::{is_sys_topic, TopicFilter};
+use hashbrown::HashMap;
 
 /// The rest of a packet's handling that has to wait (for a plugin, storage, or an
 /// authentication exchange): boxed, so the connection's own future stays small while it
@@ -233,7 +233,8 @@ impl Connection {
                 None => return Err(Exit::Violation(ReasonCode::ProtocolError)),
             }
         } else {
-            self.aliases.insert(alias, publish.topic.clone());
+            // Kept for the connection's life: its own copy, not a slice of the read buffer.
+            self.aliases.insert(alias, publish.topic.owned());
         }
         Ok(())
     }
@@ -262,6 +263,24 @@ impl Connection {
             return Err(Exit::Violation(ReasonCode::RetainNotSupported));
         }
         let qos = publish.qos;
+        if !self
+            .shared
+            .limits
+            .user_properties_ok(&publish.properties.user_properties)
+        {
+            // Over the user-property limits: not routed, and the publisher is told.
+            Metrics::inc(&self.shared.metrics.messages_refused_properties);
+            match qos {
+                PublishQoS::AtMostOnce => {}
+                PublishQoS::AtLeastOnce(id) => {
+                    self.control(Packet::PubAck(self.response(id, ReasonCode::QuotaExceeded)))
+                }
+                PublishQoS::ExactlyOnce(id) => {
+                    self.control(Packet::PubRec(self.response(id, ReasonCode::QuotaExceeded)))
+                }
+            }
+            return Ok(None);
+        }
         let mut ops = Vec::new();
         let bad_utf8 = self.version.is_v5()
             && publish.properties.payload_format_indicator == Some(PayloadFormat::Utf8)
@@ -479,95 +498,120 @@ impl Connection {
         None
     }
 
-    async fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Exit> {
+    /// Applies one filter of a SUBSCRIBE; returns its SUBACK code. Retained messages it
+    /// releases are appended to `retained`.
+    async fn subscribe_one(
+        &mut self,
+        subscribe: &Subscribe,
+        filter: &TopicFilter,
+        mut options: crate::codec::SubscriptionOptions,
+        retained: &mut Vec<RetainedBatch>,
+    ) -> Result<ReasonCode, Exit> {
+        if let Some(code) = self.refuse_filter(subscribe, filter) {
+            return Ok(code);
+        }
+        // Kept for the subscription's life: its own copy, not a slice of the read buffer.
+        let filter = filter.owned();
         let limits = &self.shared.limits;
+        let is_shared = matches!(filter.shared(), Ok(Some(_)));
+        // MQTT-3.8.3-4 (v5): No Local on a shared subscription is a protocol error.
+        if is_shared && options.no_local {
+            return Err(Exit::Violation(ReasonCode::ProtocolError));
+        }
+        // Granted QoS never exceeds what the broker offers (MQTT-3.2.2-10 still accepts
+        // the request).
+        options.qos = options.qos.min(self.shared.capabilities.maximum_qos);
+        if !self.shared.open_access() {
+            match self
+                .shared
+                .authorize_subscribe(&self.info, &filter, options.qos)
+                .await
+            {
+                Ok(granted) => options.qos = granted,
+                Err(code) => {
+                    Metrics::inc(&self.shared.metrics.messages_denied);
+                    return Ok(code);
+                }
+            }
+        }
+        let record = SubscriptionRecord {
+            options,
+            id: subscribe.properties.subscription_identifier,
+        };
+        let is_new = {
+            let mut st = self.session.state.lock();
+            let exists = st.subscriptions.contains_key(&filter);
+            if !exists && st.subscriptions.len() >= limits.max_subscriptions_per_client {
+                return Ok(ReasonCode::QuotaExceeded);
+            }
+            st.subscriptions.insert(filter.clone(), record);
+            !exists
+        };
+        // MQTT-3.8.4-3: a subscription to an existing filter replaces it.
+        if self.shared.router.subscribe(&self.session, &filter, record) {
+            Metrics::inc(&self.shared.metrics.subscriptions);
+        }
+        // Retain Handling (v5 §3.8.3.1); never for shared subscriptions (v5 §4.8.2).
+        let send_retained = !is_shared
+            && match options.retain_handling {
+                RetainHandling::SendOnSubscribe => true,
+                RetainHandling::SendIfNew => is_new,
+                RetainHandling::DoNotSend => false,
+            };
+        if send_retained {
+            // Sent as the writer has room, each checked against the authorizers then.
+            let messages = self.shared.router.retained_for(&filter);
+            if !messages.is_empty() {
+                retained.push(RetainedBatch {
+                    messages: messages.into(),
+                    qos: options.qos,
+                    subscription_id: record.id,
+                });
+            }
+        }
+        let granted = options.qos;
+        self.shared.hooks.each(&self.shared.metrics, |h| {
+            h.subscribed(&self.info, &filter, granted)
+        });
+        Ok(match options.qos {
+            QoS::AtMostOnce => ReasonCode::Success,
+            QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+            QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+        })
+    }
+
+    async fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Exit> {
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
-        for (filter, mut options) in subscribe.filters.iter().cloned() {
-            if let Some(code) = self.refuse_filter(&subscribe, &filter) {
-                codes.push(code);
+        // A filter repeated in one SUBSCRIBE: the last one wins, as if each had been sent on
+        // its own (MQTT-3.8.4-3), and it is applied once; every repeat gets its code.
+        let mut last: HashMap<&TopicFilter, usize> =
+            HashMap::with_capacity(subscribe.filters.len());
+        for (i, (filter, _)) in subscribe.filters.iter().enumerate() {
+            last.insert(filter, i);
+        }
+        let mut unique = 0usize;
+        for (i, (filter, options)) in subscribe.filters.iter().enumerate() {
+            if last.get(filter) != Some(&i) {
+                codes.push(ReasonCode::UnspecifiedError); // set below from its last repeat
                 continue;
             }
-            let is_shared = matches!(filter.shared(), Ok(Some(_)));
-            // MQTT-3.8.3-4 (v5): No Local on a shared subscription is a protocol error.
-            if is_shared && options.no_local {
-                return Err(Exit::Violation(ReasonCode::ProtocolError));
+            unique += 1;
+            if unique > self.shared.limits.max_filters_per_subscribe {
+                codes.push(ReasonCode::QuotaExceeded);
+                continue;
             }
-            // Granted QoS never exceeds what the broker offers (MQTT-3.2.2-10 still accepts
-            // the request).
-            options.qos = options.qos.min(self.shared.capabilities.maximum_qos);
-            if !self.shared.open_access() {
-                match self
-                    .shared
-                    .authorize_subscribe(&self.info, &filter, options.qos)
-                    .await
-                {
-                    Ok(granted) => options.qos = granted,
-                    Err(code) => {
-                        Metrics::inc(&self.shared.metrics.messages_denied);
-                        codes.push(code);
-                        continue;
-                    }
+            let code = self
+                .subscribe_one(&subscribe, filter, *options, &mut retained)
+                .await?;
+            codes.push(code);
+        }
+        for (i, (filter, _)) in subscribe.filters.iter().enumerate() {
+            if let Some(&j) = last.get(filter) {
+                if j != i {
+                    codes[i] = codes[j];
                 }
             }
-            let record = SubscriptionRecord {
-                options,
-                id: subscribe.properties.subscription_identifier,
-            };
-            let is_new = {
-                let mut st = self.session.state.lock();
-                let exists = st.subscriptions.contains_key(&filter);
-                if !exists && st.subscriptions.len() >= limits.max_subscriptions_per_client {
-                    codes.push(ReasonCode::QuotaExceeded);
-                    continue;
-                }
-                st.subscriptions.insert(filter.clone(), record);
-                !exists
-            };
-            // MQTT-3.8.4-3: a subscription to an existing filter replaces it.
-            if self.shared.router.subscribe(&self.session, &filter, record) {
-                Metrics::inc(&self.shared.metrics.subscriptions);
-            }
-            // Retain Handling (v5 §3.8.3.1); never for shared subscriptions (v5 §4.8.2).
-            let send_retained = !is_shared
-                && match options.retain_handling {
-                    RetainHandling::SendOnSubscribe => true,
-                    RetainHandling::SendIfNew => is_new,
-                    RetainHandling::DoNotSend => false,
-                };
-            if send_retained {
-                let epoch = self.shared.authz_epoch();
-                for message in self.shared.router.retained_for(&filter) {
-                    let qos = message.qos.min(options.qos);
-                    // Retained messages pass the same receive check as live ones.
-                    if !self.shared.open_access()
-                        && !self
-                            .shared
-                            .authorize_receive(&self.info, &message.topic, qos)
-                    {
-                        continue;
-                    }
-                    let mut delivery = Delivery::new(
-                        message,
-                        qos,
-                        // MQTT-3.3.1-8 (3.1.1): retained messages sent on subscribe keep
-                        // RETAIN 1 (v5 §3.3.1.3 likewise, whatever Retain As Published).
-                        true,
-                        record.id.into_iter().collect(),
-                    );
-                    delivery.authorized_epoch = epoch;
-                    retained.push(delivery);
-                }
-            }
-            let granted = options.qos;
-            self.shared.hooks.each(&self.shared.metrics, |h| {
-                h.subscribed(&self.info, &filter, granted)
-            });
-            codes.push(match options.qos {
-                QoS::AtMostOnce => ReasonCode::Success,
-                QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
-                QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
-            });
         }
         // MQTT-3.8.4-1/-2: SUBACK with the same Packet Identifier, one code per filter in
         // order (MQTT-3.8.4-5, MQTT-3.9.3-1), before the retained messages it releases.
@@ -585,10 +629,14 @@ impl Connection {
             }),
             gate,
         );
-        for delivery in retained {
-            let persist = self.shared.persistence.as_ref();
-            if self.session.enqueue(delivery, limits, persist).is_err() {
-                Metrics::inc(&self.shared.metrics.messages_dropped);
+        for batch in retained {
+            let cut = self.session.queue_retained(batch, &self.shared.limits);
+            if cut > 0 {
+                Metrics::add(&self.shared.metrics.retained_not_sent, cut as u64);
+                tracing::debug!(
+                    cut,
+                    "too many retained messages waiting for this session: not sent"
+                );
             }
         }
         Ok(())

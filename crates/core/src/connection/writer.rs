@@ -17,6 +17,10 @@ use crate::plugin::DropReason;
 use crate::session::{CloseReason, LinkSignals, Session, SessionState, Stage};
 use crate::transport::PacketWriter;
 
+/// Buffered output (bytes; packets for in-process clients) past which a fill stops and the
+/// writer flushes before taking more.
+const FILL_LIMIT: usize = 64 * 1024;
+
 /// How long a closing connection may spend writing its last packets.
 pub(crate) const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -254,7 +258,30 @@ impl<W: PacketWriter> Writer<W> {
         // process that stored them) are checked again now.
         let recheck = !shared.open_access();
         let epoch = shared.authz_epoch();
+        let mut taken = 0usize;
         while st.inflight.len() < window {
+            // A batch is bounded: past FILL_LIMIT buffered (looked at every 64 messages), the
+            // writer flushes and comes back for more, so a long queue or retained backlog
+            // of QoS 0 messages is never encoded into one huge buffer.
+            taken += 1;
+            if taken % 64 == 0 && self.wire.pending() >= FILL_LIMIT {
+                break;
+            }
+            // Retained messages released by a subscription join the queue as it empties
+            // (never ahead of a control packet still waiting, such as their SUBACK).
+            if st.queue.is_empty()
+                && !st.retained_backlog.is_empty()
+                && st.link.as_ref().is_some_and(|l| l.pending.is_empty())
+            {
+                let room = window.saturating_sub(st.inflight.len()).max(16);
+                let limits = &shared.limits;
+                st.refill_retained(
+                    &self.session.client_id,
+                    room,
+                    limits,
+                    shared.persistence.as_ref(),
+                );
+            }
             // A stored delivery leaves only once its record (and packet id) is durable, and a
             // held message once its publisher's acknowledgement could leave.
             let mut withdrawn = false;

@@ -149,6 +149,10 @@ pub(crate) struct SessionState {
     pub(crate) flow_waiters: bool,
     /// A flow-control wait for this session timed out; it pauses nobody until drained.
     pub(crate) slow: bool,
+    /// Retained messages released by new subscriptions, not queued yet.
+    pub(crate) retained_backlog: VecDeque<RetainedBatch>,
+    /// Messages in `retained_backlog`.
+    pub(crate) retained_waiting: usize,
 }
 
 /// How a flow-control wait ended.
@@ -184,6 +188,18 @@ pub(crate) enum EnqueueError {
     StorageFull,
 }
 
+/// The retained messages one subscription released, waiting for the writer to have room
+/// (so a `#` subscription to 50,000 retained topics gets all of them, at the connection's
+/// pace, instead of a queue's worth). The messages are shared pointers into the retained
+/// store (8 bytes each), taken when the subscription was made.
+#[derive(Debug)]
+pub(crate) struct RetainedBatch {
+    pub(crate) messages: VecDeque<Arc<crate::message::Message>>,
+    /// The subscription's granted QoS.
+    pub(crate) qos: QoS,
+    pub(crate) subscription_id: Option<NonZeroU32>,
+}
+
 /// A session, shared by the broker and its connection.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -210,72 +226,48 @@ impl Session {
     /// a persistent session is also described as a storage operation.
     pub(crate) fn enqueue(
         &self,
-        mut delivery: Delivery,
+        delivery: Delivery,
         limits: &Limits,
         persist: Option<&crate::persist::Persistence>,
     ) -> Result<Queued, EnqueueError> {
         let mut st = self.state.lock();
-        if st.ended {
-            return Err(EnqueueError::Ended);
-        }
-        if st.link.is_none() && delivery.qos == QoS::AtMostOnce && !limits.queue_qos0_offline {
-            return Err(EnqueueError::Offline);
-        }
-        if st.link.is_none() {
-            // Kept until the client returns: a copy that owns its bytes, so the queue holds
-            // what `max_queued_bytes` counts and not the read buffers the message came in.
-            delivery.message = delivery.message.for_keeping();
-        }
-        let size = delivery.message.size();
-        if st.queue.len() >= limits.max_queued_messages
-            || st.queued_bytes + size > limits.max_queued_bytes
-        {
-            return Err(EnqueueError::QueueFull);
-        }
-        if let Some(p) = persist {
-            if st.expiry_interval > 0 && delivery.qos != QoS::AtMostOnce {
-                if p.over_budget() {
-                    return Err(EnqueueError::StorageFull);
-                }
-                // A persistent session's message gets its packet id now and is stored with
-                // it; it is sent only once that is durable (Acked mode), so a restart never
-                // re-sends it under another id (QoS 2 receivers dedupe by id).
-                let SessionState {
-                    inflight,
-                    reserved_ids,
-                    ..
-                } = &mut *st;
-                let Some(id) = inflight.alloc_id(reserved_ids) else {
-                    return Err(EnqueueError::QueueFull);
-                };
-                reserved_ids.insert(id.get());
-                st.next_storage_seq += 1;
-                let seq = st.next_storage_seq;
-                delivery.storage_seq = Some(seq);
-                delivery.packet_id = Some(id);
-                let op = roost_storage::Op::PutQueued {
-                    client: self.client_id.to_string(),
-                    seq,
-                    record: crate::persist::queue_record(
-                        &delivery,
-                        roost_storage::QueueStage::Queued,
-                    ),
-                };
-                delivery.gate = p.gate(p.submit_now(vec![op]));
-            }
-        }
-        st.queued_bytes += size;
-        st.queue.push_back(delivery);
+        let queued = st.push(&self.client_id, delivery, limits, persist)?;
         let Some(link) = &st.link else {
             return Ok(Queued::Ok);
         };
         link.signals.wake.notify_one();
-        let threshold = limits.flow_control_queue;
-        if threshold > 0 && !st.slow && st.queue.len() >= threshold {
-            Ok(Queued::Congested)
-        } else {
-            Ok(Queued::Ok)
+        Ok(queued)
+    }
+
+    /// Queues the retained messages a new subscription releases, to be sent as the writer
+    /// has room (see [`RetainedBatch`]). At most `limits.max_retained` messages wait per
+    /// session; the rest are not sent, and counted. Returns how many were cut.
+    pub(crate) fn queue_retained(&self, batch: RetainedBatch, limits: &Limits) -> usize {
+        let mut st = self.state.lock();
+        if st.ended {
+            return 0;
         }
+        let room = limits.max_retained.saturating_sub(st.retained_waiting);
+        let RetainedBatch {
+            mut messages,
+            qos,
+            subscription_id,
+        } = batch;
+        let cut = messages.len().saturating_sub(room);
+        messages.truncate(room);
+        if messages.is_empty() {
+            return cut;
+        }
+        st.retained_waiting += messages.len();
+        st.retained_backlog.push_back(RetainedBatch {
+            messages,
+            qos,
+            subscription_id,
+        });
+        if let Some(link) = &st.link {
+            link.signals.wake.notify_one();
+        }
+        cut
     }
 
     /// Waits, at most until `deadline`, for this session's queue to drain to half of
@@ -358,6 +350,107 @@ impl Session {
 }
 
 impl SessionState {
+    /// Queues `delivery` (the body of [`Session::enqueue`], for callers that hold the lock).
+    pub(crate) fn push(
+        &mut self,
+        client_id: &str,
+        mut delivery: Delivery,
+        limits: &Limits,
+        persist: Option<&crate::persist::Persistence>,
+    ) -> Result<Queued, EnqueueError> {
+        let st = self;
+        if st.ended {
+            return Err(EnqueueError::Ended);
+        }
+        if st.link.is_none() && delivery.qos == QoS::AtMostOnce && !limits.queue_qos0_offline {
+            return Err(EnqueueError::Offline);
+        }
+        if st.link.is_none() {
+            // Kept until the client returns: a copy that owns its bytes, so the queue holds
+            // what `max_queued_bytes` counts and not the read buffers the message came in.
+            delivery.message = delivery.message.for_keeping();
+        }
+        let size = delivery.message.size();
+        if st.queue.len() >= limits.max_queued_messages
+            || st.queued_bytes + size > limits.max_queued_bytes
+        {
+            return Err(EnqueueError::QueueFull);
+        }
+        if let Some(p) = persist {
+            if st.expiry_interval > 0 && delivery.qos != QoS::AtMostOnce {
+                if p.over_budget() {
+                    return Err(EnqueueError::StorageFull);
+                }
+                // A persistent session's message gets its packet id now and is stored with
+                // it; it is sent only once that is durable (Acked mode), so a restart never
+                // re-sends it under another id (QoS 2 receivers dedupe by id).
+                let SessionState {
+                    inflight,
+                    reserved_ids,
+                    ..
+                } = st;
+                let Some(id) = inflight.alloc_id(reserved_ids) else {
+                    return Err(EnqueueError::QueueFull);
+                };
+                reserved_ids.insert(id.get());
+                st.next_storage_seq += 1;
+                let seq = st.next_storage_seq;
+                delivery.storage_seq = Some(seq);
+                delivery.packet_id = Some(id);
+                let op = roost_storage::Op::PutQueued {
+                    client: client_id.to_string(),
+                    seq,
+                    record: crate::persist::queue_record(
+                        &delivery,
+                        roost_storage::QueueStage::Queued,
+                    ),
+                };
+                delivery.gate = p.gate(p.submit_now(vec![op]));
+            }
+        }
+        st.queued_bytes += size;
+        st.queue.push_back(delivery);
+        let threshold = limits.flow_control_queue;
+        if st.link.is_some() && threshold > 0 && !st.slow && st.queue.len() >= threshold {
+            Ok(Queued::Congested)
+        } else {
+            Ok(Queued::Ok)
+        }
+    }
+
+    /// Moves up to `n` retained messages from the backlog into the queue, as deliveries
+    /// that are checked against the authorizers when sent. Returns how many were moved
+    /// (fewer when the backlog runs out or the queue refuses one, which is counted).
+    pub(crate) fn refill_retained(
+        &mut self,
+        client_id: &str,
+        n: usize,
+        limits: &Limits,
+        persist: Option<&crate::persist::Persistence>,
+    ) -> usize {
+        let mut moved = 0;
+        while moved < n {
+            let Some(batch) = self.retained_backlog.front_mut() else {
+                break;
+            };
+            let Some(message) = batch.messages.pop_front() else {
+                self.retained_backlog.pop_front();
+                continue;
+            };
+            self.retained_waiting -= 1;
+            let qos = message.qos.min(batch.qos);
+            let sids = batch.subscription_id.into_iter().collect();
+            // MQTT-3.3.1-8 (3.1.1): retained messages sent on subscribe keep RETAIN 1 (v5
+            // §3.3.1.3 likewise, whatever Retain As Published). Authorized when sent
+            // (epoch 0), like anything queued.
+            let delivery = Delivery::new(message, qos, true, sids);
+            if self.push(client_id, delivery, limits, persist).is_ok() {
+                moved += 1;
+            }
+        }
+        moved
+    }
+
     /// Moves a delivery into the inflight window with its reserved packet id (or a new
     /// one); `None` if no id is free.
     pub(crate) fn start_inflight(&mut self, delivery: Delivery) -> Option<crate::codec::PacketId> {

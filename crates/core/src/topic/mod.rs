@@ -119,6 +119,13 @@ impl TopicName {
         &self.0
     }
 
+    /// A copy with a buffer of its own: a decoded name is a slice of the read buffer it
+    /// arrived in, which a long-lived copy (a topic alias, a retained or queued message)
+    /// would keep allocated.
+    pub(crate) fn owned(&self) -> Self {
+        Self(own(&self.0))
+    }
+
     /// True only for the placeholder of a PUBLISH that uses a Topic Alias.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -151,6 +158,12 @@ impl TopicFilter {
     /// The filter as a zero-copy string.
     pub fn as_bytestring(&self) -> &ByteString {
         &self.0
+    }
+
+    /// A copy with a buffer of its own (see [`TopicName::owned`]); subscriptions outlive
+    /// their SUBSCRIBE.
+    pub(crate) fn owned(&self) -> Self {
+        Self(own(&self.0))
     }
 
     /// True if the filter holds `+` or `#`.
@@ -264,6 +277,11 @@ macro_rules! string_like {
 }
 string_like!(TopicName);
 string_like!(TopicFilter);
+
+/// A string with a buffer of its own, not a slice of a larger one.
+pub(crate) fn own(s: &ByteString) -> ByteString {
+    ByteString::from(String::from(&**s))
+}
 
 /// True for the broker's own topics, `$SYS` and `$SYS/...`: clients may not publish there
 /// unless an authorizer explicitly allows it.

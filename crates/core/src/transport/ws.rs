@@ -13,13 +13,41 @@ use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+/// Bytes a WebSocket frame (or message) may carry beyond the largest packet: a frame may
+/// end one packet and start the next.
+const FRAME_SLACK: usize = 4096;
+
+/// The WebSocket limits for a listener whose largest packet is `max_packet_size`. A frame
+/// header claiming more is refused before anything is reserved for it (the WebSocket layer
+/// reserves a frame's claimed length once its header passes this check, so the claim a peer
+/// can make is bounded by the listener's own packet limit). The read buffer is small (idle
+/// connections are the common case) and writes are not buffered again: the connection's
+/// writer already batches them.
+fn config(max_packet_size: u32) -> WebSocketConfig {
+    let max = usize::try_from(max_packet_size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(FRAME_SLACK);
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max.saturating_mul(2))
+        .max_frame_size(Some(max))
+        .max_message_size(Some(max))
+}
+
 /// Performs the server side of the WebSocket upgrade: the path must be `path` and the
 /// client must offer the `mqtt` subprotocol, which the response selects (MQTT-6.0.0-3/-4).
+/// Frames and messages are limited by `max_packet_size` (see [`config`]).
 #[allow(clippy::result_large_err)] // the callback's signature is tungstenite's
-pub(crate) async fn accept<S>(stream: S, path: &str) -> io::Result<WsStream<S>>
+pub(crate) async fn accept<S>(
+    stream: S,
+    path: &str,
+    max_packet_size: u32,
+) -> io::Result<WsStream<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -46,9 +74,13 @@ where
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
         Ok(resp)
     };
-    let ws = tokio_tungstenite::accept_hdr_async(stream, check)
-        .await
-        .map_err(io::Error::other)?;
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        check,
+        Some(config(max_packet_size)),
+    )
+    .await
+    .map_err(io::Error::other)?;
     Ok(WsStream {
         ws,
         pending: Bytes::new(),

@@ -1,0 +1,218 @@
+//! Memory bounded by configuration whatever a client sends (issue 12 §2): retained messages
+//! sent at the connection's pace, repeated filters applied once, user-property and
+//! client-id limits, queue bytes that count what a message really holds.
+
+mod support;
+
+use roost::codec::{
+    Connect, Packet, ProtocolVersion, PublishQoS, ReasonCode, Subscribe, SubscriptionOptions,
+    UserProperty,
+};
+use roost::{Limits, QoS};
+use support::*;
+
+const V4: ProtocolVersion = ProtocolVersion::V311;
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+/// Counts the PUBLISHes that arrive until a ping comes back with none.
+async fn count_messages(c: &mut Raw) -> usize {
+    let mut n = 0;
+    loop {
+        let got = c.ping().await;
+        let here = got
+            .iter()
+            .filter(|p| matches!(p, Packet::Publish(_)))
+            .count();
+        if here == 0 {
+            return n;
+        }
+        n += here;
+    }
+}
+
+/// Issue 12 §2: a `#` subscriber gets every retained match, at the connection's pace, even
+/// when there are far more than a session queue holds (MQTT-3.3.1-6: the retained messages
+/// matching a new subscription are sent).
+#[tokio::test]
+async fn every_retained_match_is_sent_whatever_the_queue_bound() {
+    let broker = start_broker_with(Limits {
+        max_queued_messages: 100,
+        ..Limits::default()
+    })
+    .await;
+    let mut p = Raw::connect(&broker, V4, "p").await;
+    for i in 0..1500 {
+        let topic = format!("r/{i}");
+        let mut publish =
+            roost::codec::Publish::new(support::topic(&topic), PublishQoS::AtMostOnce, &b"v"[..]);
+        publish.retain = true;
+        p.send(Packet::Publish(publish)).await;
+    }
+    p.ping().await;
+    assert_eq!(broker.metrics().retained, 1500);
+    let mut s = Raw::connect(&broker, V4, "s").await;
+    s.send(Packet::Subscribe(Subscribe {
+        packet_id: pid(1),
+        properties: Default::default(),
+        filters: vec![(filter("#"), SubscriptionOptions::new(QoS::AtMostOnce))],
+    }))
+    .await;
+    let mut got = 0;
+    let mut suback = false;
+    while got < 1500 {
+        match s.recv().await {
+            Some(Packet::SubAck(_)) => {
+                assert_eq!(got, 0, "SUBACK comes before the retained messages");
+                suback = true;
+            }
+            Some(Packet::Publish(m)) => {
+                assert!(m.retain);
+                got += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(suback);
+    assert_eq!(count_messages(&mut s).await, 0, "each exactly once");
+    assert_eq!(broker.metrics().messages_dropped, 0);
+    broker.shutdown().await;
+}
+
+/// Issue 12 §2: one SUBSCRIBE repeating a filter is applied once (the last repeat wins, as
+/// if each had been sent on its own, MQTT-3.8.4-3), each repeat gets its SUBACK code
+/// (MQTT-3.8.4-5), and the retained messages go out once, not once per repeat; filters past
+/// `max_filters_per_subscribe` get 0x97.
+#[tokio::test]
+async fn repeated_filters_are_applied_once() {
+    let broker = start_broker_with(Limits {
+        max_filters_per_subscribe: 3,
+        ..Limits::default()
+    })
+    .await;
+    let mut p = Raw::connect(&broker, V4, "p").await;
+    for i in 0..50 {
+        let mut publish = roost::codec::Publish::new(
+            support::topic(&format!("d/{i}")),
+            PublishQoS::AtMostOnce,
+            &b"v"[..],
+        );
+        publish.retain = true;
+        p.send(Packet::Publish(publish)).await;
+    }
+    p.ping().await;
+    let mut s = Raw::connect(&broker, V5, "s").await;
+    let mut filters = vec![(filter("d/#"), SubscriptionOptions::new(QoS::AtMostOnce)); 500];
+    // The last repeat wins: QoS 1.
+    filters.push((filter("d/#"), SubscriptionOptions::new(QoS::AtLeastOnce)));
+    filters.push((filter("x/1"), SubscriptionOptions::new(QoS::AtMostOnce)));
+    filters.push((filter("x/2"), SubscriptionOptions::new(QoS::AtMostOnce)));
+    filters.push((filter("x/3"), SubscriptionOptions::new(QoS::AtMostOnce)));
+    s.send(Packet::Subscribe(Subscribe {
+        packet_id: pid(1),
+        properties: Default::default(),
+        filters,
+    }))
+    .await;
+    let codes = match s.recv().await {
+        Some(Packet::SubAck(a)) => a.reason_codes,
+        other => panic!("expected SUBACK, got {other:?}"),
+    };
+    assert_eq!(codes.len(), 504);
+    assert!(codes[..501].iter().all(|c| *c == ReasonCode::GrantedQoS1));
+    assert_eq!(
+        codes[501..],
+        [
+            ReasonCode::Success,
+            ReasonCode::Success,
+            ReasonCode::QuotaExceeded
+        ]
+    );
+    let mut n = 0;
+    loop {
+        let got = s.ping().await;
+        if got.is_empty() {
+            break;
+        }
+        for packet in got {
+            if let Packet::Publish(m) = packet {
+                n += 1;
+                s.ack(&m).await;
+            }
+        }
+    }
+    assert_eq!(n, 50, "retained messages sent once");
+    assert_eq!(broker.metrics().subscriptions, 3);
+    broker.shutdown().await;
+}
+
+/// Issue 12 §2: user properties are bounded per PUBLISH (count and bytes), and client ids
+/// in length.
+#[tokio::test]
+async fn user_properties_and_client_ids_are_bounded() {
+    let broker = start_broker_with(Limits {
+        max_user_properties: 4,
+        max_user_property_bytes: 100,
+        max_client_id_length: 64,
+        ..Limits::default()
+    })
+    .await;
+    let mut c = Raw::connect(&broker, V5, "c").await;
+    let publish = |id: u16, props: Vec<UserProperty>| {
+        let mut p =
+            roost::codec::Publish::new(topic("t"), PublishQoS::AtLeastOnce(pid(id)), &b"v"[..]);
+        p.properties.user_properties = props;
+        Packet::Publish(p)
+    };
+    let code = |p: Option<Packet>| match p {
+        Some(Packet::PubAck(a)) => a.reason_code,
+        other => panic!("expected PUBACK, got {other:?}"),
+    };
+    c.send(publish(1, vec![UserProperty::new("k", "v"); 4]))
+        .await;
+    assert!(code(c.recv().await).is_success());
+    c.send(publish(2, vec![UserProperty::new("k", "v"); 5]))
+        .await;
+    assert_eq!(code(c.recv().await), ReasonCode::QuotaExceeded, "count");
+    c.send(publish(3, vec![UserProperty::new("k", "v".repeat(200))]))
+        .await;
+    assert_eq!(code(c.recv().await), ReasonCode::QuotaExceeded, "bytes");
+    assert_eq!(broker.metrics().messages_refused_properties, 2);
+    let (_c, ack) = Raw::connect_with(&broker, Connect::new(V5, "x".repeat(65).as_str())).await;
+    assert_eq!(
+        connack(ack).reason_code,
+        ReasonCode::ClientIdentifierNotValid
+    );
+    Raw::connect(&broker, V5, &"x".repeat(64)).await;
+    broker.shutdown().await;
+}
+
+/// Issue 12 §2: `max_queued_bytes` counts what a queued message holds, user properties
+/// included: a queue of 900 bytes of topic and payload cannot hold megabytes of properties.
+#[tokio::test]
+async fn queue_bytes_count_user_properties() {
+    let broker = start_broker_with(Limits {
+        max_queued_bytes: 16 * 1024,
+        ..Limits::default()
+    })
+    .await;
+    let mut persistent = Connect::new(V5, "away");
+    persistent.clean_start = false;
+    persistent.properties.session_expiry_interval = Some(600);
+    let (mut away, _) = Raw::connect_with(&broker, persistent.clone()).await;
+    away.subscribe(1, "t", QoS::AtLeastOnce).await;
+    drop(away);
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    for i in 1..=10u16 {
+        let mut publish =
+            roost::codec::Publish::new(topic("t"), PublishQoS::AtLeastOnce(pid(i)), &b"v"[..]);
+        // 4 KiB of user properties on a one-byte payload.
+        publish.properties.user_properties = vec![UserProperty::new("k", "v".repeat(4096))];
+        p.send(Packet::Publish(publish)).await;
+        assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
+    }
+    // About 4 KiB each against 16 KiB: three fit, the rest are dropped and counted.
+    assert_eq!(broker.metrics().messages_dropped, 7);
+    let (mut away, _) = Raw::connect_with(&broker, persistent).await;
+    assert_eq!(count_messages(&mut away).await, 3);
+    broker.shutdown().await;
+}

@@ -216,3 +216,77 @@ async fn queue_bytes_count_user_properties() {
     assert_eq!(count_messages(&mut away).await, 3);
     broker.shutdown().await;
 }
+
+/// Issue 12 §2: broker-wide bounds — sessions, retained bytes, queued bytes across all
+/// sessions — each refusing what would pass it, and counted.
+#[tokio::test]
+async fn broker_wide_bounds_hold() {
+    let broker = start_broker_with(Limits {
+        max_sessions: 3,
+        max_retained_bytes: 2 * 1024,
+        max_total_queued_bytes: 4 * 1024,
+        ..Limits::default()
+    })
+    .await;
+    // Sessions: two persistent ones away, one connection; a fourth is refused (v5 0x97;
+    // 3.1.1 0x03), resuming an existing one is not.
+    let persistent = |id: &str| {
+        let mut c = Connect::new(V5, id);
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(600);
+        c
+    };
+    for id in ["a1", "a2"] {
+        let (mut c, _) = Raw::connect_with(&broker, persistent(id)).await;
+        c.subscribe(1, "q/#", QoS::AtLeastOnce).await;
+    }
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    let (_c, ack) = Raw::connect_with(&broker, Connect::new(V5, "fourth")).await;
+    assert_eq!(connack(ack).reason_code, ReasonCode::QuotaExceeded);
+    let (_c, ack) = Raw::connect_with(&broker, Connect::new(V4, "fourth")).await;
+    assert_eq!(connack(ack).reason_code, ReasonCode::ServerUnavailable);
+    // Retained bytes: 1 KiB messages, the store takes 2 KiB (sizes include the topic and a
+    // fixed overhead, so one fits).
+    for (i, topic) in ["r/1", "r/2", "r/3"].into_iter().enumerate() {
+        let mut publish = roost::codec::Publish::new(
+            support::topic(topic),
+            PublishQoS::AtLeastOnce(pid(i as u16 + 1)),
+            vec![b'x'; 1024],
+        );
+        publish.retain = true;
+        p.send(Packet::Publish(publish)).await;
+        assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
+    }
+    let m = broker.metrics();
+    assert!(m.retained_bytes <= 2 * 1024, "{}", m.retained_bytes);
+    assert!(m.retained_refused >= 1);
+    // Queued bytes across sessions: each 1 KiB message is queued for both away sessions;
+    // the broker-wide 4 KiB budget holds about three copies in all.
+    for i in 10..16u16 {
+        let publish = roost::codec::Publish::new(
+            support::topic("q/x"),
+            PublishQoS::AtLeastOnce(pid(i)),
+            vec![b'x'; 1024],
+        );
+        p.send(Packet::Publish(publish)).await;
+        assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
+    }
+    let m = broker.metrics();
+    assert!(m.queued_bytes <= 4 * 1024, "{}", m.queued_bytes);
+    assert!(m.messages_dropped >= 8, "{m:?}");
+    // Draining gives the budget back.
+    drop(p);
+    let (mut a1, ack) = Raw::connect_with(&broker, persistent("a1")).await;
+    assert!(connack(ack).session_present, "resuming is never refused");
+    assert!(count_messages(&mut a1).await > 0);
+    let (mut a2, _) = Raw::connect_with(&broker, persistent("a2")).await;
+    count_messages(&mut a2).await;
+    // Acknowledged: nothing is queued any more.
+    let mut tries = 0;
+    while broker.metrics().queued_bytes > 0 && tries < 100 {
+        a1.ping().await;
+        tries += 1;
+    }
+    assert_eq!(broker.metrics().queued_bytes, 0);
+    broker.shutdown().await;
+}

@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     admissions: Arc<Admissions>,
     /// Back-off after failed authentication.
     pub(crate) auth_throttle: AuthThrottle,
+    /// Bytes queued across all sessions (`Limits::max_total_queued_bytes`).
+    pub(crate) total_queued: Arc<AtomicUsize>,
 }
 
 /// What a connection brings to [`Shared::attach`].
@@ -170,7 +172,20 @@ impl Shared {
             authz_epoch: AtomicU64::new(1),
             admissions: Arc::new(Admissions::default()),
             auth_throttle: AuthThrottle::default(),
+            total_queued: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// Brings the gauges that are read from elsewhere up to date.
+    pub(crate) fn refresh_gauges(&self) {
+        Metrics::set(
+            &self.metrics.queued_bytes,
+            self.total_queued.load(Ordering::Relaxed) as u64,
+        );
+        Metrics::set(
+            &self.metrics.retained_bytes,
+            self.router.retained_bytes() as u64,
+        );
     }
 
     /// The authorizers' epoch (see `authz_epoch`); never 0.
@@ -322,6 +337,10 @@ impl Shared {
                     Metrics::inc(&self.metrics.retained_refused);
                 }
                 RetainChange::Unchanged => {}
+            }
+            if change == RetainChange::Cleared && !message.payload.is_empty() {
+                // Over `max_retained_bytes`: not retained, and the old one removed.
+                Metrics::inc(&self.metrics.retained_refused);
             }
             if !self.hooks.is_empty() {
                 match change {
@@ -492,7 +511,14 @@ impl Shared {
                 // identity it belongs to).
                 Some(s) if !clean_start && !foreign => (s, true, None),
                 old => {
+                    if old.is_none() && map.len() >= self.limits.max_sessions {
+                        drop(map);
+                        Metrics::inc(&self.metrics.connections_refused);
+                        tracing::warn!(%client_id, max = self.limits.max_sessions, "max_sessions reached: CONNECT refused");
+                        return Err(ReasonCode::QuotaExceeded);
+                    }
                     let s = Session::new(self.next_id(), client_id.clone(), expiry_interval);
+                    s.state.lock().total_queued = Arc::clone(&self.total_queued);
                     map.insert(client_id, Arc::clone(&s));
                     Metrics::inc(&self.metrics.sessions);
                     (s, false, old)
@@ -507,6 +533,8 @@ impl Shared {
             let mut st = session.state.lock();
             st.expiry_interval = expiry_interval;
             st.client = Some(client);
+            // Back in time: its deadlines are void (one entry per kind and session at most).
+            self.timers.cancel(&mut st.timers);
             // MQTT-3.1.3-9 (v5): back within the Will Delay Interval: no will.
             st.pending_will = None;
             st.will_at_ms = None;
@@ -549,7 +577,7 @@ impl Shared {
         will_delay: u32,
     ) {
         let mut publish_now = None;
-        let (end, expiry) = {
+        let end = {
             let mut st = session.state.lock();
             if st.link.as_ref().map(|l| l.id) != Some(link_id) {
                 // Taken over: a new connection holds the session. Without a delay the will
@@ -558,7 +586,7 @@ impl Shared {
                 if will_delay == 0 || st.ended {
                     publish_now = will;
                 }
-                (false, 0)
+                false
             } else {
                 st.link = None;
                 st.detached_link = link_id;
@@ -570,15 +598,30 @@ impl Shared {
                         let delay = Duration::from_secs(u64::from(will_delay.min(expiry)));
                         st.will_at_ms = Some(persist::unix_now_ms() + delay.as_millis() as u64);
                         let at = Instant::now() + delay;
-                        self.timers
-                            .schedule(at, session, link_id, TimerKind::WillDelay);
+                        self.timers.schedule(
+                            &mut st.timers,
+                            at,
+                            session,
+                            link_id,
+                            TimerKind::WillDelay,
+                        );
                     }
                     other => publish_now = other,
+                }
+                if expiry > 0 && expiry < u32::MAX {
+                    let at = Instant::now() + Duration::from_secs(u64::from(expiry));
+                    self.timers.schedule(
+                        &mut st.timers,
+                        at,
+                        session,
+                        link_id,
+                        TimerKind::SessionExpiry,
+                    );
                 }
                 if let Some(op) = self.session_op(session, &st) {
                     self.store_now(vec![op]);
                 }
-                (expiry == 0, expiry)
+                expiry == 0
             }
         };
         if let Some(will) = publish_now {
@@ -586,10 +629,6 @@ impl Shared {
         }
         if end {
             self.end_session(session);
-        } else if expiry > 0 && expiry < u32::MAX {
-            let at = Instant::now() + Duration::from_secs(u64::from(expiry));
-            self.timers
-                .schedule(at, session, link_id, TimerKind::SessionExpiry);
         }
     }
 
@@ -704,9 +743,11 @@ impl Shared {
             }
             st.ended = true;
             st.queue.clear();
-            st.queued_bytes = 0;
+            let held = st.queued_bytes;
+            st.sub_queued_bytes(held);
             st.retained_backlog.clear();
             st.retained_waiting = 0;
+            self.timers.cancel(&mut st.timers);
             (
                 std::mem::take(&mut st.subscriptions),
                 st.pending_will.take(),
@@ -1054,6 +1095,7 @@ impl BrokerHandle {
 
     /// A snapshot of the broker's counters.
     pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.refresh_gauges();
         self.shared.metrics.snapshot()
     }
 
@@ -1402,6 +1444,7 @@ async fn sys_loop(shared: Arc<Shared>, interval: Duration) {
             _ = shared.shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        shared.refresh_gauges();
         let snapshot = shared.metrics.snapshot();
         for (topic, value) in snapshot.sys_topics() {
             let Ok(topic) = TopicName::new(topic) else {
@@ -1414,5 +1457,43 @@ async fn sys_loop(shared: Arc<Shared>, interval: Duration) {
                 &mut Vec::new(),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ClientOptions;
+
+    /// Issue 12 §2: reconnecting a persistent session does not pile up deadlines: the
+    /// queue holds at most one per kind and session, and none while the client is back.
+    #[tokio::test]
+    async fn reconnects_leave_one_deadline_per_session() {
+        let broker = Broker::builder()
+            .sys_interval(None)
+            .build()
+            .start()
+            .await
+            .expect("starts");
+        for _ in 0..50 {
+            let (client, _deliveries) = broker
+                .client(
+                    ClientOptions::new("again")
+                        .persistent(true)
+                        .session_expiry(3600),
+                )
+                .await
+                .expect("connects");
+            assert_eq!(broker.shared.timers.len(), 0, "the client is back");
+            client.disconnect().await.expect("disconnects");
+            // The detach is done once the broker has seen the DISCONNECT.
+            let mut waited = 0;
+            while broker.shared.timers.len() == 0 && waited < 1000 {
+                tokio::task::yield_now().await;
+                waited += 1;
+            }
+            assert_eq!(broker.shared.timers.len(), 1, "one expiry deadline");
+        }
+        broker.shutdown().await;
     }
 }

@@ -89,6 +89,20 @@ pub struct Limits {
     pub max_user_properties: usize,
     /// See `max_user_properties`.
     pub max_user_property_bytes: usize,
+    /// Sessions held at once (connected or not), at most. A CONNECT that would create one
+    /// more is refused (v5 0x97 Quota exceeded, 3.1.1 0x03); resuming a session is always
+    /// possible. Sessions never expire by default (`Capabilities::max_session_expiry_interval`
+    /// is `u32::MAX`, as 3.1.1's Clean Session 0 asks and Mosquitto does): this bound is
+    /// what keeps them from growing without end. Default 100,000.
+    pub max_sessions: usize,
+    /// Bytes held by retained messages (as `Message::size` counts them), at most; a retained
+    /// PUBLISH that would pass it is delivered but not retained (counted in
+    /// `retained_refused`). Default 256 MiB.
+    pub max_retained_bytes: usize,
+    /// Bytes queued across all sessions, at most (the broker-wide budget beside each
+    /// session's `max_queued_bytes`); a message that would pass it is dropped for that
+    /// session, newest first, and counted in `messages_dropped`. Default 1 GiB.
+    pub max_total_queued_bytes: usize,
     /// Bytes in a Client Identifier, at most; a longer one is refused (v5 0x85, 3.1.1
     /// 0x02). Default 256 (the standards require servers to accept 1 to 23).
     pub max_client_id_length: usize,
@@ -117,6 +131,9 @@ impl Default for Limits {
             auth_failure_backoff: Duration::from_millis(100),
             auth_failure_backoff_max: Duration::from_secs(10),
             max_filters_per_subscribe: 256,
+            max_sessions: 100_000,
+            max_retained_bytes: 256 * 1024 * 1024,
+            max_total_queued_bytes: 1024 * 1024 * 1024,
             max_user_properties: 128,
             max_user_property_bytes: 64 * 1024,
             max_client_id_length: 256,

@@ -83,6 +83,10 @@ counters! {
     subscriptions => "$SYS/broker/subscriptions/count",
     /// Topics with a retained message.
     retained => "$SYS/broker/retained/count",
+    /// Bytes the retained messages hold (`Limits::max_retained_bytes`).
+    retained_bytes => "$SYS/broker/retained/bytes",
+    /// Bytes queued across all sessions (`Limits::max_total_queued_bytes`).
+    queued_bytes => "$SYS/broker/queued/bytes",
     /// Retained messages not kept because `max_retained` was reached.
     retained_refused => "$SYS/broker/retained/refused",
     /// Connections closed for a protocol violation or malformed packet.

@@ -4,7 +4,10 @@
 //! One task per broker sleeps until the earliest deadline. An entry names the session
 //! weakly and the link that was detached when it was armed; when it fires, the broker checks
 //! that the session is still detached from that same link, so a client that came back in
-//! time simply makes the entry stale. Nothing needs cancelling.
+//! time makes the entry stale. A session keeps the key of each deadline it has armed
+//! ([`TimerSlots`]): arming a kind again, the client coming back, and the session ending
+//! remove the old entry, so the queue holds at most one deadline of each kind per session,
+//! however often clients reconnect.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +36,25 @@ pub(crate) struct Due {
     pub(crate) kind: TimerKind,
 }
 
+/// Where one armed deadline sits in the queue.
+pub(crate) type TimerKey = (Instant, u64);
+
+/// The deadlines a session has armed, one per kind.
+#[derive(Debug, Default)]
+pub(crate) struct TimerSlots {
+    expiry: Option<TimerKey>,
+    will: Option<TimerKey>,
+}
+
+impl TimerSlots {
+    fn slot(&mut self, kind: TimerKind) -> &mut Option<TimerKey> {
+        match kind {
+            TimerKind::SessionExpiry => &mut self.expiry,
+            TimerKind::WillDelay => &mut self.will,
+        }
+    }
+}
+
 /// The broker's deadline queue.
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
@@ -42,9 +64,11 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
-    /// Arms a deadline for `session`, detached from link `link_id`.
+    /// Arms a deadline of `kind` for `session`, detached from link `link_id`, replacing the
+    /// one of that kind it had armed (its key is kept in `slots`).
     pub(crate) fn schedule(
         &self,
+        slots: &mut TimerSlots,
         at: Instant,
         session: &Arc<Session>,
         link_id: u64,
@@ -52,6 +76,9 @@ impl Timers {
     ) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let mut queue = self.queue.lock();
+        if let Some(old) = slots.slot(kind).replace((at, seq)) {
+            queue.remove(&old);
+        }
         let earliest = queue.keys().next().is_none_or(|(first, _)| at < *first);
         queue.insert(
             (at, seq),
@@ -65,6 +92,24 @@ impl Timers {
         if earliest {
             self.wake.notify_one();
         }
+    }
+
+    /// Removes every deadline `slots` names (the client came back, or the session ended).
+    pub(crate) fn cancel(&self, slots: &mut TimerSlots) {
+        let (expiry, will) = (slots.expiry.take(), slots.will.take());
+        if expiry.is_none() && will.is_none() {
+            return;
+        }
+        let mut queue = self.queue.lock();
+        for key in expiry.into_iter().chain(will) {
+            queue.remove(&key);
+        }
+    }
+
+    /// Deadlines armed now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.queue.lock().len()
     }
 
     /// Deadlines at or before `now`, removed from the queue.

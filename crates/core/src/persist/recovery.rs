@@ -59,6 +59,7 @@ pub(crate) fn restore(shared: &Arc<Shared>, snapshot: Snapshot) {
         let session = Session::new(shared.next_uid(), stored.client_id.clone().into(), expiry);
         {
             let mut st = session.state.lock();
+            st.total_queued = Arc::clone(&shared.total_queued);
             // Whose session it is: deliveries to it are authorized as that client.
             st.client = owner.clone();
             if st.client.is_none() && !shared.open_access() {
@@ -98,7 +99,7 @@ pub(crate) fn restore(shared: &Arc<Shared>, snapshot: Snapshot) {
                             // It may have gone out before the restart.
                             delivery.maybe_sent = true;
                         }
-                        st.queued_bytes += delivery.message.size();
+                        st.add_queued_bytes(delivery.message.size());
                         st.queue.push_back(delivery);
                     }
                     QueueStage::Published(id) | QueueStage::Released(id) => {
@@ -125,16 +126,16 @@ pub(crate) fn restore(shared: &Arc<Shared>, snapshot: Snapshot) {
                     let at = now + Duration::from_millis(at_ms - now_ms);
                     shared
                         .timers
-                        .schedule(at, &session, 0, TimerKind::WillDelay);
+                        .schedule(&mut st.timers, at, &session, 0, TimerKind::WillDelay);
                 }
             }
             st.disconnected_at_ms = Some(away_since);
-        }
-        if let Some(t) = ends_at {
-            let at = now + Duration::from_millis(t.saturating_sub(now_ms));
-            shared
-                .timers
-                .schedule(at, &session, 0, TimerKind::SessionExpiry);
+            if let Some(t) = ends_at {
+                let at = now + Duration::from_millis(t.saturating_sub(now_ms));
+                shared
+                    .timers
+                    .schedule(&mut st.timers, at, &session, 0, TimerKind::SessionExpiry);
+            }
         }
         shared.insert_session(session);
         restored += 1;

@@ -180,12 +180,19 @@ impl Router {
 
     /// Stores or clears a retained message.
     pub(crate) fn retain(&self, message: Arc<Message>, limits: &Limits) -> RetainChange {
-        self.retained.write().apply(message, limits.max_retained)
+        self.retained
+            .write()
+            .apply(message, limits.max_retained, limits.max_retained_bytes)
     }
 
     /// Number of retained topics.
     pub(crate) fn retained_len(&self) -> usize {
         self.retained.read().len()
+    }
+
+    /// Bytes the retained messages hold.
+    pub(crate) fn retained_bytes(&self) -> usize {
+        self.retained.read().bytes()
     }
 
     /// The retained messages matching `filter` that have not expired.

@@ -14,6 +14,8 @@ use crate::topic::{TopicFilter, TopicName};
 pub(crate) struct RetainedStore {
     root: Node,
     len: usize,
+    /// Bytes the stored messages hold (`Message::size`).
+    bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -41,10 +43,30 @@ impl RetainedStore {
         self.len
     }
 
+    /// Bytes held by the stored messages.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Stores `message` as its topic's retained message, or clears the topic when the payload
-    /// is empty. A new topic is refused when `max` topics are already retained.
-    pub(crate) fn apply(&mut self, message: Arc<Message>, max: usize) -> RetainChange {
+    /// is empty. A new topic is refused when `max` topics are already retained; a message
+    /// that would take the store past `max_bytes` is refused too, and the topic's previous
+    /// message (no longer the current one) is removed.
+    pub(crate) fn apply(
+        &mut self,
+        message: Arc<Message>,
+        max: usize,
+        max_bytes: usize,
+    ) -> RetainChange {
         if message.payload.is_empty() {
+            return if self.remove(&message.topic) {
+                RetainChange::Cleared
+            } else {
+                RetainChange::Unchanged
+            };
+        }
+        let size = message.size();
+        if self.bytes + size > max_bytes {
             return if self.remove(&message.topic) {
                 RetainChange::Cleared
             } else {
@@ -61,13 +83,17 @@ impl RetainedStore {
             node = node.children.entry(topic.slice_ref(level)).or_default();
         }
         match node.message.replace(message) {
-            Some(_) => RetainChange::Replaced,
+            Some(old) => {
+                self.bytes = self.bytes + size - old.size();
+                RetainChange::Replaced
+            }
             None if full => {
                 node.message = None;
                 RetainChange::Unchanged
             }
             None => {
                 self.len += 1;
+                self.bytes += size;
                 RetainChange::Set
             }
         }
@@ -76,19 +102,18 @@ impl RetainedStore {
     fn remove(&mut self, topic: &TopicName) -> bool {
         let levels: Vec<&str> = topic.as_str().split('/').collect();
         let removed = Self::remove_at(&mut self.root, &levels);
-        if removed {
+        if let Some(old) = &removed {
             self.len -= 1;
+            self.bytes -= old.size();
         }
-        removed
+        removed.is_some()
     }
 
-    fn remove_at(node: &mut Node, levels: &[&str]) -> bool {
+    fn remove_at(node: &mut Node, levels: &[&str]) -> Option<Arc<Message>> {
         let Some((&first, rest)) = levels.split_first() else {
-            return node.message.take().is_some();
+            return node.message.take();
         };
-        let Some(child) = node.children.get_mut(first) else {
-            return false;
-        };
+        let child = node.children.get_mut(first)?;
         let removed = Self::remove_at(child, rest);
         if child.message.is_none() && child.children.is_empty() {
             node.children.remove(first);
@@ -168,11 +193,20 @@ mod tests {
     #[test]
     fn set_replace_clear() {
         let mut s = RetainedStore::default();
-        assert_eq!(s.apply(msg("a/b", b"1"), 10), RetainChange::Set);
-        assert_eq!(s.apply(msg("a/b", b"2"), 10), RetainChange::Replaced);
+        assert_eq!(s.apply(msg("a/b", b"1"), 10, usize::MAX), RetainChange::Set);
+        assert_eq!(
+            s.apply(msg("a/b", b"2"), 10, usize::MAX),
+            RetainChange::Replaced
+        );
         assert_eq!(s.len(), 1);
-        assert_eq!(s.apply(msg("a/b", b""), 10), RetainChange::Cleared);
-        assert_eq!(s.apply(msg("a/b", b""), 10), RetainChange::Unchanged);
+        assert_eq!(
+            s.apply(msg("a/b", b""), 10, usize::MAX),
+            RetainChange::Cleared
+        );
+        assert_eq!(
+            s.apply(msg("a/b", b""), 10, usize::MAX),
+            RetainChange::Unchanged
+        );
         assert_eq!(s.len(), 0);
         assert!(s.root.children.is_empty());
     }
@@ -181,7 +215,7 @@ mod tests {
     fn wildcard_matching_skips_dollar_topics() {
         let mut s = RetainedStore::default();
         for t in ["a", "a/b", "a/b/c", "x/b", "$SYS/load"] {
-            s.apply(msg(t, b"v"), 100);
+            s.apply(msg(t, b"v"), 100, usize::MAX);
         }
         assert_eq!(topics(&s, "#"), vec!["a", "a/b", "a/b/c", "x/b"]);
         assert_eq!(topics(&s, "a/#"), vec!["a", "a/b", "a/b/c"]);
@@ -193,9 +227,15 @@ mod tests {
     #[test]
     fn limit_refuses_new_topics_only() {
         let mut s = RetainedStore::default();
-        assert_eq!(s.apply(msg("a", b"1"), 1), RetainChange::Set);
-        assert_eq!(s.apply(msg("b", b"1"), 1), RetainChange::Unchanged);
-        assert_eq!(s.apply(msg("a", b"2"), 1), RetainChange::Replaced);
+        assert_eq!(s.apply(msg("a", b"1"), 1, usize::MAX), RetainChange::Set);
+        assert_eq!(
+            s.apply(msg("b", b"1"), 1, usize::MAX),
+            RetainChange::Unchanged
+        );
+        assert_eq!(
+            s.apply(msg("a", b"2"), 1, usize::MAX),
+            RetainChange::Replaced
+        );
         assert_eq!(topics(&s, "#"), vec!["a"]);
     }
 }

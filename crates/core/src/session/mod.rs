@@ -153,6 +153,11 @@ pub(crate) struct SessionState {
     pub(crate) retained_backlog: VecDeque<RetainedBatch>,
     /// Messages in `retained_backlog`.
     pub(crate) retained_waiting: usize,
+    /// The deadlines this session has armed (session expiry, will delay).
+    pub(crate) timers: crate::timers::TimerSlots,
+    /// Bytes queued across all of the broker's sessions (`Limits::max_total_queued_bytes`),
+    /// shared by every session; a session of its own until the broker sets it.
+    pub(crate) total_queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// How a flow-control wait ended.
@@ -373,6 +378,8 @@ impl SessionState {
         let size = delivery.message.size();
         if st.queue.len() >= limits.max_queued_messages
             || st.queued_bytes + size > limits.max_queued_bytes
+            || st.total_queued.load(std::sync::atomic::Ordering::Relaxed) + size
+                > limits.max_total_queued_bytes
         {
             return Err(EnqueueError::QueueFull);
         }
@@ -408,7 +415,7 @@ impl SessionState {
                 delivery.gate = p.gate(p.submit_now(vec![op]));
             }
         }
-        st.queued_bytes += size;
+        st.add_queued_bytes(size);
         st.queue.push_back(delivery);
         let threshold = limits.flow_control_queue;
         if st.link.is_some() && threshold > 0 && !st.slow && st.queue.len() >= threshold {
@@ -481,8 +488,22 @@ impl SessionState {
     /// Takes the next queued delivery, keeping the byte count right.
     pub(crate) fn pop(&mut self) -> Option<Delivery> {
         let d = self.queue.pop_front()?;
-        self.queued_bytes -= d.message.size();
+        self.sub_queued_bytes(d.message.size());
         Some(d)
+    }
+
+    /// Counts `n` more queued bytes, here and broker-wide.
+    pub(crate) fn add_queued_bytes(&mut self, n: usize) {
+        self.queued_bytes += n;
+        self.total_queued
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts `n` fewer queued bytes, here and broker-wide.
+    pub(crate) fn sub_queued_bytes(&mut self, n: usize) {
+        self.queued_bytes -= n;
+        self.total_queued
+            .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// After the writer took from the queue: once it is down to half the flow-control

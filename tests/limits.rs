@@ -290,3 +290,48 @@ async fn broker_wide_bounds_hold() {
     assert_eq!(broker.metrics().queued_bytes, 0);
     broker.shutdown().await;
 }
+
+/// Issue 12 §2: what one client's subscriptions hold is bounded
+/// (`max_subscription_bytes_per_client`): a deep filter that would pass it is refused
+/// (v5 0x97), shorter ones still fit, and unsubscribing gives the room back.
+#[tokio::test]
+async fn subscription_bytes_are_bounded_per_client() {
+    let broker = start_broker_with(Limits {
+        max_subscription_bytes_per_client: 2000,
+        ..Limits::default()
+    })
+    .await;
+    let mut c = Raw::connect(&broker, V5, "c").await;
+    let deep = vec!["level"; 32].join("/");
+    let code = |p: Packet| match p {
+        Packet::SubAck(a) => a.reason_codes[0],
+        other => panic!("expected SUBACK, got {other:?}"),
+    };
+    assert_eq!(
+        code(c.subscribe(1, &deep, QoS::AtMostOnce).await),
+        ReasonCode::QuotaExceeded
+    );
+    for i in 0..3 {
+        assert_eq!(
+            code(c.subscribe(2, &format!("a/b/{i}"), QoS::AtMostOnce).await),
+            ReasonCode::Success
+        );
+    }
+    // 96 + 5 + 3 × 160 = 581 each: a fourth would pass 2,000.
+    assert_eq!(
+        code(c.subscribe(3, "a/b/3", QoS::AtMostOnce).await),
+        ReasonCode::QuotaExceeded
+    );
+    c.send(Packet::Unsubscribe(roost::codec::Unsubscribe {
+        packet_id: pid(4),
+        properties: Default::default(),
+        filters: vec![filter("a/b/0")],
+    }))
+    .await;
+    assert!(matches!(c.recv().await, Some(Packet::UnsubAck(_))));
+    assert_eq!(
+        code(c.subscribe(5, "a/b/3", QoS::AtMostOnce).await),
+        ReasonCode::Success
+    );
+    broker.shutdown().await;
+}

@@ -721,7 +721,7 @@ impl Shared {
                     tracing::info!(client_id = %client.client_id, %filter, "subscription revoked");
                     let (removed, op) = {
                         let mut st = session.state.lock();
-                        let removed = st.subscriptions.remove(&filter).is_some();
+                        let removed = st.remove_subscription(&filter).is_some();
                         (removed, self.session_op(&session, &st))
                     };
                     if removed && self.router.unsubscribe(&session, &filter) {
@@ -748,10 +748,7 @@ impl Shared {
             st.retained_backlog.clear();
             st.retained_waiting = 0;
             self.timers.cancel(&mut st.timers);
-            (
-                std::mem::take(&mut st.subscriptions),
-                st.pending_will.take(),
-            )
+            (st.take_subscriptions(), st.pending_will.take())
         };
         if self.persistence.is_some() {
             self.store_now(vec![Op::DeleteSession(session.client_id.to_string())]);

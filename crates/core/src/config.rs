@@ -89,6 +89,10 @@ pub struct Limits {
     pub max_user_properties: usize,
     /// See `max_user_properties`.
     pub max_user_property_bytes: usize,
+    /// Bytes one session's subscriptions may hold, counting the filter and a trie node per
+    /// level (an upper bound of what they cost); a SUBSCRIBE past it is refused for that
+    /// filter (v5 0x97, 3.1.1 0x80). Default 2 MiB.
+    pub max_subscription_bytes_per_client: usize,
     /// Sessions held at once (connected or not), at most. A CONNECT that would create one
     /// more is refused (v5 0x97 Quota exceeded, 3.1.1 0x03); resuming a session is always
     /// possible. Sessions never expire by default (`Capabilities::max_session_expiry_interval`
@@ -132,6 +136,7 @@ impl Default for Limits {
             auth_failure_backoff_max: Duration::from_secs(10),
             max_filters_per_subscribe: 256,
             max_sessions: 100_000,
+            max_subscription_bytes_per_client: 2 * 1024 * 1024,
             max_retained_bytes: 256 * 1024 * 1024,
             max_total_queued_bytes: 1024 * 1024 * 1024,
             max_user_properties: 128,

@@ -541,10 +541,14 @@ impl Connection {
         let is_new = {
             let mut st = self.session.state.lock();
             let exists = st.subscriptions.contains_key(&filter);
-            if !exists && st.subscriptions.len() >= limits.max_subscriptions_per_client {
+            if !exists
+                && (st.subscriptions.len() >= limits.max_subscriptions_per_client
+                    || st.subscription_bytes + crate::session::subscription_cost(&filter)
+                        > limits.max_subscription_bytes_per_client)
+            {
                 return Ok(ReasonCode::QuotaExceeded);
             }
-            st.subscriptions.insert(filter.clone(), record);
+            st.add_subscription(filter.clone(), record);
             !exists
         };
         // MQTT-3.8.4-3: a subscription to an existing filter replaces it.
@@ -650,8 +654,7 @@ impl Connection {
                 .session
                 .state
                 .lock()
-                .subscriptions
-                .remove(filter)
+                .remove_subscription(filter)
                 .is_some();
             if removed && self.shared.router.unsubscribe(&self.session, filter) {
                 Metrics::dec(&self.shared.metrics.subscriptions);

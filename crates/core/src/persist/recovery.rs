@@ -72,7 +72,7 @@ pub(crate) fn restore(shared: &Arc<Shared>, snapshot: Snapshot) {
                 if shared.router.subscribe(&session, &filter, rec) {
                     Metrics::inc(&shared.metrics.subscriptions);
                 }
-                st.subscriptions.insert(filter, rec);
+                st.add_subscription(filter, rec);
             }
             let mut last_seq = 0;
             for (seq, entry) in stored.queue {

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use bytestring::ByteString;
-use hashbrown::HashMap;
+
+use crate::topic::SmallMap;
 
 use crate::message::Message;
 use crate::topic::{TopicFilter, TopicName};
@@ -20,7 +21,7 @@ pub(crate) struct RetainedStore {
 
 #[derive(Debug, Default)]
 struct Node {
-    children: HashMap<ByteString, Node>,
+    children: SmallMap<ByteString, Node>,
     message: Option<Arc<Message>>,
 }
 
@@ -77,10 +78,12 @@ impl RetainedStore {
         let topic = message.topic.as_bytestring().clone();
         let mut node = &mut self.root;
         for level in topic.split('/') {
-            if full && !node.children.contains_key(level) {
+            if full && node.children.get(level).is_none() {
                 return RetainChange::Unchanged;
             }
-            node = node.children.entry(topic.slice_ref(level)).or_default();
+            node = node
+                .children
+                .get_or_insert_with(topic.slice_ref(level), Node::default);
         }
         match node.message.replace(message) {
             Some(old) => {
@@ -136,19 +139,19 @@ impl RetainedStore {
             "#" => {
                 // "a/#" matches "a" itself too; the root has no message.
                 out.extend(node.message.iter().cloned());
-                for (level, child) in &node.children {
+                node.children.for_each(|level, child| {
                     if !(root && level.starts_with('$')) {
                         Self::collect_all(child, out);
                     }
-                }
+                });
             }
             "+" => {
-                for (level, child) in &node.children {
+                node.children.for_each(|level, child| {
                     // MQTT-4.7.2-1: no `$` topics for a wildcard in the first level.
                     if !(root && level.starts_with('$')) {
                         Self::walk(child, rest, false, out);
                     }
-                }
+                });
             }
             literal => {
                 if let Some(child) = node.children.get(literal) {
@@ -160,9 +163,8 @@ impl RetainedStore {
 
     fn collect_all(node: &Node, out: &mut Vec<Arc<Message>>) {
         out.extend(node.message.iter().cloned());
-        for child in node.children.values() {
-            Self::collect_all(child, out);
-        }
+        node.children
+            .for_each(|_, child| Self::collect_all(child, out));
     }
 }
 

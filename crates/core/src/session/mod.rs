@@ -155,6 +155,9 @@ pub(crate) struct SessionState {
     pub(crate) retained_waiting: usize,
     /// The deadlines this session has armed (session expiry, will delay).
     pub(crate) timers: crate::timers::TimerSlots,
+    /// What the subscriptions hold, as [`subscription_cost`] counts it
+    /// (`Limits::max_subscription_bytes_per_client`).
+    pub(crate) subscription_bytes: usize,
     /// Bytes queued across all of the broker's sessions (`Limits::max_total_queued_bytes`),
     /// shared by every session; a session of its own until the broker sets it.
     pub(crate) total_queued: Arc<std::sync::atomic::AtomicUsize>,
@@ -354,7 +357,49 @@ impl Session {
     }
 }
 
+/// Bytes a subscription to `filter` is counted as holding: the filter string twice (the
+/// session's copy and the trie's levels refer to it) and a trie node per level, whether or
+/// not another subscription shares them (an upper bound).
+pub(crate) fn subscription_cost(filter: &TopicFilter) -> usize {
+    const PER_LEVEL: usize = 160;
+    const PER_SUBSCRIPTION: usize = 96;
+    let levels = filter.as_str().split('/').count();
+    PER_SUBSCRIPTION + filter.as_str().len() + levels * PER_LEVEL
+}
+
 impl SessionState {
+    /// Records a subscription; returns the one it replaces.
+    pub(crate) fn add_subscription(
+        &mut self,
+        filter: TopicFilter,
+        record: SubscriptionRecord,
+    ) -> Option<SubscriptionRecord> {
+        let cost = subscription_cost(&filter);
+        let old = self.subscriptions.insert(filter, record);
+        if old.is_none() {
+            self.subscription_bytes += cost;
+        }
+        old
+    }
+
+    /// Forgets a subscription; returns it.
+    pub(crate) fn remove_subscription(
+        &mut self,
+        filter: &TopicFilter,
+    ) -> Option<SubscriptionRecord> {
+        let old = self.subscriptions.remove(filter);
+        if old.is_some() {
+            self.subscription_bytes -= subscription_cost(filter);
+        }
+        old
+    }
+
+    /// Takes every subscription (the session ends).
+    pub(crate) fn take_subscriptions(&mut self) -> HashMap<TopicFilter, SubscriptionRecord> {
+        self.subscription_bytes = 0;
+        std::mem::take(&mut self.subscriptions)
+    }
+
     /// Queues `delivery` (the body of [`Session::enqueue`], for callers that hold the lock).
     pub(crate) fn push(
         &mut self,

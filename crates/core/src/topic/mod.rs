@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+mod small_map;
+pub(crate) use small_map::SmallMap;
 mod trie;
 pub use trie::SubscriptionTrie;
 

@@ -13,8 +13,8 @@
 use std::hash::Hash;
 
 use bytestring::ByteString;
-use hashbrown::HashMap;
 
+use super::small_map::SmallMap;
 use super::{TopicFilter, TopicName};
 
 /// A map from topic filters to subscribers (`K` identifies a subscriber, `V` is its data).
@@ -24,28 +24,31 @@ pub struct SubscriptionTrie<K, V> {
     len: usize,
 }
 
+/// One level. Compact: a node with one child and one subscriber holds exactly those (see
+/// [`SmallMap`]); a level's name is a slice of the filter string that created it, not a
+/// copy. About 150 bytes per level of a distinct filter.
 #[derive(Debug)]
 struct Node<K, V> {
-    children: HashMap<ByteString, Node<K, V>>,
+    children: SmallMap<ByteString, Node<K, V>>,
     plus: Option<Box<Node<K, V>>>,
     /// Subscribers whose filter ends with `#` right below this node.
-    hash: HashMap<K, V>,
+    hash: SmallMap<K, V>,
     /// Subscribers whose filter ends at this node.
-    here: HashMap<K, V>,
+    here: SmallMap<K, V>,
 }
 
 impl<K, V> Default for Node<K, V> {
     fn default() -> Self {
         Self {
-            children: HashMap::new(),
+            children: SmallMap::default(),
             plus: None,
-            hash: HashMap::new(),
-            here: HashMap::new(),
+            hash: SmallMap::default(),
+            here: SmallMap::default(),
         }
     }
 }
 
-impl<K, V> Node<K, V> {
+impl<K: Hash + Eq, V> Node<K, V> {
     fn is_empty(&self) -> bool {
         self.children.is_empty()
             && self.plus.is_none()
@@ -108,12 +111,10 @@ impl<K: Hash + Eq, V> SubscriptionTrie<K, V> {
         make: impl FnOnce() -> V,
     ) -> &mut V {
         let len = &mut self.len;
-        Self::map_for(&mut self.root, filter)
-            .entry(key)
-            .or_insert_with(|| {
-                *len += 1;
-                make()
-            })
+        Self::map_for(&mut self.root, filter).get_or_insert_with(key, || {
+            *len += 1;
+            make()
+        })
     }
 
     /// The value of `key`'s subscription to `filter`, if any.
@@ -132,7 +133,7 @@ impl<K: Hash + Eq, V> SubscriptionTrie<K, V> {
     }
 
     /// The subscriber map for `filter`, creating nodes on the way.
-    fn map_for<'a>(root: &'a mut Node<K, V>, filter: &TopicFilter) -> &'a mut HashMap<K, V> {
+    fn map_for<'a>(root: &'a mut Node<K, V>, filter: &TopicFilter) -> &'a mut SmallMap<K, V> {
         let text = filter.as_bytestring();
         let (path, hash) = split_filter(text);
         let mut node = root;
@@ -140,7 +141,8 @@ impl<K: Hash + Eq, V> SubscriptionTrie<K, V> {
             node = if level == "+" {
                 node.plus.get_or_insert_with(Box::default)
             } else {
-                node.children.entry(text.slice_ref(level)).or_default()
+                node.children
+                    .get_or_insert_with(text.slice_ref(level), Node::default)
             };
         }
         if hash {
@@ -195,10 +197,10 @@ impl<K: Hash + Eq, V> SubscriptionTrie<K, V> {
     fn walk(node: &Node<K, V>, levels: &[&str], wildcards: bool, f: &mut impl FnMut(&K, &V)) {
         // `#` also matches the parent level ("sport/#" matches "sport"), MQTT 4.7.1.2.
         if wildcards {
-            node.hash.iter().for_each(|(k, v)| f(k, v));
+            node.hash.for_each(|k, v| f(k, v));
         }
         let Some((&first, rest)) = levels.split_first() else {
-            node.here.iter().for_each(|(k, v)| f(k, v));
+            node.here.for_each(|k, v| f(k, v));
             return;
         };
         if let Some(child) = node.children.get(first) {

@@ -281,13 +281,13 @@ async fn broker_wide_bounds_hold() {
     assert!(count_messages(&mut a1).await > 0);
     let (mut a2, _) = Raw::connect_with(&broker, persistent("a2")).await;
     count_messages(&mut a2).await;
-    // Acknowledged: nothing is queued any more.
+    // Sent: nothing is queued any more but the one 1 KiB step each session keeps.
     let mut tries = 0;
-    while broker.metrics().queued_bytes > 0 && tries < 100 {
+    while broker.metrics().queued_bytes > 2 * 1024 && tries < 100 {
         a1.ping().await;
         tries += 1;
     }
-    assert_eq!(broker.metrics().queued_bytes, 0);
+    assert!(broker.metrics().queued_bytes <= 2 * 1024);
     broker.shutdown().await;
 }
 

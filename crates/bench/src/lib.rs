@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 
+mod memory;
 mod raw;
+
+pub use memory::{run_memory, MemoryCase, MemoryTarget};
 
 /// Command-line usage.
 pub const USAGE: &str = "usage: roost-bench [--host H] [--port P] [--pid BROKER_PID] \

@@ -145,3 +145,38 @@ async fn idle_in_process_run_holds_every_connection() {
     assert_eq!(report.connected, 300, "{report}");
     assert!(report.rss_growth_kib.is_some(), "{report}");
 }
+
+/// The memory scenarios run to completion against an embedded broker (its RSS is this
+/// process's); what they measure is reported by `scripts/memory-compare.sh`, not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_scenarios_complete() {
+    let broker = Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .listen_ws("127.0.0.1:0".parse().expect("address"), "/mqtt")
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .expect("starts");
+    let target = roost_bench::MemoryTarget {
+        addr: broker.local_addrs()[0],
+        ws: Some(broker.local_addrs()[1]),
+        pid: std::process::id(),
+        only: vec![
+            "ws-headers".into(),
+            "aliases".into(),
+            "dup-filters".into(),
+        ],
+    };
+    let cases = roost_bench::run_memory(&target).await.expect("runs");
+    let notes: Vec<_> = cases.iter().map(|c| (c.name, c.note.clone())).collect();
+    assert_eq!(
+        notes,
+        vec![
+            ("ws-headers", "64 upgraded".to_string()),
+            ("aliases", "256 aliases set".to_string()),
+            ("dup-filters", "subscriber not reading".to_string()),
+        ]
+    );
+    broker.shutdown().await;
+}

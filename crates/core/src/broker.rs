@@ -743,8 +743,8 @@ impl Shared {
             }
             st.ended = true;
             st.queue.clear();
-            let held = st.queued_bytes;
-            st.sub_queued_bytes(held);
+            st.queued_bytes = 0;
+            st.release_total();
             st.retained_backlog.clear();
             st.retained_waiting = 0;
             self.timers.cancel(&mut st.timers);

@@ -105,7 +105,9 @@ pub struct Limits {
     pub max_retained_bytes: usize,
     /// Bytes queued across all sessions, at most (the broker-wide budget beside each
     /// session's `max_queued_bytes`); a message that would pass it is dropped for that
-    /// session, newest first, and counted in `messages_dropped`. Default 1 GiB.
+    /// session, newest first, and counted in `messages_dropped`. Sessions count their
+    /// queues in it in 1 KiB steps (so the shared counter is not touched per message), and
+    /// a session keeps one step while its queue is empty. Default 1 GiB.
     pub max_total_queued_bytes: usize,
     /// Bytes in a Client Identifier, at most; a longer one is refused (v5 0x85, 3.1.1
     /// 0x02). Default 256 (the standards require servers to accept 1 to 23).

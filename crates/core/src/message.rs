@@ -50,6 +50,8 @@ pub struct Message {
     /// With acked durability, the storage writes every copy waits for (shared with the kept
     /// copy): a message whose acknowledgement refuses it reaches no subscriber.
     hold: Option<Arc<Hold>>,
+    /// What the properties hold ([`properties_size`]), computed once.
+    properties_bytes: usize,
 }
 
 /// The storage writes of the PUBLISH a message came from, which every copy waits for before
@@ -144,6 +146,7 @@ impl Message {
             forms: Default::default(),
             kept: OnceLock::new(),
             hold: None,
+            properties_bytes: 0,
         }
     }
 
@@ -152,6 +155,7 @@ impl Message {
         self.expires_at = properties
             .message_expiry_interval
             .map(|secs| self.received_at + Duration::from_secs(u64::from(secs)));
+        self.properties_bytes = properties_size(&properties);
         self.properties = properties;
         self
     }
@@ -176,6 +180,7 @@ impl Message {
             payload,
             qos,
             retain,
+            properties_bytes: properties_size(&properties),
             properties,
             publisher,
             received_at,
@@ -202,6 +207,7 @@ impl Message {
             forms: Default::default(),
             kept: OnceLock::new(),
             hold: self.hold.clone(),
+            properties_bytes: self.properties_bytes,
         })
     }
 
@@ -255,10 +261,7 @@ impl Message {
     /// the properties it forwards (user properties, content type, response topic,
     /// correlation data), plus a fixed amount for the message itself.
     pub fn size(&self) -> usize {
-        MESSAGE_OVERHEAD
-            + self.topic.as_str().len()
-            + self.payload.len()
-            + properties_size(&self.properties)
+        MESSAGE_OVERHEAD + self.topic.as_str().len() + self.payload.len() + self.properties_bytes
     }
 
     /// The PUBLISH for one delivery (payload shared, not copied).

@@ -405,6 +405,9 @@ impl Connection {
             )
             .unwrap_or_default();
         if ops.is_empty() {
+            if before.is_none() && qos == PublishQoS::AtMostOnce {
+                return None; // no storage, no acknowledgement: nothing more to do
+            }
             let gate = self.routed_gate(before, 0);
             self.release(hold.as_deref(), gate);
             self.ack_publish(qos, outcome, gate);

@@ -272,7 +272,7 @@ impl Router {
 
 /// What became of one session's copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Copy {
+enum CopyOutcome {
     Queued,
     /// Dropped for want of room (queue full, store over budget).
     NoRoom,
@@ -280,12 +280,13 @@ enum Copy {
     Skipped,
 }
 
-impl Copy {
+impl CopyOutcome {
+    #[inline]
     fn count(self, outcome: &mut RouteOutcome) {
         match self {
-            Copy::Queued => outcome.delivered += 1,
-            Copy::NoRoom => outcome.dropped_full += 1,
-            Copy::Skipped => {}
+            CopyOutcome::Queued => outcome.delivered += 1,
+            CopyOutcome::NoRoom => outcome.dropped_full += 1,
+            CopyOutcome::Skipped => {}
         }
     }
 }
@@ -293,6 +294,7 @@ impl Copy {
 /// The receive check: may the client of `session` receive `message` at `qos`? Always with
 /// no authorizer registered. With authorizers, a session whose client is unknown (restored
 /// from a record without an owner) receives nothing: fail closed, counted.
+#[inline]
 fn may_receive(shared: &Shared, session: &Session, message: &Message, qos: QoS) -> bool {
     if shared.open_access() {
         return true;
@@ -315,9 +317,9 @@ fn deliver(
     congested: &mut Vec<Arc<Session>>,
     checked: bool,
     epoch: u64,
-) -> Copy {
+) -> CopyOutcome {
     let Some(first) = group.first() else {
-        return Copy::Skipped;
+        return CopyOutcome::Skipped;
     };
     let metrics = &shared.metrics;
     let dropped = |reason: DropReason| {
@@ -335,7 +337,7 @@ fn deliver(
     if !checked && !may_receive(shared, &first.session, message, qos) {
         Metrics::inc(&metrics.messages_denied);
         dropped(DropReason::NotAuthorized);
-        return Copy::Skipped;
+        return CopyOutcome::Skipped;
     }
     let mut delivery = Delivery::new(
         Arc::clone(message),
@@ -349,27 +351,27 @@ fn deliver(
         .session
         .enqueue(delivery, &shared.limits, shared.persistence.as_ref())
     {
-        Ok(Queued::Ok) => Copy::Queued,
+        Ok(Queued::Ok) => CopyOutcome::Queued,
         Ok(Queued::Congested) => {
             congested.push(Arc::clone(&first.session));
-            Copy::Queued
+            CopyOutcome::Queued
         }
         Err(EnqueueError::QueueFull) => {
             Metrics::inc(&metrics.messages_dropped);
             tracing::debug!(client_id = %first.session.client_id, topic = %message.topic, "queue full: message dropped");
             dropped(DropReason::QueueFull);
-            Copy::NoRoom
+            CopyOutcome::NoRoom
         }
         Err(EnqueueError::Offline) => {
             Metrics::inc(&metrics.messages_dropped_offline);
             dropped(DropReason::Offline);
-            Copy::Skipped
+            CopyOutcome::Skipped
         }
         Err(EnqueueError::StorageFull) => {
             Metrics::inc(&metrics.messages_dropped_storage_full);
             dropped(DropReason::StorageFull);
-            Copy::NoRoom
+            CopyOutcome::NoRoom
         }
-        Err(EnqueueError::Ended) => Copy::Skipped,
+        Err(EnqueueError::Ended) => CopyOutcome::Skipped,
     }
 }

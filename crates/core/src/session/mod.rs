@@ -161,6 +161,17 @@ pub(crate) struct SessionState {
     /// Bytes queued across all of the broker's sessions (`Limits::max_total_queued_bytes`),
     /// shared by every session; a session of its own until the broker sets it.
     pub(crate) total_queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// What this session has counted in `total_queued`: its queued bytes rounded up to
+    /// [`TOTAL_GRANULE`], adjusted only when they leave that band, so the shared counter is
+    /// touched once per kilobyte or so of queue movement rather than per message.
+    total_reserved: usize,
+}
+
+/// Step in which sessions count their queues in the broker-wide total.
+const TOTAL_GRANULE: usize = 1024;
+
+fn granules(bytes: usize) -> usize {
+    bytes.div_ceil(TOTAL_GRANULE) * TOTAL_GRANULE
 }
 
 /// How a flow-control wait ended.
@@ -401,6 +412,7 @@ impl SessionState {
     }
 
     /// Queues `delivery` (the body of [`Session::enqueue`], for callers that hold the lock).
+    #[inline]
     pub(crate) fn push(
         &mut self,
         client_id: &str,
@@ -423,8 +435,7 @@ impl SessionState {
         let size = delivery.message.size();
         if st.queue.len() >= limits.max_queued_messages
             || st.queued_bytes + size > limits.max_queued_bytes
-            || st.total_queued.load(std::sync::atomic::Ordering::Relaxed) + size
-                > limits.max_total_queued_bytes
+            || st.over_total(size, limits.max_total_queued_bytes)
         {
             return Err(EnqueueError::QueueFull);
         }
@@ -537,18 +548,61 @@ impl SessionState {
         Some(d)
     }
 
-    /// Counts `n` more queued bytes, here and broker-wide.
-    pub(crate) fn add_queued_bytes(&mut self, n: usize) {
-        self.queued_bytes += n;
-        self.total_queued
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    /// True if `n` more queued bytes would take the broker-wide total past `max` (only what
+    /// this session has not reserved yet counts).
+    #[inline]
+    fn over_total(&self, n: usize, max: usize) -> bool {
+        if self.queued_bytes + n <= self.total_reserved {
+            return false; // within what this session holds already
+        }
+        let need = granules(self.queued_bytes + n).saturating_sub(self.total_reserved);
+        need > 0 && self.total_queued.load(std::sync::atomic::Ordering::Relaxed) + need > max
     }
 
-    /// Counts `n` fewer queued bytes, here and broker-wide.
+    /// Counts `n` more queued bytes, here and broker-wide.
+    #[inline]
+    pub(crate) fn add_queued_bytes(&mut self, n: usize) {
+        self.queued_bytes += n;
+        if self.queued_bytes > self.total_reserved {
+            let want = granules(self.queued_bytes);
+            self.total_queued.fetch_add(
+                want - self.total_reserved,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            self.total_reserved = want;
+        }
+    }
+
+    /// Counts `n` fewer queued bytes, here and broker-wide. An empty queue keeps one
+    /// granule reserved (a queue that empties and fills again touches nothing shared).
+    #[inline]
     pub(crate) fn sub_queued_bytes(&mut self, n: usize) {
         self.queued_bytes -= n;
-        self.total_queued
-            .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+        // Fast path: still within the band (nothing shared to touch).
+        if self.queued_bytes != 0 && self.total_reserved < self.queued_bytes + 3 * TOTAL_GRANULE {
+            return;
+        }
+        let keep = granules(self.queued_bytes).max(TOTAL_GRANULE);
+        let slack = if self.queued_bytes == 0 {
+            1
+        } else {
+            2 * TOTAL_GRANULE
+        };
+        if self.total_reserved >= keep + slack {
+            self.total_queued.fetch_sub(
+                self.total_reserved - keep,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            self.total_reserved = keep;
+        }
+    }
+
+    /// Gives back everything this session counted broker-wide (it ends).
+    pub(crate) fn release_total(&mut self) {
+        self.total_queued.fetch_sub(
+            std::mem::take(&mut self.total_reserved),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// After the writer took from the queue: once it is down to half the flow-control

@@ -39,22 +39,6 @@ fn persistent(v: ProtocolVersion, id: &str) -> Connect {
     c
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("roost-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The restart scenario, over whatever storage `open` gives (called once per broker life).
 async fn survives_restart(open: impl Fn() -> Arc<dyn Storage>, durability: Durability) {
     // Life 1: a persistent subscriber, a retained message, queued and in-flight messages.
@@ -357,35 +341,6 @@ async fn publish_code(p: &mut Raw, topic: &str, qos: PublishQoS) -> ReasonCode {
     }
 }
 
-/// The topics of every PUBLISH that arrives until a ping comes back empty, completing each
-/// QoS 1/2 flow as a client would.
-async fn drain_topics(c: &mut Raw) -> Vec<String> {
-    let mut seen = Vec::new();
-    loop {
-        let got = c.ping().await;
-        if got.is_empty() {
-            return seen;
-        }
-        for packet in got {
-            let reply = match packet {
-                Packet::Publish(m) => {
-                    seen.push(m.topic.to_string());
-                    match m.qos {
-                        PublishQoS::ExactlyOnce(id) => Some(Packet::PubRec(PubResponse::new(id))),
-                        PublishQoS::AtLeastOnce(id) => Some(Packet::PubAck(PubResponse::new(id))),
-                        PublishQoS::AtMostOnce => None,
-                    }
-                }
-                Packet::PubRel(r) => Some(Packet::PubComp(PubResponse::new(r.packet_id))),
-                _ => None,
-            };
-            if let Some(reply) = reply {
-                c.send(reply).await;
-            }
-        }
-    }
-}
-
 /// Issue 12 §4: a message whose acknowledgement refuses it (storage failed: v5 PUBACK /
 /// PUBREC 0x80) reaches no subscriber — neither an offline persistent one when it comes
 /// back, nor one connected at the time — at QoS 1 and 2. What was acknowledged arrives.
@@ -420,10 +375,10 @@ async fn a_refused_publish_reaches_no_subscriber() {
     );
     p.send(Packet::PubRel(PubResponse::new(pid(3)))).await;
     assert!(matches!(p.recv().await, Some(Packet::PubComp(_))));
-    assert_eq!(drain_topics(&mut online).await, vec!["full/1", "full/4"]);
+    assert_eq!(online.drain_topics().await, vec!["full/1", "full/4"]);
     let (mut away, ack) = Raw::connect_with(&broker, persistent(V5, "away")).await;
     assert!(matches!(ack, Packet::ConnAck(a) if a.session_present));
-    assert_eq!(drain_topics(&mut away).await, vec!["full/1", "full/4"]);
+    assert_eq!(away.drain_topics().await, vec!["full/1", "full/4"]);
     assert!(broker.metrics().messages_withdrawn_storage >= 4);
     broker.shutdown().await;
 }

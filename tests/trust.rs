@@ -91,26 +91,6 @@ async fn publish1(c: &mut Raw, topic: &str, payload: &'static [u8], id: u16) -> 
     }
 }
 
-/// Every PUBLISH that arrives before a ping round trip, acknowledged, as topics.
-async fn drain_topics(c: &mut Raw) -> Vec<String> {
-    let mut topics = Vec::new();
-    loop {
-        let seen = c.ping().await;
-        if seen.is_empty() {
-            return topics;
-        }
-        for p in seen {
-            if let Packet::Publish(p) = p {
-                topics.push(p.topic.to_string());
-                if let PublishQoS::AtLeastOnce(id) = p.qos {
-                    c.send(Packet::PubAck(roost::codec::PubResponse::new(id)))
-                        .await;
-                }
-            }
-        }
-    }
-}
-
 fn will(t: &str) -> LastWill {
     LastWill {
         topic: topic(t),
@@ -121,24 +101,8 @@ fn will(t: &str) -> LastWill {
     }
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("roost-trust-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-
-    fn open(&self) -> Arc<dyn Storage> {
-        Arc::new(SledStorage::open(&self.0, OnCorrupt::Fail).expect("opens"))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn sled(dir: &TempDir) -> Arc<dyn Storage> {
+    Arc::new(SledStorage::open(&dir.0, OnCorrupt::Fail).expect("opens"))
 }
 
 /// Issue 12 §1.1: a session rebuilt from storage is authorized as the client that made it.
@@ -147,7 +111,7 @@ impl Drop for TempDir {
 #[tokio::test]
 async fn a_restored_session_receives_only_what_its_owner_may_read() {
     let dir = TempDir::new("restore");
-    let broker = start(builder().storage(dir.open(), Durability::Acked)).await;
+    let broker = start(builder().storage(sled(&dir), Durability::Acked)).await;
     let (mut alice, _) = login(&broker, V5, "alice-dev", "alice", true).await;
     assert_eq!(
         alice.subscribe(1, "#", QoS::AtLeastOnce).await,
@@ -156,7 +120,7 @@ async fn a_restored_session_receives_only_what_its_owner_may_read() {
     drop(alice);
     broker.shutdown().await;
 
-    let broker = start(builder().storage(dir.open(), Durability::Acked)).await;
+    let broker = start(builder().storage(sled(&dir), Durability::Acked)).await;
     let (mut bob, _) = login(&broker, V5, "bob-dev", "bob", false).await;
     assert_eq!(
         publish1(&mut bob, "bob/secret", b"s", 1).await,
@@ -168,7 +132,7 @@ async fn a_restored_session_receives_only_what_its_owner_may_read() {
     );
     let (mut alice, present) = login(&broker, V5, "alice-dev", "alice", true).await;
     assert!(present, "the session was restored");
-    assert_eq!(drain_topics(&mut alice).await, vec!["public/news"]);
+    assert_eq!(alice.drain_topics().await, vec!["public/news"]);
     broker.shutdown().await;
 }
 
@@ -202,7 +166,7 @@ async fn queued_messages_are_checked_again_when_sent() {
     broker.set_authorizers(vec![acl(&stricter)], false).await;
     let (mut alice, present) = login(&broker, V4, "alice-q", "alice", true).await;
     assert!(present);
-    assert!(drain_topics(&mut alice).await.is_empty(), "withdrawn");
+    assert!(alice.drain_topics().await.is_empty(), "withdrawn");
     assert_eq!(broker.metrics().messages_denied_on_send, 1);
     broker.shutdown().await;
 }
@@ -224,7 +188,7 @@ async fn another_identity_never_resumes_a_session() {
         let (mut bob, present) = login(&broker, v, "inbox", "bob", true).await;
         assert!(!present, "{v:?}: Session Present 0 for another identity");
         assert!(
-            drain_topics(&mut bob).await.is_empty(),
+            bob.drain_topics().await.is_empty(),
             "{v:?}: nothing of alice's"
         );
         assert_eq!(broker.metrics().sessions_ownership_discarded, 1);
@@ -255,7 +219,7 @@ async fn refuse_policy_refuses_another_identity() {
         assert!(bob.closed().await.is_empty());
         let (mut alice, present) = login(&broker, v, "inbox", "alice", true).await;
         assert!(present, "{v:?}: the owner's session is intact");
-        assert_eq!(drain_topics(&mut alice).await, vec!["alice/inbox-queued"]);
+        assert_eq!(alice.drain_topics().await, vec!["alice/inbox-queued"]);
         assert_eq!(broker.metrics().sessions_ownership_refused, 1);
         broker.shutdown().await;
     }
@@ -333,10 +297,10 @@ async fn clients_cannot_spoof_sys_topics() {
     )
     .await;
     v4.ack_publish(PublishQoS::AtLeastOnce(pid(1))).await;
-    assert!(drain_topics(&mut watcher).await.is_empty(), "not routed");
+    assert!(watcher.drain_topics().await.is_empty(), "not routed");
     let mut late = Raw::connect(&broker, V5, "late").await;
     late.subscribe(1, "$SYS/#", QoS::AtLeastOnce).await;
-    assert!(drain_topics(&mut late).await.is_empty(), "not retained");
+    assert!(late.drain_topics().await.is_empty(), "not retained");
     // A will on $SYS is refused at CONNECT.
     let mut c = Connect::new(V5, "sys-will");
     c.will = Some(will("$SYS/broker/uptime"));
@@ -392,7 +356,7 @@ async fn wills_are_authorized_when_published() {
         tries += 1;
     }
     assert_eq!(broker.metrics().wills_denied, 1);
-    assert!(drain_topics(&mut bob).await.is_empty());
+    assert!(bob.drain_topics().await.is_empty());
     broker.shutdown().await;
 }
 
@@ -417,8 +381,8 @@ async fn a_refused_member_does_not_swallow_shared_messages() {
             ReasonCode::Success
         );
     }
-    let to_alice = drain_topics(&mut alice).await;
-    let to_bob = drain_topics(&mut bob).await;
+    let to_alice = alice.drain_topics().await;
+    let to_bob = bob.drain_topics().await;
     assert_eq!(
         to_alice.len(),
         10,

@@ -247,6 +247,39 @@ impl Raw {
         }
     }
 
+    /// The topics of every PUBLISH that arrives until a ping comes back with none,
+    /// completing each QoS 1/2 flow as a client would (PUBACK, PUBREC, PUBCOMP).
+    pub async fn drain_topics(&mut self) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let got = self.ping().await;
+            if got.is_empty() {
+                return seen;
+            }
+            for packet in got {
+                let reply = match packet {
+                    Packet::Publish(m) => {
+                        seen.push(m.topic.to_string());
+                        match m.qos {
+                            PublishQoS::ExactlyOnce(id) => {
+                                Some(Packet::PubRec(PubResponse::new(id)))
+                            }
+                            PublishQoS::AtLeastOnce(id) => {
+                                Some(Packet::PubAck(PubResponse::new(id)))
+                            }
+                            PublishQoS::AtMostOnce => None,
+                        }
+                    }
+                    Packet::PubRel(r) => Some(Packet::PubComp(PubResponse::new(r.packet_id))),
+                    _ => None,
+                };
+                if let Some(reply) = reply {
+                    self.send(reply).await;
+                }
+            }
+        }
+    }
+
     /// A round trip through the broker: everything sent before has been processed. Returns
     /// the packets that arrived before the PINGRESP.
     pub async fn ping(&mut self) -> Vec<Packet> {
@@ -259,5 +292,22 @@ impl Raw {
                 None => panic!("closed while waiting for PINGRESP"),
             }
         }
+    }
+}
+
+/// A directory under the system's temporary one, removed (with its contents) on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("roost-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

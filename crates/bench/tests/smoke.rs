@@ -162,11 +162,7 @@ async fn memory_scenarios_complete() {
         addr: broker.local_addrs()[0],
         ws: Some(broker.local_addrs()[1]),
         pid: std::process::id(),
-        only: vec![
-            "ws-headers".into(),
-            "aliases".into(),
-            "dup-filters".into(),
-        ],
+        only: vec!["ws-headers".into(), "aliases".into(), "dup-filters".into()],
     };
     let cases = roost_bench::run_memory(&target).await.expect("runs");
     let notes: Vec<_> = cases.iter().map(|c| (c.name, c.note.clone())).collect();

@@ -184,6 +184,22 @@ impl<W: PacketWriter> Writer<W> {
         }
     }
 
+    /// Forgets a queued delivery that will not be sent (its storage record and packet id
+    /// too) and tells the hooks why.
+    fn unsent(
+        &mut self,
+        st: &mut SessionState,
+        delivery: crate::message::Delivery,
+        reason: DropReason,
+        hooks: bool,
+    ) {
+        self.store_ops
+            .extend(st.drop_queued(&self.session.client_id, &delivery));
+        if hooks {
+            self.events.push((delivery.message, Event::Dropped(reason)));
+        }
+    }
+
     fn fill(&mut self, st: &mut SessionState, closing: bool) -> Fill {
         let SessionState {
             link,
@@ -302,23 +318,13 @@ impl<W: PacketWriter> Writer<W> {
                 // Its publisher was refused (or its own record was not stored): a message
                 // whose acknowledgement refused it reaches no subscriber.
                 Metrics::inc(&metrics.messages_withdrawn_storage);
-                self.store_ops
-                    .extend(st.drop_queued(&self.session.client_id, &delivery));
-                if hooks {
-                    self.events
-                        .push((delivery.message, Event::Dropped(DropReason::StorageFull)));
-                }
+                self.unsent(st, delivery, DropReason::StorageFull, hooks);
                 continue;
             }
             // MQTT-3.3.2-5: an expired message is not sent.
             if delivery.message.is_expired(now) {
                 Metrics::inc(&metrics.messages_expired);
-                self.store_ops
-                    .extend(st.drop_queued(&self.session.client_id, &delivery));
-                if hooks {
-                    self.events
-                        .push((delivery.message, Event::Dropped(DropReason::Expired)));
-                }
+                self.unsent(st, delivery, DropReason::Expired, hooks);
                 continue;
             }
             if recheck && delivery.authorized_epoch != epoch {
@@ -328,12 +334,7 @@ impl<W: PacketWriter> Writer<W> {
                 if !allowed {
                     Metrics::inc(&metrics.messages_denied_on_send);
                     tracing::debug!(topic = %delivery.message.topic, "queued message no longer authorized: withdrawn");
-                    self.store_ops
-                        .extend(st.drop_queued(&self.session.client_id, &delivery));
-                    if hooks {
-                        self.events
-                            .push((delivery.message, Event::Dropped(DropReason::NotAuthorized)));
-                    }
+                    self.unsent(st, delivery, DropReason::NotAuthorized, hooks);
                     continue;
                 }
             }
@@ -346,12 +347,7 @@ impl<W: PacketWriter> Writer<W> {
                     > max as usize
                 {
                     Metrics::inc(&metrics.messages_dropped_too_large);
-                    self.store_ops
-                        .extend(st.drop_queued(&self.session.client_id, &delivery));
-                    if hooks {
-                        self.events
-                            .push((delivery.message, Event::Dropped(DropReason::TooLarge)));
-                    }
+                    self.unsent(st, delivery, DropReason::TooLarge, hooks);
                     continue;
                 }
             }

@@ -83,7 +83,7 @@ pub(crate) struct Shared {
     /// Bumped each time the authorizers are replaced. A queued delivery records the epoch
     /// it was authorized in; one from another epoch (or restored from storage, epoch 0) is
     /// checked again when it is sent.
-    authz_epoch: AtomicU64,
+    authz_epoch: std::sync::atomic::AtomicU32,
     /// Connections not yet authenticated.
     admissions: Arc<Admissions>,
     /// Back-off after failed authentication.
@@ -169,7 +169,7 @@ impl Shared {
             client_id_prefix: format!("roost-{:x}{:x}", std::process::id(), nanos),
             ownership: config.ownership,
             anonymous,
-            authz_epoch: AtomicU64::new(1),
+            authz_epoch: std::sync::atomic::AtomicU32::new(1),
             admissions: Arc::new(Admissions::default()),
             auth_throttle: AuthThrottle::default(),
             total_queued: Arc::new(AtomicUsize::new(0)),
@@ -189,7 +189,7 @@ impl Shared {
     }
 
     /// The authorizers' epoch (see `authz_epoch`); never 0.
-    pub(crate) fn authz_epoch(&self) -> u64 {
+    pub(crate) fn authz_epoch(&self) -> u32 {
         self.authz_epoch.load(Ordering::Acquire)
     }
 
@@ -1115,7 +1115,13 @@ impl BrokerHandle {
                 .store(authorizers.is_empty(), Ordering::Release);
             *chain = Arc::new(authorizers);
             // Queued deliveries authorized under the old rules are checked again when sent.
-            self.shared.authz_epoch.fetch_add(1, Ordering::AcqRel);
+            // Never 0 (the epoch of deliveries restored from storage), even when it wraps.
+            let _ =
+                self.shared
+                    .authz_epoch
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |e| {
+                        Some(e.checked_add(1).unwrap_or(1))
+                    });
         }
         if recheck {
             self.shared.recheck_sessions().await;

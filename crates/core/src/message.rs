@@ -376,7 +376,7 @@ pub struct Delivery {
     /// Subscription Identifiers of the matching subscriptions (v5).
     pub subscription_ids: Vec<NonZeroU32>,
     /// Position in the session's stored queue, when the delivery is persisted.
-    pub storage_seq: Option<u64>,
+    pub storage_seq: Option<std::num::NonZeroU64>,
     /// Packet identifier reserved while queued (persistent sessions), so that it is the same
     /// before and after a restart.
     pub packet_id: Option<crate::codec::PacketId>,
@@ -386,8 +386,10 @@ pub struct Delivery {
     pub maybe_sent: bool,
     /// The authorizers' epoch in which the receive check passed (0: never checked in this
     /// process, as for a delivery restored from storage). A delivery whose epoch is not the
-    /// current one is checked again when it is sent.
-    pub authorized_epoch: u64,
+    /// current one is checked again when it is sent. (32 bits: a delivery stays within one
+    /// cache line's worth of bytes; after 2³² authorizer changes an old epoch could match
+    /// again, which would take decades of reloads.)
+    pub authorized_epoch: u32,
 }
 
 impl Delivery {

@@ -55,7 +55,7 @@ impl Connection {
                         // not re-send a PUBLISH the receiver has completed.
                         rel_gate = self.shared.store_gated(vec![roost_storage::Op::PutQueued {
                             client: self.client_id.to_string(),
-                            seq,
+                            seq: seq.get(),
                             record: crate::persist::queue_record(
                                 d,
                                 roost_storage::QueueStage::Released(a.packet_id.get()),
@@ -182,7 +182,7 @@ impl Connection {
         if let Some(seq) = done.and_then(|e| e.delivery.storage_seq) {
             self.shared.store_now(vec![roost_storage::Op::DeleteQueued {
                 client: self.client_id.to_string(),
-                seq,
+                seq: seq.get(),
             }]);
         }
     }

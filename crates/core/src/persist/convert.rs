@@ -136,7 +136,7 @@ pub(crate) fn delivery_from_record(r: QueueRecord, seq: u64) -> Option<Delivery>
             .into_iter()
             .filter_map(NonZeroU32::new)
             .collect(),
-        storage_seq: Some(seq),
+        storage_seq: std::num::NonZeroU64::new(seq),
     })
 }
 

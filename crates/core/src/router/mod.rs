@@ -316,7 +316,7 @@ fn deliver(
     shared: &Shared,
     congested: &mut Vec<Arc<Session>>,
     checked: bool,
-    epoch: u64,
+    epoch: u32,
 ) -> CopyOutcome {
     let Some(first) = group.first() else {
         return CopyOutcome::Skipped;

@@ -458,7 +458,7 @@ impl SessionState {
                 reserved_ids.insert(id.get());
                 st.next_storage_seq += 1;
                 let seq = st.next_storage_seq;
-                delivery.storage_seq = Some(seq);
+                delivery.storage_seq = std::num::NonZeroU64::new(seq);
                 delivery.packet_id = Some(id);
                 let op = roost_storage::Op::PutQueued {
                     client: client_id.to_string(),
@@ -537,7 +537,7 @@ impl SessionState {
             .storage_seq
             .map(|seq| roost_storage::Op::DeleteQueued {
                 client: client_id.to_string(),
-                seq,
+                seq: seq.get(),
             })
     }
 

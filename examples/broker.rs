@@ -27,7 +27,7 @@
 //! | `--max-storage-mb N` | `max_storage_mb` | size budget of the data dir (default none) |
 //! | `--tls-listen ADDR` (repeatable) | `tls_listen = ["ADDR"]` | MQTT over TLS listener |
 //! | `--cert FILE`, `--key FILE` | `cert`, `key` | server certificate chain and key (PEM) |
-//! | `--client-ca FILE` | `client_ca` | require client certificates from this CA (mTLS) |
+//! | `--client-ca FILE` | `client_ca` | require client certificates from this CA (mTLS); a certificate's CN (else SAN) is the client's login |
 //! | `--ws-listen ADDR` (repeatable) | `ws_listen = ["ADDR"]` | MQTT over WebSocket |
 //! | `--wss-listen ADDR` (repeatable) | `wss_listen = ["ADDR"]` | MQTT over secure WebSocket |
 //! | `--ws-path PATH` | `ws_path` | WebSocket path (default `/mqtt`) |
@@ -46,7 +46,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use roost::auth::{AclFile, PasswordFile};
+use roost::auth::{AclFile, CertificateIdentity, CertificateName, PasswordFile};
 use roost::plugin::{Authenticator, Authorizer};
 use roost::storage::{OnCorrupt, SledStorage};
 use roost::{AnonymousAccess, Durability};
@@ -345,6 +345,14 @@ fn security(
         Some(path) => Some(Arc::new(AclFile::load(path).map_err(|e| e.to_string())?)),
         None => None,
     };
+    if settings.client_ca.is_some() {
+        // Mutual TLS: a verified client certificate is the login, named by its Common Name
+        // (or Subject Alternative Name); the ACL file then applies to that name.
+        tracing::info!("client certificates are logins (CN, else SAN)");
+        builder = builder.authenticator(Arc::new(CertificateIdentity::new(
+            CertificateName::CommonNameOrSan,
+        )));
+    }
     if let Some(p) = &passwords {
         tracing::info!(users = p.len(), "password file loaded");
         let p: Arc<dyn Authenticator> = p.clone();

@@ -745,7 +745,7 @@ impl Shared {
             st.queue.clear();
             st.queued_bytes = 0;
             st.release_total();
-            st.retained_backlog.clear();
+            st.retained_backlog = None;
             st.retained_waiting = 0;
             self.timers.cancel(&mut st.timers);
             (st.take_subscriptions(), st.pending_will.take())
@@ -1179,7 +1179,6 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>,
         // socket comes from the balancer, so only the total bound applies there.
         let source = (!proxy).then(|| addr.ip());
         let ticket = shared.admit(source);
-        let evicted = ticket.evicted().clone();
         let _ = stream.set_nodelay(true);
         let conn_shared = Arc::clone(&shared);
         let mut peer = PeerInfo {
@@ -1196,6 +1195,13 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>,
             if proxy {
                 let timeout = conn_shared.limits.handshake_timeout;
                 let stop = conn_shared.shutdown.clone();
+                // Only while the header is read: a token kept in this task would keep its
+                // allocation for the connection's whole life.
+                let evicted = peer
+                    .ticket
+                    .as_ref()
+                    .map(|t| t.evicted().clone())
+                    .unwrap_or_default();
                 // Boxed, like the handshakes below: it runs once.
                 let read = Box::pin(tokio::time::timeout(
                     timeout,
@@ -1244,18 +1250,20 @@ async fn serve_upgraded(
     addr: std::net::SocketAddr,
 ) {
     let timeout = shared.limits.handshake_timeout;
-    let stop = shared.shutdown.clone();
-    let evicted = peer.ticket.as_ref().map(|t| t.evicted().clone());
-    let evicted = async move {
-        match evicted {
-            Some(e) => e.cancelled_owned().await,
-            None => std::future::pending().await,
+    let upgraded = {
+        // Scoped: the tokens are dropped before the connection is served (kept, their
+        // allocations would live as long as the connection).
+        let stop = shared.shutdown.clone();
+        let evicted = peer
+            .ticket
+            .as_ref()
+            .map(|t| t.evicted().clone())
+            .unwrap_or_default();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = evicted.cancelled() => return,
+            r = tokio::time::timeout(timeout, upgrade(stream, &kind, peer, shared.limits.max_packet_size)) => r,
         }
-    };
-    let upgraded = tokio::select! {
-        _ = stop.cancelled() => return,
-        _ = evicted => return,
-        r = tokio::time::timeout(timeout, upgrade(stream, &kind, peer, shared.limits.max_packet_size)) => r,
     };
     match upgraded {
         Ok(Ok(Upgraded::Tls(s, peer))) => serve_stream(shared, *s, peer).await,

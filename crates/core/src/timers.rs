@@ -39,18 +39,17 @@ pub(crate) struct Due {
 /// Where one armed deadline sits in the queue.
 pub(crate) type TimerKey = (Instant, u64);
 
-/// The deadlines a session has armed, one per kind.
+/// The deadlines a session has armed, one per kind (session expiry, will delay). Boxed and
+/// allocated only while a deadline is armed: a connected session holds one pointer.
 #[derive(Debug, Default)]
-pub(crate) struct TimerSlots {
-    expiry: Option<TimerKey>,
-    will: Option<TimerKey>,
-}
+pub(crate) struct TimerSlots(Option<Box<[Option<TimerKey>; 2]>>);
 
 impl TimerSlots {
     fn slot(&mut self, kind: TimerKind) -> &mut Option<TimerKey> {
+        let slots = self.0.get_or_insert_with(Box::default);
         match kind {
-            TimerKind::SessionExpiry => &mut self.expiry,
-            TimerKind::WillDelay => &mut self.will,
+            TimerKind::SessionExpiry => &mut slots[0],
+            TimerKind::WillDelay => &mut slots[1],
         }
     }
 }
@@ -96,13 +95,12 @@ impl Timers {
 
     /// Removes every deadline `slots` names (the client came back, or the session ended).
     pub(crate) fn cancel(&self, slots: &mut TimerSlots) {
-        let (expiry, will) = (slots.expiry.take(), slots.will.take());
-        if expiry.is_none() && will.is_none() {
+        let Some(armed) = slots.0.take() else {
             return;
-        }
+        };
         let mut queue = self.queue.lock();
-        for key in expiry.into_iter().chain(will) {
-            queue.remove(&key);
+        for key in armed.iter().flatten() {
+            queue.remove(key);
         }
     }
 

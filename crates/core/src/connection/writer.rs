@@ -286,7 +286,7 @@ impl<W: PacketWriter> Writer<W> {
             // Retained messages released by a subscription join the queue as it empties
             // (never ahead of a control packet still waiting, such as their SUBACK).
             if st.queue.is_empty()
-                && !st.retained_backlog.is_empty()
+                && st.retained_backlog.is_some()
                 && st.link.as_ref().is_some_and(|l| l.pending.is_empty())
             {
                 let room = window.saturating_sub(st.inflight.len()).max(16);

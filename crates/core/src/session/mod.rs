@@ -150,7 +150,10 @@ pub(crate) struct SessionState {
     /// A flow-control wait for this session timed out; it pauses nobody until drained.
     pub(crate) slow: bool,
     /// Retained messages released by new subscriptions, not queued yet.
-    pub(crate) retained_backlog: VecDeque<RetainedBatch>,
+    /// Boxed and allocated only while something waits: most sessions hold one pointer (an
+    /// empty `VecDeque` would take 32 bytes in every session).
+    #[allow(clippy::box_collection)]
+    pub(crate) retained_backlog: Option<Box<VecDeque<RetainedBatch>>>,
     /// Messages in `retained_backlog`.
     pub(crate) retained_waiting: usize,
     /// The deadlines this session has armed (session expiry, will delay).
@@ -278,11 +281,13 @@ impl Session {
             return cut;
         }
         st.retained_waiting += messages.len();
-        st.retained_backlog.push_back(RetainedBatch {
-            messages,
-            qos,
-            subscription_id,
-        });
+        st.retained_backlog
+            .get_or_insert_with(Box::default)
+            .push_back(RetainedBatch {
+                messages,
+                qos,
+                subscription_id,
+            });
         if let Some(link) = &st.link {
             link.signals.wake.notify_one();
         }
@@ -493,11 +498,15 @@ impl SessionState {
     ) -> usize {
         let mut moved = 0;
         while moved < n {
-            let Some(batch) = self.retained_backlog.front_mut() else {
+            let Some(backlog) = self.retained_backlog.as_mut() else {
+                break;
+            };
+            let Some(batch) = backlog.front_mut() else {
+                self.retained_backlog = None;
                 break;
             };
             let Some(message) = batch.messages.pop_front() else {
-                self.retained_backlog.pop_front();
+                backlog.pop_front();
                 continue;
             };
             self.retained_waiting -= 1;

@@ -120,6 +120,37 @@ impl Admissions {
         self.inner.lock().queue.len()
     }
 
+    /// Counts a pending connection under `addr` from now on (the client address a PROXY
+    /// header revealed), making room under that address's bound as [`Admissions::admit`]
+    /// does. Nothing if the connection is no longer pending.
+    fn rekey(&self, id: u64, addr: IpAddr, limits: &Limits, metrics: &Metrics) {
+        let mut inner = self.inner.lock();
+        let Ok(i) = inner.queue.binary_search_by_key(&id, |e| e.id) else {
+            return;
+        };
+        if inner.queue[i].addr == Some(addr) {
+            return;
+        }
+        if let Some(old) = inner.queue[i].addr {
+            if let hashbrown::hash_map::Entry::Occupied(mut n) = inner.per_address.entry(old) {
+                *n.get_mut() -= 1;
+                if *n.get() == 0 {
+                    n.remove();
+                }
+            }
+        }
+        inner.queue[i].addr = Some(addr);
+        *inner.per_address.entry(addr).or_insert(0) += 1;
+        if inner.per_address.get(&addr).copied().unwrap_or(0)
+            > limits.max_pending_per_address.max(1)
+        {
+            // The oldest of that address makes room (it may be this one).
+            if let Some(j) = inner.queue.iter().position(|e| e.addr == Some(addr)) {
+                inner.evict_at(j, metrics);
+            }
+        }
+    }
+
     fn forget(&self, id: u64) {
         let mut inner = self.inner.lock();
         if let Ok(i) = inner.queue.binary_search_by_key(&id, |e| e.id) {
@@ -140,6 +171,12 @@ impl Ticket {
     /// Cancelled when the connection is evicted to make room.
     pub(crate) fn evicted(&self) -> &CancellationToken {
         &self.evict
+    }
+
+    /// The client turned out to be at `addr` (a PROXY header): its place is counted under
+    /// that address from now on.
+    pub(crate) fn rekey(&self, addr: IpAddr, limits: &Limits, metrics: &Metrics) {
+        self.admissions.rekey(self.id, addr, limits, metrics);
     }
 
     /// The connection is no longer pending (authenticated, or ending). Idempotent; once
@@ -242,6 +279,29 @@ mod tests {
         drop((a1, a2, b1, a3, c1));
         assert_eq!(admissions.len(), 1);
         assert_eq!(metrics.snapshot().connections_evicted, 2);
+        assert!(admissions.inner.lock().per_address.is_empty());
+    }
+
+    /// Behind a load balancer, a pending connection is counted under the address its
+    /// PROXY header names, so the per-address bound applies to the real clients.
+    #[test]
+    fn a_proxy_header_moves_a_pending_connection_to_its_real_address() {
+        let admissions = Arc::new(Admissions::default());
+        let metrics = Metrics::default();
+        let l = limits(10, 1);
+        let balancer: IpAddr = "192.0.2.1".parse().expect("ip");
+        let client: IpAddr = "203.0.113.7".parse().expect("ip");
+        // Admitted without an address (behind the balancer), then re-keyed.
+        let first = admissions.admit(None, &l, &metrics);
+        first.rekey(client, &l, &metrics);
+        let second = admissions.admit(None, &l, &metrics);
+        second.rekey(client, &l, &metrics);
+        assert!(first.evicted().is_cancelled(), "one pending per address");
+        assert!(!second.evicted().is_cancelled());
+        let other = admissions.admit(None, &l, &metrics);
+        other.rekey(balancer, &l, &metrics);
+        assert!(!other.evicted().is_cancelled());
+        drop((first, second, other));
         assert!(admissions.inner.lock().per_address.is_empty());
     }
 }

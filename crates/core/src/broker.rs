@@ -1176,7 +1176,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>,
         };
         Metrics::inc(&shared.metrics.connections_total);
         // Pending until authenticated (see `admission`). Behind the PROXY protocol every
-        // socket comes from the balancer, so only the total bound applies there.
+        // socket comes from the balancer: counted under the client's address once the
+        // header names it.
         let source = (!proxy).then(|| addr.ip());
         let ticket = shared.admit(source);
         let _ = stream.set_nodelay(true);
@@ -1213,7 +1214,12 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>,
                     r = read => r,
                 };
                 match header {
-                    Ok(Ok(Some(client))) => peer.addr = Some(client),
+                    Ok(Ok(Some(client))) => {
+                        if let Some(ticket) = &peer.ticket {
+                            ticket.rekey(client.ip(), &conn_shared.limits, &conn_shared.metrics);
+                        }
+                        peer.addr = Some(client);
+                    }
                     Ok(Ok(None)) => {}
                     Ok(Err(e)) => {
                         tracing::debug!(peer = %addr, error = %e, "PROXY header rejected");

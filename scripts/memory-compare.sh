@@ -2,9 +2,10 @@
 # The memory scenarios of issue 12 §2 (crates/bench/src/memory.rs), each against a fresh
 # broker process, for Roost's example broker and Mosquitto (and, with BASE_BROKER set to
 # another build of the example broker, that one too). Prints a Markdown table of RSS growth
-# per case. Every broker runs at its defaults except: loopback listeners, a WebSocket
-# listener, no persistence (Roost --durability none, Mosquitto persistence false), and for
-# Mosquitto the limits Roost has by default (max_packet_size 1 MiB, max_topic_alias 64).
+# per case. Every broker runs at its defaults (Roost: acked durability, its sled store in a
+# fresh folder; Mosquitto: no persistence, its default) except for loopback listeners and a
+# WebSocket listener; Mosquitto is given the limits Roost has by default (max_packet_size
+# 1 MiB, max_topic_alias 64), without which it refuses the alias case.
 #
 #   scripts/memory-compare.sh            # needs mosquitto on PATH for its column
 #   BASE_BROKER=/path/to/old/broker scripts/memory-compare.sh
@@ -28,7 +29,7 @@ start() {
       [ "$1" = base ] && bin=$BASE_BROKER
       rm -rf "$WORK/data"
       "$bin" --listen "127.0.0.1:$PORT" --ws-listen "127.0.0.1:$((PORT + 1))" \
-        --durability none --data-dir "$WORK/data" >"$WORK/$1.log" 2>&1 &
+        --data-dir "$WORK/data" >"$WORK/$1.log" 2>&1 &
       ;;
     mosquitto)
       cat >"$WORK/mosquitto.conf" <<EOF

@@ -16,6 +16,8 @@ use crate::{AuthError, PasswordHash};
 #[derive(Debug, Clone, Default)]
 struct UserTable {
     users: HashMap<String, PasswordHash>,
+    /// [`UserTable::dummy`], made once per table (it scans every entry).
+    dummy: std::sync::OnceLock<PasswordHash>,
 }
 
 /// Password checks in progress at once, at most: one per core. PBKDF2 is slow on purpose,
@@ -39,7 +41,11 @@ impl UserTable {
     /// A hash that costs what the table's costliest entry costs to verify, for clients whose
     /// user name is unknown: they wait as long as a known user with a wrong password, so the
     /// time taken does not tell which names exist.
-    fn dummy(&self) -> PasswordHash {
+    fn dummy(&self) -> &PasswordHash {
+        self.dummy.get_or_init(|| self.make_dummy())
+    }
+
+    fn make_dummy(&self) -> PasswordHash {
         let costliest = self
             .users
             .values()
@@ -128,9 +134,9 @@ impl StaticUsers {
 
     /// Adds (or replaces) a user with an already hashed password.
     pub fn with_hash(mut self, name: &str, hash: PasswordHash) -> Self {
-        Arc::make_mut(&mut self.table)
-            .users
-            .insert(name.to_string(), hash);
+        let table = Arc::make_mut(&mut self.table);
+        table.users.insert(name.to_string(), hash);
+        table.dummy = std::sync::OnceLock::new();
         self
     }
 

@@ -1198,11 +1198,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>,
                 let stop = conn_shared.shutdown.clone();
                 // Only while the header is read: a token kept in this task would keep its
                 // allocation for the connection's whole life.
-                let evicted = peer
-                    .ticket
-                    .as_ref()
-                    .map(|t| t.evicted().clone())
-                    .unwrap_or_default();
+                let evicted = peer.evicted();
                 // Boxed, like the handshakes below: it runs once.
                 let read = Box::pin(tokio::time::timeout(
                     timeout,
@@ -1260,11 +1256,7 @@ async fn serve_upgraded(
         // Scoped: the tokens are dropped before the connection is served (kept, their
         // allocations would live as long as the connection).
         let stop = shared.shutdown.clone();
-        let evicted = peer
-            .ticket
-            .as_ref()
-            .map(|t| t.evicted().clone())
-            .unwrap_or_default();
+        let evicted = peer.evicted();
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = evicted.cancelled() => return,

@@ -459,7 +459,7 @@ async fn refuse<W: PacketWriter>(
 /// are slices of that buffer, and one kept for the connection's life would keep the whole
 /// buffer allocated.
 fn compact(connect: &mut crate::codec::Connect) {
-    let own = |s: &ByteString| ByteString::from(String::from(&**s));
+    use crate::topic::own;
     connect.client_id = own(&connect.client_id);
     if let Some(name) = &connect.username {
         connect.username = Some(own(name));

@@ -51,6 +51,18 @@ pub(crate) struct PeerInfo {
     pub(crate) listener_cap: Option<crate::admission::ListenerCap>,
 }
 
+impl PeerInfo {
+    /// Cancelled if a newer connection evicts this one while it is pending (see
+    /// `admission`); never cancelled for a connection that is not pending. Hold it only
+    /// while waiting on the handshake: each token is an allocation of its own.
+    pub(crate) fn evicted(&self) -> tokio_util::sync::CancellationToken {
+        self.ticket
+            .as_ref()
+            .map(|t| t.evicted().clone())
+            .unwrap_or_default()
+    }
+}
+
 /// The reader side of an established connection.
 pub(crate) struct Connection {
     shared: Arc<Shared>,
@@ -112,14 +124,10 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
     // every connection's task, held for as long as the connection, several KiB larger.
     let start = Box::pin(async move {
         // Until authenticated, a newer connection may evict this one (see `admission`).
-        let evicted = peer.ticket.as_ref().map(|t| t.evicted().clone());
-        let handshake = handshake::accept(&shared, &mut reader, wire, &peer);
-        let accepted = match evicted {
-            Some(evicted) => tokio::select! {
-                r = handshake => r,
-                _ = evicted.cancelled() => None,
-            },
-            None => handshake.await,
+        let evicted = peer.evicted();
+        let accepted = tokio::select! {
+            r = handshake::accept(&shared, &mut reader, wire, &peer) => r,
+            _ = evicted.cancelled() => None,
         };
         accepted.map(|(conn, writer)| (conn, writer, reader, shared))
     });

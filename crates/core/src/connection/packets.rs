@@ -600,6 +600,10 @@ impl Connection {
         let mut unique = 0usize;
         for (i, (filter, options)) in subscribe.filters.iter().enumerate() {
             if last.get(filter) != Some(&i) {
+                // MQTT-3.8.3-4 holds for every repeat, applied or not.
+                if options.no_local && matches!(filter.shared(), Ok(Some(_))) {
+                    return Err(Exit::Violation(ReasonCode::ProtocolError));
+                }
                 codes.push(ReasonCode::UnspecifiedError); // set below from its last repeat
                 continue;
             }

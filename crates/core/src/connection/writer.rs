@@ -290,13 +290,13 @@ impl<W: PacketWriter> Writer<W> {
                 && st.link.as_ref().is_some_and(|l| l.pending.is_empty())
             {
                 let room = window.saturating_sub(st.inflight.len()).max(16);
-                let limits = &shared.limits;
-                st.refill_retained(
+                let refused = st.refill_retained(
                     &self.session.client_id,
                     room,
-                    limits,
+                    &shared.limits,
                     shared.persistence.as_ref(),
                 );
+                Metrics::add(&metrics.messages_dropped, refused as u64);
             }
             // A stored delivery leaves only once its record (and packet id) is durable, and a
             // held message once its publisher's acknowledgement could leave.

@@ -67,7 +67,10 @@ impl RetainedStore {
             };
         }
         let size = message.size();
-        if self.bytes + size > max_bytes {
+        // Near the budget only: what the topic holds now is given back by a replacement.
+        if self.bytes + size > max_bytes
+            && self.bytes + size - self.size_of(&message.topic) > max_bytes
+        {
             return if self.remove(&message.topic) {
                 RetainChange::Cleared
             } else {
@@ -100,6 +103,18 @@ impl RetainedStore {
                 RetainChange::Set
             }
         }
+    }
+
+    /// What the retained message of `topic` holds (0 if none).
+    fn size_of(&self, topic: &TopicName) -> usize {
+        let mut node = &self.root;
+        for level in topic.as_str().split('/') {
+            match node.children.get(level) {
+                Some(child) => node = child,
+                None => return 0,
+            }
+        }
+        node.message.as_ref().map_or(0, |m| m.size())
     }
 
     fn remove(&mut self, topic: &TopicName) -> bool {
@@ -239,5 +254,19 @@ mod tests {
             RetainChange::Replaced
         );
         assert_eq!(topics(&s, "#"), vec!["a"]);
+    }
+
+    /// `max_retained_bytes`: a new message past the budget is refused (and its topic's old
+    /// one removed), but replacing one with a message of the same size at the budget is not.
+    #[test]
+    fn byte_budget_counts_what_a_replacement_gives_back() {
+        let mut s = RetainedStore::default();
+        let one = msg("a", b"1").size();
+        assert_eq!(s.apply(msg("a", b"1"), 10, one), RetainChange::Set);
+        assert_eq!(s.apply(msg("a", b"2"), 10, one), RetainChange::Replaced);
+        assert_eq!(s.bytes(), one);
+        assert_eq!(s.apply(msg("b", b"1"), 10, one), RetainChange::Unchanged);
+        assert_eq!(s.apply(msg("a", b"22"), 10, one), RetainChange::Cleared);
+        assert_eq!((s.len(), s.bytes()), (0, 0));
     }
 }

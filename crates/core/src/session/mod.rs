@@ -425,27 +425,26 @@ impl SessionState {
         limits: &Limits,
         persist: Option<&crate::persist::Persistence>,
     ) -> Result<Queued, EnqueueError> {
-        let st = self;
-        if st.ended {
+        if self.ended {
             return Err(EnqueueError::Ended);
         }
-        if st.link.is_none() && delivery.qos == QoS::AtMostOnce && !limits.queue_qos0_offline {
+        if self.link.is_none() && delivery.qos == QoS::AtMostOnce && !limits.queue_qos0_offline {
             return Err(EnqueueError::Offline);
         }
-        if st.link.is_none() {
+        if self.link.is_none() {
             // Kept until the client returns: a copy that owns its bytes, so the queue holds
             // what `max_queued_bytes` counts and not the read buffers the message came in.
             delivery.message = delivery.message.for_keeping();
         }
         let size = delivery.message.size();
-        if st.queue.len() >= limits.max_queued_messages
-            || st.queued_bytes + size > limits.max_queued_bytes
-            || st.over_total(size, limits.max_total_queued_bytes)
+        if self.queue.len() >= limits.max_queued_messages
+            || self.queued_bytes + size > limits.max_queued_bytes
+            || self.over_total(size, limits.max_total_queued_bytes)
         {
             return Err(EnqueueError::QueueFull);
         }
         if let Some(p) = persist {
-            if st.expiry_interval > 0 && delivery.qos != QoS::AtMostOnce {
+            if self.expiry_interval > 0 && delivery.qos != QoS::AtMostOnce {
                 if p.over_budget() {
                     return Err(EnqueueError::StorageFull);
                 }
@@ -456,13 +455,13 @@ impl SessionState {
                     inflight,
                     reserved_ids,
                     ..
-                } = st;
+                } = self;
                 let Some(id) = inflight.alloc_id(reserved_ids) else {
                     return Err(EnqueueError::QueueFull);
                 };
                 reserved_ids.insert(id.get());
-                st.next_storage_seq += 1;
-                let seq = st.next_storage_seq;
+                self.next_storage_seq += 1;
+                let seq = self.next_storage_seq;
                 delivery.storage_seq = std::num::NonZeroU64::new(seq);
                 delivery.packet_id = Some(id);
                 let op = roost_storage::Op::PutQueued {
@@ -476,10 +475,10 @@ impl SessionState {
                 delivery.gate = p.gate(p.submit_now(vec![op]));
             }
         }
-        st.add_queued_bytes(size);
-        st.queue.push_back(delivery);
+        self.add_queued_bytes(size);
+        self.queue.push_back(delivery);
         let threshold = limits.flow_control_queue;
-        if st.link.is_some() && threshold > 0 && !st.slow && st.queue.len() >= threshold {
+        if self.link.is_some() && threshold > 0 && !self.slow && self.queue.len() >= threshold {
             Ok(Queued::Congested)
         } else {
             Ok(Queued::Ok)
@@ -487,8 +486,9 @@ impl SessionState {
     }
 
     /// Moves up to `n` retained messages from the backlog into the queue, as deliveries
-    /// that are checked against the authorizers when sent. Returns how many were moved
-    /// (fewer when the backlog runs out or the queue refuses one, which is counted).
+    /// that are checked against the authorizers when sent. Returns how many the queue
+    /// refused (the broker-wide byte budget, the store's size budget), for the caller to
+    /// count as dropped.
     pub(crate) fn refill_retained(
         &mut self,
         client_id: &str,
@@ -497,6 +497,7 @@ impl SessionState {
         persist: Option<&crate::persist::Persistence>,
     ) -> usize {
         let mut moved = 0;
+        let mut refused = 0;
         while moved < n {
             let Some(backlog) = self.retained_backlog.as_mut() else {
                 break;
@@ -516,11 +517,12 @@ impl SessionState {
             // §3.3.1.3 likewise, whatever Retain As Published). Authorized when sent
             // (epoch 0), like anything queued.
             let delivery = Delivery::new(message, qos, true, sids);
-            if self.push(client_id, delivery, limits, persist).is_ok() {
-                moved += 1;
+            match self.push(client_id, delivery, limits, persist) {
+                Ok(_) => moved += 1,
+                Err(_) => refused += 1,
             }
         }
-        moved
+        refused
     }
 
     /// Moves a delivery into the inflight window with its reserved packet id (or a new
@@ -587,17 +589,15 @@ impl SessionState {
     #[inline]
     pub(crate) fn sub_queued_bytes(&mut self, n: usize) {
         self.queued_bytes -= n;
-        // Fast path: still within the band (nothing shared to touch).
-        if self.queued_bytes != 0 && self.total_reserved < self.queued_bytes + 3 * TOTAL_GRANULE {
-            return;
-        }
         let keep = granules(self.queued_bytes).max(TOTAL_GRANULE);
+        // Give back only what is two steps past the need (one step when empty), so a
+        // queue moving within a step or two touches nothing shared.
         let slack = if self.queued_bytes == 0 {
-            1
+            0
         } else {
             2 * TOTAL_GRANULE
         };
-        if self.total_reserved >= keep + slack {
+        if self.total_reserved > keep + slack {
             self.total_queued.fetch_sub(
                 self.total_reserved - keep,
                 std::sync::atomic::Ordering::Relaxed,

@@ -58,21 +58,23 @@ impl<K: Hash + Eq, V> SmallMap<K, V> {
 
     /// Inserts or replaces; returns the previous value.
     pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
-        if let Some(slot) = self.get_mut(&key) {
-            return Some(std::mem::replace(slot, value));
+        self.make_room(&key);
+        match self {
+            SmallMap::Few(v) => match v.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, slot)) => Some(std::mem::replace(slot, value)),
+                None => {
+                    v.reserve_exact(1);
+                    v.push((key, value));
+                    None
+                }
+            },
+            SmallMap::Many(m) => m.insert(key, value),
         }
-        self.push_new(key, value);
-        None
     }
 
     /// The value for `key`, inserting `make()` if there is none; `make` runs only then.
     pub(crate) fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        if let SmallMap::Few(v) = self {
-            if v.len() >= SPILL && !v.iter().any(|(k, _)| *k == key) {
-                let map: HashMap<K, V> = std::mem::take(v).into_iter().collect();
-                *self = SmallMap::Many(Box::new(map));
-            }
-        }
+        self.make_room(&key);
         match self {
             SmallMap::Few(v) => {
                 let i = match v.iter().position(|(k, _)| *k == key) {
@@ -89,19 +91,12 @@ impl<K: Hash + Eq, V> SmallMap<K, V> {
         }
     }
 
-    fn push_new(&mut self, key: K, value: V) {
-        match self {
-            SmallMap::Few(v) if v.len() < SPILL => {
-                v.reserve_exact(1);
-                v.push((key, value));
-            }
-            SmallMap::Few(v) => {
-                let mut map: HashMap<K, V> = std::mem::take(v).into_iter().collect();
-                map.insert(key, value);
+    /// Turns a full vector into a hash map before a new key would pass [`SPILL`].
+    fn make_room(&mut self, key: &K) {
+        if let SmallMap::Few(v) = self {
+            if v.len() >= SPILL && !v.iter().any(|(k, _)| k == key) {
+                let map: HashMap<K, V> = std::mem::take(v).into_iter().collect();
                 *self = SmallMap::Many(Box::new(map));
-            }
-            SmallMap::Many(m) => {
-                m.insert(key, value);
             }
         }
     }

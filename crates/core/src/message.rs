@@ -7,7 +7,7 @@
 //! once per subscriber.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -62,6 +62,9 @@ pub struct Message {
 pub(crate) struct Hold {
     after: AtomicU64,
     through: AtomicU64,
+    /// A writer found the hold pending and waits for storage to move: the release must
+    /// wake it. Most holds are released before any writer looks, and then nothing is woken.
+    watched: AtomicBool,
 }
 
 /// Bytes counted for a message beyond its variable-length parts (its struct, its `Arc`).
@@ -112,22 +115,36 @@ impl Hold {
         Arc::new(Hold {
             after: AtomicU64::new(0),
             through: AtomicU64::new(PENDING),
+            watched: AtomicBool::new(false),
         })
     }
 
-    /// Sets the writes the copies wait for (the acknowledgement's gate).
-    pub(crate) fn release(&self, gate: Gate) {
+    /// Sets the writes the copies wait for (the acknowledgement's gate). True if a writer
+    /// is waiting for the release and must be woken. (Sequentially consistent with
+    /// [`Hold::gate_or_watch`]: either the writer sees the release, or the release sees
+    /// the writer.)
+    pub(crate) fn release(&self, gate: Gate) -> bool {
         self.after.store(gate.after, Ordering::Relaxed);
-        self.through.store(gate.through, Ordering::Release);
+        self.through.store(gate.through, Ordering::SeqCst);
+        self.watched.load(Ordering::SeqCst)
     }
 
-    /// What copies wait for; `None` while routing is still in progress.
-    pub(crate) fn gate(&self) -> Option<Gate> {
-        let through = self.through.load(Ordering::Acquire);
+    fn gate(&self) -> Option<Gate> {
+        let through = self.through.load(Ordering::SeqCst);
         (through != PENDING).then(|| Gate {
             after: self.after.load(Ordering::Relaxed),
             through,
         })
+    }
+
+    /// What copies wait for; `None` while routing is still in progress, in which case the
+    /// caller is recorded as waiting (see [`Hold::release`]).
+    pub(crate) fn gate_or_watch(&self) -> Option<Gate> {
+        if let Some(gate) = self.gate() {
+            return Some(gate);
+        }
+        self.watched.store(true, Ordering::SeqCst);
+        self.gate()
     }
 }
 
@@ -238,7 +255,7 @@ impl Message {
     /// The storage writes copies wait for: `None` if they wait for nothing, `Some(None)`
     /// while routing is in progress.
     pub(crate) fn hold(&self) -> Option<Option<Gate>> {
-        self.hold.as_ref().map(|h| h.gate())
+        self.hold.as_ref().map(|h| h.gate_or_watch())
     }
 
     /// True once the Message Expiry Interval has passed (MQTT-3.3.2-5: the copy for a

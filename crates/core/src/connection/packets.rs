@@ -426,9 +426,8 @@ impl Connection {
     /// failed), and wakes the writers that may be waiting for it.
     fn release(&self, hold: Option<&Hold>, gate: Gate) {
         if let (Some(hold), Some(p)) = (hold, &self.shared.persistence) {
-            hold.release(gate);
-            if p.settled(gate) {
-                // Nothing more to become durable: the writers would not be woken otherwise.
+            if hold.release(gate) && p.settled(gate) {
+                // A writer waits and nothing more becomes durable to wake it otherwise.
                 p.poke();
             }
         }

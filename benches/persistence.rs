@@ -1,13 +1,16 @@
-//! QoS 1 fan-in throughput with `Durability::Acked` (sled) against no storage, reported as
-//! a ratio, and the data directory's size after the run (space is reclaimed as messages
-//! are acknowledged).
+//! QoS 1 fan-in throughput with `Durability::Acked` (sled, then redb) against no storage, reported as
+//! a ratio, with the number of `fdatasync`/`fsync` calls the store made (group commit: one
+//! per flush, shared by every message of the batch) and the data directory's size after
+//! the run (space is reclaimed as messages are acknowledged).
 //!
 //! ```sh
 //! cargo bench --bench persistence            # 8 publishers x 5,000 messages
 //! cargo bench --bench persistence -- 4 20000 # publishers, messages each
+//! cargo bench --bench persistence -- 4 2000 1 # ... and window (1: one message at a time)
 //! ```
 //!
-//! Publishers pipeline up to 64 unacknowledged QoS 1 PUBLISHes each over loopback TCP; one
+//! Publishers pipeline up to 64 (or the window given) unacknowledged QoS 1 PUBLISHes each
+//! over loopback TCP; one
 //! persistent-session subscriber takes everything at QoS 1. The clock stops when every
 //! PUBACK has reached its publisher and every message its subscriber.
 
@@ -19,7 +22,7 @@ use roost::codec::{
     decode, Connect, DecodeLimits, Packet, PacketId, ProtocolVersion, PubResponse, Publish,
     PublishQoS, Subscribe, SubscriptionOptions,
 };
-use roost::storage::{OnCorrupt, SledStorage};
+use roost::storage::{OnCorrupt, RedbStorage, SledStorage, Storage};
 use roost::{Broker, BrokerHandle, Durability, Limits, QoS, TopicFilter, TopicName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -27,7 +30,6 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 const V: ProtocolVersion = ProtocolVersion::V311;
-const WINDOW: usize = 64;
 
 async fn write(w: &mut OwnedWriteHalf, p: &Packet) {
     let mut out = BytesMut::new();
@@ -60,7 +62,12 @@ async fn connect(port: u16, id: &str, clean: bool) -> (OwnedReadHalf, OwnedWrite
     (r, w, buf)
 }
 
-async fn run(broker: &BrokerHandle, publishers: usize, each: usize) -> Duration {
+async fn run(
+    window_size: usize,
+    broker: &BrokerHandle,
+    publishers: usize,
+    each: usize,
+) -> Duration {
     let port = broker.local_addrs()[0].port();
     let (mut sr, mut sw, mut sbuf) = connect(port, "bench-sub", false).await;
     let sub = Subscribe {
@@ -89,7 +96,7 @@ async fn run(broker: &BrokerHandle, publishers: usize, each: usize) -> Duration 
     let mut pubs = Vec::new();
     for p in 0..publishers {
         let (mut r, mut w, mut buf) = connect(port, &format!("bench-pub-{p}"), true).await;
-        let window = Arc::new(Semaphore::new(WINDOW));
+        let window = Arc::new(Semaphore::new(window_size));
         let acks = window.clone();
         let reader = tokio::spawn(async move {
             for _ in 0..each {
@@ -141,6 +148,7 @@ async fn main() {
         .collect();
     let publishers: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(8);
     let each: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5_000);
+    let window: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(64);
     let limits = Limits {
         max_queued_messages: 1_000_000,
         max_queued_bytes: 1 << 30,
@@ -155,38 +163,62 @@ async fn main() {
         .start()
         .await
         .expect("starts");
-    let t_none = run(&none, publishers, each).await;
+    let t_none = run(window, &none, publishers, each).await;
     none.shutdown().await;
-
-    let dir = std::env::temp_dir().join(format!("roost-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let store = SledStorage::open(&dir, OnCorrupt::Fail).expect("opens");
-    let acked = Broker::builder()
-        .listen("127.0.0.1:0".parse().expect("address"))
-        .limits(limits)
-        .storage(Arc::new(store), Durability::Acked)
-        .sys_interval(None)
-        .build()
-        .start()
-        .await
-        .expect("starts");
-    let t_acked = run(&acked, publishers, each).await;
-    acked.shutdown().await;
-    drop(acked);
-    let size = dir_size(&dir);
-    let _ = std::fs::remove_dir_all(&dir);
 
     let total = (publishers * each) as f64;
     let r_none = total / t_none.as_secs_f64();
-    let r_acked = total / t_acked.as_secs_f64();
     println!(
-        "QoS 1 fan-in, {publishers} publishers x {each} messages of 64 B, 1 persistent subscriber"
+        "QoS 1 fan-in, {publishers} publishers x {each} messages of 64 B (window {window}), 1 persistent subscriber"
     );
     println!("  durability none : {r_none:>10.0} msg/s ({t_none:.2?})");
-    println!("  durability acked: {r_acked:>10.0} msg/s ({t_acked:.2?}), sled");
-    println!("  acked / none    : {:.0}%", 100.0 * r_acked / r_none);
-    println!(
-        "  data dir after the run (all acknowledged): {} KiB",
-        size / 1024
-    );
+    for backend in [Backend::Sled, Backend::Redb] {
+        let dir =
+            std::env::temp_dir().join(format!("roost-bench-{}-{backend:?}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (store, syncs): (Arc<dyn Storage>, Box<dyn Fn() -> u64>) = match backend {
+            Backend::Sled => {
+                let s = SledStorage::open(&dir, OnCorrupt::Fail).expect("opens");
+                let c = s.clone();
+                (Arc::new(s), Box::new(move || c.syncs()))
+            }
+            Backend::Redb => {
+                let s = RedbStorage::open(&dir, OnCorrupt::Fail).expect("opens");
+                let c = s.clone();
+                (Arc::new(s), Box::new(move || c.syncs()))
+            }
+        };
+        let acked = Broker::builder()
+            .listen("127.0.0.1:0".parse().expect("address"))
+            .limits(limits.clone())
+            .storage(store, Durability::Acked)
+            .sys_interval(None)
+            .build()
+            .start()
+            .await
+            .expect("starts");
+        let syncs_before = syncs();
+        let t_acked = run(window, &acked, publishers, each).await;
+        let n = syncs() - syncs_before;
+        acked.shutdown().await;
+        drop(acked);
+        let size = dir_size(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        let r_acked = total / t_acked.as_secs_f64();
+        println!(
+            "  acked, {backend:?}: {r_acked:>10.0} msg/s ({t_acked:.2?}), {:.0}% of none; \
+             {n} syncs ({:.0}/s, {:.1} messages per sync); data dir after the run {} KiB",
+            100.0 * r_acked / r_none,
+            n as f64 / t_acked.as_secs_f64(),
+            total / n.max(1) as f64,
+            size / 1024
+        );
+    }
+}
+
+/// The stores compared.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sled,
+    Redb,
 }

@@ -16,16 +16,22 @@
 //!
 //! # Guarantees
 //! [`Storage::write`] applies a batch of operations in order; [`Storage::flush`] returns
-//! once everything written before it is durable. The broker decides when to flush (its
+//! once everything written before it is durable: on disk, surviving a power cut, not just
+//! handed to the operating system. The broker decides when to flush (its
 //! durability mode) and only acknowledges what a guarantee needs after `flush` returned.
 //!
 //! Dependency order: this crate knows nothing of packets or connections (`roost-storage` ←
 //! `roost-core`).
 
+#[cfg(test)]
+mod backend_tests;
 mod error;
+mod layout;
 mod memory;
 mod record;
+mod redb_backend;
 mod sled_backend;
+mod sync;
 
 use async_trait::async_trait;
 
@@ -35,7 +41,9 @@ pub use record::{
     MessageRecord, Op, OwnerRecord, PropertiesRecord, QueueRecord, QueueStage, SessionRecord,
     SessionSnapshot, Snapshot, SubscriptionRecord, WillRecord, FORMAT_VERSION,
 };
-pub use sled_backend::{OnCorrupt, SledStorage};
+pub use redb_backend::RedbStorage;
+pub use sled_backend::SledStorage;
+pub use sync::OnCorrupt;
 
 /// A place where broker state survives restarts. Object-safe; the broker holds it as
 /// `Arc<dyn Storage>` and calls it from one task at a time.
@@ -47,7 +55,8 @@ pub trait Storage: Send + Sync + 'static {
     /// Applies `ops` in order. Not necessarily durable until [`Storage::flush`].
     async fn write(&self, ops: Vec<Op>) -> Result<(), StorageError>;
 
-    /// Makes everything written so far durable.
+    /// Makes everything written so far durable: it survives a crash of the process and a
+    /// power cut (file backends sync their files and directories before returning).
     async fn flush(&self) -> Result<(), StorageError>;
 
     /// Bytes the store takes on disk (0 for memory-only stores).

@@ -1,0 +1,232 @@
+//! The tests every file backend passes, run for each.
+
+use std::path::{Path, PathBuf};
+
+use crate::record::{MessageRecord, QueueRecord, QueueStage, SessionRecord, SubscriptionRecord};
+use crate::{OnCorrupt, Op, RedbStorage, SledStorage, Storage, StorageError};
+
+/// A backend under test.
+struct Backend<S> {
+    name: &'static str,
+    open: fn(&Path, OnCorrupt) -> Result<S, StorageError>,
+    /// The files of its data directory (overwritten with garbage to corrupt it).
+    files: &'static [&'static str],
+}
+
+fn sled() -> Backend<SledStorage> {
+    Backend {
+        name: "sled",
+        open: |p, c| SledStorage::open(p, c),
+        files: &["conf", "db"],
+    }
+}
+
+fn redb() -> Backend<RedbStorage> {
+    Backend {
+        name: "redb",
+        open: |p, c| RedbStorage::open(p, c),
+        files: &["roost.redb"],
+    }
+}
+
+fn temp_dir(kind: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("roost-{kind}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn msg(topic: &str) -> MessageRecord {
+    MessageRecord {
+        topic: topic.into(),
+        payload: b"p".to_vec(),
+        qos: 1,
+        ..MessageRecord::default()
+    }
+}
+
+async fn survives_reopen_and_deletes_session_state<S: Storage + std::fmt::Debug>(b: Backend<S>) {
+    let dir = temp_dir(b.name, "reopen");
+    {
+        let s = (b.open)(&dir, OnCorrupt::Fail).expect("opens");
+        s.write(vec![
+            Op::PutRetained("r".into(), msg("r")),
+            Op::PutSession(
+                "a".into(),
+                SessionRecord {
+                    expiry_interval: 60,
+                    subscriptions: vec![SubscriptionRecord {
+                        filter: "x/#".into(),
+                        qos: 1,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            ),
+            Op::PutQueued {
+                client: "a".into(),
+                seq: 2,
+                record: QueueRecord {
+                    message: msg("x/1"),
+                    qos: 1,
+                    retain: false,
+                    subscription_ids: vec![],
+                    stage: QueueStage::Published(9),
+                    packet_id: None,
+                },
+            },
+            Op::PutQueued {
+                client: "a".into(),
+                seq: 1,
+                record: QueueRecord {
+                    message: msg("x/0"),
+                    qos: 1,
+                    retain: false,
+                    subscription_ids: vec![],
+                    stage: QueueStage::Queued,
+                    packet_id: None,
+                },
+            },
+            Op::PutInbound {
+                client: "a".into(),
+                packet_id: 4,
+            },
+            Op::PutSession("ab".into(), SessionRecord::default()),
+            Op::PutQueued {
+                client: "ab".into(),
+                seq: 1,
+                record: QueueRecord {
+                    message: msg("y"),
+                    qos: 2,
+                    retain: false,
+                    subscription_ids: vec![],
+                    stage: QueueStage::Queued,
+                    packet_id: None,
+                },
+            },
+        ])
+        .await
+        .expect("writes");
+        s.flush().await.expect("flushes");
+    }
+    let s = (b.open)(&dir, OnCorrupt::Fail).expect("reopens");
+    let snap = s.load().await.expect("loads");
+    assert_eq!(snap.retained.len(), 1);
+    let a = snap
+        .sessions
+        .iter()
+        .find(|x| x.client_id == "a")
+        .expect("session a");
+    assert_eq!(
+        a.queue.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        vec![1, 2],
+        "in order"
+    );
+    assert_eq!(a.inbound, vec![4]);
+    let ab = snap
+        .sessions
+        .iter()
+        .find(|x| x.client_id == "ab")
+        .expect("session ab");
+    assert_eq!(ab.queue.len(), 1, "prefix scans do not mix 'a' and 'ab'");
+    s.write(vec![Op::DeleteSession("a".into())])
+        .await
+        .expect("writes");
+    let snap = s.load().await.expect("loads");
+    assert_eq!(snap.sessions.len(), 1);
+    assert_eq!(snap.sessions[0].queue.len(), 1);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn corrupt_directory_fails_or_is_quarantined<S: Storage + std::fmt::Debug>(b: Backend<S>) {
+    let dir = temp_dir(b.name, "corrupt");
+    std::fs::create_dir_all(&dir).expect("dir");
+    // Not a database of this backend.
+    for f in b.files {
+        std::fs::write(dir.join(f), vec![0xAB; 4096]).expect("write");
+    }
+    let err = (b.open)(&dir, OnCorrupt::Fail).expect_err("refuses");
+    assert!(matches!(err, StorageError::Corrupt { .. }), "{err:?}");
+    let s = (b.open)(&dir, OnCorrupt::Quarantine).expect("starts empty");
+    assert!(s.load().await.expect("loads").sessions.is_empty());
+    drop(s);
+    let parent = dir.parent().expect("parent");
+    let name = dir.file_name().expect("name").to_string_lossy().to_string();
+    let moved: Vec<_> = std::fs::read_dir(parent)
+        .expect("lists")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}.corrupt-"))
+        })
+        .collect();
+    assert_eq!(moved.len(), 1, "the damaged directory was kept aside");
+    for m in moved {
+        let _ = std::fs::remove_dir_all(m.path());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 12 §1.7: a store that a running broker holds is "in use", never "corrupt", and
+/// Quarantine leaves it where it is with its data.
+async fn a_store_in_use_is_never_quarantined<S: Storage + std::fmt::Debug>(b: Backend<S>) {
+    let dir = temp_dir(b.name, "in-use");
+    let live = (b.open)(&dir, OnCorrupt::Fail).expect("opens");
+    live.write(vec![Op::DeleteRetained("x".into())])
+        .await
+        .expect("writes");
+    for policy in [OnCorrupt::Fail, OnCorrupt::Quarantine] {
+        let err = (b.open)(&dir, policy).expect_err("held by the live store");
+        assert!(
+            matches!(err, StorageError::InUse { .. }),
+            "{policy:?}: {err:?}"
+        );
+        assert!(err.to_string().contains("in use by another process"));
+    }
+    assert!(dir.exists(), "not moved aside");
+    let parent = dir.parent().expect("parent");
+    let name = dir.file_name().expect("name").to_string_lossy().to_string();
+    let moved = std::fs::read_dir(parent)
+        .expect("lists")
+        .filter_map(Result::ok)
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}.corrupt-"))
+        });
+    assert!(!moved, "nothing quarantined");
+    live.load().await.expect("the live store still reads");
+    drop(live);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn sled_survives_reopen_and_deletes_session_state() {
+    survives_reopen_and_deletes_session_state(sled()).await;
+}
+
+#[tokio::test]
+async fn redb_survives_reopen_and_deletes_session_state() {
+    survives_reopen_and_deletes_session_state(redb()).await;
+}
+
+#[tokio::test]
+async fn sled_corrupt_directory_fails_or_is_quarantined() {
+    corrupt_directory_fails_or_is_quarantined(sled()).await;
+}
+
+#[tokio::test]
+async fn redb_corrupt_directory_fails_or_is_quarantined() {
+    corrupt_directory_fails_or_is_quarantined(redb()).await;
+}
+
+#[tokio::test]
+async fn sled_store_in_use_is_never_quarantined() {
+    a_store_in_use_is_never_quarantined(sled()).await;
+}
+
+#[tokio::test]
+async fn redb_store_in_use_is_never_quarantined() {
+    a_store_in_use_is_never_quarantined(redb()).await;
+}

@@ -1,0 +1,136 @@
+//! The key-value layout every ordered-key backend shares.
+//!
+//! Four tables: `retained` (topic → message), `sessions` (client id → session), `queue`
+//! (client id, 0x00, sequence number big-endian → entry), `inbound` (client id, 0x00,
+//! packet id big-endian → empty). Client identifiers cannot contain U+0000, so the 0x00
+//! separator makes prefix scans exact, and big-endian numbers sort in order.
+
+use crate::record::{MessageRecord, QueueRecord, SessionRecord};
+use crate::{Op, SessionSnapshot, Snapshot, StorageError};
+
+/// One of the four tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    Retained,
+    Sessions,
+    Queue,
+    Inbound,
+}
+
+/// The writes a backend offers; [`apply`] turns [`Op`]s into them.
+pub(crate) trait Tables {
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StorageError>;
+    fn remove(&mut self, table: Table, key: &[u8]) -> Result<(), StorageError>;
+    /// Removes every key that starts with `prefix`.
+    fn remove_prefix(&mut self, table: Table, prefix: &[u8]) -> Result<(), StorageError>;
+}
+
+pub(crate) fn key(client: &str, suffix: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(client.len() + 1 + suffix.len());
+    k.extend_from_slice(client.as_bytes());
+    k.push(0);
+    k.extend_from_slice(suffix);
+    k
+}
+
+pub(crate) fn prefix(client: &str) -> Vec<u8> {
+    key(client, &[])
+}
+
+/// The first key after every key that starts with `prefix` (which ends in 0x00).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+/// Applies `ops` in order.
+pub(crate) fn apply(t: &mut impl Tables, ops: Vec<Op>) -> Result<(), StorageError> {
+    for op in ops {
+        match op {
+            Op::PutRetained(topic, m) => t.put(Table::Retained, topic.as_bytes(), &m.encode())?,
+            Op::DeleteRetained(topic) => t.remove(Table::Retained, topic.as_bytes())?,
+            Op::PutSession(client, s) => t.put(Table::Sessions, client.as_bytes(), &s.encode())?,
+            Op::DeleteSession(client) => {
+                t.remove(Table::Sessions, client.as_bytes())?;
+                let p = prefix(&client);
+                t.remove_prefix(Table::Queue, &p)?;
+                t.remove_prefix(Table::Inbound, &p)?;
+            }
+            Op::PutQueued {
+                client,
+                seq,
+                record,
+            } => t.put(
+                Table::Queue,
+                &key(&client, &seq.to_be_bytes()),
+                &record.encode(),
+            )?,
+            Op::DeleteQueued { client, seq } => {
+                t.remove(Table::Queue, &key(&client, &seq.to_be_bytes()))?
+            }
+            Op::PutInbound { client, packet_id } => {
+                t.put(Table::Inbound, &key(&client, &packet_id.to_be_bytes()), &[])?
+            }
+            Op::DeleteInbound { client, packet_id } => {
+                t.remove(Table::Inbound, &key(&client, &packet_id.to_be_bytes()))?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A table's contents in key order.
+pub(crate) type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The rows of `rows` (sorted) whose key starts with `prefix`, with the prefix cut off.
+fn with_prefix<'a>(
+    rows: &'a Rows,
+    prefix: &'a [u8],
+) -> impl Iterator<Item = &'a (Vec<u8>, Vec<u8>)> {
+    let from = rows.partition_point(|(k, _)| k.as_slice() < prefix);
+    rows[from..]
+        .iter()
+        .take_while(move |(k, _)| k.starts_with(prefix))
+}
+
+/// Decodes the four tables (each in key order) into a [`Snapshot`].
+pub(crate) fn snapshot(
+    retained: Rows,
+    sessions: Rows,
+    queue: Rows,
+    inbound: Rows,
+) -> Result<Snapshot, StorageError> {
+    let mut out = Snapshot::default();
+    for (k, v) in retained {
+        let topic = String::from_utf8(k).map_err(|_| StorageError::InvalidRecord)?;
+        out.retained.push((topic, MessageRecord::decode(&v)?));
+    }
+    for (k, v) in sessions {
+        let client = String::from_utf8(k).map_err(|_| StorageError::InvalidRecord)?;
+        let p = prefix(&client);
+        let mut q = Vec::new();
+        for (k, v) in with_prefix(&queue, &p) {
+            let seq: [u8; 8] = k[p.len()..]
+                .try_into()
+                .map_err(|_| StorageError::InvalidRecord)?;
+            q.push((u64::from_be_bytes(seq), QueueRecord::decode(v)?));
+        }
+        let mut ids = Vec::new();
+        for (k, _) in with_prefix(&inbound, &p) {
+            let id: [u8; 2] = k[p.len()..]
+                .try_into()
+                .map_err(|_| StorageError::InvalidRecord)?;
+            ids.push(u16::from_be_bytes(id));
+        }
+        out.sessions.push(SessionSnapshot {
+            client_id: client,
+            session: SessionRecord::decode(&v)?,
+            queue: q,
+            inbound: ids,
+        });
+    }
+    Ok(out)
+}

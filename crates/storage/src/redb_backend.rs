@@ -1,0 +1,214 @@
+//! The redb backend: one file, `roost.redb`, in the data directory, a table per table of
+//! the shared layout (`layout.rs`) and a `meta` table with the format version.
+//!
+//! # Durability
+//! Each [`Storage::write`] is one redb write transaction committed with
+//! `Durability::None` (atomic, not yet synced); [`Storage::flush`] commits an empty
+//! transaction with `Durability::Immediate`, which makes it and every earlier commit
+//! durable with one `fdatasync` of the file (redb checksums its commits, so a torn write
+//! at a power cut rolls back to the last synced commit). Opening a store syncs the
+//! directory and its parent, so the file's name is durable too.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::layout::{self, Rows, Table, Tables};
+use crate::sync::{open_dir_store, DirSync};
+use crate::{OnCorrupt, Op, Snapshot, Storage, StorageError, FORMAT_VERSION};
+
+type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+const RETAINED: Def = TableDefinition::new("retained");
+const SESSIONS: Def = TableDefinition::new("sessions");
+const QUEUE: Def = TableDefinition::new("queue");
+const INBOUND: Def = TableDefinition::new("inbound");
+const META: Def = TableDefinition::new("meta");
+
+/// The file inside the data directory.
+const FILE: &str = "roost.redb";
+
+fn def(table: Table) -> Def {
+    match table {
+        Table::Retained => RETAINED,
+        Table::Sessions => SESSIONS,
+        Table::Queue => QUEUE,
+        Table::Inbound => INBOUND,
+    }
+}
+
+fn io(e: impl Into<redb::Error>) -> StorageError {
+    StorageError::Io(std::io::Error::other(e.into()))
+}
+
+/// Stores broker state in a redb database (one file in the data directory).
+#[derive(Clone)]
+pub struct RedbStorage {
+    db: Arc<redb::Database>,
+    path: PathBuf,
+    sync: Arc<DirSync>,
+}
+
+impl std::fmt::Debug for RedbStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStorage")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbStorage {
+    /// Opens (or creates) the store in the directory `path`, checking that every stored
+    /// record can be read. A store that cannot be opened or read is handled as `on_corrupt`
+    /// says; one that another process (or another store in this one) holds is
+    /// [`StorageError::InUse`].
+    pub fn open(path: impl AsRef<Path>, on_corrupt: OnCorrupt) -> Result<Self, StorageError> {
+        open_dir_store(path.as_ref(), on_corrupt, Self::open_checked)
+    }
+
+    fn open_checked(path: &Path) -> Result<Self, StorageError> {
+        let corrupt = |e: &dyn std::fmt::Display| StorageError::Corrupt {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        };
+        std::fs::create_dir_all(path).map_err(StorageError::Io)?;
+        let db = redb::Database::create(path.join(FILE)).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StorageError::InUse {
+                path: path.to_path_buf(),
+            },
+            other => corrupt(&other),
+        })?;
+        let txn = db.begin_write().map_err(io)?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| corrupt(&e))?;
+            let found = meta
+                .get(b"format".as_slice())
+                .map_err(|e| corrupt(&e))?
+                .map(|v| v.value().to_vec());
+            match found {
+                Some(v) if v == [FORMAT_VERSION] => {}
+                Some(v) => {
+                    return Err(corrupt(&format!(
+                        "format version {v:?}, this build reads {FORMAT_VERSION}"
+                    )))
+                }
+                None => {
+                    meta.insert(b"format".as_slice(), [FORMAT_VERSION].as_slice())
+                        .map_err(io)?;
+                }
+            }
+            for t in [RETAINED, SESSIONS, QUEUE, INBOUND] {
+                txn.open_table(t).map_err(|e| corrupt(&e))?;
+            }
+        }
+        txn.commit().map_err(io)?;
+        let sync = DirSync::new(path, &[], &[]).map_err(StorageError::Io)?;
+        let store = RedbStorage {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+            sync: Arc::new(sync),
+        };
+        store.read_all().map_err(|e| corrupt(&e))?;
+        Ok(store)
+    }
+
+    /// The directory the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `fdatasync`/`fsync` calls made by flushes so far (one per flush; redb's own), and
+    /// by opening the store.
+    pub fn syncs(&self) -> u64 {
+        self.sync.syncs()
+    }
+
+    fn read_all(&self) -> Result<Snapshot, StorageError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let rows = |t: Table| -> Result<Rows, StorageError> {
+            let table = txn.open_table(def(t)).map_err(io)?;
+            table
+                .iter()
+                .map_err(io)?
+                .map(|r| {
+                    r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                        .map_err(io)
+                })
+                .collect()
+        };
+        layout::snapshot(
+            rows(Table::Retained)?,
+            rows(Table::Sessions)?,
+            rows(Table::Queue)?,
+            rows(Table::Inbound)?,
+        )
+    }
+
+    fn commit(&self, ops: Vec<Op>, durability: redb::Durability) -> Result<(), StorageError> {
+        let mut txn = self.db.begin_write().map_err(io)?;
+        txn.set_durability(durability).map_err(io)?;
+        layout::apply(&mut Txn(&txn), ops)?;
+        txn.commit().map_err(io)
+    }
+}
+
+/// A write transaction, as the layout's [`Tables`].
+struct Txn<'a>(&'a redb::WriteTransaction);
+
+impl Tables for Txn<'_> {
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        let mut t = self.0.open_table(def(table)).map_err(io)?;
+        t.insert(key, value).map_err(io)?;
+        Ok(())
+    }
+
+    fn remove(&mut self, table: Table, key: &[u8]) -> Result<(), StorageError> {
+        let mut t = self.0.open_table(def(table)).map_err(io)?;
+        t.remove(key).map_err(io)?;
+        Ok(())
+    }
+
+    fn remove_prefix(&mut self, table: Table, prefix: &[u8]) -> Result<(), StorageError> {
+        let mut t = self.0.open_table(def(table)).map_err(io)?;
+        let end = layout::prefix_end(prefix);
+        t.retain_in::<&[u8], _>(prefix..end.as_slice(), |_, _| false)
+            .map_err(io)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Storage for RedbStorage {
+    async fn load(&self) -> Result<Snapshot, StorageError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.read_all())
+            .await
+            .map_err(|_| StorageError::Backend("storage task panicked"))?
+    }
+
+    async fn write(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.commit(ops, redb::Durability::None))
+            .await
+            .map_err(|_| StorageError::Backend("storage task panicked"))?
+    }
+
+    async fn flush(&self) -> Result<(), StorageError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            this.commit(Vec::new(), redb::Durability::Immediate)?;
+            this.sync.count(1);
+            Ok(())
+        })
+        .await
+        .map_err(|_| StorageError::Backend("storage task panicked"))?
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StorageError> {
+        Ok(std::fs::metadata(self.path.join(FILE))
+            .map_err(StorageError::Io)?
+            .len())
+    }
+}

@@ -24,6 +24,7 @@
 //! | `--durability none\|periodic\|acked` | `durability` | default `acked` |
 //! | `--flush-interval-ms N` | `flush_interval_ms` | for `periodic` (default 1000) |
 //! | `--on-corrupt fail\|quarantine` | `on_corrupt` | unreadable data dir (default `fail`) |
+//! | `--storage redb\|sled` | `storage` | backend of a new data dir (default `redb`); an existing one opens with the backend that made it |
 //! | `--max-storage-mb N` | `max_storage_mb` | size budget of the data dir (default none) |
 //! | `--tls-listen ADDR` (repeatable) | `tls_listen = ["ADDR"]` | MQTT over TLS listener |
 //! | `--cert FILE`, `--key FILE` | `cert`, `key` | server certificate chain and key (PEM) |
@@ -48,7 +49,7 @@ use std::sync::Arc;
 
 use roost::auth::{AclFile, CertificateIdentity, CertificateName, PasswordFile};
 use roost::plugin::{Authenticator, Authorizer};
-use roost::storage::{OnCorrupt, SledStorage};
+use roost::storage::{open_store, Backend, OnCorrupt};
 use roost::{AnonymousAccess, Durability};
 use roost::{Broker, BrokerHandle, Limits};
 
@@ -68,6 +69,7 @@ struct Settings {
     durability: Option<String>,
     flush_interval_ms: Option<u64>,
     on_corrupt: Option<String>,
+    backend: Option<Backend>,
     max_storage_mb: Option<u64>,
     tls_listen: Vec<SocketAddr>,
     cert: Option<PathBuf>,
@@ -82,7 +84,7 @@ struct Settings {
 const USAGE: &str = "usage: broker [--config FILE] [--listen ADDR]... [--max-connections N] \
 [--max-packet-size BYTES] [--max-inflight N] [--max-queued N] [--flow-control-queue N] [--password-file FILE] \
 [--acl-file FILE] [--allow-anonymous true|false] [--data-dir DIR] \
-[--durability none|periodic|acked] [--flush-interval-ms N] [--on-corrupt fail|quarantine] \
+[--durability none|periodic|acked] [--flush-interval-ms N] [--on-corrupt fail|quarantine] [--storage redb|sled] \
 [--max-storage-mb N] [--tls-listen ADDR --cert FILE --key FILE [--client-ca FILE]] \
 [--ws-listen ADDR] [--wss-listen ADDR] [--ws-path PATH] [--proxy-protocol true|false] \
 [--threads N]";
@@ -139,6 +141,7 @@ impl Settings {
                     _ => return Err(format!("proxy_protocol: '{value}' is not true or false")),
                 }
             }
+            "storage" => self.backend = Some(value.parse()?),
             "on_corrupt" => match value {
                 "fail" | "quarantine" => self.on_corrupt = Some(value.to_string()),
                 _ => return Err(format!("on_corrupt: '{value}' is not fail or quarantine")),
@@ -279,14 +282,20 @@ fn storage(settings: &Settings) -> Result<Option<Store>, String> {
         Some("quarantine") => OnCorrupt::Quarantine,
         _ => OnCorrupt::Fail,
     };
-    let store = SledStorage::open(&dir, on_corrupt).map_err(|e| {
+    let (backend, store) = open_store(&dir, settings.backend, on_corrupt).map_err(|e| {
         let cause = std::error::Error::source(&e)
             .map(|c| format!(": {c}"))
             .unwrap_or_default();
-        format!("{e}{cause} (use --on-corrupt quarantine to move it aside and start empty)")
+        let hint = match e {
+            roost::storage::StorageError::Corrupt { .. } => {
+                " (use --on-corrupt quarantine to move it aside and start empty)"
+            }
+            _ => "",
+        };
+        format!("{e}{cause}{hint}")
     })?;
-    tracing::info!(dir = %dir.display(), ?durability, "storage opened");
-    Ok(Some((Arc::new(store), durability)))
+    tracing::info!(dir = %dir.display(), backend = backend.name(), ?durability, "storage opened");
+    Ok(Some((store, durability)))
 }
 
 /// The password and ACL files and TLS certificate in use, for SIGHUP reloads.

@@ -1,5 +1,6 @@
-//! Persistence: a broker that keeps retained messages and persistent sessions in a sled
-//! database, survives a restart, and acknowledges only what is durable.
+//! Persistence: a broker that keeps retained messages and persistent sessions in a data
+//! directory (the default backend, redb; or sled if the directory holds a sled store),
+//! survives a restart, and acknowledges only what is durable.
 //!
 //! ```sh
 //! cargo run --example persistent            # first run: stores state in ./roost-example-data
@@ -11,18 +12,17 @@
 //! `counter` topic, and the messages queued for the session while it was away. Then it
 //! bumps the counter, queues one more message for next time, and stops cleanly.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use roost::storage::{OnCorrupt, SledStorage};
+use roost::storage::{open_store, OnCorrupt};
 use roost::{Broker, ClientOptions, Durability, QoS};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::path::PathBuf::from("roost-example-data");
-    let store = SledStorage::open(&dir, OnCorrupt::Fail)?;
+    let (_backend, store) = open_store(&dir, None, OnCorrupt::Fail)?;
     let broker = Broker::builder()
-        .storage(Arc::new(store), Durability::Acked)
+        .storage(store, Durability::Acked)
         .sys_interval(None)
         .build()
         .start()

@@ -9,6 +9,8 @@
 //! with the subscribers offline, so what they get after recovery is what was on disk.
 //!
 //! Randomness is seeded; the seed is printed (`ROOST_CRASH_SEED=<n>` replays a run).
+//! `ROOST_CRASH_DEBUG=1` prints each child's port, what it recovered, and the data directory
+//! after each power cut.
 
 #[cfg(target_os = "linux")]
 mod lossyfs;
@@ -17,6 +19,7 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +38,8 @@ use tokio::sync::watch;
 
 const V4: ProtocolVersion = ProtocolVersion::V311;
 const PUBLISHERS: usize = 3;
-const SUBSCRIBERS: [&str; 2] = ["crash-sub-a", "crash-sub-b"];
+/// Subscriber names; client ids are `<plan>-<name>` (plans run in parallel).
+const SUBSCRIBERS: [&str; 2] = ["sub-a", "sub-b"];
 
 /// The child: a broker on the directory and port file named in `ROOST_CRASH_CHILD`, until
 /// it is killed. Run only by the crash test.
@@ -57,6 +61,21 @@ async fn crash_child() {
         "redb" => Arc::new(RedbStorage::open(dir, OnCorrupt::Fail).expect("opens after a crash")),
         _ => Arc::new(SledStorage::open(dir, OnCorrupt::Fail).expect("opens after a crash")),
     };
+    if std::env::var_os("ROOST_CRASH_DEBUG").is_some() {
+        let snap = store.load().await.expect("loads");
+        let queued: usize = snap.sessions.iter().map(|s| s.queue.len()).sum();
+        let subs: Vec<String> = snap
+            .sessions
+            .iter()
+            .filter(|s| s.client_id.contains("sub-"))
+            .map(|s| format!("{}:{}", s.client_id, s.queue.len()))
+            .collect();
+        eprintln!(
+            "child {} {dir}: {} sessions, {queued} queued; {subs:?}",
+            std::process::id(),
+            snap.sessions.len()
+        );
+    }
     // Offline subscribers hold everything sent while they are away.
     let limits = Limits {
         max_queued_messages: 1_000_000,
@@ -73,6 +92,9 @@ async fn crash_child() {
         .await
         .expect("starts");
     let port = broker.local_addrs()[0].port();
+    if std::env::var_os("ROOST_CRASH_DEBUG").is_some() {
+        eprintln!("child {} {dir}: port {port}", std::process::id());
+    }
     std::fs::write(format!("{port_file}.tmp"), port.to_string()).expect("port file");
     std::fs::rename(format!("{port_file}.tmp"), port_file).expect("port file");
     std::future::pending::<()>().await;
@@ -104,8 +126,12 @@ async fn spawn_child(dir: &Path, round: usize, plan: &Plan) -> Child {
         Durability::Periodic(every) => every.as_millis().max(1),
         Durability::Acked => 0,
     };
-    let port_file =
-        std::env::temp_dir().join(format!("roost-crash-{}.port{round}", std::process::id()));
+    // Named after the plan: the plans run in parallel in this one process.
+    let port_file = std::env::temp_dir().join(format!(
+        "roost-{}-{}.port{round}",
+        plan.name,
+        std::process::id()
+    ));
     let _ = std::fs::remove_file(&port_file);
     let process = tokio::process::Command::new(std::env::current_exe().expect("test binary"))
         .args([
@@ -144,6 +170,13 @@ async fn spawn_child(dir: &Path, round: usize, plan: &Plan) -> Child {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let _ = std::fs::remove_file(&port_file);
+    if std::env::var_os("ROOST_CRASH_DEBUG").is_some() {
+        println!(
+            "  {} round {round}: child {:?} on port {port}",
+            plan.name,
+            process.id()
+        );
+    }
     Child { process, port }
 }
 
@@ -222,15 +255,19 @@ async fn subscribe_once(port: u16, id: &str) {
 /// survive.
 async fn run_session_maker(
     port: u16,
+    plan: &'static str,
     round: usize,
     acked: Arc<Mutex<Acked>>,
     mut stop: watch::Receiver<bool>,
+    killed: Arc<AtomicBool>,
 ) {
     for k in 0.. {
-        if *stop.borrow_and_update() {
+        // Once the broker is killed its port may go to another plan's broker: never
+        // connect again, and count nothing that arrives after the kill.
+        if *stop.borrow_and_update() || killed.load(Ordering::SeqCst) {
             return;
         }
-        let id = format!("crash-late-{round}-{k}");
+        let id = format!("{plan}-late-{round}-{k}");
         let Some(mut c) = Conn::open(port, &id, false).await else {
             return;
         };
@@ -247,6 +284,9 @@ async fn run_session_maker(
         }
         match c.recv().await {
             Some(Packet::SubAck(a)) if a.reason_codes.iter().all(|r| r.is_success()) => {
+                if killed.load(Ordering::SeqCst) {
+                    return;
+                }
                 acked.lock().sessions.insert(id, (round, Instant::now()));
             }
             _ => return,
@@ -259,11 +299,12 @@ async fn run_session_maker(
 
 async fn run_subscriber(
     port: u16,
-    id: &'static str,
+    id: String,
     state: Arc<Mutex<SubState>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Some(mut c) = Conn::open(port, id, false).await else {
+    let Some(mut c) = Conn::open(port, &id, false).await else {
+        println!("  {id}: cannot connect to port {port}");
         return;
     };
     loop {
@@ -293,7 +334,10 @@ async fn run_subscriber(
                 Some(Packet::PubComp(PubResponse::new(r.packet_id)))
             }
             Some(_) => None,
-            None => return,
+            None => {
+                println!("  {id}: connection to port {port} ended");
+                return;
+            }
         };
         if let Some(reply) = reply {
             if c.send(reply).await.is_none() {
@@ -320,12 +364,13 @@ struct Acked {
 
 async fn run_publisher(
     port: u16,
+    plan: &'static str,
     p: usize,
     round: usize,
     acked: Arc<Mutex<Acked>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Some(mut c) = Conn::open(port, &format!("crash-pub-{p}"), true).await else {
+    let Some(mut c) = Conn::open(port, &format!("{plan}-pub-{p}"), true).await else {
         return;
     };
     let mut n: u64 = 0;
@@ -347,14 +392,14 @@ async fn run_publisher(
         } else if n % 2 == 0 {
             (
                 format!("load/{p}"),
-                format!("q1-{p}-{round}-{n}"),
+                format!("{plan}-q1-{p}-{round}-{n}"),
                 PublishQoS::AtLeastOnce(id),
                 false,
             )
         } else {
             (
                 format!("load/{p}"),
-                format!("q2-{p}-{round}-{n}"),
+                format!("{plan}-q2-{p}-{round}-{n}"),
                 PublishQoS::ExactlyOnce(id),
                 false,
             )
@@ -487,6 +532,7 @@ impl Disk {
             #[cfg(target_os = "linux")]
             Disk::Lossy(m) => {
                 let unsynced = m.unsynced_pages();
+                let writes = m.writes();
                 let mut kept = 0;
                 let m = m
                     .power_cut(&mut || {
@@ -495,7 +541,24 @@ impl Disk {
                         keep
                     })
                     .expect("remounts after the power cut");
-                println!("  power cut: {unsynced} unsynced pages, {kept} of them written anyway");
+                println!(
+                    "  power cut: {writes} writes since the last; {unsynced} unsynced pages, {kept} of them written anyway"
+                );
+                if std::env::var_os("ROOST_CRASH_DEBUG").is_some() {
+                    for root in [m.path().to_path_buf(), m.path().join("data")] {
+                        let names: Vec<String> = std::fs::read_dir(&root)
+                            .map(|d| {
+                                d.flatten()
+                                    .map(|e| {
+                                        let len = e.metadata().map_or(0, |m| m.len());
+                                        format!("{}:{len}", e.file_name().to_string_lossy())
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        println!("    {}: {names:?}", root.display());
+                    }
+                }
                 Disk::Lossy(m)
             }
         }
@@ -533,12 +596,13 @@ async fn run_plan(plan: Plan) -> Option<Losses> {
     let acked = Arc::new(Mutex::new(Acked::default()));
     let subs: Vec<Arc<Mutex<SubState>>> = SUBSCRIBERS.iter().map(|_| Arc::default()).collect();
     let mut cuts = Vec::new();
+    let mut load_ms = 0;
 
     for round in 0..plan.rounds {
         let mut child = spawn_child(&dir, round, &plan).await;
         if round == 0 {
             for id in SUBSCRIBERS {
-                subscribe_once(child.port, id).await;
+                subscribe_once(child.port, &format!("{}-{id}", plan.name)).await;
             }
         }
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -547,7 +611,7 @@ async fn run_plan(plan: Plan) -> Option<Losses> {
             for (i, id) in SUBSCRIBERS.iter().enumerate() {
                 tasks.push(tokio::spawn(run_subscriber(
                     child.port,
-                    id,
+                    format!("{}-{id}", plan.name),
                     subs[i].clone(),
                     stop_rx.clone(),
                 )));
@@ -556,21 +620,27 @@ async fn run_plan(plan: Plan) -> Option<Losses> {
         for p in 0..PUBLISHERS {
             tasks.push(tokio::spawn(run_publisher(
                 child.port,
+                plan.name,
                 p,
                 round,
                 acked.clone(),
                 stop_rx.clone(),
             )));
         }
+        let killed = Arc::new(AtomicBool::new(false));
         tasks.push(tokio::spawn(run_session_maker(
             child.port,
+            plan.name,
             round,
             acked.clone(),
             stop_rx.clone(),
+            killed.clone(),
         )));
         // Let the load run a random while, then kill the broker mid-flight.
         let run_for = rng.range(plan.run_ms.0, plan.run_ms.1);
+        load_ms += run_for;
         tokio::time::sleep(Duration::from_millis(run_for)).await;
+        killed.store(true, Ordering::SeqCst);
         child.process.start_kill().expect("SIGKILL");
         let _ = child.process.wait().await;
         cuts.push(Instant::now());
@@ -595,7 +665,7 @@ async fn run_plan(plan: Plan) -> Option<Losses> {
     for (i, id) in SUBSCRIBERS.iter().enumerate() {
         tasks.push(tokio::spawn(run_subscriber(
             child.port,
-            id,
+            format!("{}-{id}", plan.name),
             subs[i].clone(),
             stop_rx.clone(),
         )));
@@ -652,7 +722,7 @@ async fn run_plan(plan: Plan) -> Option<Losses> {
                     .push((format!("{}: {m}", SUBSCRIBERS[i]), age(*round, *at))),
                 1 => {}
                 n => assert!(
-                    !m.starts_with("q2-"),
+                    !m.contains("-q2-"),
                     "{}: QoS 2 {m} delivered {n} times (MQTT-4.3.3-2: exactly once)",
                     SUBSCRIBERS[i]
                 ),
@@ -660,7 +730,7 @@ async fn run_plan(plan: Plan) -> Option<Losses> {
         }
     }
     // Every acknowledged session is there with its subscription.
-    let mut probe = Conn::open(child.port, "crash-probe", true)
+    let mut probe = Conn::open(child.port, &format!("{}-probe", plan.name), true)
         .await
         .expect("connects");
     for (id, (round, at)) in &sessions {
@@ -715,11 +785,12 @@ async fn run_plan(plan: Plan) -> Option<Losses> {
         }
     }
     println!(
-        "{}: {} cuts; acknowledged {} messages (x{} subscribers), {} sessions; lost {} messages, {} sessions; \
-         oldest lost acknowledgement {:?} before its cut",
+        "{}: {} cuts; acknowledged {} messages in {load_ms} ms of load ({:.0}/s) (x{} subscribers), {} sessions; \
+         lost {} messages, {} sessions; oldest lost acknowledgement {:?} before its cut",
         plan.name,
         plan.rounds,
         messages.len(),
+        messages.len() as f64 * 1000.0 / load_ms.max(1) as f64,
         subs.len(),
         sessions.len(),
         losses.messages.len(),

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use roost::codec::{
     Connect, Packet, ProtocolVersion, PubResponse, Publish, PublishQoS, ReasonCode,
 };
-use roost::storage::{MemoryStorage, OnCorrupt, Op, SledStorage, Snapshot, Storage, StorageError};
+use roost::storage::{
+    MemoryStorage, OnCorrupt, Op, RedbStorage, SledStorage, Snapshot, Storage, StorageError,
+};
 use roost::{Broker, BrokerHandle, Durability, QoS};
 use support::*;
 use tokio::sync::Semaphore;
@@ -127,6 +129,26 @@ async fn sled_storage_survives_restart_acked() {
     survives_restart(
         || Arc::new(SledStorage::open(&dir.0, OnCorrupt::Fail).expect("opens")),
         Durability::Acked,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn redb_storage_survives_restart_acked() {
+    let dir = TempDir::new("redb-acked");
+    survives_restart(
+        || Arc::new(RedbStorage::open(&dir.0, OnCorrupt::Fail).expect("opens")),
+        Durability::Acked,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn redb_storage_survives_restart_periodic() {
+    let dir = TempDir::new("redb-periodic");
+    survives_restart(
+        || Arc::new(RedbStorage::open(&dir.0, OnCorrupt::Fail).expect("opens")),
+        Durability::Periodic(Duration::from_millis(20)),
     )
     .await;
 }

@@ -88,6 +88,8 @@ struct State {
     next_ino: u64,
     /// Owner (uid, gid) of every node: the owner of the mount point.
     owner: (u32, u32),
+    /// Write and sync requests served since this mount (for diagnostics).
+    requests: u64,
 }
 
 impl State {
@@ -100,6 +102,7 @@ impl State {
             nodes: HashMap::from([(1, Node::Dir(root))]),
             next_ino: 2,
             owner,
+            requests: 0,
         }
     }
 
@@ -145,6 +148,7 @@ impl State {
             nodes,
             next_ino: self.next_ino,
             owner: self.owner,
+            requests: 0,
         }
     }
 
@@ -417,6 +421,7 @@ impl Filesystem for LossyFs {
         reply: ReplyWrite,
     ) {
         let mut state = self.0.lock();
+        state.requests += 1;
         match state.file(ino.0) {
             Ok(f) => {
                 let end = offset + data.len() as u64;
@@ -555,6 +560,16 @@ impl LossyMount {
             session.umount_and_join()?;
         }
         Self::mount_state(&self.path, survivor)
+    }
+
+    /// The mount point.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes served since this mount.
+    pub(crate) fn writes(&self) -> u64 {
+        self.state.lock().requests
     }
 
     /// Pages that a power cut would lose now (written since their file's last sync).

@@ -25,6 +25,16 @@ pub enum StorageError {
         /// The directory.
         path: PathBuf,
     },
+    /// The data directory holds a store of another backend than the one asked for.
+    #[error("the data directory {path} holds a {found} store, not {wanted}")]
+    OtherBackend {
+        /// The directory.
+        path: PathBuf,
+        /// The backend whose store is there.
+        found: &'static str,
+        /// The backend asked for.
+        wanted: &'static str,
+    },
     /// A stored value has a format this version does not know.
     #[error("stored record of format version {0}, expected {exp}", exp = crate::FORMAT_VERSION)]
     UnsupportedVersion(u8),

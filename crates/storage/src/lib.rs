@@ -1,5 +1,7 @@
 //! Roost's persistence layer: the [`Storage`] trait the broker core writes through, with an
-//! in-memory backend ([`MemoryStorage`]) and a sled backend ([`SledStorage`]).
+//! in-memory backend ([`MemoryStorage`]) and two file backends, [`RedbStorage`] (the
+//! default, see [`Backend`]) and [`SledStorage`]; [`open_store`] opens a data directory
+//! with the backend that made it.
 //!
 //! # What is stored
 //! Everything a restart needs: retained messages; sessions with a non-zero Session Expiry
@@ -23,6 +25,7 @@
 //! Dependency order: this crate knows nothing of packets or connections (`roost-storage` ←
 //! `roost-core`).
 
+mod backend;
 #[cfg(test)]
 mod backend_tests;
 mod error;
@@ -35,6 +38,7 @@ mod sync;
 
 use async_trait::async_trait;
 
+pub use backend::{open_store, Backend};
 pub use error::StorageError;
 pub use memory::MemoryStorage;
 pub use record::{
@@ -58,6 +62,14 @@ pub trait Storage: Send + Sync + 'static {
     /// Makes everything written so far durable: it survives a crash of the process and a
     /// power cut (file backends sync their files and directories before returning).
     async fn flush(&self) -> Result<(), StorageError>;
+
+    /// Applies `ops` in order and makes them, and everything written before, durable: what
+    /// [`Storage::write`] then [`Storage::flush`] do, which is the default. A store that
+    /// can do both in one step (one durable commit) should.
+    async fn write_durable(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+        self.write(ops).await?;
+        self.flush().await
+    }
 
     /// Bytes the store takes on disk (0 for memory-only stores).
     fn size_on_disk(&self) -> Result<u64, StorageError>;

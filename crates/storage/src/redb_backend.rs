@@ -5,7 +5,8 @@
 //! Each [`Storage::write`] is one redb write transaction committed with
 //! `Durability::None` (atomic, not yet synced); [`Storage::flush`] commits an empty
 //! transaction with `Durability::Immediate`, which makes it and every earlier commit
-//! durable with one `fdatasync` of the file (redb checksums its commits, so a torn write
+//! durable with one `fdatasync` of the file; [`Storage::write_durable`] (each batch in
+//! acked mode) is one `Durability::Immediate` commit (redb checksums its commits, so a torn write
 //! at a power cut rolls back to the last synced commit). Opening a store syncs the
 //! directory and its parent, so the file's name is durable too.
 
@@ -199,6 +200,17 @@ impl Storage for RedbStorage {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             this.commit(Vec::new(), redb::Durability::Immediate)?;
+            this.sync.count(1);
+            Ok(())
+        })
+        .await
+        .map_err(|_| StorageError::Backend("storage task panicked"))?
+    }
+
+    async fn write_durable(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            this.commit(ops, redb::Durability::Immediate)?;
             this.sync.count(1);
             Ok(())
         })

@@ -171,8 +171,13 @@ impl Storage for SledStorage {
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
+        self.write_durable(Vec::new()).await
+    }
+
+    async fn write_durable(&self, ops: Vec<Op>) -> Result<(), StorageError> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
+            layout::apply(&mut &this, ops)?;
             this.db.flush()?;
             this.sync.sync().map_err(StorageError::Io)
         })

@@ -343,15 +343,21 @@ async fn run(task: TaskState, mut rx: mpsc::UnboundedReceiver<Command>) {
         }
         if !ops.is_empty() {
             let n = ops.len();
-            let result = storage.write(ops).await;
+            let acked = durability == Durability::Acked;
+            let result = if acked {
+                // Written and made durable in one go (one commit where the store can).
+                storage.write_durable(ops).await
+            } else {
+                storage.write(ops).await
+            };
             permits.add_permits(n.min(MAX_PENDING_OPS));
             match result {
                 Ok(()) => {
                     written_through = hi;
-                    dirty = true;
-                    if durability == Durability::Acked {
-                        flush(&storage, lo, &durable, &failed, &metrics, hi).await;
-                        dirty = false;
+                    dirty = !acked;
+                    if acked {
+                        let current = *durable.borrow();
+                        durable.send_replace(hi.max(current));
                     }
                 }
                 Err(e) => {

@@ -2,7 +2,7 @@
 # The memory scenarios of issue 12 §2 (crates/bench/src/memory.rs), each against a fresh
 # broker process, for Roost's example broker and Mosquitto (and, with BASE_BROKER set to
 # another build of the example broker, that one too). Prints a Markdown table of RSS growth
-# per case. Every broker runs at its defaults (Roost: acked durability, its sled store in a
+# per case. Every broker runs at its defaults (Roost: acked durability, its default store in a
 # fresh folder; Mosquitto: no persistence, its default) except for loopback listeners and a
 # WebSocket listener; Mosquitto is given the limits Roost has by default (max_packet_size
 # 1 MiB, max_topic_alias 64), without which it refuses the alias case.

@@ -818,66 +818,56 @@ fn assert_nothing_lost(name: &str, losses: &Losses) {
     );
 }
 
+impl Plan {
+    /// Acked durability on `backend`: SIGKILLs (4 rounds), or power cuts (6 rounds).
+    fn acked(name: &'static str, backend: &'static str, power_loss: bool) -> Plan {
+        Plan {
+            name,
+            backend,
+            rounds: if power_loss { 6 } else { 4 },
+            durability: Durability::Acked,
+            power_loss,
+            run_ms: if power_loss { (100, 900) } else { (150, 600) },
+        }
+    }
+
+    /// Runs the plan; nothing acknowledged may be lost. Skips (with a message) where the
+    /// power-loss file system cannot be mounted and ROOST_REQUIRE_FUSE is not set.
+    async fn loses_nothing(self) {
+        let name = self.name;
+        if let Some(losses) = run_plan(self).await {
+            assert_nothing_lost(name, &losses);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_sigkill() {
-    let plan = Plan {
-        name: "crash",
-        backend: "sled",
-        rounds: 4,
-        durability: Durability::Acked,
-        power_loss: false,
-        run_ms: (150, 600),
-    };
-    let losses = run_plan(plan).await.expect("a plain directory");
-    assert_nothing_lost("crash", &losses);
+    Plan::acked("crash", "sled", false).loses_nothing().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_sigkill_redb() {
+    Plan::acked("crash-redb", "redb", false)
+        .loses_nothing()
+        .await;
 }
 
 /// Issue 20: acked means durable after a power cut too. The broker is killed and every
 /// write it did not sync is dropped, at random points, several rounds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_power_loss() {
-    let plan = Plan {
-        name: "power-loss",
-        backend: "sled",
-        rounds: 6,
-        durability: Durability::Acked,
-        power_loss: true,
-        run_ms: (100, 900),
-    };
-    if let Some(losses) = run_plan(plan).await {
-        assert_nothing_lost("power-loss", &losses);
-    }
+    Plan::acked("power-loss", "sled", true)
+        .loses_nothing()
+        .await;
 }
 
 /// The same with the redb backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_power_loss_redb() {
-    let plan = Plan {
-        name: "power-loss-redb",
-        backend: "redb",
-        rounds: 6,
-        durability: Durability::Acked,
-        power_loss: true,
-        run_ms: (100, 900),
-    };
-    if let Some(losses) = run_plan(plan).await {
-        assert_nothing_lost("power-loss-redb", &losses);
-    }
-}
-
-/// And SIGKILL with redb.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_messages_survive_sigkill_redb() {
-    let plan = Plan {
-        name: "crash-redb",
-        backend: "redb",
-        rounds: 4,
-        durability: Durability::Acked,
-        power_loss: false,
-        run_ms: (150, 600),
-    };
-    let losses = run_plan(plan).await.expect("a plain directory");
-    assert_nothing_lost("crash-redb", &losses);
+    Plan::acked("power-loss-redb", "redb", true)
+        .loses_nothing()
+        .await;
 }
 
 /// `Durability::Periodic(interval)` may lose what was acknowledged since the last flush,

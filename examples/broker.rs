@@ -25,7 +25,7 @@
 //! | `--flush-interval-ms N` | `flush_interval_ms` | for `periodic` (default 1000) |
 //! | `--on-corrupt fail\|quarantine` | `on_corrupt` | unreadable data dir (default `fail`) |
 //! | `--storage redb\|sled` | `storage` | backend of a new data dir (default `redb`); an existing one opens with the backend that made it |
-//! | `--max-storage-mb N` | `max_storage_mb` | size budget of the data dir (default none) |
+//! | `--max-storage-mb N` | `max_storage_mb` | size budget of the stored records (default none) |
 //! | `--tls-listen ADDR` (repeatable) | `tls_listen = ["ADDR"]` | MQTT over TLS listener |
 //! | `--cert FILE`, `--key FILE` | `cert`, `key` | server certificate chain and key (PEM) |
 //! | `--client-ca FILE` | `client_ca` | require client certificates from this CA (mTLS); a certificate's CN (else SAN) is the client's login |

@@ -45,7 +45,10 @@ pub struct Limits {
     /// Queue QoS 0 messages for persistent sessions while their client is away. Default
     /// false, as in Mosquitto: QoS 0 is "at most once".
     pub queue_qos0_offline: bool,
-    /// Size budget of the store on disk, in bytes. While the store is over it, new copies
+    /// Size budget of the store, in bytes of records held (`Storage::size_on_disk`: keys
+    /// and values; the files run somewhat larger with the backend's overhead, and keep the
+    /// high-water mark of what they held, reusing that space). While the store is over it,
+    /// new copies
     /// for persistent sessions are dropped (counted in `messages_dropped_storage_full`, with a
     /// `message_dropped` hook event); sessions and retained messages are still written.
     /// Checked at most twice a second. Default: no budget.

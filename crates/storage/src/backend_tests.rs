@@ -230,3 +230,89 @@ async fn sled_store_in_use_is_never_quarantined() {
 async fn redb_store_in_use_is_never_quarantined() {
     a_store_in_use_is_never_quarantined(redb()).await;
 }
+
+/// `Limits::max_storage_bytes` compares `size_on_disk` with the budget: what the store
+/// holds must go down again when what it held is deleted, or a store that was once over
+/// its budget would stay over it for good.
+async fn size_goes_down_after_deletes<S: Storage + std::fmt::Debug>(b: Backend<S>) -> (u64, u64) {
+    let dir = temp_dir(b.name, "size");
+    let s = (b.open)(&dir, OnCorrupt::Fail).expect("opens");
+    let record = |i: u64| QueueRecord {
+        message: MessageRecord {
+            topic: format!("t/{i}"),
+            payload: vec![0x5A; 1024],
+            qos: 1,
+            ..MessageRecord::default()
+        },
+        qos: 1,
+        retain: false,
+        subscription_ids: vec![],
+        stage: QueueStage::Queued,
+        packet_id: None,
+    };
+    s.write_durable(vec![Op::PutSession("c".into(), SessionRecord::default())])
+        .await
+        .expect("writes");
+    for chunk in 0..20u64 {
+        let ops = (0..200)
+            .map(|i| Op::PutQueued {
+                client: "c".into(),
+                seq: chunk * 200 + i,
+                record: record(i),
+            })
+            .collect();
+        s.write_durable(ops).await.expect("writes");
+    }
+    let full = s.size_on_disk().expect("size");
+    for chunk in 0..20u64 {
+        let ops = (0..200)
+            .map(|i| Op::DeleteQueued {
+                client: "c".into(),
+                seq: chunk * 200 + i,
+            })
+            .collect();
+        s.write_durable(ops).await.expect("writes");
+    }
+    let emptied = s.size_on_disk().expect("size");
+    s.write_durable(vec![Op::PutRetained("r".into(), record(1).message)])
+        .await
+        .expect("writes");
+    let before = s.size_on_disk().expect("size");
+    drop(s);
+    let s = (b.open)(&dir, OnCorrupt::Fail).expect("reopens");
+    assert_eq!(
+        s.size_on_disk().expect("size"),
+        before,
+        "counted again at open"
+    );
+    s.write_durable(vec![
+        Op::DeleteSession("c".into()),
+        Op::DeleteRetained("r".into()),
+    ])
+    .await
+    .expect("writes");
+    assert_eq!(s.size_on_disk().expect("size"), 0, "nothing held");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+    (full, emptied)
+}
+
+#[tokio::test]
+async fn redb_size_goes_down_after_deletes() {
+    let (full, emptied) = size_goes_down_after_deletes(redb()).await;
+    assert!(full > 4_000_000, "4,000 KiB stored: {full}");
+    assert!(
+        emptied < full / 4,
+        "{full} bytes, then {emptied} after deleting it all"
+    );
+}
+
+#[tokio::test]
+async fn sled_size_goes_down_after_deletes() {
+    let (full, emptied) = size_goes_down_after_deletes(sled()).await;
+    assert!(full > 4_000_000, "4,000 KiB stored: {full}");
+    assert!(
+        emptied < full / 4,
+        "{full} bytes, then {emptied} after deleting it all"
+    );
+}

@@ -17,12 +17,46 @@ pub(crate) enum Table {
     Inbound,
 }
 
-/// The writes a backend offers; [`apply`] turns [`Op`]s into them.
+/// The writes a backend offers; [`apply`] turns [`Op`]s into them. Each returns by how
+/// much the bytes held (keys plus values) changed.
 pub(crate) trait Tables {
-    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StorageError>;
-    fn remove(&mut self, table: Table, key: &[u8]) -> Result<(), StorageError>;
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<i64, StorageError>;
+    fn remove(&mut self, table: Table, key: &[u8]) -> Result<i64, StorageError>;
     /// Removes every key that starts with `prefix`.
-    fn remove_prefix(&mut self, table: Table, prefix: &[u8]) -> Result<(), StorageError>;
+    fn remove_prefix(&mut self, table: Table, prefix: &[u8]) -> Result<i64, StorageError>;
+}
+
+/// Bytes the rows of a store hold (keys plus values), kept up to date by its writes: what
+/// [`crate::Storage::size_on_disk`] reports. The files can be larger (the backend's own
+/// overhead, and space freed by deletes that it reuses rather than gives back), but unlike
+/// their length this goes down when records are deleted, so a size budget recovers.
+#[derive(Debug, Default)]
+pub(crate) struct Held(std::sync::atomic::AtomicI64);
+
+impl Held {
+    pub(crate) fn add(&self, delta: i64) {
+        self.0
+            .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn set(&self, bytes: u64) {
+        let v = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        u64::try_from(self.0.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(0)
+    }
+}
+
+/// Bytes a row holds.
+pub(crate) fn row_bytes(key: &[u8], value: usize) -> i64 {
+    i64::try_from(key.len() + value).unwrap_or(i64::MAX)
+}
+
+/// The change in bytes held when `key` gets `value` in place of `old` (a value length).
+pub(crate) fn put_delta(key: &[u8], value: &[u8], old: Option<usize>) -> i64 {
+    row_bytes(key, value.len()) - old.map_or(0, |o| row_bytes(key, o))
 }
 
 pub(crate) fn key(client: &str, suffix: &[u8]) -> Vec<u8> {
@@ -46,18 +80,19 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     end
 }
 
-/// Applies `ops` in order.
-pub(crate) fn apply(t: &mut impl Tables, ops: Vec<Op>) -> Result<(), StorageError> {
+/// Applies `ops` in order; returns by how much the bytes held changed.
+pub(crate) fn apply(t: &mut impl Tables, ops: Vec<Op>) -> Result<i64, StorageError> {
+    let mut delta = 0;
     for op in ops {
-        match op {
+        delta += match op {
             Op::PutRetained(topic, m) => t.put(Table::Retained, topic.as_bytes(), &m.encode())?,
             Op::DeleteRetained(topic) => t.remove(Table::Retained, topic.as_bytes())?,
             Op::PutSession(client, s) => t.put(Table::Sessions, client.as_bytes(), &s.encode())?,
             Op::DeleteSession(client) => {
-                t.remove(Table::Sessions, client.as_bytes())?;
                 let p = prefix(&client);
-                t.remove_prefix(Table::Queue, &p)?;
-                t.remove_prefix(Table::Inbound, &p)?;
+                t.remove(Table::Sessions, client.as_bytes())?
+                    + t.remove_prefix(Table::Queue, &p)?
+                    + t.remove_prefix(Table::Inbound, &p)?
             }
             Op::PutQueued {
                 client,
@@ -77,9 +112,9 @@ pub(crate) fn apply(t: &mut impl Tables, ops: Vec<Op>) -> Result<(), StorageErro
             Op::DeleteInbound { client, packet_id } => {
                 t.remove(Table::Inbound, &key(&client, &packet_id.to_be_bytes()))?
             }
-        }
+        };
     }
-    Ok(())
+    Ok(delta)
 }
 
 /// A table's contents in key order.
@@ -96,13 +131,19 @@ fn with_prefix<'a>(
         .take_while(move |(k, _)| k.starts_with(prefix))
 }
 
-/// Decodes the four tables (each in key order) into a [`Snapshot`].
+/// Decodes the four tables (each in key order) into a [`Snapshot`], with the bytes their
+/// rows hold.
 pub(crate) fn snapshot(
     retained: Rows,
     sessions: Rows,
     queue: Rows,
     inbound: Rows,
-) -> Result<Snapshot, StorageError> {
+) -> Result<(Snapshot, u64), StorageError> {
+    let held = [&retained, &sessions, &queue, &inbound]
+        .iter()
+        .flat_map(|rows| rows.iter())
+        .map(|(k, v)| (k.len() + v.len()) as u64)
+        .sum();
     let mut out = Snapshot::default();
     for (k, v) in retained {
         let topic = String::from_utf8(k).map_err(|_| StorageError::InvalidRecord)?;
@@ -132,5 +173,5 @@ pub(crate) fn snapshot(
             inbound: ids,
         });
     }
-    Ok(out)
+    Ok((out, held))
 }

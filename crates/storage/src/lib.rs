@@ -71,6 +71,9 @@ pub trait Storage: Send + Sync + 'static {
         self.flush().await
     }
 
-    /// Bytes the store takes on disk (0 for memory-only stores).
+    /// Bytes the store holds: its records' keys and values (0 for memory-only stores). The
+    /// broker's size budget (`Limits::max_storage_bytes`) compares this with the budget, so
+    /// it must go down when records are deleted; a file backend's files can be larger (its
+    /// own overhead, and freed space it reuses rather than gives back).
     fn size_on_disk(&self) -> Result<u64, StorageError>;
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::layout::{self, Rows, Table, Tables};
+use crate::layout::{self, Held, Rows, Table, Tables};
 use crate::sync::{open_dir_store, DirSync};
 use crate::{OnCorrupt, Op, Snapshot, Storage, StorageError, FORMAT_VERSION};
 
@@ -50,6 +50,7 @@ pub struct RedbStorage {
     db: Arc<redb::Database>,
     path: PathBuf,
     sync: Arc<DirSync>,
+    held: Arc<Held>,
 }
 
 impl std::fmt::Debug for RedbStorage {
@@ -110,6 +111,7 @@ impl RedbStorage {
             db: Arc::new(db),
             path: path.to_path_buf(),
             sync: Arc::new(sync),
+            held: Arc::default(),
         };
         store.read_all().map_err(|e| corrupt(&e))?;
         Ok(store)
@@ -139,19 +141,23 @@ impl RedbStorage {
                 })
                 .collect()
         };
-        layout::snapshot(
+        let (snapshot, held) = layout::snapshot(
             rows(Table::Retained)?,
             rows(Table::Sessions)?,
             rows(Table::Queue)?,
             rows(Table::Inbound)?,
-        )
+        )?;
+        self.held.set(held);
+        Ok(snapshot)
     }
 
     fn commit(&self, ops: Vec<Op>, durability: redb::Durability) -> Result<(), StorageError> {
         let mut txn = self.db.begin_write().map_err(io)?;
         txn.set_durability(durability).map_err(io)?;
-        layout::apply(&mut Txn(&txn), ops)?;
-        txn.commit().map_err(io)
+        let delta = layout::apply(&mut Txn(&txn), ops)?;
+        txn.commit().map_err(io)?;
+        self.held.add(delta);
+        Ok(())
     }
 }
 
@@ -159,24 +165,28 @@ impl RedbStorage {
 struct Txn<'a>(&'a redb::WriteTransaction);
 
 impl Tables for Txn<'_> {
-    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<i64, StorageError> {
         let mut t = self.0.open_table(def(table)).map_err(io)?;
-        t.insert(key, value).map_err(io)?;
-        Ok(())
+        let old = t.insert(key, value).map_err(io)?.map(|o| o.value().len());
+        Ok(layout::put_delta(key, value, old))
     }
 
-    fn remove(&mut self, table: Table, key: &[u8]) -> Result<(), StorageError> {
+    fn remove(&mut self, table: Table, key: &[u8]) -> Result<i64, StorageError> {
         let mut t = self.0.open_table(def(table)).map_err(io)?;
-        t.remove(key).map_err(io)?;
-        Ok(())
+        let old = t.remove(key).map_err(io)?.map(|o| o.value().len());
+        Ok(old.map_or(0, |o| -layout::row_bytes(key, o)))
     }
 
-    fn remove_prefix(&mut self, table: Table, prefix: &[u8]) -> Result<(), StorageError> {
+    fn remove_prefix(&mut self, table: Table, prefix: &[u8]) -> Result<i64, StorageError> {
         let mut t = self.0.open_table(def(table)).map_err(io)?;
         let end = layout::prefix_end(prefix);
-        t.retain_in::<&[u8], _>(prefix..end.as_slice(), |_, _| false)
-            .map_err(io)?;
-        Ok(())
+        let mut delta = 0;
+        t.retain_in::<&[u8], _>(prefix..end.as_slice(), |k, v| {
+            delta -= layout::row_bytes(k, v.len());
+            false
+        })
+        .map_err(io)?;
+        Ok(delta)
     }
 }
 
@@ -219,8 +229,6 @@ impl Storage for RedbStorage {
     }
 
     fn size_on_disk(&self) -> Result<u64, StorageError> {
-        Ok(std::fs::metadata(self.path.join(FILE))
-            .map_err(StorageError::Io)?
-            .len())
+        Ok(self.held.get())
     }
 }

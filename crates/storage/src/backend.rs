@@ -70,6 +70,19 @@ impl std::str::FromStr for Backend {
 /// store, with `new` (usually [`Backend::default`]). A data directory of one backend is
 /// never opened (and so emptied) by another: asking for a backend explicitly where the
 /// other's store is, is an error.
+///
+/// ```
+/// use roost_storage::{open_store, Backend, OnCorrupt};
+///
+/// let dir = std::env::temp_dir().join(format!("roost-doc-open-store-{}", std::process::id()));
+/// let (backend, store) = open_store(&dir, None, OnCorrupt::Fail)?;
+/// assert_eq!(backend, Backend::Redb, "a new data directory gets the default");
+/// drop(store);
+/// // Later runs find the same backend, whatever the default is then.
+/// assert_eq!(Backend::detect(&dir), Some(Backend::Redb));
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), roost_storage::StorageError>(())
+/// ```
 pub fn open_store(
     path: &Path,
     wanted: Option<Backend>,

@@ -577,6 +577,27 @@ fn seed() -> u64 {
         })
 }
 
+/// Starts every subscriber of the plan on the broker at `port`.
+fn spawn_subscribers(
+    port: u16,
+    plan: &'static str,
+    subs: &[Arc<Mutex<SubState>>],
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    SUBSCRIBERS
+        .iter()
+        .zip(subs)
+        .map(|(id, state)| {
+            tokio::spawn(run_subscriber(
+                port,
+                format!("{plan}-{id}"),
+                state.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect()
+}
+
 /// Runs the rounds of `plan`, recovers, and returns what was acknowledged but lost. QoS 2
 /// messages are never duplicated, whatever the plan; the caller judges the losses.
 /// `None` if the plan's file system is unavailable here.
@@ -608,14 +629,7 @@ async fn run_plan(plan: Plan) -> Option<Losses> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         if !plan.power_loss {
-            for (i, id) in SUBSCRIBERS.iter().enumerate() {
-                tasks.push(tokio::spawn(run_subscriber(
-                    child.port,
-                    format!("{}-{id}", plan.name),
-                    subs[i].clone(),
-                    stop_rx.clone(),
-                )));
-            }
+            tasks = spawn_subscribers(child.port, plan.name, &subs, &stop_rx);
         }
         for p in 0..PUBLISHERS {
             tasks.push(tokio::spawn(run_publisher(
@@ -661,15 +675,7 @@ async fn run_plan(plan: Plan) -> Option<Losses> {
     // Final life: no more publishing; subscribers drain what the broker still owes them.
     let mut child = spawn_child(&dir, plan.rounds, &plan).await;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    for (i, id) in SUBSCRIBERS.iter().enumerate() {
-        tasks.push(tokio::spawn(run_subscriber(
-            child.port,
-            format!("{}-{id}", plan.name),
-            subs[i].clone(),
-            stop_rx.clone(),
-        )));
-    }
+    let tasks = spawn_subscribers(child.port, plan.name, &subs, &stop_rx);
     let (messages, sessions, retained, retained_sent) = {
         let a = acked.lock();
         let mut messages = a.qos1.clone();

@@ -47,15 +47,22 @@ impl SledStorage {
             path: path.to_path_buf(),
             source: std::io::Error::other(e.to_string()),
         };
-        let db = sled::Config::new().path(path).open().map_err(|e| {
-            if is_lock_conflict(&e) {
-                StorageError::InUse {
-                    path: path.to_path_buf(),
+        // No background flushes: sled's own thread would write and fsync the log between
+        // ours, pointing at blob files nobody synced (a power cut then leaves a store sled
+        // panics on). The log reaches the disk only in Storage::flush, after the blobs.
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| {
+                if is_lock_conflict(&e) {
+                    StorageError::InUse {
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    corrupt(&e)
                 }
-            } else {
-                corrupt(&e)
-            }
-        })?;
+            })?;
         let open_tree = |name: &str| db.open_tree(name).map_err(|e| corrupt(&e));
         let (retained, sessions, queue, inbound) = (
             open_tree("retained")?,
@@ -191,8 +198,12 @@ impl Storage for SledStorage {
         tokio::task::spawn_blocking(move || {
             let delta = layout::apply(&mut &this, ops)?;
             this.held.add(delta);
+            // Blobs (large values, files of their own) first: the log points at them.
+            this.sync.sync_names().map_err(StorageError::Io)?;
             this.db.flush()?;
-            this.sync.sync().map_err(StorageError::Io)
+            this.sync.sync_logs().map_err(StorageError::Io)?;
+            // Snapshots sled renamed into place meanwhile.
+            this.sync.sync_names().map_err(StorageError::Io)
         })
         .await
         .map_err(|_| StorageError::Backend("storage task panicked"))?

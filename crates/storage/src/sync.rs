@@ -136,10 +136,24 @@ impl DirSync {
     /// Makes durable everything written to the store's files so far. Blocking: call it off
     /// the async threads.
     pub(crate) fn sync(&self) -> io::Result<()> {
+        self.sync_names()?;
+        self.sync_logs()
+    }
+
+    /// Syncs the log files.
+    pub(crate) fn sync_logs(&self) -> io::Result<()> {
         for f in &self.logs {
             f.sync_data()?;
             self.syncs.fetch_add(1, Ordering::Relaxed);
         }
+        Ok(())
+    }
+
+    /// Syncs the files that appeared in the watched directories since the last time, then
+    /// the directories whose names changed. A backend whose log points at such files (sled's
+    /// blobs) calls this before it writes and syncs the log, so that nothing durable points
+    /// at a file that is not.
+    pub(crate) fn sync_names(&self) -> io::Result<()> {
         let mut dirs = self.dirs.lock();
         for (dir, known) in dirs.iter_mut() {
             let now = names(dir)?;

@@ -206,6 +206,43 @@ async fn malformed_packet_gets_v5_disconnect_0x81() {
     broker.shutdown().await;
 }
 
+/// MQTT-1.5.5-1: a Variable Byte Integer longer than it needs to be is malformed. A v5
+/// CONNECT whose Properties Length is 0 written in two bytes is closed (MQTT-3.1.4-1; a
+/// CONNACK, if any, is 0x81, never a success); a PUBLISH
+/// with such a Properties Length gets DISCONNECT 0x81; a SUBSCRIBE whose Subscription
+/// Identifier is written that way too.
+#[tokio::test]
+async fn non_minimal_variable_byte_integers_are_malformed() {
+    let broker = start_broker().await;
+    let mut raw = Raw::open(&broker, V5).await;
+    raw.send_bytes(&[
+        0x10, 0x0F, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3C, 0x80, 0x00, 0x00,
+        0x01, b'a',
+    ])
+    .await;
+    let seen = raw.closed().await;
+    assert!(matches!(&seen[..], [] | [Packet::ConnAck(_)]), "{seen:?}");
+    if let [Packet::ConnAck(a)] = &seen[..] {
+        assert_eq!(a.reason_code, ReasonCode::MalformedPacket);
+    }
+    let frames: [&[u8]; 2] = [
+        &[0x30, 0x06, 0x00, 0x01, b't', 0x80, 0x00, b'x'],
+        &[
+            0x82, 0x0A, 0x00, 0x01, 0x03, 0x0B, 0x81, 0x00, 0x00, 0x01, b't', 0x01,
+        ],
+    ];
+    for frame in frames {
+        let mut raw = Raw::connect(&broker, V5, "nonminimal").await;
+        raw.send_bytes(frame).await;
+        let seen = raw.closed().await;
+        assert!(
+            matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::MalformedPacket),
+            "{frame:x?}: {seen:?}"
+        );
+    }
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn packet_over_max_size_gets_v5_disconnect_0x95() {
     let broker = start_broker_with(Limits {

@@ -19,6 +19,10 @@ pub enum DecodeError {
     /// The Remaining Length (or another Variable Byte Integer) uses more than four bytes.
     #[error("variable byte integer longer than four bytes")]
     MalformedVariableByteInteger,
+    /// A Variable Byte Integer uses more bytes than its value needs (a last byte of zero
+    /// after a continuation byte): MQTT-1.5.5-1.
+    #[error("variable byte integer not in its shortest form")]
+    NonMinimalVariableByteInteger,
     /// The whole packet would exceed the connection's maximum packet size. Detected from the
     /// fixed header alone, before the body is buffered.
     #[error("packet of {size} bytes exceeds the maximum packet size of {max}")]
@@ -153,6 +157,7 @@ impl DecodeError {
             | AuthDataWithoutMethod
             | MissingAuthenticationMethod => ReasonCode::ProtocolError,
             MalformedVariableByteInteger
+            | NonMinimalVariableByteInteger
             | ReservedPacketType(_)
             | InvalidHeaderFlags { .. }
             | InvalidQoS
@@ -179,6 +184,7 @@ impl DecodeError {
         use DecodeError::*;
         match self {
             MalformedVariableByteInteger => "MQTT 3.1.1 §2.2.3 / MQTT-1.5.5-1 (v5)",
+            NonMinimalVariableByteInteger => "MQTT-1.5.5-1 (v5; 3.1.1 §2.2.3 encodes the same way)",
             PacketTooLarge { .. } => "MQTT-3.2.2-15 (v5, server side)",
             ReservedPacketType(_) => "MQTT 3.1.1 §2.2.1 / MQTT 5.0 §2.1.2",
             InvalidHeaderFlags { .. } => "MQTT-2.2.2-1, MQTT-2.2.2-2",

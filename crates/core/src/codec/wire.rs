@@ -32,12 +32,18 @@ pub(crate) enum VarIntPeek {
 /// Reads a Variable Byte Integer from the front of `buf` without consuming it.
 ///
 /// A fifth byte (the fourth with its continuation bit set) is malformed: MQTT-1.5.5-1 (v5),
-/// section 2.2.3 (3.1.1).
+/// section 2.2.3 (3.1.1). So is a longer form than the value needs (MQTT-1.5.5-1: "the
+/// minimum number of bytes"): a last byte of zero after a continuation byte, such as
+/// `0x80 0x00` for 0. Every Variable Byte Integer is read here (Remaining Length, property
+/// lengths, Subscription Identifiers), at every protocol level.
 pub(crate) fn peek_varint(buf: &[u8]) -> Result<VarIntPeek, DecodeError> {
     let mut value: u32 = 0;
     for (i, byte) in buf.iter().take(4).enumerate() {
         value |= u32::from(byte & 0x7F) << (7 * i);
         if byte & 0x80 == 0 {
+            if i > 0 && *byte == 0 {
+                return Err(DecodeError::NonMinimalVariableByteInteger);
+            }
             return Ok(VarIntPeek::Complete(value, i + 1));
         }
     }
@@ -287,6 +293,26 @@ mod tests {
                 Ok(VarIntPeek::Complete(value, bytes.len()))
             );
         }
+    }
+
+    #[test]
+    fn varint_must_be_minimal() {
+        // MQTT-1.5.5-1: the minimum number of bytes. 0 in two bytes, 127 in two, 128 in three.
+        for bytes in [
+            &[0x80u8, 0x00][..],
+            &[0xFF, 0x00],
+            &[0x80, 0x81, 0x00],
+            &[0x80, 0x80, 0x80, 0x00],
+        ] {
+            assert_eq!(
+                peek_varint(bytes),
+                Err(DecodeError::NonMinimalVariableByteInteger),
+                "{bytes:x?}"
+            );
+        }
+        // The shortest forms of the boundaries stay valid.
+        assert_eq!(peek_varint(&[0x80, 0x01]), Ok(VarIntPeek::Complete(128, 2)));
+        assert_eq!(peek_varint(&[0x00]), Ok(VarIntPeek::Complete(0, 1)));
     }
 
     #[test]

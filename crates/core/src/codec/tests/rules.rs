@@ -13,6 +13,51 @@ fn remaining_length_over_four_bytes() {
     );
 }
 
+/// MQTT-1.5.5-1: every Variable Byte Integer in its shortest form; a longer one is a
+/// malformed packet (0x81), wherever it is.
+#[test]
+fn variable_byte_integers_must_be_minimal() {
+    // Remaining Length 0 in two bytes (PINGREQ), at both levels.
+    for v in [V4, V5] {
+        let err = decode_err(&[0xC0, 0x80, 0x00], v);
+        assert_eq!(err, DecodeError::NonMinimalVariableByteInteger);
+        assert_eq!(err.reason_code(), ReasonCode::MalformedPacket);
+    }
+    // A v5 CONNECT whose Properties Length is 0 in two bytes.
+    let connect = [
+        0x10, 0x0F, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3C, 0x80, 0x00, 0x00,
+        0x01, b'a',
+    ];
+    assert_eq!(
+        decode_err(&connect, V5),
+        DecodeError::NonMinimalVariableByteInteger
+    );
+    // A v5 PUBLISH whose Properties Length is 0 in two bytes.
+    let publish = [0x30, 0x06, 0x00, 0x01, b't', 0x80, 0x00, b'x'];
+    assert_eq!(
+        decode_err(&publish, V5),
+        DecodeError::NonMinimalVariableByteInteger
+    );
+    // A v5 SUBSCRIBE whose Subscription Identifier is 1 in two bytes.
+    let subscribe = [
+        0x82, 0x0A, 0x00, 0x01, 0x03, 0x0B, 0x81, 0x00, 0x00, 0x01, b't', 0x01,
+    ];
+    assert_eq!(
+        decode_err(&subscribe, V5),
+        DecodeError::NonMinimalVariableByteInteger
+    );
+    // The same packets in shortest form decode.
+    let mut ok = BytesMut::from(
+        &[
+            0x82u8, 0x09, 0x00, 0x01, 0x02, 0x0B, 0x01, 0x00, 0x01, b't', 0x01,
+        ][..],
+    );
+    assert!(matches!(
+        decode(&mut ok, &DecodeLimits::new(V5)),
+        Ok(Some(Packet::Subscribe(_)))
+    ));
+}
+
 #[test]
 fn declared_size_over_limit_is_refused_before_buffering() {
     // A peer that declares 256 MiB gets an error from the first five bytes alone.

@@ -170,6 +170,56 @@ async fn takeover_closes_the_existing_connection() {
     broker.shutdown().await;
 }
 
+/// MQTT-3.1.2-24 (3.1.1; v5 MQTT-3.1.2-22): Keep Alive is about control packets. A client
+/// that drips the bytes of a packet it never finishes is closed 1.5 × Keep Alive after its
+/// last complete packet, however often bytes arrive (a slowloris defence as well).
+#[tokio::test]
+async fn keep_alive_counts_packets_not_bytes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = start_broker().await;
+    for version in [V4, V5] {
+        let mut c = Connect::new(version, "drip");
+        c.keep_alive = 1;
+        let (mut raw, _) = Raw::connect_with(&broker, c).await;
+        let started = tokio::time::Instant::now();
+        // A PUBLISH declaring 100 bytes, sent a byte every 100 ms: never complete in time.
+        raw.send_bytes(&[0x30, 0x64]).await;
+        let mut closed_after = None;
+        let mut byte = [0u8; 64];
+        while started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if raw.stream.write_all(&[0x00]).await.is_err() {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            // The broker's side closed (v5: after a DISCONNECT 0x8D, read below).
+            if let Ok(Ok(0)) =
+                tokio::time::timeout(Duration::from_millis(1), raw.stream.peek(&mut byte)).await
+            {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(1), raw.stream.read(&mut byte)).await
+            {
+                if n > 0 && version == V5 {
+                    // DISCONNECT 0x8D Keep Alive timeout.
+                    assert_eq!(&byte[..1], &[0xE0], "{:x?}", &byte[..n]);
+                    assert!(byte[..n].contains(&0x8D), "{:x?}", &byte[..n]);
+                }
+                closed_after = Some(started.elapsed());
+                break;
+            }
+        }
+        let closed_after = closed_after.expect("still open after 5 s of dripped bytes");
+        assert!(
+            closed_after >= Duration::from_millis(1400) && closed_after < Duration::from_secs(3),
+            "{version:?}: closed after {closed_after:?}"
+        );
+    }
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn keep_alive_is_enforced_at_one_and_a_half_times() {
     // MQTT-3.1.2-24: no packet within 1.5 × Keep Alive → the server closes the connection.

@@ -195,7 +195,7 @@ impl Connection {
                     }
                 } => {
                     if let Some((limit, timer)) = keep_alive.as_mut() {
-                        let last = reader.last_data().map_or(last_packet, |t| t.max(last_packet));
+                        let last = reader.last_packet().map_or(last_packet, |t| t.max(last_packet));
                         let due = last + *limit;
                         if tokio::time::Instant::now() >= due {
                             return Exit::KeepAliveTimeout;
@@ -229,7 +229,7 @@ impl Connection {
                     return exit;
                 }
             }
-            if keep_alive.is_some() && (waited || reader.last_data().is_none()) {
+            if keep_alive.is_some() && (waited || reader.last_packet().is_none()) {
                 // After a wait (for a plugin, storage or a paused subscriber): that time is
                 // not the client's silence. A reader that records when bytes arrive needs
                 // no clock reading per packet otherwise.

@@ -44,9 +44,11 @@ pub(crate) trait PacketReader: Send + 'static {
         limits: &DecodeLimits,
     ) -> impl Future<Output = Result<Option<Packet>, ReadError>> + Send;
 
-    /// When bytes last arrived, if this reader keeps track (one clock reading per read
-    /// from the stream rather than one per packet); `None` if it does not.
-    fn last_data(&self) -> Option<tokio::time::Instant> {
+    /// When the last complete packet arrived, if this reader keeps track (one clock
+    /// reading per read from the stream rather than one per packet); `None` if it does
+    /// not. Bytes of an unfinished packet do not count (MQTT-3.1.2-24: keep-alive is about
+    /// control packets).
+    fn last_packet(&self) -> Option<tokio::time::Instant> {
         None
     }
 }
@@ -79,8 +81,11 @@ pub(crate) struct NetReader<R> {
     /// shrinks while they do not (an idle client), so idle connections hold little memory.
     chunk: usize,
     shared: Arc<Shared>,
-    /// When the last read from the stream returned bytes (for keep-alive).
-    last_data: tokio::time::Instant,
+    /// When the last read from the stream returned bytes.
+    last_read: tokio::time::Instant,
+    /// When the last complete packet arrived: the time of the read that completed it (for
+    /// keep-alive, which counts packets, not bytes: MQTT-3.1.2-24).
+    last_packet: tokio::time::Instant,
 }
 
 impl<R> NetReader<R> {
@@ -90,7 +95,8 @@ impl<R> NetReader<R> {
             buf: BytesMut::new(),
             chunk: READ_CHUNK_MIN,
             shared,
-            last_data: tokio::time::Instant::now(),
+            last_read: tokio::time::Instant::now(),
+            last_packet: tokio::time::Instant::now(),
         }
     }
 }
@@ -105,13 +111,16 @@ const READ_CHUNK_MIN: usize = 512;
 const READ_PROBE: usize = 32;
 
 impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
-    fn last_data(&self) -> Option<tokio::time::Instant> {
-        Some(self.last_data)
+    fn last_packet(&self) -> Option<tokio::time::Instant> {
+        Some(self.last_packet)
     }
 
     async fn read(&mut self, limits: &DecodeLimits) -> Result<Option<Packet>, ReadError> {
         loop {
             if let Some(packet) = decode(&mut self.buf, limits)? {
+                // Completed by the latest read: no clock reading per packet. Bytes of a
+                // packet that never completes keep nobody alive (a slowloris defence).
+                self.last_packet = self.last_read;
                 return Ok(Some(packet));
             }
             let n = if self.buf.is_empty() && self.chunk == READ_CHUNK_MIN {
@@ -146,7 +155,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
                 };
             }
             Metrics::add(&self.shared.metrics.bytes_received, n as u64);
-            self.last_data = tokio::time::Instant::now();
+            self.last_read = tokio::time::Instant::now();
         }
     }
 }

@@ -25,6 +25,12 @@
 //! | `--flush-interval-ms N` | `flush_interval_ms` | for `periodic` (default 1000) |
 //! | `--on-corrupt fail\|quarantine` | `on_corrupt` | unreadable data dir (default `fail`) |
 //! | `--storage redb\|sled` | `storage` | backend of a new data dir (default `redb`); an existing one opens with the backend that made it |
+//! | `--max-keep-alive SECS` | `max_keep_alive` | longest Keep Alive accepted; longer (or 0) is cut and sent as Server Keep Alive (default: the client's) |
+//! | `--receive-maximum N` | `receive_maximum` | unacknowledged inbound QoS 2 PUBLISHes per client (default 1,024) |
+//! | `--topic-alias-maximum N` | `topic_alias_maximum` | topic aliases a client may use (default 64; 0: none) |
+//! | `--maximum-qos 0\|1\|2` | `maximum_qos` | highest QoS accepted (default 2) |
+//! | `--max-session-expiry SECS` | `max_session_expiry` | longest Session Expiry Interval granted (default: no cap) |
+//! | `--retain-available`, `--wildcard-subscriptions`, `--subscription-identifiers`, `--shared-subscriptions` `true\|false` | same, with `_` | v5 capabilities (default true) |
 //! | `--max-storage-mb N` | `max_storage_mb` | size budget of the stored records (default none) |
 //! | `--tls-listen ADDR` (repeatable) | `tls_listen = ["ADDR"]` | MQTT over TLS listener |
 //! | `--cert FILE`, `--key FILE` | `cert`, `key` | server certificate chain and key (PEM) |
@@ -51,7 +57,7 @@ use roost::auth::{AclFile, CertificateIdentity, CertificateName, PasswordFile};
 use roost::plugin::{Authenticator, Authorizer};
 use roost::storage::{open_store, Backend, OnCorrupt};
 use roost::{AnonymousAccess, Durability};
-use roost::{Broker, BrokerHandle, Limits};
+use roost::{Broker, BrokerHandle, Capabilities, Limits, QoS};
 
 #[derive(Debug, Default)]
 struct Settings {
@@ -70,6 +76,7 @@ struct Settings {
     flush_interval_ms: Option<u64>,
     on_corrupt: Option<String>,
     backend: Option<Backend>,
+    capabilities: Capabilities,
     max_storage_mb: Option<u64>,
     tls_listen: Vec<SocketAddr>,
     cert: Option<PathBuf>,
@@ -85,9 +92,19 @@ const USAGE: &str = "usage: broker [--config FILE] [--listen ADDR]... [--max-con
 [--max-packet-size BYTES] [--max-inflight N] [--max-queued N] [--flow-control-queue N] [--password-file FILE] \
 [--acl-file FILE] [--allow-anonymous true|false] [--data-dir DIR] \
 [--durability none|periodic|acked] [--flush-interval-ms N] [--on-corrupt fail|quarantine] [--storage redb|sled] \
+[--max-keep-alive SECS] [--receive-maximum N] [--topic-alias-maximum N] [--maximum-qos 0|1|2] \
+[--max-session-expiry SECS] [--retain-available|--wildcard-subscriptions|--subscription-identifiers|--shared-subscriptions true|false] \
 [--max-storage-mb N] [--tls-listen ADDR --cert FILE --key FILE [--client-ca FILE]] \
 [--ws-listen ADDR] [--wss-listen ADDR] [--ws-path PATH] [--proxy-protocol true|false] \
 [--threads N]";
+
+fn boolean(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("{key}: '{value}' is not true or false")),
+    }
+}
 
 fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
     value
@@ -134,12 +151,36 @@ impl Settings {
             "ws_listen" => self.ws_listen.push(address(value)?),
             "wss_listen" => self.wss_listen.push(address(value)?),
             "ws_path" => self.ws_path = Some(value.to_string()),
-            "proxy_protocol" => {
-                self.proxy_protocol = match value {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(format!("proxy_protocol: '{value}' is not true or false")),
+            "proxy_protocol" => self.proxy_protocol = boolean(key, value)?,
+            "max_keep_alive" => {
+                let secs: u16 = number(key, value)?;
+                self.capabilities.max_keep_alive = (secs > 0).then_some(secs);
+            }
+            "receive_maximum" => match number(key, value)? {
+                0 => return Err("receive_maximum: must be at least 1".to_string()),
+                n => self.capabilities.receive_maximum = n,
+            },
+            "topic_alias_maximum" => self.capabilities.topic_alias_maximum = number(key, value)?,
+            "maximum_qos" => {
+                self.capabilities.maximum_qos = match value {
+                    "0" => QoS::AtMostOnce,
+                    "1" => QoS::AtLeastOnce,
+                    "2" => QoS::ExactlyOnce,
+                    _ => return Err(format!("maximum_qos: '{value}' is not 0, 1 or 2")),
                 }
+            }
+            "max_session_expiry" => {
+                self.capabilities.max_session_expiry_interval = number(key, value)?;
+            }
+            "retain_available" => self.capabilities.retain_available = boolean(key, value)?,
+            "wildcard_subscriptions" => {
+                self.capabilities.wildcard_subscriptions = boolean(key, value)?;
+            }
+            "subscription_identifiers" => {
+                self.capabilities.subscription_identifiers = boolean(key, value)?;
+            }
+            "shared_subscriptions" => {
+                self.capabilities.shared_subscriptions = boolean(key, value)?;
             }
             "storage" => self.backend = Some(value.parse()?),
             "on_corrupt" => match value {
@@ -147,13 +188,7 @@ impl Settings {
                 _ => return Err(format!("on_corrupt: '{value}' is not fail or quarantine")),
             },
             "acl_file" => self.acl_file = Some(PathBuf::from(value)),
-            "allow_anonymous" => {
-                self.allow_anonymous = Some(match value {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(format!("allow_anonymous: '{value}' is not true or false")),
-                })
-            }
+            "allow_anonymous" => self.allow_anonymous = Some(boolean(key, value)?),
             other => return Err(format!("unknown setting '{other}'")),
         }
         Ok(())
@@ -454,7 +489,9 @@ fn main() -> ExitCode {
 
 /// Runs the broker `settings` describe until Ctrl-C or SIGTERM.
 async fn serve(settings: Settings) -> ExitCode {
-    let mut builder = Broker::builder().limits(settings.limits());
+    let mut builder = Broker::builder()
+        .limits(settings.limits())
+        .capabilities(settings.capabilities.clone());
     for addr in &settings.listen {
         builder = builder
             .listen(*addr)

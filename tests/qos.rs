@@ -299,13 +299,44 @@ async fn slow_subscriber_does_not_stall_publisher_or_others() {
 
 #[tokio::test]
 async fn v5_puback_reports_no_matching_subscribers() {
-    // v5 §3.4.2.1: 0x10 when nobody is subscribed.
+    // v5 §3.4.2.1: 0x10 when nobody is subscribed. Issue 13 §5: with no Reason String, so
+    // the acknowledgement stays 4 bytes on the wire (PUBREC too); a success has none either.
     let broker = start_broker().await;
     let mut publ = Raw::connect(&broker, V5, "pub5").await;
     publ.publish("nobody", b"x", PublishQoS::AtLeastOnce(pid(1)), false)
         .await;
-    assert!(
-        matches!(publ.recv().await, Some(Packet::PubAck(a)) if a.reason_code == ReasonCode::NoMatchingSubscribers)
-    );
+    assert!(publ.buf.is_empty());
+    match publ.recv().await {
+        Some(Packet::PubAck(a)) => {
+            assert_eq!(a.reason_code, ReasonCode::NoMatchingSubscribers);
+            assert_eq!(a.properties.reason_string, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    publ.publish("nobody", b"x", PublishQoS::ExactlyOnce(pid(2)), false)
+        .await;
+    match publ.recv().await {
+        Some(Packet::PubRec(r)) => {
+            assert_eq!(r.reason_code, ReasonCode::NoMatchingSubscribers);
+            assert_eq!(r.properties.reason_string, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    // On the wire: PUBACK, Remaining Length 3 (packet id, reason code; no properties).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = Raw::connect(&broker, V5, "pub5-wire").await;
+    raw.stream
+        .write_all(&[0x32, 0x06, 0x00, 0x01, b'n', 0x00, 0x07, 0x00])
+        .await
+        .expect("writes");
+    let mut bytes = [0u8; 8];
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        raw.stream.read(&mut bytes),
+    )
+    .await
+    .expect("answers")
+    .expect("reads");
+    assert_eq!(&bytes[..n], &[0x40, 0x03, 0x00, 0x07, 0x10]);
     broker.shutdown().await;
 }

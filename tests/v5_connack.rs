@@ -181,3 +181,79 @@ async fn redirect_refuses_with_server_reference() {
         broker.shutdown().await;
     }
 }
+
+/// Issue 13 §3, graceful close: when the broker ends a connection with a reason, the
+/// client can read it even if it had sent more than the broker read. Closing a socket with
+/// unread input makes the kernel send a reset, which throws away what the client had not
+/// read yet: the DISCONNECT 0x93 would be lost. A v5 client sends Receive Maximum + 1 QoS 2
+/// PUBLISHes and more behind them, without reading, then reads: it finds its PUBRECs and
+/// DISCONNECT 0x93 (MQTT-3.3.4-8), then the end of the stream.
+#[tokio::test]
+async fn a_client_reads_the_disconnect_reason_after_sending_more() {
+    use bytes::BytesMut;
+    use roost::codec::{Publish, PublishQoS};
+    let broker = start_broker_with_caps(Capabilities {
+        receive_maximum: 10,
+        ..Capabilities::default()
+    })
+    .await;
+    let raw = Raw::connect(&broker, V5, "flood").await;
+    let mut out = BytesMut::new();
+    for i in 1..=60u16 {
+        let p = Publish::new(
+            topic("q2"),
+            PublishQoS::ExactlyOnce(pid(i)),
+            bytes::Bytes::from(vec![0x55; 512]),
+        );
+        Packet::Publish(p).encode(V5, &mut out).expect("encodes");
+    }
+    // And 4 MB more behind them, more than the broker reads before it stops. Like a simple
+    // client, write it all, then read: the write must not fail with a reset.
+    for _ in 0..64 {
+        let p = Publish::new(
+            topic("more"),
+            PublishQoS::AtMostOnce,
+            bytes::Bytes::from(vec![0x66; 64 * 1024]),
+        );
+        Packet::Publish(p).encode(V5, &mut out).expect("encodes");
+    }
+    let (mut rd, mut wr) = raw.stream.into_split();
+    {
+        use tokio::io::AsyncWriteExt;
+        let written =
+            tokio::time::timeout(std::time::Duration::from_secs(10), wr.write_all(&out)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("writing failed ({e}): the broker reset the connection"),
+            Err(_) => panic!("the broker neither read nor closed"),
+        }
+    }
+    let mut buf = BytesMut::new();
+    let mut seen = Vec::new();
+    loop {
+        use tokio::io::AsyncReadExt;
+        while let Some(p) = roost::codec::decode(&mut buf, &roost::codec::DecodeLimits::new(V5))
+            .expect("valid packets")
+        {
+            seen.push(p);
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(5), rd.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(_)) => break,
+            Ok(Err(e)) => panic!("{e} after {} packets: the reason was lost", seen.len()),
+            Err(_) => panic!("the broker did not close"),
+        }
+    }
+    drop(wr);
+    let pubrecs = seen
+        .iter()
+        .filter(|p| matches!(p, Packet::PubRec(_)))
+        .count();
+    assert_eq!(pubrecs, 10, "{seen:?}");
+    assert!(
+        matches!(seen.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::ReceiveMaximumExceeded),
+        "{:?}",
+        seen.last()
+    );
+    broker.shutdown().await;
+}

@@ -127,13 +127,23 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
         let evicted = peer.evicted();
         let accepted = tokio::select! {
             r = handshake::accept(&shared, &mut reader, wire, &peer) => r,
-            _ = evicted.cancelled() => None,
+            // Evicted to make room: dropped at once, nothing to say.
+            _ = evicted.cancelled() => return Err(None),
         };
-        accepted.map(|(conn, writer)| (conn, writer, reader, shared))
+        match accepted {
+            Some((conn, writer)) => Ok((conn, writer, reader, shared)),
+            // Refused (or failed) in the handshake: a refusing CONNACK may be on its way.
+            None => Err(Some(reader)),
+        }
     });
     async move {
-        let Some((mut conn, writer, mut reader, shared)) = start.await else {
-            return;
+        let (mut conn, writer, mut reader, shared) = match start.await {
+            Ok(parts) => parts,
+            Err(Some(mut reader)) => {
+                let _ = tokio::time::timeout(writer::CLOSE_LINGER, reader.discard()).await;
+                return;
+            }
+            Err(None) => return,
         };
         tracing::Span::current().record("client_id", tracing::field::display(&conn.client_id));
         Metrics::inc(&shared.metrics.clients_connected);
@@ -160,6 +170,10 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
         };
         Box::pin(conn.close(exit, writer, wire)).await;
         Metrics::dec(&shared.metrics.clients_connected);
+        // The last packet (a DISCONNECT with its reason) is out and the write side shut:
+        // read what the client still sends for a moment, so that closing does not reset
+        // the connection before the client could read it.
+        let _ = tokio::time::timeout(writer::CLOSE_LINGER, reader.discard()).await;
     }
     .instrument(span)
 }

@@ -24,6 +24,10 @@ const FILL_LIMIT: usize = 64 * 1024;
 /// How long a closing connection may spend writing its last packets.
 pub(crate) const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a closing connection reads and discards what the peer still sends, so that its
+/// last packet is not lost to a reset (see `PacketReader::discard`).
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 /// Whether the link still owns the session.
 #[derive(Debug, PartialEq, Eq)]
 enum Fill {

@@ -51,6 +51,15 @@ pub(crate) trait PacketReader: Send + 'static {
     fn last_packet(&self) -> Option<tokio::time::Instant> {
         None
     }
+
+    /// Reads and throws away whatever the peer still sends, until it closes or the read
+    /// fails. Called when the server ends a connection, after its last packet went out and
+    /// the write side was shut: a socket closed with unread input resets the connection,
+    /// and the peer's writes then fail before it reads that last packet (a reason code).
+    /// The caller bounds it in time.
+    fn discard(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// The outgoing half of a connection. `packet` and `publish` buffer; `flush` writes.
@@ -113,6 +122,16 @@ const READ_PROBE: usize = 32;
 impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
     fn last_packet(&self) -> Option<tokio::time::Instant> {
         Some(self.last_packet)
+    }
+
+    async fn discard(&mut self) {
+        self.buf = BytesMut::new();
+        let mut scratch = [0u8; 4096];
+        while let Ok(n) = self.io.read(&mut scratch).await {
+            if n == 0 {
+                return;
+            }
+        }
     }
 
     async fn read(&mut self, limits: &DecodeLimits) -> Result<Option<Packet>, ReadError> {

@@ -2,7 +2,6 @@
 //! the binary `cargo test` builds, configured by flags and by a TOML file, checked through
 //! a real socket.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -26,30 +25,42 @@ fn example_broker() -> PathBuf {
     dir.join("examples").join("broker")
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("binds");
-    l.local_addr().expect("address").port()
-}
-
-/// Starts the example broker with `args` on a free loopback port; returns it with the port
-/// once it accepts connections.
+/// Starts the example broker with `args` on a loopback port of its choosing; returns it
+/// with the port, read from its log ("listening … addr=127.0.0.1:PORT"). A port picked
+/// here and handed over could be taken by another test's process in between.
 async fn start(args: &[&str]) -> (tokio::process::Child, u16) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let child = tokio::process::Command::new(example_broker())
-        .args(["--listen", &listen, "--durability", "none"])
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(example_broker())
+        .args(["--listen", "127.0.0.1:0", "--durability", "none"])
         .args(args)
-        .stdout(Stdio::null())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("the example broker starts (cargo test builds it)");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "broker not up");
-        // Waiting for another process to bind: there is no event to wait on.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // It logs to standard output.
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let port = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if !line.contains("listening") {
+                continue;
+            }
+            let port = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("addr=127.0.0.1:"))
+                .and_then(|p| p.parse::<u16>().ok());
+            if let Some(port) = port {
+                return port;
+            }
+        }
+        panic!("the broker ended before listening");
+    })
+    .await
+    .expect("broker up within 20 s");
+    // Keep reading its log, or a full pipe would stall it.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, port)
 }
 

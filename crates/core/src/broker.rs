@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     admissions: Arc<Admissions>,
     /// Back-off after failed authentication.
     pub(crate) auth_throttle: AuthThrottle,
+    /// Limits the log lines of refused TLS handshakes per client address.
+    pub(crate) tls_log: crate::throttle::LogLimiter,
     /// Bytes queued across all sessions (`Limits::max_total_queued_bytes`).
     pub(crate) total_queued: Arc<AtomicUsize>,
 }
@@ -172,6 +174,7 @@ impl Shared {
             authz_epoch: std::sync::atomic::AtomicU32::new(1),
             admissions: Arc::new(Admissions::default()),
             auth_throttle: AuthThrottle::default(),
+            tls_log: Default::default(),
             total_queued: Arc::new(AtomicUsize::new(0)),
         })
     }
@@ -1267,7 +1270,14 @@ async fn serve_upgraded(
         Ok(Ok(Upgraded::Tls(s, peer))) => serve_stream(shared, *s, peer).await,
         Ok(Ok(Upgraded::Ws(s, peer))) => serve_stream(shared, *s, peer).await,
         Ok(Ok(Upgraded::Wss(s, peer))) => serve_stream(shared, *s, peer).await,
-        Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "handshake failed"),
+        Ok(Err(e)) => match tls_failure(&e) {
+            // A refused TLS handshake is what an operator setting up mTLS needs to see:
+            // at info, once a minute per address (a client can retry in a loop).
+            Some(reason) if shared.tls_log.allow(addr.ip()) => {
+                tracing::info!(peer = %addr, %reason, "TLS handshake refused{}", tls_hint(&reason));
+            }
+            _ => tracing::debug!(peer = %addr, error = %e, "handshake failed"),
+        },
         Err(_) => tracing::debug!(peer = %addr, "handshake timed out"),
     }
 }
@@ -1369,6 +1379,28 @@ enum Upgraded {
     Tls(Box<TlsStream>, PeerInfo),
     Ws(Box<ws::WsStream<tokio::net::TcpStream>>, PeerInfo),
     Wss(Box<ws::WsStream<TlsStream>>, PeerInfo),
+}
+
+/// The TLS error behind a failed handshake, if it was one (rather than a WebSocket or
+/// I/O failure).
+fn tls_failure(e: &std::io::Error) -> Option<String> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>())
+        .map(ToString::to_string)
+}
+
+/// What to do about a TLS refusal, where the reason alone does not say.
+fn tls_hint(reason: &str) -> &'static str {
+    if reason.contains("UnsupportedCertVersion") {
+        // `openssl x509 -req` without `-extfile` makes X.509 v1 certificates, which
+        // rustls refuses.
+        ": the client certificate is X.509 v1; make a v3 one (openssl x509 -req ... -extfile \
+         with extendedKeyUsage=clientAuth)"
+    } else if reason.contains("UnknownIssuer") {
+        ": the client certificate is not signed by the --client-ca"
+    } else {
+        ""
+    }
 }
 
 /// The TLS handshake, recording the client's certificate chain.

@@ -119,9 +119,52 @@ impl AuthThrottle {
     }
 }
 
+/// At most one log line per source address per [`LogLimiter::EVERY`], for events a client
+/// can cause over and over (a refused TLS handshake). Bounded like [`AuthThrottle`].
+#[derive(Debug, Default)]
+pub(crate) struct LogLimiter {
+    last: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl LogLimiter {
+    /// One line per address per minute.
+    pub(crate) const EVERY: Duration = Duration::from_secs(60);
+
+    /// True if something may be logged for `addr` now (and counts it).
+    pub(crate) fn allow(&self, addr: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut last = self.last.lock();
+        if let Some(t) = last.get(&addr) {
+            if now.duration_since(*t) < Self::EVERY {
+                return false;
+            }
+        }
+        if last.len() >= MAX_RECORDS {
+            last.retain(|_, t| now.duration_since(*t) < Self::EVERY);
+            if last.len() >= MAX_RECORDS {
+                last.clear();
+            }
+        }
+        last.insert(addr, now);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn log_lines_are_limited_per_address() {
+        let l = LogLimiter::default();
+        let a: IpAddr = "127.0.0.1".parse().expect("ip");
+        let b: IpAddr = "::1".parse().expect("ip");
+        assert!(l.allow(a));
+        assert!(!l.allow(a), "again within the minute");
+        assert!(l.allow(b), "another address");
+        tokio::time::advance(LogLimiter::EVERY).await;
+        assert!(l.allow(a), "a minute later");
+    }
 
     const BASE: Duration = Duration::from_millis(100);
     const MAX: Duration = Duration::from_secs(5);

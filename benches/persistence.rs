@@ -22,7 +22,7 @@ use roost::codec::{
     decode, Connect, DecodeLimits, Packet, PacketId, ProtocolVersion, PubResponse, Publish,
     PublishQoS, Subscribe, SubscriptionOptions,
 };
-use roost::storage::{OnCorrupt, RedbStorage, SledStorage, Storage};
+use roost::storage::{Backend, OnCorrupt, RedbStorage, SledStorage, Storage};
 use roost::{Broker, BrokerHandle, Durability, Limits, QoS, TopicFilter, TopicName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -173,8 +173,8 @@ async fn main() {
     );
     println!("  durability none : {r_none:>10.0} msg/s ({t_none:.2?})");
     for backend in [Backend::Sled, Backend::Redb] {
-        let dir =
-            std::env::temp_dir().join(format!("roost-bench-{}-{backend:?}", std::process::id()));
+        let name = backend.name();
+        let dir = std::env::temp_dir().join(format!("roost-bench-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (store, syncs): (Arc<dyn Storage>, Box<dyn Fn() -> u64>) = match backend {
             Backend::Sled => {
@@ -206,7 +206,7 @@ async fn main() {
         let _ = std::fs::remove_dir_all(&dir);
         let r_acked = total / t_acked.as_secs_f64();
         println!(
-            "  acked, {backend:?}: {r_acked:>10.0} msg/s ({t_acked:.2?}), {:.0}% of none; \
+            "  acked, {name}: {r_acked:>10.0} msg/s ({t_acked:.2?}), {:.0}% of none; \
              {n} syncs ({:.0}/s, {:.1} messages per sync); data dir after the run {} KiB",
             100.0 * r_acked / r_none,
             n as f64 / t_acked.as_secs_f64(),
@@ -214,11 +214,4 @@ async fn main() {
             size / 1024
         );
     }
-}
-
-/// The stores compared.
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sled,
-    Redb,
 }

@@ -4,7 +4,49 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::{OnCorrupt, RedbStorage, SledStorage, Storage, StorageError};
+use crate::sync::sync_parent;
+use crate::{RedbStorage, SledStorage, Storage, StorageError};
+
+/// What to do with a data directory that cannot be opened or read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnCorrupt {
+    /// Refuse to start with [`StorageError::Corrupt`].
+    #[default]
+    Fail,
+    /// Move it aside (to `<dir>.corrupt-<unix seconds>`) and start empty. A directory that
+    /// another running broker holds is never moved: that is [`StorageError::InUse`].
+    Quarantine,
+}
+
+/// Opens a store that lives in the directory `path` with `open`; a store that cannot be
+/// opened or read is handled as `on_corrupt` says (the move aside is made durable).
+pub(crate) fn open_dir_store<S>(
+    path: &Path,
+    on_corrupt: OnCorrupt,
+    open: impl Fn(&Path) -> Result<S, StorageError>,
+) -> Result<S, StorageError> {
+    match open(path) {
+        Ok(s) => Ok(s),
+        Err(e @ StorageError::InUse { .. }) => Err(e),
+        Err(e) if on_corrupt == OnCorrupt::Quarantine => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let mut aside = path.to_path_buf().into_os_string();
+            aside.push(format!(".corrupt-{secs}"));
+            std::fs::rename(path, &aside).map_err(StorageError::Io)?;
+            sync_parent(path).map_err(StorageError::Io)?;
+            tracing::warn!(
+                path = %path.display(),
+                moved_to = ?aside,
+                error = %e,
+                "data directory could not be read: moved aside, starting empty"
+            );
+            open(path)
+        }
+        Err(e) => Err(e),
+    }
+}
 
 /// The file backends.
 ///

@@ -49,6 +49,16 @@ pub enum StorageError {
     Backend(&'static str),
 }
 
+impl StorageError {
+    /// The store in `path` cannot be read: `e` says why.
+    pub(crate) fn corrupt(path: &std::path::Path, e: &dyn std::fmt::Display) -> Self {
+        StorageError::Corrupt {
+            path: path.to_path_buf(),
+            source: io::Error::other(e.to_string()),
+        }
+    }
+}
+
 impl From<sled::Error> for StorageError {
     fn from(e: sled::Error) -> Self {
         match e {

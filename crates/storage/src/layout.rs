@@ -49,6 +49,19 @@ impl Held {
     }
 }
 
+/// Checks the format version a store recorded (`None`: a new store). `Ok(true)` if it has
+/// none yet and this build's must be written, `Ok(false)` if it matches, else what is wrong.
+pub(crate) fn check_format(found: Option<&[u8]>) -> Result<bool, String> {
+    match found {
+        None => Ok(true),
+        Some(v) if v == [crate::FORMAT_VERSION] => Ok(false),
+        Some(v) => Err(format!(
+            "format version {v:?}, this build reads {}",
+            crate::FORMAT_VERSION
+        )),
+    }
+}
+
 /// Bytes a row holds.
 pub(crate) fn row_bytes(key: &[u8], value: usize) -> i64 {
     i64::try_from(key.len() + value).unwrap_or(i64::MAX)

@@ -38,7 +38,7 @@ mod sync;
 
 use async_trait::async_trait;
 
-pub use backend::{open_store, Backend};
+pub use backend::{open_store, Backend, OnCorrupt};
 pub use error::StorageError;
 pub use memory::MemoryStorage;
 pub use record::{
@@ -47,7 +47,6 @@ pub use record::{
 };
 pub use redb_backend::RedbStorage;
 pub use sled_backend::SledStorage;
-pub use sync::OnCorrupt;
 
 /// A place where broker state survives restarts. Object-safe; the broker holds it as
 /// `Arc<dyn Storage>` and calls it from one task at a time.

@@ -19,8 +19,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::backend::open_dir_store;
 use crate::layout::{self, Held, Rows, Table, Tables};
-use crate::sync::{open_dir_store, DirSync};
+use crate::sync::DirSync;
 use crate::{OnCorrupt, Op, Snapshot, Storage, StorageError, FORMAT_VERSION};
 
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
@@ -79,10 +80,7 @@ impl RedbStorage {
     }
 
     fn open_checked(path: &Path) -> Result<Self, StorageError> {
-        let corrupt = |e: &dyn std::fmt::Display| StorageError::Corrupt {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        };
+        let corrupt = |e: &dyn std::fmt::Display| StorageError::corrupt(path, e);
         std::fs::create_dir_all(path).map_err(StorageError::Io)?;
         let db = redb::Database::create(path.join(FILE)).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StorageError::InUse {
@@ -97,17 +95,9 @@ impl RedbStorage {
                 .get(b"format".as_slice())
                 .map_err(|e| corrupt(&e))?
                 .map(|v| v.value().to_vec());
-            match found {
-                Some(v) if v == [FORMAT_VERSION] => {}
-                Some(v) => {
-                    return Err(corrupt(&format!(
-                        "format version {v:?}, this build reads {FORMAT_VERSION}"
-                    )))
-                }
-                None => {
-                    meta.insert(b"format".as_slice(), [FORMAT_VERSION].as_slice())
-                        .map_err(io)?;
-                }
+            if layout::check_format(found.as_deref()).map_err(|e| corrupt(&e))? {
+                meta.insert(b"format".as_slice(), [FORMAT_VERSION].as_slice())
+                    .map_err(io)?;
             }
             for t in [RETAINED, SESSIONS, QUEUE, INBOUND] {
                 txn.open_table(t).map_err(|e| corrupt(&e))?;

@@ -18,8 +18,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::backend::open_dir_store;
 use crate::layout::{self, Held, Rows, Table, Tables};
-use crate::sync::{open_dir_store, DirSync};
+use crate::sync::DirSync;
 use crate::{OnCorrupt, Op, Snapshot, Storage, StorageError, FORMAT_VERSION};
 
 /// Stores broker state in a sled database.
@@ -43,10 +44,7 @@ impl SledStorage {
     }
 
     fn open_checked(path: &Path) -> Result<Self, StorageError> {
-        let corrupt = |e: &dyn std::fmt::Display| StorageError::Corrupt {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        };
+        let corrupt = |e: &dyn std::fmt::Display| StorageError::corrupt(path, e);
         // No background flushes: sled's own thread would write and fsync the log between
         // ours, pointing at blob files nobody synced (a power cut then leaves a store sled
         // panics on). The log reaches the disk only in Storage::flush, after the blobs.
@@ -70,18 +68,10 @@ impl SledStorage {
             open_tree("queue")?,
             open_tree("inbound")?,
         );
-        match db.get("format").map_err(|e| corrupt(&e))? {
-            Some(v) if v.as_ref() == [FORMAT_VERSION] => {}
-            Some(v) => {
-                return Err(corrupt(&format!(
-                    "format version {:?}, this build reads {FORMAT_VERSION}",
-                    v.as_ref()
-                )))
-            }
-            None => {
-                db.insert("format", &[FORMAT_VERSION])
-                    .map_err(|e| corrupt(&e))?;
-            }
+        let found = db.get("format").map_err(|e| corrupt(&e))?;
+        if layout::check_format(found.as_deref()).map_err(|e| corrupt(&e))? {
+            db.insert("format", &[FORMAT_VERSION])
+                .map_err(|e| corrupt(&e))?;
         }
         db.flush().map_err(StorageError::from)?;
         // sled's files: `conf`, `db` (the log, written in place), `snap.*`, `blobs/*`.

@@ -28,6 +28,7 @@
 //! | `--max-keep-alive SECS` | `max_keep_alive` | longest Keep Alive accepted; longer (or 0) is cut and sent as Server Keep Alive (default: the client's) |
 //! | `--receive-maximum N` | `receive_maximum` | unacknowledged inbound QoS 2 PUBLISHes per client (default 1,024) |
 //! | `--topic-alias-maximum N` | `topic_alias_maximum` | topic aliases a client may use (default 64; 0: none) |
+//! | `--outbound-topic-aliases N` | `outbound_topic_aliases` | topic aliases the broker uses towards a v5 client that accepts them (default 32; 0: none) |
 //! | `--maximum-qos 0\|1\|2` | `maximum_qos` | highest QoS accepted (default 2) |
 //! | `--max-session-expiry SECS` | `max_session_expiry` | longest Session Expiry Interval granted (default: no cap) |
 //! | `--retain-available`, `--wildcard-subscriptions`, `--subscription-identifiers`, `--shared-subscriptions` `true\|false` | same, with `_` | v5 capabilities (default true) |
@@ -92,7 +93,7 @@ const USAGE: &str = "usage: broker [--config FILE] [--listen ADDR]... [--max-con
 [--max-packet-size BYTES] [--max-inflight N] [--max-queued N] [--flow-control-queue N] [--password-file FILE] \
 [--acl-file FILE] [--allow-anonymous true|false] [--data-dir DIR] \
 [--durability none|periodic|acked] [--flush-interval-ms N] [--on-corrupt fail|quarantine] [--storage redb|sled] \
-[--max-keep-alive SECS] [--receive-maximum N] [--topic-alias-maximum N] [--maximum-qos 0|1|2] \
+[--max-keep-alive SECS] [--receive-maximum N] [--topic-alias-maximum N] [--outbound-topic-aliases N] [--maximum-qos 0|1|2] \
 [--max-session-expiry SECS] [--retain-available|--wildcard-subscriptions|--subscription-identifiers|--shared-subscriptions true|false] \
 [--max-storage-mb N] [--tls-listen ADDR --cert FILE --key FILE [--client-ca FILE]] \
 [--ws-listen ADDR] [--wss-listen ADDR] [--ws-path PATH] [--proxy-protocol true|false] \
@@ -161,6 +162,9 @@ impl Settings {
                 n => self.capabilities.receive_maximum = n,
             },
             "topic_alias_maximum" => self.capabilities.topic_alias_maximum = number(key, value)?,
+            "outbound_topic_aliases" => {
+                self.capabilities.outbound_topic_aliases = number(key, value)?
+            }
             "maximum_qos" => {
                 self.capabilities.maximum_qos = match value {
                     "0" => QoS::AtMostOnce,

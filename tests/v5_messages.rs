@@ -149,6 +149,115 @@ async fn inbound_topic_aliases_map_per_connection() {
     broker.shutdown().await;
 }
 
+/// Receives `n` messages, the topic each names (by alias or in full) resolved the way a
+/// client must (§3.3.2.3.4), and checks every alias is within `max` (MQTT-3.1.2-26).
+async fn aliased_topics(sub: &mut Raw, n: usize, max: u16) -> Vec<(String, Option<u16>)> {
+    let mut known = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let got = sub.next_message().await;
+        let alias = got.properties.topic_alias;
+        let name = match alias {
+            Some(a) => {
+                assert!((1..=max).contains(&a), "alias {a} over the maximum {max}");
+                if got.topic.is_empty() {
+                    known
+                        .get(&a)
+                        .cloned()
+                        .expect("an alias the broker set before")
+                } else {
+                    known.insert(a, got.topic.as_str().to_owned());
+                    got.topic.as_str().to_owned()
+                }
+            }
+            None => got.topic.as_str().to_owned(),
+        };
+        out.push((name, alias.filter(|_| got.topic.is_empty())));
+    }
+    out
+}
+
+#[tokio::test]
+async fn outbound_topic_aliases_within_the_clients_maximum() {
+    // v5 §3.3.2.3.4; MQTT-3.1.2-26: never above the client's Topic Alias Maximum (2 here);
+    // the least recently used alias is replaced.
+    let broker = start_broker().await;
+    let mut c = Connect::new(V5, "sub");
+    c.properties.topic_alias_maximum = Some(2);
+    let (mut sub, _) = Raw::connect_with(&broker, c.clone()).await;
+    sub.subscribe(1, "plant/#", QoS::AtLeastOnce).await;
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    let order = [
+        "plant/a", "plant/b", "plant/a", "plant/c", "plant/a", "plant/b",
+    ];
+    for (i, t) in order.iter().enumerate() {
+        let qos = if i % 2 == 0 {
+            PublishQoS::AtMostOnce
+        } else {
+            PublishQoS::AtLeastOnce(pid(i as u16 + 1))
+        };
+        p.publish(t, b"x", qos, false).await;
+    }
+    // One more with a Message Expiry Interval: a copy with a wire form of its own.
+    let mut expiring = publish("plant/b", b"e", PublishQoS::AtMostOnce);
+    expiring.properties.message_expiry_interval = Some(600);
+    p.send(Packet::Publish(expiring)).await;
+    let got = aliased_topics(&mut sub, order.len() + 1, 2).await;
+    let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names[..order.len()],
+        order,
+        "every topic resolves to what was published"
+    );
+    assert_eq!(names[order.len()], "plant/b");
+    // Sent by alias only: the 3rd ("plant/a" again), the 5th ("plant/a", kept as the most
+    // recently used when "plant/c" replaced "plant/b") and the expiring "plant/b".
+    let by_alias: Vec<bool> = got.iter().map(|(_, a)| a.is_some()).collect();
+    assert_eq!(by_alias, [false, false, true, false, true, false, true]);
+
+    // MQTT-3.3.2-7 (v5 §3.3.2.3.4): a new connection starts with no aliases, so the first
+    // message on it names its topic again.
+    drop(sub);
+    let (mut sub, _) = Raw::connect_with(&broker, c).await;
+    sub.subscribe(1, "plant/#", QoS::AtMostOnce).await;
+    p.publish("plant/a", b"y", PublishQoS::AtMostOnce, false)
+        .await;
+    let again = sub.next_message().await;
+    assert_eq!(again.topic, topic("plant/a"));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_outbound_topic_aliases_without_the_clients_consent_or_when_off() {
+    // MQTT-3.1.2-27: absent (or 0) Topic Alias Maximum → no Topic Alias is sent. And the
+    // broker's own switch: Capabilities::outbound_topic_aliases = 0.
+    for (caps_aliases, client_max) in [(32, None), (32, Some(0)), (0, Some(10))] {
+        let broker = start_broker_with_caps(Capabilities {
+            outbound_topic_aliases: caps_aliases,
+            ..Capabilities::default()
+        })
+        .await;
+        let mut c = Connect::new(V5, "sub");
+        c.properties.topic_alias_maximum = client_max;
+        let (mut sub, _) = Raw::connect_with(&broker, c).await;
+        sub.subscribe(1, "room/+", QoS::AtMostOnce).await;
+        let mut p = Raw::connect(&broker, V5, "p").await;
+        for _ in 0..3 {
+            p.publish("room/1", b"x", PublishQoS::AtMostOnce, false)
+                .await;
+        }
+        for _ in 0..3 {
+            let got = sub.next_message().await;
+            assert_eq!(got.topic, topic("room/1"));
+            assert_eq!(
+                got.properties.topic_alias, None,
+                "{caps_aliases} {client_max:?}"
+            );
+        }
+        broker.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn topic_alias_zero_or_over_the_maximum_is_0x94() {
     // MQTT-3.3.2-8 (alias 0) and MQTT-3.3.2-9 (above Topic Alias Maximum).

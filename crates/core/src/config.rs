@@ -201,6 +201,11 @@ pub struct Capabilities {
     /// Topic aliases a client may use towards the broker (v5 Topic Alias Maximum); 0 turns
     /// them off. An alias of 0 or above it ends the connection with 0x94. Default 64.
     pub topic_alias_maximum: u16,
+    /// Topic aliases the broker uses on the PUBLISHes it sends to an MQTT 5.0 client
+    /// (§3.3.2.3.4), never more than the client's own Topic Alias Maximum; the least
+    /// recently used one is replaced when all are taken. Each connection keeps a copy of
+    /// up to this many topics. 0 turns outbound aliases off. Default 32.
+    pub outbound_topic_aliases: u16,
     /// Unacknowledged inbound QoS 2 PUBLISHes a client may have (v5 Receive Maximum); one
     /// more ends the connection with 0x93. Default 1,024.
     pub receive_maximum: u16,
@@ -226,6 +231,7 @@ impl Default for Capabilities {
             subscription_identifiers: true,
             shared_subscriptions: true,
             topic_alias_maximum: 64,
+            outbound_topic_aliases: 32,
             receive_maximum: 1024,
             max_keep_alive: None,
             max_session_expiry_interval: u32::MAX,

@@ -45,7 +45,7 @@ pub use properties::{
     PayloadFormat, PublishProperties, SubscribeProperties, UnsubscribeProperties, UserProperty,
     WillProperties,
 };
-pub use publish::{EncodedPublish, Publish, PublishQoS};
+pub use publish::{EncodedPublish, Publish, PublishQoS, TopicAliasUse};
 pub use reason::ReasonCode;
 pub use subscribe::{
     RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,

@@ -155,7 +155,29 @@ fn flags(dup: bool, qos: QoS, retain: bool) -> u8 {
 pub struct EncodedPublish {
     head: Bytes,
     packet_id_at: Option<usize>,
+    /// Where the Topic Name's length field starts (after the fixed header).
+    topic_at: usize,
+    /// Where the Property Length starts (v5 forms only).
+    properties_at: Option<usize>,
     payload: Bytes,
+}
+
+/// How a v5 PUBLISH sent by the broker uses a Topic Alias (§3.3.2.3.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicAliasUse {
+    /// Sends the Topic Name and the alias, which the receiver maps to it from now on.
+    Set(u16),
+    /// Sends an empty Topic Name and the alias the receiver already maps.
+    Use(u16),
+}
+
+impl TopicAliasUse {
+    /// The alias number.
+    pub fn alias(self) -> u16 {
+        match self {
+            TopicAliasUse::Set(a) | TopicAliasUse::Use(a) => a,
+        }
+    }
 }
 
 impl EncodedPublish {
@@ -175,15 +197,75 @@ impl EncodedPublish {
         head.put_u8(((PacketType::Publish as u8) << 4) | publish.header_flags());
         head.varint(body as u32);
         publish.emit_variable_header(version, &mut head);
-        let packet_id_at = publish
-            .qos
-            .packet_id()
-            .map(|_| header_len + 2 + publish.topic.as_str().len());
+        let after_topic = header_len + 2 + publish.topic.as_str().len();
+        let packet_id_at = publish.qos.packet_id().map(|_| after_topic);
+        let properties_at = version
+            .is_v5()
+            .then(|| after_topic + packet_id_at.map_or(0, |_| 2));
         Ok(Self {
             head: head.freeze(),
             packet_id_at,
+            topic_at: header_len,
+            properties_at,
             payload: publish.payload.clone(),
         })
+    }
+
+    /// Like [`EncodedPublish::write_head`], with a Topic Alias added to the properties and,
+    /// for [`TopicAliasUse::Use`], the Topic Name left empty. The shared form is not
+    /// changed: only the copy written to `out` carries the alias.
+    ///
+    /// Fails with [`EncodeError::WireFormMismatch`] for a form that is not MQTT 5.0 (only
+    /// v5 has topic aliases) or whose packet identifier does not match `qos`.
+    pub fn write_head_aliased(
+        &self,
+        out: &mut BytesMut,
+        dup: bool,
+        qos: PublishQoS,
+        retain: bool,
+        alias: TopicAliasUse,
+    ) -> Result<&Bytes, EncodeError> {
+        let Some(properties_at) = self.properties_at else {
+            return Err(EncodeError::WireFormMismatch);
+        };
+        if self.packet_id_at.is_some() != qos.packet_id().is_some() {
+            return Err(EncodeError::WireFormMismatch);
+        }
+        let mut r = Reader::new(self.head.slice(properties_at..));
+        let properties_len = r.varint().map_err(|_| EncodeError::WireFormMismatch)?;
+        let properties_start = properties_at + varint_len(properties_len);
+        // The alias property: its identifier and a two-byte integer.
+        let aliased_len = properties_len + 3;
+        let topic_len = properties_at - self.topic_at - 2 - self.packet_id_at.map_or(0, |_| 2);
+        let old_body = self.len() - self.topic_at;
+        let mut body = old_body + 3 + varint_len(aliased_len) - varint_len(properties_len);
+        if matches!(alias, TopicAliasUse::Use(_)) {
+            body -= topic_len;
+        }
+        if body > MAX_VARINT as usize {
+            return Err(EncodeError::PacketTooLarge(body));
+        }
+        out.reserve(1 + 4 + body - self.payload.len());
+        out.put_u8(((PacketType::Publish as u8) << 4) | flags(dup, qos.qos(), retain));
+        out.varint(body as u32);
+        match alias {
+            TopicAliasUse::Set(_) => {
+                out.extend_from_slice(&self.head[self.topic_at..properties_at])
+            }
+            TopicAliasUse::Use(_) => {
+                out.put_u16(0);
+                out.extend_from_slice(&self.head[self.topic_at + 2 + topic_len..properties_at]);
+            }
+        }
+        if let Some(id) = qos.packet_id() {
+            let at = out.len() - 2;
+            out[at..].copy_from_slice(&id.get().to_be_bytes());
+        }
+        out.varint(aliased_len);
+        out.put_u8(super::properties::id::TOPIC_ALIAS);
+        out.put_u16(alias.alias());
+        out.extend_from_slice(&self.head[properties_start..]);
+        Ok(&self.payload)
     }
 
     /// The encoded size of one copy.

@@ -297,6 +297,16 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         shared: Arc::clone(shared),
         client_max_packet: connect.properties.maximum_packet_size.map(NonZeroU32::get),
         problem_info,
+        aliases: if version.is_v5() {
+            super::aliases::OutboundAliases::new(
+                shared
+                    .capabilities
+                    .outbound_topic_aliases
+                    .min(connect.properties.topic_alias_maximum.unwrap_or(0)),
+            )
+        } else {
+            None
+        },
         events: Vec::new(),
         store_ops: Vec::new(),
         waiting_on_storage: false,

@@ -47,6 +47,8 @@ pub(crate) struct Writer<W> {
     /// The client's Request Problem Information (v5): when false, Reason Strings and User
     /// Properties go only on PUBLISH, CONNACK and DISCONNECT (MQTT-3.1.2-29).
     pub(crate) problem_info: bool,
+    /// Topic aliases used towards the client (v5, when it accepts them).
+    pub(crate) aliases: Option<super::aliases::OutboundAliases>,
     /// Hook events gathered under the session lock, reported after it is released.
     pub(crate) events: Vec<(Arc<Message>, Event)>,
     /// Storage operations gathered under the session lock, submitted after it is released.
@@ -188,6 +190,40 @@ impl<W: PacketWriter> Writer<W> {
         }
     }
 
+    /// Buffers one PUBLISH, with a Topic Alias when the client accepts them and the packet
+    /// stays within the client's Maximum Packet Size with one.
+    fn send_publish(
+        &mut self,
+        delivery: &crate::message::Delivery,
+        qos: PublishQoS,
+        dup: bool,
+    ) -> Result<(), crate::codec::EncodeError> {
+        let v = self.version;
+        let mut alias = None;
+        if let Some(aliases) = &mut self.aliases {
+            // Setting an alias adds at most four bytes (the property and a longer
+            // Property Length); using one only removes bytes.
+            let fits = self.client_max_packet.is_none_or(|max| {
+                delivery
+                    .message
+                    .wire_len(v, qos, &delivery.subscription_ids)
+                    .saturating_add(4)
+                    <= max as usize
+            });
+            if fits {
+                alias = aliases.alias_for(&delivery.message.topic);
+            }
+        }
+        let r = self.wire.publish(delivery, qos, dup, v, alias);
+        if let (Err(_), Some(crate::codec::TopicAliasUse::Set(a)), Some(aliases)) =
+            (&r, alias, &mut self.aliases)
+        {
+            // Not sent: the client never learned this alias.
+            aliases.forget(a);
+        }
+        r
+    }
+
     /// Forgets a queued delivery that will not be sent (its storage record and packet id
     /// too) and tells the hooks why.
     fn unsent(
@@ -257,7 +293,7 @@ impl<W: PacketWriter> Writer<W> {
                     Stage::Published => {
                         Metrics::inc(&metrics.messages_sent);
                         let qos = PublishQoS::new(entry.delivery.qos, entry.id);
-                        self.wire.publish(&entry.delivery, qos, true, v)
+                        self.send_publish(&entry.delivery, qos, true)
                     }
                     Stage::Released => self
                         .wire
@@ -365,7 +401,7 @@ impl<W: PacketWriter> Writer<W> {
             Metrics::inc(&metrics.messages_sent);
             // The packet id was stored with the message, so a restart re-sends it under the
             // same id; only "might have been sent" needs recording, as DUP.
-            if let Err(e) = self.wire.publish(&delivery, qos, delivery.maybe_sent, v) {
+            if let Err(e) = self.send_publish(&delivery, qos, delivery.maybe_sent) {
                 tracing::warn!(error = %e, topic = %delivery.message.topic, "cannot encode message");
             }
             if hooks {

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use crate::broker::Shared;
 use crate::codec::{
     decode, DecodeError, DecodeLimits, EncodeError, Packet, ProtocolVersion, PublishQoS,
+    TopicAliasUse,
 };
 use crate::message::Delivery;
 use crate::metrics::Metrics;
@@ -66,13 +67,15 @@ pub(crate) trait PacketReader: Send + 'static {
 pub(crate) trait PacketWriter: Send + 'static {
     /// Buffers a control packet.
     fn packet(&mut self, packet: &Packet, version: ProtocolVersion) -> Result<(), EncodeError>;
-    /// Buffers one delivery of a shared message.
+    /// Buffers one delivery of a shared message, with a Topic Alias if `alias` says so
+    /// (v5 only; writers whose client does not decode wire packets ignore it).
     fn publish(
         &mut self,
         delivery: &Delivery,
         qos: PublishQoS,
         dup: bool,
         version: ProtocolVersion,
+        alias: Option<TopicAliasUse>,
     ) -> Result<(), EncodeError>;
     /// Bytes or packets buffered and not yet written.
     fn pending(&self) -> usize;
@@ -213,15 +216,28 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketWriter for NetWriter<W> {
         qos: PublishQoS,
         dup: bool,
         version: ProtocolVersion,
+        alias: Option<TopicAliasUse>,
     ) -> Result<(), EncodeError> {
         let message = &delivery.message;
         if !message.shares_form(&delivery.subscription_ids, version) {
             // Per-subscriber properties: this copy has a wire form of its own.
-            let publish = message.to_publish(qos, delivery.retain, dup, &delivery.subscription_ids);
+            let mut publish =
+                message.to_publish(qos, delivery.retain, dup, &delivery.subscription_ids);
+            if let Some(alias) = alias {
+                publish.properties.topic_alias = Some(alias.alias());
+                if let TopicAliasUse::Use(_) = alias {
+                    publish.topic = crate::topic::TopicName::empty();
+                }
+            }
             return Packet::Publish(publish).encode(version, &mut self.buf);
         }
         let form = message.encoded(version, qos.packet_id().is_some())?;
-        let payload = form.write_head(&mut self.buf, dup, qos, delivery.retain)?;
+        let payload = match alias {
+            Some(alias) => {
+                form.write_head_aliased(&mut self.buf, dup, qos, delivery.retain, alias)?
+            }
+            None => form.write_head(&mut self.buf, dup, qos, delivery.retain)?,
+        };
         if payload.len() >= ZERO_COPY_MIN {
             self.chunks.push_back(self.buf.split().freeze());
             self.chunks.push_back(payload.clone());
@@ -335,6 +351,7 @@ impl PacketWriter for LocalWriter {
         qos: PublishQoS,
         dup: bool,
         _version: ProtocolVersion,
+        _alias: Option<TopicAliasUse>,
     ) -> Result<(), EncodeError> {
         self.pending.push(ToClient::Message(LocalMessage {
             message: Arc::clone(&delivery.message),

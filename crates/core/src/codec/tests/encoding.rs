@@ -50,6 +50,72 @@ fn encoded_publish_patches_flags_and_packet_id_only() {
     assert_eq!(&got[..], &[0x31, 0x04, 0x00, 0x01, b'x', b'z']);
 }
 
+/// §3.3.2.3.4: the aliased copy of a shared form decodes to the same PUBLISH with the
+/// Topic Alias added (and, once the alias is set, an empty Topic Name); the shared form
+/// itself is unchanged. Property Lengths on both sides of a varint boundary (127) and
+/// packets at both QoS forms.
+#[test]
+fn encoded_publish_writes_aliased_copies() {
+    for (qos, user_bytes) in [
+        (PublishQoS::AtMostOnce, 0usize),
+        (PublishQoS::AtLeastOnce(pid(9)), 0),
+        // Property Length 126 and 127: one varint byte without the alias, two with it.
+        (PublishQoS::AtLeastOnce(pid(9)), 120),
+        (PublishQoS::ExactlyOnce(pid(300)), 121),
+        (PublishQoS::AtLeastOnce(pid(9)), 124),
+        (PublishQoS::AtMostOnce, 200),
+    ] {
+        let mut p = Publish::new(topic("plant/line-4/temp"), qos, &b"21.5"[..]);
+        if user_bytes > 0 {
+            p.properties.user_properties.push(UserProperty {
+                name: "k".into(),
+                value: "v".repeat(user_bytes).into(),
+            });
+        }
+        let form = EncodedPublish::new(&p, V5).expect("encodes");
+        let plain = {
+            let mut out = BytesMut::new();
+            form.write(&mut out, false, qos, true).expect("same form");
+            out
+        };
+        for alias in [TopicAliasUse::Set(7), TopicAliasUse::Use(7)] {
+            let mut out = BytesMut::new();
+            let payload = form
+                .write_head_aliased(&mut out, false, qos, true, alias)
+                .expect("v5 form");
+            out.extend_from_slice(payload);
+            let mut want = p.clone();
+            want.retain = true;
+            want.properties.topic_alias = Some(7);
+            if let TopicAliasUse::Use(_) = alias {
+                want.topic = TopicName::empty();
+            }
+            assert_eq!(
+                decode_all(&out, V5),
+                Ok(Some(Packet::Publish(want))),
+                "{qos:?} {user_bytes} {alias:?}"
+            );
+        }
+        let mut again = BytesMut::new();
+        form.write(&mut again, false, qos, true).expect("same form");
+        assert_eq!(again, plain, "the shared form is untouched");
+    }
+    // 3.1.1 has no topic aliases.
+    let p = Publish::new(topic("a/b"), PublishQoS::AtMostOnce, &b"x"[..]);
+    let form = EncodedPublish::new(&p, V4).expect("encodes");
+    let mut out = BytesMut::new();
+    assert_eq!(
+        form.write_head_aliased(
+            &mut out,
+            false,
+            PublishQoS::AtMostOnce,
+            false,
+            TopicAliasUse::Set(1)
+        ),
+        Err(EncodeError::WireFormMismatch)
+    );
+}
+
 #[test]
 fn encode_refuses_oversized_fields_and_auth_before_v5() {
     let long = "a".repeat(70_000);

@@ -253,7 +253,7 @@ async fn acl_file_reload_and_set_authorizers_recheck() {
     broker
         .set_authorizers(vec![Arc::new(NoBob), file], true)
         .await;
-    let seen = bob.closed().await;
+    let seen = bob.closed_promptly().await;
     assert!(
         matches!(seen.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::AdministrativeAction),
         "{seen:?}"

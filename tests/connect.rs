@@ -32,7 +32,7 @@ async fn persistent_session_resumes_with_session_present_1() {
     let (mut raw, ack) = Raw::connect_with(&broker, c.clone()).await;
     assert!(!connack(ack).session_present);
     raw.send(Packet::Disconnect(Default::default())).await;
-    assert!(raw.closed().await.is_empty());
+    assert!(raw.closed_promptly().await.is_empty());
     let (_raw, ack) = Raw::connect_with(&broker, c).await;
     assert!(connack(ack).session_present);
     broker.shutdown().await;
@@ -61,7 +61,7 @@ async fn empty_client_id_with_persistent_session_is_refused() {
     let ack = connack(ack);
     assert_eq!(ack.reason_code, ReasonCode::ClientIdentifierNotValid);
     assert!(!ack.session_present, "MQTT-3.2.2-4");
-    assert!(raw.closed().await.is_empty());
+    assert!(raw.closed_promptly().await.is_empty());
     broker.shutdown().await;
 }
 
@@ -74,7 +74,7 @@ async fn unsupported_protocol_level_gets_connack_0x01() {
         0x10, 0x0C, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x06, 0x02, 0x00, 0x3C, 0x00, 0x00,
     ])
     .await;
-    let seen = raw.closed().await;
+    let seen = raw.closed_promptly().await;
     assert_eq!(seen.len(), 1);
     assert_eq!(
         connack(seen[0].clone()).reason_code,
@@ -105,7 +105,7 @@ async fn first_packet_must_be_connect() {
     let broker = start_broker().await;
     let mut raw = Raw::open(&broker, V4).await;
     raw.send(Packet::PingReq).await;
-    assert!(raw.closed().await.is_empty());
+    assert!(raw.closed_promptly().await.is_empty());
     broker.shutdown().await;
 }
 
@@ -116,12 +116,12 @@ async fn second_connect_is_a_protocol_violation() {
     let mut raw = Raw::connect(&broker, V4, "twice").await;
     raw.send(Packet::Connect(Box::new(Connect::new(V4, "twice"))))
         .await;
-    assert!(raw.closed().await.is_empty());
+    assert!(raw.closed_promptly().await.is_empty());
     // v5: DISCONNECT 0x82 first.
     let mut raw = Raw::connect(&broker, V5, "twice5").await;
     raw.send(Packet::Connect(Box::new(Connect::new(V5, "twice5"))))
         .await;
-    let seen = raw.closed().await;
+    let seen = raw.closed_promptly().await;
     assert!(
         matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
     );
@@ -137,7 +137,7 @@ async fn reserved_connect_flag_closes_without_connack() {
         0x10, 0x0C, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x03, 0x00, 0x3C, 0x00, 0x00,
     ])
     .await;
-    assert!(raw.closed().await.is_empty());
+    assert!(raw.closed_promptly().await.is_empty());
     broker.shutdown().await;
 }
 
@@ -149,7 +149,7 @@ async fn silent_connection_is_closed_after_connect_timeout() {
     })
     .await;
     let mut raw = Raw::open(&broker, V4).await;
-    assert!(raw.closed().await.is_empty());
+    assert!(raw.closed_promptly().await.is_empty());
     broker.shutdown().await;
 }
 
@@ -159,10 +159,10 @@ async fn takeover_closes_the_existing_connection() {
     let broker = start_broker().await;
     let mut old = Raw::connect(&broker, V4, "same").await;
     let _new = Raw::connect(&broker, V4, "same").await;
-    assert!(old.closed().await.is_empty());
+    assert!(old.closed_promptly().await.is_empty());
     let mut old5 = Raw::connect(&broker, V5, "same5").await;
     let _new5 = Raw::connect(&broker, V5, "same5").await;
-    let seen = old5.closed().await;
+    let seen = old5.closed_promptly().await;
     assert!(
         matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SessionTakenOver),
         "{seen:?}"
@@ -228,7 +228,7 @@ async fn keep_alive_is_enforced_at_one_and_a_half_times() {
     c.keep_alive = 1;
     let (mut raw, _) = Raw::connect_with(&broker, c).await;
     let started = tokio::time::Instant::now();
-    let seen = raw.closed().await;
+    let seen = raw.closed_promptly().await;
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(1400),
@@ -248,7 +248,7 @@ async fn malformed_packet_gets_v5_disconnect_0x81() {
     let mut raw = Raw::connect(&broker, V5, "bad").await;
     raw.send_bytes(&[0x36, 0x06, 0x00, 0x01, b't', 0x00, 0x01, 0x00])
         .await;
-    let seen = raw.closed().await;
+    let seen = raw.closed_promptly().await;
     assert!(
         matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::MalformedPacket)
     );
@@ -270,7 +270,7 @@ async fn non_minimal_variable_byte_integers_are_malformed() {
         0x01, b'a',
     ])
     .await;
-    let seen = raw.closed().await;
+    let seen = raw.closed_promptly().await;
     assert!(matches!(&seen[..], [] | [Packet::ConnAck(_)]), "{seen:?}");
     if let [Packet::ConnAck(a)] = &seen[..] {
         assert_eq!(a.reason_code, ReasonCode::MalformedPacket);
@@ -284,7 +284,7 @@ async fn non_minimal_variable_byte_integers_are_malformed() {
     for frame in frames {
         let mut raw = Raw::connect(&broker, V5, "nonminimal").await;
         raw.send_bytes(frame).await;
-        let seen = raw.closed().await;
+        let seen = raw.closed_promptly().await;
         assert!(
             matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::MalformedPacket),
             "{frame:x?}: {seen:?}"
@@ -303,7 +303,7 @@ async fn packet_over_max_size_gets_v5_disconnect_0x95() {
     let mut raw = Raw::connect(&broker, V5, "big").await;
     // Declares 256 MiB; refused from the header alone.
     raw.send_bytes(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F]).await;
-    let seen = raw.closed().await;
+    let seen = raw.closed_promptly().await;
     assert!(
         matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::PacketTooLarge)
     );
@@ -326,7 +326,7 @@ async fn connections_over_the_limit_are_refused_as_server_busy() {
     ] {
         let (mut c, ack) = Raw::connect_with(&broker, Connect::new(v, "c")).await;
         assert_eq!(connack(ack).reason_code, code, "{v:?}");
-        assert!(c.closed().await.is_empty());
+        assert!(c.closed_promptly().await.is_empty());
     }
     assert_eq!(broker.metrics().connections_refused, 2);
     broker.shutdown().await;
@@ -365,7 +365,7 @@ async fn silent_sockets_cannot_starve_real_clients() {
     assert!(m.connections_evicted >= 21, "{m:?}");
     // The oldest silent sockets were closed by the broker.
     let mut first = silent.swap_remove(0);
-    assert!(first.closed().await.is_empty());
+    assert!(first.closed_promptly().await.is_empty());
     broker.shutdown().await;
 }
 
@@ -374,7 +374,7 @@ async fn shutdown_sends_v5_clients_server_shutting_down() {
     let broker = start_broker().await;
     let mut raw = Raw::connect(&broker, V5, "bye").await;
     within(broker.shutdown()).await;
-    let seen = raw.closed().await;
+    let seen = raw.closed_promptly().await;
     assert!(
         matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ServerShuttingDown)
     );

@@ -166,15 +166,37 @@ async fn flow_control_off_keeps_the_drop_newest_policy() {
     sub.subscribe(1, "off", QoS::AtLeastOnce).await;
     let mut publ = Raw::connect(&broker, V4, "pub").await;
     for i in 1..=50u16 {
-        publ.publish("off", b"x", PublishQoS::AtLeastOnce(pid(i)), false)
-            .await;
+        let m = roost::codec::Publish::new(
+            topic("off"),
+            PublishQoS::AtLeastOnce(pid(i)),
+            i.to_string().into_bytes(),
+        );
+        publ.send(Packet::Publish(m)).await;
     }
     publ.ping().await;
     let m = broker.metrics();
     assert_eq!(m.flow_control_pauses, 0);
+    let dropped = m.messages_dropped as usize;
+    assert!(dropped > 0, "without flow control the queue overflows");
+    // Drop-newest: what the subscriber gets is the oldest messages, in order, starting
+    // with the first; the newest never arrives.
+    let mut got = Vec::new();
+    for _ in 0..50 - dropped {
+        let p = sub.recv_publish().await;
+        sub.ack(&p).await;
+        let n: u16 = std::str::from_utf8(&p.payload)
+            .expect("utf-8")
+            .parse()
+            .expect("a number");
+        got.push(n);
+    }
+    assert!(sub.ping().await.is_empty(), "no more than 50 - dropped");
+    assert_eq!(got[0], 1, "the oldest is kept");
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
+    assert!(!got.contains(&50), "the newest was dropped: {got:?}");
     assert!(
-        m.messages_dropped > 0,
-        "without flow control the queue overflows"
+        got.len() <= 1 + 5 + 1,
+        "window + queue (+1 taken while queued): {got:?}"
     );
     broker.shutdown().await;
 }

@@ -130,7 +130,7 @@ async fn lifecycle_and_message_events_are_observed() {
     .await;
     sub.recv().await;
     sub.send(Packet::Disconnect(Default::default())).await;
-    sub.closed().await;
+    sub.closed_promptly().await;
     let events = rec.take();
     for want in [
         "session created s",
@@ -167,7 +167,7 @@ async fn drops_are_reported_with_their_reason() {
     let (mut sub, _) = Raw::connect_with(&broker, c).await;
     sub.subscribe(1, "q", QoS::AtLeastOnce).await;
     sub.send(Packet::Disconnect(Default::default())).await;
-    sub.closed().await;
+    sub.closed_promptly().await;
     let mut p = Raw::connect(&broker, V5, "p").await;
     p.publish("q", b"1", PublishQoS::AtLeastOnce(pid(1)), false)
         .await;

@@ -100,7 +100,7 @@ async fn listener_connection_cap_leaves_other_listeners_alone() {
     // The third connection on "public" is refused once authenticated: 0x89 Server busy.
     let (mut p3, ack) = connect_to(public, alice("p3")).await;
     assert_eq!(reason(ack), ReasonCode::ServerBusy, "over the cap");
-    assert!(p3.closed().await.is_empty());
+    assert!(p3.closed_promptly().await.is_empty());
     // "local" has no cap of its own.
     let mut locals = Vec::new();
     for i in 0..5 {
@@ -141,7 +141,7 @@ async fn listener_packet_size_limit() {
     }
     p.publish("t/big", &BIG, PublishQoS::AtMostOnce, false)
         .await;
-    let seen = p.closed().await;
+    let seen = p.closed_promptly().await;
     assert!(
         matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::PacketTooLarge),
         "{seen:?}"

@@ -202,7 +202,7 @@ async fn sessions_that_expired_while_down_are_dropped() {
     let (mut s, _) = Raw::connect_with(&broker, c.clone()).await;
     s.subscribe(1, "t", QoS::AtLeastOnce).await;
     s.send(Packet::Disconnect(Default::default())).await;
-    s.closed().await;
+    s.closed_promptly().await;
     broker.shutdown().await;
     tokio::time::sleep(Duration::from_millis(1200)).await; // the broker is down meanwhile
     let broker = broker_on(store, Durability::Acked).await;
@@ -317,7 +317,7 @@ async fn failed_writes_refuse_instead_of_acknowledging() {
     let mut p4 = Raw::connect(&broker, V4, "p4").await;
     p4.publish("r", b"v", PublishQoS::AtLeastOnce(pid(1)), true)
         .await;
-    assert!(p4.closed().await.is_empty());
+    assert!(p4.closed_promptly().await.is_empty());
     assert!(broker.metrics().storage_failures >= 2);
     // Storage recovers: acknowledgements resume.
     store.fail.store(false, Ordering::SeqCst);

@@ -31,9 +31,12 @@ impl Authenticator for Recorder {
     }
 }
 
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 async fn proxied_broker(recorder: Arc<Recorder>) -> BrokerHandle {
     let limits = Limits {
-        handshake_timeout: std::time::Duration::from_millis(500),
+        // Longer than PROMPT: a rejection must be quicker than this deadline to pass as one.
+        handshake_timeout: HANDSHAKE_TIMEOUT,
         ..Limits::default()
     };
     Broker::builder()
@@ -133,18 +136,20 @@ async fn missing_or_bad_header_closes_the_connection() {
     let broker = proxied_broker(Arc::clone(&recorder)).await;
     // Plain MQTT where the header should be.
     let mut plain = connect_behind(&broker, "plain", b"", 1).await;
-    assert!(plain.closed().await.is_empty());
+    assert!(plain.closed_promptly().await.is_empty());
     // A garbled version 1 line.
     let mut garbled = connect_behind(&broker, "garbled", b"PROXY TCP4 nonsense\r\n", 64).await;
-    assert!(garbled.closed().await.is_empty());
+    assert!(garbled.closed_promptly().await.is_empty());
     // A version 2 header that claims far more than it sends.
     let mut huge = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
     huge.extend_from_slice(&[0x21, 0x11, 0xFF, 0xFF]);
     let mut claims = connect_behind(&broker, "claims", &huge, huge.len()).await;
-    assert!(claims.closed().await.is_empty());
-    // Nothing at all: closed at the handshake deadline.
+    assert!(claims.closed_promptly().await.is_empty());
+    // Nothing at all: closed at the handshake deadline, not before.
+    let opened = std::time::Instant::now();
     let mut silent = Raw::open(&broker, V5).await;
     assert!(silent.closed().await.is_empty());
+    assert!(opened.elapsed() >= HANDSHAKE_TIMEOUT - std::time::Duration::from_millis(100));
     assert!(
         recorder.0.lock().is_empty(),
         "no client got as far as authentication"

@@ -202,7 +202,7 @@ async fn offline_persistent_session_queues_qos1_and_qos2_but_not_qos0() {
     let (mut sub, _) = Raw::connect_with(&broker, c.clone()).await;
     sub.subscribe(1, "q", QoS::ExactlyOnce).await;
     sub.send(Packet::Disconnect(Default::default())).await;
-    sub.closed().await;
+    sub.closed_promptly().await;
     let mut publ = Raw::connect(&broker, V4, "pub").await;
     publ.publish("q", b"zero", PublishQoS::AtMostOnce, false)
         .await;
@@ -235,7 +235,7 @@ async fn full_queue_drops_newest_and_counts_it() {
     let (mut sub, _) = Raw::connect_with(&broker, c.clone()).await;
     sub.subscribe(1, "f", QoS::AtLeastOnce).await;
     sub.send(Packet::Disconnect(Default::default())).await;
-    sub.closed().await;
+    sub.closed_promptly().await;
     let mut publ = Raw::connect(&broker, V4, "pub").await;
     for i in 1..=5u16 {
         let payload: &'static [u8] = Box::leak(vec![i as u8].into_boxed_slice());

@@ -87,7 +87,7 @@ async fn thousand_clients_mixed_qos_every_message_accounted_for() {
                 }
                 p.send(roost::codec::Packet::Disconnect(Default::default()))
                     .await;
-                p.closed().await;
+                p.closed_promptly().await;
             })
         })
         .collect();

@@ -43,7 +43,7 @@ async fn clean_session_discards_the_previous_session() {
     let (mut sub, _) = Raw::connect_with(&broker, persistent("c")).await;
     sub.subscribe(1, "c/#", QoS::AtLeastOnce).await;
     sub.send(Packet::Disconnect(Default::default())).await;
-    sub.closed().await;
+    sub.closed_promptly().await;
     let (mut sub, ack) = Raw::connect_with(&broker, Connect::new(V4, "c")).await;
     assert!(matches!(ack, Packet::ConnAck(a) if !a.session_present));
     let mut publ = Raw::connect(&broker, V4, "pub").await;
@@ -63,7 +63,7 @@ async fn clean_session_ends_when_the_connection_closes() {
     sub.subscribe(1, "s", QoS::AtMostOnce).await;
     assert_eq!(broker.metrics().subscriptions, 1);
     sub.send(Packet::Disconnect(Default::default())).await;
-    sub.closed().await;
+    sub.closed_promptly().await;
     // A later client with the same id gets no session.
     let (_again, ack) = Raw::connect_with(&broker, persistent("short")).await;
     assert!(matches!(ack, Packet::ConnAck(a) if !a.session_present));
@@ -212,7 +212,7 @@ async fn topic_limits_are_enforced() {
     }
     c.publish("a/b/c/d", b"x", PublishQoS::AtMostOnce, false)
         .await;
-    let seen = c.closed().await;
+    let seen = c.closed_promptly().await;
     assert!(
         matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::TopicNameInvalid)
     );
@@ -234,7 +234,7 @@ async fn retained_messages_outlive_the_publishers_session() {
     .await;
     assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
     p.send(Packet::Disconnect(Default::default())).await;
-    p.closed().await;
+    p.closed_promptly().await;
     let mut s = Raw::connect(&broker, V4, "later").await;
     s.subscribe(1, "keep/me", QoS::AtMostOnce).await;
     assert_eq!(&s.recv_publish().await.payload[..], b"still here");

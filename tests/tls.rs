@@ -101,6 +101,15 @@ async fn connected(el: &mut rumqttc::EventLoop) -> Result<(), String> {
     }
 }
 
+/// Asserts the broker refused the connection: an error from the handshake, not a wait
+/// that ran out (a broker that hung would otherwise pass as one that refused).
+async fn refused(el: &mut rumqttc::EventLoop) {
+    match connected(el).await {
+        Ok(()) => panic!("connected"),
+        Err(e) => assert_ne!(e, "timeout", "no answer instead of a refusal"),
+    }
+}
+
 #[tokio::test]
 async fn publish_and_subscribe_over_tls() {
     let ca = Ca::new("test CA");
@@ -130,7 +139,7 @@ async fn publish_and_subscribe_over_tls() {
     // A client that does not trust the server's CA cannot connect.
     let other = Ca::new("other CA");
     let (_c, mut el) = client(&broker, "tls-untrusting", &other, None);
-    assert!(connected(&mut el).await.is_err());
+    refused(&mut el).await;
     broker.shutdown().await;
 }
 
@@ -165,41 +174,52 @@ async fn mutual_tls_identity_reaches_the_authenticator() {
     );
     // Without a client certificate the handshake is refused.
     let (_c, mut el) = client(&broker, "no-cert", &ca, None);
-    assert!(connected(&mut el).await.is_err());
+    refused(&mut el).await;
     // And with a certificate from another CA.
     let rogue = Ca::new("rogue CA");
     let (cert, key) = rogue.issue(&["x"], "mallory");
     let (_c, mut el) = client(&broker, "rogue", &ca, Some((cert, key)));
-    assert!(connected(&mut el).await.is_err());
+    refused(&mut el).await;
     broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn silent_handshakes_are_dropped_without_blocking_others() {
+    // The handshake timeout (2 s) is longer than the real client's whole allowance (1 s):
+    // a broker that waited on the silent sockets one at a time, or even on one of them,
+    // fails the first check.
     let ca = Ca::new("test CA");
+    let timeout = Duration::from_secs(2);
     let limits = Limits {
-        handshake_timeout: Duration::from_millis(300),
+        handshake_timeout: timeout,
         ..Limits::default()
     };
     let broker = tls_broker(server_tls(&ca, None), limits, None).await;
     // Ten connections that never start the handshake.
+    let opened = std::time::Instant::now();
     let mut silent = Vec::new();
     for _ in 0..10 {
         let s = within(tokio::net::TcpStream::connect(broker.local_addrs()[0])).await;
         silent.push(s.expect("connects"));
     }
-    // A real client still gets in.
+    // A real client still gets in, well before any silent one times out.
     let (_c, mut el) = client(&broker, "real", &ca, None);
-    connected(&mut el)
+    tokio::time::timeout(Duration::from_secs(1), connected(&mut el))
         .await
-        .expect("not blocked by half-open handshakes");
-    // The silent ones are closed after the timeout.
+        .expect("not blocked by half-open handshakes")
+        .expect("TLS connect");
+    // The silent ones are closed by the timeout: not before it, and not much after.
     for mut s in silent {
         let mut buf = [0u8; 16];
-        assert_eq!(
-            within(s.read(&mut buf)).await.unwrap_or(0),
-            0,
-            "closed by the broker"
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("closed within 5 s")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "closed by the broker");
+        let after = opened.elapsed();
+        assert!(
+            after >= timeout - Duration::from_millis(100),
+            "closed after {after:?}"
         );
     }
     broker.shutdown().await;

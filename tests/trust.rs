@@ -216,7 +216,7 @@ async fn refuse_policy_refuses_another_identity() {
         let ack = connack(ack);
         assert_eq!(ack.reason_code, ReasonCode::NotAuthorized, "{v:?}");
         assert!(!ack.session_present);
-        assert!(bob.closed().await.is_empty());
+        assert!(bob.closed_promptly().await.is_empty());
         let (mut alice, present) = login(&broker, v, "inbox", "alice", true).await;
         assert!(present, "{v:?}: the owner's session is intact");
         assert_eq!(alice.drain_topics().await, vec!["alice/inbox-queued"]);

@@ -139,7 +139,7 @@ async fn plain_authentication_accepts_and_refuses_with_the_right_codes() {
     ] {
         let (mut raw, ack) = Raw::connect_with(&broker, login(V4, user, pass)).await;
         assert_eq!(connack(ack).reason_code, code, "{user}");
-        assert!(raw.closed().await.is_empty());
+        assert!(raw.closed_promptly().await.is_empty());
         // v5: 0x86 / 0x87.
         let (_raw, ack) = Raw::connect_with(&broker, login(V5, user, pass)).await;
         assert_eq!(connack(ack).reason_code, code, "{user} (v5)");
@@ -207,7 +207,7 @@ async fn enhanced_authentication_challenge_response() {
         Some(Bytes::from_static(b"bad")),
     ))
     .await;
-    let seen = raw.closed().await;
+    let seen = raw.closed_promptly().await;
     assert!(
         matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::NotAuthorized),
         "{seen:?}"
@@ -248,7 +248,7 @@ async fn auth_without_enhanced_authentication_is_a_protocol_error() {
     let mut raw = Raw::connect(&broker, V5, "plain").await;
     raw.send(auth_packet(ReasonCode::ReAuthenticate, None))
         .await;
-    let seen = raw.closed().await;
+    let seen = raw.closed_promptly().await;
     assert!(
         matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
     );
@@ -261,7 +261,7 @@ async fn failing_authenticators_fail_closed_and_are_counted() {
         let broker = broker_with(auth).await;
         let (mut raw, ack) = Raw::connect_with(&broker, login(V5, "any", b"x")).await;
         assert_eq!(connack(ack).reason_code, ReasonCode::NotAuthorized);
-        assert!(raw.closed().await.is_empty());
+        assert!(raw.closed_promptly().await.is_empty());
         assert_eq!(broker.metrics().plugin_failures, 1);
         // The broker keeps serving.
         let (_raw, ack) = Raw::connect_with(&broker, login(V4, "other", b"y")).await;

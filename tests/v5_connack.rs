@@ -55,14 +55,14 @@ async fn restricted_broker_advertises_and_enforces() {
     // MQTT-3.2.2-11 is the client's duty; the broker answers a breach with 0x9B.
     c.publish("t", b"x", PublishQoS::ExactlyOnce(pid(1)), false)
         .await;
-    let seen = c.closed().await;
+    let seen = c.closed_promptly().await;
     assert!(
         matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::QoSNotSupported)
     );
     // Retain not available: 0x9A.
     let (mut c, _) = Raw::connect_with(&broker, Connect::new(V5, "r")).await;
     c.publish("t", b"x", PublishQoS::AtMostOnce, true).await;
-    let seen = c.closed().await;
+    let seen = c.closed_promptly().await;
     assert!(
         matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::RetainNotSupported)
     );
@@ -96,7 +96,7 @@ async fn will_beyond_capabilities_is_refused_in_connack() {
         assert_eq!(ack.reason_code, code);
         assert!(!ack.session_present, "MQTT-3.2.2-6");
         assert!(
-            raw.closed().await.is_empty(),
+            raw.closed_promptly().await.is_empty(),
             "MQTT-3.2.2-7: closed after the refusal"
         );
     }

@@ -75,7 +75,7 @@ async fn expired_messages_are_not_delivered_and_remaining_time_is_forwarded() {
     let (mut sub, _) = Raw::connect_with(&broker, c.clone()).await;
     sub.subscribe(1, "e/#", QoS::AtLeastOnce).await;
     sub.send(Packet::Disconnect(Default::default())).await;
-    sub.closed().await;
+    sub.closed_promptly().await;
     let mut p = Raw::connect(&broker, V5, "p").await;
     let mut short = publish("e/short", b"short", PublishQoS::AtLeastOnce(pid(1)));
     short.properties.message_expiry_interval = Some(1);
@@ -120,7 +120,11 @@ async fn inbound_topic_aliases_map_per_connection() {
     let broker = start_broker().await;
     let mut sub = Raw::connect(&broker, V5, "sub").await;
     sub.subscribe(1, "long/topic/name", QoS::AtMostOnce).await;
-    let mut p = Raw::connect(&broker, V5, "p").await;
+    // A session that outlives the connection: the aliases still must not.
+    let mut persistent = Connect::new(V5, "p");
+    persistent.clean_start = false;
+    persistent.properties.session_expiry_interval = Some(60);
+    let (mut p, _) = Raw::connect_with(&broker, persistent.clone()).await;
     let mut first = publish("long/topic/name", b"1", PublishQoS::AtMostOnce);
     first.properties.topic_alias = Some(3);
     p.send(Packet::Publish(first)).await;
@@ -136,14 +140,20 @@ async fn inbound_topic_aliases_map_per_connection() {
             "aliases are not forwarded"
         );
     }
-    // MQTT-3.3.2-7: a new connection starts without mappings.
-    drop(p);
-    let mut p2 = Raw::connect(&broker, V5, "p2").await;
+    // MQTT-3.3.2-7: a new connection of the same client and session starts without
+    // mappings.
+    p.send(Packet::Disconnect(Default::default())).await;
+    assert!(p.closed_promptly().await.is_empty());
+    let (mut p2, connack) = Raw::connect_with(&broker, persistent).await;
+    assert!(
+        support::connack(connack).session_present,
+        "the same session"
+    );
     let mut orphan = Publish::new(roost::TopicName::empty(), PublishQoS::AtMostOnce, &b"3"[..]);
     orphan.properties.topic_alias = Some(3);
     p2.send(Packet::Publish(orphan)).await;
     assert_eq!(
-        disconnect_code(&p2.closed().await),
+        disconnect_code(&p2.closed_promptly().await),
         Some(ReasonCode::ProtocolError)
     );
     broker.shutdown().await;
@@ -184,6 +194,8 @@ async fn outbound_topic_aliases_within_the_clients_maximum() {
     let broker = start_broker().await;
     let mut c = Connect::new(V5, "sub");
     c.properties.topic_alias_maximum = Some(2);
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(60);
     let (mut sub, _) = Raw::connect_with(&broker, c.clone()).await;
     sub.subscribe(1, "plant/#", QoS::AtLeastOnce).await;
     let mut p = Raw::connect(&broker, V5, "p").await;
@@ -217,9 +229,13 @@ async fn outbound_topic_aliases_within_the_clients_maximum() {
 
     // MQTT-3.3.2-7 (v5 §3.3.2.3.4): a new connection starts with no aliases, so the first
     // message on it names its topic again.
-    drop(sub);
-    let (mut sub, _) = Raw::connect_with(&broker, c).await;
-    sub.subscribe(1, "plant/#", QoS::AtMostOnce).await;
+    sub.send(Packet::Disconnect(Default::default())).await;
+    assert!(sub.closed_promptly().await.is_empty());
+    let (mut sub, connack) = Raw::connect_with(&broker, c).await;
+    assert!(
+        support::connack(connack).session_present,
+        "the same session"
+    );
     p.publish("plant/a", b"y", PublishQoS::AtMostOnce, false)
         .await;
     let again = sub.next_message().await;
@@ -272,7 +288,7 @@ async fn topic_alias_zero_or_over_the_maximum_is_0x94() {
         m.properties.topic_alias = Some(alias);
         p.send(Packet::Publish(m)).await;
         assert_eq!(
-            disconnect_code(&p.closed().await),
+            disconnect_code(&p.closed_promptly().await),
             Some(ReasonCode::TopicAliasInvalid),
             "alias {alias}"
         );
@@ -306,7 +322,7 @@ async fn invalid_utf8_with_payload_format_1_is_refused_with_0x99() {
     m.qos = PublishQoS::AtMostOnce;
     p.send(Packet::Publish(m)).await;
     assert_eq!(
-        disconnect_code(&p.closed().await),
+        disconnect_code(&p.closed_promptly().await),
         Some(ReasonCode::PayloadFormatInvalid)
     );
     broker.shutdown().await;
@@ -348,7 +364,7 @@ async fn client_exceeding_our_receive_maximum_gets_0x93() {
         p.publish("q2", b"x", PublishQoS::ExactlyOnce(pid(i)), false)
             .await;
     }
-    let seen = p.closed().await;
+    let seen = p.closed_promptly().await;
     assert_eq!(
         disconnect_code(&seen),
         Some(ReasonCode::ReceiveMaximumExceeded)
@@ -410,7 +426,7 @@ async fn subscription_identifier_from_a_client_is_a_protocol_error() {
     m.properties.subscription_identifiers = vec![NonZeroU32::new(1).expect("non-zero")];
     p.send(Packet::Publish(m)).await;
     assert_eq!(
-        disconnect_code(&p.closed().await),
+        disconnect_code(&p.closed_promptly().await),
         Some(ReasonCode::ProtocolError)
     );
     broker.shutdown().await;

@@ -78,7 +78,7 @@ async fn session_expiry_zero_ends_with_the_connection() {
     c.subscribe(1, "z", QoS::AtMostOnce).await;
     c.send(Packet::Disconnect(Disconnect::default())).await;
     // The broker closes the stream only after the session is detached (and here ended).
-    assert!(c.closed().await.is_empty());
+    assert!(c.closed_promptly().await.is_empty());
     assert_eq!(broker.metrics().subscriptions, 0);
     let (_c, ack) = Raw::connect_with(&broker, session("zero", 0)).await;
     assert!(!present(&ack));
@@ -93,7 +93,7 @@ async fn disconnect_may_not_raise_a_zero_session_expiry() {
     let mut d = Disconnect::default();
     d.properties.session_expiry_interval = Some(60);
     c.send(Packet::Disconnect(d)).await;
-    let seen = c.closed().await;
+    let seen = c.closed_promptly().await;
     assert!(
         matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError),
         "{seen:?}"
@@ -109,7 +109,7 @@ async fn disconnect_can_shorten_the_session_expiry_to_zero() {
     let mut d = Disconnect::default();
     d.properties.session_expiry_interval = Some(0);
     c.send(Packet::Disconnect(d)).await;
-    assert!(c.closed().await.is_empty());
+    assert!(c.closed_promptly().await.is_empty());
     let (_c, ack) = Raw::connect_with(&broker, session("shorten", 3600)).await;
     assert!(!present(&ack), "the session ended at DISCONNECT");
     broker.shutdown().await;
@@ -190,7 +190,7 @@ async fn normal_disconnect_discards_the_will() {
     c.will = Some(will(None));
     let (mut dev, _) = Raw::connect_with(&broker, c).await;
     dev.send(Packet::Disconnect(Disconnect::default())).await;
-    dev.closed().await;
+    dev.closed_promptly().await;
     assert_no_will_yet(&broker, &mut w).await;
     broker.shutdown().await;
 }

@@ -189,10 +189,10 @@ async fn shared_subscription_skips_disconnected_members() {
     let mut c = roost::codec::Connect::new(V5, "b");
     c.clean_start = false;
     c.properties.session_expiry_interval = Some(60);
-    let (mut b, _) = Raw::connect_with(&broker, c).await;
+    let (mut b, _) = Raw::connect_with(&broker, c.clone()).await;
     subscribe_with(&mut b, 1, "$share/g/t", opts(QoS::AtLeastOnce), None).await;
     b.send(Packet::Disconnect(Default::default())).await;
-    b.closed().await;
+    b.closed_promptly().await;
     let mut p = Raw::connect(&broker, V5, "p").await;
     for i in 1..=4u16 {
         p.publish("t", b"m", PublishQoS::AtLeastOnce(pid(i)), false)
@@ -202,6 +202,13 @@ async fn shared_subscription_skips_disconnected_members() {
     for _ in 0..4 {
         a.next_message().await;
     }
+    // None of them was queued for the member that was away: back, it finds nothing.
+    let (mut b, connack) = Raw::connect_with(&broker, c).await;
+    assert!(
+        support::connack(connack).session_present,
+        "its session was kept"
+    );
+    assert!(b.ping().await.is_empty(), "nothing queued for b");
     broker.shutdown().await;
 }
 
@@ -231,7 +238,7 @@ async fn no_local_on_a_shared_subscription_is_a_protocol_error() {
         filters: vec![(filter("$share/g/t"), o)],
     }))
     .await;
-    let seen = a.closed().await;
+    let seen = a.closed_promptly().await;
     assert!(
         matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
     );

@@ -32,7 +32,29 @@ async fn will_is_published_when_the_connection_is_lost() {
     let p = watcher.recv_publish().await;
     assert_eq!(&p.payload[..], b"offline");
     assert!(matches!(p.qos, PublishQoS::AtLeastOnce(_)), "will QoS kept");
-    assert!(!p.retain, "MQTT-3.1.2-16: not retained");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn will_without_will_retain_is_not_retained() {
+    // MQTT-3.1.2-16: Will Retain 0 → published as a non-retained message. (The RETAIN
+    // flag seen by a client subscribed beforehand is 0 either way, MQTT-3.3.1-9, so this
+    // asks a subscriber that comes afterwards.)
+    let broker = start_broker().await;
+    let mut watcher = Raw::connect(&broker, V4, "watcher").await;
+    watcher.subscribe(1, "status/#", QoS::AtLeastOnce).await;
+    let (dev, _) = Raw::connect_with(&broker, with_will("dev", false)).await;
+    drop(dev);
+    assert_eq!(&watcher.recv_publish().await.payload[..], b"offline");
+    let mut late = Raw::connect(&broker, V4, "late").await;
+    late.subscribe(1, "status/#", QoS::AtMostOnce).await;
+    let mut other = Raw::connect(&broker, V4, "other").await;
+    other
+        .publish("status/marker", b"marker", PublishQoS::AtMostOnce, false)
+        .await;
+    // The first message the late subscriber gets is the marker: no retained will.
+    let p = late.recv_publish().await;
+    assert_eq!(&p.payload[..], b"marker");
     broker.shutdown().await;
 }
 
@@ -44,7 +66,7 @@ async fn will_is_not_published_after_disconnect() {
     watcher.subscribe(1, "status/#", QoS::AtLeastOnce).await;
     let (mut dev, _) = Raw::connect_with(&broker, with_will("dev", false)).await;
     dev.send(Packet::Disconnect(Default::default())).await;
-    assert!(dev.closed().await.is_empty());
+    assert!(dev.closed_promptly().await.is_empty());
     // Another client publishes after the disconnect: it arrives, and no will before it.
     let mut other = Raw::connect(&broker, V4, "other").await;
     other
@@ -81,7 +103,7 @@ async fn will_is_published_on_protocol_violation() {
     watcher.subscribe(1, "status/#", QoS::AtMostOnce).await;
     let (mut dev, _) = Raw::connect_with(&broker, with_will("dev", false)).await;
     dev.send_bytes(&[0x00, 0x00]).await; // reserved packet type 0
-    assert!(dev.closed().await.is_empty());
+    assert!(dev.closed_promptly().await.is_empty());
     assert_eq!(&watcher.recv_publish().await.payload[..], b"offline");
     broker.shutdown().await;
 }

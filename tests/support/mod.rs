@@ -18,6 +18,10 @@ use tokio::net::TcpStream;
 /// Upper bound for any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// How soon the broker must close a connection after a protocol violation: well under
+/// any timeout of its own (the connect timeout is 10 s, keep-alive 1.5 × Keep Alive).
+pub const PROMPT: Duration = Duration::from_secs(2);
+
 /// Awaits `fut`, failing the test if it takes longer than [`WAIT`].
 pub async fn within<T>(fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, fut)
@@ -141,6 +145,15 @@ impl Raw {
                 return None;
             }
         }
+    }
+
+    /// Like [`Raw::closed`], but the broker must close within [`PROMPT`]: for protocol
+    /// violations, which end the connection at once. Without this bound a broker that
+    /// ignored the violation would pass once its connect or keep-alive timeout ran out.
+    pub async fn closed_promptly(&mut self) -> Vec<Packet> {
+        tokio::time::timeout(PROMPT, self.closed())
+            .await
+            .expect("the broker closes the connection at once")
     }
 
     /// Waits until the broker closes the connection; returns the packets it sent first.

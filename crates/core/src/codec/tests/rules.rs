@@ -435,3 +435,251 @@ fn payload_is_a_slice_of_the_read_buffer() {
     };
     assert_eq!(p.payload.as_ptr() as usize, start + 5, "payload was copied");
 }
+
+/// `DecodeError::spec_id` names the statement each check enforces: one malformed packet per
+/// error, decoded, and the citation it must carry (and the v5 reason code it maps to).
+#[test]
+fn every_decode_error_names_its_statement() {
+    let connect = |name: &[u8], level: u8, flags: u8, tail: &[u8]| {
+        let mut body = vec![0x00, name.len() as u8];
+        body.extend_from_slice(name);
+        body.extend_from_slice(&[level, flags, 0x00, 0x3C]);
+        if level == 5 {
+            body.push(0x00);
+        }
+        body.extend_from_slice(&[0x00, 0x01, b'a']);
+        body.extend_from_slice(tail);
+        let mut p = vec![0x10, body.len() as u8];
+        p.extend_from_slice(&body);
+        p
+    };
+    let malformed = ReasonCode::MalformedPacket;
+    let protocol = ReasonCode::ProtocolError;
+    let cases: Vec<(Vec<u8>, ProtocolVersion, &str, &str, ReasonCode)> = vec![
+        (
+            vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+            V4,
+            "MalformedVariableByteInteger",
+            "§2.2.3",
+            malformed,
+        ),
+        (
+            vec![0xC0, 0x80, 0x00],
+            V5,
+            "NonMinimalVariableByteInteger",
+            "MQTT-1.5.5-1",
+            malformed,
+        ),
+        (
+            vec![0x00, 0x00],
+            V4,
+            "ReservedPacketType",
+            "§2.2.1",
+            malformed,
+        ),
+        (
+            vec![0xC1, 0x00],
+            V4,
+            "InvalidHeaderFlags",
+            "MQTT-2.2.2-2",
+            malformed,
+        ),
+        (
+            vec![0x36, 0x05, 0x00, 0x01, b't', 0x00, 0x01],
+            V4,
+            "InvalidQoS",
+            "MQTT-3.3.1-4",
+            malformed,
+        ),
+        (
+            vec![0x38, 0x04, 0x00, 0x01, b't', b'x'],
+            V4,
+            "DupOnQoS0",
+            "MQTT-3.3.1-2",
+            malformed,
+        ),
+        (
+            vec![0x30, 0x02, 0x00, 0x05],
+            V4,
+            "Truncated",
+            "§2.2.3",
+            malformed,
+        ),
+        (
+            vec![0xC0, 0x01, 0x00],
+            V4,
+            "TrailingBytes",
+            "§2.2.3",
+            malformed,
+        ),
+        (
+            vec![0x30, 0x04, 0x00, 0x02, 0xC3, 0x28],
+            V4,
+            "InvalidUtf8",
+            "MQTT-1.5.3-1",
+            malformed,
+        ),
+        (
+            vec![0x30, 0x04, 0x00, 0x02, b'a', 0x00],
+            V4,
+            "NullCharacter",
+            "MQTT-1.5.3-2",
+            malformed,
+        ),
+        (
+            vec![0x30, 0x05, 0x00, 0x03, b'a', b'/', b'+'],
+            V4,
+            "InvalidTopicName",
+            "MQTT-3.3.2-2",
+            ReasonCode::TopicNameInvalid,
+        ),
+        (
+            vec![0x82, 0x07, 0x00, 0x01, 0x00, 0x02, b'a', b'#', 0x00],
+            V4,
+            "InvalidTopicFilter",
+            "MQTT-4.7.1-2",
+            ReasonCode::TopicFilterInvalid,
+        ),
+        (
+            vec![0x40, 0x02, 0x00, 0x00],
+            V4,
+            "ZeroPacketId",
+            "MQTT-2.3.1-1",
+            protocol,
+        ),
+        (
+            vec![0xA2, 0x02, 0x00, 0x01],
+            V4,
+            "NoTopicFilters",
+            "MQTT-3.10.3-2",
+            protocol,
+        ),
+        (
+            vec![0x82, 0x02, 0x00, 0x01],
+            V4,
+            "NoTopicFilters",
+            "MQTT-3.8.3-3",
+            protocol,
+        ),
+        (
+            vec![0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b't', 0x04],
+            V4,
+            "InvalidSubscriptionOptions",
+            "MQTT-3.8.3-4",
+            malformed,
+        ),
+        (
+            vec![0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b't', 0x30],
+            V5,
+            "InvalidRetainHandling",
+            "§3.8.3.1",
+            protocol,
+        ),
+        (
+            connect(b"MQTX", 4, 0x02, &[]),
+            V4,
+            "InvalidProtocolName",
+            "MQTT-3.1.2-1",
+            ReasonCode::UnsupportedProtocolVersion,
+        ),
+        (
+            connect(b"MQTT", 9, 0x02, &[]),
+            V4,
+            "UnsupportedProtocolLevel",
+            "MQTT-3.1.2-2",
+            ReasonCode::UnsupportedProtocolVersion,
+        ),
+        (
+            connect(b"MQTT", 4, 0x03, &[]),
+            V4,
+            "ConnectReservedFlag",
+            "MQTT-3.1.2-3",
+            malformed,
+        ),
+        (
+            connect(b"MQTT", 4, 0x0A, &[]),
+            V4,
+            "WillFlagsWithoutWill",
+            "MQTT-3.1.2-13",
+            malformed,
+        ),
+        (
+            connect(b"MQTT", 4, 0x42, &[0x00, 0x01, b'p']),
+            V4,
+            "PasswordWithoutUsername",
+            "MQTT-3.1.2-22",
+            malformed,
+        ),
+        (
+            vec![
+                0x30, 0x09, 0x00, 0x01, b't', 0x04, 0x01, 0x01, 0x01, 0x01, b'x',
+            ],
+            V5,
+            "DuplicateProperty",
+            "§2.2.2.2",
+            protocol,
+        ),
+        (
+            vec![0x30, 0x06, 0x00, 0x01, b't', 0x02, 0x7F, 0x00],
+            V5,
+            "UnknownProperty",
+            "§2.2.2.2",
+            malformed,
+        ),
+        (
+            vec![0x30, 0x09, 0x00, 0x01, b't', 0x05, 0x11, 0, 0, 0, 1],
+            V5,
+            "PropertyNotAllowed",
+            "§2.2.2.2",
+            malformed,
+        ),
+        (
+            vec![0x30, 0x06, 0x00, 0x01, b't', 0x02, 0x01, 0x02],
+            V5,
+            "InvalidPropertyValue",
+            "§2.2.2",
+            protocol,
+        ),
+        (
+            vec![0x30, 0x04, 0x00, 0x00, 0x00, b'x'],
+            V5,
+            "EmptyTopicWithoutAlias",
+            "MQTT-3.3.2-8",
+            protocol,
+        ),
+        (
+            vec![0xF0, 0x02, 0x18, 0x00],
+            V5,
+            "MissingAuthenticationMethod",
+            "§3.15.2.2.2",
+            protocol,
+        ),
+        (
+            vec![0x40, 0x03, 0x00, 0x01, 0x05],
+            V5,
+            "InvalidReasonCode",
+            "§2.4",
+            malformed,
+        ),
+        (
+            vec![0x20, 0x02, 0x02, 0x00],
+            V4,
+            "ConnAckReservedFlags",
+            "MQTT-3.2.2-1",
+            malformed,
+        ),
+    ];
+    for (bytes, v, variant, statement, code) in cases {
+        let err = decode_err(&bytes, v);
+        assert!(
+            format!("{err:?}").starts_with(variant),
+            "{bytes:02X?}: {err:?}, expected {variant}"
+        );
+        assert!(
+            err.spec_id().contains(statement),
+            "{err:?} cites {:?}, not {statement}",
+            err.spec_id()
+        );
+        assert_eq!(err.reason_code(), code, "{err:?}");
+    }
+}

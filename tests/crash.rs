@@ -503,7 +503,7 @@ impl Disk {
         if !power_loss {
             return Some(Disk::Plain);
         }
-        let required = std::env::var_os("ROOST_REQUIRE_FUSE").is_some();
+        let required = support::required("ROOST_REQUIRE_FUSE");
         #[cfg(target_os = "linux")]
         {
             let mnt = base.join("mnt");

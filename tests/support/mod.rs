@@ -18,6 +18,28 @@ use tokio::net::TcpStream;
 /// Upper bound for any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Whether the environment variable `var` makes optional tests mandatory: `1` yes; unset,
+/// empty or `0` no; any other value stops the test (a typo must not turn a requirement
+/// into a skip).
+pub fn required(var: &str) -> bool {
+    match std::env::var(var).as_deref() {
+        Ok("1") => true,
+        Ok("" | "0") | Err(std::env::VarError::NotPresent) => false,
+        Ok(other) => panic!("{var} must be 1 (required) or 0/unset (optional), not {other:?}"),
+        Err(e) => panic!("{var}: {e}"),
+    }
+}
+
+/// For a test that needs a third-party tool which is missing: fails when `ROOST_INTEROP=1`
+/// (CI), otherwise says why the test is skipped.
+pub fn skip_unless_optional(tool: &str) {
+    assert!(
+        !required("ROOST_INTEROP"),
+        "{tool} is required when ROOST_INTEROP=1"
+    );
+    eprintln!("skipped: {tool} is not installed");
+}
+
 /// How soon the broker must close a connection after a protocol violation: well under
 /// any timeout of its own (the connect timeout is 10 s, keep-alive 1.5 × Keep Alive).
 pub const PROMPT: Duration = Duration::from_secs(2);

@@ -256,6 +256,57 @@ async fn paho_python_v5_properties_reason_codes_sessions_and_wills() {
     broker.shutdown().await;
 }
 
+/// MQTT 5.0 through MQTT.js (Node): topic aliases both ways, as MQTT.js assigns them on
+/// its PUBLISHes and resolves the broker's (§3.3.2.3.4; MQTT-3.1.2-26: within its maximum
+/// of 3, with four topics taking turns), a Subscription Identifier (MQTT-3.3.4-3), user
+/// properties in order (MQTT-3.3.2-17/-18) and PUBACK 0x10. `.ci/run` installs it with
+/// `npm ci --prefix tests/interop/mqttjs`.
+#[tokio::test]
+async fn mqtt_js_v5_topic_aliases_both_ways() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/mqttjs");
+    let installed = dir.join("node_modules/mqtt/package.json").exists()
+        && std::process::Command::new("node")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !installed {
+        skip_unless_optional("node and MQTT.js (npm ci --prefix tests/interop/mqttjs)");
+        return;
+    }
+    let broker = start_broker().await;
+    let port = addr(&broker).port().to_string();
+    let out = within(
+        Command::new("node")
+            .arg(dir.join("v5.js"))
+            .arg(&port)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "MQTT.js failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "sub_connack {\"reason\":0,\"topic_alias_maximum\":64}",
+            "granted [1]",
+            "puback_reasons [0,16]",
+            "topics_resolved true",
+            "aliased 8",
+            "sids [\"9\"]",
+            "user_properties true",
+        ]
+    );
+    broker.shutdown().await;
+}
+
 /// Writes a CA, a server certificate for 127.0.0.1 and a client certificate (all PEM) into
 /// `dir`; returns the broker's TLS configuration.
 fn write_pki(dir: &std::path::Path, client_ca: bool) -> std::sync::Arc<roost::TlsConfig> {

@@ -345,3 +345,94 @@ async fn anonymous_access_beside_a_password_table() {
     );
     broker.shutdown().await;
 }
+
+/// An authorizer that never answers publishes, panics on subscriptions and on deliveries
+/// to "victim/…", and allows everything else.
+struct Faulty;
+
+#[async_trait::async_trait]
+impl Authorizer for Faulty {
+    async fn authorize_publish(
+        &self,
+        _: &roost::plugin::ClientInfo,
+        topic: &roost::TopicName,
+        _: QoS,
+        _: bool,
+    ) -> roost::plugin::Decision {
+        if topic.as_str().starts_with("slow/") {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        }
+        roost::plugin::Decision::Allow
+    }
+
+    async fn authorize_subscribe(
+        &self,
+        _: &roost::plugin::ClientInfo,
+        filter: &roost::TopicFilter,
+        qos: QoS,
+    ) -> roost::plugin::SubscribeDecision {
+        if filter.as_str().starts_with("boom/") {
+            panic!("authorizer bug");
+        }
+        roost::plugin::SubscribeDecision::Allow(qos)
+    }
+
+    fn authorize_receive(
+        &self,
+        _: &roost::plugin::ClientInfo,
+        topic: &roost::TopicName,
+        _: QoS,
+    ) -> roost::plugin::Decision {
+        if topic.as_str().starts_with("victim/") {
+            panic!("authorizer bug");
+        }
+        roost::plugin::Decision::Allow
+    }
+}
+
+#[tokio::test]
+async fn an_authorizer_that_times_out_or_panics_refuses() {
+    // README, plugins: "a plugin that times out or panics counts as a refusal (fail
+    // closed) and is counted in plugin_failures".
+    let broker = Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .authorizer(Arc::new(Faulty))
+        .plugin_settings(roost::plugin::PluginSettings {
+            timeout: std::time::Duration::from_millis(300),
+        })
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .expect("starts");
+    let v5 = ProtocolVersion::V5;
+    let mut c = Raw::connect(&broker, v5, "c").await;
+    // Subscribe: the panic refuses the filter (0x87), and the connection lives on.
+    let refused = c.subscribe(1, "boom/x", QoS::AtMostOnce).await;
+    assert!(
+        matches!(&refused, Packet::SubAck(a) if a.reason_codes == [ReasonCode::NotAuthorized]),
+        "{refused:?}"
+    );
+    c.subscribe(2, "#", QoS::AtMostOnce).await;
+    // Publish: no answer within the deadline refuses it (PUBACK 0x87), and nobody gets it.
+    let started = std::time::Instant::now();
+    c.publish("slow/x", b"late", PublishQoS::AtLeastOnce(pid(3)), false)
+        .await;
+    match c.recv().await {
+        Some(Packet::PubAck(a)) => assert_eq!(a.reason_code, ReasonCode::NotAuthorized),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "refused at the deadline"
+    );
+    // Receive: the panic withholds that delivery only.
+    c.publish("victim/x", b"hidden", PublishQoS::AtMostOnce, false)
+        .await;
+    c.publish("fine/x", b"shown", PublishQoS::AtMostOnce, false)
+        .await;
+    let got = c.recv_publish().await;
+    assert_eq!(&got.payload[..], b"shown", "no late, no hidden");
+    assert_eq!(broker.metrics().plugin_failures, 3);
+    broker.shutdown().await;
+}

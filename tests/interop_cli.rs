@@ -8,6 +8,7 @@
 mod support;
 
 use std::process::Stdio;
+use std::sync::Arc;
 
 use roost::codec::{ProtocolVersion, PublishQoS};
 use support::*;
@@ -426,9 +427,11 @@ async fn mosquitto_clients_over_tls_and_mutual_tls() {
 const PAHO_WS_SCRIPT: &str = r#"
 import sys, threading
 import paho.mqtt.client as mqtt
-port = int(sys.argv[1])
+port, ca = int(sys.argv[1]), sys.argv[2]
 c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-ws", transport="websockets")
 c.ws_set_options(path="/mqtt")
+if ca:
+    c.tls_set(ca_certs=ca)
 got, subscribed = [], threading.Event()
 done = threading.Event()
 c.on_connect = lambda cl, u, f, r, p: cl.subscribe("ws/#", qos=1)
@@ -445,35 +448,51 @@ c.disconnect(); c.loop_stop()
 print(got[0])
 "#;
 
+/// Paho over WebSocket, then over WebSocket in TLS (WSS) with a certificate the client
+/// checks against its CA.
 #[tokio::test]
-async fn paho_python_over_websocket() {
+async fn paho_python_over_websocket_and_wss() {
     if !paho_available() {
         return;
     }
-    let broker = roost::Broker::builder()
-        .listen_ws("127.0.0.1:0".parse().expect("address"), "/mqtt")
-        .sys_interval(None)
-        .build()
-        .start()
+    let dir = std::env::temp_dir().join(format!("roost-wss-{}", std::process::id()));
+    let tls = write_pki(&dir, false);
+    for secure in [false, true] {
+        let any = "127.0.0.1:0".parse().expect("address");
+        let builder = roost::Broker::builder().sys_interval(None);
+        let builder = if secure {
+            builder.listen_wss(any, Arc::clone(&tls), "/mqtt")
+        } else {
+            builder.listen_ws(any, "/mqtt")
+        };
+        let broker = builder.build().start().await.expect("starts");
+        let port = addr(&broker).port().to_string();
+        let ca = if secure {
+            dir.join("ca.pem").to_string_lossy().into_owned()
+        } else {
+            String::new()
+        };
+        let out = within(
+            Command::new("python3")
+                .args(["-c", PAHO_WS_SCRIPT, &port, &ca])
+                .kill_on_drop(true)
+                .output(),
+        )
         .await
-        .expect("starts");
-    let port = addr(&broker).port().to_string();
-    let out = within(
-        Command::new("python3")
-            .args(["-c", PAHO_WS_SCRIPT, &port])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("python runs");
-    assert!(
-        out.status.success(),
-        "paho over websocket failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "over websocket"
-    );
-    broker.shutdown().await;
+        .expect("python runs");
+        assert!(
+            out.status.success(),
+            "paho over websocket (TLS: {secure}) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "over websocket"
+        );
+        if secure {
+            assert_eq!(broker.metrics().connections_total, 1);
+        }
+        broker.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -123,3 +123,55 @@ async fn dollar_topics_are_not_matched_by_leading_wildcards() {
     assert!(plus.ping().await.is_empty());
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn sys_counters_are_published_retained_at_the_interval() {
+    // README, observability: the counters of `broker.metrics()` are published as retained
+    // `$SYS/broker/...` topics every `sys_interval`; MQTT-4.7.2-1: a `#` filter does not
+    // match `$SYS`, an explicit `$SYS/...` filter does.
+    let broker = roost::Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .sys_interval(Some(std::time::Duration::from_millis(200)))
+        .build()
+        .start()
+        .await
+        .expect("starts");
+    let mut all = Raw::connect(&broker, V4, "all").await;
+    all.subscribe(1, "#", QoS::AtMostOnce).await;
+    let mut sys = Raw::connect(&broker, V4, "sys").await;
+    sys.subscribe(1, "$SYS/broker/messages/received", QoS::AtMostOnce)
+        .await;
+    let mut p = Raw::connect(&broker, V4, "p").await;
+    for _ in 0..3 {
+        p.publish("plain/t", b"x", PublishQoS::AtMostOnce, false)
+            .await;
+    }
+    // Updates arrive until one counts the three messages.
+    let value = |m: &roost::codec::Publish| -> u64 {
+        std::str::from_utf8(&m.payload)
+            .expect("utf-8")
+            .parse()
+            .expect("a number")
+    };
+    loop {
+        let m = sys.recv_publish().await;
+        assert_eq!(m.topic, topic("$SYS/broker/messages/received"));
+        if value(&m) >= 3 {
+            break;
+        }
+    }
+    assert!(broker.metrics().messages_received >= 3);
+    // A late subscriber gets the last value at once: it is retained.
+    let mut late = Raw::connect(&broker, V4, "late").await;
+    late.subscribe(1, "$SYS/broker/clients/connected", QoS::AtMostOnce)
+        .await;
+    let m = late.recv_publish().await;
+    assert!(m.retain, "retained");
+    assert!(value(&m) >= 3, "all, sys and p were connected");
+    // "#" saw the plain messages and no `$SYS` topic.
+    for _ in 0..3 {
+        assert_eq!(all.recv_publish().await.topic, topic("plain/t"));
+    }
+    assert!(all.ping().await.is_empty(), "no $SYS topic for #");
+    broker.shutdown().await;
+}

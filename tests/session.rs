@@ -220,6 +220,37 @@ async fn topic_limits_are_enforced() {
 }
 
 #[tokio::test]
+async fn topic_length_limit_is_enforced() {
+    // README: "max_topic_length": bytes in a topic name or filter, same policy as levels.
+    let broker = start_broker_with(Limits {
+        max_topic_length: 10,
+        ..Limits::default()
+    })
+    .await;
+    let mut c = Raw::connect(&broker, V5, "c").await;
+    match c.subscribe(1, "abcde/fghij", QoS::AtMostOnce).await {
+        Packet::SubAck(a) => assert_eq!(a.reason_codes, vec![ReasonCode::TopicFilterInvalid]),
+        other => panic!("{other:?}"),
+    }
+    // Ten bytes are within the limit, as a filter and as a name.
+    match c.subscribe(2, "abcd/fghij", QoS::AtMostOnce).await {
+        Packet::SubAck(a) => assert_eq!(a.reason_codes, vec![ReasonCode::Success]),
+        other => panic!("{other:?}"),
+    }
+    c.publish("abcd/fghij", b"ok", PublishQoS::AtMostOnce, false)
+        .await;
+    assert_eq!(&c.recv_publish().await.payload[..], b"ok");
+    c.publish("abcde/fghij", b"x", PublishQoS::AtMostOnce, false)
+        .await;
+    let seen = c.closed_promptly().await;
+    assert!(
+        matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::TopicNameInvalid),
+        "{seen:?}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
 async fn retained_messages_outlive_the_publishers_session() {
     // MQTT-3.1.2-7: retained messages are not part of the session state; they are not
     // deleted when the session ends.

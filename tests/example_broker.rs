@@ -2,6 +2,8 @@
 //! the binary `cargo test` builds, configured by flags and by a TOML file, checked through
 //! a real socket.
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -141,4 +143,152 @@ async fn a_bad_capability_stops_the_start() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("receive_maximum"), "{text}");
+}
+
+/// Sends `signal` (a `kill` name such as `TERM`) to the example broker this test started.
+fn signal(child: &tokio::process::Child, signal: &str) {
+    let pid = child.id().expect("still running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+fn login(id: &str, user: &str, password: &str) -> Connect {
+    let mut c = Connect::new(V5, id);
+    c.username = Some(user.into());
+    c.password = Some(bytes::Bytes::copy_from_slice(password.as_bytes()));
+    c
+}
+
+fn password_line(user: &str, password: &str) -> String {
+    let hash = roost::auth::PasswordHash::new(password).expect("hashes");
+    format!("{user}:{hash}\n")
+}
+
+/// README: SIGTERM stops the example broker cleanly, and MQTT 5 clients receive DISCONNECT
+/// 0x8B (Server shutting down) first.
+#[tokio::test]
+async fn sigterm_stops_the_broker_with_disconnect_0x8b() {
+    let (mut child, port) = start(&[]).await;
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (mut c, ack) = support::Raw::connect_to(to, Connect::new(V5, "stays")).await;
+    assert!(support::connack(ack).reason_code.is_success());
+    signal(&child, "TERM");
+    let seen = c.closed_promptly().await;
+    assert!(
+        matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == roost::codec::ReasonCode::ServerShuttingDown),
+        "{seen:?}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within 10 s")
+        .expect("waits");
+    assert!(status.success(), "clean exit: {status:?}");
+}
+
+/// README: with a password file, anonymous clients are refused (anonymous access is the
+/// default only without one), and SIGHUP reloads the password and ACL files without
+/// dropping connections; subscriptions the new ACL refuses are removed.
+#[tokio::test]
+async fn a_password_file_ends_anonymous_access_and_sighup_reloads_it_and_the_acl() {
+    use roost::codec::{PublishQoS, ReasonCode};
+    let dir = std::env::temp_dir().join(format!("roost-example-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let passwords = dir.join("passwd");
+    let acl = dir.join("acl");
+    std::fs::write(&passwords, password_line("alice", "a-pass")).expect("writes");
+    std::fs::write(
+        &acl,
+        "user alice\ntopic readwrite a/#\ntopic readwrite b/#\n",
+    )
+    .expect("writes");
+    let (child, port) = start(&[
+        "--password-file",
+        passwords.to_str().expect("utf-8"),
+        "--acl-file",
+        acl.to_str().expect("utf-8"),
+    ])
+    .await;
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (_anon, ack) = support::Raw::connect_to(to, Connect::new(V5, "anon")).await;
+    assert!(
+        !support::connack(ack).reason_code.is_success(),
+        "anonymous refused"
+    );
+
+    let (mut alice, ack) = support::Raw::connect_to(to, login("alice", "alice", "a-pass")).await;
+    assert!(support::connack(ack).reason_code.is_success());
+    alice.subscribe(1, "a/#", QoS::AtMostOnce).await;
+    alice.subscribe(2, "b/#", QoS::AtMostOnce).await;
+
+    // New files: bob may write b/#, alice keeps a/# only.
+    let mut both = password_line("alice", "a-pass");
+    both.push_str(&password_line("bob", "b-pass"));
+    std::fs::write(&passwords, both).expect("writes");
+    std::fs::write(
+        &acl,
+        "user alice\ntopic readwrite a/#\nuser bob\ntopic write b/#\n",
+    )
+    .expect("writes");
+    signal(&child, "HUP");
+    // The reload is asynchronous: bob gets in once it happened.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut bob = loop {
+        let (bob, ack) = support::Raw::connect_to(to, login("bob", "bob", "b-pass")).await;
+        if support::connack(ack).reason_code.is_success() {
+            break bob;
+        }
+        assert!(std::time::Instant::now() < deadline, "bob never admitted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Alice is still connected and her a/# subscription works.
+    alice
+        .publish("a/x", b"still here", PublishQoS::AtMostOnce, false)
+        .await;
+    assert_eq!(&alice.recv_publish().await.payload[..], b"still here");
+    // Her b/# subscription was removed: bob's message does not reach her.
+    bob.publish(
+        "b/x",
+        b"for b",
+        PublishQoS::AtLeastOnce(support::pid(1)),
+        false,
+    )
+    .await;
+    match bob.recv().await {
+        Some(Packet::PubAck(a)) => assert_eq!(a.reason_code, ReasonCode::NoMatchingSubscribers),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    assert!(
+        alice.ping().await.is_empty(),
+        "b/# no longer delivers to alice"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--outbound-topic-aliases`: the broker's own aliases on PUBLISHes it sends, on by
+/// default, off with 0 (issue 13 §4).
+#[tokio::test]
+async fn outbound_topic_aliases_flag() {
+    use roost::codec::PublishQoS;
+    for (args, aliased) in [
+        (&[][..], true),
+        (&["--outbound-topic-aliases", "0"][..], false),
+    ] {
+        let (_child, port) = start(args).await;
+        let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut c = Connect::new(V5, "self");
+        c.properties.topic_alias_maximum = Some(5);
+        let (mut c, _) = support::Raw::connect_to(to, c).await;
+        c.subscribe(1, "loop/back", QoS::AtMostOnce).await;
+        for _ in 0..2 {
+            c.publish("loop/back", b"x", PublishQoS::AtMostOnce, false)
+                .await;
+        }
+        let first = c.recv_publish().await;
+        let second = c.recv_publish().await;
+        assert_eq!(first.properties.topic_alias.is_some(), aliased, "{args:?}");
+        assert_eq!(second.topic.is_empty(), aliased, "{args:?}");
+    }
 }

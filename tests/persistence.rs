@@ -444,3 +444,49 @@ async fn a_full_queue_is_quota_exceeded_not_no_subscribers() {
     assert_eq!(broker.metrics().messages_dropped, 2);
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_will_waiting_out_its_delay_survives_a_restart() {
+    // README, persistence: wills waiting out their delay are stored and restored. The
+    // broker stops 0.3 s into a 2 s Will Delay Interval; after the restart the will is
+    // published once (MQTT-3.1.3-9: not before the delay), to the persistent watcher.
+    let dir = TempDir::new("will-restart");
+    let open = || -> Arc<dyn Storage> {
+        Arc::new(RedbStorage::open(&dir.0, OnCorrupt::Fail).expect("opens"))
+    };
+    let broker = broker_on(open(), Durability::Acked).await;
+    let (mut watcher, _) = Raw::connect_with(&broker, persistent(V5, "watcher")).await;
+    watcher.subscribe(1, "wills/#", QoS::AtLeastOnce).await;
+    watcher.send(Packet::Disconnect(Default::default())).await;
+    watcher.closed_promptly().await;
+    let mut dev = persistent(V5, "dev");
+    dev.will = Some(roost::codec::LastWill {
+        topic: topic("wills/dev"),
+        payload: bytes::Bytes::from_static(b"dev lost"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: roost::codec::WillProperties {
+            will_delay_interval: Some(2),
+            ..Default::default()
+        },
+    });
+    let (d, _) = Raw::connect_with(&broker, dev).await;
+    let lost = std::time::Instant::now();
+    drop(d);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.shutdown().await;
+
+    let broker = broker_on(open(), Durability::Acked).await;
+    let (mut watcher, ack) = Raw::connect_with(&broker, persistent(V5, "watcher")).await;
+    assert!(support::connack(ack).session_present);
+    let will = watcher.next_message().await;
+    assert_eq!(will.topic, topic("wills/dev"));
+    assert_eq!(&will.payload[..], b"dev lost");
+    assert!(
+        lost.elapsed() >= Duration::from_millis(1900),
+        "published {:?} after the connection was lost",
+        lost.elapsed()
+    );
+    assert!(watcher.ping().await.is_empty(), "published once");
+    broker.shutdown().await;
+}

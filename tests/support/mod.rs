@@ -117,14 +117,25 @@ pub struct Raw {
 
 impl Raw {
     pub async fn open(broker: &BrokerHandle, version: ProtocolVersion) -> Raw {
-        let stream = within(TcpStream::connect(addr(broker)))
-            .await
-            .expect("connects");
+        Raw::open_addr(addr(broker), version).await
+    }
+
+    /// A connection to a broker known by its address only (another process).
+    pub async fn open_addr(to: SocketAddr, version: ProtocolVersion) -> Raw {
+        let stream = within(TcpStream::connect(to)).await.expect("connects");
         Raw {
             stream,
             buf: BytesMut::new(),
             version,
         }
+    }
+
+    /// [`Raw::connect_with`] for a broker known by its address only.
+    pub async fn connect_to(to: SocketAddr, connect: Connect) -> (Raw, Packet) {
+        let mut raw = Raw::open_addr(to, connect.protocol).await;
+        raw.send(Packet::Connect(Box::new(connect))).await;
+        let ack = raw.recv().await.expect("CONNACK");
+        (raw, ack)
     }
 
     /// Opens a connection and completes CONNECT/CONNACK with `connect`.

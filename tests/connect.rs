@@ -170,7 +170,7 @@ async fn takeover_closes_the_existing_connection() {
     broker.shutdown().await;
 }
 
-/// MQTT-3.1.2-24 (3.1.1; v5 MQTT-3.1.2-22): Keep Alive is about control packets. A client
+/// MQTT-3.1.2-24 (3.1.1) and MQTT-3.1.2-22 (v5): Keep Alive is about control packets. A client
 /// that drips the bytes of a packet it never finishes is closed 1.5 × Keep Alive after its
 /// last complete packet, however often bytes arrive (a slowloris defence as well).
 #[tokio::test]
@@ -256,7 +256,7 @@ async fn malformed_packet_gets_v5_disconnect_0x81() {
     broker.shutdown().await;
 }
 
-/// MQTT-1.5.5-1: a Variable Byte Integer longer than it needs to be is malformed. A v5
+/// MQTT-1.5.5-1 (v5): a Variable Byte Integer longer than it needs to be is malformed. A v5
 /// CONNECT whose Properties Length is 0 written in two bytes is closed (MQTT-3.1.4-1; a
 /// CONNACK, if any, is 0x81, never a success); a PUBLISH
 /// with such a Properties Length gets DISCONNECT 0x81; a SUBSCRIBE whose Subscription

@@ -113,7 +113,11 @@ async fn capabilities_from_flags_and_config_file_reach_the_connack() {
     .await;
     let a = connack(port).await;
     assert!(a.reason_code.is_success(), "{a:?}");
-    assert_eq!(a.properties.server_keep_alive, Some(30), "MQTT-3.2.2-21");
+    assert_eq!(
+        a.properties.server_keep_alive,
+        Some(30),
+        "MQTT-3.2.2-22 (v5)"
+    );
     assert_eq!(a.properties.receive_maximum.map(|n| n.get()), Some(10));
     assert_eq!(a.properties.maximum_qos, Some(QoS::AtLeastOnce));
     assert_eq!(a.properties.topic_alias_maximum, Some(5));

@@ -178,11 +178,13 @@ async fn paho_python_v5() {
 
 /// MQTT 5.0 through Paho Python, whose codec and session logic are not Roost's: CONNACK
 /// properties (MQTT-3.2.2-2 onward), SUBACK 0x9E for a shared subscription when they are
-/// off, every forwarded PUBLISH property (MQTT-3.3.2-4, -16..-20, expiry as what is left,
-/// MQTT-3.3.2-6), the Subscription Identifier (MQTT-3.3.4-3), an inbound Topic Alias, PUBACK
+/// off, every forwarded PUBLISH property (MQTT-3.3.2-4 (v5), MQTT-3.3.2-15 (v5),
+/// MQTT-3.3.2-16 (v5), MQTT-3.3.2-17 (v5), MQTT-3.3.2-18 (v5), MQTT-3.3.2-20 (v5), expiry as
+/// what is left, MQTT-3.3.2-6 (v5)), the Subscription Identifier (MQTT-3.3.4-3 (v5)), an
+/// inbound Topic Alias (MQTT-3.3.2-12 (v5)), PUBACK
 /// 0x10 when nobody subscribes, a session kept across a reconnect (MQTT-3.2.2-3), and a
-/// will sent after its Will Delay Interval (MQTT-3.1.3-9). Paho sets no Topic Alias
-/// Maximum, so no alias may reach it (MQTT-3.1.2-27): it would read an empty topic.
+/// will sent after its Will Delay Interval (MQTT-3.1.3-9 (v5)). Paho sets no Topic Alias
+/// Maximum, so no alias may reach it (MQTT-3.1.2-27 (v5)): it would read an empty topic.
 #[tokio::test]
 async fn paho_python_v5_properties_reason_codes_sessions_and_wills() {
     if !paho_available() {
@@ -258,9 +260,10 @@ async fn paho_python_v5_properties_reason_codes_sessions_and_wills() {
 }
 
 /// MQTT 5.0 through MQTT.js (Node): topic aliases both ways, as MQTT.js assigns them on
-/// its PUBLISHes and resolves the broker's (§3.3.2.3.4; MQTT-3.1.2-26: within its maximum
-/// of 3, with four topics taking turns), a Subscription Identifier (MQTT-3.3.4-3), user
-/// properties in order (MQTT-3.3.2-17/-18) and PUBACK 0x10. `.ci/run` installs it with
+/// its PUBLISHes and resolves the broker's (§3.3.2.3.4; MQTT-3.1.2-26 (v5): within its
+/// maximum of 3, with four topics taking turns), a Subscription Identifier
+/// (MQTT-3.3.4-3 (v5)), user properties in order (MQTT-3.3.2-17 (v5), MQTT-3.3.2-18 (v5))
+/// and PUBACK 0x10. `.ci/run` installs it with
 /// `npm ci --prefix tests/interop/mqttjs`.
 #[tokio::test]
 async fn mqtt_js_v5_topic_aliases_both_ways() {

@@ -449,7 +449,7 @@ async fn a_full_queue_is_quota_exceeded_not_no_subscribers() {
 async fn a_will_waiting_out_its_delay_survives_a_restart() {
     // README, persistence: wills waiting out their delay are stored and restored. The
     // broker stops 0.3 s into a 2 s Will Delay Interval; after the restart the will is
-    // published once (MQTT-3.1.3-9: not before the delay), to the persistent watcher.
+    // published once (MQTT-3.1.3-9 (v5): not before the delay), to the persistent watcher.
     let dir = TempDir::new("will-restart");
     let open = || -> Arc<dyn Storage> {
         Arc::new(RedbStorage::open(&dir.0, OnCorrupt::Fail).expect("opens"))

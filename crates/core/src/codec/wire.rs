@@ -297,7 +297,7 @@ mod tests {
 
     #[test]
     fn varint_must_be_minimal() {
-        // MQTT-1.5.5-1: the minimum number of bytes. 0 in two bytes, 127 in two, 128 in three.
+        // MQTT-1.5.5-1 (v5): the minimum number of bytes. 0 in two bytes, 127 in two, 128 in three.
         for bytes in [
             &[0x80u8, 0x00][..],
             &[0xFF, 0x00],

@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn aliases_never_exceed_the_maximum() {
-        // MQTT-3.1.2-26: never above the client's Topic Alias Maximum.
+        // MQTT-3.1.2-26 (v5): never above the client's Topic Alias Maximum.
         let mut a = OutboundAliases::new(3).expect("on");
         for i in 0..100 {
             let alias = a
@@ -192,7 +192,7 @@ mod tests {
 
     #[test]
     fn zero_means_no_aliases_and_short_topics_go_as_they_are() {
-        // MQTT-3.1.2-27: no Topic Alias Maximum, no aliases.
+        // MQTT-3.1.2-27 (v5): no Topic Alias Maximum, no aliases.
         assert!(OutboundAliases::new(0).is_none());
         let mut a = OutboundAliases::new(8).expect("on");
         assert_eq!(a.alias_for(&topic("abc")), None);

@@ -6,14 +6,14 @@ use super::*;
 
 #[test]
 fn remaining_length_over_four_bytes() {
-    // MQTT 3.1.1 §2.2.3 / MQTT-1.5.5-1: at most four bytes.
+    // MQTT 3.1.1 §2.2.3 / MQTT-1.5.5-1 (v5): at most four bytes.
     assert_eq!(
         decode_err(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], V4),
         DecodeError::MalformedVariableByteInteger
     );
 }
 
-/// MQTT-1.5.5-1: every Variable Byte Integer in its shortest form; a longer one is a
+/// MQTT-1.5.5-1 (v5): every Variable Byte Integer in its shortest form; a longer one is a
 /// malformed packet (0x81), wherever it is.
 #[test]
 fn variable_byte_integers_must_be_minimal() {
@@ -293,7 +293,7 @@ fn connect_wrong_protocol_name_or_level() {
     // MQTT-3.1.2-1: unknown protocol name.
     let b = connect_bytes(b"MQTX", 4, 0x02, &[0x00, 0x00]);
     assert_eq!(decode_err(&b, V4), DecodeError::InvalidProtocolName);
-    // MQTT-3.1.2-2: unsupported level → CONNACK 0x01 (3.1.1) / 0x84 (v5).
+    // MQTT-3.1.2-2 (both): unsupported level → CONNACK 0x01 (3.1.1) / 0x84 (v5).
     for (name, level) in [(&b"MQTT"[..], 6u8), (b"MQTT", 3), (b"MQIsdp", 4)] {
         let err = decode_err(&connect_bytes(name, level, 0x02, &[0x00, 0x00]), V4);
         assert_eq!(err, DecodeError::UnsupportedProtocolLevel(level));
@@ -467,7 +467,7 @@ fn every_decode_error_names_its_statement() {
             vec![0xC0, 0x80, 0x00],
             V5,
             "NonMinimalVariableByteInteger",
-            "MQTT-1.5.5-1",
+            "1.5.5-1",
             malformed,
         ),
         (
@@ -481,21 +481,21 @@ fn every_decode_error_names_its_statement() {
             vec![0xC1, 0x00],
             V4,
             "InvalidHeaderFlags",
-            "MQTT-2.2.2-2",
+            "2.2.2-2",
             malformed,
         ),
         (
             vec![0x36, 0x05, 0x00, 0x01, b't', 0x00, 0x01],
             V4,
             "InvalidQoS",
-            "MQTT-3.3.1-4",
+            "3.3.1-4",
             malformed,
         ),
         (
             vec![0x38, 0x04, 0x00, 0x01, b't', b'x'],
             V4,
             "DupOnQoS0",
-            "MQTT-3.3.1-2",
+            "3.3.1-2",
             malformed,
         ),
         (
@@ -516,56 +516,56 @@ fn every_decode_error_names_its_statement() {
             vec![0x30, 0x04, 0x00, 0x02, 0xC3, 0x28],
             V4,
             "InvalidUtf8",
-            "MQTT-1.5.3-1",
+            "1.5.3-1",
             malformed,
         ),
         (
             vec![0x30, 0x04, 0x00, 0x02, b'a', 0x00],
             V4,
             "NullCharacter",
-            "MQTT-1.5.3-2",
+            "1.5.3-2",
             malformed,
         ),
         (
             vec![0x30, 0x05, 0x00, 0x03, b'a', b'/', b'+'],
             V4,
             "InvalidTopicName",
-            "MQTT-3.3.2-2",
+            "3.3.2-2",
             ReasonCode::TopicNameInvalid,
         ),
         (
             vec![0x82, 0x07, 0x00, 0x01, 0x00, 0x02, b'a', b'#', 0x00],
             V4,
             "InvalidTopicFilter",
-            "MQTT-4.7.1-2",
+            "4.7.1-2",
             ReasonCode::TopicFilterInvalid,
         ),
         (
             vec![0x40, 0x02, 0x00, 0x00],
             V4,
             "ZeroPacketId",
-            "MQTT-2.3.1-1",
+            "2.3.1-1",
             protocol,
         ),
         (
             vec![0xA2, 0x02, 0x00, 0x01],
             V4,
             "NoTopicFilters",
-            "MQTT-3.10.3-2",
+            "3.10.3-2",
             protocol,
         ),
         (
             vec![0x82, 0x02, 0x00, 0x01],
             V4,
             "NoTopicFilters",
-            "MQTT-3.8.3-3",
+            "3.8.3-3",
             protocol,
         ),
         (
             vec![0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b't', 0x04],
             V4,
             "InvalidSubscriptionOptions",
-            "MQTT-3.8.3-4",
+            "3.8.3-4",
             malformed,
         ),
         (
@@ -579,35 +579,35 @@ fn every_decode_error_names_its_statement() {
             connect(b"MQTX", 4, 0x02, &[]),
             V4,
             "InvalidProtocolName",
-            "MQTT-3.1.2-1",
+            "3.1.2-1",
             ReasonCode::UnsupportedProtocolVersion,
         ),
         (
             connect(b"MQTT", 9, 0x02, &[]),
             V4,
             "UnsupportedProtocolLevel",
-            "MQTT-3.1.2-2",
+            "3.1.2-2",
             ReasonCode::UnsupportedProtocolVersion,
         ),
         (
             connect(b"MQTT", 4, 0x03, &[]),
             V4,
             "ConnectReservedFlag",
-            "MQTT-3.1.2-3",
+            "3.1.2-3",
             malformed,
         ),
         (
             connect(b"MQTT", 4, 0x0A, &[]),
             V4,
             "WillFlagsWithoutWill",
-            "MQTT-3.1.2-13",
+            "3.1.2-13",
             malformed,
         ),
         (
             connect(b"MQTT", 4, 0x42, &[0x00, 0x01, b'p']),
             V4,
             "PasswordWithoutUsername",
-            "MQTT-3.1.2-22",
+            "3.1.2-22",
             malformed,
         ),
         (
@@ -644,7 +644,7 @@ fn every_decode_error_names_its_statement() {
             vec![0x30, 0x04, 0x00, 0x00, 0x00, b'x'],
             V5,
             "EmptyTopicWithoutAlias",
-            "MQTT-3.3.2-8",
+            "3.3.2-8",
             protocol,
         ),
         (
@@ -665,7 +665,7 @@ fn every_decode_error_names_its_statement() {
             vec![0x20, 0x02, 0x02, 0x00],
             V4,
             "ConnAckReservedFlags",
-            "MQTT-3.2.2-1",
+            "3.2.2-1",
             malformed,
         ),
     ];

@@ -106,6 +106,7 @@ async fn wildcard_subscription_receives_only_readable_topics() {
 
 #[tokio::test]
 async fn publish_and_subscribe_refusals_use_the_protocol_codes() {
+    // MQTT-3.9.3-2 (3.1.1): a 3.1.1 client is refused with 0x80, never a v5 code.
     let broker = broker(vec![users()], acl()).await;
     let mut bob5 = login(&broker, V5, "b5", "bob", "b-pass").await;
     bob5.publish("alice/x", b"no", PublishQoS::AtLeastOnce(pid(1)), false)

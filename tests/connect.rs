@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use roost::codec::{Connect, Packet, ProtocolVersion, ReasonCode};
-use roost::Limits;
+use roost::codec::{Connect, Packet, ProtocolVersion, PublishQoS, ReasonCode};
+use roost::{Limits, QoS};
 use support::*;
 
 const V4: ProtocolVersion = ProtocolVersion::V311;
@@ -14,6 +14,8 @@ const V5: ProtocolVersion = ProtocolVersion::V5;
 
 #[tokio::test]
 async fn clean_session_connack_has_session_present_0() {
+    // MQTT-3.1.4-4 (3.1.1): an accepted CONNECT gets CONNACK 0, and it is the first packet
+    // the server sends (MQTT-3.2.0-1 (3.1.1)).
     // MQTT-3.2.2-1
     let broker = start_broker().await;
     let (_raw, ack) = Raw::connect_with(&broker, Connect::new(V4, "c1")).await;
@@ -111,6 +113,8 @@ async fn first_packet_must_be_connect() {
 
 #[tokio::test]
 async fn second_connect_is_a_protocol_violation() {
+    // MQTT-3.1.0-2 (both); MQTT-4.8.0-1 (3.1.1): a protocol violation closes the connection;
+    // MQTT-4.13.1-1 (v5): with DISCONNECT and the reason code first.
     // MQTT-3.1.0-2
     let broker = start_broker().await;
     let mut raw = Raw::connect(&broker, V4, "twice").await;
@@ -130,6 +134,8 @@ async fn second_connect_is_a_protocol_violation() {
 
 #[tokio::test]
 async fn reserved_connect_flag_closes_without_connack() {
+    // MQTT-3.1.4-1 (both) and MQTT-3.2.2-6 (3.1.1): a CONNECT that does not conform, for which
+    // no return code applies, is closed without a CONNACK.
     // MQTT-3.1.2-3
     let broker = start_broker().await;
     let mut raw = Raw::open(&broker, V4).await;
@@ -378,4 +384,91 @@ async fn shutdown_sends_v5_clients_server_shutting_down() {
     assert!(
         matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ServerShuttingDown)
     );
+}
+
+#[tokio::test]
+async fn client_ids_of_1_to_23_letters_and_digits_are_accepted() {
+    // MQTT-3.1.3-5 (both): the server allows identifiers of 1 to 23 bytes of [0-9a-zA-Z].
+    let broker = start_broker().await;
+    for v in [V4, V5] {
+        for id in [
+            "a",
+            "Z9",
+            "0123456789abcdefghijklm",
+            "ABCDEFGHIJKLMNOPQRSTUVW",
+        ] {
+            let (_c, ack) = Raw::connect_with(&broker, Connect::new(v, id)).await;
+            assert!(support::connack(ack).reason_code.is_success(), "{v:?} {id}");
+        }
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn pingreq_gets_pingresp() {
+    // MQTT-3.12.4-1 (both).
+    let broker = start_broker().await;
+    for v in [V4, V5] {
+        let mut c = Raw::connect(&broker, v, "pinger").await;
+        c.send(Packet::PingReq).await;
+        assert_eq!(c.recv().await, Some(Packet::PingResp), "{v:?}");
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn nothing_after_a_refused_connect_is_processed() {
+    // MQTT-3.1.4-5 (3.1.1) and MQTT-3.1.4-6 (v5): a PUBLISH sent right behind a CONNECT
+    // the server refuses (bad password) is not processed; MQTT-3.2.2-4, -5 (3.1.1) and
+    // MQTT-3.2.2-6, -7 (v5): the refusing CONNACK has Session Present 0, then the
+    // connection closes.
+    let users = roost::auth::StaticUsers::new()
+        .with_user("alice", "a-pass")
+        .expect("hashes");
+    let broker = roost::Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .authenticator(std::sync::Arc::new(users))
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .expect("starts");
+    let mut login = Connect::new(V5, "watcher");
+    login.username = Some("alice".into());
+    login.password = Some(bytes::Bytes::from_static(b"a-pass"));
+    let (mut watcher, ack) = Raw::connect_with(&broker, login).await;
+    assert!(support::connack(ack).reason_code.is_success());
+    watcher.subscribe(1, "#", QoS::AtMostOnce).await;
+    for v in [V4, V5] {
+        let mut bad = Connect::new(v, "mallory");
+        bad.username = Some("alice".into());
+        bad.password = Some(bytes::Bytes::from_static(b"guess"));
+        let mut out = bytes::BytesMut::new();
+        Packet::Connect(Box::new(bad))
+            .encode(v, &mut out)
+            .expect("encodes");
+        Packet::Publish(roost::codec::Publish::new(
+            topic("smuggled"),
+            PublishQoS::AtMostOnce,
+            &b"x"[..],
+        ))
+        .encode(v, &mut out)
+        .expect("encodes");
+        let mut raw = Raw::open(&broker, v).await;
+        raw.send_bytes(&out).await;
+        let seen = raw.closed_promptly().await;
+        match &seen[..] {
+            [Packet::ConnAck(a)] => {
+                assert!(!a.reason_code.is_success(), "{v:?}");
+                assert!(!a.session_present, "{v:?}");
+            }
+            other => panic!("{v:?}: expected one refusing CONNACK, got {other:?}"),
+        }
+    }
+    assert!(
+        watcher.ping().await.is_empty(),
+        "the smuggled PUBLISH was not routed"
+    );
+    assert_eq!(broker.metrics().messages_received, 0);
+    broker.shutdown().await;
 }

@@ -177,11 +177,15 @@ async fn user_properties_and_client_ids_are_bounded() {
         .await;
     assert_eq!(code(c.recv().await), ReasonCode::QuotaExceeded, "bytes");
     assert_eq!(broker.metrics().messages_refused_properties, 2);
-    let (_c, ack) = Raw::connect_with(&broker, Connect::new(V5, "x".repeat(65).as_str())).await;
-    assert_eq!(
-        connack(ack).reason_code,
-        ReasonCode::ClientIdentifierNotValid
-    );
+    // MQTT-3.1.3-8 (v5): a refused identifier gets CONNACK 0x85; MQTT-3.1.3-9 (3.1.1): 0x02.
+    for v in [V5, ProtocolVersion::V311] {
+        let (_c, ack) = Raw::connect_with(&broker, Connect::new(v, "x".repeat(65).as_str())).await;
+        assert_eq!(
+            connack(ack).reason_code,
+            ReasonCode::ClientIdentifierNotValid,
+            "{v:?}"
+        );
+    }
     Raw::connect(&broker, V5, &"x".repeat(64)).await;
     broker.shutdown().await;
 }

@@ -302,6 +302,8 @@ async fn acked_mode_sends_puback_only_after_the_flush() {
 
 #[tokio::test]
 async fn failed_writes_refuse_instead_of_acknowledging() {
+    // MQTT-4.8.0-2 (3.1.1): a transient error (the store) while processing a PUBLISH closes a
+    // 3.1.1 connection, which has no code to refuse it with.
     let store = Arc::new(Controlled::default());
     store.fail.store(true, Ordering::SeqCst);
     let broker = broker_on(store.clone(), Durability::Acked).await;

@@ -126,6 +126,8 @@ async fn dollar_topics_are_not_matched_by_leading_wildcards() {
 
 #[tokio::test]
 async fn sys_counters_are_published_retained_at_the_interval() {
+    // MQTT-3.3.2-3 (3.1.1): a copy sent to a subscriber names the topic it was published to
+    // (what "#" receives is "plain/t").
     // README, observability: the counters of `broker.metrics()` are published as retained
     // `$SYS/broker/...` topics every `sys_interval`; MQTT-4.7.2-1: a `#` filter does not
     // match `$SYS`, an explicit `$SYS/...` filter does.

@@ -20,6 +20,7 @@ fn persistent(id: &str) -> Connect {
 
 #[tokio::test]
 async fn persistent_subscriptions_survive_reconnect() {
+    // MQTT-3.1.3-2: the Client Identifier names the session that is resumed.
     // MQTT-3.1.2-4 / MQTT-4.1.0-1: the session (and its subscriptions) outlives the
     // connection when Clean Session is 0.
     let broker = start_broker().await;
@@ -38,6 +39,7 @@ async fn persistent_subscriptions_survive_reconnect() {
 
 #[tokio::test]
 async fn clean_session_discards_the_previous_session() {
+    // MQTT-3.1.4-3: the server performs the Clean Session processing of 3.1.2.4.
     // MQTT-3.1.2-6: Clean Session 1 discards any previous session and starts a new one.
     let broker = start_broker().await;
     let (mut sub, _) = Raw::connect_with(&broker, persistent("c")).await;
@@ -99,73 +101,94 @@ async fn subscribe_replaces_an_identical_filter() {
 
 #[tokio::test]
 async fn suback_and_unsuback_carry_the_packet_id_and_one_code_per_filter() {
-    // MQTT-3.8.4-1, MQTT-3.8.4-2 (same packet id), MQTT-3.8.4-5 (one code per filter),
-    // MQTT-3.10.4-4 / -5 (UNSUBACK with the same id, even with nothing to remove).
-    let broker = start_broker().await;
-    let mut c = Raw::connect(&broker, V4, "c").await;
-    c.send(Packet::Subscribe(Subscribe {
-        packet_id: pid(42),
-        properties: Default::default(),
-        filters: vec![
-            (filter("a"), SubscriptionOptions::new(QoS::AtMostOnce)),
-            (filter("b/+"), SubscriptionOptions::new(QoS::AtLeastOnce)),
-            (filter("c/#"), SubscriptionOptions::new(QoS::ExactlyOnce)),
-        ],
-    }))
-    .await;
-    match c.recv().await {
-        Some(Packet::SubAck(SubAck {
-            packet_id,
-            reason_codes,
-            ..
-        })) => {
-            assert_eq!(packet_id, pid(42));
-            assert_eq!(
+    // MQTT-3.8.4-1, MQTT-3.8.4-2 (both): a SUBACK with the SUBSCRIBE's packet id
+    // (MQTT-2.3.1-7, MQTT-2.2.1-6 (v5)); several filters are handled as a sequence of
+    // SUBSCRIBEs with one SUBACK (MQTT-3.8.4-4 (3.1.1), MQTT-3.8.4-5 (v5)) holding a code per
+    // filter (MQTT-3.8.4-5 (3.1.1), MQTT-3.8.4-6, -7 (v5)), in the filters' order
+    // (MQTT-3.9.3-1 (both)); UNSUBACK with the same id, even when nothing was removed
+    // (MQTT-3.10.4-4 / -5 (both)), one for several filters (MQTT-3.10.4-6 (both)).
+    for v in [V4, V5] {
+        let broker = start_broker().await;
+        let mut c = Raw::connect(&broker, v, "c").await;
+        c.send(Packet::Subscribe(Subscribe {
+            packet_id: pid(42),
+            properties: Default::default(),
+            filters: vec![
+                (filter("a"), SubscriptionOptions::new(QoS::AtMostOnce)),
+                (filter("b/+"), SubscriptionOptions::new(QoS::AtLeastOnce)),
+                (filter("c/#"), SubscriptionOptions::new(QoS::ExactlyOnce)),
+            ],
+        }))
+        .await;
+        match c.recv().await {
+            Some(Packet::SubAck(SubAck {
+                packet_id,
                 reason_codes,
-                vec![
-                    ReasonCode::Success,
-                    ReasonCode::GrantedQoS1,
-                    ReasonCode::GrantedQoS2
-                ]
-            );
+                ..
+            })) => {
+                assert_eq!(packet_id, pid(42));
+                assert_eq!(
+                    reason_codes,
+                    vec![
+                        ReasonCode::Success,
+                        ReasonCode::GrantedQoS1,
+                        ReasonCode::GrantedQoS2
+                    ]
+                );
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
         }
-        other => panic!("expected SUBACK, got {other:?}"),
+        c.send(Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(43),
+            properties: Default::default(),
+            filters: vec![filter("a"), filter("never")],
+        }))
+        .await;
+        assert!(matches!(c.recv().await, Some(Packet::UnsubAck(u)) if u.packet_id == pid(43)));
+        assert_eq!(broker.metrics().subscriptions, 2);
+        broker.shutdown().await;
     }
-    c.send(Packet::Unsubscribe(Unsubscribe {
-        packet_id: pid(43),
-        properties: Default::default(),
-        filters: vec![filter("a"), filter("never")],
-    }))
-    .await;
-    assert!(matches!(c.recv().await, Some(Packet::UnsubAck(u)) if u.packet_id == pid(43)));
-    assert_eq!(broker.metrics().subscriptions, 2);
-    broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn unsubscribed_filters_receive_nothing() {
-    // MQTT-3.10.4-2: the server stops adding messages for the removed subscription.
-    let broker = start_broker().await;
-    let mut c = Raw::connect(&broker, V5, "c").await;
-    c.subscribe(1, "u", QoS::AtMostOnce).await;
-    c.send(Packet::Unsubscribe(Unsubscribe {
-        packet_id: pid(2),
-        properties: Default::default(),
-        filters: vec![filter("u"), filter("x")],
-    }))
-    .await;
-    match c.recv().await {
-        Some(Packet::UnsubAck(u)) => assert_eq!(
-            u.reason_codes,
-            vec![ReasonCode::Success, ReasonCode::NoSubscriptionExisted]
-        ),
-        other => panic!("expected UNSUBACK, got {other:?}"),
+    // MQTT-3.10.4-2 (both): the server stops adding messages for the removed subscription;
+    // MQTT-3.10.4-1 (both): filters are compared character by character ("w/+" removes
+    // "w/+", not "w/b"); MQTT-3.11.3-1, -2 (v5): one UNSUBACK code per filter, in order.
+    for v in [V4, V5] {
+        let broker = start_broker().await;
+        let mut c = Raw::connect(&broker, v, "c").await;
+        c.subscribe(1, "u", QoS::AtMostOnce).await;
+        c.subscribe(2, "w/+", QoS::AtMostOnce).await;
+        c.subscribe(3, "w/b", QoS::AtMostOnce).await;
+        c.send(Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(4),
+            properties: Default::default(),
+            filters: vec![filter("u"), filter("x"), filter("w/+")],
+        }))
+        .await;
+        match c.recv().await {
+            Some(Packet::UnsubAck(u)) if v == V5 => assert_eq!(
+                u.reason_codes,
+                vec![
+                    ReasonCode::Success,
+                    ReasonCode::NoSubscriptionExisted,
+                    ReasonCode::Success
+                ]
+            ),
+            Some(Packet::UnsubAck(u)) => assert_eq!(u.packet_id, pid(4)),
+            other => panic!("expected UNSUBACK, got {other:?}"),
+        }
+        let mut publ = Raw::connect(&broker, V4, "pub").await;
+        publ.publish("u", b"x", PublishQoS::AtMostOnce, false).await;
+        publ.publish("w/b", b"still", PublishQoS::AtMostOnce, false)
+            .await;
+        publ.ping().await;
+        let got = c.recv_publish().await;
+        assert_eq!(&got.payload[..], b"still", "{v:?}: w/b stays, u is gone");
+        assert!(c.ping().await.is_empty(), "{v:?}: one copy, through w/b");
+        broker.shutdown().await;
     }
-    let mut publ = Raw::connect(&broker, V4, "pub").await;
-    publ.publish("u", b"x", PublishQoS::AtMostOnce, false).await;
-    publ.ping().await;
-    assert!(c.ping().await.is_empty());
-    broker.shutdown().await;
 }
 
 #[tokio::test]
@@ -303,5 +326,50 @@ async fn unsubscribe_completes_deliveries_already_started() {
         s.ping().await.is_empty(),
         "nothing published after UNSUBACK"
     );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn topics_match_character_for_character() {
+    // MQTT-4.7.3-4 (both): no normalization when matching: "café" with a precomposed é
+    // (U+00E9) is another topic than "café" spelt e + U+0301, and case counts.
+    let broker = start_broker().await;
+    for v in [V4, V5] {
+        let mut c = Raw::connect(&broker, v, "matcher").await;
+        c.subscribe(1, "menu/caf\u{e9}", QoS::AtMostOnce).await;
+        for t in ["menu/cafe\u{301}", "menu/CAF\u{c9}", "menu/caf\u{e9}"] {
+            c.send(Packet::Publish(roost::codec::Publish::new(
+                topic(t),
+                PublishQoS::AtMostOnce,
+                t.as_bytes().to_vec(),
+            )))
+            .await;
+        }
+        let got = c.recv_publish().await;
+        assert_eq!(got.topic.as_str(), "menu/caf\u{e9}", "{v:?}");
+        assert!(
+            c.ping().await.is_empty(),
+            "{v:?}: only the exact spelling matches"
+        );
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_wildcard_support_wildcard_filters_are_refused() {
+    // MQTT-3.8.3-2 (3.1.1): a server that does not support wildcards refuses every filter
+    // that has one (SUBACK 0x80); v5 gets 0xA2 (tests/v5_subscriptions.rs).
+    let broker = start_broker_with_caps(roost::Capabilities {
+        wildcard_subscriptions: false,
+        ..roost::Capabilities::default()
+    })
+    .await;
+    let mut c = Raw::connect(&broker, V4, "c").await;
+    for (f, ok) in [("a/+", false), ("a/#", false), ("a/b", true)] {
+        match c.subscribe(1, f, QoS::AtMostOnce).await {
+            Packet::SubAck(a) => assert_eq!(a.reason_codes[0].is_success(), ok, "{f}"),
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
     broker.shutdown().await;
 }

@@ -107,3 +107,23 @@ async fn will_is_published_on_protocol_violation() {
     assert_eq!(&watcher.recv_publish().await.payload[..], b"offline");
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn no_will_flag_no_will() {
+    // MQTT-3.1.2-12 (3.1.1): without the Will Flag, nothing is published when the
+    // connection ends, even abruptly.
+    let broker = start_broker().await;
+    let mut watcher = Raw::connect(&broker, V4, "watcher").await;
+    watcher.subscribe(1, "#", QoS::AtLeastOnce).await;
+    let dev = Raw::connect(&broker, V4, "dev").await;
+    drop(dev);
+    // The connection is gone once the session count drops; then nothing may follow.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while broker.metrics().clients_connected > 1 {
+        assert!(std::time::Instant::now() < deadline, "dev never went away");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(watcher.ping().await.is_empty(), "no will");
+    assert_eq!(broker.metrics().messages_received, 0);
+    broker.shutdown().await;
+}

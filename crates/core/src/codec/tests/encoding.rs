@@ -118,6 +118,8 @@ fn encoded_publish_writes_aliased_copies() {
 
 #[test]
 fn encode_refuses_oversized_fields_and_auth_before_v5() {
+    // MQTT-4.7.3-3 (both): no string (topic names and filters included) is encoded beyond
+    // 65,535 bytes.
     let long = "a".repeat(70_000);
     let p = Packet::Publish(Publish::new(
         TopicName::new(long.as_str()).unwrap_or_else(|_| topic("t")),
@@ -147,4 +149,23 @@ fn v311_connack_encodes_v5_only_codes_as_closest_return_code() {
         .encode(V4, &mut out)
         .expect("encodes");
     assert_eq!(&out[..], &[0x20, 0x02, 0x00, 0x05]);
+}
+
+/// MQTT-2.2.2-1 (v5): no properties is a Property Length of 0, never an absent field;
+/// MQTT-2.2.1-2 (v5): a QoS 0 PUBLISH has no Packet Identifier.
+#[test]
+fn v5_empty_properties_are_a_zero_length_and_qos0_has_no_packet_id() {
+    let p = Publish::new(topic("t"), PublishQoS::AtMostOnce, &b"x"[..]);
+    let mut out = BytesMut::new();
+    Packet::Publish(p).encode(V5, &mut out).expect("encodes");
+    assert_eq!(&out[..], &[0x30, 0x05, 0x00, 0x01, b't', 0x00, b'x']);
+    let mut out = BytesMut::new();
+    Packet::SubAck(SubAck {
+        packet_id: pid(3),
+        reason_codes: vec![ReasonCode::GrantedQoS1],
+        properties: Default::default(),
+    })
+    .encode(V5, &mut out)
+    .expect("encodes");
+    assert_eq!(&out[..], &[0x90, 0x04, 0x00, 0x03, 0x00, 0x01]);
 }

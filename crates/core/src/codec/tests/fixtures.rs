@@ -8,6 +8,8 @@ use super::*;
 
 #[test]
 fn connect_v311_with_will_and_credentials() {
+    // MQTT-3.1.3-1, MQTT-3.1.3-3 (3.1.1): the payload fields come in their order, the Client
+    // Identifier first (decoded, and encoded back to the same bytes).
     let bytes = [
         0x10, 31, // CONNECT, remaining length
         0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name (figure 3.6)
@@ -55,6 +57,8 @@ fn connect_v31_mqisdp() {
 
 #[test]
 fn connect_v5_with_properties_and_will_properties() {
+    // MQTT-3.1.3-1, MQTT-3.1.3-3 (v5): the payload fields in their order, the Client Identifier
+    // first, both ways.
     let bytes = [
         0x10, 44, // CONNECT
         0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, // MQTT level 5
@@ -117,6 +121,7 @@ fn connack_v311_and_v5() {
 
 #[test]
 fn publish_v311_qos0_and_qos1() {
+    // MQTT-2.3.1-5 (3.1.1): a QoS 0 PUBLISH carries no Packet Identifier, both ways.
     let bytes = [
         0x30, 0x06, // PUBLISH QoS 0
         0x00, 0x03, b'a', b'/', b'b', // topic

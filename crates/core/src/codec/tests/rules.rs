@@ -123,6 +123,7 @@ fn dup_on_qos0_is_malformed() {
 
 #[test]
 fn strings_must_be_well_formed_utf8_without_null() {
+    // MQTT-3.3.2-1 (both): the Topic Name is a UTF-8 string.
     // MQTT-1.5.3-1: a UTF-16 surrogate (U+D800 encoded as ED A0 80) in a topic.
     assert_eq!(
         decode_err(&[0x30, 0x05, 0x00, 0x03, 0xED, 0xA0, 0x80], V4),
@@ -682,4 +683,135 @@ fn every_decode_error_names_its_statement() {
         );
         assert_eq!(err.reason_code(), code, "{err:?}");
     }
+}
+
+/// The CONNECT payload holds exactly the fields its flags announce: MQTT-3.1.2-9 (both),
+/// MQTT-3.1.2-18, -19, -20, -21 (3.1.1), MQTT-3.1.2-16, -17, -18, -19 (v5). A missing field
+/// or one too many is a malformed packet.
+#[test]
+fn connect_payload_fields_follow_their_flags() {
+    for v in [V4, V5] {
+        // v5 puts a Property Length before the payload.
+        let props: &[u8] = if v == V5 { &[0x00] } else { &[] };
+        let tail = |rest: &[u8]| -> Vec<u8> {
+            let mut t = props.to_vec();
+            t.extend_from_slice(&[0x00, 0x01, b'a']);
+            t.extend_from_slice(rest);
+            t
+        };
+        let level = if v == V5 { 5 } else { 4 };
+        for (flags, rest, what) in [
+            (0x06u8, &[][..], "will flag without will fields"),
+            (0x82, &[][..], "user name flag without a user name"),
+            (
+                0xC2,
+                &[0x00, 0x01, b'u'][..],
+                "password flag without a password",
+            ),
+            (
+                0x02,
+                &[0x00, 0x01, b'u'][..],
+                "a user name without its flag",
+            ),
+        ] {
+            let b = connect_bytes(b"MQTT", level, flags, &tail(rest));
+            let err = decode_err(&b, v);
+            assert!(
+                matches!(err, DecodeError::Truncated | DecodeError::TrailingBytes(_)),
+                "{v:?} {what}: {err:?}"
+            );
+            assert_eq!(err.reason_code(), ReasonCode::MalformedPacket, "{what}");
+        }
+    }
+}
+
+/// Every string of a CONNECT is UTF-8: the Client Identifier (MQTT-3.1.3-4 (both)), the Will
+/// Topic and the User Name (MQTT-3.1.3-10, -11 (3.1.1), MQTT-3.1.3-11, -12 (v5)).
+#[test]
+fn connect_strings_must_be_utf8() {
+    const BAD: [u8; 4] = [0x00, 0x02, 0xC3, 0x28];
+    for v in [V4, V5] {
+        let level = if v == V5 { 5 } else { 4 };
+        let props: &[u8] = if v == V5 { &[0x00] } else { &[] };
+        let mut client_id = props.to_vec();
+        client_id.extend_from_slice(&BAD);
+        let mut will_topic = props.to_vec();
+        will_topic.extend_from_slice(&[0x00, 0x01, b'a']);
+        will_topic.extend_from_slice(props); // Will Properties (v5)
+        will_topic.extend_from_slice(&BAD);
+        will_topic.extend_from_slice(&[0x00, 0x00]);
+        let mut user = props.to_vec();
+        user.extend_from_slice(&[0x00, 0x01, b'a']);
+        user.extend_from_slice(&BAD);
+        for (flags, tail, what) in [
+            (0x02u8, client_id, "client identifier"),
+            (0x06, will_topic, "will topic"),
+            (0x82, user, "user name"),
+        ] {
+            let err = decode_err(&connect_bytes(b"MQTT", level, flags, &tail), v);
+            assert_eq!(err, DecodeError::InvalidUtf8, "{v:?} {what}");
+        }
+    }
+}
+
+/// Topic Filters are UTF-8 in SUBSCRIBE (MQTT-3.8.3-1 (both)) and UNSUBSCRIBE
+/// (MQTT-3.10.3-1 (both)).
+#[test]
+fn filters_must_be_utf8() {
+    for v in [V4, V5] {
+        let props: &[u8] = if v == V5 { &[0x00] } else { &[] };
+        let mut sub = vec![0x00, 0x01];
+        sub.extend_from_slice(props);
+        sub.extend_from_slice(&[0x00, 0x02, 0xC3, 0x28, 0x00]);
+        let mut unsub = vec![0x00, 0x01];
+        unsub.extend_from_slice(props);
+        unsub.extend_from_slice(&[0x00, 0x02, 0xC3, 0x28]);
+        for (first, body) in [(0x82u8, sub), (0xA2, unsub)] {
+            let mut packet = vec![first, body.len() as u8];
+            packet.extend_from_slice(&body);
+            assert_eq!(
+                decode_err(&packet, v),
+                DecodeError::InvalidUtf8,
+                "{first:#x}"
+            );
+        }
+    }
+}
+
+/// MQTT-1.5.3-3 (3.1.1) and MQTT-1.5.4-3 (v5): 0xEF 0xBB 0xBF is U+FEFF wherever it is, and
+/// is not skipped or stripped.
+#[test]
+fn byte_order_mark_is_kept() {
+    for v in [V4, V5] {
+        let mut p = vec![0x30, 0x00, 0x00, 0x04, 0xEF, 0xBB, 0xBF, b'a'];
+        if v == V5 {
+            p.push(0x00);
+        }
+        p.push(b'x');
+        p[1] = (p.len() - 2) as u8;
+        let Ok(Some(Packet::Publish(publish))) = decode_all(&p, v) else {
+            panic!("decodes")
+        };
+        assert_eq!(publish.topic.as_str(), "\u{FEFF}a");
+        assert_eq!(publish.topic.as_str().len(), 4);
+    }
+}
+
+/// Reserved flag bits of DISCONNECT (MQTT-3.14.1-1 (both)) and AUTH (MQTT-3.15.1-1 (v5))
+/// must be 0; anything else is malformed.
+#[test]
+fn reserved_flags_disconnect_and_auth() {
+    for v in [V4, V5] {
+        let err = decode_err(&[0xE1, 0x00], v);
+        assert!(
+            matches!(err, DecodeError::InvalidHeaderFlags { .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.reason_code(), ReasonCode::MalformedPacket);
+    }
+    let err = decode_err(&[0xF2, 0x00], V5);
+    assert!(
+        matches!(err, DecodeError::InvalidHeaderFlags { .. }),
+        "{err:?}"
+    );
 }

@@ -14,15 +14,17 @@ const V5: ProtocolVersion = ProtocolVersion::V5;
 
 #[tokio::test]
 async fn clean_session_connack_has_session_present_0() {
-    // MQTT-3.1.4-4 (3.1.1): an accepted CONNECT gets CONNACK 0, and it is the first packet
-    // the server sends (MQTT-3.2.0-1 (3.1.1)).
-    // MQTT-3.2.2-1
-    let broker = start_broker().await;
-    let (_raw, ack) = Raw::connect_with(&broker, Connect::new(V4, "c1")).await;
-    let ack = connack(ack);
-    assert_eq!(ack.reason_code, ReasonCode::Success);
-    assert!(!ack.session_present);
-    broker.shutdown().await;
+    // MQTT-3.2.2-1 (3.1.1), MQTT-3.2.2-2 (v5): Clean Session / Clean Start 1 → Session Present 0;
+    // MQTT-3.1.4-4 (3.1.1), MQTT-3.1.4-5 (v5): an accepted CONNECT gets CONNACK 0x00, the first
+    // packet the server sends (MQTT-3.2.0-1 (both)).
+    for v in [V4, V5] {
+        let broker = start_broker().await;
+        let (_raw, ack) = Raw::connect_with(&broker, Connect::new(v, "c1")).await;
+        let ack = connack(ack);
+        assert_eq!(ack.reason_code, ReasonCode::Success);
+        assert!(!ack.session_present);
+        broker.shutdown().await;
+    }
 }
 
 #[tokio::test]
@@ -103,19 +105,21 @@ async fn mqtt_3_1_clients_are_accepted() {
 
 #[tokio::test]
 async fn first_packet_must_be_connect() {
-    // MQTT-3.1.0-1
-    let broker = start_broker().await;
-    let mut raw = Raw::open(&broker, V4).await;
-    raw.send(Packet::PingReq).await;
-    assert!(raw.closed_promptly().await.is_empty());
-    broker.shutdown().await;
+    // MQTT-3.1.0-1 (both): the first packet must be CONNECT, or the connection is closed.
+    for v in [V4, V5] {
+        let broker = start_broker().await;
+        let mut raw = Raw::open(&broker, v).await;
+        raw.send(Packet::PingReq).await;
+        assert!(raw.closed_promptly().await.is_empty());
+        broker.shutdown().await;
+    }
 }
 
 #[tokio::test]
 async fn second_connect_is_a_protocol_violation() {
     // MQTT-3.1.0-2 (both); MQTT-4.8.0-1 (3.1.1): a protocol violation closes the connection;
-    // MQTT-4.13.1-1 (v5): with DISCONNECT and the reason code first.
-    // MQTT-3.1.0-2
+    // MQTT-4.13.1-1 (v5): with DISCONNECT and the reason code first; MQTT-3.2.0-2 (v5): not
+    // with a second CONNACK.
     let broker = start_broker().await;
     let mut raw = Raw::connect(&broker, V4, "twice").await;
     raw.send(Packet::Connect(Box::new(Connect::new(V4, "twice"))))
@@ -134,17 +138,32 @@ async fn second_connect_is_a_protocol_violation() {
 
 #[tokio::test]
 async fn reserved_connect_flag_closes_without_connack() {
-    // MQTT-3.1.4-1 (both) and MQTT-3.2.2-6 (3.1.1): a CONNECT that does not conform, for which
-    // no return code applies, is closed without a CONNACK.
-    // MQTT-3.1.2-3
-    let broker = start_broker().await;
-    let mut raw = Raw::open(&broker, V4).await;
-    raw.send_bytes(&[
-        0x10, 0x0C, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x03, 0x00, 0x3C, 0x00, 0x00,
-    ])
-    .await;
-    assert!(raw.closed_promptly().await.is_empty());
-    broker.shutdown().await;
+    // MQTT-3.1.2-3 (both): the reserved flag must be 0. MQTT-3.1.4-1 (both) and MQTT-3.2.2-6
+    // (3.1.1): a CONNECT that does not conform, for which no return code applies, is closed
+    // without a CONNACK.
+    for v in [V4, V5] {
+        let broker = start_broker().await;
+        let mut raw = Raw::open(&broker, v).await;
+        let connect: &[u8] = if v == V5 {
+            &[
+                0x10, 0x0D, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x03, 0x00, 0x3C, 0x00, 0x00,
+                0x00,
+            ]
+        } else {
+            &[
+                0x10, 0x0C, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x03, 0x00, 0x3C, 0x00, 0x00,
+            ]
+        };
+        raw.send_bytes(connect).await;
+        let seen = raw.closed_promptly().await;
+        assert!(
+            seen.iter().all(
+                |p| matches!(p, Packet::ConnAck(a) if a.reason_code == ReasonCode::MalformedPacket)
+            ),
+            "{v:?}: closed, at most with CONNACK 0x81: {seen:?}"
+        );
+        broker.shutdown().await;
+    }
 }
 
 #[tokio::test]

@@ -7,72 +7,82 @@ use roost::QoS;
 use support::*;
 
 const V4: ProtocolVersion = ProtocolVersion::V311;
+const V5: ProtocolVersion = ProtocolVersion::V5;
 
 #[tokio::test]
 async fn retained_message_is_sent_to_new_subscribers_with_retain_set() {
-    // MQTT-3.3.1-5 (stored), MQTT-3.3.1-6 (sent to new subscriptions), MQTT-3.3.1-8
-    // (RETAIN 1 on that copy).
-    let broker = start_broker().await;
-    let mut publ = Raw::connect(&broker, V4, "pub").await;
-    publ.publish("r/t", b"kept", PublishQoS::AtLeastOnce(pid(1)), true)
-        .await;
-    assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
-    let mut sub = Raw::connect(&broker, V4, "sub").await;
-    assert!(matches!(
-        sub.subscribe(1, "r/+", QoS::ExactlyOnce).await,
-        Packet::SubAck(_)
-    ));
-    let p = sub.recv_publish().await;
-    assert_eq!(&p.payload[..], b"kept");
-    assert!(p.retain);
-    // Stored with its QoS (1), delivered at min(1, granted 2).
-    assert!(matches!(p.qos, PublishQoS::AtLeastOnce(_)));
-    sub.ack(&p).await;
-    broker.shutdown().await;
+    // MQTT-3.3.1-5 (3.1.1, stored), MQTT-3.3.1-6 (3.1.1, sent to new subscriptions), MQTT-3.3.1-8
+    // (3.1.1, RETAIN 1 on that copy); MQTT-3.3.1-5 (v5, stored, replacing) and MQTT-3.3.1-9 (v5,
+    // Retain Handling 0 sends it).
+    for v in [V4, V5] {
+        let broker = start_broker().await;
+        let mut publ = Raw::connect(&broker, v, "pub").await;
+        publ.publish("r/t", b"kept", PublishQoS::AtLeastOnce(pid(1)), true)
+            .await;
+        assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
+        let mut sub = Raw::connect(&broker, v, "sub").await;
+        assert!(matches!(
+            sub.subscribe(1, "r/+", QoS::ExactlyOnce).await,
+            Packet::SubAck(_)
+        ));
+        let p = sub.recv_publish().await;
+        assert_eq!(&p.payload[..], b"kept");
+        assert!(p.retain);
+        // Stored with its QoS (1), delivered at min(1, granted 2).
+        assert!(matches!(p.qos, PublishQoS::AtLeastOnce(_)));
+        sub.ack(&p).await;
+        broker.shutdown().await;
+    }
 }
 
 #[tokio::test]
 async fn established_subscriptions_get_retain_0() {
-    // MQTT-3.3.1-9
-    let broker = start_broker().await;
-    let mut sub = Raw::connect(&broker, V4, "sub").await;
-    sub.subscribe(1, "live", QoS::AtMostOnce).await;
-    let mut publ = Raw::connect(&broker, V4, "pub").await;
-    publ.publish("live", b"now", PublishQoS::AtMostOnce, true)
-        .await;
-    let p = sub.recv_publish().await;
-    assert!(!p.retain);
-    broker.shutdown().await;
+    // MQTT-3.3.1-9 (3.1.1), MQTT-3.3.1-12 (v5: Retain As Published 0).
+    for v in [V4, V5] {
+        let broker = start_broker().await;
+        let mut sub = Raw::connect(&broker, v, "sub").await;
+        sub.subscribe(1, "live", QoS::AtMostOnce).await;
+        let mut publ = Raw::connect(&broker, v, "pub").await;
+        publ.publish("live", b"now", PublishQoS::AtMostOnce, true)
+            .await;
+        let p = sub.recv_publish().await;
+        assert!(!p.retain);
+        broker.shutdown().await;
+    }
 }
 
 #[tokio::test]
 async fn new_retained_message_replaces_the_old_and_empty_payload_clears_it() {
-    // MQTT-3.3.1-7 (replaced), MQTT-3.3.1-10 (zero bytes clears), MQTT-3.3.1-11 (a
-    // zero-byte retained message is not stored), and MQTT-3.3.1-12 (RETAIN 0 leaves it).
-    let broker = start_broker().await;
-    let mut publ = Raw::connect(&broker, V4, "pub").await;
-    publ.publish("k", b"first", PublishQoS::AtMostOnce, true)
-        .await;
-    publ.publish("k", b"second", PublishQoS::AtMostOnce, true)
-        .await;
-    publ.publish("k", b"not retained", PublishQoS::AtMostOnce, false)
-        .await;
-    publ.ping().await;
-    let mut sub = Raw::connect(&broker, V4, "s1").await;
-    sub.subscribe(1, "k", QoS::AtMostOnce).await;
-    assert_eq!(&sub.recv_publish().await.payload[..], b"second");
-    assert!(sub.ping().await.is_empty());
-    assert_eq!(broker.metrics().retained, 1);
-    publ.publish("k", b"", PublishQoS::AtMostOnce, true).await;
-    publ.ping().await;
-    // The live subscriber sees the empty message (it is a normal message to them).
-    let cleared = sub.recv_publish().await;
-    assert!(cleared.payload.is_empty());
-    let mut late = Raw::connect(&broker, V4, "s2").await;
-    late.subscribe(1, "k", QoS::AtMostOnce).await;
-    assert!(late.ping().await.is_empty(), "nothing retained any more");
-    assert_eq!(broker.metrics().retained, 0);
-    broker.shutdown().await;
+    // MQTT-3.3.1-7 (3.1.1, replaced), MQTT-3.3.1-10 (3.1.1, zero bytes clears), MQTT-3.3.1-11
+    // (3.1.1, a zero-byte retained message is not stored), MQTT-3.3.1-12 (3.1.1, RETAIN 0 leaves
+    // it); in v5: MQTT-3.3.1-5 (replaced), MQTT-3.3.1-6 (cleared), MQTT-3.3.1-7 (not stored),
+    // MQTT-3.3.1-8 (RETAIN 0 leaves it).
+    for v in [V4, V5] {
+        let broker = start_broker().await;
+        let mut publ = Raw::connect(&broker, v, "pub").await;
+        publ.publish("k", b"first", PublishQoS::AtMostOnce, true)
+            .await;
+        publ.publish("k", b"second", PublishQoS::AtMostOnce, true)
+            .await;
+        publ.publish("k", b"not retained", PublishQoS::AtMostOnce, false)
+            .await;
+        publ.ping().await;
+        let mut sub = Raw::connect(&broker, v, "s1").await;
+        sub.subscribe(1, "k", QoS::AtMostOnce).await;
+        assert_eq!(&sub.recv_publish().await.payload[..], b"second");
+        assert!(sub.ping().await.is_empty());
+        assert_eq!(broker.metrics().retained, 1);
+        publ.publish("k", b"", PublishQoS::AtMostOnce, true).await;
+        publ.ping().await;
+        // The live subscriber sees the empty message (it is a normal message to them).
+        let cleared = sub.recv_publish().await;
+        assert!(cleared.payload.is_empty());
+        let mut late = Raw::connect(&broker, v, "s2").await;
+        late.subscribe(1, "k", QoS::AtMostOnce).await;
+        assert!(late.ping().await.is_empty(), "nothing retained any more");
+        assert_eq!(broker.metrics().retained, 0);
+        broker.shutdown().await;
+    }
 }
 
 #[tokio::test]

@@ -13,48 +13,62 @@ const V4: ProtocolVersion = ProtocolVersion::V311;
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
 fn persistent(id: &str) -> Connect {
-    let mut c = Connect::new(V4, id);
+    persistent_at(V4, id)
+}
+
+/// A client that keeps its session: Clean Session 0 (3.1.1), or Clean Start 0 with a
+/// Session Expiry Interval (v5).
+fn persistent_at(v: ProtocolVersion, id: &str) -> Connect {
+    let mut c = Connect::new(v, id);
     c.clean_start = false;
+    if v.is_v5() {
+        c.properties.session_expiry_interval = Some(3600);
+    }
     c
 }
 
 #[tokio::test]
 async fn persistent_subscriptions_survive_reconnect() {
-    // MQTT-3.1.3-2: the Client Identifier names the session that is resumed.
-    // MQTT-3.1.2-4 / MQTT-4.1.0-1: the session (and its subscriptions) outlives the
-    // connection when Clean Session is 0.
-    let broker = start_broker().await;
-    let (mut sub, _) = Raw::connect_with(&broker, persistent("keep")).await;
-    sub.subscribe(1, "k/#", QoS::AtLeastOnce).await;
-    drop(sub);
-    let (mut sub, ack) = Raw::connect_with(&broker, persistent("keep")).await;
-    assert!(matches!(ack, Packet::ConnAck(a) if a.session_present));
-    let mut publ = Raw::connect(&broker, V4, "pub").await;
-    publ.publish("k/1", b"v", PublishQoS::AtLeastOnce(pid(1)), false)
-        .await;
-    let p = sub.recv_publish().await;
-    assert_eq!(&p.payload[..], b"v");
-    broker.shutdown().await;
+    // MQTT-3.1.3-2 (both): the Client Identifier names the session that is resumed.
+    // MQTT-3.1.2-4 (3.1.1), MQTT-3.1.2-5 (v5), MQTT-4.1.0-1 (both): the session (and its
+    // subscriptions) outlives the connection when Clean Session / Clean Start is 0.
+    for v in [V4, V5] {
+        let broker = start_broker().await;
+        let (mut sub, _) = Raw::connect_with(&broker, persistent_at(v, "keep")).await;
+        sub.subscribe(1, "k/#", QoS::AtLeastOnce).await;
+        drop(sub);
+        let (mut sub, ack) = Raw::connect_with(&broker, persistent_at(v, "keep")).await;
+        assert!(matches!(ack, Packet::ConnAck(a) if a.session_present));
+        let mut publ = Raw::connect(&broker, v, "pub").await;
+        publ.publish("k/1", b"v", PublishQoS::AtLeastOnce(pid(1)), false)
+            .await;
+        let p = sub.recv_publish().await;
+        assert_eq!(&p.payload[..], b"v");
+        broker.shutdown().await;
+    }
 }
 
 #[tokio::test]
 async fn clean_session_discards_the_previous_session() {
-    // MQTT-3.1.4-3: the server performs the Clean Session processing of 3.1.2.4.
-    // MQTT-3.1.2-6: Clean Session 1 discards any previous session and starts a new one.
-    let broker = start_broker().await;
-    let (mut sub, _) = Raw::connect_with(&broker, persistent("c")).await;
-    sub.subscribe(1, "c/#", QoS::AtLeastOnce).await;
-    sub.send(Packet::Disconnect(Default::default())).await;
-    sub.closed_promptly().await;
-    let (mut sub, ack) = Raw::connect_with(&broker, Connect::new(V4, "c")).await;
-    assert!(matches!(ack, Packet::ConnAck(a) if !a.session_present));
-    let mut publ = Raw::connect(&broker, V4, "pub").await;
-    publ.publish("c/1", b"v", PublishQoS::AtLeastOnce(pid(1)), false)
-        .await;
-    publ.ping().await;
-    assert!(sub.ping().await.is_empty(), "old subscription gone");
-    assert_eq!(broker.metrics().subscriptions, 0);
-    broker.shutdown().await;
+    // MQTT-3.1.4-3 (3.1.1), MQTT-3.1.4-4 (v5): the server performs the Clean Session / Clean
+    // Start processing; MQTT-3.1.2-6 (3.1.1), MQTT-3.1.2-4 (v5): 1 discards any previous session
+    // and starts a new one; MQTT-3.2.2-1 (3.1.1), MQTT-3.2.2-2 (v5): Session Present 0.
+    for v in [V4, V5] {
+        let broker = start_broker().await;
+        let (mut sub, _) = Raw::connect_with(&broker, persistent_at(v, "c")).await;
+        sub.subscribe(1, "c/#", QoS::AtLeastOnce).await;
+        sub.send(Packet::Disconnect(Default::default())).await;
+        sub.closed_promptly().await;
+        let (mut sub, ack) = Raw::connect_with(&broker, Connect::new(v, "c")).await;
+        assert!(matches!(ack, Packet::ConnAck(a) if !a.session_present));
+        let mut publ = Raw::connect(&broker, v, "pub").await;
+        publ.publish("c/1", b"v", PublishQoS::AtLeastOnce(pid(1)), false)
+            .await;
+        publ.ping().await;
+        assert!(sub.ping().await.is_empty(), "old subscription gone");
+        assert_eq!(broker.metrics().subscriptions, 0);
+        broker.shutdown().await;
+    }
 }
 
 #[tokio::test]
@@ -75,33 +89,35 @@ async fn clean_session_ends_when_the_connection_closes() {
 
 #[tokio::test]
 async fn subscribe_replaces_an_identical_filter() {
-    // MQTT-3.8.4-3: a new subscription with an existing filter replaces it (new QoS), and
-    // retained messages are re-sent.
-    let broker = start_broker().await;
-    let mut publ = Raw::connect(&broker, V4, "pub").await;
-    publ.publish("r", b"ret", PublishQoS::AtMostOnce, true)
-        .await;
-    publ.ping().await;
-    let mut sub = Raw::connect(&broker, V4, "sub").await;
-    sub.subscribe(1, "r", QoS::AtMostOnce).await;
-    assert_eq!(sub.recv_publish().await.qos, PublishQoS::AtMostOnce);
-    sub.subscribe(2, "r", QoS::AtLeastOnce).await;
-    let again = sub.recv_publish().await;
-    assert!(again.retain);
-    assert_eq!(broker.metrics().subscriptions, 1);
-    publ.publish("r", b"live", PublishQoS::AtLeastOnce(pid(1)), false)
-        .await;
-    let live = sub.recv_publish().await;
-    assert!(
-        matches!(live.qos, PublishQoS::AtLeastOnce(_)),
-        "upgraded to QoS 1"
-    );
-    broker.shutdown().await;
+    // MQTT-3.8.4-3 (both): a new subscription with an existing filter replaces it (new QoS),
+    // and retained messages are re-sent (MQTT-3.8.4-4 (v5), Retain Handling 0).
+    for v in [V4, V5] {
+        let broker = start_broker().await;
+        let mut publ = Raw::connect(&broker, v, "pub").await;
+        publ.publish("r", b"ret", PublishQoS::AtMostOnce, true)
+            .await;
+        publ.ping().await;
+        let mut sub = Raw::connect(&broker, v, "sub").await;
+        sub.subscribe(1, "r", QoS::AtMostOnce).await;
+        assert_eq!(sub.recv_publish().await.qos, PublishQoS::AtMostOnce);
+        sub.subscribe(2, "r", QoS::AtLeastOnce).await;
+        let again = sub.recv_publish().await;
+        assert!(again.retain);
+        assert_eq!(broker.metrics().subscriptions, 1);
+        publ.publish("r", b"live", PublishQoS::AtLeastOnce(pid(1)), false)
+            .await;
+        let live = sub.recv_publish().await;
+        assert!(
+            matches!(live.qos, PublishQoS::AtLeastOnce(_)),
+            "upgraded to QoS 1"
+        );
+        broker.shutdown().await;
+    }
 }
 
 #[tokio::test]
 async fn suback_and_unsuback_carry_the_packet_id_and_one_code_per_filter() {
-    // MQTT-3.8.4-1, MQTT-3.8.4-2 (both): a SUBACK with the SUBSCRIBE's packet id
+    // MQTT-3.8.4-1 / -2 (both): a SUBACK with the SUBSCRIBE's packet id
     // (MQTT-2.3.1-7, MQTT-2.2.1-6 (v5)); several filters are handled as a sequence of
     // SUBSCRIBEs with one SUBACK (MQTT-3.8.4-4 (3.1.1), MQTT-3.8.4-5 (v5)) holding a code per
     // filter (MQTT-3.8.4-5 (3.1.1), MQTT-3.8.4-6, -7 (v5)), in the filters' order
@@ -297,36 +313,38 @@ async fn retained_messages_outlive_the_publishers_session() {
 
 #[tokio::test]
 async fn unsubscribe_completes_deliveries_already_started() {
-    // MQTT-3.10.4-3: QoS 1/2 messages already started for the removed subscription are
+    // MQTT-3.10.4-3 (both): QoS 1/2 messages already started for the removed subscription are
     // completed: here the unacknowledged one is re-sent when the session resumes.
-    let broker = start_broker().await;
-    let (mut s, _) = Raw::connect_with(&broker, persistent("u-sub")).await;
-    s.subscribe(1, "u", QoS::AtLeastOnce).await;
-    let mut p = Raw::connect(&broker, V4, "p").await;
-    p.publish("u", b"in flight", PublishQoS::AtLeastOnce(pid(1)), false)
+    for v in [V4, V5] {
+        let broker = start_broker().await;
+        let (mut s, _) = Raw::connect_with(&broker, persistent_at(v, "u-sub")).await;
+        s.subscribe(1, "u", QoS::AtLeastOnce).await;
+        let mut p = Raw::connect(&broker, v, "p").await;
+        p.publish("u", b"in flight", PublishQoS::AtLeastOnce(pid(1)), false)
+            .await;
+        let m = s.recv_publish().await;
+        s.send(Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(2),
+            properties: Default::default(),
+            filters: vec![filter("u")],
+        }))
         .await;
-    let m = s.recv_publish().await;
-    s.send(Packet::Unsubscribe(Unsubscribe {
-        packet_id: pid(2),
-        properties: Default::default(),
-        filters: vec![filter("u")],
-    }))
-    .await;
-    assert!(matches!(s.recv().await, Some(Packet::UnsubAck(_))));
-    p.publish("u", b"after", PublishQoS::AtLeastOnce(pid(2)), false)
-        .await;
-    p.ping().await;
-    drop(s);
-    let (mut s, _) = Raw::connect_with(&broker, persistent("u-sub")).await;
-    let again = s.recv_publish().await;
-    assert_eq!(again.payload, m.payload);
-    assert!(again.dup);
-    s.ack(&again).await;
-    assert!(
-        s.ping().await.is_empty(),
-        "nothing published after UNSUBACK"
-    );
-    broker.shutdown().await;
+        assert!(matches!(s.recv().await, Some(Packet::UnsubAck(_))));
+        p.publish("u", b"after", PublishQoS::AtLeastOnce(pid(2)), false)
+            .await;
+        p.ping().await;
+        drop(s);
+        let (mut s, _) = Raw::connect_with(&broker, persistent_at(v, "u-sub")).await;
+        let again = s.recv_publish().await;
+        assert_eq!(again.payload, m.payload);
+        assert!(again.dup);
+        s.ack(&again).await;
+        assert!(
+            s.ping().await.is_empty(),
+            "nothing published after UNSUBACK"
+        );
+        broker.shutdown().await;
+    }
 }
 
 #[tokio::test]

@@ -8,9 +8,14 @@ use roost::QoS;
 use support::*;
 
 const V4: ProtocolVersion = ProtocolVersion::V311;
+const V5: ProtocolVersion = ProtocolVersion::V5;
 
 fn with_will(id: &str, retain: bool) -> Connect {
-    let mut c = Connect::new(V4, id);
+    with_will_at(V4, id, retain)
+}
+
+fn with_will_at(v: ProtocolVersion, id: &str, retain: bool) -> Connect {
+    let mut c = Connect::new(v, id);
     c.will = Some(LastWill {
         topic: topic("status/dev"),
         payload: Bytes::from_static(b"offline"),
@@ -23,39 +28,44 @@ fn with_will(id: &str, retain: bool) -> Connect {
 
 #[tokio::test]
 async fn will_is_published_when_the_connection_is_lost() {
-    // MQTT-3.1.2-8: published when the network connection closes without DISCONNECT.
-    let broker = start_broker().await;
-    let mut watcher = Raw::connect(&broker, V4, "watcher").await;
-    watcher.subscribe(1, "status/#", QoS::AtLeastOnce).await;
-    let (dev, _) = Raw::connect_with(&broker, with_will("dev", false)).await;
-    drop(dev);
-    let p = watcher.recv_publish().await;
-    assert_eq!(&p.payload[..], b"offline");
-    assert!(matches!(p.qos, PublishQoS::AtLeastOnce(_)), "will QoS kept");
-    broker.shutdown().await;
+    // MQTT-3.1.2-8 (both): published when the network connection closes without DISCONNECT;
+    // MQTT-3.1.2-7 (v5): the will was stored with the session.
+    for v in [V4, V5] {
+        let broker = start_broker().await;
+        let mut watcher = Raw::connect(&broker, v, "watcher").await;
+        watcher.subscribe(1, "status/#", QoS::AtLeastOnce).await;
+        let (dev, _) = Raw::connect_with(&broker, with_will_at(v, "dev", false)).await;
+        drop(dev);
+        let p = watcher.recv_publish().await;
+        assert_eq!(&p.payload[..], b"offline");
+        assert!(matches!(p.qos, PublishQoS::AtLeastOnce(_)), "will QoS kept");
+        broker.shutdown().await;
+    }
 }
 
 #[tokio::test]
 async fn will_without_will_retain_is_not_retained() {
-    // MQTT-3.1.2-16: Will Retain 0 → published as a non-retained message. (The RETAIN
-    // flag seen by a client subscribed beforehand is 0 either way, MQTT-3.3.1-9, so this
-    // asks a subscriber that comes afterwards.)
-    let broker = start_broker().await;
-    let mut watcher = Raw::connect(&broker, V4, "watcher").await;
-    watcher.subscribe(1, "status/#", QoS::AtLeastOnce).await;
-    let (dev, _) = Raw::connect_with(&broker, with_will("dev", false)).await;
-    drop(dev);
-    assert_eq!(&watcher.recv_publish().await.payload[..], b"offline");
-    let mut late = Raw::connect(&broker, V4, "late").await;
-    late.subscribe(1, "status/#", QoS::AtMostOnce).await;
-    let mut other = Raw::connect(&broker, V4, "other").await;
-    other
-        .publish("status/marker", b"marker", PublishQoS::AtMostOnce, false)
-        .await;
-    // The first message the late subscriber gets is the marker: no retained will.
-    let p = late.recv_publish().await;
-    assert_eq!(&p.payload[..], b"marker");
-    broker.shutdown().await;
+    // MQTT-3.1.2-16 (3.1.1), MQTT-3.1.2-14 (v5): Will Retain 0 → published as a non-retained
+    // message. (The RETAIN flag seen by a client subscribed beforehand is 0 either way,
+    // MQTT-3.3.1-9, so this asks a subscriber that comes afterwards.)
+    for v in [V4, V5] {
+        let broker = start_broker().await;
+        let mut watcher = Raw::connect(&broker, v, "watcher").await;
+        watcher.subscribe(1, "status/#", QoS::AtLeastOnce).await;
+        let (dev, _) = Raw::connect_with(&broker, with_will_at(v, "dev", false)).await;
+        drop(dev);
+        assert_eq!(&watcher.recv_publish().await.payload[..], b"offline");
+        let mut late = Raw::connect(&broker, v, "late").await;
+        late.subscribe(1, "status/#", QoS::AtMostOnce).await;
+        let mut other = Raw::connect(&broker, v, "other").await;
+        other
+            .publish("status/marker", b"marker", PublishQoS::AtMostOnce, false)
+            .await;
+        // The first message the late subscriber gets is the marker: no retained will.
+        let p = late.recv_publish().await;
+        assert_eq!(&p.payload[..], b"marker");
+        broker.shutdown().await;
+    }
 }
 
 #[tokio::test]
@@ -79,20 +89,22 @@ async fn will_is_not_published_after_disconnect() {
 
 #[tokio::test]
 async fn retained_will_is_retained() {
-    // MQTT-3.1.2-17
-    let broker = start_broker().await;
-    let mut watcher = Raw::connect(&broker, V4, "watcher").await;
-    watcher.subscribe(1, "status/dev", QoS::AtMostOnce).await;
-    let (dev, _) = Raw::connect_with(&broker, with_will("dev", true)).await;
-    drop(dev);
-    // Once the watcher has it, it has been retained too.
-    assert_eq!(&watcher.recv_publish().await.payload[..], b"offline");
-    let mut late = Raw::connect(&broker, V4, "late").await;
-    late.subscribe(1, "status/dev", QoS::AtMostOnce).await;
-    let p = late.recv_publish().await;
-    assert!(p.retain);
-    assert_eq!(&p.payload[..], b"offline");
-    broker.shutdown().await;
+    // MQTT-3.1.2-17 (3.1.1), MQTT-3.1.2-15 (v5): Will Retain 1 → published retained.
+    for v in [V4, V5] {
+        let broker = start_broker().await;
+        let mut watcher = Raw::connect(&broker, v, "watcher").await;
+        watcher.subscribe(1, "status/dev", QoS::AtMostOnce).await;
+        let (dev, _) = Raw::connect_with(&broker, with_will_at(v, "dev", true)).await;
+        drop(dev);
+        // Once the watcher has it, it has been retained too.
+        assert_eq!(&watcher.recv_publish().await.payload[..], b"offline");
+        let mut late = Raw::connect(&broker, v, "late").await;
+        late.subscribe(1, "status/dev", QoS::AtMostOnce).await;
+        let p = late.recv_publish().await;
+        assert!(p.retain);
+        assert_eq!(&p.payload[..], b"offline");
+        broker.shutdown().await;
+    }
 }
 
 #[tokio::test]

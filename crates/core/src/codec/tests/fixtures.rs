@@ -57,7 +57,7 @@ fn connect_v31_mqisdp() {
 
 #[test]
 fn connect_v5_with_properties_and_will_properties() {
-    // MQTT-3.1.3-1, MQTT-3.1.3-3 (v5): the payload fields in their order, the Client Identifier
+    // MQTT-3.1.3-1 / -3 (v5): the payload fields in their order, the Client Identifier
     // first, both ways.
     let bytes = [
         0x10, 44, // CONNECT

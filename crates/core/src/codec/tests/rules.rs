@@ -815,3 +815,105 @@ fn reserved_flags_disconnect_and_auth() {
         "{err:?}"
     );
 }
+
+/// The data representation and header rules at MQTT 5.0, where the numbers differ from
+/// 3.1.1's or the packet has properties: each case is refused, with its reason code.
+#[test]
+fn v5_representation_and_header_rules() {
+    let publish = |props: &[u8]| {
+        let mut body = vec![0x00, 0x01, b't', props.len() as u8];
+        body.extend_from_slice(props);
+        body.push(b'x');
+        let mut p = vec![0x30, body.len() as u8];
+        p.extend_from_slice(&body);
+        p
+    };
+    let malformed = ReasonCode::MalformedPacket;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        // MQTT-1.5.4-1 (v5): ill-formed UTF-8 (a surrogate) in a topic.
+        (
+            "1.5.4-1",
+            vec![0x30, 0x06, 0x00, 0x03, 0xED, 0xA0, 0x80, 0x00],
+        ),
+        // MQTT-1.5.4-2 (v5): U+0000 in a topic.
+        ("1.5.4-2", vec![0x30, 0x05, 0x00, 0x02, b'a', 0x00, 0x00]),
+        // MQTT-1.5.7-1 (v5): both strings of a User Property are UTF-8.
+        (
+            "1.5.7-1",
+            publish(&[0x26, 0x00, 0x01, b'k', 0x00, 0x02, 0xC3, 0x28]),
+        ),
+        // MQTT-3.3.2-13 (v5): the Response Topic is UTF-8.
+        ("3.3.2-13", publish(&[0x08, 0x00, 0x02, 0xC3, 0x28])),
+        // MQTT-3.3.2-14 (v5): and has no wildcards.
+        ("3.3.2-14", publish(&[0x08, 0x00, 0x03, b'a', b'/', b'#'])),
+        // MQTT-3.3.2-19 (v5): the Content Type is UTF-8.
+        ("3.3.2-19", publish(&[0x03, 0x00, 0x02, 0xC3, 0x28])),
+        // MQTT-3.3.2-2 (v5): no wildcard in a Topic Name.
+        (
+            "3.3.2-2",
+            vec![0x30, 0x06, 0x00, 0x03, b'a', b'/', b'+', 0x00],
+        ),
+        // MQTT-3.3.1-4 (v5): QoS 3.
+        (
+            "3.3.1-4",
+            vec![0x36, 0x06, 0x00, 0x01, b't', 0x00, 0x01, 0x00],
+        ),
+        // MQTT-3.3.1-2 (v5): DUP on QoS 0.
+        ("3.3.1-2", vec![0x38, 0x05, 0x00, 0x01, b't', 0x00, b'x']),
+        // MQTT-2.1.3-1 (v5), MQTT-3.6.1-1 (v5), MQTT-3.8.1-1 (v5), MQTT-3.10.1-1 (v5): reserved flags of
+        // PUBREL, SUBSCRIBE, UNSUBSCRIBE, and of a packet whose flags are all reserved.
+        ("3.6.1-1", vec![0x60, 0x02, 0x00, 0x01]),
+        (
+            "3.8.1-1",
+            vec![0x80, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b't', 0x00],
+        ),
+        (
+            "3.10.1-1",
+            vec![0xA0, 0x06, 0x00, 0x01, 0x00, 0x00, 0x01, b't'],
+        ),
+        ("2.1.3-1", vec![0xC4, 0x00]),
+        // MQTT-3.8.3-2 (v5), MQTT-3.10.3-2 (v5): at least one filter.
+        ("3.8.3-2", vec![0x82, 0x03, 0x00, 0x01, 0x00]),
+        ("3.10.3-2", vec![0xA2, 0x03, 0x00, 0x01, 0x00]),
+        // MQTT-3.1.2-1 (v5): the protocol name is "MQTT".
+        (
+            "3.1.2-1",
+            connect_bytes(b"MQTX", 5, 0x02, &[0x00, 0x00, 0x00]),
+        ),
+        // MQTT-3.1.2-3 (v5): the reserved flag is 0.
+        (
+            "3.1.2-3",
+            connect_bytes(b"MQTT", 5, 0x03, &[0x00, 0x00, 0x00]),
+        ),
+        // MQTT-3.1.2-11 (v5), MQTT-3.1.2-13 (v5): no Will QoS or Will Retain without a will.
+        (
+            "3.1.2-11",
+            connect_bytes(b"MQTT", 5, 0x0A, &[0x00, 0x00, 0x00]),
+        ),
+        (
+            "3.1.2-13",
+            connect_bytes(b"MQTT", 5, 0x22, &[0x00, 0x00, 0x00]),
+        ),
+        // MQTT-3.1.2-12 (v5): Will QoS 3.
+        (
+            "3.1.2-12",
+            connect_bytes(
+                b"MQTT",
+                5,
+                0x1E,
+                &[0x00, 0x00, 0x00, 0x00, 0x00, 0x01, b'w', 0x00, 0x00],
+            ),
+        ),
+    ];
+    for (statement, bytes) in cases {
+        let err = decode_err(&bytes, V5);
+        let code = err.reason_code();
+        assert!(
+            code == malformed
+                || code == ReasonCode::ProtocolError
+                || code == ReasonCode::TopicNameInvalid
+                || code == ReasonCode::UnsupportedProtocolVersion,
+            "{statement}: {err:?} → {code:?}"
+        );
+    }
+}

@@ -437,3 +437,41 @@ async fn an_authorizer_that_times_out_or_panics_refuses() {
     assert_eq!(broker.metrics().plugin_failures, 3);
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn after_a_refusing_pubrec_the_same_id_is_a_new_message() {
+    // MQTT-4.3.3-9 (v5): once the broker has answered a QoS 2 PUBLISH with PUBREC 0x80 or
+    // more, a PUBLISH with that packet id is a new publication (not a duplicate to swallow).
+    let broker = Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .authorizer(Arc::new(Faulty))
+        .plugin_settings(roost::plugin::PluginSettings {
+            timeout: std::time::Duration::from_millis(200),
+        })
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .expect("starts");
+    let v5 = ProtocolVersion::V5;
+    let mut sub = Raw::connect(&broker, v5, "sub").await;
+    sub.subscribe(1, "fine/#", QoS::AtMostOnce).await;
+    let mut c = Raw::connect(&broker, v5, "c").await;
+    c.publish("slow/x", b"refused", PublishQoS::ExactlyOnce(pid(9)), false)
+        .await;
+    match c.recv().await {
+        Some(Packet::PubRec(r)) => assert_eq!(r.reason_code, ReasonCode::NotAuthorized),
+        other => panic!("expected PUBREC 0x87, got {other:?}"),
+    }
+    c.publish("fine/x", b"new", PublishQoS::ExactlyOnce(pid(9)), false)
+        .await;
+    match c.recv().await {
+        Some(Packet::PubRec(r)) => assert!(r.reason_code.is_success(), "{r:?}"),
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    c.send(Packet::PubRel(roost::codec::PubResponse::new(pid(9))))
+        .await;
+    assert!(matches!(c.recv().await, Some(Packet::PubComp(_))));
+    assert_eq!(&sub.recv_publish().await.payload[..], b"new");
+    broker.shutdown().await;
+}

@@ -44,6 +44,8 @@ async fn persistent_session_resumes_with_session_present_1() {
 
 #[tokio::test]
 async fn empty_client_id_with_clean_session_gets_assigned_id() {
+    // MQTT-3.1.3-6 / -7 (v5), MQTT-3.2.2-16 (v5): a zero-length Client Identifier gets a unique
+    // one, returned as Assigned Client Identifier.
     // MQTT-3.1.3-6 (3.1.1) and v5 §3.2.2.3.7 Assigned Client Identifier.
     let broker = start_broker().await;
     let (_raw, ack) = Raw::connect_with(&broker, Connect::new(V4, "")).await;
@@ -52,6 +54,14 @@ async fn empty_client_id_with_clean_session_gets_assigned_id() {
     let ack = connack(ack);
     let assigned = ack.properties.assigned_client_identifier.expect("assigned");
     assert!(!assigned.is_empty());
+    // Unique: a second client gets another one, and both stay connected side by side.
+    let (mut again, ack) = Raw::connect_with(&broker, Connect::new(V5, "")).await;
+    let other = connack(ack)
+        .properties
+        .assigned_client_identifier
+        .expect("assigned");
+    assert_ne!(assigned, other);
+    assert!(again.ping().await.is_empty(), "both connected");
     broker.shutdown().await;
 }
 
@@ -268,6 +278,8 @@ async fn keep_alive_is_enforced_at_one_and_a_half_times() {
 
 #[tokio::test]
 async fn malformed_packet_gets_v5_disconnect_0x81() {
+    // MQTT-4.13.1-1 (v5): DISCONNECT with the reason code, then close; MQTT-3.14.4-1 / -2 (v5):
+    // nothing after the DISCONNECT, and the connection closes.
     // v5 §4.13: DISCONNECT with the reason code, then close. A PUBLISH with QoS 3.
     let broker = start_broker().await;
     let mut raw = Raw::connect(&broker, V5, "bad").await;
@@ -396,12 +408,15 @@ async fn silent_sockets_cannot_starve_real_clients() {
 
 #[tokio::test]
 async fn shutdown_sends_v5_clients_server_shutting_down() {
+    // MQTT-3.14.2-1 (v5): a DISCONNECT code from the list (the harness decoder refuses others,
+    // codec::tests::rules::invalid_reason_codes).
+    // MQTT-3.14.2-2 (v5): the server's DISCONNECT carries no Session Expiry Interval.
     let broker = start_broker().await;
     let mut raw = Raw::connect(&broker, V5, "bye").await;
     within(broker.shutdown()).await;
     let seen = raw.closed_promptly().await;
     assert!(
-        matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ServerShuttingDown)
+        matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ServerShuttingDown && d.properties.session_expiry_interval.is_none())
     );
 }
 
@@ -437,6 +452,8 @@ async fn pingreq_gets_pingresp() {
 
 #[tokio::test]
 async fn nothing_after_a_refused_connect_is_processed() {
+    // MQTT-3.14.0-1 (v5): no DISCONNECT before a successful CONNACK (the refusal is a CONNACK);
+    // MQTT-4.13.2-1 (v5): a CONNACK of 0x80 or more closes the connection.
     // MQTT-3.1.4-5 (3.1.1) and MQTT-3.1.4-6 (v5): a PUBLISH sent right behind a CONNECT
     // the server refuses (bad password) is not processed; MQTT-3.2.2-4, -5 (3.1.1) and
     // MQTT-3.2.2-6, -7 (v5): the refusing CONNACK has Session Present 0, then the

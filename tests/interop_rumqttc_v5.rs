@@ -92,6 +92,8 @@ impl Client {
 
 #[tokio::test]
 async fn properties_and_reason_codes_as_rumqttc_decodes_them() {
+    // MQTT-3.4.2-1, MQTT-3.9.3-2: the PUBACK and SUBACK codes are from their lists (rumqttc
+    // decodes them).
     // MQTT-3.3.2-4 (payload format), -16 (correlation data), -17/-18 (user properties in
     // order), -20 (content type), §3.3.2.3.5 (response topic); §3.4.2.1 PUBACK 0x10 No
     // matching subscribers; §3.9.3 SUBACK 0x9E Shared Subscriptions not supported.
@@ -382,5 +384,76 @@ async fn will_delay_with_rumqttc() {
     );
     let props = will.properties.expect("will properties forwarded");
     assert_eq!(props.user_properties, [("why".into(), "test".into())]);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn qos2_both_ways_and_unsubscribe_through_rumqttc() {
+    // The codes of every acknowledgement the broker sends, as rumqttc decodes them (it
+    // refuses codes outside each packet's list): MQTT-3.2.2-8 (CONNACK), MQTT-3.5.2-1
+    // (PUBREC), MQTT-3.6.2-1 (PUBREL), MQTT-3.7.2-1 (PUBCOMP), MQTT-3.11.3-2 (UNSUBACK); and
+    // the QoS 2 exchange both ways (MQTT-4.3.3-1..-5 as sender, -8, -11 as receiver).
+    let broker = start_broker().await;
+    let mut sub = start(options(&broker, "q2-sub"));
+    let ack = sub.connack().await;
+    assert_eq!(
+        ack.code,
+        rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success
+    );
+    sub.subscribe("q2/#", QoS::ExactlyOnce).await;
+    let mut publ = start(options(&broker, "q2-pub"));
+    publ.connack().await;
+    within(
+        publ.client
+            .publish("q2/a", QoS::ExactlyOnce, false, "exactly"),
+    )
+    .await
+    .expect("queued");
+    let rec = publ
+        .next(|p| match p {
+            Packet::PubRec(r) => Some(r),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        rec.reason,
+        rumqttc::v5::mqttbytes::v5::PubRecReason::Success
+    );
+    let comp = publ
+        .next(|p| match p {
+            Packet::PubComp(c) => Some(c),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        comp.reason,
+        rumqttc::v5::mqttbytes::v5::PubCompReason::Success
+    );
+    let got = sub.publish().await;
+    assert_eq!(&got.payload[..], b"exactly");
+    assert_eq!(got.qos, QoS::ExactlyOnce);
+    let rel = sub
+        .next(|p| match p {
+            Packet::PubRel(r) => Some(r),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        rel.reason,
+        rumqttc::v5::mqttbytes::v5::PubRelReason::Success
+    );
+    within(sub.client.unsubscribe("q2/#"))
+        .await
+        .expect("queued");
+    let unsuback = sub
+        .next(|p| match p {
+            Packet::UnsubAck(u) => Some(u),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        unsuback.reasons,
+        [rumqttc::v5::mqttbytes::v5::UnsubAckReason::Success]
+    );
     broker.shutdown().await;
 }

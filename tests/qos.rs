@@ -32,6 +32,13 @@ async fn qos1_publish_gets_puback_and_is_delivered() {
         assert!(matches!(p.qos, PublishQoS::AtLeastOnce(_)));
         assert!(!p.dup && !p.retain);
         sub.ack(&p).await;
+        // MQTT-4.3.2-5 (v5; 3.1.1 §4.3.2): after the PUBACK, the same id is a new message.
+        publ.publish("a/b", b"again", PublishQoS::AtLeastOnce(pid(7)), false)
+            .await;
+        assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
+        let again = sub.recv_publish().await;
+        assert_eq!(&again.payload[..], b"again");
+        sub.ack(&again).await;
         broker.shutdown().await;
     }
 }

@@ -55,8 +55,8 @@ async fn established_subscriptions_get_retain_0() {
 async fn new_retained_message_replaces_the_old_and_empty_payload_clears_it() {
     // MQTT-3.3.1-7 (3.1.1, replaced), MQTT-3.3.1-10 (3.1.1, zero bytes clears), MQTT-3.3.1-11
     // (3.1.1, a zero-byte retained message is not stored), MQTT-3.3.1-12 (3.1.1, RETAIN 0 leaves
-    // it); in v5: MQTT-3.3.1-5 (replaced), MQTT-3.3.1-6 (cleared), MQTT-3.3.1-7 (not stored),
-    // MQTT-3.3.1-8 (RETAIN 0 leaves it).
+    // it); in v5: MQTT-3.3.1-5 (v5: replaced), MQTT-3.3.1-6 (v5: cleared), MQTT-3.3.1-7 (v5: not stored),
+    // MQTT-3.3.1-8 (v5: RETAIN 0 leaves it).
     for v in [V4, V5] {
         let broker = start_broker().await;
         let mut publ = Raw::connect(&broker, v, "pub").await;

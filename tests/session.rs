@@ -73,6 +73,8 @@ async fn clean_session_discards_the_previous_session() {
 
 #[tokio::test]
 async fn clean_session_ends_when_the_connection_closes() {
+    // MQTT-4.1.0-2 (3.1.1): the session lasts as long as the connection (its subscription is
+    // there while connected).
     // MQTT-3.1.2-6: the session lasts as long as the network connection.
     let broker = start_broker().await;
     let mut sub = Raw::connect(&broker, V4, "short").await;

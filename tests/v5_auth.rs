@@ -127,6 +127,8 @@ fn auth_packet(code: ReasonCode, data: Option<Bytes>) -> Packet {
 
 #[tokio::test]
 async fn plain_authentication_accepts_and_refuses_with_the_right_codes() {
+    // MQTT-4.12.0-6: without an Authentication Method in CONNECT, the server sends no AUTH (the
+    // CONNACK comes first).
     let broker = broker_with(Arc::new(Challenge)).await;
     let (_ok, ack) = Raw::connect_with(&broker, login(V4, "alice", b"wonderland")).await;
     assert_eq!(connack(ack).reason_code, ReasonCode::Success);
@@ -149,6 +151,9 @@ async fn plain_authentication_accepts_and_refuses_with_the_right_codes() {
 
 #[tokio::test]
 async fn enhanced_authentication_challenge_response() {
+    // MQTT-4.12.0-2: AUTH 0x18 to ask for more; MQTT-4.12.0-5: every AUTH and the CONNACK carry
+    // the Authentication Method; MQTT-3.15.2-1: AUTH codes from the list; MQTT-4.12.1-2: a failed
+    // re-authentication ends with DISCONNECT and its code; MQTT-3.14.4-1 / -2: nothing after it.
     let broker = broker_with(Arc::new(Challenge)).await;
     let mut c = Connect::new(V5, "enh");
     c.properties.authentication_method = Some(METHOD.into());
@@ -217,6 +222,8 @@ async fn enhanced_authentication_challenge_response() {
 
 #[tokio::test]
 async fn wrong_challenge_answer_and_unknown_method_are_refused() {
+    // MQTT-4.12.0-4: the server refuses with a CONNACK of 0x80 or more; MQTT-4.12.0-1: 0x8C for
+    // a method it does not support.
     let broker = broker_with(Arc::new(Challenge)).await;
     let mut c = Connect::new(V5, "enh");
     c.properties.authentication_method = Some(METHOD.into());

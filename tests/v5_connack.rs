@@ -36,6 +36,7 @@ async fn default_connack_advertises_limits() {
 
 #[tokio::test]
 async fn restricted_broker_advertises_and_enforces() {
+    // MQTT-3.2.2-9: without QoS 2 support the CONNACK says Maximum QoS.
     let broker = start_broker_with_caps(Capabilities {
         maximum_qos: QoS::AtLeastOnce,
         retain_available: false,
@@ -71,6 +72,7 @@ async fn restricted_broker_advertises_and_enforces() {
 
 #[tokio::test]
 async fn will_beyond_capabilities_is_refused_in_connack() {
+    // MQTT-3.2.2-12: a will above the Maximum QoS is refused.
     // MQTT-3.2.2-13 (retained will without retain support → 0x9A), and will QoS above the
     // maximum → 0x9B (v5 §3.2.2.3.4).
     let broker = start_broker_with_caps(Capabilities {

@@ -189,6 +189,8 @@ async fn aliased_topics(sub: &mut Raw, n: usize, max: u16) -> Vec<(String, Optio
 
 #[tokio::test]
 async fn outbound_topic_aliases_within_the_clients_maximum() {
+    // MQTT-3.3.2-11: never an alias above the client's Topic Alias Maximum; MQTT-3.3.2-3: the
+    // topic a copy names matches the subscription.
     // v5 §3.3.2.3.4; MQTT-3.1.2-26: never above the client's Topic Alias Maximum (2 here);
     // the least recently used alias is replaced.
     let broker = start_broker().await;
@@ -374,6 +376,9 @@ async fn client_exceeding_our_receive_maximum_gets_0x93() {
 
 #[tokio::test]
 async fn server_respects_the_clients_receive_maximum() {
+    // MQTT-4.9.0-1 / -2: the send quota starts at the client's Receive Maximum and each QoS 1/2
+    // PUBLISH uses one; MQTT-3.3.4-10, MQTT-4.9.0-3: with the quota at zero, other packets
+    // (PINGRESP) are not held back.
     // MQTT-3.3.4-9: never more unacknowledged QoS 1/2 PUBLISHes than the client's maximum.
     let broker = start_broker().await;
     let mut c = Connect::new(V5, "slow");
@@ -429,5 +434,130 @@ async fn subscription_identifier_from_a_client_is_a_protocol_error() {
         disconnect_code(&p.closed_promptly().await),
         Some(ReasonCode::ProtocolError)
     );
+    broker.shutdown().await;
+}
+
+/// The Reason String of a refusal, and what is left of the packet without it, for a client
+/// whose Maximum Packet Size is `max`.
+async fn refusals(max: Option<u32>) -> Vec<(&'static str, Packet)> {
+    let broker = start_broker_with_caps(Capabilities {
+        maximum_qos: QoS::AtLeastOnce,
+        ..Capabilities::default()
+    })
+    .await;
+    let connect = |id: &str| {
+        let mut c = Connect::new(V5, id);
+        c.properties.maximum_packet_size = max.and_then(NonZeroU32::new);
+        c
+    };
+    let mut out = Vec::new();
+    // CONNACK 0x9B: a will above the Maximum QoS.
+    let mut c = connect("will2");
+    c.will = Some(roost::codec::LastWill {
+        topic: topic("w"),
+        payload: Bytes::from_static(b"x"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    if let Some(w) = c.will.as_mut() {
+        w.qos = QoS::ExactlyOnce;
+    }
+    let (_r, ack) = Raw::connect_with(&broker, c).await;
+    out.push(("CONNACK", ack));
+    // PUBACK 0x87: a client may not publish to $SYS.
+    let (mut p, _) = Raw::connect_with(&broker, connect("p")).await;
+    p.publish("$SYS/x", b"x", PublishQoS::AtLeastOnce(pid(1)), false)
+        .await;
+    out.push(("PUBACK", p.recv().await.expect("PUBACK")));
+    // PUBREC 0x87 likewise.
+    p.publish("$SYS/y", b"x", PublishQoS::ExactlyOnce(pid(2)), false)
+        .await;
+    out.push(("PUBREC", p.recv().await.expect("PUBREC")));
+    // DISCONNECT 0x94: Topic Alias 0.
+    let mut bad = publish("t", b"x", PublishQoS::AtMostOnce);
+    bad.properties.topic_alias = Some(0);
+    p.send(Packet::Publish(bad)).await;
+    let seen = p.closed_promptly().await;
+    out.push(("DISCONNECT", seen.into_iter().last().expect("DISCONNECT")));
+    broker.shutdown().await;
+    out
+}
+
+#[tokio::test]
+async fn reason_strings_never_push_a_packet_over_the_clients_maximum_size() {
+    // MQTT-3.2.2-19, -20 (CONNACK), MQTT-3.4.2-2, -3 (PUBACK), MQTT-3.5.2-2, -3 (PUBREC),
+    // MQTT-3.14.2-3, -4 (DISCONNECT):
+    // a Reason String (or User Property) that would make the packet larger than the client's
+    // Maximum Packet Size is left out; the packet itself still goes, with its reason code.
+    // (The same rule for PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK and AUTH runs through the
+    // same writer: connection::writer::Writer::send_control.)
+    // Room for the broker's CONNACK of success and a bare refusal, not for a Reason String.
+    const MAX: u32 = 22;
+    let roomy = refusals(None).await;
+    let tight = refusals(Some(MAX)).await;
+    let reason = |p: &Packet| match p {
+        Packet::ConnAck(a) => (a.reason_code, a.properties.reason_string.is_some()),
+        Packet::PubAck(a) | Packet::PubRec(a) => {
+            (a.reason_code, a.properties.reason_string.is_some())
+        }
+        Packet::Disconnect(d) => (d.reason_code, d.properties.reason_string.is_some()),
+        other => panic!("unexpected {other:?}"),
+    };
+    for ((what, a), (_, b)) in roomy.iter().zip(&tight) {
+        let (code_a, with_a) = reason(a);
+        let (code_b, with_b) = reason(b);
+        assert_eq!(code_a, code_b, "{what}: the same refusal");
+        assert!(with_a, "{what}: a Reason String when there is room");
+        assert!(!with_b, "{what}: none when it would not fit");
+        assert!(
+            b.encoded_len(V5).expect("encodes") <= MAX as usize,
+            "{what}: within the maximum"
+        );
+    }
+    let codes: Vec<_> = tight.iter().map(|(_, p)| reason(p).0).collect();
+    assert_eq!(
+        codes,
+        [
+            ReasonCode::QoSNotSupported,
+            ReasonCode::NotAuthorized,
+            ReasonCode::NotAuthorized,
+            ReasonCode::TopicAliasInvalid
+        ]
+    );
+}
+
+#[tokio::test]
+async fn message_expiry_does_not_cut_a_started_qos2_exchange() {
+    // MQTT-4.3.3-7: once the broker has sent a QoS 2 PUBLISH it does not apply message
+    // expiry to it: the copy still unacknowledged when the session resumes is sent again,
+    // expired or not. MQTT-4.3.3-13: as receiver the broker finishes the exchange (PUBCOMP)
+    // even when the message has expired meanwhile.
+    let broker = start_broker().await;
+    let mut c = Connect::new(V5, "slowpoke");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(600);
+    let (mut sub, _) = Raw::connect_with(&broker, c.clone()).await;
+    sub.subscribe(1, "exp", QoS::ExactlyOnce).await;
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    let mut m = publish("exp", b"soon gone", PublishQoS::ExactlyOnce(pid(1)));
+    m.properties.message_expiry_interval = Some(1);
+    p.send(Packet::Publish(m)).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubRec(_))));
+    let first = sub.recv_publish().await;
+    assert_eq!(&first.payload[..], b"soon gone");
+    drop(sub);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The publisher's exchange: PUBREL after the expiry still gets PUBCOMP 0x00.
+    p.send(Packet::PubRel(roost::codec::PubResponse::new(pid(1))))
+        .await;
+    match p.recv().await {
+        Some(Packet::PubComp(c)) => assert_eq!(c.reason_code, ReasonCode::Success),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    let (mut sub, _) = Raw::connect_with(&broker, c).await;
+    let again = sub.recv_publish().await;
+    assert_eq!(&again.payload[..], b"soon gone");
+    assert!(again.dup, "the same PUBLISH, sent again");
     broker.shutdown().await;
 }

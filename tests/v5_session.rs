@@ -52,6 +52,8 @@ async fn watcher(broker: &roost::BrokerHandle) -> Raw {
 
 #[tokio::test]
 async fn session_survives_within_its_expiry_and_ends_after_it() {
+    // MQTT-4.1.0-2: the session is discarded once the connection is closed and the Session
+    // Expiry Interval has passed.
     // MQTT-3.1.2-23 (v5): the session is kept after the connection closes while the Session
     // Expiry Interval lasts; MQTT-3.1.2-5/-6: resumed with Session Present 1, or new.
     let broker = start_broker().await;
@@ -183,6 +185,7 @@ async fn disconnect_with_will_message_publishes_the_will() {
 
 #[tokio::test]
 async fn normal_disconnect_discards_the_will() {
+    // MQTT-3.14.4-3: DISCONNECT 0x00 discards the will.
     // MQTT-3.1.2-10 (v5): DISCONNECT 0x00 deletes the will.
     let broker = start_broker().await;
     let mut w = watcher(&broker).await;

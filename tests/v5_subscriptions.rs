@@ -91,6 +91,7 @@ async fn no_local_suppresses_own_messages() {
 
 #[tokio::test]
 async fn retain_as_published_keeps_the_flag() {
+    // MQTT-3.3.1-12 / -13: Retain As Published 0 clears RETAIN, 1 keeps it.
     // v5 §3.8.3.1: Retain As Published 1 keeps RETAIN on forwarded messages; 0 clears it.
     let broker = start_broker().await;
     let mut keep = Raw::connect(&broker, V5, "keep").await;
@@ -108,6 +109,8 @@ async fn retain_as_published_keeps_the_flag() {
 
 #[tokio::test]
 async fn retain_handling_controls_retained_messages_on_subscribe() {
+    // MQTT-3.3.1-9 / -10 / -11: Retain Handling 0 sends retained messages on every subscribe,
+    // 1 only for a new subscription, 2 never.
     // v5 §3.8.3.1 Retain Handling 0 / 1 / 2; MQTT-3.8.4-4 for 0 on a repeated subscribe.
     let broker = start_broker().await;
     let mut p = Raw::connect(&broker, V5, "p").await;
@@ -298,6 +301,58 @@ async fn granted_qos_is_capped_by_maximum_qos() {
     assert_eq!(
         subscribe_with(&mut c, 1, "q", opts(QoS::ExactlyOnce), None).await,
         vec![ReasonCode::GrantedQoS1]
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn shared_delivery_respects_the_granted_qos_and_finishes_qos2_with_the_chosen_member() {
+    // MQTT-4.8.2-3: a copy to a group member is at most the QoS granted to that member.
+    let broker = start_broker().await;
+    let mut low = Raw::connect(&broker, V5, "low").await;
+    subscribe_with(&mut low, 1, "$share/h/t", opts(QoS::AtMostOnce), None).await;
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    p.publish("t", b"q1", PublishQoS::AtLeastOnce(pid(1)), false)
+        .await;
+    assert_eq!(low.next_message().await.qos, PublishQoS::AtMostOnce);
+
+    // MQTT-4.8.2-4: a QoS 2 copy whose member lost its connection mid-exchange is completed
+    // with that member when it returns, not handed to another.
+    let mut c = roost::codec::Connect::new(V5, "x");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(60);
+    let (mut x, _) = Raw::connect_with(&broker, c.clone()).await;
+    subscribe_with(&mut x, 1, "$share/q/job", opts(QoS::ExactlyOnce), None).await;
+    p.publish("job", b"exactly", PublishQoS::ExactlyOnce(pid(2)), false)
+        .await;
+    let first = x.recv_publish().await; // no PUBREC: the connection breaks
+    drop(x);
+    let mut y = Raw::connect(&broker, V5, "y").await;
+    subscribe_with(&mut y, 1, "$share/q/job", opts(QoS::ExactlyOnce), None).await;
+    let (mut x, ack) = Raw::connect_with(&broker, c).await;
+    assert!(support::connack(ack).session_present);
+    let again = x.recv_publish().await;
+    assert_eq!(again.payload, first.payload);
+    assert!(again.dup);
+    x.ack(&again).await;
+    assert!(y.ping().await.is_empty(), "not handed to another member");
+
+    // MQTT-4.8.2-5: and if that member's session ends before it returns, no other member
+    // gets the message.
+    let mut c = roost::codec::Connect::new(V5, "z");
+    c.properties.session_expiry_interval = Some(1);
+    let (mut z, _) = Raw::connect_with(&broker, c).await;
+    subscribe_with(&mut z, 1, "$share/r/job2", opts(QoS::ExactlyOnce), None).await;
+    p.publish("job2", b"once", PublishQoS::ExactlyOnce(pid(3)), false)
+        .await;
+    z.recv_publish().await; // no PUBREC
+    drop(z);
+    let mut w = Raw::connect(&broker, V5, "w").await;
+    subscribe_with(&mut w, 1, "$share/r/job2", opts(QoS::ExactlyOnce), None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        w.ping().await.is_empty(),
+        "the ended session's message went to nobody"
     );
     broker.shutdown().await;
 }

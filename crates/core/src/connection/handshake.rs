@@ -57,6 +57,7 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
             refuse(
                 &mut wire,
                 ProtocolVersion::V311,
+                None,
                 ReasonCode::UnsupportedProtocolVersion,
                 None,
             )
@@ -72,6 +73,8 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
     let mut connect = connect;
     compact(&mut connect);
     let version = connect.protocol;
+    // The client's Maximum Packet Size bounds the CONNACK too (MQTT-3.2.2-19, -20 (v5)).
+    let client_max = connect.properties.maximum_packet_size.map(NonZeroU32::get);
     let caps = &shared.capabilities;
     if let Some(redirect) = &caps.redirect {
         let code = if redirect.permanent {
@@ -82,6 +85,7 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         refuse(
             &mut wire,
             version,
+            client_max,
             code,
             Some(redirect.reference.as_str().into()),
         )
@@ -91,18 +95,18 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
     let (client_id, assigned) = match client_identifier(shared, &connect) {
         Ok(id) => id,
         Err(code) => {
-            refuse(&mut wire, version, code, None).await;
+            refuse(&mut wire, version, client_max, code, None).await;
             return None;
         }
     };
     if let Err(code) = check_will(shared, &connect) {
-        refuse(&mut wire, version, code, None).await;
+        refuse(&mut wire, version, client_max, code, None).await;
         return None;
     }
     // A full broker says so before spending anything on authentication.
     if !peer.in_process && shared.connections_full() {
         Metrics::inc(&shared.metrics.connections_refused);
-        refuse(&mut wire, version, ReasonCode::ServerBusy, None).await;
+        refuse(&mut wire, version, client_max, ReasonCode::ServerBusy, None).await;
         return None;
     }
     let client = ConnectInfo {
@@ -154,7 +158,7 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
             if checked {
                 shared.auth_throttle.failed(source, claimed);
             }
-            refuse(&mut wire, version, code, None).await;
+            refuse(&mut wire, version, client_max, code, None).await;
             return None;
         }
         Err(None) => return None,
@@ -172,7 +176,7 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
     let slots = match shared.graduate(peer) {
         Ok(slots) => slots,
         Err(code) => {
-            refuse(&mut wire, version, code, None).await;
+            refuse(&mut wire, version, client_max, code, None).await;
             return None;
         }
     };
@@ -186,7 +190,7 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
                 .await;
         }
         if let Err(code) = verdict {
-            refuse(&mut wire, version, code, None).await;
+            refuse(&mut wire, version, client_max, code, None).await;
             return None;
         }
     }
@@ -260,7 +264,7 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
     let (session, link_id) = match attached {
         Ok(attached) => attached,
         Err(code) => {
-            refuse(&mut wire, version, code, None).await;
+            refuse(&mut wire, version, client_max, code, None).await;
             return None;
         }
     };
@@ -443,10 +447,13 @@ fn client_identifier(shared: &Shared, connect: &Connect) -> Result<(ByteString, 
 }
 
 /// Sends a refusing CONNACK (Session Present 0, MQTT-3.2.2-4 / v5 MQTT-3.2.2-6) and closes
-/// (MQTT-3.2.2-5 / v5 MQTT-3.2.2-7).
+/// (MQTT-3.2.2-5 / v5 MQTT-3.2.2-7). The Reason String is left out when it would make the
+/// CONNACK larger than the client's Maximum Packet Size (MQTT-3.2.2-19 (v5)); a CONNACK
+/// that is still too large is not sent at all, and the connection just closes.
 async fn refuse<W: PacketWriter>(
     wire: &mut W,
     version: ProtocolVersion,
+    client_max: Option<u32>,
     code: ReasonCode,
     server_reference: Option<ByteString>,
 ) {
@@ -456,7 +463,19 @@ async fn refuse<W: PacketWriter>(
         ack.properties.reason_string = Some(code.description().into());
     }
     tracing::info!(reason = %code, "connection refused");
-    let _ = wire.packet(&Packet::ConnAck(ack), version);
+    let mut packet = Packet::ConnAck(ack);
+    let too_large = |p: &Packet| {
+        client_max.is_some_and(|max| p.encoded_len(version).is_ok_and(|n| n > max as usize))
+    };
+    if too_large(&packet) {
+        if let Packet::ConnAck(a) = &mut packet {
+            a.properties.reason_string = None;
+            a.properties.user_properties.clear();
+        }
+    }
+    if !too_large(&packet) {
+        let _ = wire.packet(&packet, version);
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         if wire.flush().await.is_ok() {
             wire.shutdown().await;

@@ -140,7 +140,8 @@ mod tests {
 
     #[test]
     fn ids_skip_those_in_use_and_wrap() {
-        // MQTT-2.3.1-2: a new message gets an id not in use.
+        // MQTT-2.3.1-4 (3.1.1), MQTT-2.2.1-4 (v5), MQTT-4.3.2-1 (v5), MQTT-4.3.3-1 (v5): a new
+        // message from the server gets an id not in use.
         let mut w = Inflight::default();
         let a = w
             .push(delivery(QoS::AtLeastOnce), &HashSet::new())

@@ -317,6 +317,7 @@ mod tests {
 
     #[test]
     fn multi_level_wildcard_must_be_last_and_alone() {
+        // MQTT-4.7.1-2 (3.1.1), MQTT-4.7.1-1 (v5).
         // MQTT-4.7.1-2
         for f in ["a/#/b", "#a", "a#", "sport/tennis#", "##"] {
             assert_eq!(
@@ -329,6 +330,7 @@ mod tests {
 
     #[test]
     fn single_level_wildcard_must_fill_its_level() {
+        // MQTT-4.7.1-3 (3.1.1), MQTT-4.7.1-2 (v5).
         // MQTT-4.7.1-3
         for f in ["a+", "sport+", "+a/b", "a/b+/c"] {
             assert_eq!(
@@ -358,6 +360,8 @@ mod tests {
 
     #[test]
     fn shared_subscription_syntax() {
+        // MQTT-4.8.2-1 / -2 (v5): "$share/", a ShareName of at least one character without "/", "+"
+        // or "#", then "/" and a filter.
         let f = TopicFilter::new("$share/g1/a/+/c").expect("valid");
         let (group, inner) = f.shared().expect("valid share").expect("shared");
         assert_eq!(group, "g1");
@@ -371,6 +375,8 @@ mod tests {
 
     #[test]
     fn names_reject_wildcards_and_empty() {
+        // MQTT-4.7.1-1 (3.1.1), MQTT-4.7.0-1 (v5): no wildcards in a Topic Name; MQTT-4.7.3-1 (both),
+        // MQTT-4.7.3-2 (both): at least one character, no U+0000 (the same type serves both levels).
         // MQTT-3.3.2-2 and MQTT-4.7.3-1
         assert_eq!(validate_topic_name("a/+"), Err(TopicError::WildcardInName));
         assert_eq!(validate_topic_name("a/#"), Err(TopicError::WildcardInName));

@@ -252,6 +252,7 @@ mod tests {
 
     #[test]
     fn dollar_topics_not_matched_by_first_level_wildcards() {
+        // MQTT-4.7.2-1 (both): the matcher serves both levels.
         // MQTT-4.7.2-1
         let mut trie = SubscriptionTrie::new();
         trie.insert(&TopicFilter::new("#").expect("valid"), 1, ());

@@ -95,6 +95,8 @@ fn connect_v5_with_properties_and_will_properties() {
 
 #[test]
 fn connack_v311_and_v5() {
+    // MQTT-3.2.2-1 (v5): the acknowledge flags' reserved bits are 0 (encoded back to the same
+    // bytes at both levels).
     // 3.1.1: session present, return code 0x05 (not authorized).
     let Packet::ConnAck(c) = fixture(&[0x20, 0x02, 0x01, 0x05], V4) else {
         panic!()

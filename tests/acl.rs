@@ -391,21 +391,24 @@ impl Authorizer for Faulty {
     }
 }
 
-#[tokio::test]
-async fn an_authorizer_that_times_out_or_panics_refuses() {
-    // README, plugins: "a plugin that times out or panics counts as a refusal (fail
-    // closed) and is counted in plugin_failures".
-    let broker = Broker::builder()
+/// A broker whose only authorizer is [`Faulty`], with plugin calls cut off at `timeout`.
+async fn faulty_broker(timeout: std::time::Duration) -> BrokerHandle {
+    Broker::builder()
         .listen("127.0.0.1:0".parse().expect("address"))
         .authorizer(Arc::new(Faulty))
-        .plugin_settings(roost::plugin::PluginSettings {
-            timeout: std::time::Duration::from_millis(300),
-        })
+        .plugin_settings(roost::plugin::PluginSettings { timeout })
         .sys_interval(None)
         .build()
         .start()
         .await
-        .expect("starts");
+        .expect("starts")
+}
+
+#[tokio::test]
+async fn an_authorizer_that_times_out_or_panics_refuses() {
+    // README, plugins: "a plugin that times out or panics counts as a refusal (fail
+    // closed) and is counted in plugin_failures".
+    let broker = faulty_broker(std::time::Duration::from_millis(300)).await;
     let v5 = ProtocolVersion::V5;
     let mut c = Raw::connect(&broker, v5, "c").await;
     // Subscribe: the panic refuses the filter (0x87), and the connection lives on.
@@ -442,17 +445,7 @@ async fn an_authorizer_that_times_out_or_panics_refuses() {
 async fn after_a_refusing_pubrec_the_same_id_is_a_new_message() {
     // MQTT-4.3.3-9 (v5): once the broker has answered a QoS 2 PUBLISH with PUBREC 0x80 or
     // more, a PUBLISH with that packet id is a new publication (not a duplicate to swallow).
-    let broker = Broker::builder()
-        .listen("127.0.0.1:0".parse().expect("address"))
-        .authorizer(Arc::new(Faulty))
-        .plugin_settings(roost::plugin::PluginSettings {
-            timeout: std::time::Duration::from_millis(200),
-        })
-        .sys_interval(None)
-        .build()
-        .start()
-        .await
-        .expect("starts");
+    let broker = faulty_broker(std::time::Duration::from_millis(200)).await;
     let v5 = ProtocolVersion::V5;
     let mut sub = Raw::connect(&broker, v5, "sub").await;
     sub.subscribe(1, "fine/#", QoS::AtMostOnce).await;

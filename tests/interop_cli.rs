@@ -138,26 +138,37 @@ fn paho_available() -> bool {
     found
 }
 
+/// Runs a client program to its end (bounded by `within`); its standard output if it
+/// succeeded, else the test fails with what it printed.
+async fn run_client(program: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = within(Command::new(program).args(args).kill_on_drop(true).output())
+        .await
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 async fn paho_round_trip(version: &str) {
     if !paho_available() {
         return;
     }
     let broker = start_broker().await;
     let port = addr(&broker).port().to_string();
-    let out = within(
-        Command::new("python3")
-            .args(["-c", PAHO_SCRIPT, &port, version])
-            .kill_on_drop(true)
-            .output(),
+    let stdout = run_client(
+        "python3",
+        &[
+            "-c".as_ref(),
+            PAHO_SCRIPT.as_ref(),
+            port.as_ref(),
+            version.as_ref(),
+        ],
     )
-    .await
-    .expect("python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "paho failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    .await;
     assert_eq!(
         stdout.trim(),
         "[('paho/q0', 'm0', 0), ('paho/q1', 'm1', 1), ('paho/q2', 'm2', 2)]"
@@ -177,12 +188,12 @@ async fn paho_python_v5() {
 }
 
 /// MQTT 5.0 through Paho Python, whose codec and session logic are not Roost's: CONNACK
-/// properties (MQTT-3.2.2-2 onward), SUBACK 0x9E for a shared subscription when they are
+/// properties (v5 §3.2.2.3), SUBACK 0x9E for a shared subscription when they are
 /// off, every forwarded PUBLISH property (MQTT-3.3.2-4 (v5), MQTT-3.3.2-15 (v5),
 /// MQTT-3.3.2-16 (v5), MQTT-3.3.2-17 (v5), MQTT-3.3.2-18 (v5), MQTT-3.3.2-20 (v5), expiry as
 /// what is left, MQTT-3.3.2-6 (v5)), the Subscription Identifier (MQTT-3.3.4-3 (v5)), an
 /// inbound Topic Alias (MQTT-3.3.2-12 (v5)), PUBACK
-/// 0x10 when nobody subscribes, a session kept across a reconnect (MQTT-3.2.2-3), and a
+/// 0x10 when nobody subscribes, a session kept across a reconnect (MQTT-3.2.2-3 (v5)), and a
 /// will sent after its Will Delay Interval (MQTT-3.1.3-9 (v5)). Paho sets no Topic Alias
 /// Maximum, so no alias may reach it (MQTT-3.1.2-27 (v5)): it would read an empty topic.
 #[tokio::test]
@@ -196,20 +207,8 @@ async fn paho_python_v5_properties_reason_codes_sessions_and_wills() {
     })
     .await;
     let port = addr(&broker).port().to_string();
-    let out = within(
-        Command::new("python3")
-            .args(["-c", include_str!("interop/paho_v5.py"), &port])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "paho failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let script = include_str!("interop/paho_v5.py");
+    let stdout = run_client("python3", &["-c".as_ref(), script.as_ref(), port.as_ref()]).await;
     let line = |key: &str| {
         stdout
             .lines()
@@ -280,21 +279,8 @@ async fn mqtt_js_v5_topic_aliases_both_ways() {
     }
     let broker = start_broker().await;
     let port = addr(&broker).port().to_string();
-    let out = within(
-        Command::new("node")
-            .arg(dir.join("v5.js"))
-            .arg(&port)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "MQTT.js failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let script = dir.join("v5.js");
+    let stdout = run_client("node", &[script.as_os_str(), port.as_ref()]).await;
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines,
@@ -475,23 +461,14 @@ async fn paho_python_over_websocket_and_wss() {
         } else {
             String::new()
         };
-        let out = within(
-            Command::new("python3")
-                .args(["-c", PAHO_WS_SCRIPT, &port, &ca])
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .expect("python runs");
-        assert!(
-            out.status.success(),
-            "paho over websocket (TLS: {secure}) failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "over websocket"
-        );
+        let args = [
+            "-c".as_ref(),
+            PAHO_WS_SCRIPT.as_ref(),
+            port.as_ref(),
+            ca.as_ref(),
+        ];
+        let stdout = run_client("python3", &args).await;
+        assert_eq!(stdout.trim(), "over websocket", "TLS: {secure}");
         if secure {
             assert_eq!(broker.metrics().connections_total, 1);
         }

@@ -441,7 +441,7 @@ async fn subscription_identifier_from_a_client_is_a_protocol_error() {
 /// whose Maximum Packet Size is `max`.
 async fn refusals(max: Option<u32>) -> Vec<(&'static str, Packet)> {
     let broker = start_broker_with_caps(Capabilities {
-        maximum_qos: QoS::AtLeastOnce,
+        retain_available: false,
         ..Capabilities::default()
     })
     .await;
@@ -451,18 +451,15 @@ async fn refusals(max: Option<u32>) -> Vec<(&'static str, Packet)> {
         c
     };
     let mut out = Vec::new();
-    // CONNACK 0x9B: a will above the Maximum QoS.
-    let mut c = connect("will2");
+    // CONNACK 0x9A: a retained will where retained messages are not available.
+    let mut c = connect("will-r");
     c.will = Some(roost::codec::LastWill {
         topic: topic("w"),
         payload: Bytes::from_static(b"x"),
         qos: QoS::AtLeastOnce,
-        retain: false,
+        retain: true,
         properties: Default::default(),
     });
-    if let Some(w) = c.will.as_mut() {
-        w.qos = QoS::ExactlyOnce;
-    }
     let (_r, ack) = Raw::connect_with(&broker, c).await;
     out.push(("CONNACK", ack));
     // PUBACK 0x87: a client may not publish to $SYS.
@@ -519,7 +516,7 @@ async fn reason_strings_never_push_a_packet_over_the_clients_maximum_size() {
     assert_eq!(
         codes,
         [
-            ReasonCode::QoSNotSupported,
+            ReasonCode::RetainNotSupported,
             ReasonCode::NotAuthorized,
             ReasonCode::NotAuthorized,
             ReasonCode::TopicAliasInvalid

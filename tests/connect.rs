@@ -508,3 +508,42 @@ async fn nothing_after_a_refused_connect_is_processed() {
     assert_eq!(broker.metrics().messages_received, 0);
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn protocol_errors_are_counted_by_the_rule_they_break() {
+    // Issue 14 §5: every violation names its rule, in the log and in a per-rule counter.
+    let broker = start_broker().await;
+    // MQTT-3.1.0-2: a second CONNECT.
+    let mut c = Raw::connect(&broker, V5, "twice").await;
+    c.send(Packet::Connect(Box::new(Connect::new(V5, "twice"))))
+        .await;
+    c.closed_promptly().await;
+    // MQTT-3.3.2-8: Topic Alias 0, twice.
+    for id in ["alias-a", "alias-b"] {
+        let mut c = Raw::connect(&broker, V5, id).await;
+        let mut p = roost::codec::Publish::new(topic("t"), PublishQoS::AtMostOnce, &b"x"[..]);
+        p.properties.topic_alias = Some(0);
+        c.send(Packet::Publish(p)).await;
+        c.closed_promptly().await;
+    }
+    // MQTT-3.3.1-2 (a decoder rule): DUP on QoS 0.
+    let mut c = Raw::connect(&broker, V4, "dup").await;
+    c.send_bytes(&[0x38, 0x04, 0x00, 0x01, b't', b'x']).await;
+    c.closed_promptly().await;
+    // MQTT-3.1.0-1: a first packet that is not CONNECT.
+    let mut c = Raw::open(&broker, V4).await;
+    c.send(Packet::PingReq).await;
+    c.closed_promptly().await;
+    let rules = broker.protocol_errors_by_rule();
+    assert_eq!(
+        rules,
+        [
+            ("MQTT-3.1.0-1", 1),
+            ("MQTT-3.1.0-2", 1),
+            ("MQTT-3.3.1-2", 1),
+            ("MQTT-3.3.2-8 (v5)", 2)
+        ]
+    );
+    assert_eq!(broker.metrics().protocol_errors, 5);
+    broker.shutdown().await;
+}

@@ -1099,6 +1099,13 @@ impl BrokerHandle {
         self.shared.metrics.snapshot()
     }
 
+    /// Protocol violations that closed a connection, counted by the rule each broke (a
+    /// normative statement such as `"MQTT-3.3.2-8 (v5)"`, a section, or a limit), sorted by
+    /// rule. Their sum is [`MetricsSnapshot::protocol_errors`].
+    pub fn protocol_errors_by_rule(&self) -> Vec<(&'static str, u64)> {
+        self.shared.metrics.protocol_errors_by_rule()
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.shared.limits

@@ -12,6 +12,8 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct Metrics {
             $( $(#[$doc])* pub(crate) $name: AtomicU64, )*
+            /// Protocol violations by the rule they broke (see `protocol_errors_by_rule`).
+            by_rule: parking_lot::Mutex<hashbrown::HashMap<&'static str, u64>>,
         }
 
         /// A copy of every counter at one moment.
@@ -124,6 +126,27 @@ counters! {
 }
 
 impl Metrics {
+    /// Protocol violations that closed a connection, by the rule (normative statement,
+    /// section or limit) each broke, sorted by rule; `protocol_errors` is their sum.
+    pub fn protocol_errors_by_rule(&self) -> Vec<(&'static str, u64)> {
+        let mut rules: Vec<_> = self
+            .by_rule
+            .lock()
+            .iter()
+            .map(|(rule, n)| (*rule, *n))
+            .collect();
+        rules.sort_unstable();
+        rules
+    }
+
+    /// Counts a protocol violation of `rule`.
+    pub(crate) fn protocol_error(&self, rule: &'static str) {
+        Self::inc(&self.protocol_errors);
+        // A connection ends with each: rare enough for a lock. Rules are a fixed set (the
+        // decoder's and the connection's), so the map stays small.
+        *self.by_rule.lock().entry(rule).or_insert(0) += 1;
+    }
+
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }

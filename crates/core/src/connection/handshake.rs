@@ -47,7 +47,8 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         Ok(Ok(Some(Packet::Connect(c)))) => c,
         Ok(Ok(Some(other))) => {
             // MQTT-3.1.0-1: the first packet must be CONNECT.
-            tracing::info!(packet = ?other.packet_type(), "first packet is not CONNECT");
+            tracing::info!(packet = ?other.packet_type(), rule = "MQTT-3.1.0-1", "first packet is not CONNECT: connection closed");
+            shared.metrics.protocol_error("MQTT-3.1.0-1");
             return None;
         }
         Ok(Ok(None)) | Ok(Err(ReadError::Io(_))) => return None,
@@ -66,7 +67,8 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         }
         Ok(Err(ReadError::Decode(e))) => {
             // MQTT-3.1.4-1: close without CONNACK.
-            tracing::info!(error = %e, spec = e.spec_id(), "malformed CONNECT");
+            tracing::info!(error = %e, rule = e.spec_id(), "malformed CONNECT: connection closed");
+            shared.metrics.protocol_error(e.spec_id());
             return None;
         }
     };

@@ -15,7 +15,10 @@ mod aliases;
 mod auth;
 mod handshake;
 mod packets;
+mod violation;
 pub(crate) mod writer;
+
+pub(crate) use violation::Violation;
 
 use hashbrown::HashMap;
 use std::net::SocketAddr;
@@ -104,8 +107,8 @@ pub(crate) enum Exit {
     Closed,
     /// The stream ended or failed without DISCONNECT.
     Lost,
-    /// A protocol violation or malformed packet; v5 clients are told the code.
-    Violation(ReasonCode),
+    /// A protocol violation or malformed packet; v5 clients are told its code.
+    Violation(Violation),
     /// No packet within 1.5 × Keep Alive (MQTT-3.1.2-24).
     KeepAliveTimeout,
 }
@@ -306,9 +309,10 @@ impl Connection {
             Exit::Disconnected { keep_will } => (CloseReason::Silent, *keep_will),
             Exit::Closed => (CloseReason::Shutdown, true),
             Exit::Lost => (CloseReason::Silent, true),
-            Exit::Violation(code) => {
-                Metrics::inc(&self.shared.metrics.protocol_errors);
-                (CloseReason::Disconnect(*code), true)
+            Exit::Violation(v) => {
+                tracing::info!(rule = v.rule(), code = %v.reason_code(), "protocol violation: connection closed");
+                self.shared.metrics.protocol_error(v.rule());
+                (CloseReason::Disconnect(v.reason_code()), true)
             }
             Exit::KeepAliveTimeout => (CloseReason::Disconnect(ReasonCode::KeepAliveTimeout), true),
         };
@@ -324,7 +328,7 @@ impl Connection {
                 _ => ReasonCode::ServerShuttingDown,
             }),
             Exit::Lost => DisconnectReason::Lost,
-            Exit::Violation(code) => DisconnectReason::Server(*code),
+            Exit::Violation(v) => DisconnectReason::Server(v.reason_code()),
             Exit::KeepAliveTimeout => DisconnectReason::KeepAliveTimeout,
         };
         let info = Arc::clone(&self.info);
@@ -357,8 +361,8 @@ fn packet_or_exit(
             Err(Exit::Lost)
         }
         Err(ReadError::Decode(e)) => {
-            tracing::info!(error = %e, spec = e.spec_id(), "malformed packet");
-            Err(Exit::Violation(e.reason_code()))
+            tracing::debug!(error = %e, "malformed packet");
+            Err(Exit::Violation(Violation::Malformed(e)))
         }
     }
 }

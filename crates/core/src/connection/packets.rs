@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::auth::{self, Step};
-use super::{Connection, Exit};
+use super::{Connection, Exit, Violation};
 use crate::codec::{
     Auth, AuthProperties, Disconnect, Packet, PayloadFormat, PubResponse, Publish, PublishQoS, QoS,
     ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -131,14 +131,14 @@ impl Connection {
             Packet::Auth(a) if self.version.is_v5() => return Ok(Some(Box::pin(self.on_auth(a)))),
             // MQTT-3.1.0-2: a second CONNECT is a protocol violation; so are packets only a
             // server sends.
-            Packet::Connect(_)
-            | Packet::ConnAck(_)
+            Packet::Connect(_) => Err(Exit::Violation(Violation::SecondConnect)),
+            Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
             | Packet::PingResp
             | Packet::Auth(_) => {
                 tracing::info!(packet = ?packet.packet_type(), "unexpected packet from client");
-                Err(Exit::Violation(ReasonCode::ProtocolError))
+                Err(Exit::Violation(Violation::ServerPacketFromClient))
             }
         };
         done.map(|()| None)
@@ -223,14 +223,17 @@ impl Connection {
             return Ok(());
         };
         // MQTT-3.3.2-8 / MQTT-3.3.2-9 / MQTT-3.3.2-12: 0 or above our maximum → 0x94.
-        if alias == 0 || alias > self.shared.capabilities.topic_alias_maximum {
-            return Err(Exit::Violation(ReasonCode::TopicAliasInvalid));
+        if alias == 0 {
+            return Err(Exit::Violation(Violation::TopicAliasZero));
+        }
+        if alias > self.shared.capabilities.topic_alias_maximum {
+            return Err(Exit::Violation(Violation::TopicAliasAboveMaximum));
         }
         if publish.topic.is_empty() {
             match self.aliases.get(&alias) {
                 Some(topic) => publish.topic = topic.clone(),
                 // An alias never set on this connection: a protocol error (v5 §3.3.4).
-                None => return Err(Exit::Violation(ReasonCode::ProtocolError)),
+                None => return Err(Exit::Violation(Violation::TopicAliasUnknown)),
             }
         } else {
             // Kept for the connection's life: its own copy, not a slice of the read buffer.
@@ -244,23 +247,26 @@ impl Connection {
         if self.version.is_v5() {
             // MQTT-3.3.4-6: a client never sends Subscription Identifiers.
             if !publish.properties.subscription_identifiers.is_empty() {
-                return Err(Exit::Violation(ReasonCode::ProtocolError));
+                return Err(Exit::Violation(Violation::SubscriptionIdentifierFromClient));
             }
             self.resolve_alias(&mut publish)?;
         }
         if publish.topic.is_empty() {
-            return Err(Exit::Violation(ReasonCode::TopicAliasInvalid));
+            // A 3.1.1 PUBLISH cannot get here (the decoder refuses an empty topic).
+            return Err(Exit::Violation(Violation::Malformed(
+                crate::codec::DecodeError::EmptyTopicWithoutAlias,
+            )));
         }
         if !self.shared.limits.topic_ok(publish.topic.as_str()) {
-            return Err(Exit::Violation(ReasonCode::TopicNameInvalid));
+            return Err(Exit::Violation(Violation::TopicOverLimits));
         }
         let caps = &self.shared.capabilities;
         // The broker enforces what it advertised (v5 §3.2.2.3.4, §3.2.2.3.5).
         if publish.qos.qos() > caps.maximum_qos {
-            return Err(Exit::Violation(ReasonCode::QoSNotSupported));
+            return Err(Exit::Violation(Violation::QoSNotSupported));
         }
         if publish.retain && !caps.retain_available {
-            return Err(Exit::Violation(ReasonCode::RetainNotSupported));
+            return Err(Exit::Violation(Violation::RetainNotSupported));
         }
         let qos = publish.qos;
         if !self
@@ -287,7 +293,7 @@ impl Connection {
             && std::str::from_utf8(&publish.payload).is_err();
         match qos {
             PublishQoS::AtMostOnce if bad_utf8 => {
-                return Err(Exit::Violation(ReasonCode::PayloadFormatInvalid));
+                return Err(Exit::Violation(Violation::PayloadFormatInvalid));
             }
             PublishQoS::AtLeastOnce(id) if bad_utf8 => {
                 self.control(Packet::PubAck(
@@ -313,7 +319,7 @@ impl Connection {
                 // MQTT-3.3.4-7: no more unacknowledged QoS 2 PUBLISHes than our Receive
                 // Maximum; one more → 0x93.
                 if st.inbound_qos2.len() >= usize::from(caps.receive_maximum) {
-                    return Err(Exit::Violation(ReasonCode::ReceiveMaximumExceeded));
+                    return Err(Exit::Violation(Violation::ReceiveMaximumExceeded));
                 }
                 st.inbound_qos2.insert(id.get());
                 if st.expiry_interval > 0 && self.shared.persistence.is_some() {
@@ -518,7 +524,7 @@ impl Connection {
         let is_shared = matches!(filter.shared(), Ok(Some(_)));
         // MQTT-3.8.3-4 (v5): No Local on a shared subscription is a protocol error.
         if is_shared && options.no_local {
-            return Err(Exit::Violation(ReasonCode::ProtocolError));
+            return Err(Exit::Violation(Violation::NoLocalOnSharedSubscription));
         }
         // Granted QoS never exceeds what the broker offers (MQTT-3.2.2-10 still accepts
         // the request).
@@ -601,7 +607,7 @@ impl Connection {
             if last.get(filter) != Some(&i) {
                 // MQTT-3.8.3-4 holds for every repeat, applied or not.
                 if options.no_local && matches!(filter.shared(), Ok(Some(_))) {
-                    return Err(Exit::Violation(ReasonCode::ProtocolError));
+                    return Err(Exit::Violation(Violation::NoLocalOnSharedSubscription));
                 }
                 codes.push(ReasonCode::UnspecifiedError); // set below from its last repeat
                 continue;
@@ -707,7 +713,7 @@ impl Connection {
             // v5 §3.14.2.2.2: raising the interval from a CONNECT value of 0 is a protocol
             // error.
             if self.connect_expiry_zero && expiry != 0 {
-                return Err(Exit::Violation(ReasonCode::ProtocolError));
+                return Err(Exit::Violation(Violation::SessionExpiryRaisedFromZero));
             }
             self.session.state.lock().expiry_interval =
                 expiry.min(self.shared.capabilities.max_session_expiry_interval);
@@ -722,12 +728,12 @@ impl Connection {
     async fn on_auth(&mut self, a: Auth) -> Result<(), Exit> {
         let (Some(mut exchange), Some(client)) = (self.enhanced.take(), self.client.take()) else {
             // Enhanced authentication was not used at CONNECT.
-            return Err(Exit::Violation(ReasonCode::ProtocolError));
+            return Err(Exit::Violation(Violation::AuthWithoutMethod));
         };
         if a.properties.authentication_method.as_ref() != Some(&exchange.method)
             || a.reason_code == ReasonCode::Success
         {
-            return Err(Exit::Violation(ReasonCode::ProtocolError));
+            return Err(Exit::Violation(Violation::AuthOutOfSequence));
         }
         if a.reason_code == ReasonCode::ReAuthenticate {
             exchange.restart();
@@ -752,7 +758,9 @@ impl Connection {
                 self.session.state.lock().client = Some(Arc::clone(&self.info));
                 (ReasonCode::Success, data)
             }
-            Step::Deny(code) => return Err(Exit::Violation(code)),
+            Step::Deny(code) => {
+                return Err(Exit::Violation(Violation::ReauthenticationRefused(code)))
+            }
         };
         self.control(Packet::Auth(Auth {
             reason_code: code,

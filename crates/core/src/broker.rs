@@ -139,12 +139,13 @@ impl Shared {
         let exposure = Exposure {
             authenticators: !config.authenticators.is_empty(),
             non_loopback_listener: config.listeners.iter().any(|l| !l.addr.ip().is_loopback()),
-            proxy_protocol: config.listeners.iter().any(|l| l.proxy),
+            proxy_protocol: config.listeners.iter().any(|l| l.options.proxy)
+                || config.custom.iter().any(|l| l.options.proxy),
             client_certificates: config.listeners.iter().any(|l| match &l.kind {
                 ListenerKind::Tls(t) | ListenerKind::Wss(t, _) => t.asks_client_certificates(),
                 _ => false,
             }),
-            custom_listener: config.custom.iter().any(|(_, _, local)| !local),
+            custom_listener: config.custom.iter().any(|l| !l.local_only),
         };
         let anonymous = config.anonymous.decide(exposure);
         let nanos = std::time::SystemTime::now()
@@ -776,9 +777,12 @@ type ListenerSlot = Arc<Mutex<Option<Box<dyn ErasedListener>>>>;
 pub struct BrokerBuilder {
     /// Network listeners, in the order they were added.
     listeners: Vec<NetListener>,
-    /// User-supplied listeners, taken by the first broker started from this builder, and
-    /// whether each is [`Listener::local_only`].
-    custom: Vec<(Arc<str>, ListenerSlot, bool)>,
+    /// User-supplied listeners, taken by the first broker started from this builder.
+    custom: Vec<CustomListener>,
+    /// The listener added last, which the per-listener setters configure.
+    last: Option<LastListener>,
+    /// Per-listener setters called before any listener was added: `start` refuses them.
+    orphan_options: Vec<&'static str>,
     limits: Limits,
     capabilities: Capabilities,
     plugins: PluginSettings,
@@ -808,6 +812,7 @@ impl BrokerBuilder {
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listeners
             .push(NetListener::new(addr, ListenerKind::Tcp));
+        self.last = Some(LastListener::Net(self.listeners.len() - 1));
         self
     }
 
@@ -816,6 +821,7 @@ impl BrokerBuilder {
     pub fn listen_tls(mut self, addr: SocketAddr, tls: Arc<TlsConfig>) -> Self {
         self.listeners
             .push(NetListener::new(addr, ListenerKind::Tls(tls)));
+        self.last = Some(LastListener::Net(self.listeners.len() - 1));
         self
     }
 
@@ -825,11 +831,13 @@ impl BrokerBuilder {
     pub fn listener(mut self, name: impl Into<String>, listener: impl Listener) -> Self {
         let local_only = listener.local_only();
         let boxed: Box<dyn ErasedListener> = Box::new(listener);
-        self.custom.push((
-            Arc::from(name.into()),
-            Arc::new(Mutex::new(Some(boxed))),
+        self.custom.push(CustomListener {
+            name: Arc::from(name.into()),
+            slot: Arc::new(Mutex::new(Some(boxed))),
             local_only,
-        ));
+            options: ListenerOptions::default(),
+        });
+        self.last = Some(LastListener::Custom(self.custom.len() - 1));
         self
     }
 
@@ -838,6 +846,7 @@ impl BrokerBuilder {
     pub fn listen_ws(mut self, addr: SocketAddr, path: impl Into<String>) -> Self {
         self.listeners
             .push(NetListener::new(addr, ListenerKind::Ws(path.into())));
+        self.last = Some(LastListener::Net(self.listeners.len() - 1));
         self
     }
 
@@ -850,50 +859,63 @@ impl BrokerBuilder {
     ) -> Self {
         self.listeners
             .push(NetListener::new(addr, ListenerKind::Wss(tls, path.into())));
+        self.last = Some(LastListener::Net(self.listeners.len() - 1));
         self
     }
 
     /// Requires (`true`) or stops requiring a PROXY protocol header (HAProxy's, version 1 or
-    /// 2) on the network listener added last, for a broker behind a load balancer: the
-    /// client address that authenticators, hooks and logs see is then the one the balancer
-    /// reports. A connection without a valid header is closed; a LOCAL or UNKNOWN header keeps
-    /// the balancer's own address. The header must arrive within
-    /// [`Limits::handshake_timeout`]. Does nothing when no network listener was added yet.
+    /// 2) on the listener added last (network or [`listener`](Self::listener)), for a broker
+    /// behind a load balancer: the client address that authenticators, hooks and logs see
+    /// is then the one the balancer reports. A connection without a valid header is closed;
+    /// a LOCAL or UNKNOWN header keeps the balancer's own address. The header must arrive
+    /// within [`Limits::handshake_timeout`]. Called before any listener was added, it makes
+    /// [`Broker::start`] fail ([`Error::ListenerOptionWithoutListener`]).
     pub fn proxy_protocol(self, required: bool) -> Self {
-        self.with_last_listener(|l| l.proxy = required)
+        self.with_last_listener("proxy_protocol", |l| l.proxy = required)
     }
 
-    /// Names the network listener added last; authenticators
+    /// Names the listener added last (network or custom); authenticators
     /// ([`ConnectInfo::listener`](crate::plugin::ConnectInfo::listener)), hooks and logs see
     /// the name, so that each listener can have its own authentication rules (say, password
     /// required on the public TLS port, not on loopback). The default name is the kind and
-    /// the bound address, e.g. `tcp:127.0.0.1:1883`. Does nothing when no network listener
-    /// was added yet.
+    /// the bound address, e.g. `tcp:127.0.0.1:1883`, or the name given to
+    /// [`listener`](Self::listener). Before any listener, `start` fails.
     pub fn listener_name(self, name: impl Into<String>) -> Self {
-        self.with_last_listener(|l| l.name = Some(Arc::from(name.into())))
+        self.with_last_listener("listener_name", |l| l.name = Some(Arc::from(name.into())))
     }
 
-    /// Caps the open connections of the network listener added last (the broker-wide
-    /// [`Limits::max_connections`] still applies). A connection over the cap is closed on
-    /// accept and counted in `connections_refused`. Does nothing when no network listener
-    /// was added yet.
+    /// Caps the open connections of the listener added last, network or custom (the
+    /// broker-wide [`Limits::max_connections`] still applies). A client over the cap is
+    /// refused with CONNACK 0x89 Server busy (3.1.1: 0x03) and counted in
+    /// `connections_refused`. Before any listener, `start` fails.
     pub fn listener_max_connections(self, max: usize) -> Self {
-        self.with_last_listener(|l| l.max_connections = Some(max))
+        self.with_last_listener("listener_max_connections", |l| {
+            l.max_connections = Some(max)
+        })
     }
 
-    /// Sets the largest packet accepted on the network listener added last, in place of
-    /// [`Limits::max_packet_size`] (say, small packets on a public port, large ones on
-    /// loopback). v5 clients learn it from CONNACK's Maximum Packet Size; a larger packet
-    /// closes the connection (0x95 Packet too large in v5). Does nothing when no network
-    /// listener was added yet.
+    /// Sets the largest packet accepted on the listener added last (network or custom), in
+    /// place of [`Limits::max_packet_size`] (say, small packets on a public port, large ones
+    /// on loopback). v5 clients learn it from CONNACK's Maximum Packet Size; a larger packet
+    /// closes the connection (0x95 Packet too large in v5). Before any listener, `start`
+    /// fails.
     pub fn listener_max_packet_size(self, max: u32) -> Self {
-        self.with_last_listener(|l| l.max_packet_size = Some(max))
+        self.with_last_listener("listener_max_packet_size", |l| {
+            l.max_packet_size = Some(max)
+        })
     }
 
-    /// Applies a per-listener option to the network listener added last, if any.
-    fn with_last_listener(mut self, set: impl FnOnce(&mut NetListener)) -> Self {
-        if let Some(last) = self.listeners.last_mut() {
-            set(last);
+    /// Applies a per-listener option to the listener added last (network or custom). With
+    /// none added yet, [`Broker::start`] fails with [`Error::ListenerOptionWithoutListener`].
+    fn with_last_listener(
+        mut self,
+        setter: &'static str,
+        set: impl FnOnce(&mut ListenerOptions),
+    ) -> Self {
+        match self.last {
+            Some(LastListener::Net(i)) => set(&mut self.listeners[i].options),
+            Some(LastListener::Custom(i)) => set(&mut self.custom[i].options),
+            None => self.orphan_options.push(setter),
         }
         self
     }
@@ -986,6 +1008,8 @@ impl Broker {
         BrokerBuilder {
             listeners: Vec::new(),
             custom: Vec::new(),
+            last: None,
+            orphan_options: Vec::new(),
             limits: Limits::default(),
             capabilities: Capabilities::default(),
             plugins: PluginSettings::default(),
@@ -1006,6 +1030,9 @@ impl Broker {
     /// are closed and nothing keeps running.
     pub async fn start(self) -> Result<BrokerHandle, Error> {
         let config = self.config;
+        if let Some(setter) = config.orphan_options.first() {
+            return Err(Error::ListenerOptionWithoutListener(setter));
+        }
         let mut bound = Vec::with_capacity(config.listeners.len());
         for net in &config.listeners {
             let addr = &net.addr;
@@ -1025,7 +1052,14 @@ impl Broker {
         let custom: Vec<_> = config
             .custom
             .iter()
-            .filter_map(|(name, slot, _)| slot.lock().take().map(|l| (Arc::clone(name), l)))
+            .filter_map(|c| {
+                let name = c
+                    .options
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| Arc::clone(&c.name));
+                c.slot.lock().take().map(|l| (name, l, c.options.clone()))
+            })
             .collect();
         let shared = Shared::new(config);
         tracing::info!(policy = %shared.anonymous, ownership = ?shared.ownership, "access policy");
@@ -1037,20 +1071,21 @@ impl Broker {
         for (listener, local, net) in bound {
             let label = net.kind.label();
             let name: Arc<str> = net
+                .options
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("{label}:{local}").into());
-            tracing::info!(listener = %name, addr = %local, kind = label, proxy = net.proxy, "listening");
+            tracing::info!(listener = %name, addr = %local, kind = label, proxy = net.options.proxy, "listening");
             local_addrs.push(local);
             shared
                 .tracker
                 .spawn(accept_loop(Arc::clone(&shared), listener, name, net));
         }
-        for (name, listener) in custom {
-            tracing::info!(listener = %name, "listening (custom)");
+        for (name, listener, options) in custom {
+            tracing::info!(listener = %name, proxy = options.proxy, "listening (custom)");
             shared
                 .tracker
-                .spawn(listener.run(Arc::clone(&shared), name));
+                .spawn(listener.run(Arc::clone(&shared), name, options));
         }
         if let Some(interval) = sys_interval {
             shared
@@ -1157,17 +1192,13 @@ impl BrokerHandle {
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>, net: NetListener) {
-    let NetListener {
-        kind,
+    let NetListener { kind, options, .. } = net;
+    let listener_cap = options.cap();
+    let ListenerOptions {
         proxy,
-        max_connections,
         max_packet_size,
         ..
-    } = net;
-    let listener_cap = max_connections.map(|max| ListenerCap {
-        open: Arc::new(AtomicUsize::new(0)),
-        max,
-    });
+    } = options;
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -1203,39 +1234,9 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, name: Arc<str>,
         };
         let kind = kind.clone();
         let task = async move {
-            if proxy {
-                let timeout = conn_shared.limits.handshake_timeout;
-                let stop = conn_shared.shutdown.clone();
-                // Only while the header is read: a token kept in this task would keep its
-                // allocation for the connection's whole life.
-                let evicted = peer.evicted();
-                // Boxed, like the handshakes below: it runs once.
-                let read = Box::pin(tokio::time::timeout(
-                    timeout,
-                    proxy::read_header(&mut stream),
-                ));
-                let header = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = evicted.cancelled() => return,
-                    r = read => r,
-                };
-                match header {
-                    Ok(Ok(Some(client))) => {
-                        if let Some(ticket) = &peer.ticket {
-                            ticket.rekey(client.ip(), &conn_shared.limits, &conn_shared.metrics);
-                        }
-                        peer.addr = Some(client);
-                    }
-                    Ok(Ok(None)) => {}
-                    Ok(Err(e)) => {
-                        tracing::debug!(peer = %addr, error = %e, "PROXY header rejected");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(peer = %addr, "PROXY header timed out");
-                        return;
-                    }
-                }
+            // Boxed, like the handshakes below: it runs once.
+            if proxy && !Box::pin(proxy_header(&conn_shared, &mut stream, &mut peer)).await {
+                return;
             }
             if let ListenerKind::Tcp = kind {
                 let (read, write) = stream.into_split();
@@ -1289,12 +1290,53 @@ async fn serve_upgraded(
     }
 }
 
-/// Serves the connections of a user-supplied listener.
+/// Reads the PROXY protocol header a listener requires, within the handshake timeout; the
+/// client address it names becomes the peer's. False if the connection is to be dropped
+/// (no valid header in time, evicted, or shutting down).
+async fn proxy_header<S: tokio::io::AsyncRead + Unpin>(
+    shared: &Shared,
+    stream: &mut S,
+    peer: &mut PeerInfo,
+) -> bool {
+    let timeout = shared.limits.handshake_timeout;
+    // Only while the header is read: a token kept in the connection's task would keep its
+    // allocation for the connection's whole life.
+    let evicted = peer.evicted();
+    let read = tokio::time::timeout(timeout, proxy::read_header(stream));
+    let header = tokio::select! {
+        _ = shared.shutdown.cancelled() => return false,
+        _ = evicted.cancelled() => return false,
+        r = read => r,
+    };
+    match header {
+        Ok(Ok(Some(client))) => {
+            if let Some(ticket) = &peer.ticket {
+                ticket.rekey(client.ip(), &shared.limits, &shared.metrics);
+            }
+            peer.addr = Some(client);
+            true
+        }
+        Ok(Ok(None)) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = ?peer.addr, error = %e, "PROXY header rejected");
+            false
+        }
+        Err(_) => {
+            tracing::debug!(peer = ?peer.addr, "PROXY header timed out");
+            false
+        }
+    }
+}
+
+/// Serves the connections of a user-supplied listener, with the same per-listener options
+/// as a network one (PROXY header, connection cap, packet size).
 pub(crate) async fn custom_accept_loop<L: Listener>(
     shared: Arc<Shared>,
     mut listener: L,
     name: Arc<str>,
+    options: ListenerOptions,
 ) {
+    let listener_cap = options.cap();
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -1311,20 +1353,28 @@ pub(crate) async fn custom_accept_loop<L: Listener>(
             }
         };
         Metrics::inc(&shared.metrics.connections_total);
-        let ticket = shared.admit(accepted.peer.map(|a| a.ip()));
-        let peer = PeerInfo {
+        // Behind the PROXY protocol, counted under the client's address once the header
+        // names it (as for a network listener).
+        let source = accepted.peer.filter(|_| !options.proxy).map(|a| a.ip());
+        let ticket = shared.admit(source);
+        let mut peer = PeerInfo {
             addr: accepted.peer,
             listener: Arc::clone(&name),
             certificates: accepted.certificates,
-            max_packet_size: None,
+            max_packet_size: options.max_packet_size,
             in_process: false,
             ticket: Some(ticket),
-            listener_cap: None,
+            listener_cap: listener_cap.clone(),
         };
         let conn_shared = Arc::clone(&shared);
-        shared
-            .tracker
-            .spawn(serve_stream(conn_shared, accepted.stream, peer));
+        let proxy = options.proxy;
+        let mut stream = accepted.stream;
+        shared.tracker.spawn(async move {
+            if proxy && !Box::pin(proxy_header(&conn_shared, &mut stream, &mut peer)).await {
+                return;
+            }
+            serve_stream(conn_shared, stream, peer).await;
+        });
     }
 }
 
@@ -1334,6 +1384,13 @@ pub(crate) async fn custom_accept_loop<L: Listener>(
 struct NetListener {
     addr: SocketAddr,
     kind: ListenerKind,
+    options: ListenerOptions,
+}
+
+/// What the per-listener setters of the builder set, for a network listener or one of
+/// the application's own alike.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ListenerOptions {
     /// A PROXY protocol header is required before the connection's own bytes.
     proxy: bool,
     name: Option<Arc<str>>,
@@ -1341,15 +1398,39 @@ struct NetListener {
     max_packet_size: Option<u32>,
 }
 
+impl ListenerOptions {
+    /// The listener's connection cap, counted across its connections.
+    fn cap(&self) -> Option<ListenerCap> {
+        self.max_connections.map(|max| ListenerCap {
+            open: Arc::new(AtomicUsize::new(0)),
+            max,
+        })
+    }
+}
+
+/// A listener of the application's own, waiting for the broker that takes it.
+#[derive(Clone)]
+struct CustomListener {
+    name: Arc<str>,
+    slot: ListenerSlot,
+    /// [`Listener::local_only`].
+    local_only: bool,
+    options: ListenerOptions,
+}
+
+/// The listener the per-listener setters apply to: the one added last.
+#[derive(Clone, Copy, Debug)]
+enum LastListener {
+    Net(usize),
+    Custom(usize),
+}
+
 impl NetListener {
     fn new(addr: SocketAddr, kind: ListenerKind) -> Self {
         NetListener {
             addr,
             kind,
-            proxy: false,
-            name: None,
-            max_connections: None,
-            max_packet_size: None,
+            options: ListenerOptions::default(),
         }
     }
 }

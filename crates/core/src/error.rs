@@ -26,6 +26,10 @@ pub enum Error {
     /// Stored state could not be loaded.
     #[error("cannot load stored state")]
     Storage(#[source] roost_storage::StorageError),
+    /// A per-listener option (named) was set on the builder before any listener was added,
+    /// so there was no listener for it to apply to.
+    #[error("BrokerBuilder::{0} was called before any listener was added")]
+    ListenerOptionWithoutListener(&'static str),
 }
 
 /// Why an in-process client operation failed.

@@ -64,6 +64,7 @@ pub(crate) trait ErasedListener: Send {
         self: Box<Self>,
         shared: Arc<Shared>,
         name: Arc<str>,
+        options: crate::broker::ListenerOptions,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
@@ -72,8 +73,11 @@ impl<L: Listener> ErasedListener for L {
         self: Box<Self>,
         shared: Arc<Shared>,
         name: Arc<str>,
+        options: crate::broker::ListenerOptions,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(crate::broker::custom_accept_loop(shared, *self, name))
+        Box::pin(crate::broker::custom_accept_loop(
+            shared, *self, name, options,
+        ))
     }
 }
 

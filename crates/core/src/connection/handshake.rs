@@ -24,7 +24,9 @@ use crate::session::LinkSignals;
 use crate::topic::is_sys_topic;
 use crate::transport::{PacketReader, PacketWriter, ReadError};
 
-/// Reads CONNECT and attaches the session; `None` if the connection ends here.
+/// Reads CONNECT and attaches the session; `None` if the connection ends here. The phases:
+/// [`read_connect`], [`admit`] (identifier, will, capacity, authentication, authorization),
+/// [`negotiate`] (pure: what this client gets), and [`attach`].
 pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
     shared: &Arc<Shared>,
     reader: &mut R,
@@ -34,81 +36,115 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
     let max_packet_size = peer
         .max_packet_size
         .unwrap_or(shared.limits.max_packet_size);
+    let mut connect = read_connect(shared, reader, &mut wire, max_packet_size).await?;
+    compact(&mut connect);
+    let admitted = admit(shared, reader, &mut wire, &connect, peer, max_packet_size).await?;
+    let assigned = admitted.assigned.then_some(&admitted.client_id);
+    let terms = negotiate(
+        &shared.capabilities,
+        &shared.limits,
+        &connect,
+        max_packet_size,
+        assigned,
+    );
+    attach(shared, wire, connect, peer, admitted, terms).await
+}
+
+/// The first packet, which must be a CONNECT that decodes, within the connect timeout.
+/// Answers an unsupported protocol level itself (MQTT-3.1.2-2); `None` if the connection
+/// ends here.
+async fn read_connect<R: PacketReader, W: PacketWriter>(
+    shared: &Shared,
+    reader: &mut R,
+    wire: &mut W,
+    max_packet_size: u32,
+) -> Option<Connect> {
     let limits = DecodeLimits::new(ProtocolVersion::V311).with_max_packet_size(max_packet_size);
     let first = tokio::select! {
         _ = shared.shutdown.cancelled() => return None,
         r = tokio::time::timeout(shared.limits.connect_timeout, reader.read(&limits)) => r,
     };
-    let connect = match first {
+    match first {
         Err(_) => {
             tracing::debug!("no CONNECT within the connect timeout");
-            return None;
+            None
         }
-        Ok(Ok(Some(Packet::Connect(c)))) => c,
+        Ok(Ok(Some(Packet::Connect(c)))) => Some(*c),
         Ok(Ok(Some(other))) => {
             // MQTT-3.1.0-1: the first packet must be CONNECT.
             tracing::info!(packet = ?other.packet_type(), rule = "MQTT-3.1.0-1", "first packet is not CONNECT: connection closed");
             shared.metrics.protocol_error("MQTT-3.1.0-1");
-            return None;
+            None
         }
-        Ok(Ok(None)) | Ok(Err(ReadError::Io(_))) => return None,
+        Ok(Ok(None)) | Ok(Err(ReadError::Io(_))) => None,
         Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
             // MQTT-3.1.2-2: CONNACK 0x01 (3.1.1 form), then close.
             tracing::info!(level, "unsupported protocol level");
-            refuse(
-                &mut wire,
-                ProtocolVersion::V311,
-                None,
-                ReasonCode::UnsupportedProtocolVersion,
-                None,
-            )
-            .await;
-            return None;
+            let code = ReasonCode::UnsupportedProtocolVersion;
+            refuse(wire, ProtocolVersion::V311, None, code, None).await;
+            None
         }
         Ok(Err(ReadError::Decode(e))) => {
             // MQTT-3.1.4-1: close without CONNACK.
             tracing::info!(error = %e, rule = e.spec_id(), "malformed CONNECT: connection closed");
             shared.metrics.protocol_error(e.spec_id());
-            return None;
+            None
         }
-    };
-    let mut connect = connect;
-    compact(&mut connect);
+    }
+}
+
+/// A client the broker lets in: who it is, and what it holds until it is attached.
+struct Admitted {
+    client_id: ByteString,
+    /// The identifier was assigned by the broker (the client sent an empty one).
+    assigned: bool,
+    /// What the authenticators saw (kept for re-authentication).
+    client: ConnectInfo,
+    info: Arc<ClientInfo>,
+    enhanced: Option<EnhancedAuth>,
+    auth_data: Option<Bytes>,
+    slots: crate::admission::Slots,
+}
+
+/// Everything that may refuse a client after its CONNECT: redirect, identifier, will,
+/// capacity, authentication, connection slot, authorization. Sends the refusing CONNACK
+/// itself; `None` then.
+async fn admit<R: PacketReader, W: PacketWriter>(
+    shared: &Arc<Shared>,
+    reader: &mut R,
+    wire: &mut W,
+    connect: &Connect,
+    peer: &PeerInfo,
+    max_packet_size: u32,
+) -> Option<Admitted> {
     let version = connect.protocol;
     // The client's Maximum Packet Size bounds the CONNACK too (MQTT-3.2.2-19, -20 (v5)).
     let client_max = connect.properties.maximum_packet_size.map(NonZeroU32::get);
-    let caps = &shared.capabilities;
-    if let Some(redirect) = &caps.redirect {
+    if let Some(redirect) = &shared.capabilities.redirect {
         let code = if redirect.permanent {
             ReasonCode::ServerMoved
         } else {
             ReasonCode::UseAnotherServer
         };
-        refuse(
-            &mut wire,
-            version,
-            client_max,
-            code,
-            Some(redirect.reference.as_str().into()),
-        )
-        .await;
+        let reference = Some(redirect.reference.as_str().into());
+        refuse(wire, version, client_max, code, reference).await;
         return None;
     }
-    let (client_id, assigned) = match client_identifier(shared, &connect) {
+    let checked = client_identifier(shared, connect).and_then(|id| {
+        check_will(shared, connect)?;
+        Ok(id)
+    });
+    let (client_id, assigned) = match checked {
         Ok(id) => id,
         Err(code) => {
-            refuse(&mut wire, version, client_max, code, None).await;
+            refuse(wire, version, client_max, code, None).await;
             return None;
         }
     };
-    if let Err(code) = check_will(shared, &connect) {
-        refuse(&mut wire, version, client_max, code, None).await;
-        return None;
-    }
     // A full broker says so before spending anything on authentication.
     if !peer.in_process && shared.connections_full() {
         Metrics::inc(&shared.metrics.connections_refused);
-        refuse(&mut wire, version, client_max, ReasonCode::ServerBusy, None).await;
+        refuse(wire, version, client_max, ReasonCode::ServerBusy, None).await;
         return None;
     }
     let client = ConnectInfo {
@@ -121,7 +157,67 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         certificates: peer.certificates.clone(),
         authentication_method: connect.properties.authentication_method.clone(),
     };
-    // Back-off after recent failures from this address or for this user name.
+    let authenticated = authenticate_throttled(
+        shared,
+        reader,
+        wire,
+        connect,
+        &client,
+        max_packet_size,
+        peer,
+    );
+    let (identity, enhanced, auth_data) = match authenticated.await {
+        Ok(done) => done,
+        Err(Some(code)) => {
+            refuse(wire, version, client_max, code, None).await;
+            return None;
+        }
+        Err(None) => return None,
+    };
+    let info = Arc::new(ClientInfo {
+        client_id: client_id.clone(),
+        claimed_username: connect.username.clone(),
+        identity,
+        protocol: version,
+        peer: peer.addr,
+        listener: Arc::clone(&peer.listener),
+    });
+    // Authenticated: it leaves the pending connections and takes its place among the open
+    // ones (see `admission`), or is refused if the broker is full; then the authorizers
+    // may refuse it outright, and its will is authorized as a publish of its client.
+    let slots = match shared.graduate(peer) {
+        Ok(slots) => slots,
+        Err(code) => {
+            refuse(wire, version, client_max, code, None).await;
+            return None;
+        }
+    };
+    if let Err(code) = authorize(shared, &info, connect).await {
+        refuse(wire, version, client_max, code, None).await;
+        return None;
+    }
+    Some(Admitted {
+        client_id,
+        assigned,
+        client,
+        info,
+        enhanced,
+        auth_data,
+        slots,
+    })
+}
+
+/// [`authenticate`], after the back-off that recent failures from this address or for
+/// this user name impose, and recording the outcome for the next attempt.
+async fn authenticate_throttled<R: PacketReader, W: PacketWriter>(
+    shared: &Shared,
+    reader: &mut R,
+    wire: &mut W,
+    connect: &Connect,
+    client: &ConnectInfo,
+    max_packet_size: u32,
+    peer: &PeerInfo,
+) -> Result<Authenticated, Option<ReasonCode>> {
     let source = client.peer.map(|p| p.ip());
     let claimed = client.username.as_deref();
     let checked = !shared.authenticators.is_empty();
@@ -138,74 +234,92 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
             tokio::time::sleep(delay).await;
         }
     }
-    let authenticated = authenticate(
+    let result = authenticate(
         shared,
         reader,
-        &mut wire,
-        &connect,
-        &client,
+        wire,
+        connect,
+        client,
         max_packet_size,
         peer.in_process,
     )
     .await;
-    let (identity, enhanced, auth_data) = match authenticated {
-        Ok(done) => {
-            if checked {
-                shared.auth_throttle.succeeded(source, claimed);
-            }
-            done
-        }
-        Err(Some(code)) => {
+    match &result {
+        Ok(_) if checked => shared.auth_throttle.succeeded(source, claimed),
+        Err(Some(_)) => {
             Metrics::inc(&shared.metrics.auth_failures);
             if checked {
                 shared.auth_throttle.failed(source, claimed);
             }
-            refuse(&mut wire, version, client_max, code, None).await;
-            return None;
         }
-        Err(None) => return None,
-    };
-    let info = Arc::new(ClientInfo {
-        client_id: client_id.clone(),
-        claimed_username: connect.username.clone(),
-        identity,
-        protocol: version,
-        peer: peer.addr,
-        listener: Arc::clone(&peer.listener),
-    });
-    // Authenticated: it leaves the pending connections and takes its place among the open
-    // ones (see `admission`), or is refused if the broker is full.
-    let slots = match shared.graduate(peer) {
-        Ok(slots) => slots,
-        Err(code) => {
-            refuse(&mut wire, version, client_max, code, None).await;
-            return None;
-        }
-    };
-    // The authorizers may refuse the client outright, and the will is authorized as a
-    // publish of its client.
-    if !shared.open_access() {
-        let mut verdict = shared.authorize_client(&info).await;
-        if let (Ok(()), Some(will)) = (&verdict, &connect.will) {
-            verdict = shared
-                .authorize_publish(&info, &will.topic, will.qos, will.retain)
-                .await;
-        }
-        if let Err(code) = verdict {
-            refuse(&mut wire, version, client_max, code, None).await;
-            return None;
-        }
+        _ => {}
     }
+    result
+}
 
+/// The authorizers' word on the client, and on its will as a publish of that client.
+async fn authorize(
+    shared: &Shared,
+    info: &ClientInfo,
+    connect: &Connect,
+) -> Result<(), ReasonCode> {
+    if shared.open_access() {
+        return Ok(());
+    }
+    shared.authorize_client(info).await?;
+    match &connect.will {
+        Some(will) => {
+            shared
+                .authorize_publish(info, &will.topic, will.qos, will.retain)
+                .await
+        }
+        None => Ok(()),
+    }
+}
+
+/// What a client gets, worked out from its CONNECT, the capabilities and the limits
+/// alone: no I/O, no state.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Terms {
+    /// The Session Expiry Interval asked for (3.1.1: 0 for Clean Session 1, "never" for 0).
+    pub(super) requested_expiry: u32,
+    /// The one granted: the request, capped by `max_session_expiry_interval`.
+    pub(super) expiry_interval: u32,
+    /// Keep Alive in force, in seconds (0: none), after `max_keep_alive`.
+    pub(super) keep_alive: u16,
+    /// Unacknowledged QoS 1/2 PUBLISHes the broker may have out to the client: its Receive
+    /// Maximum, capped by `max_inflight`.
+    pub(super) window: usize,
+    /// The client's Maximum Packet Size (v5).
+    pub(super) client_max_packet: Option<u32>,
+    /// Reason Strings and User Properties on acknowledgements (v5 Request Problem
+    /// Information; MQTT-3.1.2-29).
+    pub(super) problem_info: bool,
+    /// Topic aliases the broker may use towards the client (MQTT-3.1.2-26, -27).
+    pub(super) outbound_aliases: u16,
+    /// The CONNACK properties (v5; empty for 3.1.1), before authentication adds its method
+    /// and data.
+    pub(super) connack: ConnAckProperties,
+}
+
+/// Works out a client's [`Terms`].
+pub(super) fn negotiate(
+    caps: &crate::config::Capabilities,
+    limits: &crate::config::Limits,
+    connect: &Connect,
+    max_packet_size: u32,
+    assigned: Option<&ByteString>,
+) -> Terms {
+    let v5 = connect.protocol.is_v5();
     // Session Expiry Interval, capped; 3.1.1 Clean Session 0 means "never" (then capped).
-    let requested = if version.is_v5() {
+    let requested_expiry = if v5 {
         connect.properties.session_expiry_interval.unwrap_or(0)
     } else if connect.clean_start {
         0
     } else {
         u32::MAX
     };
-    let expiry_interval = requested.min(caps.max_session_expiry_interval);
+    let expiry_interval = requested_expiry.min(caps.max_session_expiry_interval);
     // Keep Alive, capped (v5 Server Keep Alive).
     let mut keep_alive = connect.keep_alive;
     let mut server_keep_alive = None;
@@ -215,16 +329,16 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
             server_keep_alive = Some(max);
         }
     }
-    let window = usize::from(shared.limits.max_inflight).min(
+    let window = usize::from(limits.max_inflight).min(
         connect
             .properties
             .receive_maximum
             .map_or(usize::MAX, |r| usize::from(r.get())),
     );
-    let signals = LinkSignals::new(shared.shutdown.child_token());
-    let connack_properties = if version.is_v5() {
-        let mut p = ConnAckProperties {
-            assigned_client_identifier: assigned.then(|| client_id.clone()),
+    let mut connack = ConnAckProperties::default();
+    if v5 {
+        connack = ConnAckProperties {
+            assigned_client_identifier: assigned.cloned(),
             maximum_packet_size: NonZeroU32::new(max_packet_size),
             receive_maximum: NonZeroU16::new(caps.receive_maximum),
             topic_alias_maximum: (caps.topic_alias_maximum > 0).then_some(caps.topic_alias_maximum),
@@ -234,43 +348,84 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
             subscription_identifiers_available: (!caps.subscription_identifiers).then_some(false),
             shared_subscription_available: (!caps.shared_subscriptions).then_some(false),
             server_keep_alive,
-            session_expiry_interval: (expiry_interval != requested).then_some(expiry_interval),
+            session_expiry_interval: (expiry_interval != requested_expiry)
+                .then_some(expiry_interval),
             ..ConnAckProperties::default()
         };
         if connect.properties.request_response_information == Some(true) {
-            p.response_information = caps.response_information.as_deref().map(ByteString::from);
+            connack.response_information =
+                caps.response_information.as_deref().map(ByteString::from);
         }
-        if let Some(auth) = &enhanced {
-            p.authentication_method = Some(auth.method.clone());
-            p.authentication_data = auth_data;
-        }
-        p
-    } else {
-        ConnAckProperties::default()
-    };
+    }
+    Terms {
+        requested_expiry,
+        expiry_interval,
+        keep_alive,
+        window,
+        client_max_packet: connect.properties.maximum_packet_size.map(NonZeroU32::get),
+        problem_info: connect.properties.request_problem_information != Some(false),
+        outbound_aliases: if v5 {
+            caps.outbound_topic_aliases
+                .min(connect.properties.topic_alias_maximum.unwrap_or(0))
+        } else {
+            0
+        },
+        connack,
+    }
+}
+
+/// Attaches the session (taking over an older connection of the same client) with the
+/// CONNACK, and builds the connection's reader and writer halves.
+async fn attach<W: PacketWriter>(
+    shared: &Arc<Shared>,
+    mut wire: W,
+    connect: Connect,
+    peer: &PeerInfo,
+    admitted: Admitted,
+    terms: Terms,
+) -> Option<(Connection, Writer<W>)> {
+    let version = connect.protocol;
+    let Admitted {
+        client_id,
+        client,
+        info,
+        enhanced,
+        auth_data,
+        slots,
+        ..
+    } = admitted;
+    let mut connack = terms.connack;
+    if let (true, Some(auth)) = (version.is_v5(), &enhanced) {
+        connack.authentication_method = Some(auth.method.clone());
+        connack.authentication_data = auth_data;
+    }
+    let signals = LinkSignals::new(shared.shutdown.child_token());
     let request = AttachRequest {
         client_id: client_id.clone(),
         clean_start: connect.clean_start,
-        expiry_interval,
+        expiry_interval: terms.expiry_interval,
         signals: Arc::clone(&signals),
-        window,
+        window: terms.window,
         client: Arc::clone(&info),
     };
     let attached = shared.attach(request, |session_present| {
         Packet::ConnAck(ConnAck {
             session_present,
             reason_code: ReasonCode::Success,
-            properties: connack_properties,
+            properties: connack,
         })
     });
     let (session, link_id) = match attached {
         Ok(attached) => attached,
         Err(code) => {
-            refuse(&mut wire, version, client_max, code, None).await;
+            refuse(&mut wire, version, terms.client_max_packet, code, None).await;
             return None;
         }
     };
-    let problem_info = connect.properties.request_problem_information != Some(false);
+    let max_packet_size = peer
+        .max_packet_size
+        .unwrap_or(shared.limits.max_packet_size);
+    let keep_alive = terms.keep_alive;
     let conn = Connection {
         shared: Arc::clone(shared),
         session: Arc::clone(&session),
@@ -291,7 +446,7 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         enhanced,
         aliases: HashMap::new(),
         congested: Vec::new(),
-        connect_expiry_zero: requested == 0,
+        connect_expiry_zero: terms.requested_expiry == 0,
         _slots: slots,
     };
     let writer = Writer {
@@ -301,18 +456,9 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
         version,
         signals,
         shared: Arc::clone(shared),
-        client_max_packet: connect.properties.maximum_packet_size.map(NonZeroU32::get),
-        problem_info,
-        aliases: if version.is_v5() {
-            super::aliases::OutboundAliases::new(
-                shared
-                    .capabilities
-                    .outbound_topic_aliases
-                    .min(connect.properties.topic_alias_maximum.unwrap_or(0)),
-            )
-        } else {
-            None
-        },
+        client_max_packet: terms.client_max_packet,
+        problem_info: terms.problem_info,
+        aliases: super::aliases::OutboundAliases::new(terms.outbound_aliases),
         events: Vec::new(),
         store_ops: Vec::new(),
         waiting_on_storage: false,
@@ -519,4 +665,108 @@ fn compact(connect: &mut crate::codec::Connect) {
         .authentication_data
         .as_ref()
         .map(|b| Bytes::copy_from_slice(b));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Capabilities, Limits};
+
+    fn v5(id: &str) -> Connect {
+        Connect::new(ProtocolVersion::V5, id)
+    }
+
+    #[test]
+    fn session_expiry_is_requested_capped_and_reported() {
+        let caps = Capabilities {
+            max_session_expiry_interval: 600,
+            ..Capabilities::default()
+        };
+        let limits = Limits::default();
+        // v5: the request, capped, and the granted value in CONNACK only when it differs.
+        let mut c = v5("a");
+        c.properties.session_expiry_interval = Some(3600);
+        let t = negotiate(&caps, &limits, &c, 1024, None);
+        assert_eq!((t.requested_expiry, t.expiry_interval), (3600, 600));
+        assert_eq!(t.connack.session_expiry_interval, Some(600));
+        c.properties.session_expiry_interval = Some(60);
+        let t = negotiate(&caps, &limits, &c, 1024, None);
+        assert_eq!(t.expiry_interval, 60);
+        assert_eq!(t.connack.session_expiry_interval, None);
+        // 3.1.1: Clean Session 1 is 0, Clean Session 0 is "never" (then capped); no
+        // properties at all.
+        let mut c = Connect::new(ProtocolVersion::V311, "b");
+        assert_eq!(negotiate(&caps, &limits, &c, 1024, None).expiry_interval, 0);
+        c.clean_start = false;
+        let t = negotiate(&caps, &limits, &c, 1024, None);
+        assert_eq!((t.requested_expiry, t.expiry_interval), (u32::MAX, 600));
+        assert_eq!(t.connack, ConnAckProperties::default());
+    }
+
+    #[test]
+    fn keep_alive_is_capped_and_zero_is_not_allowed_under_a_cap() {
+        // MQTT-3.2.2-21/-22 (v5): Server Keep Alive only when the broker changes it.
+        let caps = Capabilities {
+            max_keep_alive: Some(30),
+            ..Capabilities::default()
+        };
+        let limits = Limits::default();
+        for (asked, got, told) in [(10, 10, None), (60, 30, Some(30)), (0, 30, Some(30))] {
+            let mut c = v5("k");
+            c.keep_alive = asked;
+            let t = negotiate(&caps, &limits, &c, 1024, None);
+            assert_eq!(t.keep_alive, got, "{asked}");
+            assert_eq!(t.connack.server_keep_alive, told, "{asked}");
+        }
+        let mut c = v5("free");
+        c.keep_alive = 0;
+        let t = negotiate(&Capabilities::default(), &limits, &c, 1024, None);
+        assert_eq!((t.keep_alive, t.connack.server_keep_alive), (0, None));
+    }
+
+    #[test]
+    fn window_aliases_and_capabilities_follow_both_sides() {
+        let caps = Capabilities {
+            maximum_qos: QoS::AtLeastOnce,
+            retain_available: false,
+            outbound_topic_aliases: 8,
+            ..Capabilities::default()
+        };
+        let limits = Limits {
+            max_inflight: 20,
+            ..Limits::default()
+        };
+        let mut c = v5("w");
+        c.properties.receive_maximum = NonZeroU16::new(5);
+        c.properties.topic_alias_maximum = Some(100);
+        c.properties.request_problem_information = Some(false);
+        let id = ByteString::from("auto-1");
+        let t = negotiate(&caps, &limits, &c, 4096, Some(&id));
+        assert_eq!(
+            t.window, 5,
+            "the client's Receive Maximum, under max_inflight"
+        );
+        assert_eq!(
+            t.outbound_aliases, 8,
+            "the broker's cap, under the client's 100"
+        );
+        assert!(!t.problem_info);
+        assert_eq!(t.connack.maximum_qos, Some(QoS::AtLeastOnce));
+        assert_eq!(t.connack.retain_available, Some(false));
+        assert_eq!(
+            t.connack.wildcard_subscription_available, None,
+            "absent: available"
+        );
+        assert_eq!(t.connack.maximum_packet_size, NonZeroU32::new(4096));
+        assert_eq!(t.connack.assigned_client_identifier, Some(id));
+        // Without Topic Alias Maximum in CONNECT: none (MQTT-3.1.2-27 (v5)).
+        c.properties.topic_alias_maximum = None;
+        c.properties.receive_maximum = None;
+        let t = negotiate(&caps, &limits, &c, 4096, None);
+        assert_eq!(t.outbound_aliases, 0);
+        assert_eq!(
+            t.window, 20,
+            "max_inflight when the client sets no Receive Maximum"
+        );
+    }
 }

@@ -178,6 +178,18 @@ pub struct Redirect {
     pub reference: String,
 }
 
+impl Redirect {
+    /// The refusing CONNACK's reason code and Server Reference.
+    pub(crate) fn refusal(&self) -> (crate::codec::ReasonCode, bytestring::ByteString) {
+        let code = if self.permanent {
+            crate::codec::ReasonCode::ServerMoved
+        } else {
+            crate::codec::ReasonCode::UseAnotherServer
+        };
+        (code, self.reference.as_str().into())
+    }
+}
+
 /// What the broker offers MQTT 5.0 clients, advertised in CONNACK and enforced: a client
 /// that uses what is not offered gets the reason code the standard names.
 #[derive(Debug, Clone, PartialEq, Eq)]

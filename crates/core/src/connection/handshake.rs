@@ -121,42 +121,18 @@ async fn admit<R: PacketReader, W: PacketWriter>(
     // The client's Maximum Packet Size bounds the CONNACK too (MQTT-3.2.2-19, -20 (v5)).
     let client_max = connect.properties.maximum_packet_size.map(NonZeroU32::get);
     if let Some(redirect) = &shared.capabilities.redirect {
-        let code = if redirect.permanent {
-            ReasonCode::ServerMoved
-        } else {
-            ReasonCode::UseAnotherServer
-        };
-        let reference = Some(redirect.reference.as_str().into());
-        refuse(wire, version, client_max, code, reference).await;
+        let (code, reference) = redirect.refusal();
+        refuse(wire, version, client_max, code, Some(reference)).await;
         return None;
     }
-    let checked = client_identifier(shared, connect).and_then(|id| {
-        check_will(shared, connect)?;
-        Ok(id)
-    });
-    let (client_id, assigned) = match checked {
+    let (client_id, assigned) = match identify(shared, connect, peer) {
         Ok(id) => id,
         Err(code) => {
             refuse(wire, version, client_max, code, None).await;
             return None;
         }
     };
-    // A full broker says so before spending anything on authentication.
-    if !peer.in_process && shared.connections_full() {
-        Metrics::inc(&shared.metrics.connections_refused);
-        refuse(wire, version, client_max, ReasonCode::ServerBusy, None).await;
-        return None;
-    }
-    let client = ConnectInfo {
-        client_id: client_id.clone(),
-        username: connect.username.clone(),
-        password: connect.password.clone(),
-        protocol: version,
-        peer: peer.addr,
-        listener: Arc::clone(&peer.listener),
-        certificates: peer.certificates.clone(),
-        authentication_method: connect.properties.authentication_method.clone(),
-    };
+    let client = connect_info(connect, &client_id, peer);
     let authenticated = authenticate_throttled(
         shared,
         reader,
@@ -185,17 +161,18 @@ async fn admit<R: PacketReader, W: PacketWriter>(
     // Authenticated: it leaves the pending connections and takes its place among the open
     // ones (see `admission`), or is refused if the broker is full; then the authorizers
     // may refuse it outright, and its will is authorized as a publish of its client.
-    let slots = match shared.graduate(peer) {
+    let settled = async {
+        let slots = shared.graduate(peer)?;
+        authorize(shared, &info, connect).await?;
+        Ok::<_, ReasonCode>(slots)
+    };
+    let slots = match settled.await {
         Ok(slots) => slots,
         Err(code) => {
             refuse(wire, version, client_max, code, None).await;
             return None;
         }
     };
-    if let Err(code) = authorize(shared, &info, connect).await {
-        refuse(wire, version, client_max, code, None).await;
-        return None;
-    }
     Some(Admitted {
         client_id,
         assigned,
@@ -205,6 +182,37 @@ async fn admit<R: PacketReader, W: PacketWriter>(
         auth_data,
         slots,
     })
+}
+
+/// The client identifier to use (and whether the broker assigned it), once the will and
+/// the broker's capacity allow the client: what can refuse it before authentication.
+fn identify(
+    shared: &Shared,
+    connect: &Connect,
+    peer: &PeerInfo,
+) -> Result<(ByteString, bool), ReasonCode> {
+    let id = client_identifier(shared, connect)?;
+    check_will(shared, connect)?;
+    // A full broker says so before spending anything on authentication.
+    if !peer.in_process && shared.connections_full() {
+        Metrics::inc(&shared.metrics.connections_refused);
+        return Err(ReasonCode::ServerBusy);
+    }
+    Ok(id)
+}
+
+/// What authenticators see of a connecting client.
+fn connect_info(connect: &Connect, client_id: &ByteString, peer: &PeerInfo) -> ConnectInfo {
+    ConnectInfo {
+        client_id: client_id.clone(),
+        username: connect.username.clone(),
+        password: connect.password.clone(),
+        protocol: connect.protocol,
+        peer: peer.addr,
+        listener: Arc::clone(&peer.listener),
+        certificates: peer.certificates.clone(),
+        authentication_method: connect.properties.authentication_method.clone(),
+    }
 }
 
 /// [`authenticate`], after the back-off that recent failures from this address or for
@@ -382,7 +390,7 @@ async fn attach<W: PacketWriter>(
     connect: Connect,
     peer: &PeerInfo,
     admitted: Admitted,
-    terms: Terms,
+    mut terms: Terms,
 ) -> Option<(Connection, Writer<W>)> {
     let version = connect.protocol;
     let Admitted {
@@ -394,7 +402,7 @@ async fn attach<W: PacketWriter>(
         slots,
         ..
     } = admitted;
-    let mut connack = terms.connack;
+    let mut connack = std::mem::take(&mut terms.connack);
     if let (true, Some(auth)) = (version.is_v5(), &enhanced) {
         connack.authentication_method = Some(auth.method.clone());
         connack.authentication_data = auth_data;
@@ -449,23 +457,38 @@ async fn attach<W: PacketWriter>(
         connect_expiry_zero: terms.requested_expiry == 0,
         _slots: slots,
     };
-    let writer = Writer {
-        wire,
-        session,
-        link_id,
-        version,
-        signals,
-        shared: Arc::clone(shared),
-        client_max_packet: terms.client_max_packet,
-        problem_info: terms.problem_info,
-        aliases: super::aliases::OutboundAliases::new(terms.outbound_aliases),
-        events: Vec::new(),
-        store_ops: Vec::new(),
-        waiting_on_storage: false,
-        durable: shared.persistence.as_ref().map(|p| p.watch()),
-    };
+    let writer = Writer::new(shared, wire, session, link_id, version, signals, &terms);
     tracing::debug!(listener = %peer.listener, ?version, "connected");
     Some((conn, writer))
+}
+
+impl<W: PacketWriter> Writer<W> {
+    /// The writer half of a connection just attached on `terms`.
+    fn new(
+        shared: &Arc<Shared>,
+        wire: W,
+        session: Arc<crate::session::Session>,
+        link_id: u64,
+        version: ProtocolVersion,
+        signals: Arc<LinkSignals>,
+        terms: &Terms,
+    ) -> Self {
+        Writer {
+            wire,
+            session,
+            link_id,
+            version,
+            signals,
+            shared: Arc::clone(shared),
+            client_max_packet: terms.client_max_packet,
+            problem_info: terms.problem_info,
+            aliases: super::aliases::OutboundAliases::new(terms.outbound_aliases),
+            events: Vec::new(),
+            store_ops: Vec::new(),
+            waiting_on_storage: false,
+            durable: shared.persistence.as_ref().map(|p| p.watch()),
+        }
+    }
 }
 
 /// Refusals of the will that the capabilities require (v5 §3.2.2.3.4, MQTT-3.2.2-13) and the

@@ -11,6 +11,7 @@
 //! writer (which sends a v5 DISCONNECT when one is due and flushes, bounded in time), detaches
 //! the session, and publishes the will unless the client disconnected normally.
 
+mod acks;
 mod aliases;
 mod auth;
 mod handshake;

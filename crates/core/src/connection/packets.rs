@@ -32,85 +32,19 @@ impl Connection {
         let done = match packet {
             Packet::Publish(p) => return self.on_publish(p),
             Packet::PubAck(a) => {
-                let done = self.ack(|st| st.inflight.puback(a.packet_id));
-                self.forget_stored(done.as_ref());
-                self.acknowledged(done);
+                self.on_puback(a);
                 Ok(())
             }
             Packet::PubRec(a) => {
-                let failed = !a.reason_code.is_success();
-                let mut rel_gate = 0;
-                let found = if failed {
-                    // v5 §4.3.3: a PUBREC with an error code ends the exchange.
-                    let done = self.ack(|st| st.inflight.forget(a.packet_id));
-                    self.forget_stored(done.as_ref());
-                    done.is_some()
-                } else {
-                    let released =
-                        self.ack(|st| st.inflight.pubrec(a.packet_id).map(|e| e.delivery.clone()));
-                    if let (Some(d), Some(seq)) =
-                        (&released, released.as_ref().and_then(|d| d.storage_seq))
-                    {
-                        // The PUBREL leaves only once "released" is durable: a restart must
-                        // not re-send a PUBLISH the receiver has completed.
-                        rel_gate = self.shared.store_gated(vec![roost_storage::Op::PutQueued {
-                            client: self.client_id.to_string(),
-                            seq: seq.get(),
-                            record: crate::persist::queue_record(
-                                d,
-                                roost_storage::QueueStage::Released(a.packet_id.get()),
-                            ),
-                        }]);
-                    }
-                    released.is_some()
-                };
-                if !failed {
-                    let code = if found {
-                        ReasonCode::Success
-                    } else {
-                        ReasonCode::PacketIdentifierNotFound
-                    };
-                    self.control_after(
-                        Packet::PubRel(PubResponse::with_reason(a.packet_id, self.v5_code(code))),
-                        rel_gate,
-                    );
-                }
+                self.on_pubrec(a);
                 Ok(())
             }
             Packet::PubRel(a) => {
-                let (known, persistent) = {
-                    let mut st = self.session.state.lock();
-                    (
-                        st.inbound_qos2.remove(&a.packet_id.get()),
-                        st.expiry_interval > 0,
-                    )
-                };
-                // The PUBCOMP leaves only once the id is forgotten durably: after a restart
-                // the publisher may reuse it for a new message.
-                let mut comp_gate = 0;
-                if known && persistent && self.shared.persistence.is_some() {
-                    comp_gate = self
-                        .shared
-                        .store_gated(vec![roost_storage::Op::DeleteInbound {
-                            client: self.client_id.to_string(),
-                            packet_id: a.packet_id.get(),
-                        }]);
-                }
-                let code = if known {
-                    ReasonCode::Success
-                } else {
-                    ReasonCode::PacketIdentifierNotFound
-                };
-                self.control_after(
-                    Packet::PubComp(PubResponse::with_reason(a.packet_id, self.v5_code(code))),
-                    comp_gate,
-                );
+                self.on_pubrel(a);
                 Ok(())
             }
             Packet::PubComp(a) => {
-                let done = self.ack(|st| st.inflight.pubcomp(a.packet_id));
-                self.forget_stored(done.as_ref());
-                self.acknowledged(done);
+                self.on_pubcomp(a);
                 Ok(())
             }
             // Boxed (as AUTH below): rare next to PUBLISH, and inline their futures would
@@ -145,7 +79,7 @@ impl Connection {
     }
 
     /// Before 5.0 every response code is Success on the wire; keep that explicit.
-    fn v5_code(&self, code: ReasonCode) -> ReasonCode {
+    pub(super) fn v5_code(&self, code: ReasonCode) -> ReasonCode {
         if self.version.is_v5() {
             code
         } else {
@@ -153,23 +87,23 @@ impl Connection {
         }
     }
 
-    fn control(&self, packet: Packet) {
+    pub(super) fn control(&self, packet: Packet) {
         self.session.send_control(self.link_id, packet);
     }
 
     /// Queues a control packet that leaves once storage sequence `gate` is durable.
-    fn control_after(&self, packet: Packet, gate: u64) {
+    pub(super) fn control_after(&self, packet: Packet, gate: u64) {
         self.control_after_gate(packet, Gate::seq(gate));
     }
 
     /// Queues a control packet that leaves once the writes of `gate` are durable.
-    fn control_after_gate(&self, packet: Packet, gate: Gate) {
+    pub(super) fn control_after_gate(&self, packet: Packet, gate: Gate) {
         self.session.send_control_gated(self.link_id, packet, gate);
     }
 
     /// A PUBACK or PUBREC body, with a Reason String for failure codes (v5; the writer drops
     /// it for clients that asked for no problem information).
-    fn response(&self, id: crate::codec::PacketId, code: ReasonCode) -> PubResponse {
+    pub(super) fn response(&self, id: crate::codec::PacketId, code: ReasonCode) -> PubResponse {
         let mut r = PubResponse::with_reason(id, self.v5_code(code));
         if self.version.is_v5() && !code.is_success() {
             r.properties.reason_string = Some(code.description().into());
@@ -178,7 +112,7 @@ impl Connection {
     }
 
     /// Removes a completed delivery from storage.
-    fn forget_stored(&self, done: Option<&crate::session::Entry>) {
+    pub(super) fn forget_stored(&self, done: Option<&crate::session::Entry>) {
         if let Some(seq) = done.and_then(|e| e.delivery.storage_seq) {
             self.shared.store_now(vec![roost_storage::Op::DeleteQueued {
                 client: self.client_id.to_string(),
@@ -197,7 +131,7 @@ impl Connection {
     }
 
     /// Tells the hooks a delivery completed.
-    fn acknowledged(&self, done: Option<crate::session::Entry>) {
+    pub(super) fn acknowledged(&self, done: Option<crate::session::Entry>) {
         if let Some(entry) = done {
             let shared = &self.shared;
             shared.hooks.each(&shared.metrics, |h| {
@@ -208,7 +142,7 @@ impl Connection {
 
     /// Applies an acknowledgement to the session and wakes the writer (a window slot may
     /// have opened).
-    fn ack<T>(&self, f: impl FnOnce(&mut SessionState) -> T) -> T {
+    pub(super) fn ack<T>(&self, f: impl FnOnce(&mut SessionState) -> T) -> T {
         let mut st = self.session.state.lock();
         let outcome = f(&mut st);
         if let Some(link) = &st.link {
@@ -244,30 +178,7 @@ impl Connection {
 
     fn on_publish(&mut self, mut publish: Publish) -> Result<Option<Later<'_>>, Exit> {
         Metrics::inc(&self.shared.metrics.messages_received);
-        if self.version.is_v5() {
-            // MQTT-3.3.4-6: a client never sends Subscription Identifiers.
-            if !publish.properties.subscription_identifiers.is_empty() {
-                return Err(Exit::Violation(Violation::SubscriptionIdentifierFromClient));
-            }
-            self.resolve_alias(&mut publish)?;
-        }
-        if publish.topic.is_empty() {
-            // A 3.1.1 PUBLISH cannot get here (the decoder refuses an empty topic).
-            return Err(Exit::Violation(Violation::Malformed(
-                crate::codec::DecodeError::EmptyTopicWithoutAlias,
-            )));
-        }
-        if !self.shared.limits.topic_ok(publish.topic.as_str()) {
-            return Err(Exit::Violation(Violation::TopicOverLimits));
-        }
-        let caps = &self.shared.capabilities;
-        // The broker enforces what it advertised (v5 §3.2.2.3.4, §3.2.2.3.5).
-        if publish.qos.qos() > caps.maximum_qos {
-            return Err(Exit::Violation(Violation::QoSNotSupported));
-        }
-        if publish.retain && !caps.retain_available {
-            return Err(Exit::Violation(Violation::RetainNotSupported));
-        }
+        self.check_publish(&mut publish)?;
         let qos = publish.qos;
         if !self
             .shared
@@ -276,61 +187,12 @@ impl Connection {
         {
             // Over the user-property limits: not routed, and the publisher is told.
             Metrics::inc(&self.shared.metrics.messages_refused_properties);
-            match qos {
-                PublishQoS::AtMostOnce => {}
-                PublishQoS::AtLeastOnce(id) => {
-                    self.control(Packet::PubAck(self.response(id, ReasonCode::QuotaExceeded)))
-                }
-                PublishQoS::ExactlyOnce(id) => {
-                    self.control(Packet::PubRec(self.response(id, ReasonCode::QuotaExceeded)))
-                }
-            }
+            self.answer_publish(qos, ReasonCode::QuotaExceeded);
             return Ok(None);
         }
-        let mut ops = Vec::new();
-        let bad_utf8 = self.version.is_v5()
-            && publish.properties.payload_format_indicator == Some(PayloadFormat::Utf8)
-            && std::str::from_utf8(&publish.payload).is_err();
-        match qos {
-            PublishQoS::AtMostOnce if bad_utf8 => {
-                return Err(Exit::Violation(Violation::PayloadFormatInvalid));
-            }
-            PublishQoS::AtLeastOnce(id) if bad_utf8 => {
-                self.control(Packet::PubAck(
-                    self.response(id, ReasonCode::PayloadFormatInvalid),
-                ));
-                return Ok(None);
-            }
-            PublishQoS::ExactlyOnce(id) => {
-                let mut st = self.session.state.lock();
-                // MQTT-4.3.3-2: a re-sent PUBLISH before PUBREL is acknowledged, not routed.
-                if st.inbound_qos2.contains(&id.get()) {
-                    drop(st);
-                    self.control(Packet::PubRec(PubResponse::new(id)));
-                    return Ok(None);
-                }
-                if bad_utf8 {
-                    drop(st);
-                    self.control(Packet::PubRec(
-                        self.response(id, ReasonCode::PayloadFormatInvalid),
-                    ));
-                    return Ok(None);
-                }
-                // MQTT-3.3.4-7: no more unacknowledged QoS 2 PUBLISHes than our Receive
-                // Maximum; one more → 0x93.
-                if st.inbound_qos2.len() >= usize::from(caps.receive_maximum) {
-                    return Err(Exit::Violation(Violation::ReceiveMaximumExceeded));
-                }
-                st.inbound_qos2.insert(id.get());
-                if st.expiry_interval > 0 && self.shared.persistence.is_some() {
-                    ops.push(roost_storage::Op::PutInbound {
-                        client: self.client_id.to_string(),
-                        packet_id: id.get(),
-                    });
-                }
-            }
-            _ => {}
-        }
+        let Some(ops) = self.take_inbound(&publish)? else {
+            return Ok(None);
+        };
         if self.shared.open_access() && is_sys_topic(publish.topic.as_str()) {
             // The broker's own topics: only an authorizer that says so lets a client
             // publish there (with authorizers, the chain below decides; all deferring is no).
@@ -355,6 +217,91 @@ impl Connection {
             })));
         }
         Ok(self.route_publish(publish, ops))
+    }
+
+    /// The rules a PUBLISH must keep to be taken at all; a topic given by alias is resolved.
+    fn check_publish(&mut self, publish: &mut Publish) -> Result<(), Exit> {
+        if self.version.is_v5() {
+            // MQTT-3.3.4-6: a client never sends Subscription Identifiers.
+            if !publish.properties.subscription_identifiers.is_empty() {
+                return Err(Exit::Violation(Violation::SubscriptionIdentifierFromClient));
+            }
+            self.resolve_alias(publish)?;
+        }
+        if publish.topic.is_empty() {
+            // A 3.1.1 PUBLISH cannot get here (the decoder refuses an empty topic).
+            return Err(Exit::Violation(Violation::Malformed(
+                crate::codec::DecodeError::EmptyTopicWithoutAlias,
+            )));
+        }
+        if !self.shared.limits.topic_ok(publish.topic.as_str()) {
+            return Err(Exit::Violation(Violation::TopicOverLimits));
+        }
+        let caps = &self.shared.capabilities;
+        // The broker enforces what it advertised (v5 §3.2.2.3.4, §3.2.2.3.5).
+        if publish.qos.qos() > caps.maximum_qos {
+            return Err(Exit::Violation(Violation::QoSNotSupported));
+        }
+        if publish.retain && !caps.retain_available {
+            return Err(Exit::Violation(Violation::RetainNotSupported));
+        }
+        Ok(())
+    }
+
+    /// Answers a QoS 1/2 PUBLISH with `code` (PUBACK or PUBREC); nothing for QoS 0.
+    fn answer_publish(&self, qos: PublishQoS, code: ReasonCode) {
+        match qos {
+            PublishQoS::AtMostOnce => {}
+            PublishQoS::AtLeastOnce(id) => self.control(Packet::PubAck(self.response(id, code))),
+            PublishQoS::ExactlyOnce(id) => self.control(Packet::PubRec(self.response(id, code))),
+        }
+    }
+
+    /// Takes the PUBLISH into the inbound QoS 2 state, answering what needs no routing: a
+    /// QoS 2 duplicate (MQTT-4.3.3-2) and a payload that is not the UTF-8 it claims to be.
+    /// `None` when answered here; else the storage operations routing adds to.
+    fn take_inbound(&mut self, publish: &Publish) -> Result<Option<Vec<roost_storage::Op>>, Exit> {
+        let mut ops = Vec::new();
+        let bad_utf8 = self.version.is_v5()
+            && publish.properties.payload_format_indicator == Some(PayloadFormat::Utf8)
+            && std::str::from_utf8(&publish.payload).is_err();
+        match publish.qos {
+            PublishQoS::AtMostOnce if bad_utf8 => {
+                return Err(Exit::Violation(Violation::PayloadFormatInvalid));
+            }
+            PublishQoS::AtLeastOnce(_) if bad_utf8 => {
+                self.answer_publish(publish.qos, ReasonCode::PayloadFormatInvalid);
+                return Ok(None);
+            }
+            PublishQoS::ExactlyOnce(id) => {
+                let mut st = self.session.state.lock();
+                // MQTT-4.3.3-2: a re-sent PUBLISH before PUBREL is acknowledged, not routed.
+                if st.inbound_qos2.contains(&id.get()) {
+                    drop(st);
+                    self.control(Packet::PubRec(PubResponse::new(id)));
+                    return Ok(None);
+                }
+                if bad_utf8 {
+                    drop(st);
+                    self.answer_publish(publish.qos, ReasonCode::PayloadFormatInvalid);
+                    return Ok(None);
+                }
+                // MQTT-3.3.4-7: no more unacknowledged QoS 2 PUBLISHes than our Receive
+                // Maximum; one more → 0x93.
+                if st.inbound_qos2.len() >= usize::from(self.shared.capabilities.receive_maximum) {
+                    return Err(Exit::Violation(Violation::ReceiveMaximumExceeded));
+                }
+                st.inbound_qos2.insert(id.get());
+                if st.expiry_interval > 0 && self.shared.persistence.is_some() {
+                    ops.push(roost_storage::Op::PutInbound {
+                        client: self.client_id.to_string(),
+                        packet_id: id.get(),
+                    });
+                }
+            }
+            _ => {}
+        }
+        Ok(Some(ops))
     }
 
     /// Answers a PUBLISH an authorizer refused: v5 gets the refusal code, 3.1.1 a normal

@@ -467,7 +467,6 @@ impl Connection {
         }
         // Kept for the subscription's life: its own copy, not a slice of the read buffer.
         let filter = filter.owned();
-        let limits = &self.shared.limits;
         let is_shared = matches!(filter.shared(), Ok(Some(_)));
         // MQTT-3.8.3-4 (v5): No Local on a shared subscription is a protocol error.
         if is_shared && options.no_local {
@@ -493,18 +492,8 @@ impl Connection {
             options,
             id: subscribe.properties.subscription_identifier,
         };
-        let is_new = {
-            let mut st = self.session.state.lock();
-            let exists = st.subscriptions.contains_key(&filter);
-            if !exists
-                && (st.subscriptions.len() >= limits.max_subscriptions_per_client
-                    || st.subscription_bytes + crate::session::subscription_cost(&filter)
-                        > limits.max_subscription_bytes_per_client)
-            {
-                return Ok(ReasonCode::QuotaExceeded);
-            }
-            st.add_subscription(filter.clone(), record);
-            !exists
+        let Some(is_new) = self.record_subscription(&filter, record) else {
+            return Ok(ReasonCode::QuotaExceeded);
         };
         // MQTT-3.8.4-3: a subscription to an existing filter replaces it.
         if self.shared.router.subscribe(&self.session, &filter, record) {
@@ -537,6 +526,27 @@ impl Connection {
             QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
             QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
         })
+    }
+
+    /// Adds (or replaces) the subscription in the session, within the per-client limits:
+    /// whether it is new, or `None` if the limits refuse it (a replacement always fits).
+    fn record_subscription(
+        &self,
+        filter: &TopicFilter,
+        record: SubscriptionRecord,
+    ) -> Option<bool> {
+        let limits = &self.shared.limits;
+        let mut st = self.session.state.lock();
+        let exists = st.subscriptions.contains_key(filter);
+        if !exists
+            && (st.subscriptions.len() >= limits.max_subscriptions_per_client
+                || st.subscription_bytes + crate::session::subscription_cost(filter)
+                    > limits.max_subscription_bytes_per_client)
+        {
+            return None;
+        }
+        st.add_subscription(filter.clone(), record);
+        Some(!exists)
     }
 
     async fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Exit> {

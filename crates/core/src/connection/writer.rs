@@ -240,80 +240,109 @@ impl<W: PacketWriter> Writer<W> {
         }
     }
 
+    /// Moves what may leave now into the wire's buffer: control packets (those waiting on
+    /// storage once it is durable), then unacknowledged messages after a resume, then queued
+    /// messages while the inflight window allows.
     fn fill(&mut self, st: &mut SessionState, closing: bool) -> Fill {
-        let SessionState {
-            link,
-            inflight,
-            inbound_qos2,
-            queue: _,
-            ..
-        } = st;
-        let Some(link) = link.as_mut().filter(|l| l.id == self.link_id) else {
-            return Fill::Detached;
+        let window = {
+            let SessionState {
+                link,
+                inflight,
+                inbound_qos2,
+                ..
+            } = st;
+            let Some(link) = link.as_mut().filter(|l| l.id == self.link_id) else {
+                return Fill::Detached;
+            };
+            self.release_settled(link, inbound_qos2);
+            if !link.outbox.is_empty() {
+                // Taken whole: an idle connection then holds no outbox allocation.
+                for packet in std::mem::take(&mut link.outbox) {
+                    self.send_control(packet);
+                }
+            }
+            if link.resend {
+                link.resend = false;
+                self.resend(inflight);
+            }
+            link.window
         };
-        let v = self.version;
-        // Gated control packets whose writes are now durable (or failed) move to the outbox,
-        // in order; a failed write turns its acknowledgement into a refusal.
-        if let Some(p) = &self.shared.persistence {
-            while let Some(&(gate, _)) = link.pending.front() {
-                if !p.settled(gate) {
-                    break;
-                }
-                let Some((gate, mut packet)) = link.pending.pop_front() else {
-                    break;
-                };
-                if p.failed(gate) {
-                    if !refuse(&mut packet, v) {
-                        // 3.1.1 has no refusal for a PUBLISH it already took: close instead.
-                        self.signals.close(CloseReason::Silent);
-                        continue;
-                    }
-                    // A refusing PUBREC ends the QoS 2 exchange: no PUBREL will come, and
-                    // the id may carry a new message.
-                    if let Packet::PubRec(r) = &packet {
-                        inbound_qos2.remove(&r.packet_id.get());
-                    }
-                }
-                link.outbox.push_back(packet);
-            }
-            self.waiting_on_storage = !link.pending.is_empty();
-        }
-        if !link.outbox.is_empty() {
-            // Taken whole: an idle connection then holds no outbox allocation.
-            for packet in std::mem::take(&mut link.outbox) {
-                self.send_control(packet);
-            }
-        }
-        let shared = Arc::clone(&self.shared);
-        let metrics = &shared.metrics;
-        if link.resend {
-            link.resend = false;
-            for entry in inflight.entries() {
-                let r = match entry.stage {
-                    Stage::Published => {
-                        Metrics::inc(&metrics.messages_sent);
-                        let qos = PublishQoS::new(entry.delivery.qos, entry.id);
-                        self.send_publish(&entry.delivery, qos, true)
-                    }
-                    Stage::Released => self
-                        .wire
-                        .packet(&Packet::PubRel(PubResponse::new(entry.id)), v),
-                };
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "cannot re-send an inflight message");
-                }
-            }
-        }
         if closing {
             return Fill::Attached;
         }
-        let window = link.window;
-        let now = tokio::time::Instant::now();
-        let hooks = !shared.hooks.is_empty();
-        // Deliveries authorized under other rules (before an authorizer change, or by the
-        // process that stored them) are checked again now.
-        let recheck = !shared.open_access();
-        let epoch = shared.authz_epoch();
+        self.fill_queue(st, window);
+        st.after_drain(self.shared.limits.flow_control_queue);
+        Fill::Attached
+    }
+
+    /// Moves gated control packets whose writes are now durable (or failed) to the outbox,
+    /// in order; a failed write turns its acknowledgement into a refusal.
+    fn release_settled(
+        &mut self,
+        link: &mut crate::session::Link,
+        inbound_qos2: &mut hashbrown::HashSet<u16>,
+    ) {
+        let Some(p) = &self.shared.persistence else {
+            return;
+        };
+        let v = self.version;
+        while let Some(&(gate, _)) = link.pending.front() {
+            if !p.settled(gate) {
+                break;
+            }
+            let Some((gate, mut packet)) = link.pending.pop_front() else {
+                break;
+            };
+            if p.failed(gate) {
+                if !refuse(&mut packet, v) {
+                    // 3.1.1 has no refusal for a PUBLISH it already took: close instead.
+                    self.signals.close(CloseReason::Silent);
+                    continue;
+                }
+                // A refusing PUBREC ends the QoS 2 exchange: no PUBREL will come, and the
+                // id may carry a new message.
+                if let Packet::PubRec(r) = &packet {
+                    inbound_qos2.remove(&r.packet_id.get());
+                }
+            }
+            link.outbox.push_back(packet);
+        }
+        self.waiting_on_storage = !link.pending.is_empty();
+    }
+
+    /// After a resume: every unacknowledged message and PUBREL again, in their original
+    /// order (MQTT-4.4.0-1, MQTT-4.6.0-1), PUBLISHes with DUP.
+    fn resend(&mut self, inflight: &crate::session::Inflight) {
+        let v = self.version;
+        for entry in inflight.entries() {
+            let r = match entry.stage {
+                Stage::Published => {
+                    Metrics::inc(&self.shared.metrics.messages_sent);
+                    let qos = PublishQoS::new(entry.delivery.qos, entry.id);
+                    self.send_publish(&entry.delivery, qos, true)
+                }
+                Stage::Released => self
+                    .wire
+                    .packet(&Packet::PubRel(PubResponse::new(entry.id)), v),
+            };
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cannot re-send an inflight message");
+            }
+        }
+    }
+
+    /// Queued messages, while the inflight window allows and the batch is not full.
+    fn fill_queue(&mut self, st: &mut SessionState, window: usize) {
+        let shared = Arc::clone(&self.shared);
+        let metrics = &shared.metrics;
+        let screen = Screen {
+            now: tokio::time::Instant::now(),
+            hooks: !shared.hooks.is_empty(),
+            // Deliveries authorized under other rules (before an authorizer change, or by
+            // the process that stored them) are checked again now.
+            recheck: !shared.open_access(),
+            epoch: shared.authz_epoch(),
+        };
         let mut taken = 0usize;
         while st.inflight.len() < window {
             // A batch is bounded: past FILL_LIMIT buffered (looked at every 64 messages), the
@@ -354,43 +383,9 @@ impl<W: PacketWriter> Writer<W> {
             let Some(delivery) = st.pop() else {
                 break;
             };
-            if withdrawn {
-                // Its publisher was refused (or its own record was not stored): a message
-                // whose acknowledgement refused it reaches no subscriber.
-                Metrics::inc(&metrics.messages_withdrawn_storage);
-                self.unsent(st, delivery, DropReason::StorageFull, hooks);
+            let Some(delivery) = self.screen(st, delivery, withdrawn, &screen) else {
                 continue;
-            }
-            // MQTT-3.3.2-5: an expired message is not sent.
-            if delivery.message.is_expired(now) {
-                Metrics::inc(&metrics.messages_expired);
-                self.unsent(st, delivery, DropReason::Expired, hooks);
-                continue;
-            }
-            if recheck && delivery.authorized_epoch != epoch {
-                let allowed = st.client.as_ref().is_some_and(|c| {
-                    shared.authorize_receive(c, &delivery.message.topic, delivery.qos)
-                });
-                if !allowed {
-                    Metrics::inc(&metrics.messages_denied_on_send);
-                    tracing::debug!(topic = %delivery.message.topic, "queued message no longer authorized: withdrawn");
-                    self.unsent(st, delivery, DropReason::NotAuthorized, hooks);
-                    continue;
-                }
-            }
-            // MQTT-3.1.2-24/-25: too large for the client: discarded as if sent.
-            if let Some(max) = self.client_max_packet {
-                let probe = PublishQoS::new(delivery.qos, crate::codec::PacketId::MIN);
-                if delivery
-                    .message
-                    .wire_len(v, probe, &delivery.subscription_ids)
-                    > max as usize
-                {
-                    Metrics::inc(&metrics.messages_dropped_too_large);
-                    self.unsent(st, delivery, DropReason::TooLarge, hooks);
-                    continue;
-                }
-            }
+            };
             let qos = match delivery.qos {
                 QoS::AtMostOnce => PublishQoS::AtMostOnce,
                 qos => match st.start_inflight(delivery.clone()) {
@@ -404,14 +399,66 @@ impl<W: PacketWriter> Writer<W> {
             if let Err(e) = self.send_publish(&delivery, qos, delivery.maybe_sent) {
                 tracing::warn!(error = %e, topic = %delivery.message.topic, "cannot encode message");
             }
-            if hooks {
+            if screen.hooks {
                 self.events
                     .push((delivery.message, Event::Delivered(qos.qos())));
             }
         }
-        st.after_drain(shared.limits.flow_control_queue);
-        Fill::Attached
     }
+
+    /// The delivery if it may still be sent; otherwise forgets it and counts why.
+    fn screen(
+        &mut self,
+        st: &mut SessionState,
+        delivery: crate::message::Delivery,
+        withdrawn: bool,
+        screen: &Screen,
+    ) -> Option<crate::message::Delivery> {
+        let shared = Arc::clone(&self.shared);
+        let metrics = &shared.metrics;
+        let dropped = if withdrawn {
+            // Its publisher was refused (or its own record was not stored): a message whose
+            // acknowledgement refused it reaches no subscriber.
+            Metrics::inc(&metrics.messages_withdrawn_storage);
+            DropReason::StorageFull
+        } else if delivery.message.is_expired(screen.now) {
+            // MQTT-3.3.2-5: an expired message is not sent.
+            Metrics::inc(&metrics.messages_expired);
+            DropReason::Expired
+        } else if screen.recheck
+            && delivery.authorized_epoch != screen.epoch
+            && !st
+                .client
+                .as_ref()
+                .is_some_and(|c| shared.authorize_receive(c, &delivery.message.topic, delivery.qos))
+        {
+            Metrics::inc(&metrics.messages_denied_on_send);
+            tracing::debug!(topic = %delivery.message.topic, "queued message no longer authorized: withdrawn");
+            DropReason::NotAuthorized
+        } else if self.client_max_packet.is_some_and(|max| {
+            // MQTT-3.1.2-24/-25: too large for the client: discarded as if sent.
+            let probe = PublishQoS::new(delivery.qos, crate::codec::PacketId::MIN);
+            delivery
+                .message
+                .wire_len(self.version, probe, &delivery.subscription_ids)
+                > max as usize
+        }) {
+            Metrics::inc(&metrics.messages_dropped_too_large);
+            DropReason::TooLarge
+        } else {
+            return Some(delivery);
+        };
+        self.unsent(st, delivery, dropped, screen.hooks);
+        None
+    }
+}
+
+/// What [`Writer::screen`] checks each delivery against, read once per fill.
+struct Screen {
+    now: tokio::time::Instant,
+    hooks: bool,
+    recheck: bool,
+    epoch: u32,
 }
 
 /// Where a queued delivery stands with storage.

@@ -33,7 +33,7 @@ use crate::connection::{self, PeerInfo};
 use crate::error::Error;
 use crate::message::{Hold, Message};
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::persist::{self, Durability, Persistence};
+use crate::persist::{self, Durability, Gate, Persistence};
 use crate::plugin::{
     Authenticator, Authorizer, AuthorizerChain, ClientInfo, HookAction, HookChain, Hooks,
     PluginSettings, PublishedMessage,
@@ -223,10 +223,10 @@ impl Shared {
 
     /// Submits storage operations and returns the sequence number an acknowledgement must
     /// wait for (0 without storage, or in Periodic mode).
-    pub(crate) fn store_gated(&self, ops: Vec<Op>) -> u64 {
+    pub(crate) fn store_gated(&self, ops: Vec<Op>) -> Gate {
         match &self.persistence {
-            Some(p) => p.gate(p.submit_now(ops)),
-            None => 0,
+            Some(p) => Gate::seq(p.gate(p.submit_now(ops))),
+            None => Gate::NONE,
         }
     }
 
@@ -240,12 +240,7 @@ impl Shared {
     /// The storage record of a session, if it is persistent and storage is on.
     pub(crate) fn session_op(&self, session: &Session, st: &SessionState) -> Option<Op> {
         self.persistence.as_ref()?;
-        (st.expiry_interval > 0).then(|| {
-            Op::PutSession(
-                session.client_id.to_string(),
-                persist::session_record(st, st.disconnected_at_ms, st.will_at_ms),
-            )
-        })
+        (st.expiry_interval > 0).then(|| persist::journal::session_saved(&session.client_id, st))
     }
 
     fn next_id(&self) -> u64 {
@@ -323,12 +318,11 @@ impl Shared {
             let change = self.router.retain(message.for_keeping(), &self.limits);
             if self.persistence.is_some() && !message.topic.as_str().starts_with("$SYS/") {
                 match change {
-                    RetainChange::Set | RetainChange::Replaced => ops.push(Op::PutRetained(
-                        message.topic.to_string(),
-                        persist::message_record(message),
-                    )),
+                    RetainChange::Set | RetainChange::Replaced => {
+                        ops.push(persist::journal::retained_set(message))
+                    }
                     RetainChange::Cleared => {
-                        ops.push(Op::DeleteRetained(message.topic.to_string()))
+                        ops.push(persist::journal::retained_cleared(message.topic.as_str()))
                     }
                     RetainChange::Unchanged => {}
                 }
@@ -755,7 +749,7 @@ impl Shared {
             (st.take_subscriptions(), st.pending_will.take())
         };
         if self.persistence.is_some() {
-            self.store_now(vec![Op::DeleteSession(session.client_id.to_string())]);
+            self.store_now(vec![persist::journal::session_ended(&session.client_id)]);
         }
         if let Some(will) = will {
             self.publish_will(*will, session);

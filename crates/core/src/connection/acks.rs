@@ -4,6 +4,7 @@
 //! durable (acked durability).
 
 use crate::codec::{Packet, PubResponse, ReasonCode};
+use crate::persist::{journal, Gate};
 
 use super::Connection;
 
@@ -22,7 +23,7 @@ impl Connection {
 
     pub(super) fn on_pubrec(&mut self, a: PubResponse) {
         let failed = !a.reason_code.is_success();
-        let mut rel_gate = 0;
+        let mut rel_gate = Gate::NONE;
         let found = if failed {
             // v5 §4.3.3: a PUBREC with an error code ends the exchange.
             let done = self.ack(|st| st.inflight.forget(a.packet_id));
@@ -35,14 +36,12 @@ impl Connection {
             {
                 // The PUBREL leaves only once "released" is durable: a restart must
                 // not re-send a PUBLISH the receiver has completed.
-                rel_gate = self.shared.store_gated(vec![roost_storage::Op::PutQueued {
-                    client: self.client_id.to_string(),
-                    seq: seq.get(),
-                    record: crate::persist::queue_record(
-                        d,
-                        roost_storage::QueueStage::Released(a.packet_id.get()),
-                    ),
-                }]);
+                rel_gate = self.shared.store_gated(vec![journal::released(
+                    &self.client_id,
+                    seq.get(),
+                    d,
+                    a.packet_id.get(),
+                )]);
             }
             released.is_some()
         };
@@ -69,14 +68,12 @@ impl Connection {
         };
         // The PUBCOMP leaves only once the id is forgotten durably: after a restart
         // the publisher may reuse it for a new message.
-        let mut comp_gate = 0;
+        let mut comp_gate = Gate::NONE;
         if known && persistent && self.shared.persistence.is_some() {
-            comp_gate = self
-                .shared
-                .store_gated(vec![roost_storage::Op::DeleteInbound {
-                    client: self.client_id.to_string(),
-                    packet_id: a.packet_id.get(),
-                }]);
+            comp_gate = self.shared.store_gated(vec![journal::inbound_done(
+                &self.client_id,
+                a.packet_id.get(),
+            )]);
         }
         let code = if known {
             ReasonCode::Success

@@ -92,8 +92,8 @@ impl Connection {
     }
 
     /// Queues a control packet that leaves once storage sequence `gate` is durable.
-    pub(super) fn control_after(&self, packet: Packet, gate: u64) {
-        self.control_after_gate(packet, Gate::seq(gate));
+    pub(super) fn control_after(&self, packet: Packet, gate: Gate) {
+        self.control_after_gate(packet, gate);
     }
 
     /// Queues a control packet that leaves once the writes of `gate` are durable.
@@ -114,19 +114,20 @@ impl Connection {
     /// Removes a completed delivery from storage.
     pub(super) fn forget_stored(&self, done: Option<&crate::session::Entry>) {
         if let Some(seq) = done.and_then(|e| e.delivery.storage_seq) {
-            self.shared.store_now(vec![roost_storage::Op::DeleteQueued {
-                client: self.client_id.to_string(),
-                seq: seq.get(),
-            }]);
+            self.shared
+                .store_now(vec![crate::persist::journal::delivery_done(
+                    &self.client_id,
+                    seq.get(),
+                )]);
         }
     }
 
     /// Submits storage operations (waiting for room) and returns the sequence number an
     /// acknowledgement must wait for (0: none).
-    async fn store(&self, ops: Vec<roost_storage::Op>) -> u64 {
+    async fn store(&self, ops: Vec<roost_storage::Op>) -> Gate {
         match &self.shared.persistence {
-            Some(p) if !ops.is_empty() => p.gate(p.submit(ops).await),
-            _ => 0,
+            Some(p) if !ops.is_empty() => Gate::seq(p.gate(p.submit(ops).await)),
+            _ => Gate::NONE,
         }
     }
 
@@ -293,10 +294,10 @@ impl Connection {
                 }
                 st.inbound_qos2.insert(id.get());
                 if st.expiry_interval > 0 && self.shared.persistence.is_some() {
-                    ops.push(roost_storage::Op::PutInbound {
-                        client: self.client_id.to_string(),
-                        packet_id: id.get(),
-                    });
+                    ops.push(crate::persist::journal::inbound_started(
+                        &self.client_id,
+                        id.get(),
+                    ));
                 }
             }
             _ => {}
@@ -361,7 +362,7 @@ impl Connection {
             if before.is_none() && qos == PublishQoS::AtMostOnce {
                 return None; // no storage, no acknowledgement: nothing more to do
             }
-            let gate = self.routed_gate(before, 0);
+            let gate = self.routed_gate(before, Gate::NONE);
             self.release(hold.as_deref(), gate);
             self.ack_publish(qos, outcome, gate);
             return None;
@@ -390,10 +391,10 @@ impl Connection {
     /// (`stored`) and for the copies queued for persistent sessions while routing it: every
     /// storage submission after `before`. A failure of any of them refuses it (fail closed,
     /// even when the failed write was another client's that happened to fall in between).
-    fn routed_gate(&self, before: Option<u64>, stored: u64) -> Gate {
+    fn routed_gate(&self, before: Option<u64>, stored: Gate) -> Gate {
         match (&self.shared.persistence, before) {
             (Some(p), Some(before)) if p.durability == Durability::Acked => {
-                Gate::span(before, p.current_seq().max(stored))
+                Gate::span(before, p.current_seq().max(stored.through))
             }
             _ => Gate::NONE,
         }

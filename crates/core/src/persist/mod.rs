@@ -22,6 +22,7 @@
 //! publishes need more waits (its connection stops reading) until the store catches up.
 
 mod convert;
+pub(crate) mod journal;
 mod recovery;
 
 use std::collections::VecDeque;

@@ -464,14 +464,7 @@ impl SessionState {
                 let seq = self.next_storage_seq;
                 delivery.storage_seq = std::num::NonZeroU64::new(seq);
                 delivery.packet_id = Some(id);
-                let op = roost_storage::Op::PutQueued {
-                    client: client_id.to_string(),
-                    seq,
-                    record: crate::persist::queue_record(
-                        &delivery,
-                        roost_storage::QueueStage::Queued,
-                    ),
-                };
+                let op = crate::persist::journal::queued(client_id, seq, &delivery);
                 delivery.gate = p.gate(p.submit_now(vec![op]));
             }
         }
@@ -546,10 +539,7 @@ impl SessionState {
         }
         delivery
             .storage_seq
-            .map(|seq| roost_storage::Op::DeleteQueued {
-                client: client_id.to_string(),
-                seq: seq.get(),
-            })
+            .map(|seq| crate::persist::journal::delivery_done(client_id, seq.get()))
     }
 
     /// Takes the next queued delivery, keeping the byte count right.

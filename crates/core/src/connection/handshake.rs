@@ -133,16 +133,20 @@ async fn admit<R: PacketReader, W: PacketWriter>(
         }
     };
     let client = connect_info(connect, &client_id, peer);
-    let authenticated = authenticate_throttled(
+    let attempt = LoginAttempt::begin(shared, &client).await;
+    let in_process = peer.in_process;
+    let authenticated = authenticate(
         shared,
         reader,
         wire,
         connect,
         &client,
         max_packet_size,
-        peer,
-    );
-    let (identity, enhanced, auth_data) = match authenticated.await {
+        in_process,
+    )
+    .await;
+    attempt.end(&authenticated);
+    let (identity, enhanced, auth_data) = match authenticated {
         Ok(done) => done,
         Err(Some(code)) => {
             refuse(wire, version, client_max, code, None).await;
@@ -215,54 +219,54 @@ fn connect_info(connect: &Connect, client_id: &ByteString, peer: &PeerInfo) -> C
     }
 }
 
-/// [`authenticate`], after the back-off that recent failures from this address or for
-/// this user name impose, and recording the outcome for the next attempt.
-async fn authenticate_throttled<R: PacketReader, W: PacketWriter>(
-    shared: &Shared,
-    reader: &mut R,
-    wire: &mut W,
-    connect: &Connect,
-    client: &ConnectInfo,
-    max_packet_size: u32,
-    peer: &PeerInfo,
-) -> Result<Authenticated, Option<ReasonCode>> {
-    let source = client.peer.map(|p| p.ip());
-    let claimed = client.username.as_deref();
-    let checked = !shared.authenticators.is_empty();
-    if checked {
-        let delay = shared.auth_throttle.delay(
-            source,
-            claimed,
-            shared.limits.auth_failure_backoff,
-            shared.limits.auth_failure_backoff_max,
-        );
-        if !delay.is_zero() {
-            Metrics::inc(&shared.metrics.auth_delayed);
-            tracing::debug!(?delay, "recent authentication failures: waiting");
-            tokio::time::sleep(delay).await;
-        }
-    }
-    let result = authenticate(
-        shared,
-        reader,
-        wire,
-        connect,
-        client,
-        max_packet_size,
-        peer.in_process,
-    )
-    .await;
-    match &result {
-        Ok(_) if checked => shared.auth_throttle.succeeded(source, claimed),
-        Err(Some(_)) => {
-            Metrics::inc(&shared.metrics.auth_failures);
-            if checked {
-                shared.auth_throttle.failed(source, claimed);
+/// One login attempt as the failure back-off sees it: recent failures from this address
+/// or for this user name make it wait first ([`LoginAttempt::begin`]), and its outcome is
+/// recorded for the next ([`LoginAttempt::end`]).
+struct LoginAttempt<'a> {
+    shared: &'a Shared,
+    source: Option<std::net::IpAddr>,
+    claimed: Option<&'a str>,
+    /// Authenticators decide (without them there is nothing to throttle).
+    checked: bool,
+}
+
+impl<'a> LoginAttempt<'a> {
+    async fn begin(shared: &'a Shared, client: &'a ConnectInfo) -> Self {
+        let attempt = LoginAttempt {
+            shared,
+            source: client.peer.map(|p| p.ip()),
+            claimed: client.username.as_deref(),
+            checked: !shared.authenticators.is_empty(),
+        };
+        if attempt.checked {
+            let delay = shared.auth_throttle.delay(
+                attempt.source,
+                attempt.claimed,
+                shared.limits.auth_failure_backoff,
+                shared.limits.auth_failure_backoff_max,
+            );
+            if !delay.is_zero() {
+                Metrics::inc(&shared.metrics.auth_delayed);
+                tracing::debug!(?delay, "recent authentication failures: waiting");
+                tokio::time::sleep(delay).await;
             }
         }
-        _ => {}
+        attempt
     }
-    result
+
+    fn end(&self, result: &Result<Authenticated, Option<ReasonCode>>) {
+        let throttle = &self.shared.auth_throttle;
+        match result {
+            Ok(_) if self.checked => throttle.succeeded(self.source, self.claimed),
+            Err(Some(_)) => {
+                Metrics::inc(&self.shared.metrics.auth_failures);
+                if self.checked {
+                    throttle.failed(self.source, self.claimed);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The authorizers' word on the client, and on its will as a publish of that client.

@@ -414,7 +414,7 @@ impl<W: PacketWriter> Writer<W> {
         withdrawn: bool,
         screen: &Screen,
     ) -> Option<crate::message::Delivery> {
-        let shared = Arc::clone(&self.shared);
+        let shared = &*self.shared;
         let metrics = &shared.metrics;
         let dropped = if withdrawn {
             // Its publisher was refused (or its own record was not stored): a message whose

@@ -157,8 +157,8 @@ pub struct EncodedPublish {
     packet_id_at: Option<usize>,
     /// Where the Topic Name's length field starts (after the fixed header).
     topic_at: usize,
-    /// Where the Property Length starts (v5 forms only).
-    properties_at: Option<usize>,
+    /// Where the Property Length starts, and its value (v5 forms only).
+    properties: Option<(usize, u32)>,
     payload: Bytes,
 }
 
@@ -199,14 +199,21 @@ impl EncodedPublish {
         publish.emit_variable_header(version, &mut head);
         let after_topic = header_len + 2 + publish.topic.as_str().len();
         let packet_id_at = publish.qos.packet_id().map(|_| after_topic);
-        let properties_at = version
-            .is_v5()
-            .then(|| after_topic + packet_id_at.map_or(0, |_| 2));
+        let properties = if version.is_v5() {
+            let at = after_topic + packet_id_at.map_or(0, |_| 2);
+            // Written just above: it reads back, or the form is unusable for aliases.
+            match super::wire::peek_varint(&head[at..]) {
+                Ok(super::wire::VarIntPeek::Complete(len, _)) => Some((at, len)),
+                _ => None,
+            }
+        } else {
+            None
+        };
         Ok(Self {
             head: head.freeze(),
             packet_id_at,
             topic_at: header_len,
-            properties_at,
+            properties,
             payload: publish.payload.clone(),
         })
     }
@@ -225,14 +232,12 @@ impl EncodedPublish {
         retain: bool,
         alias: TopicAliasUse,
     ) -> Result<&Bytes, EncodeError> {
-        let Some(properties_at) = self.properties_at else {
+        let Some((properties_at, properties_len)) = self.properties else {
             return Err(EncodeError::WireFormMismatch);
         };
         if self.packet_id_at.is_some() != qos.packet_id().is_some() {
             return Err(EncodeError::WireFormMismatch);
         }
-        let mut r = Reader::new(self.head.slice(properties_at..));
-        let properties_len = r.varint().map_err(|_| EncodeError::WireFormMismatch)?;
         let properties_start = properties_at + varint_len(properties_len);
         // The alias property: its identifier and a two-byte integer.
         let aliased_len = properties_len + 3;

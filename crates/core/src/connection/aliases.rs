@@ -104,8 +104,10 @@ impl OutboundAliases {
         if self.by_topic.get(&s.topic) == Some(&slot) {
             let topic = s.topic.clone();
             self.by_topic.remove(&topic);
-            // The slot stays in the list with a topic no lookup finds: the next new topic
-            // may take it once it is the oldest.
+            // The slot stays in the list with a topic no lookup finds, as the oldest: the
+            // next new topic takes it.
+            self.unlink(slot);
+            self.push_oldest(slot);
         }
     }
 
@@ -119,6 +121,17 @@ impl OutboundAliases {
             NIL => self.oldest = newer,
             o => self.slots[usize::from(o)].newer = newer,
         }
+    }
+
+    fn push_oldest(&mut self, slot: u16) {
+        let s = &mut self.slots[usize::from(slot)];
+        s.older = NIL;
+        s.newer = self.oldest;
+        match self.oldest {
+            NIL => self.newest = slot,
+            o => self.slots[usize::from(o)].older = slot,
+        }
+        self.oldest = slot;
     }
 
     fn push_newest(&mut self, slot: u16) {
@@ -196,6 +209,17 @@ mod tests {
         assert!(OutboundAliases::new(0).is_none());
         let mut a = OutboundAliases::new(8).expect("on");
         assert_eq!(a.alias_for(&topic("abc")), None);
+    }
+
+    #[test]
+    fn a_forgotten_alias_is_the_next_one_reused() {
+        let mut a = OutboundAliases::new(2).expect("on");
+        a.alias_for(&topic("t/one"));
+        assert_eq!(a.alias_for(&topic("t/two")), Some(TopicAliasUse::Set(2)));
+        a.forget(2);
+        // "t/one" is older, but the forgotten alias goes first.
+        assert_eq!(a.alias_for(&topic("t/three")), Some(TopicAliasUse::Set(2)));
+        assert_eq!(a.alias_for(&topic("t/one")), Some(TopicAliasUse::Use(1)));
     }
 
     #[test]

@@ -299,6 +299,8 @@ pub(super) struct Terms {
     pub(super) expiry_interval: u32,
     /// Keep Alive in force, in seconds (0: none), after `max_keep_alive`.
     pub(super) keep_alive: u16,
+    /// The largest packet accepted from the client (the listener's, or the broker's).
+    pub(super) max_packet_size: u32,
     /// Unacknowledged QoS 1/2 PUBLISHes the broker may have out to the client: its Receive
     /// Maximum, capped by `max_inflight`.
     pub(super) window: usize,
@@ -373,6 +375,7 @@ pub(super) fn negotiate(
         requested_expiry,
         expiry_interval,
         keep_alive,
+        max_packet_size,
         window,
         client_max_packet: connect.properties.maximum_packet_size.map(NonZeroU32::get),
         problem_info: connect.properties.request_problem_information != Some(false),
@@ -434,9 +437,6 @@ async fn attach<W: PacketWriter>(
             return None;
         }
     };
-    let max_packet_size = peer
-        .max_packet_size
-        .unwrap_or(shared.limits.max_packet_size);
     let keep_alive = terms.keep_alive;
     let conn = Connection {
         shared: Arc::clone(shared),
@@ -445,7 +445,7 @@ async fn attach<W: PacketWriter>(
         link_id,
         version,
         signals: Arc::clone(&signals),
-        limits: DecodeLimits::new(version).with_max_packet_size(max_packet_size),
+        limits: DecodeLimits::new(version).with_max_packet_size(terms.max_packet_size),
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
         will_delay: connect
             .will

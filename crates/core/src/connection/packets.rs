@@ -91,13 +91,8 @@ impl Connection {
         self.session.send_control(self.link_id, packet);
     }
 
-    /// Queues a control packet that leaves once storage sequence `gate` is durable.
-    pub(super) fn control_after(&self, packet: Packet, gate: Gate) {
-        self.control_after_gate(packet, gate);
-    }
-
     /// Queues a control packet that leaves once the writes of `gate` are durable.
-    pub(super) fn control_after_gate(&self, packet: Packet, gate: Gate) {
+    pub(super) fn control_after(&self, packet: Packet, gate: Gate) {
         self.session.send_control_gated(self.link_id, packet, gate);
     }
 
@@ -415,14 +410,14 @@ impl Connection {
         match qos {
             PublishQoS::AtMostOnce => {}
             PublishQoS::AtLeastOnce(id) => {
-                self.control_after_gate(Packet::PubAck(self.response(id, code)), gate);
+                self.control_after(Packet::PubAck(self.response(id, code)), gate);
             }
             PublishQoS::ExactlyOnce(id) => {
                 if !code.is_success() && self.version.is_v5() {
                     // A refusing PUBREC ends the exchange (MQTT-4.3.3: no PUBREL follows).
                     self.session.state.lock().inbound_qos2.remove(&id.get());
                 }
-                self.control_after_gate(Packet::PubRec(self.response(id, code)), gate);
+                self.control_after(Packet::PubRec(self.response(id, code)), gate);
             }
         }
     }

@@ -201,17 +201,20 @@ impl<W: PacketWriter> Writer<W> {
         let v = self.version;
         let mut alias = None;
         if let Some(aliases) = &mut self.aliases {
-            // Setting an alias adds at most four bytes (the property and a longer
-            // Property Length); using one only removes bytes.
-            let fits = self.client_max_packet.is_none_or(|max| {
-                delivery
+            alias = aliases.alias_for(&delivery.message.topic);
+            // Setting an alias adds at most four bytes (the property and a longer Property
+            // Length), which may not fit the client's Maximum Packet Size; using one only
+            // removes bytes. So the size is looked at only when an alias is set.
+            if let (Some(crate::codec::TopicAliasUse::Set(a)), Some(max)) =
+                (alias, self.client_max_packet)
+            {
+                let len = delivery
                     .message
-                    .wire_len(v, qos, &delivery.subscription_ids)
-                    .saturating_add(4)
-                    <= max as usize
-            });
-            if fits {
-                alias = aliases.alias_for(&delivery.message.topic);
+                    .wire_len(v, qos, &delivery.subscription_ids);
+                if len.saturating_add(4) > max as usize {
+                    aliases.forget(a);
+                    alias = None;
+                }
             }
         }
         let r = self.wire.publish(delivery, qos, dup, v, alias);

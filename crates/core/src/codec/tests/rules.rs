@@ -905,8 +905,37 @@ fn v5_representation_and_header_rules() {
             ),
         ),
     ];
-    for (statement, bytes) in cases {
+    // The error each case must get (its Debug form starts so).
+    let expected = [
+        ("1.5.4-1", "InvalidUtf8"),
+        ("1.5.4-2", "NullCharacter"),
+        ("1.5.7-1", "InvalidUtf8"),
+        ("3.3.2-13", "InvalidUtf8"),
+        ("3.3.2-14", "InvalidTopicName(WildcardInName)"),
+        ("3.3.2-19", "InvalidUtf8"),
+        ("3.3.2-2", "InvalidTopicName(WildcardInName)"),
+        ("3.3.1-4", "InvalidQoS"),
+        ("3.3.1-2", "DupOnQoS0"),
+        ("3.6.1-1", "InvalidHeaderFlags"),
+        ("3.8.1-1", "InvalidHeaderFlags"),
+        ("3.10.1-1", "InvalidHeaderFlags"),
+        ("2.1.3-1", "InvalidHeaderFlags"),
+        ("3.8.3-2", "NoTopicFilters(Subscribe)"),
+        ("3.10.3-2", "NoTopicFilters(Unsubscribe)"),
+        ("3.1.2-1", "InvalidProtocolName"),
+        ("3.1.2-3", "ConnectReservedFlag"),
+        ("3.1.2-11", "WillFlagsWithoutWill"),
+        ("3.1.2-13", "WillFlagsWithoutWill"),
+        ("3.1.2-12", "InvalidQoS"),
+    ];
+    assert_eq!(cases.len(), expected.len());
+    for ((statement, bytes), (id, variant)) in cases.into_iter().zip(expected) {
+        assert_eq!(statement, id);
         let err = decode_err(&bytes, V5);
+        assert!(
+            format!("{err:?}").starts_with(variant),
+            "{statement}: {err:?}, expected {variant}"
+        );
         let code = err.reason_code();
         assert!(
             code == malformed

@@ -6,6 +6,10 @@
   scripts/module-graph.py --check A B  fails if the modules A, B, ... are on a cycle
                                        together (issue 14: broker connection transport
                                        router persist session)
+  scripts/module-graph.py --rules      fails unless issue 14's structure holds: no cycle
+                                       among those six modules, no module but the facade
+                                       (lib) and the builder (broker) refers to `broker`,
+                                       and no function in connection/ is over 80 lines
 
 A module is a file or folder directly under crates/core/src (`broker`, `connection`, ...);
 references inside a module's own files do not count.
@@ -83,9 +87,57 @@ def cycles(graph):
     return out
 
 
+WATCHED = ["broker", "connection", "transport", "router", "persist", "session"]
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(folder, limit):
+    """Functions (`fn` to its closing brace at the same indentation) over `limit` lines."""
+    out = []
+    start = re.compile(r"^(\s*)(pub(\([^)]*\))?\s+)?(async\s+)?(const\s+)?fn\s+(\w+)")
+    for path in sorted(glob.glob(os.path.join(ROOT, folder, "**", "*.rs"), recursive=True)):
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+        for i, line in enumerate(lines):
+            m = start.match(line)
+            if not m:
+                continue
+            indent = m.group(1)
+            j = i
+            while j < len(lines) and not lines[j].rstrip().endswith(("{", ";")):
+                j += 1
+            if j >= len(lines) or lines[j].rstrip().endswith(";"):
+                continue  # a declaration without a body
+            k = j + 1
+            while k < len(lines) and lines[k] != indent + "}":
+                k += 1
+            if k - i + 1 > limit:
+                out.append(f"{os.path.relpath(path, ROOT)}:{i + 1} {m.group(6)}: {k - i + 1} lines")
+    return out
+
+
+def rules(graph, found):
+    """Issue 14's done-when, as problems found (empty: it holds)."""
+    problems = [
+        "cycle: " + " ".join(c) for c in found if len(set(WATCHED).intersection(c)) > 1
+    ]
+    problems += [
+        f"{m} refers to broker (only lib and broker may)"
+        for m in sorted(graph)
+        if "broker" in graph[m] and m not in ("lib", "broker")
+    ]
+    problems += long_functions("connection", MAX_FUNCTION_LINES)
+    return problems
+
+
 def main():
     graph = edges()
     found = cycles(graph)
+    if "--rules" in sys.argv:
+        problems = rules(graph, found)
+        for p in problems:
+            print(p)
+        sys.exit(1 if problems else 0)
     if "--check" in sys.argv:
         watched = set(sys.argv[sys.argv.index("--check") + 1 :])
         bad = [c for c in found if len(watched.intersection(c)) > 1]

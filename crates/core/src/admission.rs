@@ -26,7 +26,7 @@ use hashbrown::HashMap;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::ConnectionSlot;
+use crate::codec::ReasonCode;
 use crate::config::Limits;
 use crate::metrics::Metrics;
 
@@ -222,21 +222,105 @@ impl Drop for ListenerCount {
     }
 }
 
+/// The connection places of one broker: the pending connections and the authenticated ones
+/// (`max_connections`).
+#[derive(Debug)]
+pub(crate) struct Admission {
+    pending: Arc<Admissions>,
+    open: Arc<AtomicUsize>,
+    max_connections: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Admission {
+    /// No connection yet; at most `max_connections` authenticated ones.
+    pub(crate) fn new(max_connections: usize, metrics: Arc<Metrics>) -> Self {
+        Admission {
+            pending: Arc::new(Admissions::default()),
+            open: Arc::new(AtomicUsize::new(0)),
+            max_connections,
+            metrics,
+        }
+    }
+
+    /// Registers a new pending (not yet authenticated) connection from `source`, dropping
+    /// the oldest pending one if a bound of `limits` is reached.
+    pub(crate) fn admit(&self, source: Option<IpAddr>, limits: &Limits) -> Ticket {
+        self.pending.admit(source, limits, &self.metrics)
+    }
+
+    /// True when `max_connections` authenticated connections are open.
+    pub(crate) fn connections_full(&self) -> bool {
+        self.open.load(Ordering::Acquire) >= self.max_connections
+    }
+
+    /// Takes a connection place, or `None` when `max_connections` are open.
+    fn open_slot(&self) -> Option<ConnectionSlot> {
+        let max = self.max_connections;
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot(Arc::clone(&self.open)))
+    }
+
+    /// An authenticated connection leaves the pending ones (its `ticket`) and takes its
+    /// places: one of `max_connections` and one of its listener's `cap`. In-process clients
+    /// take none. `Err` is the CONNACK code refusing it when the broker (or the listener,
+    /// named `listener`) is full.
+    pub(crate) fn graduate(
+        &self,
+        ticket: Option<&Ticket>,
+        in_process: bool,
+        cap: Option<&ListenerCap>,
+        listener: &str,
+    ) -> Result<Slots, ReasonCode> {
+        if let Some(ticket) = ticket {
+            ticket.finish();
+        }
+        if in_process {
+            return Ok(Slots::default());
+        }
+        let Some(slot) = self.open_slot() else {
+            Metrics::inc(&self.metrics.connections_refused);
+            tracing::info!("max_connections reached: connection refused");
+            return Err(ReasonCode::ServerBusy);
+        };
+        let here = match cap {
+            Some(cap) => match cap.take() {
+                Some(count) => Some(count),
+                None => {
+                    Metrics::inc(&self.metrics.connections_refused);
+                    tracing::info!(%listener, "listener connection cap reached: connection refused");
+                    return Err(ReasonCode::ServerBusy);
+                }
+            },
+            None => None,
+        };
+        Ok(Slots {
+            _connection: Some(slot),
+            _listener: here,
+        })
+    }
+}
+
+/// One of `max_connections`, released when dropped.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The places an authenticated connection holds for its lifetime: one of
 /// `max_connections`, and one of its listener's cap. In-process clients hold none.
 #[derive(Debug, Default)]
 pub(crate) struct Slots {
     _connection: Option<ConnectionSlot>,
     _listener: Option<ListenerCount>,
-}
-
-impl Slots {
-    pub(crate) fn new(connection: ConnectionSlot, listener: Option<ListenerCount>) -> Self {
-        Slots {
-            _connection: Some(connection),
-            _listener: listener,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,15 +7,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::broker::Shared;
 use crate::codec::{QoS, SubscriptionOptions};
+use crate::context::Context;
 use crate::message::{Delivery, Message};
 use crate::session::{Link, LinkSignals, Session, SubscriptionRecord};
 use crate::topic::{TopicFilter, TopicName};
 
 /// A session with a connection attached (so QoS 0 is queued, as for an online client).
-fn online_session(shared: &Shared, id: String) -> Arc<Session> {
-    let session = Session::new(shared.next_uid(), id.into(), 0);
+fn online_session(ctx: &Context, id: String) -> Arc<Session> {
+    let session = ctx.sessions.create(id.into(), 0);
     session.state.lock().link = Some(Link {
         id: 1,
         signals: LinkSignals::new(tokio_util::sync::CancellationToken::new()),
@@ -29,7 +29,7 @@ fn online_session(shared: &Shared, id: String) -> Arc<Session> {
 
 /// A broker's router with `subscribers` online sessions, each subscribed to one filter.
 pub struct RouteBench {
-    shared: Arc<Shared>,
+    ctx: Arc<Context>,
     sessions: Vec<Arc<Session>>,
     message: Arc<Message>,
     congested: Vec<Arc<Session>>,
@@ -45,16 +45,16 @@ impl RouteBench {
         topic: &str,
         qos: QoS,
     ) -> Option<Self> {
-        let shared = Shared::new(crate::Broker::builder());
+        let ctx = Arc::new(crate::Broker::builder().into_context());
         let mut sessions = Vec::with_capacity(subscribers);
         for i in 0..subscribers {
-            let session = online_session(&shared, format!("sub-{i}"));
+            let session = online_session(&ctx, format!("sub-{i}"));
             let filter = TopicFilter::new(filter(i)).ok()?;
             let record = SubscriptionRecord {
                 options: SubscriptionOptions::new(qos),
                 id: None,
             };
-            shared.router.subscribe(&session, &filter, record);
+            ctx.router.subscribe(&session, &filter, record);
             sessions.push(session);
         }
         let message = Message::new(
@@ -64,7 +64,7 @@ impl RouteBench {
             false,
         );
         Some(RouteBench {
-            shared,
+            ctx,
             sessions,
             message: Arc::new(message),
             congested: Vec::new(),
@@ -76,9 +76,7 @@ impl RouteBench {
     /// sessions got it.
     pub fn route_and_take(&mut self) -> usize {
         let mut ops = Vec::new();
-        let n = self
-            .shared
-            .publish(&self.message, &mut ops, &mut self.congested);
+        let n = crate::pipeline::publish(&self.ctx, &self.message, &mut ops, &mut self.congested);
         self.congested.clear();
         for session in &self.sessions {
             let mut st = session.state.lock();
@@ -90,7 +88,7 @@ impl RouteBench {
 
 /// One online session's queue.
 pub struct QueueBench {
-    shared: Arc<Shared>,
+    ctx: Arc<Context>,
     session: Arc<Session>,
     message: Arc<Message>,
 }
@@ -98,8 +96,8 @@ pub struct QueueBench {
 impl QueueBench {
     /// A session with an empty queue and a 64-byte message to queue.
     pub fn new() -> Option<Self> {
-        let shared = Shared::new(crate::Broker::builder());
-        let session = online_session(&shared, "queue".into());
+        let ctx = Arc::new(crate::Broker::builder().into_context());
+        let session = online_session(&ctx, "queue".into());
         let message = Message::new(
             TopicName::new("bench/queue").ok()?,
             Bytes::from(vec![0x5A; 64]),
@@ -107,7 +105,7 @@ impl QueueBench {
             false,
         );
         Some(QueueBench {
-            shared,
+            ctx,
             session,
             message: Arc::new(message),
         })
@@ -123,7 +121,9 @@ impl QueueBench {
                 false,
                 Vec::new(),
             );
-            let _ = self.session.enqueue(delivery, &self.shared.limits, None);
+            let _ = self
+                .session
+                .enqueue(delivery, &self.ctx.settings.limits, None);
         }
         let mut st = self.session.state.lock();
         let mut taken = 0;

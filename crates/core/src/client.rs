@@ -21,7 +21,6 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::BrokerHandle;
 use crate::codec::{
     Connect, Disconnect, LastWill, Packet, PacketId, ProtocolVersion, PubResponse, Publish,
     PublishProperties, PublishQoS, QoS, ReasonCode, Subscribe, SubscribeProperties,
@@ -29,6 +28,7 @@ use crate::codec::{
 };
 use crate::connection::{self, PeerInfo};
 use crate::error::ClientError;
+use crate::handle::BrokerHandle;
 use crate::topic::{TopicFilter, TopicName};
 use crate::transport::{LocalReader, LocalWriter, ToClient};
 
@@ -231,7 +231,7 @@ impl BrokerHandle {
         }
         let (to_broker, from_client) = mpsc::channel(options.buffer);
         let (to_client, mut from_broker) = mpsc::channel(options.buffer);
-        let shared = Arc::clone(&self.shared);
+        let ctx = Arc::clone(&self.ctx);
         let peer = PeerInfo {
             addr: None,
             listener: Arc::from("in-process"),
@@ -241,8 +241,8 @@ impl BrokerHandle {
             ticket: None,
             listener_cap: None,
         };
-        self.shared.tracker.spawn(connection::serve(
-            shared,
+        self.ctx.lifecycle.tracker.spawn(connection::serve(
+            ctx,
             LocalReader { rx: from_client },
             LocalWriter {
                 tx: to_client,
@@ -300,7 +300,8 @@ impl BrokerHandle {
             closed,
             dropped,
         };
-        self.shared
+        self.ctx
+            .lifecycle
             .tracker
             .spawn(driver.run(first.collect(), from_broker, deliver_tx));
         Ok((

@@ -25,26 +25,34 @@ pub mod topic;
 #[doc(hidden)]
 pub mod bench_support;
 
+mod accept;
 mod admission;
 mod authz;
 mod broker;
 mod client;
 mod config;
 mod connection;
+mod context;
 mod error;
+mod gate;
+mod handle;
 mod message;
 mod metrics;
 mod persist;
+mod pipeline;
+mod recovery;
+mod registry;
 mod router;
 mod session;
 mod throttle;
 mod timers;
 mod transport;
 
-pub use broker::{Broker, BrokerBuilder, BrokerHandle};
+pub use broker::{Broker, BrokerBuilder};
 pub use client::{Client, ClientOptions, Deliveries, PublishOptions, Received};
 pub use config::{Capabilities, Limits, Redirect};
 pub use error::{ClientError, Error};
+pub use handle::BrokerHandle;
 pub use message::{Delivery, Message};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use persist::Durability;

@@ -20,7 +20,7 @@ use crate::codec::{
     EncodeError, EncodedPublish, PacketId, ProtocolVersion, Publish, PublishProperties, PublishQoS,
     QoS, UserProperty,
 };
-use crate::persist::Gate;
+use crate::gate::Gate;
 use crate::topic::TopicName;
 
 /// A message in the broker, shared between all the queues it sits in.

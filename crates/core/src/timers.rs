@@ -17,16 +17,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::session::Session;
-
-/// What happens when a deadline passes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TimerKind {
-    /// The session expires (if still detached).
-    SessionExpiry,
-    /// The pending will is published (if the session is still detached).
-    WillDelay,
-}
+pub(crate) use crate::session::TimerKind;
+use crate::session::{Session, TimerSlots};
 
 /// A deadline that has passed.
 #[derive(Debug)]
@@ -34,24 +26,6 @@ pub(crate) struct Due {
     pub(crate) session: Weak<Session>,
     pub(crate) link_id: u64,
     pub(crate) kind: TimerKind,
-}
-
-/// Where one armed deadline sits in the queue.
-pub(crate) type TimerKey = (Instant, u64);
-
-/// The deadlines a session has armed, one per kind (session expiry, will delay). Boxed and
-/// allocated only while a deadline is armed: a connected session holds one pointer.
-#[derive(Debug, Default)]
-pub(crate) struct TimerSlots(Option<Box<[Option<TimerKey>; 2]>>);
-
-impl TimerSlots {
-    fn slot(&mut self, kind: TimerKind) -> &mut Option<TimerKey> {
-        let slots = self.0.get_or_insert_with(Box::default);
-        match kind {
-            TimerKind::SessionExpiry => &mut slots[0],
-            TimerKind::WillDelay => &mut slots[1],
-        }
-    }
 }
 
 /// The broker's deadline queue.
@@ -95,7 +69,7 @@ impl Timers {
 
     /// Removes every deadline `slots` names (the client came back, or the session ended).
     pub(crate) fn cancel(&self, slots: &mut TimerSlots) {
-        let Some(armed) = slots.0.take() else {
+        let Some(armed) = slots.take() else {
             return;
         };
         let mut queue = self.queue.lock();
@@ -111,7 +85,7 @@ impl Timers {
     }
 
     /// Deadlines at or before `now`, removed from the queue.
-    fn take_due(&self, now: Instant) -> Vec<Due> {
+    pub(crate) fn take_due(&self, now: Instant) -> Vec<Due> {
         let mut queue = self.queue.lock();
         let later = queue.split_off(&(now, u64::MAX));
         let due = std::mem::replace(&mut *queue, later);

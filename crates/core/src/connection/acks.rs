@@ -36,7 +36,7 @@ impl Connection {
             {
                 // The PUBREL leaves only once "released" is durable: a restart must
                 // not re-send a PUBLISH the receiver has completed.
-                rel_gate = self.shared.store_gated(vec![journal::released(
+                rel_gate = self.ctx.journal.store_gated(vec![journal::released(
                     &self.client_id,
                     seq.get(),
                     d,
@@ -69,8 +69,8 @@ impl Connection {
         // The PUBCOMP leaves only once the id is forgotten durably: after a restart
         // the publisher may reuse it for a new message.
         let mut comp_gate = Gate::NONE;
-        if known && persistent && self.shared.persistence.is_some() {
-            comp_gate = self.shared.store_gated(vec![journal::inbound_done(
+        if known && persistent && self.ctx.journal.is_on() {
+            comp_gate = self.ctx.journal.store_gated(vec![journal::inbound_done(
                 &self.client_id,
                 a.packet_id.get(),
             )]);

@@ -6,8 +6,8 @@ use std::any::Any;
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use crate::broker::Shared;
 use crate::codec::ReasonCode;
+use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::plugin::{guarded, AuthExchange, AuthOutcome, ConnectInfo, Identity};
 
@@ -46,13 +46,13 @@ impl EnhancedAuth {
 /// the anonymous-access policy ([`AnonymousAccess`](crate::AnonymousAccess)) for clients
 /// nobody vouched for. `in_process`: a client of the embedding application.
 pub(crate) async fn plain(
-    shared: &Shared,
+    ctx: &Context,
     client: &ConnectInfo,
     in_process: bool,
 ) -> Result<Identity, ReasonCode> {
-    if shared.authenticators.is_empty() {
-        if !(in_process || shared.anonymous.allowed) {
-            tracing::info!(why = shared.anonymous.why, "anonymous client refused");
+    if ctx.policy.authenticators.is_empty() {
+        if !(in_process || ctx.policy.anonymous.allowed) {
+            tracing::info!(why = ctx.policy.anonymous.why, "anonymous client refused");
             return Err(ReasonCode::NotAuthorized);
         }
         // Nobody checks names: the claimed one is all there is (open broker).
@@ -61,21 +61,26 @@ pub(crate) async fn plain(
             roles: Vec::new(),
         });
     }
-    for authenticator in &shared.authenticators {
-        match guarded(shared.plugins.timeout, authenticator.authenticate(client)).await {
+    for authenticator in &ctx.policy.authenticators {
+        match guarded(
+            ctx.policy.plugins.timeout,
+            authenticator.authenticate(client),
+        )
+        .await
+        {
             Ok(AuthOutcome::Allow(identity, _)) => return Ok(identity),
             Ok(AuthOutcome::Deny(code)) => return Err(code),
             // Plain authentication has no second step.
             Ok(AuthOutcome::Continue(_)) => return Err(ReasonCode::NotAuthorized),
             Ok(AuthOutcome::Defer) => continue,
             Err(failure) => {
-                Metrics::inc(&shared.metrics.plugin_failures);
+                Metrics::inc(&ctx.metrics.plugin_failures);
                 tracing::warn!(?failure, "authenticator failed: connection refused");
                 return Err(ReasonCode::NotAuthorized);
             }
         }
     }
-    if shared.anonymous.allowed && client.username.is_none() {
+    if ctx.policy.anonymous.allowed && client.username.is_none() {
         return Ok(Identity::default());
     }
     // Credentials nobody accepted get the same answer as a wrong password, so the reason
@@ -88,7 +93,7 @@ pub(crate) async fn plain(
 
 /// One step of an enhanced exchange.
 pub(crate) async fn enhanced(
-    shared: &Shared,
+    ctx: &Context,
     auth: &mut EnhancedAuth,
     client: &ConnectInfo,
     data: Option<Bytes>,
@@ -96,10 +101,10 @@ pub(crate) async fn enhanced(
 ) -> Step {
     let candidates: Vec<usize> = match auth.owner {
         Some(i) => vec![i],
-        None => (0..shared.authenticators.len()).collect(),
+        None => (0..ctx.policy.authenticators.len()).collect(),
     };
     for i in candidates {
-        let Some(authenticator) = shared.authenticators.get(i) else {
+        let Some(authenticator) = ctx.policy.authenticators.get(i) else {
             break;
         };
         let method = auth.method.clone();
@@ -111,7 +116,7 @@ pub(crate) async fn enhanced(
             state: &mut auth.state,
         };
         let answer = guarded(
-            shared.plugins.timeout,
+            ctx.policy.plugins.timeout,
             authenticator.authenticate_enhanced(&mut exchange),
         )
         .await;
@@ -127,7 +132,7 @@ pub(crate) async fn enhanced(
             }
             Ok(AuthOutcome::Deny(code)) => return Step::Deny(code),
             Err(failure) => {
-                Metrics::inc(&shared.metrics.plugin_failures);
+                Metrics::inc(&ctx.metrics.plugin_failures);
                 tracing::warn!(?failure, "authenticator failed: authentication refused");
                 return Step::Deny(ReasonCode::NotAuthorized);
             }

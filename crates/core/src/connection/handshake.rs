@@ -13,13 +13,15 @@ use bytestring::ByteString;
 use super::auth::{self, EnhancedAuth, Step};
 use super::writer::Writer;
 use super::{Connection, PeerInfo};
-use crate::broker::{AttachRequest, Shared};
 use crate::codec::{
     Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, DecodeError, DecodeLimits, Packet,
     PayloadFormat, ProtocolVersion, QoS, ReasonCode,
 };
+use crate::context::Context;
 use crate::metrics::Metrics;
+use crate::pipeline;
 use crate::plugin::{ClientInfo, ConnectInfo, Identity};
+use crate::registry::AttachRequest;
 use crate::session::LinkSignals;
 use crate::topic::is_sys_topic;
 use crate::transport::{PacketReader, PacketWriter, ReadError};
@@ -28,41 +30,41 @@ use crate::transport::{PacketReader, PacketWriter, ReadError};
 /// [`read_connect`], [`admit`] (identifier, will, capacity, authentication, authorization),
 /// [`negotiate`] (pure: what this client gets), and [`attach`].
 pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
-    shared: &Arc<Shared>,
+    ctx: &Arc<Context>,
     reader: &mut R,
     mut wire: W,
     peer: &PeerInfo,
 ) -> Option<(Connection, Writer<W>)> {
     let max_packet_size = peer
         .max_packet_size
-        .unwrap_or(shared.limits.max_packet_size);
-    let mut connect = read_connect(shared, reader, &mut wire, max_packet_size).await?;
+        .unwrap_or(ctx.settings.limits.max_packet_size);
+    let mut connect = read_connect(ctx, reader, &mut wire, max_packet_size).await?;
     compact(&mut connect);
-    let admitted = admit(shared, reader, &mut wire, &connect, peer, max_packet_size).await?;
+    let admitted = admit(ctx, reader, &mut wire, &connect, peer, max_packet_size).await?;
     let assigned = admitted.assigned.then_some(&admitted.client_id);
     let terms = negotiate(
-        &shared.capabilities,
-        &shared.limits,
+        &ctx.settings.capabilities,
+        &ctx.settings.limits,
         &connect,
         max_packet_size,
         assigned,
     );
-    attach(shared, wire, connect, peer, admitted, terms).await
+    attach(ctx, wire, connect, peer, admitted, terms).await
 }
 
 /// The first packet, which must be a CONNECT that decodes, within the connect timeout.
 /// Answers an unsupported protocol level itself (MQTT-3.1.2-2); `None` if the connection
 /// ends here.
 async fn read_connect<R: PacketReader, W: PacketWriter>(
-    shared: &Shared,
+    ctx: &Context,
     reader: &mut R,
     wire: &mut W,
     max_packet_size: u32,
 ) -> Option<Connect> {
     let limits = DecodeLimits::new(ProtocolVersion::V311).with_max_packet_size(max_packet_size);
     let first = tokio::select! {
-        _ = shared.shutdown.cancelled() => return None,
-        r = tokio::time::timeout(shared.limits.connect_timeout, reader.read(&limits)) => r,
+        _ = ctx.lifecycle.shutdown.cancelled() => return None,
+        r = tokio::time::timeout(ctx.settings.limits.connect_timeout, reader.read(&limits)) => r,
     };
     match first {
         Err(_) => {
@@ -73,7 +75,7 @@ async fn read_connect<R: PacketReader, W: PacketWriter>(
         Ok(Ok(Some(other))) => {
             // MQTT-3.1.0-1: the first packet must be CONNECT.
             tracing::info!(packet = ?other.packet_type(), rule = "MQTT-3.1.0-1", "first packet is not CONNECT: connection closed");
-            shared.metrics.protocol_error("MQTT-3.1.0-1");
+            ctx.metrics.protocol_error("MQTT-3.1.0-1");
             None
         }
         Ok(Ok(None)) | Ok(Err(ReadError::Io(_))) => None,
@@ -87,7 +89,7 @@ async fn read_connect<R: PacketReader, W: PacketWriter>(
         Ok(Err(ReadError::Decode(e))) => {
             // MQTT-3.1.4-1: close without CONNACK.
             tracing::info!(error = %e, rule = e.spec_id(), "malformed CONNECT: connection closed");
-            shared.metrics.protocol_error(e.spec_id());
+            ctx.metrics.protocol_error(e.spec_id());
             None
         }
     }
@@ -110,7 +112,7 @@ struct Admitted {
 /// capacity, authentication, connection slot, authorization. Sends the refusing CONNACK
 /// itself; `None` then.
 async fn admit<R: PacketReader, W: PacketWriter>(
-    shared: &Arc<Shared>,
+    ctx: &Arc<Context>,
     reader: &mut R,
     wire: &mut W,
     connect: &Connect,
@@ -120,12 +122,12 @@ async fn admit<R: PacketReader, W: PacketWriter>(
     let version = connect.protocol;
     // The client's Maximum Packet Size bounds the CONNACK too (MQTT-3.2.2-19, -20 (v5)).
     let client_max = connect.properties.maximum_packet_size.map(NonZeroU32::get);
-    if let Some(redirect) = &shared.capabilities.redirect {
+    if let Some(redirect) = &ctx.settings.capabilities.redirect {
         let (code, reference) = redirect.refusal();
         refuse(wire, version, client_max, code, Some(reference)).await;
         return None;
     }
-    let (client_id, assigned) = match identify(shared, connect, peer) {
+    let (client_id, assigned) = match identify(ctx, connect, peer) {
         Ok(id) => id,
         Err(code) => {
             refuse(wire, version, client_max, code, None).await;
@@ -133,10 +135,10 @@ async fn admit<R: PacketReader, W: PacketWriter>(
         }
     };
     let client = connect_info(connect, &client_id, peer);
-    let attempt = LoginAttempt::begin(shared, &client).await;
+    let attempt = LoginAttempt::begin(ctx, &client).await;
     let in_process = peer.in_process;
     let authenticated = authenticate(
-        shared,
+        ctx,
         reader,
         wire,
         connect,
@@ -162,15 +164,7 @@ async fn admit<R: PacketReader, W: PacketWriter>(
         peer: peer.addr,
         listener: Arc::clone(&peer.listener),
     });
-    // Authenticated: it leaves the pending connections and takes its place among the open
-    // ones (see `admission`), or is refused if the broker is full; then the authorizers
-    // may refuse it outright, and its will is authorized as a publish of its client.
-    let settled = async {
-        let slots = shared.graduate(peer)?;
-        authorize(shared, &info, connect).await?;
-        Ok::<_, ReasonCode>(slots)
-    };
-    let slots = match settled.await {
+    let slots = match settle(ctx, peer, &info, connect).await {
         Ok(slots) => slots,
         Err(code) => {
             refuse(wire, version, client_max, code, None).await;
@@ -188,18 +182,37 @@ async fn admit<R: PacketReader, W: PacketWriter>(
     })
 }
 
+/// An authenticated client leaves the pending connections and takes its place among the
+/// open ones (see `admission`), or is refused if the broker is full; then the authorizers
+/// may refuse it outright, and its will is authorized as a publish of its client.
+async fn settle(
+    ctx: &Context,
+    peer: &PeerInfo,
+    info: &ClientInfo,
+    connect: &Connect,
+) -> Result<crate::admission::Slots, ReasonCode> {
+    let slots = ctx.lifecycle.admission.graduate(
+        peer.ticket.as_ref(),
+        peer.in_process,
+        peer.listener_cap.as_ref(),
+        &peer.listener,
+    )?;
+    authorize(ctx, info, connect).await?;
+    Ok(slots)
+}
+
 /// The client identifier to use (and whether the broker assigned it), once the will and
 /// the broker's capacity allow the client: what can refuse it before authentication.
 fn identify(
-    shared: &Shared,
+    ctx: &Context,
     connect: &Connect,
     peer: &PeerInfo,
 ) -> Result<(ByteString, bool), ReasonCode> {
-    let id = client_identifier(shared, connect)?;
-    check_will(shared, connect)?;
+    let id = client_identifier(ctx, connect)?;
+    check_will(ctx, connect)?;
     // A full broker says so before spending anything on authentication.
-    if !peer.in_process && shared.connections_full() {
-        Metrics::inc(&shared.metrics.connections_refused);
+    if !peer.in_process && ctx.lifecycle.admission.connections_full() {
+        Metrics::inc(&ctx.metrics.connections_refused);
         return Err(ReasonCode::ServerBusy);
     }
     Ok(id)
@@ -223,7 +236,7 @@ fn connect_info(connect: &Connect, client_id: &ByteString, peer: &PeerInfo) -> C
 /// or for this user name make it wait first ([`LoginAttempt::begin`]), and its outcome is
 /// recorded for the next ([`LoginAttempt::end`]).
 struct LoginAttempt<'a> {
-    shared: &'a Shared,
+    ctx: &'a Context,
     source: Option<std::net::IpAddr>,
     claimed: Option<&'a str>,
     /// Authenticators decide (without them there is nothing to throttle).
@@ -231,22 +244,22 @@ struct LoginAttempt<'a> {
 }
 
 impl<'a> LoginAttempt<'a> {
-    async fn begin(shared: &'a Shared, client: &'a ConnectInfo) -> Self {
+    async fn begin(ctx: &'a Context, client: &'a ConnectInfo) -> Self {
         let attempt = LoginAttempt {
-            shared,
+            ctx,
             source: client.peer.map(|p| p.ip()),
             claimed: client.username.as_deref(),
-            checked: !shared.authenticators.is_empty(),
+            checked: !ctx.policy.authenticators.is_empty(),
         };
         if attempt.checked {
-            let delay = shared.auth_throttle.delay(
+            let delay = ctx.policy.auth_throttle.delay(
                 attempt.source,
                 attempt.claimed,
-                shared.limits.auth_failure_backoff,
-                shared.limits.auth_failure_backoff_max,
+                ctx.settings.limits.auth_failure_backoff,
+                ctx.settings.limits.auth_failure_backoff_max,
             );
             if !delay.is_zero() {
-                Metrics::inc(&shared.metrics.auth_delayed);
+                Metrics::inc(&ctx.metrics.auth_delayed);
                 tracing::debug!(?delay, "recent authentication failures: waiting");
                 tokio::time::sleep(delay).await;
             }
@@ -255,11 +268,11 @@ impl<'a> LoginAttempt<'a> {
     }
 
     fn end(&self, result: &Result<Authenticated, Option<ReasonCode>>) {
-        let throttle = &self.shared.auth_throttle;
+        let throttle = &self.ctx.policy.auth_throttle;
         match result {
             Ok(_) if self.checked => throttle.succeeded(self.source, self.claimed),
             Err(Some(_)) => {
-                Metrics::inc(&self.shared.metrics.auth_failures);
+                Metrics::inc(&self.ctx.metrics.auth_failures);
                 if self.checked {
                     throttle.failed(self.source, self.claimed);
                 }
@@ -270,18 +283,14 @@ impl<'a> LoginAttempt<'a> {
 }
 
 /// The authorizers' word on the client, and on its will as a publish of that client.
-async fn authorize(
-    shared: &Shared,
-    info: &ClientInfo,
-    connect: &Connect,
-) -> Result<(), ReasonCode> {
-    if shared.open_access() {
+async fn authorize(ctx: &Context, info: &ClientInfo, connect: &Connect) -> Result<(), ReasonCode> {
+    if ctx.policy.open_access() {
         return Ok(());
     }
-    shared.authorize_client(info).await?;
+    ctx.policy.authorize_client(info).await?;
     match &connect.will {
         Some(will) => {
-            shared
+            ctx.policy
                 .authorize_publish(info, &will.topic, will.qos, will.retain)
                 .await
         }
@@ -392,7 +401,7 @@ pub(super) fn negotiate(
 /// Attaches the session (taking over an older connection of the same client) with the
 /// CONNACK, and builds the connection's reader and writer halves.
 async fn attach<W: PacketWriter>(
-    shared: &Arc<Shared>,
+    ctx: &Arc<Context>,
     mut wire: W,
     connect: Connect,
     peer: &PeerInfo,
@@ -414,7 +423,7 @@ async fn attach<W: PacketWriter>(
         connack.authentication_method = Some(auth.method.clone());
         connack.authentication_data = auth_data;
     }
-    let signals = LinkSignals::new(shared.shutdown.child_token());
+    let signals = LinkSignals::new(ctx.lifecycle.shutdown.child_token());
     let request = AttachRequest {
         client_id: client_id.clone(),
         clean_start: connect.clean_start,
@@ -423,15 +432,18 @@ async fn attach<W: PacketWriter>(
         window: terms.window,
         client: Arc::clone(&info),
     };
-    let attached = shared.attach(request, |session_present| {
+    let connack = |session_present| {
         Packet::ConnAck(ConnAck {
             session_present,
             reason_code: ReasonCode::Success,
             properties: connack,
         })
-    });
+    };
+    let attached = ctx
+        .sessions
+        .attach(request, connack, &ctx.router, &ctx.journal);
     let (session, link_id) = match attached {
-        Ok(attached) => attached,
+        Ok(attached) => pipeline::session_attached(ctx, attached),
         Err(code) => {
             refuse(&mut wire, version, terms.client_max_packet, code, None).await;
             return None;
@@ -439,7 +451,7 @@ async fn attach<W: PacketWriter>(
     };
     let keep_alive = terms.keep_alive;
     let conn = Connection {
-        shared: Arc::clone(shared),
+        ctx: Arc::clone(ctx),
         session: Arc::clone(&session),
         client_id,
         link_id,
@@ -461,7 +473,7 @@ async fn attach<W: PacketWriter>(
         connect_expiry_zero: terms.requested_expiry == 0,
         _slots: slots,
     };
-    let writer = Writer::new(shared, wire, session, link_id, version, signals, &terms);
+    let writer = Writer::new(ctx, wire, session, link_id, version, signals, &terms);
     tracing::debug!(listener = %peer.listener, ?version, "connected");
     Some((conn, writer))
 }
@@ -469,7 +481,7 @@ async fn attach<W: PacketWriter>(
 impl<W: PacketWriter> Writer<W> {
     /// The writer half of a connection just attached on `terms`.
     fn new(
-        shared: &Arc<Shared>,
+        ctx: &Arc<Context>,
         wire: W,
         session: Arc<crate::session::Session>,
         link_id: u64,
@@ -483,25 +495,25 @@ impl<W: PacketWriter> Writer<W> {
             link_id,
             version,
             signals,
-            shared: Arc::clone(shared),
+            ctx: Arc::clone(ctx),
             client_max_packet: terms.client_max_packet,
             problem_info: terms.problem_info,
             aliases: super::aliases::OutboundAliases::new(terms.outbound_aliases),
             events: Vec::new(),
             store_ops: Vec::new(),
             waiting_on_storage: false,
-            durable: shared.persistence.as_ref().map(|p| p.watch()),
+            durable: ctx.journal.persistence().map(|p| p.watch()),
         }
     }
 }
 
 /// Refusals of the will that the capabilities require (v5 §3.2.2.3.4, MQTT-3.2.2-13) and the
 /// payload format check (v5 §3.1.3.2.3).
-fn check_will(shared: &Shared, connect: &Connect) -> Result<(), ReasonCode> {
+fn check_will(ctx: &Context, connect: &Connect) -> Result<(), ReasonCode> {
     let Some(will) = &connect.will else {
         return Ok(());
     };
-    let caps = &shared.capabilities;
+    let caps = &ctx.settings.capabilities;
     if will.qos > caps.maximum_qos {
         return Err(ReasonCode::QoSNotSupported);
     }
@@ -513,17 +525,18 @@ fn check_will(shared: &Shared, connect: &Connect) -> Result<(), ReasonCode> {
     {
         return Err(ReasonCode::PayloadFormatInvalid);
     }
-    if !shared.limits.topic_ok(will.topic.as_str()) {
+    if !ctx.settings.limits.topic_ok(will.topic.as_str()) {
         return Err(ReasonCode::TopicNameInvalid);
     }
-    if !shared
+    if !ctx
+        .settings
         .limits
         .user_properties_ok(&will.properties.user_properties)
     {
         return Err(ReasonCode::QuotaExceeded);
     }
     // Only an authorizer can allow a `$SYS` will (the authorizers check it below).
-    if is_sys_topic(will.topic.as_str()) && shared.open_access() {
+    if is_sys_topic(will.topic.as_str()) && ctx.policy.open_access() {
         return Err(ReasonCode::NotAuthorized);
     }
     Ok(())
@@ -534,7 +547,7 @@ type Authenticated = (Identity, Option<EnhancedAuth>, Option<Bytes>);
 /// Plain authentication, or the v5 AUTH exchange when CONNECT names a method. `Err(Some)`
 /// refuses with that code; `Err(None)` means the connection already ended.
 async fn authenticate<R: PacketReader, W: PacketWriter>(
-    shared: &Shared,
+    ctx: &Context,
     reader: &mut R,
     wire: &mut W,
     connect: &Connect,
@@ -548,7 +561,7 @@ async fn authenticate<R: PacketReader, W: PacketWriter>(
     ) {
         (Some(method), true) => method.clone(),
         _ => {
-            return auth::plain(shared, client, in_process)
+            return auth::plain(ctx, client, in_process)
                 .await
                 .map(|id| (id, None, None))
                 .map_err(Some)
@@ -558,7 +571,7 @@ async fn authenticate<R: PacketReader, W: PacketWriter>(
     let mut data = connect.properties.authentication_data.clone();
     let limits = DecodeLimits::new(ProtocolVersion::V5).with_max_packet_size(max_packet_size);
     loop {
-        match auth::enhanced(shared, &mut exchange, client, data.take(), false).await {
+        match auth::enhanced(ctx, &mut exchange, client, data.take(), false).await {
             Step::Allow(identity, final_data) => return Ok((identity, Some(exchange), final_data)),
             Step::Deny(code) => return Err(Some(code)),
             Step::Continue(challenge) => {
@@ -576,8 +589,8 @@ async fn authenticate<R: PacketReader, W: PacketWriter>(
                 }
                 // MQTT-3.1.2-30: until CONNACK the client sends only AUTH or DISCONNECT.
                 let answer = tokio::select! {
-                    _ = shared.shutdown.cancelled() => return Err(None),
-                    r = tokio::time::timeout(shared.limits.connect_timeout, reader.read(&limits)) => r,
+                    _ = ctx.lifecycle.shutdown.cancelled() => return Err(None),
+                    r = tokio::time::timeout(ctx.settings.limits.connect_timeout, reader.read(&limits)) => r,
                 };
                 match answer {
                     Ok(Ok(Some(Packet::Auth(a))))
@@ -600,7 +613,7 @@ async fn authenticate<R: PacketReader, W: PacketWriter>(
 
 /// The client identifier to use, and whether the server assigned it; or the CONNACK code
 /// that refuses it.
-fn client_identifier(shared: &Shared, connect: &Connect) -> Result<(ByteString, bool), ReasonCode> {
+fn client_identifier(ctx: &Context, connect: &Connect) -> Result<(ByteString, bool), ReasonCode> {
     let id = &connect.client_id;
     match connect.protocol {
         // MQTT 3.1: 1 to 23 characters.
@@ -612,9 +625,9 @@ fn client_identifier(shared: &Shared, connect: &Connect) -> Result<(ByteString, 
             Err(ReasonCode::ClientIdentifierNotValid)
         }
         // MQTT-3.1.3-6, MQTT-3.1.3-7 (v5): assign a unique identifier and return it.
-        _ if id.is_empty() => Ok((shared.assign_client_id(), true)),
+        _ if id.is_empty() => Ok((ctx.sessions.assign_client_id(), true)),
         // Longer than the broker keeps (MQTT-3.1.3-5 lets a server refuse long ones).
-        _ if id.len() > shared.limits.max_client_id_length => {
+        _ if id.len() > ctx.settings.limits.max_client_id_length => {
             Err(ReasonCode::ClientIdentifierNotValid)
         }
         _ => Ok((id.clone(), false)),

@@ -30,8 +30,8 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use tracing::Instrument;
 
-use crate::broker::Shared;
 use crate::codec::{DecodeLimits, LastWill, ProtocolVersion, ReasonCode};
+use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::plugin::{ClientInfo, ConnectInfo, DisconnectReason};
 use crate::session::{CloseReason, LinkSignals, Session, Wait};
@@ -70,7 +70,7 @@ impl PeerInfo {
 
 /// The reader side of an established connection.
 pub(crate) struct Connection {
-    shared: Arc<Shared>,
+    ctx: Arc<Context>,
     session: Arc<Session>,
     client_id: ByteString,
     link_id: u64,
@@ -119,7 +119,7 @@ pub(crate) enum Exit {
 /// A plain function returning the future (not an `async fn`): an `async fn` would keep its
 /// arguments and the block's copies of them side by side for the connection's lifetime.
 pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
-    shared: Arc<Shared>,
+    ctx: Arc<Context>,
     mut reader: R,
     wire: W,
     peer: PeerInfo,
@@ -131,18 +131,18 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
         // Until authenticated, a newer connection may evict this one (see `admission`).
         let evicted = peer.evicted();
         let accepted = tokio::select! {
-            r = handshake::accept(&shared, &mut reader, wire, &peer) => r,
+            r = handshake::accept(&ctx, &mut reader, wire, &peer) => r,
             // Evicted to make room: dropped at once, nothing to say.
             _ = evicted.cancelled() => return Err(None),
         };
         match accepted {
-            Some((conn, writer)) => Ok((conn, writer, reader, shared)),
+            Some((conn, writer)) => Ok((conn, writer, reader, ctx)),
             // Refused (or failed) in the handshake: a refusing CONNACK may be on its way.
             None => Err(Some(reader)),
         }
     });
     async move {
-        let (mut conn, writer, mut reader, shared) = match start.await {
+        let (mut conn, writer, mut reader, ctx) = match start.await {
             Ok(parts) => parts,
             Err(Some(mut reader)) => {
                 let _ = tokio::time::timeout(writer::CLOSE_LINGER, reader.discard()).await;
@@ -151,10 +151,10 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
             Err(None) => return,
         };
         tracing::Span::current().record("client_id", tracing::field::display(&conn.client_id));
-        Metrics::inc(&shared.metrics.clients_connected);
-        shared
+        Metrics::inc(&ctx.metrics.clients_connected);
+        ctx.policy
             .hooks
-            .each(&shared.metrics, |h| h.client_connected(&conn.info));
+            .each(&ctx.metrics, |h| h.client_connected(&conn.info));
         // The writer runs in this same task, beside the reader: one task per connection, and
         // waking the writer is a re-poll of this task rather than scheduling another.
         let mut writer = std::pin::pin!(writer.run());
@@ -174,7 +174,7 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
             }
         };
         Box::pin(conn.close(exit, writer, wire)).await;
-        Metrics::dec(&shared.metrics.clients_connected);
+        Metrics::dec(&ctx.metrics.clients_connected);
         // The last packet (a DISCONNECT with its reason) is out and the write side shut:
         // read what the client still sends for a moment, so that closing does not reset
         // the connection before the client could read it.
@@ -261,7 +261,7 @@ impl Connection {
     /// drained (bounded by `Limits::flow_control_pause`). Never waits for its own session.
     async fn flow_control(&mut self) -> Result<(), Exit> {
         use std::sync::atomic::Ordering;
-        let limits = &self.shared.limits;
+        let limits = &self.ctx.settings.limits;
         let threshold = limits.flow_control_queue;
         let deadline = tokio::time::Instant::now() + limits.flow_control_pause;
         let congested = std::mem::take(&mut self.congested);
@@ -281,7 +281,7 @@ impl Connection {
                 }
                 wait = session.wait_drained(threshold, deadline) => wait,
             };
-            let metrics = &self.shared.metrics;
+            let metrics = &self.ctx.metrics;
             match wait {
                 Wait::NotNeeded => {}
                 Wait::Drained => Metrics::inc(&metrics.flow_control_pauses),
@@ -312,7 +312,7 @@ impl Connection {
             Exit::Lost => (CloseReason::Silent, true),
             Exit::Violation(v) => {
                 tracing::info!(rule = v.rule(), code = %v.reason_code(), "protocol violation: connection closed");
-                self.shared.metrics.protocol_error(v.rule());
+                self.ctx.metrics.protocol_error(v.rule());
                 (CloseReason::Disconnect(v.reason_code()), true)
             }
             Exit::KeepAliveTimeout => (CloseReason::Disconnect(ReasonCode::KeepAliveTimeout), true),
@@ -333,18 +333,27 @@ impl Connection {
             Exit::KeepAliveTimeout => DisconnectReason::KeepAliveTimeout,
         };
         let info = Arc::clone(&self.info);
-        let shared = Arc::clone(&self.shared);
+        let ctx = Arc::clone(&self.ctx);
         self.signals.close(reason);
         let wire = match wire {
             Some(wire) => *wire,
             None => writer.await,
         };
         let will = if publish_will { self.will } else { None };
-        self.shared
-            .detach(&self.session, self.link_id, will, self.will_delay);
-        shared.hooks.each(&shared.metrics, |h| {
-            h.client_disconnected(&info, hook_reason)
-        });
+        let due = ctx.sessions.detach(
+            &self.session,
+            self.link_id,
+            will,
+            self.will_delay,
+            &ctx.router,
+            &ctx.journal,
+        );
+        if let Some(due) = due {
+            crate::pipeline::publish_will(&ctx, due);
+        }
+        ctx.policy
+            .hooks
+            .each(&ctx.metrics, |h| h.client_disconnected(&info, hook_reason));
         let mut wire = wire;
         let _ = tokio::time::timeout(writer::CLOSE_FLUSH_TIMEOUT, wire.shutdown()).await;
     }

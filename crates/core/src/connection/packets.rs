@@ -10,9 +10,10 @@ use crate::codec::{
     Auth, AuthProperties, Disconnect, Packet, PayloadFormat, PubResponse, Publish, PublishQoS, QoS,
     ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
+use crate::gate::Gate;
 use crate::message::Hold;
 use crate::metrics::Metrics;
-use crate::persist::{Durability, Gate};
+use crate::pipeline;
 use crate::plugin::PublishedMessage;
 use crate::router::RouteOutcome;
 use crate::session::{RetainedBatch, SessionState, SubscriptionRecord};
@@ -109,7 +110,8 @@ impl Connection {
     /// Removes a completed delivery from storage.
     pub(super) fn forget_stored(&self, done: Option<&crate::session::Entry>) {
         if let Some(seq) = done.and_then(|e| e.delivery.storage_seq) {
-            self.shared
+            self.ctx
+                .journal
                 .store_now(vec![crate::persist::journal::delivery_done(
                     &self.client_id,
                     seq.get(),
@@ -120,7 +122,7 @@ impl Connection {
     /// Submits storage operations (waiting for room) and returns the sequence number an
     /// acknowledgement must wait for (0: none).
     async fn store(&self, ops: Vec<roost_storage::Op>) -> Gate {
-        match &self.shared.persistence {
+        match self.ctx.journal.persistence() {
             Some(p) if !ops.is_empty() => Gate::seq(p.gate(p.submit(ops).await)),
             _ => Gate::NONE,
         }
@@ -129,8 +131,8 @@ impl Connection {
     /// Tells the hooks a delivery completed.
     pub(super) fn acknowledged(&self, done: Option<crate::session::Entry>) {
         if let Some(entry) = done {
-            let shared = &self.shared;
-            shared.hooks.each(&shared.metrics, |h| {
+            let ctx = &self.ctx;
+            ctx.policy.hooks.each(&ctx.metrics, |h| {
                 h.message_acknowledged(&self.client_id, &entry.delivery.message)
             });
         }
@@ -156,7 +158,7 @@ impl Connection {
         if alias == 0 {
             return Err(Exit::Violation(Violation::TopicAliasZero));
         }
-        if alias > self.shared.capabilities.topic_alias_maximum {
+        if alias > self.ctx.settings.capabilities.topic_alias_maximum {
             return Err(Exit::Violation(Violation::TopicAliasAboveMaximum));
         }
         if publish.topic.is_empty() {
@@ -173,33 +175,35 @@ impl Connection {
     }
 
     fn on_publish(&mut self, mut publish: Publish) -> Result<Option<Later<'_>>, Exit> {
-        Metrics::inc(&self.shared.metrics.messages_received);
+        Metrics::inc(&self.ctx.metrics.messages_received);
         self.check_publish(&mut publish)?;
         let qos = publish.qos;
         if !self
-            .shared
+            .ctx
+            .settings
             .limits
             .user_properties_ok(&publish.properties.user_properties)
         {
             // Over the user-property limits: not routed, and the publisher is told.
-            Metrics::inc(&self.shared.metrics.messages_refused_properties);
+            Metrics::inc(&self.ctx.metrics.messages_refused_properties);
             self.answer_publish(qos, ReasonCode::QuotaExceeded);
             return Ok(None);
         }
         let Some(ops) = self.take_inbound(&publish)? else {
             return Ok(None);
         };
-        if self.shared.open_access() && is_sys_topic(publish.topic.as_str()) {
+        if self.ctx.policy.open_access() && is_sys_topic(publish.topic.as_str()) {
             // The broker's own topics: only an authorizer that says so lets a client
             // publish there (with authorizers, the chain below decides; all deferring is no).
-            Metrics::inc(&self.shared.metrics.sys_publishes_denied);
+            Metrics::inc(&self.ctx.metrics.sys_publishes_denied);
             self.refuse_publish(&publish, ReasonCode::NotAuthorized);
             return Ok(None);
         }
-        if !self.shared.open_access() {
+        if !self.ctx.policy.open_access() {
             return Ok(Some(Box::pin(async move {
                 let verdict = self
-                    .shared
+                    .ctx
+                    .policy
                     .authorize_publish(&self.info, &publish.topic, qos.qos(), publish.retain)
                     .await;
                 if let Err(code) = verdict {
@@ -230,10 +234,10 @@ impl Connection {
                 crate::codec::DecodeError::EmptyTopicWithoutAlias,
             )));
         }
-        if !self.shared.limits.topic_ok(publish.topic.as_str()) {
+        if !self.ctx.settings.limits.topic_ok(publish.topic.as_str()) {
             return Err(Exit::Violation(Violation::TopicOverLimits));
         }
-        let caps = &self.shared.capabilities;
+        let caps = &self.ctx.settings.capabilities;
         // The broker enforces what it advertised (v5 §3.2.2.3.4, §3.2.2.3.5).
         if publish.qos.qos() > caps.maximum_qos {
             return Err(Exit::Violation(Violation::QoSNotSupported));
@@ -284,11 +288,13 @@ impl Connection {
                 }
                 // MQTT-3.3.4-7: no more unacknowledged QoS 2 PUBLISHes than our Receive
                 // Maximum; one more → 0x93.
-                if st.inbound_qos2.len() >= usize::from(self.shared.capabilities.receive_maximum) {
+                if st.inbound_qos2.len()
+                    >= usize::from(self.ctx.settings.capabilities.receive_maximum)
+                {
                     return Err(Exit::Violation(Violation::ReceiveMaximumExceeded));
                 }
                 st.inbound_qos2.insert(id.get());
-                if st.expiry_interval > 0 && self.shared.persistence.is_some() {
+                if st.expiry_interval > 0 && self.ctx.journal.is_on() {
                     ops.push(crate::persist::journal::inbound_started(
                         &self.client_id,
                         id.get(),
@@ -303,7 +309,7 @@ impl Connection {
     /// Answers a PUBLISH an authorizer refused: v5 gets the refusal code, 3.1.1 a normal
     /// acknowledgement (MQTT-3.3.5-2).
     fn refuse_publish(&self, publish: &Publish, code: ReasonCode) {
-        Metrics::inc(&self.shared.metrics.messages_denied);
+        Metrics::inc(&self.ctx.metrics.messages_denied);
         tracing::debug!(topic = %publish.topic, "publish not authorized");
         match publish.qos {
             PublishQoS::AtMostOnce => {}
@@ -334,37 +340,31 @@ impl Connection {
             retain: publish.retain,
             properties,
         };
-        let before = self.shared.persistence.as_ref().map(|p| p.current_seq());
         // Acked durability: no copy leaves before the acknowledgement could (see `Hold`).
-        let hold = self
-            .shared
-            .persistence
-            .as_ref()
-            .filter(|p| p.durability == Durability::Acked && qos != PublishQoS::AtMostOnce)
-            .map(|_| Hold::pending());
-        let outcome = self
-            .shared
-            .publish_message(
-                Some(&self.info),
-                Some(self.client_id.clone()),
-                published,
-                &mut ops,
-                &mut self.congested,
-                hold.clone(),
-            )
-            .unwrap_or_default();
+        let acked = self.ctx.journal.acked();
+        let hold = (acked && qos != PublishQoS::AtMostOnce).then(Hold::pending);
+        let outcome = pipeline::publish_message(
+            &self.ctx,
+            Some(&self.info),
+            Some(self.client_id.clone()),
+            published,
+            &mut ops,
+            &mut self.congested,
+            hold.clone(),
+        )
+        .unwrap_or_default();
         if ops.is_empty() {
-            if before.is_none() && qos == PublishQoS::AtMostOnce {
+            if !self.ctx.journal.is_on() && qos == PublishQoS::AtMostOnce {
                 return None; // no storage, no acknowledgement: nothing more to do
             }
-            let gate = self.routed_gate(before, Gate::NONE);
+            let gate = self.routed_gate(&outcome, Gate::NONE);
             self.release(hold.as_deref(), gate);
             self.ack_publish(qos, outcome, gate);
             return None;
         }
         Some(Box::pin(async move {
             let stored = self.store(ops).await;
-            let gate = self.routed_gate(before, stored);
+            let gate = self.routed_gate(&outcome, stored);
             self.release(hold.as_deref(), gate);
             self.ack_publish(qos, outcome, gate);
             Ok(())
@@ -374,7 +374,7 @@ impl Connection {
     /// Lets the copies of a held message go once `gate` is settled (or be withdrawn if it
     /// failed), and wakes the writers that may be waiting for it.
     fn release(&self, hold: Option<&Hold>, gate: Gate) {
-        if let (Some(hold), Some(p)) = (hold, &self.shared.persistence) {
+        if let (Some(hold), Some(p)) = (hold, self.ctx.journal.persistence()) {
             if hold.release(gate) && p.settled(gate) {
                 // A writer waits and nothing more becomes durable to wake it otherwise.
                 p.poke();
@@ -383,15 +383,14 @@ impl Connection {
     }
 
     /// Acked durability: the acknowledgement of a PUBLISH waits for its own writes
-    /// (`stored`) and for the copies queued for persistent sessions while routing it: every
-    /// storage submission after `before`. A failure of any of them refuses it (fail closed,
-    /// even when the failed write was another client's that happened to fall in between).
-    fn routed_gate(&self, before: Option<u64>, stored: Gate) -> Gate {
-        match (&self.shared.persistence, before) {
-            (Some(p), Some(before)) if p.durability == Durability::Acked => {
-                Gate::span(before, p.current_seq().max(stored.through))
-            }
-            _ => Gate::NONE,
+    /// (`stored`: the retained message, the inbound QoS 2 id) and for the copies routing
+    /// queued for persistent sessions (`outcome.gate`), the writes this PUBLISH made and no
+    /// others (see [`Gate::join`] for what lies between them). A failure of any refuses it.
+    fn routed_gate(&self, outcome: &RouteOutcome, stored: Gate) -> Gate {
+        if self.ctx.journal.acked() {
+            stored.join(outcome.gate)
+        } else {
+            Gate::NONE
         }
     }
 
@@ -428,15 +427,15 @@ impl Connection {
         subscribe: &Subscribe,
         filter: &crate::topic::TopicFilter,
     ) -> Option<ReasonCode> {
-        let caps = &self.shared.capabilities;
-        if !self.shared.limits.topic_ok(filter.as_str()) {
+        let caps = &self.ctx.settings.capabilities;
+        if !self.ctx.settings.limits.topic_ok(filter.as_str()) {
             return Some(ReasonCode::TopicFilterInvalid);
         }
-        let shared = match filter.shared() {
+        let ctx = match filter.shared() {
             Ok(s) => s,
             Err(_) => return Some(ReasonCode::TopicFilterInvalid),
         };
-        if shared.is_some() && !caps.shared_subscriptions {
+        if ctx.is_some() && !caps.shared_subscriptions {
             return Some(ReasonCode::SharedSubscriptionsNotSupported);
         }
         if filter.has_wildcards() && !caps.wildcard_subscriptions {
@@ -470,16 +469,17 @@ impl Connection {
         }
         // Granted QoS never exceeds what the broker offers (MQTT-3.2.2-10 still accepts
         // the request).
-        options.qos = options.qos.min(self.shared.capabilities.maximum_qos);
-        if !self.shared.open_access() {
+        options.qos = options.qos.min(self.ctx.settings.capabilities.maximum_qos);
+        if !self.ctx.policy.open_access() {
             match self
-                .shared
+                .ctx
+                .policy
                 .authorize_subscribe(&self.info, &filter, options.qos)
                 .await
             {
                 Ok(granted) => options.qos = granted,
                 Err(code) => {
-                    Metrics::inc(&self.shared.metrics.messages_denied);
+                    Metrics::inc(&self.ctx.metrics.messages_denied);
                     return Ok(code);
                 }
             }
@@ -492,8 +492,8 @@ impl Connection {
             return Ok(ReasonCode::QuotaExceeded);
         };
         // MQTT-3.8.4-3: a subscription to an existing filter replaces it.
-        if self.shared.router.subscribe(&self.session, &filter, record) {
-            Metrics::inc(&self.shared.metrics.subscriptions);
+        if self.ctx.router.subscribe(&self.session, &filter, record) {
+            Metrics::inc(&self.ctx.metrics.subscriptions);
         }
         // Retain Handling (v5 §3.8.3.1); never for shared subscriptions (v5 §4.8.2).
         let send_retained = !is_shared
@@ -504,7 +504,7 @@ impl Connection {
             };
         if send_retained {
             // Sent as the writer has room, each checked against the authorizers then.
-            let messages = self.shared.router.retained_for(&filter);
+            let messages = self.ctx.router.retained_for(&filter);
             if !messages.is_empty() {
                 retained.push(RetainedBatch {
                     messages: messages.into(),
@@ -514,7 +514,7 @@ impl Connection {
             }
         }
         let granted = options.qos;
-        self.shared.hooks.each(&self.shared.metrics, |h| {
+        self.ctx.policy.hooks.each(&self.ctx.metrics, |h| {
             h.subscribed(&self.info, &filter, granted)
         });
         Ok(match options.qos {
@@ -531,7 +531,7 @@ impl Connection {
         filter: &TopicFilter,
         record: SubscriptionRecord,
     ) -> Option<bool> {
-        let limits = &self.shared.limits;
+        let limits = &self.ctx.settings.limits;
         let mut st = self.session.state.lock();
         let exists = st.subscriptions.contains_key(filter);
         if !exists
@@ -566,7 +566,7 @@ impl Connection {
                 continue;
             }
             unique += 1;
-            if unique > self.shared.limits.max_filters_per_subscribe {
+            if unique > self.ctx.settings.limits.max_filters_per_subscribe {
                 codes.push(ReasonCode::QuotaExceeded);
                 continue;
             }
@@ -587,7 +587,7 @@ impl Connection {
         // Acked durability: a persistent session's SUBACK waits for its stored record.
         let record = {
             let st = self.session.state.lock();
-            self.shared.session_op(&self.session, &st)
+            self.ctx.journal.session_record(&self.client_id, &st)
         };
         let gate = self.store(record.into_iter().collect()).await;
         self.control_after(
@@ -599,9 +599,11 @@ impl Connection {
             gate,
         );
         for batch in retained {
-            let cut = self.session.queue_retained(batch, &self.shared.limits);
+            let cut = self
+                .session
+                .queue_retained(batch, &self.ctx.settings.limits);
             if cut > 0 {
-                Metrics::add(&self.shared.metrics.retained_not_sent, cut as u64);
+                Metrics::add(&self.ctx.metrics.retained_not_sent, cut as u64);
                 tracing::debug!(
                     cut,
                     "too many retained messages waiting for this session: not sent"
@@ -621,13 +623,14 @@ impl Connection {
                 .lock()
                 .remove_subscription(filter)
                 .is_some();
-            if removed && self.shared.router.unsubscribe(&self.session, filter) {
-                Metrics::dec(&self.shared.metrics.subscriptions);
+            if removed && self.ctx.router.unsubscribe(&self.session, filter) {
+                Metrics::dec(&self.ctx.metrics.subscriptions);
             }
             if removed {
-                self.shared
+                self.ctx
+                    .policy
                     .hooks
-                    .each(&self.shared.metrics, |h| h.unsubscribed(&self.info, filter));
+                    .each(&self.ctx.metrics, |h| h.unsubscribed(&self.info, filter));
             }
             codes.push(if removed {
                 ReasonCode::Success
@@ -642,7 +645,7 @@ impl Connection {
         };
         let record = {
             let st = self.session.state.lock();
-            self.shared.session_op(&self.session, &st)
+            self.ctx.journal.session_record(&self.client_id, &st)
         };
         let gate = self.store(record.into_iter().collect()).await;
         // MQTT-3.10.4-4, -5: UNSUBACK with the same Packet Identifier, even if nothing was
@@ -669,7 +672,7 @@ impl Connection {
                 return Err(Exit::Violation(Violation::SessionExpiryRaisedFromZero));
             }
             self.session.state.lock().expiry_interval =
-                expiry.min(self.shared.capabilities.max_session_expiry_interval);
+                expiry.min(self.ctx.settings.capabilities.max_session_expiry_interval);
         }
         Err(Exit::Disconnected {
             // v5 0x04: Disconnect with Will Message.
@@ -692,7 +695,7 @@ impl Connection {
             exchange.restart();
         }
         let step = auth::enhanced(
-            &self.shared,
+            &self.ctx,
             &mut exchange,
             &client,
             a.properties.authentication_data,

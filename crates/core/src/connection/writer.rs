@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::codec::{Disconnect, Packet, ProtocolVersion, PubResponse, PublishQoS, QoS};
+use crate::context::Context;
+use crate::gate::Gate;
 use crate::message::Message;
 use crate::metrics::Metrics;
-use crate::persist::Gate;
 use crate::plugin::DropReason;
 use crate::session::{CloseReason, LinkSignals, Session, SessionState, Stage};
 use crate::transport::PacketWriter;
@@ -41,7 +42,7 @@ pub(crate) struct Writer<W> {
     pub(crate) link_id: u64,
     pub(crate) version: ProtocolVersion,
     pub(crate) signals: Arc<LinkSignals>,
-    pub(crate) shared: Arc<crate::broker::Shared>,
+    pub(crate) ctx: Arc<Context>,
     /// The client's Maximum Packet Size (v5): larger packets are never sent to it.
     pub(crate) client_max_packet: Option<u32>,
     /// The client's Request Problem Information (v5): when false, Reason Strings and User
@@ -96,7 +97,9 @@ impl<W: PacketWriter> Writer<W> {
                     self.report();
                 }
                 if !self.store_ops.is_empty() {
-                    self.shared.store_now(std::mem::take(&mut self.store_ops));
+                    self.ctx
+                        .journal
+                        .store_now(std::mem::take(&mut self.store_ops));
                 }
                 if closing || fill == Fill::Detached {
                     // Boxed: it runs once, and inline it would enlarge every connection.
@@ -137,10 +140,10 @@ impl<W: PacketWriter> Writer<W> {
 
     /// Tells the hooks what the last fill delivered or dropped.
     fn report(&mut self) {
-        let shared = Arc::clone(&self.shared);
+        let ctx = Arc::clone(&self.ctx);
         let id = &self.session.client_id;
         for (message, event) in self.events.drain(..) {
-            shared.hooks.each(&shared.metrics, |h| match event {
+            ctx.policy.hooks.each(&ctx.metrics, |h| match event {
                 Event::Delivered(qos) => h.message_delivered(id, &message, qos),
                 Event::Dropped(reason) => h.message_dropped(id, &message, reason),
             });
@@ -236,8 +239,11 @@ impl<W: PacketWriter> Writer<W> {
         reason: DropReason,
         hooks: bool,
     ) {
-        self.store_ops
-            .extend(st.drop_queued(&self.session.client_id, &delivery));
+        if let Some(seq) = st.drop_queued(&delivery) {
+            let client_id = &self.session.client_id;
+            self.store_ops
+                .push(crate::persist::journal::delivery_done(client_id, seq));
+        }
         if hooks {
             self.events.push((delivery.message, Event::Dropped(reason)));
         }
@@ -274,7 +280,7 @@ impl<W: PacketWriter> Writer<W> {
             return Fill::Attached;
         }
         self.fill_queue(st, window);
-        st.after_drain(self.shared.limits.flow_control_queue);
+        st.after_drain(self.ctx.settings.limits.flow_control_queue);
         Fill::Attached
     }
 
@@ -285,7 +291,7 @@ impl<W: PacketWriter> Writer<W> {
         link: &mut crate::session::Link,
         inbound_qos2: &mut hashbrown::HashSet<u16>,
     ) {
-        let Some(p) = &self.shared.persistence else {
+        let Some(p) = self.ctx.journal.persistence() else {
             return;
         };
         let v = self.version;
@@ -320,7 +326,7 @@ impl<W: PacketWriter> Writer<W> {
         for entry in inflight.entries() {
             let r = match entry.stage {
                 Stage::Published => {
-                    Metrics::inc(&self.shared.metrics.messages_sent);
+                    Metrics::inc(&self.ctx.metrics.messages_sent);
                     let qos = PublishQoS::new(entry.delivery.qos, entry.id);
                     self.send_publish(&entry.delivery, qos, true)
                 }
@@ -336,15 +342,15 @@ impl<W: PacketWriter> Writer<W> {
 
     /// Queued messages, while the inflight window allows and the batch is not full.
     fn fill_queue(&mut self, st: &mut SessionState, window: usize) {
-        let shared = Arc::clone(&self.shared);
-        let metrics = &shared.metrics;
+        let ctx = Arc::clone(&self.ctx);
+        let metrics = &ctx.metrics;
         let screen = Screen {
             now: tokio::time::Instant::now(),
-            hooks: !shared.hooks.is_empty(),
+            hooks: !ctx.policy.hooks.is_empty(),
             // Deliveries authorized under other rules (before an authorizer change, or by
             // the process that stored them) are checked again now.
-            recheck: !shared.open_access(),
-            epoch: shared.authz_epoch(),
+            recheck: !ctx.policy.open_access(),
+            epoch: ctx.policy.authz_epoch(),
         };
         let mut taken = 0usize;
         while st.inflight.len() < window {
@@ -365,15 +371,15 @@ impl<W: PacketWriter> Writer<W> {
                 let refused = st.refill_retained(
                     &self.session.client_id,
                     room,
-                    &shared.limits,
-                    shared.persistence.as_ref(),
+                    &ctx.settings.limits,
+                    ctx.journal.queue(),
                 );
                 Metrics::add(&metrics.messages_dropped, refused as u64);
             }
             // A stored delivery leaves only once its record (and packet id) is durable, and a
             // held message once its publisher's acknowledgement could leave.
             let mut withdrawn = false;
-            if let (Some(front), Some(p)) = (st.queue.front(), &shared.persistence) {
+            if let (Some(front), Some(p)) = (st.queue.front(), ctx.journal.persistence()) {
                 match storage_state(p, front) {
                     StorageState::Ready => {}
                     StorageState::Waiting => {
@@ -417,8 +423,8 @@ impl<W: PacketWriter> Writer<W> {
         withdrawn: bool,
         screen: &Screen,
     ) -> Option<crate::message::Delivery> {
-        let shared = &*self.shared;
-        let metrics = &shared.metrics;
+        let ctx = &*self.ctx;
+        let metrics = &ctx.metrics;
         let dropped = if withdrawn {
             // Its publisher was refused (or its own record was not stored): a message whose
             // acknowledgement refused it reaches no subscriber.
@@ -430,10 +436,10 @@ impl<W: PacketWriter> Writer<W> {
             DropReason::Expired
         } else if screen.recheck
             && delivery.authorized_epoch != screen.epoch
-            && !st
-                .client
-                .as_ref()
-                .is_some_and(|c| shared.authorize_receive(c, &delivery.message.topic, delivery.qos))
+            && !st.client.as_ref().is_some_and(|c| {
+                ctx.policy
+                    .authorize_receive(c, &delivery.message.topic, delivery.qos)
+            })
         {
             Metrics::inc(&metrics.messages_denied_on_send);
             tracing::debug!(topic = %delivery.message.topic, "queued message no longer authorized: withdrawn");

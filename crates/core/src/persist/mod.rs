@@ -23,7 +23,6 @@
 
 mod convert;
 pub(crate) mod journal;
-mod recovery;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,47 +33,116 @@ use parking_lot::Mutex;
 use roost_storage::{Op, Storage};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-pub(crate) use convert::{message_record, queue_record, session_record, unix_now_ms};
-pub(crate) use recovery::restore;
+pub(crate) use convert::{
+    client_from_owner, delivery_from_record, message_from_record, message_record, queue_record,
+    session_record, subscription_from_record, unix_now_ms, will_from_record,
+};
 
+pub(crate) use crate::gate::Gate;
+use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
+use crate::session::{QueueJournal, SessionState};
 
-/// The storage writes something waits for: those numbered in `(after, through]`. An
-/// acknowledgement leaves (and a held message is sent) once they are all settled; if any of
-/// them failed, the acknowledgement becomes a refusal (and the message is withdrawn).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Gate {
-    pub(crate) after: u64,
-    pub(crate) through: u64,
+/// The broker's storage as the rest of the broker sees it: changes described by what
+/// happened go in, gates come out. Without storage it records nothing and every gate is
+/// [`Gate::NONE`].
+#[derive(Debug)]
+pub(crate) struct Journal(Option<Persistence>);
+
+impl Journal {
+    /// A journal over `persistence` (`None`: the broker keeps nothing).
+    pub(crate) fn new(persistence: Option<Persistence>) -> Self {
+        Journal(persistence)
+    }
+
+    /// The storage handle, when there is storage.
+    pub(crate) fn persistence(&self) -> Option<&Persistence> {
+        self.0.as_ref()
+    }
+
+    /// True if the broker keeps its state.
+    pub(crate) fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// True in [`Durability::Acked`] mode: acknowledgements wait for their writes.
+    pub(crate) fn acked(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|p| p.durability == Durability::Acked)
+    }
+
+    /// Where sessions record their queued deliveries, when there is storage.
+    pub(crate) fn queue(&self) -> Option<&dyn QueueJournal> {
+        self.0.as_ref().map(|p| p as &dyn QueueJournal)
+    }
+
+    /// Submits `ops` now; returns what an acknowledgement must wait for (nothing without
+    /// storage, or in Periodic mode).
+    pub(crate) fn store_gated(&self, ops: Vec<Op>) -> Gate {
+        match &self.0 {
+            Some(p) => Gate::seq(p.gate(p.submit_now(ops))),
+            None => Gate::NONE,
+        }
+    }
+
+    /// Submits `ops` that nothing waits for.
+    pub(crate) fn store_now(&self, ops: Vec<Op>) {
+        if let Some(p) = &self.0 {
+            p.submit_now(ops);
+        }
+    }
+
+    /// The record of a persistent session, as its state now says (`None`: not persistent,
+    /// or no storage).
+    pub(crate) fn session_record(&self, client_id: &str, st: &SessionState) -> Option<Op> {
+        self.0.as_ref()?;
+        (st.expiry_interval > 0).then(|| journal::session_saved(client_id, st))
+    }
+
+    /// A persistent session changed: its record is written again.
+    pub(crate) fn session_changed(&self, client_id: &str, st: &SessionState) {
+        if let Some(op) = self.session_record(client_id, st) {
+            self.store_now(vec![op]);
+        }
+    }
+
+    /// A session ended: its record and everything under it go.
+    pub(crate) fn session_ended(&self, client_id: &str) {
+        if self.is_on() {
+            self.store_now(vec![journal::session_ended(client_id)]);
+        }
+    }
+
+    /// The storage operation of a change to a retained message, if it is kept (`$SYS`
+    /// topics are not).
+    pub(crate) fn retained(&self, message: &Message, cleared: bool) -> Option<Op> {
+        if !self.is_on() || message.topic.as_str().starts_with("$SYS/") {
+            return None;
+        }
+        Some(if cleared {
+            journal::retained_cleared(message.topic.as_str())
+        } else {
+            journal::retained_set(message)
+        })
+    }
+
+    /// Writes what is pending and stops the storage task.
+    pub(crate) async fn close(&self) {
+        if let Some(p) = &self.0 {
+            p.close().await;
+        }
+    }
 }
 
-impl Gate {
-    /// Waits for nothing.
-    pub(crate) const NONE: Gate = Gate {
-        after: 0,
-        through: 0,
-    };
-
-    /// Waits for the one submission `seq` (0: nothing).
-    pub(crate) fn seq(seq: u64) -> Gate {
-        Gate {
-            after: seq.saturating_sub(1),
-            through: seq,
-        }
+impl QueueJournal for Persistence {
+    fn full(&self) -> bool {
+        self.over_budget()
     }
 
-    /// Waits for every submission numbered after `after` up to `through`.
-    pub(crate) fn span(after: u64, through: u64) -> Gate {
-        if through <= after {
-            Gate::NONE
-        } else {
-            Gate { after, through }
-        }
-    }
-
-    /// True if it waits for nothing.
-    pub(crate) fn is_none(self) -> bool {
-        self.through <= self.after
+    fn queued(&self, client_id: &str, seq: u64, delivery: &Delivery) -> u64 {
+        let op = journal::queued(client_id, seq, delivery);
+        self.gate(self.submit_now(vec![op]))
     }
 }
 
@@ -212,11 +280,6 @@ impl Persistence {
     /// True while the store is over its size budget.
     pub(crate) fn over_budget(&self) -> bool {
         self.over_budget.load(Ordering::Relaxed)
-    }
-
-    /// The last sequence number handed out.
-    pub(crate) fn current_seq(&self) -> u64 {
-        *self.next_seq.lock()
     }
 
     /// The sequence number an acknowledgement must wait for: `seq` in `Acked` mode, else 0.

@@ -24,13 +24,14 @@ use parking_lot::RwLock;
 pub(crate) use retained::RetainChange;
 use retained::RetainedStore;
 
-use crate::broker::Shared;
+use crate::authz::Policy;
 use crate::codec::QoS;
 use crate::config::Limits;
+use crate::gate::Gate;
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
 use crate::plugin::DropReason;
-use crate::session::{EnqueueError, Queued, Session, SubscriptionRecord};
+use crate::session::{EnqueueError, QueueJournal, Queued, Session, SubscriptionRecord};
 use crate::topic::{SubscriptionTrie, TopicFilter};
 
 /// One subscription of one session.
@@ -105,6 +106,20 @@ pub(crate) struct RouteOutcome {
     /// Sessions whose copy was dropped for want of room: a full queue, or the store over
     /// its budget. They exist, so the publisher is not told "no matching subscribers".
     pub(crate) dropped_full: usize,
+    /// The storage writes of the copies queued for persistent sessions (Acked mode): what
+    /// the publisher's acknowledgement waits for besides its own writes.
+    pub(crate) gate: Gate,
+}
+
+/// What routing needs from the rest of the broker, borrowed for one message.
+#[derive(Clone, Copy)]
+pub(crate) struct Services<'a> {
+    /// The receive check, the authorizers' epoch and the drop hooks.
+    pub(crate) policy: &'a Policy,
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) limits: &'a Limits,
+    /// Where copies for persistent sessions are recorded, when there is storage.
+    pub(crate) journal: Option<&'a dyn QueueJournal>,
 }
 
 /// Subscriptions and retained messages of one broker.
@@ -210,12 +225,12 @@ impl Router {
     pub(crate) fn route(
         &self,
         message: &Arc<Message>,
-        shared: &Shared,
+        services: Services<'_>,
         congested: &mut Vec<Arc<Session>>,
     ) -> RouteOutcome {
         // Read before any receive check: if the authorizers change meanwhile, the copies
         // queued now are checked again when sent.
-        let epoch = shared.authz_epoch();
+        let epoch = services.policy.authz_epoch();
         // On the stack up to a few targets: no allocation per PUBLISH in the common case.
         let mut targets: smallvec::SmallVec<[SubEntry; 8]> = smallvec::SmallVec::new();
         let mut shared_targets: smallvec::SmallVec<[SubEntry; 2]> = smallvec::SmallVec::new();
@@ -233,7 +248,7 @@ impl Router {
                 SubValue::Group(group) => {
                     let allowed = |member: &SubEntry| {
                         let qos = message.qos.min(member.record.options.qos);
-                        may_receive(shared, &member.session, message, qos)
+                        may_receive(services, &member.session, message, qos)
                     };
                     if let Some(member) = group.pick(allowed) {
                         shared_targets.push(member.clone());
@@ -252,14 +267,14 @@ impl Router {
                 .count();
             let (group, tail) = rest.split_at(n);
             rest = tail;
-            deliver(message, group, shared, congested, false, epoch).count(&mut outcome);
+            deliver(message, group, services, congested, false, epoch).count(&mut outcome);
         }
         for member in &shared_targets {
             // Picked among the members that may receive it.
             deliver(
                 message,
                 std::slice::from_ref(member),
-                shared,
+                services,
                 congested,
                 true,
                 epoch,
@@ -273,7 +288,8 @@ impl Router {
 /// What became of one session's copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CopyOutcome {
-    Queued,
+    /// Queued; the storage write it waits for (0: none).
+    Queued(u64),
     /// Dropped for want of room (queue full, store over budget).
     NoRoom,
     /// Not for this session (refused by the receive check, offline QoS 0, session ended).
@@ -284,7 +300,10 @@ impl CopyOutcome {
     #[inline]
     fn count(self, outcome: &mut RouteOutcome) {
         match self {
-            CopyOutcome::Queued => outcome.delivered += 1,
+            CopyOutcome::Queued(gate) => {
+                outcome.delivered += 1;
+                outcome.gate = outcome.gate.join(Gate::seq(gate));
+            }
             CopyOutcome::NoRoom => outcome.dropped_full += 1,
             CopyOutcome::Skipped => {}
         }
@@ -295,16 +314,18 @@ impl CopyOutcome {
 /// no authorizer registered. With authorizers, a session whose client is unknown (restored
 /// from a record without an owner) receives nothing: fail closed, counted.
 #[inline]
-fn may_receive(shared: &Shared, session: &Session, message: &Message, qos: QoS) -> bool {
-    if shared.open_access() {
+fn may_receive(services: Services<'_>, session: &Session, message: &Message, qos: QoS) -> bool {
+    if services.policy.open_access() {
         return true;
     }
     let client = session.state.lock().client.clone();
     let Some(client) = client else {
-        Metrics::inc(&shared.metrics.messages_denied_no_context);
+        Metrics::inc(&services.metrics.messages_denied_no_context);
         return false;
     };
-    shared.authorize_receive(&client, &message.topic, qos)
+    services
+        .policy
+        .authorize_receive(&client, &message.topic, qos)
 }
 
 /// Queues one copy of `message` for the session of `group` (all entries share a session),
@@ -313,7 +334,7 @@ fn may_receive(shared: &Shared, session: &Session, message: &Message, qos: QoS) 
 fn deliver(
     message: &Arc<Message>,
     group: &[SubEntry],
-    shared: &Shared,
+    services: Services<'_>,
     congested: &mut Vec<Arc<Session>>,
     checked: bool,
     epoch: u32,
@@ -321,9 +342,9 @@ fn deliver(
     let Some(first) = group.first() else {
         return CopyOutcome::Skipped;
     };
-    let metrics = &shared.metrics;
+    let metrics = services.metrics;
     let dropped = |reason: DropReason| {
-        shared.hooks.each(metrics, |h| {
+        services.policy.hooks.each(metrics, |h| {
             h.message_dropped(&first.session.client_id, message, reason)
         });
     };
@@ -334,7 +355,7 @@ fn deliver(
         .unwrap_or(QoS::AtMostOnce);
     let qos = message.qos.min(granted);
     // The receive check: a wildcard subscription gets only what its client may read.
-    if !checked && !may_receive(shared, &first.session, message, qos) {
+    if !checked && !may_receive(services, &first.session, message, qos) {
         Metrics::inc(&metrics.messages_denied);
         dropped(DropReason::NotAuthorized);
         return CopyOutcome::Skipped;
@@ -349,12 +370,12 @@ fn deliver(
     delivery.authorized_epoch = epoch;
     match first
         .session
-        .enqueue(delivery, &shared.limits, shared.persistence.as_ref())
+        .enqueue(delivery, services.limits, services.journal)
     {
-        Ok(Queued::Ok) => CopyOutcome::Queued,
-        Ok(Queued::Congested) => {
+        Ok((Queued::Ok, gate)) => CopyOutcome::Queued(gate),
+        Ok((Queued::Congested, gate)) => {
             congested.push(Arc::clone(&first.session));
-            CopyOutcome::Queued
+            CopyOutcome::Queued(gate)
         }
         Err(EnqueueError::QueueFull) => {
             Metrics::inc(&metrics.messages_dropped);

@@ -21,6 +21,7 @@
 //! is marked slow and pauses nobody until it has drained, so a stuck subscriber costs each
 //! publisher one pause, not a stall.
 
+mod deadlines;
 mod inflight;
 
 use std::collections::VecDeque;
@@ -35,10 +36,12 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use deadlines::{TimerKind, TimerSlots};
 pub(crate) use inflight::{Entry, Inflight, Stage};
 
 use crate::codec::{Packet, QoS, ReasonCode, SubscriptionOptions};
 use crate::config::Limits;
+use crate::gate::Gate;
 use crate::message::Delivery;
 use crate::topic::TopicFilter;
 
@@ -108,7 +111,7 @@ pub(crate) struct Link {
     pub(crate) outbox: VecDeque<Packet>,
     /// Control packets waiting for storage to make their changes durable (with the writes
     /// to wait for), and every control packet queued after them, in order.
-    pub(crate) pending: VecDeque<(crate::persist::Gate, Packet)>,
+    pub(crate) pending: VecDeque<(Gate, Packet)>,
     /// Outbound window: the smaller of our `max_inflight` and the client's Receive Maximum.
     pub(crate) window: usize,
     /// Re-send the inflight messages before anything else (set when a session resumes).
@@ -157,7 +160,7 @@ pub(crate) struct SessionState {
     /// Messages in `retained_backlog`.
     pub(crate) retained_waiting: usize,
     /// The deadlines this session has armed (session expiry, will delay).
-    pub(crate) timers: crate::timers::TimerSlots,
+    pub(crate) timers: TimerSlots,
     /// What the subscriptions hold, as [`subscription_cost`] counts it
     /// (`Limits::max_subscription_bytes_per_client`).
     pub(crate) subscription_bytes: usize,
@@ -168,6 +171,16 @@ pub(crate) struct SessionState {
     /// [`TOTAL_GRANULE`], adjusted only when they leave that band, so the shared counter is
     /// touched once per kilobyte or so of queue movement rather than per message.
     total_reserved: usize,
+}
+
+/// Where the queued deliveries of persistent sessions are recorded: the broker's journal,
+/// when it has storage (implemented in `persist`, which knows the records).
+pub(crate) trait QueueJournal {
+    /// True while storage takes no more records (over its size budget).
+    fn full(&self) -> bool;
+    /// Records `delivery`, queued for `client_id` at position `seq`; returns the storage
+    /// sequence number its sending waits for (0: none, see [`Delivery::gate`]).
+    fn queued(&self, client_id: &str, seq: u64, delivery: &Delivery) -> u64;
 }
 
 /// Step in which sessions count their queues in the broker-wide total.
@@ -244,18 +257,19 @@ impl Session {
         })
     }
 
-    /// Queues `delivery` and wakes the attached writer. With `store`, a QoS 1/2 delivery to
-    /// a persistent session is also described as a storage operation.
+    /// Queues `delivery` and wakes the attached writer. With a `journal`, a QoS 1/2
+    /// delivery to a persistent session is also recorded; the returned number is the
+    /// storage write it waits for (0: none).
     pub(crate) fn enqueue(
         &self,
         delivery: Delivery,
         limits: &Limits,
-        persist: Option<&crate::persist::Persistence>,
-    ) -> Result<Queued, EnqueueError> {
+        journal: Option<&dyn QueueJournal>,
+    ) -> Result<(Queued, u64), EnqueueError> {
         let mut st = self.state.lock();
-        let queued = st.push(&self.client_id, delivery, limits, persist)?;
+        let queued = st.push(&self.client_id, delivery, limits, journal)?;
         let Some(link) = &st.link else {
-            return Ok(Queued::Ok);
+            return Ok((Queued::Ok, queued.1));
         };
         link.signals.wake.notify_one();
         Ok(queued)
@@ -346,17 +360,12 @@ impl Session {
 
     /// Queues a control packet for the link `link_id`; false if that link is gone.
     pub(crate) fn send_control(&self, link_id: u64, packet: Packet) -> bool {
-        self.send_control_gated(link_id, packet, crate::persist::Gate::NONE)
+        self.send_control_gated(link_id, packet, Gate::NONE)
     }
 
     /// Queues a control packet that may only leave once the writes of `gate` are durable.
     /// Packets keep their order: once one waits, later ones wait behind it.
-    pub(crate) fn send_control_gated(
-        &self,
-        link_id: u64,
-        packet: Packet,
-        gate: crate::persist::Gate,
-    ) -> bool {
+    pub(crate) fn send_control_gated(&self, link_id: u64, packet: Packet, gate: Gate) -> bool {
         let mut st = self.state.lock();
         match &mut st.link {
             Some(link) if link.id == link_id => {
@@ -423,8 +432,8 @@ impl SessionState {
         client_id: &str,
         mut delivery: Delivery,
         limits: &Limits,
-        persist: Option<&crate::persist::Persistence>,
-    ) -> Result<Queued, EnqueueError> {
+        journal: Option<&dyn QueueJournal>,
+    ) -> Result<(Queued, u64), EnqueueError> {
         if self.ended {
             return Err(EnqueueError::Ended);
         }
@@ -443,9 +452,9 @@ impl SessionState {
         {
             return Err(EnqueueError::QueueFull);
         }
-        if let Some(p) = persist {
+        if let Some(journal) = journal {
             if self.expiry_interval > 0 && delivery.qos != QoS::AtMostOnce {
-                if p.over_budget() {
+                if journal.full() {
                     return Err(EnqueueError::StorageFull);
                 }
                 // A persistent session's message gets its packet id now and is stored with
@@ -464,17 +473,17 @@ impl SessionState {
                 let seq = self.next_storage_seq;
                 delivery.storage_seq = std::num::NonZeroU64::new(seq);
                 delivery.packet_id = Some(id);
-                let op = crate::persist::journal::queued(client_id, seq, &delivery);
-                delivery.gate = p.gate(p.submit_now(vec![op]));
+                delivery.gate = journal.queued(client_id, seq, &delivery);
             }
         }
         self.add_queued_bytes(size);
+        let gate = delivery.gate;
         self.queue.push_back(delivery);
         let threshold = limits.flow_control_queue;
         if self.link.is_some() && threshold > 0 && !self.slow && self.queue.len() >= threshold {
-            Ok(Queued::Congested)
+            Ok((Queued::Congested, gate))
         } else {
-            Ok(Queued::Ok)
+            Ok((Queued::Ok, gate))
         }
     }
 
@@ -487,7 +496,7 @@ impl SessionState {
         client_id: &str,
         n: usize,
         limits: &Limits,
-        persist: Option<&crate::persist::Persistence>,
+        journal: Option<&dyn QueueJournal>,
     ) -> usize {
         let mut moved = 0;
         let mut refused = 0;
@@ -510,7 +519,7 @@ impl SessionState {
             // §3.3.1.3 likewise, whatever Retain As Published). Authorized when sent
             // (epoch 0), like anything queued.
             let delivery = Delivery::new(message, qos, true, sids);
-            match self.push(client_id, delivery, limits, persist) {
+            match self.push(client_id, delivery, limits, journal) {
                 Ok(_) => moved += 1,
                 Err(_) => refused += 1,
             }
@@ -528,18 +537,12 @@ impl SessionState {
     }
 
     /// Forgets a queued delivery that will never be sent (expired, too large): releases its
-    /// packet id and returns the storage operation that removes it, if it was stored.
-    pub(crate) fn drop_queued(
-        &mut self,
-        client_id: &str,
-        delivery: &Delivery,
-    ) -> Option<roost_storage::Op> {
+    /// packet id and returns its position in the stored queue, if it was stored.
+    pub(crate) fn drop_queued(&mut self, delivery: &Delivery) -> Option<u64> {
         if let Some(id) = delivery.packet_id {
             self.reserved_ids.remove(&id.get());
         }
-        delivery
-            .storage_seq
-            .map(|seq| crate::persist::journal::delivery_done(client_id, seq.get()))
+        delivery.storage_seq.map(std::num::NonZeroU64::get)
     }
 
     /// Takes the next queued delivery, keeping the byte count right.
@@ -642,8 +645,14 @@ mod tests {
         let limits = Limits::default();
         let a = Session::new(1, "a".into(), u32::MAX);
         let b = Session::new(2, "b".into(), u32::MAX);
-        assert_eq!(a.enqueue(delivery(&message), &limits, None), Ok(Queued::Ok));
-        assert_eq!(b.enqueue(delivery(&message), &limits, None), Ok(Queued::Ok));
+        assert_eq!(
+            a.enqueue(delivery(&message), &limits, None),
+            Ok((Queued::Ok, 0))
+        );
+        assert_eq!(
+            b.enqueue(delivery(&message), &limits, None),
+            Ok((Queued::Ok, 0))
+        );
         let kept_a = a.state.lock().pop().expect("queued").message;
         let kept_b = b.state.lock().pop().expect("queued").message;
         assert_eq!(kept_a.payload, message.payload);

@@ -5,13 +5,10 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
 use tokio::sync::mpsc;
-
-use crate::broker::Shared;
 
 /// A connection a [`Listener`] accepted.
 #[derive(Debug)]
@@ -58,26 +55,51 @@ pub trait Listener: Send + 'static {
     }
 }
 
-/// A listener with its type erased, run by the broker.
-pub(crate) trait ErasedListener: Send {
-    fn run(
-        self: Box<Self>,
-        shared: Arc<Shared>,
-        name: Arc<str>,
-        options: crate::broker::ListenerOptions,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+/// The byte stream of a listener whose type is erased.
+pub(crate) trait AnyStream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AnyStream for T {}
+
+/// What an erased listener accepts next.
+type AcceptFuture<'a> =
+    Pin<Box<dyn Future<Output = io::Result<Accepted<BoxedStream>>> + Send + 'a>>;
+
+/// A boxed byte stream.
+pub(crate) type BoxedStream = Box<dyn AnyStream>;
+
+/// A listener of any type, as the builder keeps the application's listeners until a
+/// broker starts with them. It is a [`Listener`] itself, whose streams are boxed.
+pub(crate) struct ErasedListener(Box<dyn Erased>);
+
+trait Erased: Send {
+    fn accept(&mut self) -> AcceptFuture<'_>;
 }
 
-impl<L: Listener> ErasedListener for L {
-    fn run(
-        self: Box<Self>,
-        shared: Arc<Shared>,
-        name: Arc<str>,
-        options: crate::broker::ListenerOptions,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(crate::broker::custom_accept_loop(
-            shared, *self, name, options,
-        ))
+impl<L: Listener> Erased for L {
+    fn accept(&mut self) -> AcceptFuture<'_> {
+        Box::pin(async move {
+            let accepted = Listener::accept(self).await?;
+            Ok(Accepted {
+                stream: Box::new(accepted.stream) as BoxedStream,
+                peer: accepted.peer,
+                certificates: accepted.certificates,
+            })
+        })
+    }
+}
+
+impl ErasedListener {
+    /// Erases `listener`'s type.
+    pub(crate) fn new(listener: impl Listener) -> Self {
+        ErasedListener(Box::new(listener))
+    }
+}
+
+impl Listener for ErasedListener {
+    type Stream = BoxedStream;
+
+    async fn accept(&mut self) -> io::Result<Accepted<BoxedStream>> {
+        self.0.accept().await
     }
 }
 

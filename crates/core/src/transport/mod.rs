@@ -20,7 +20,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::broker::Shared;
 use crate::codec::{
     decode, DecodeError, DecodeLimits, EncodeError, Packet, ProtocolVersion, PublishQoS,
     TopicAliasUse,
@@ -92,7 +91,7 @@ pub(crate) struct NetReader<R> {
     /// How much to ask the socket for next: grows while reads fill it (a busy publisher),
     /// shrinks while they do not (an idle client), so idle connections hold little memory.
     chunk: usize,
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
     /// When the last read from the stream returned bytes.
     last_read: tokio::time::Instant,
     /// When the last complete packet arrived: the time of the read that completed it (for
@@ -101,12 +100,12 @@ pub(crate) struct NetReader<R> {
 }
 
 impl<R> NetReader<R> {
-    pub(crate) fn new(io: R, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(io: R, metrics: Arc<Metrics>) -> Self {
         Self {
             io,
             buf: BytesMut::new(),
             chunk: READ_CHUNK_MIN,
-            shared,
+            metrics,
             last_read: tokio::time::Instant::now(),
             last_packet: tokio::time::Instant::now(),
         }
@@ -176,7 +175,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
                     Err(io::Error::from(io::ErrorKind::UnexpectedEof).into())
                 };
             }
-            Metrics::add(&self.shared.metrics.bytes_received, n as u64);
+            Metrics::add(&self.metrics.bytes_received, n as u64);
             self.last_read = tokio::time::Instant::now();
         }
     }
@@ -191,16 +190,16 @@ pub(crate) struct NetWriter<W> {
     io: W,
     buf: BytesMut,
     chunks: VecDeque<Bytes>,
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
 }
 
 impl<W> NetWriter<W> {
-    pub(crate) fn new(io: W, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(io: W, metrics: Arc<Metrics>) -> Self {
         Self {
             io,
             buf: BytesMut::new(),
             chunks: VecDeque::new(),
-            shared,
+            metrics,
         }
     }
 }
@@ -259,7 +258,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketWriter for NetWriter<W> {
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
-            Metrics::add(&self.shared.metrics.bytes_sent, n as u64);
+            Metrics::add(&self.metrics.bytes_sent, n as u64);
             self.buf.advance(n);
         }
         if !self.buf.is_empty() {
@@ -277,7 +276,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketWriter for NetWriter<W> {
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
-            Metrics::add(&self.shared.metrics.bytes_sent, n as u64);
+            Metrics::add(&self.metrics.bytes_sent, n as u64);
             while n > 0 {
                 let Some(front) = self.chunks.front_mut() else {
                     break;

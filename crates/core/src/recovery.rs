@@ -1,24 +1,26 @@
-//! Rebuilding broker state from storage at start.
+//! Rebuilding broker state from storage at start, through the same services that keep it
+//! while the broker runs (the router, the session registry, the journal).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use roost_storage::{Op, QueueStage, Snapshot};
+use roost_storage::{QueueStage, Snapshot};
 use tokio::time::Instant;
 
-use super::convert::{
-    client_from_owner, delivery_from_record, message_from_record, subscription_from_record,
-    unix_now_ms, will_from_record,
-};
-use crate::broker::Shared;
 use crate::codec::PacketId;
+use crate::context::Context;
 use crate::metrics::Metrics;
-use crate::session::{Session, Stage};
-use crate::timers::TimerKind;
+use crate::persist::{
+    client_from_owner, delivery_from_record, journal, message_from_record,
+    subscription_from_record, unix_now_ms, will_from_record,
+};
+use crate::pipeline;
+use crate::registry::WillDue;
+use crate::session::Stage;
 
 /// Restores retained messages and sessions. Sessions (and messages) that expired while the
 /// broker was down are dropped; their wills, if still pending, are published.
-pub(crate) fn restore(shared: &Arc<Shared>, snapshot: Snapshot) {
+pub(crate) fn restore(ctx: &Arc<Context>, snapshot: Snapshot) {
     let now_ms = unix_now_ms();
     let now = Instant::now();
     let mut cleanup = Vec::new();
@@ -26,16 +28,13 @@ pub(crate) fn restore(shared: &Arc<Shared>, snapshot: Snapshot) {
     for (topic, record) in snapshot.retained {
         match message_from_record(record) {
             Some(m) if !m.is_expired(now) => {
-                shared.router.retain(Arc::new(m), &shared.limits);
+                ctx.router.retain(Arc::new(m), &ctx.settings.limits);
                 retained += 1;
             }
-            _ => cleanup.push(Op::DeleteRetained(topic)),
+            _ => cleanup.push(journal::retained_cleared(&topic)),
         }
     }
-    Metrics::set(
-        &shared.metrics.retained,
-        shared.router.retained_len() as u64,
-    );
+    Metrics::set(&ctx.metrics.retained, ctx.router.retained_len() as u64);
     let mut due_wills = Vec::new();
     let mut restored = 0usize;
     for stored in snapshot.sessions {
@@ -50,27 +49,31 @@ pub(crate) fn restore(shared: &Arc<Shared>, snapshot: Snapshot) {
             .and_then(|o| client_from_owner(&stored.client_id, o))
             .map(Arc::new);
         if ends_at.is_some_and(|t| t <= now_ms) {
-            cleanup.push(Op::DeleteSession(stored.client_id.clone()));
+            cleanup.push(journal::session_ended(&stored.client_id));
             if let Some((will, _)) = will {
-                due_wills.push((will, stored.client_id, owner));
+                due_wills.push(WillDue {
+                    will,
+                    client_id: stored.client_id.into(),
+                    client: owner,
+                });
             }
             continue;
         }
-        let session = Session::new(shared.next_uid(), stored.client_id.clone().into(), expiry);
+        let session = ctx.sessions.create(stored.client_id.clone().into(), expiry);
+        let mut will_at = None;
         {
             let mut st = session.state.lock();
-            st.total_queued = Arc::clone(&shared.total_queued);
             // Whose session it is: deliveries to it are authorized as that client.
             st.client = owner.clone();
-            if st.client.is_none() && !shared.open_access() {
+            if st.client.is_none() && !ctx.policy.open_access() {
                 tracing::warn!(client_id = %stored.client_id, "restored session has no stored owner: deliveries to it are refused until its client connects");
             }
             for sub in record.subscriptions {
                 let Some((filter, rec)) = subscription_from_record(sub) else {
                     continue;
                 };
-                if shared.router.subscribe(&session, &filter, rec) {
-                    Metrics::inc(&shared.metrics.subscriptions);
+                if ctx.router.subscribe(&session, &filter, rec) {
+                    Metrics::inc(&ctx.metrics.subscriptions);
                 }
                 st.add_subscription(filter, rec);
             }
@@ -79,18 +82,12 @@ pub(crate) fn restore(shared: &Arc<Shared>, snapshot: Snapshot) {
                 last_seq = last_seq.max(seq);
                 let stage = entry.stage;
                 let Some(delivery) = delivery_from_record(entry, seq) else {
-                    cleanup.push(Op::DeleteQueued {
-                        client: stored.client_id.clone(),
-                        seq,
-                    });
+                    cleanup.push(journal::delivery_done(&stored.client_id, seq));
                     continue;
                 };
                 match stage {
                     QueueStage::Queued if delivery.message.is_expired(now) => {
-                        cleanup.push(Op::DeleteQueued {
-                            client: stored.client_id.clone(),
-                            seq,
-                        });
+                        cleanup.push(journal::delivery_done(&stored.client_id, seq));
                     }
                     QueueStage::Queued => {
                         let mut delivery = delivery;
@@ -119,32 +116,26 @@ pub(crate) fn restore(shared: &Arc<Shared>, snapshot: Snapshot) {
             st.inbound_qos2.extend(stored.inbound);
             if let Some((will, at_ms)) = will {
                 if at_ms <= now_ms {
-                    due_wills.push((will, stored.client_id.clone(), owner));
+                    due_wills.push(WillDue {
+                        will,
+                        client_id: stored.client_id.clone().into(),
+                        client: owner,
+                    });
                 } else {
                     st.pending_will = Some(Box::new(will));
                     st.will_at_ms = Some(at_ms);
-                    let at = now + Duration::from_millis(at_ms - now_ms);
-                    shared
-                        .timers
-                        .schedule(&mut st.timers, at, &session, 0, TimerKind::WillDelay);
+                    will_at = Some(now + Duration::from_millis(at_ms - now_ms));
                 }
             }
             st.disconnected_at_ms = Some(away_since);
-            if let Some(t) = ends_at {
-                let at = now + Duration::from_millis(t.saturating_sub(now_ms));
-                shared
-                    .timers
-                    .schedule(&mut st.timers, at, &session, 0, TimerKind::SessionExpiry);
-            }
         }
-        shared.insert_session(session);
+        let expires_at = ends_at.map(|t| now + Duration::from_millis(t.saturating_sub(now_ms)));
+        ctx.sessions.restored(session, will_at, expires_at);
         restored += 1;
     }
-    for (will, client_id, owner) in due_wills {
-        shared.publish_will_as(will, client_id.into(), owner);
+    for due in due_wills {
+        pipeline::publish_will(ctx, due);
     }
-    if let Some(p) = &shared.persistence {
-        p.submit_now(cleanup);
-    }
+    ctx.journal.store_now(cleanup);
     tracing::info!(sessions = restored, retained, "state restored from storage");
 }

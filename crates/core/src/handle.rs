@@ -1,0 +1,127 @@
+//! The running broker: [`BrokerHandle`], what an application keeps to watch, reconfigure,
+//! connect to (in-process clients, module `client`) and stop a broker.
+//!
+//! A broker runs on the caller's tokio runtime: it spawns its tasks with `tokio::spawn`
+//! (tracked, so shutdown can wait for them), installs no logger, signal handler or thread
+//! pool, and keeps no global state, so several brokers can live in one process.
+//!
+//! # Shutdown
+//! [`BrokerHandle::shutdown`] cancels one token. Listeners stop accepting; every connection
+//! (network or in-process) stops between packets, sends v5 clients DISCONNECT 0x8B, flushes
+//! what it had queued (bounded by a timeout), and ends; `shutdown` returns when the last task
+//! has finished.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::Limits;
+use crate::context::Context;
+use crate::metrics::MetricsSnapshot;
+use crate::plugin::Authorizer;
+
+/// A running broker. Cloning gives another handle to the same broker.
+#[derive(Debug, Clone)]
+pub struct BrokerHandle {
+    pub(crate) ctx: Arc<Context>,
+    local_addrs: Vec<SocketAddr>,
+}
+
+impl BrokerHandle {
+    /// The handle of a started broker.
+    pub(crate) fn new(ctx: Arc<Context>, local_addrs: Vec<SocketAddr>) -> Self {
+        BrokerHandle { ctx, local_addrs }
+    }
+
+    /// The addresses the TCP listeners are bound to, in the order they were added.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// A snapshot of the broker's counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.ctx.refresh_gauges();
+        self.ctx.metrics.snapshot()
+    }
+
+    /// Protocol violations that closed a connection, counted by the rule each broke (a
+    /// normative statement such as `"MQTT-3.3.2-8 (v5)"`, a section, or a limit), sorted by
+    /// rule. Their sum is [`MetricsSnapshot::protocol_errors`].
+    pub fn protocol_errors_by_rule(&self) -> Vec<(&'static str, u64)> {
+        self.ctx.metrics.protocol_errors_by_rule()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.ctx.settings.limits
+    }
+
+    /// Replaces the authorizers while the broker runs. New checks use them at once. With
+    /// `recheck`, every connected client is checked again: a client the authorizers refuse
+    /// ([`Authorizer::authorize_client`]) is disconnected (v5: DISCONNECT 0x98 Administrative
+    /// action), and subscriptions no longer allowed are removed, from offline sessions too.
+    /// Messages already queued for any session are checked against the new authorizers when
+    /// they are sent, with or without `recheck`. Returns when the re-check is done.
+    pub async fn set_authorizers(&self, authorizers: Vec<Arc<dyn Authorizer>>, recheck: bool) {
+        self.ctx.policy.set_authorizers(authorizers);
+        if recheck {
+            let ctx = &self.ctx;
+            ctx.sessions
+                .recheck(&ctx.policy, &ctx.router, &ctx.journal)
+                .await;
+        }
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.ctx.lifecycle.shutdown.is_cancelled()
+    }
+
+    /// Stops the broker (see the module docs) and waits until all its tasks have ended.
+    /// Calling it again, or from another handle, waits for the same end.
+    pub async fn shutdown(&self) {
+        tracing::info!("broker shutting down");
+        let lifecycle = &self.ctx.lifecycle;
+        lifecycle.shutdown.cancel();
+        lifecycle.tracker.close();
+        lifecycle.tracker.wait().await;
+        self.ctx.journal.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::client::ClientOptions;
+    use crate::Broker;
+
+    /// Issue 12 §2: reconnecting a persistent session does not pile up deadlines: the
+    /// queue holds at most one per kind and session, and none while the client is back.
+    #[tokio::test]
+    async fn reconnects_leave_one_deadline_per_session() {
+        let broker = Broker::builder()
+            .sys_interval(None)
+            .build()
+            .start()
+            .await
+            .expect("starts");
+        for _ in 0..50 {
+            let (client, _deliveries) = broker
+                .client(
+                    ClientOptions::new("again")
+                        .persistent(true)
+                        .session_expiry(3600),
+                )
+                .await
+                .expect("connects");
+            assert_eq!(broker.ctx.sessions.deadlines(), 0, "the client is back");
+            client.disconnect().await.expect("disconnects");
+            // The detach is done once the broker has seen the DISCONNECT.
+            let mut waited = 0;
+            while broker.ctx.sessions.deadlines() == 0 && waited < 1000 {
+                tokio::task::yield_now().await;
+                waited += 1;
+            }
+            assert_eq!(broker.ctx.sessions.deadlines(), 1, "one expiry deadline");
+        }
+        broker.shutdown().await;
+    }
+}

@@ -1,0 +1,218 @@
+//! What the broker does with a message or an event that involves several services: a
+//! PUBLISH goes through the hooks, is retained and routed, and its changes are journaled; a
+//! will is authorized again and published as its client would; a session deadline tells
+//! the hooks and publishes what it made due.
+
+use std::sync::Arc;
+
+use bytestring::ByteString;
+use roost_storage::Op;
+
+use crate::codec::PublishProperties;
+use crate::context::Context;
+use crate::message::{Hold, Message};
+use crate::metrics::Metrics;
+use crate::plugin::{ClientInfo, HookAction, PublishedMessage};
+use crate::registry::{Attached, Fired, WillDue};
+use crate::router::{RetainChange, RouteOutcome};
+use crate::session::Session;
+
+/// Retains (if flagged) and routes a message; returns what routing did. Hooks are not
+/// consulted (see [`publish_message`]). Storage operations are appended to `ops`, sessions
+/// asking the publisher to pause (flow control) to `congested`.
+pub(crate) fn publish(
+    ctx: &Context,
+    message: &Arc<Message>,
+    ops: &mut Vec<Op>,
+    congested: &mut Vec<Arc<Session>>,
+) -> RouteOutcome {
+    if message.retain {
+        retain(ctx, message, ops);
+    }
+    ctx.router.route(message, ctx.routing(), congested)
+}
+
+/// Applies a retained PUBLISH: the router keeps it (or clears its topic), the journal
+/// records that, the hooks hear of it.
+fn retain(ctx: &Context, message: &Arc<Message>, ops: &mut Vec<Op>) {
+    // Its own copy: the routed message's topic and payload are slices of the read buffer
+    // they arrived in, which a retained message would keep alive.
+    let change = ctx
+        .router
+        .retain(message.for_keeping(), &ctx.settings.limits);
+    let metrics = &ctx.metrics;
+    match change {
+        RetainChange::Set | RetainChange::Replaced => {
+            ops.extend(ctx.journal.retained(message, false));
+            Metrics::set(&metrics.retained, ctx.router.retained_len() as u64);
+        }
+        RetainChange::Cleared => {
+            ops.extend(ctx.journal.retained(message, true));
+            Metrics::set(&metrics.retained, ctx.router.retained_len() as u64);
+            if !message.payload.is_empty() {
+                // Over `max_retained_bytes`: not retained, and the old one removed.
+                Metrics::inc(&metrics.retained_refused);
+            }
+        }
+        RetainChange::Unchanged if !message.payload.is_empty() => {
+            Metrics::inc(&metrics.retained_refused);
+        }
+        RetainChange::Unchanged => {}
+    }
+    let hooks = &ctx.policy.hooks;
+    if !hooks.is_empty() {
+        match change {
+            RetainChange::Set | RetainChange::Replaced => {
+                hooks.each(metrics, |h| h.retained_set(message))
+            }
+            RetainChange::Cleared => hooks.each(metrics, |h| h.retained_cleared(&message.topic)),
+            RetainChange::Unchanged => {}
+        }
+    }
+}
+
+/// Runs the publish hooks, then retains and routes. `None` if a hook dropped the message.
+/// With `hold`, no copy is sent before the hold is released (see [`Hold`]).
+pub(crate) fn publish_message(
+    ctx: &Context,
+    client: Option<&ClientInfo>,
+    publisher: Option<ByteString>,
+    mut published: PublishedMessage,
+    ops: &mut Vec<Op>,
+    congested: &mut Vec<Arc<Session>>,
+    hold: Option<Arc<Hold>>,
+) -> Option<RouteOutcome> {
+    let hooks = &ctx.policy.hooks;
+    if !hooks.is_empty()
+        && hooks.published(&ctx.metrics, client, &mut published) == HookAction::Drop
+    {
+        return None;
+    }
+    let message = Message::shared(
+        published.topic,
+        published.payload,
+        published.qos,
+        published.retain,
+        published.properties,
+        publisher,
+        hold,
+    );
+    Some(publish(ctx, &message, ops, congested))
+}
+
+/// Publishes a will as its client would publish it (MQTT-3.1.2-8). The will was authorized
+/// at CONNECT, but the rules may have changed since (an ACL reload), and a will restored
+/// from storage was authorized by another process: so it is authorized again now, as a
+/// publish of its client. Without a known client it is refused (fail closed). With
+/// authorizers the check is async, so the will goes out from a task of its own.
+pub(crate) fn publish_will(ctx: &Arc<Context>, due: WillDue) {
+    let WillDue {
+        will,
+        client_id,
+        client,
+    } = due;
+    if ctx.policy.open_access() {
+        publish_will_now(ctx, will, client_id, client.as_deref());
+        return;
+    }
+    let Some(client) = client else {
+        Metrics::inc(&ctx.metrics.wills_denied);
+        tracing::warn!(%client_id, topic = %will.topic, "will refused: its client's authorization context is unknown");
+        return;
+    };
+    let ctx2 = Arc::clone(ctx);
+    ctx.lifecycle.tracker.spawn(async move {
+        let ctx = ctx2;
+        match ctx
+            .policy
+            .authorize_publish(&client, &will.topic, will.qos, will.retain)
+            .await
+        {
+            Ok(()) => publish_will_now(&ctx, will, client_id, Some(&client)),
+            Err(code) => {
+                Metrics::inc(&ctx.metrics.wills_denied);
+                tracing::info!(%client_id, topic = %will.topic, reason = %code, "will not authorized: not published");
+            }
+        }
+    });
+}
+
+/// Publishes an authorized will.
+fn publish_will_now(
+    ctx: &Context,
+    will: crate::codec::LastWill,
+    client_id: ByteString,
+    client: Option<&ClientInfo>,
+) {
+    let p = will.properties;
+    let properties = PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        content_type: p.content_type,
+        response_topic: p.response_topic,
+        correlation_data: p.correlation_data,
+        user_properties: p.user_properties,
+        ..PublishProperties::default()
+    };
+    tracing::debug!(topic = %will.topic, "publishing will");
+    let published = PublishedMessage {
+        topic: will.topic,
+        payload: will.payload,
+        qos: will.qos,
+        retain: will.retain,
+        properties,
+    };
+    let mut ops = Vec::new();
+    publish_message(
+        ctx,
+        client,
+        Some(client_id),
+        published,
+        &mut ops,
+        &mut Vec::new(),
+        None,
+    );
+    ctx.journal.store_now(ops);
+}
+
+/// Acts on what a session deadline did: tells the hooks of an expiry and publishes the
+/// will it made due.
+pub(crate) fn deadline_passed(ctx: &Arc<Context>, fired: Fired) {
+    match fired {
+        Fired::Will(due) => publish_will(ctx, due),
+        Fired::Expired { client_id, will } => {
+            ctx.policy
+                .hooks
+                .each(&ctx.metrics, |h| h.session_expired(&client_id));
+            if let Some(due) = will {
+                publish_will(ctx, due);
+            }
+        }
+    }
+}
+
+/// Acts on a connection attached to its session: publishes the will of a session the
+/// attach discarded and tells the hooks; returns the session and the link's id.
+pub(crate) fn session_attached(ctx: &Arc<Context>, attached: Attached) -> (Arc<Session>, u64) {
+    let Attached {
+        session,
+        link_id,
+        present,
+        will,
+    } = attached;
+    if let Some(due) = will {
+        publish_will(ctx, due);
+    }
+    let hooks = &ctx.policy.hooks;
+    if !hooks.is_empty() {
+        let id = &session.client_id;
+        hooks.each(&ctx.metrics, |h| {
+            if present {
+                h.session_resumed(id)
+            } else {
+                h.session_created(id)
+            }
+        });
+    }
+    (session, link_id)
+}

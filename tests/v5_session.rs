@@ -168,6 +168,30 @@ async fn session_end_publishes_a_will_still_waiting_for_its_delay() {
 }
 
 #[tokio::test]
+async fn a_clean_start_takeover_ends_the_session_and_publishes_its_delayed_will() {
+    // MQTT-3.1.4-3 (v5): the existing connection is closed (0x8E Session taken over); with
+    // Clean Start the new connection starts a new session, so the old one ends, and its
+    // will, still waiting out its delay, goes with it (v5 §3.1.3.2.2: the delay passing or
+    // the session ending, whichever comes first). MQTT-3.1.3-9 does not apply: the new
+    // connection is not to the same session.
+    let broker = start_broker().await;
+    let mut w = watcher(&broker).await;
+    let mut c = session("taken", 60);
+    c.will = Some(will(Some(3600)));
+    let (mut old, _) = Raw::connect_with(&broker, c).await;
+    let mut fresh = session("taken", 60);
+    fresh.clean_start = true;
+    let (_new, ack) = Raw::connect_with(&broker, fresh).await;
+    assert!(!present(&ack), "a new session");
+    match old.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, ReasonCode::SessionTakenOver),
+        other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
+    }
+    assert_eq!(&w.recv_publish().await.payload[..], b"gone");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
 async fn disconnect_with_will_message_publishes_the_will() {
     // v5 §3.14.2.1: reason 0x04 keeps the will.
     let broker = start_broker().await;

@@ -16,6 +16,8 @@ mod aliases;
 mod auth;
 mod handshake;
 mod packets;
+mod publish;
+mod subscribe;
 mod violation;
 pub(crate) mod writer;
 

@@ -8,19 +8,5 @@ mod support;
 
 #[test]
 fn the_core_has_no_cycles_no_back_references_and_short_connection_functions() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let out = std::process::Command::new("python3")
-        .arg(format!("{root}/scripts/module-graph.py"))
-        .arg("--rules")
-        .output();
-    let Ok(out) = out else {
-        support::skip_unless_optional("python3");
-        return;
-    };
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::script_check("module-graph.py", &["--rules"]);
 }

@@ -40,6 +40,26 @@ pub fn skip_unless_optional(tool: &str) {
     eprintln!("skipped: {tool} is not installed");
 }
 
+/// Runs one of the repository's `scripts/` checks with `python3` and fails the test with
+/// its output if it fails (skipped as [`skip_unless_optional`] says without `python3`).
+pub fn script_check(script: &str, args: &[&str]) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("python3")
+        .arg(format!("{root}/scripts/{script}"))
+        .args(args)
+        .output();
+    let Ok(out) = out else {
+        skip_unless_optional("python3");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// How soon the broker must close a connection after a protocol violation: well under
 /// any timeout of its own (the connect timeout is 10 s, keep-alive 1.5 × Keep Alive).
 pub const PROMPT: Duration = Duration::from_secs(2);

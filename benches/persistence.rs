@@ -149,12 +149,10 @@ async fn main() {
     let publishers: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(8);
     let each: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5_000);
     let window: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(64);
-    let limits = Limits {
-        max_queued_messages: 1_000_000,
-        max_queued_bytes: 1 << 30,
-        max_inflight: 64,
-        ..Limits::default()
-    };
+    let limits = Limits::default()
+        .with_max_queued_messages(1_000_000)
+        .with_max_queued_bytes(1 << 30)
+        .with_max_inflight(64);
     let none = Broker::builder()
         .listen("127.0.0.1:0".parse().expect("address"))
         .limits(limits.clone())

@@ -43,12 +43,18 @@ pub use roost_core::codec::{self, QoS, ReasonCode};
 pub use roost_core::plugin;
 pub use roost_core::policy::{self, AnonymousAccess, SessionOwnership};
 pub use roost_core::topic::{self, TopicFilter, TopicName};
+#[cfg(feature = "tls")]
+pub use roost_core::{crypto_provider, TlsConfig, TlsError};
 pub use roost_core::{
     duplex_listener, Accepted, Broker, BrokerBuilder, BrokerHandle, Capabilities, Client,
     ClientError, ClientOptions, Deliveries, DuplexConnector, DuplexListener, Durability, Error,
-    Limits, Listener, Message, MetricsSnapshot, PublishOptions, Received, Redirect, TlsConfig,
-    TlsError,
+    InvalidSetting, Limits, Listener, Message, MetricsSnapshot, PublishOptions, Received, Redirect,
+    SettingInfo,
 };
+
+/// The attribute the [`plugin`] traits are implemented with: `#[roost::async_trait]` on an
+/// `impl Authenticator for ...` block (no dependency of your own needed).
+pub use async_trait::async_trait;
 pub use roost_storage as storage;
 
 /// The README's code blocks, compiled as doctests so the README stays true.

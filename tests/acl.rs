@@ -396,7 +396,7 @@ async fn faulty_broker(timeout: std::time::Duration) -> BrokerHandle {
     Broker::builder()
         .listen("127.0.0.1:0".parse().expect("address"))
         .authorizer(Arc::new(Faulty))
-        .plugin_settings(roost::plugin::PluginSettings { timeout })
+        .plugin_settings(roost::plugin::PluginSettings::default().with_timeout(timeout))
         .sys_interval(None)
         .build()
         .start()

@@ -178,11 +178,8 @@ async fn reserved_connect_flag_closes_without_connack() {
 
 #[tokio::test]
 async fn silent_connection_is_closed_after_connect_timeout() {
-    let broker = start_broker_with(Limits {
-        connect_timeout: Duration::from_millis(200),
-        ..Limits::default()
-    })
-    .await;
+    let broker =
+        start_broker_with(Limits::default().with_connect_timeout(Duration::from_millis(200))).await;
     let mut raw = Raw::open(&broker, V4).await;
     assert!(raw.closed_promptly().await.is_empty());
     broker.shutdown().await;
@@ -332,11 +329,7 @@ async fn non_minimal_variable_byte_integers_are_malformed() {
 
 #[tokio::test]
 async fn packet_over_max_size_gets_v5_disconnect_0x95() {
-    let broker = start_broker_with(Limits {
-        max_packet_size: 64,
-        ..Limits::default()
-    })
-    .await;
+    let broker = start_broker_with(Limits::default().with_max_packet_size(64)).await;
     let mut raw = Raw::connect(&broker, V5, "big").await;
     // Declares 256 MiB; refused from the header alone.
     raw.send_bytes(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F]).await;
@@ -349,11 +342,7 @@ async fn packet_over_max_size_gets_v5_disconnect_0x95() {
 
 #[tokio::test]
 async fn connections_over_the_limit_are_refused_as_server_busy() {
-    let broker = start_broker_with(Limits {
-        max_connections: 2,
-        ..Limits::default()
-    })
-    .await;
+    let broker = start_broker_with(Limits::default().with_max_connections(2)).await;
     let _a = Raw::connect(&broker, V4, "a").await;
     let _b = Raw::connect(&broker, V5, "b").await;
     // 3.1.1: return code 0x03 Server unavailable; v5: 0x89 Server busy. Then closed.
@@ -374,11 +363,11 @@ async fn connections_over_the_limit_are_refused_as_server_busy() {
 /// dropped for a newcomer, so a real client is served at once.
 #[tokio::test]
 async fn silent_sockets_cannot_starve_real_clients() {
-    let broker = start_broker_with(Limits {
-        max_connections: 20,
-        max_pending_connections: 20,
-        ..Limits::default()
-    })
+    let broker = start_broker_with(
+        Limits::default()
+            .with_max_connections(20)
+            .with_max_pending_connections(20),
+    )
     .await;
     let mut silent = Vec::new();
     for _ in 0..40 {

@@ -81,11 +81,9 @@ async fn crash_child() {
         );
     }
     // Offline subscribers hold everything sent while they are away.
-    let limits = Limits {
-        max_queued_messages: 1_000_000,
-        max_queued_bytes: 1 << 30,
-        ..Limits::default()
-    };
+    let limits = Limits::default()
+        .with_max_queued_messages(1_000_000)
+        .with_max_queued_bytes(1 << 30);
     let broker = Broker::builder()
         .listen("127.0.0.1:0".parse().expect("address"))
         .storage(store, durability)
@@ -129,6 +127,7 @@ async fn spawn_child(dir: &Path, round: usize, plan: &Plan) -> Child {
     let periodic_ms = match durability {
         Durability::Periodic(every) => every.as_millis().max(1),
         Durability::Acked => 0,
+        other => panic!("no plan for {other:?}"),
     };
     // Named after the plan: the plans run in parallel in this one process.
     let port_file = std::env::temp_dir().join(format!(

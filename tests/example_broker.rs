@@ -127,7 +127,11 @@ async fn capabilities_from_flags_and_config_file_reach_the_connack() {
     let dir = std::env::temp_dir().join(format!("roost-example-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("roost.toml");
-    std::fs::write(&config, "max_keep_alive = 45\nreceive_maximum = 7\n").expect("writes");
+    std::fs::write(
+        &config,
+        "[capabilities]\nmax_keep_alive = 45\nreceive_maximum = 7\n",
+    )
+    .expect("writes");
     let (mut child, port) = start(&["--config", config.to_str().expect("utf-8")]).await;
     let a = connack(port).await;
     assert_eq!(a.properties.server_keep_alive, Some(45));
@@ -147,6 +151,91 @@ async fn a_bad_capability_stops_the_start() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("receive_maximum"), "{text}");
+}
+
+/// Runs the example broker to completion with `args` and `env`; its status, standard output
+/// and standard error.
+async fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new(example_broker())
+            .args(args)
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("ends within 20 s")
+    .expect("runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 15 §6–7: a configuration error names the key, the line and the reason, and the
+/// program exits with status 2 before binding anything; `--check-config` says whether a
+/// configuration would start; `--print-default-config` writes a file that checks clean.
+#[tokio::test]
+async fn configuration_errors_name_the_key_and_check_config_and_the_default_file_work() {
+    let dir = std::env::temp_dir().join(format!("roost-example-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "listen = [\"127.0.0.1:0\"]\n\n[limits]\nmax_inflihgt = 8\n",
+    )
+    .expect("writes");
+    let bad = bad.to_str().expect("utf-8");
+    for args in [
+        &["--config", bad][..],
+        &["--config", bad, "--check-config"][..],
+    ] {
+        let (status, out, err) = run_to_end(args, &[]).await;
+        assert_eq!(status, Some(2), "{out}{err}");
+        assert!(
+            err.contains("line 4") && err.contains("max_inflihgt"),
+            "{err}"
+        );
+        assert!(!out.contains("listening"), "nothing bound: {out}");
+    }
+    let (status, _, err) =
+        run_to_end(&["--tls-listen", "127.0.0.1:0", "--check-config"], &[]).await;
+    assert_eq!(status, Some(2));
+    assert!(err.contains("need cert and key"), "{err}");
+    let (status, _, err) = run_to_end(&["--max-inflight", "lots"], &[]).await;
+    assert_eq!(status, Some(2));
+    assert!(
+        err.contains("--max-inflight 'lots': not a whole number"),
+        "{err}"
+    );
+    let (status, _, err) = run_to_end(&["--max-inflihgt", "8"], &[]).await;
+    assert_eq!(status, Some(2));
+    assert!(err.contains("--max-inflight"), "a suggestion: {err}");
+    // The environment sets a setting as its flag would.
+    let (status, _, err) = run_to_end(&["--check-config"], &[("ROOST_MAX_INFLIGHT", "0")]).await;
+    assert_eq!(status, Some(2));
+    assert!(
+        err.contains("limits.max_inflight: must be at least 1"),
+        "{err}"
+    );
+
+    let (status, default_file, _) = run_to_end(&["--print-default-config"], &[]).await;
+    assert_eq!(status, Some(0));
+    assert!(
+        default_file.contains("[limits]") && default_file.contains("max_packet_size = 1048576")
+    );
+    let file = dir.join("default.toml");
+    std::fs::write(&file, &default_file).expect("writes");
+    let (status, out, err) = run_to_end(
+        &["--config", file.to_str().expect("utf-8"), "--check-config"],
+        &[],
+    )
+    .await;
+    assert_eq!(status, Some(0), "{err}");
+    assert!(out.contains("configuration OK"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Sends `signal` (a `kill` name such as `TERM`) to the example broker this test started.

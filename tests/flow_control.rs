@@ -16,13 +16,11 @@ use support::*;
 const V4: ProtocolVersion = ProtocolVersion::V311;
 
 fn limits(max_inflight: u16, max_queued: usize, threshold: usize, pause: Duration) -> Limits {
-    Limits {
-        max_inflight,
-        max_queued_messages: max_queued,
-        flow_control_queue: threshold,
-        flow_control_pause: pause,
-        ..Limits::default()
-    }
+    Limits::default()
+        .with_max_inflight(max_inflight)
+        .with_max_queued_messages(max_queued)
+        .with_flow_control_queue(threshold)
+        .with_flow_control_pause(pause)
 }
 
 #[tokio::test]

@@ -155,10 +155,7 @@ async fn drops_are_reported_with_their_reason() {
     let rec = Arc::new(Recorder::default());
     let broker = broker(
         vec![rec.clone()],
-        Limits {
-            max_queued_messages: 1,
-            ..Limits::default()
-        },
+        Limits::default().with_max_queued_messages(1),
     )
     .await;
     let mut c = Connect::new(V5, "away");

@@ -201,11 +201,9 @@ async fn paho_python_v5_properties_reason_codes_sessions_and_wills() {
     if !paho_available() {
         return;
     }
-    let broker = start_broker_with_caps(roost::Capabilities {
-        shared_subscriptions: false,
-        ..roost::Capabilities::default()
-    })
-    .await;
+    let broker =
+        start_broker_with_caps(roost::Capabilities::default().with_shared_subscriptions(false))
+            .await;
     let port = addr(&broker).port().to_string();
     let script = include_str!("interop/paho_v5.py");
     let stdout = run_client("python3", &["-c".as_ref(), script.as_ref(), port.as_ref()]).await;

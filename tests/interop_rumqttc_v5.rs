@@ -97,11 +97,9 @@ async fn properties_and_reason_codes_as_rumqttc_decodes_them() {
     // MQTT-3.3.2-4 (payload format), -16 (correlation data), -17/-18 (user properties in
     // order), -20 (content type), §3.3.2.3.5 (response topic); §3.4.2.1 PUBACK 0x10 No
     // matching subscribers; §3.9.3 SUBACK 0x9E Shared Subscriptions not supported.
-    let broker = start_broker_with_caps(roost::Capabilities {
-        shared_subscriptions: false,
-        ..roost::Capabilities::default()
-    })
-    .await;
+    let broker =
+        start_broker_with_caps(roost::Capabilities::default().with_shared_subscriptions(false))
+            .await;
     let mut sub = start(options(&broker, "props-sub"));
     sub.connack().await;
     sub.subscribe("req/+", QoS::AtLeastOnce).await;

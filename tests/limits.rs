@@ -35,11 +35,7 @@ async fn count_messages(c: &mut Raw) -> usize {
 /// matching a new subscription are sent).
 #[tokio::test]
 async fn every_retained_match_is_sent_whatever_the_queue_bound() {
-    let broker = start_broker_with(Limits {
-        max_queued_messages: 100,
-        ..Limits::default()
-    })
-    .await;
+    let broker = start_broker_with(Limits::default().with_max_queued_messages(100)).await;
     let mut p = Raw::connect(&broker, V4, "p").await;
     for i in 0..1500 {
         let topic = format!("r/{i}");
@@ -84,11 +80,7 @@ async fn every_retained_match_is_sent_whatever_the_queue_bound() {
 /// `max_filters_per_subscribe` get 0x97.
 #[tokio::test]
 async fn repeated_filters_are_applied_once() {
-    let broker = start_broker_with(Limits {
-        max_filters_per_subscribe: 3,
-        ..Limits::default()
-    })
-    .await;
+    let broker = start_broker_with(Limits::default().with_max_filters_per_subscribe(3)).await;
     let mut p = Raw::connect(&broker, V4, "p").await;
     for i in 0..50 {
         let mut publish = roost::codec::Publish::new(
@@ -149,12 +141,12 @@ async fn repeated_filters_are_applied_once() {
 /// in length.
 #[tokio::test]
 async fn user_properties_and_client_ids_are_bounded() {
-    let broker = start_broker_with(Limits {
-        max_user_properties: 4,
-        max_user_property_bytes: 100,
-        max_client_id_length: 64,
-        ..Limits::default()
-    })
+    let broker = start_broker_with(
+        Limits::default()
+            .with_max_user_properties(4)
+            .with_max_user_property_bytes(100)
+            .with_max_client_id_length(64),
+    )
     .await;
     let mut c = Raw::connect(&broker, V5, "c").await;
     let publish = |id: u16, props: Vec<UserProperty>| {
@@ -194,11 +186,7 @@ async fn user_properties_and_client_ids_are_bounded() {
 /// included: a queue of 900 bytes of topic and payload cannot hold megabytes of properties.
 #[tokio::test]
 async fn queue_bytes_count_user_properties() {
-    let broker = start_broker_with(Limits {
-        max_queued_bytes: 16 * 1024,
-        ..Limits::default()
-    })
-    .await;
+    let broker = start_broker_with(Limits::default().with_max_queued_bytes(16 * 1024)).await;
     let mut persistent = Connect::new(V5, "away");
     persistent.clean_start = false;
     persistent.properties.session_expiry_interval = Some(600);
@@ -225,12 +213,12 @@ async fn queue_bytes_count_user_properties() {
 /// sessions — each refusing what would pass it, and counted.
 #[tokio::test]
 async fn broker_wide_bounds_hold() {
-    let broker = start_broker_with(Limits {
-        max_sessions: 3,
-        max_retained_bytes: 2 * 1024,
-        max_total_queued_bytes: 4 * 1024,
-        ..Limits::default()
-    })
+    let broker = start_broker_with(
+        Limits::default()
+            .with_max_sessions(3)
+            .with_max_retained_bytes(2 * 1024)
+            .with_max_total_queued_bytes(4 * 1024),
+    )
     .await;
     // Sessions: two persistent ones away, one connection; a fourth is refused (v5 0x97;
     // 3.1.1 0x03), resuming an existing one is not.
@@ -300,11 +288,8 @@ async fn broker_wide_bounds_hold() {
 /// (v5 0x97), shorter ones still fit, and unsubscribing gives the room back.
 #[tokio::test]
 async fn subscription_bytes_are_bounded_per_client() {
-    let broker = start_broker_with(Limits {
-        max_subscription_bytes_per_client: 2000,
-        ..Limits::default()
-    })
-    .await;
+    let broker =
+        start_broker_with(Limits::default().with_max_subscription_bytes_per_client(2000)).await;
     let mut c = Raw::connect(&broker, V5, "c").await;
     let deep = vec!["level"; 32].join("/");
     let code = |p: Packet| match p {

@@ -249,10 +249,7 @@ async fn over_the_size_budget_new_copies_for_persistent_sessions_are_dropped() {
     store.size.store(10_000_000, Ordering::SeqCst);
     let broker = Broker::builder()
         .listen("127.0.0.1:0".parse().expect("address"))
-        .limits(roost::Limits {
-            max_storage_bytes: Some(1_000_000),
-            ..roost::Limits::default()
-        })
+        .limits(roost::Limits::default().with_max_storage_bytes(Some(1_000_000)))
         .storage(store.clone(), Durability::Acked)
         .sys_interval(None)
         .build()
@@ -411,11 +408,7 @@ async fn a_refused_publish_reaches_no_subscriber() {
 /// exceeded (QoS 1 and 2), never 0x10 No matching subscribers.
 #[tokio::test]
 async fn a_full_queue_is_quota_exceeded_not_no_subscribers() {
-    let broker = start_broker_with(roost::Limits {
-        max_queued_messages: 2,
-        ..roost::Limits::default()
-    })
-    .await;
+    let broker = start_broker_with(roost::Limits::default().with_max_queued_messages(2)).await;
     let (mut away, _) = Raw::connect_with(&broker, persistent(V5, "away")).await;
     away.subscribe(1, "q/#", QoS::AtLeastOnce).await;
     drop(away);

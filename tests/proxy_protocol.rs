@@ -34,11 +34,8 @@ impl Authenticator for Recorder {
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 async fn proxied_broker(recorder: Arc<Recorder>) -> BrokerHandle {
-    let limits = Limits {
-        // Longer than PROMPT: a rejection must be quicker than this deadline to pass as one.
-        handshake_timeout: HANDSHAKE_TIMEOUT,
-        ..Limits::default()
-    };
+    // Longer than PROMPT: a rejection must be quicker than this deadline to pass as one.
+    let limits = Limits::default().with_handshake_timeout(HANDSHAKE_TIMEOUT);
     Broker::builder()
         .listen("127.0.0.1:0".parse().expect("address"))
         .proxy_protocol(true)

@@ -172,11 +172,7 @@ async fn inflight_window_holds_back_messages_until_acknowledged() {
     // MQTT-4.3.2-1 (3.1.1) and MQTT-4.3.2-3 (v5): a QoS 1 PUBLISH stays unacknowledged, and
     // holds its place in the window, until its PUBACK.
     for v in [V4, V5] {
-        let broker = start_broker_with(Limits {
-            max_inflight: 2,
-            ..Limits::default()
-        })
-        .await;
+        let broker = start_broker_with(Limits::default().with_max_inflight(2)).await;
         let mut sub = Raw::connect(&broker, v, "sub").await;
         sub.subscribe(1, "w", QoS::AtLeastOnce).await;
         let mut publ = Raw::connect(&broker, v, "pub").await;
@@ -268,11 +264,7 @@ async fn offline_persistent_session_queues_qos1_and_qos2_but_not_qos0() {
 
 #[tokio::test]
 async fn full_queue_drops_newest_and_counts_it() {
-    let broker = start_broker_with(Limits {
-        max_queued_messages: 3,
-        ..Limits::default()
-    })
-    .await;
+    let broker = start_broker_with(Limits::default().with_max_queued_messages(3)).await;
     let mut c = Connect::new(V4, "full");
     c.clean_start = false;
     let (mut sub, _) = Raw::connect_with(&broker, c.clone()).await;
@@ -299,11 +291,7 @@ async fn full_queue_drops_newest_and_counts_it() {
 
 #[tokio::test]
 async fn slow_subscriber_does_not_stall_publisher_or_others() {
-    let broker = start_broker_with(Limits {
-        max_queued_messages: 100,
-        ..Limits::default()
-    })
-    .await;
+    let broker = start_broker_with(Limits::default().with_max_queued_messages(100)).await;
     // A subscriber that never reads.
     let mut stuck = Raw::connect(&broker, V4, "stuck").await;
     stuck.subscribe(1, "load", QoS::AtMostOnce).await;

@@ -29,16 +29,16 @@ fn version(i: usize) -> ProtocolVersion {
 async fn thousand_clients_mixed_qos_every_message_accounted_for() {
     // Each connection needs two descriptors here (client and broker ends in one process).
     let _ = rlimit::increase_nofile_limit(8192);
-    let broker = start_broker_with(Limits {
-        max_connections: 2 * (PUBLISHERS + SUBSCRIBERS),
-        max_queued_messages: 100_000,
-        max_inflight: 64,
-        // All 1,000 connect at once from 127.0.0.1, as clients behind one NAT address
-        // would after an outage: the per-address bound on pending connections must allow it.
-        max_pending_per_address: 2 * (PUBLISHERS + SUBSCRIBERS),
-        max_pending_connections: 2 * (PUBLISHERS + SUBSCRIBERS),
-        ..Limits::default()
-    })
+    let broker = start_broker_with(
+        Limits::default()
+            .with_max_connections(2 * (PUBLISHERS + SUBSCRIBERS))
+            .with_max_queued_messages(100_000)
+            .with_max_inflight(64)
+            // All 1,000 connect at once from 127.0.0.1, as clients behind one NAT address
+            // would after an outage: the per-address bound on pending connections must allow it.
+            .with_max_pending_per_address(2 * (PUBLISHERS + SUBSCRIBERS))
+            .with_max_pending_connections(2 * (PUBLISHERS + SUBSCRIBERS)),
+    )
     .await;
 
     let mut subscribers = Vec::new();

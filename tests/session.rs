@@ -211,11 +211,7 @@ async fn unsubscribed_filters_receive_nothing() {
 
 #[tokio::test]
 async fn subscription_limit_refuses_extra_filters() {
-    let broker = start_broker_with(Limits {
-        max_subscriptions_per_client: 2,
-        ..Limits::default()
-    })
-    .await;
+    let broker = start_broker_with(Limits::default().with_max_subscriptions_per_client(2)).await;
     let mut c = Raw::connect(&broker, V4, "c").await;
     c.subscribe(1, "a", QoS::AtMostOnce).await;
     c.subscribe(2, "b", QoS::AtMostOnce).await;
@@ -241,11 +237,7 @@ async fn subscription_limit_refuses_extra_filters() {
 
 #[tokio::test]
 async fn topic_limits_are_enforced() {
-    let broker = start_broker_with(Limits {
-        max_topic_levels: 3,
-        ..Limits::default()
-    })
-    .await;
+    let broker = start_broker_with(Limits::default().with_max_topic_levels(3)).await;
     let mut c = Raw::connect(&broker, V5, "c").await;
     match c.subscribe(1, "a/b/c/d", QoS::AtMostOnce).await {
         Packet::SubAck(a) => assert_eq!(a.reason_codes, vec![ReasonCode::TopicFilterInvalid]),
@@ -263,11 +255,7 @@ async fn topic_limits_are_enforced() {
 #[tokio::test]
 async fn topic_length_limit_is_enforced() {
     // README: "max_topic_length": bytes in a topic name or filter, same policy as levels.
-    let broker = start_broker_with(Limits {
-        max_topic_length: 10,
-        ..Limits::default()
-    })
-    .await;
+    let broker = start_broker_with(Limits::default().with_max_topic_length(10)).await;
     let mut c = Raw::connect(&broker, V5, "c").await;
     match c.subscribe(1, "abcde/fghij", QoS::AtMostOnce).await {
         Packet::SubAck(a) => assert_eq!(a.reason_codes, vec![ReasonCode::TopicFilterInvalid]),
@@ -379,11 +367,9 @@ async fn topics_match_character_for_character() {
 async fn without_wildcard_support_wildcard_filters_are_refused() {
     // MQTT-3.8.3-2 (3.1.1): a server that does not support wildcards refuses every filter
     // that has one (SUBACK 0x80); v5 gets 0xA2 (tests/v5_subscriptions.rs).
-    let broker = start_broker_with_caps(roost::Capabilities {
-        wildcard_subscriptions: false,
-        ..roost::Capabilities::default()
-    })
-    .await;
+    let broker =
+        start_broker_with_caps(roost::Capabilities::default().with_wildcard_subscriptions(false))
+            .await;
     let mut c = Raw::connect(&broker, V4, "c").await;
     for (f, ok) in [("a/+", false), ("a/#", false), ("a/b", true)] {
         match c.subscribe(1, f, QoS::AtMostOnce).await {

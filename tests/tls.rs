@@ -81,12 +81,41 @@ fn client(
     let port = broker.local_addrs()[0].port();
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(30));
-    o.set_transport(Transport::Tls(TlsConfiguration::Simple {
-        ca: ca.pem.clone().into_bytes(),
-        alpn: None,
-        client_auth: client_auth.map(|(c, k)| (c.into_bytes(), k.into_bytes())),
-    }));
+    o.set_transport(Transport::Tls(client_tls(ca, client_auth)));
     AsyncClient::new(o, 16)
+}
+
+/// The client side of TLS, with the ring provider named explicitly: this test binary has
+/// both of rustls's providers compiled in (see `both_crypto_providers_are_compiled_in_and_
+/// none_is_installed`), so rustls cannot pick one by itself, and rumqttc's own
+/// `TlsConfiguration::Simple` would panic.
+fn client_tls(ca: &Ca, client_auth: Option<(String, String)>) -> TlsConfiguration {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots);
+    let config = match client_auth {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("client certificate PEM");
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("client key PEM");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client certificate")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    TlsConfiguration::Rustls(Arc::new(config))
 }
 
 /// Polls until CONNACK or an error.
@@ -108,6 +137,29 @@ async fn refused(el: &mut rumqttc::EventLoop) {
         Ok(()) => panic!("connected"),
         Err(e) => assert_ne!(e, "timeout", "no answer instead of a refusal"),
     }
+}
+
+/// Issue 15 §2: an application with both of rustls's crypto providers compiled in (this
+/// test binary: `aws_lc_rs` from rumqttc's defaults, `ring` from Roost's `tls-ring`) and
+/// no process default installed still starts TLS listeners: Roost names its provider
+/// instead of asking rustls for the process default, which would panic here.
+#[tokio::test]
+async fn both_crypto_providers_are_compiled_in_and_none_is_installed() {
+    use tokio_rustls::rustls::crypto::{aws_lc_rs, ring, CryptoProvider};
+    // Both providers exist in this build (this would not compile otherwise) ...
+    let _ = (aws_lc_rs::default_provider(), ring::default_provider());
+    // ... and nobody chose one for the process.
+    assert!(CryptoProvider::get_default().is_none());
+    let ca = Ca::new("both-providers CA");
+    let broker = tls_broker(server_tls(&ca, None), Limits::default(), None).await;
+    let (c, mut el) = client(&broker, "both-providers", &ca, None);
+    connected(&mut el).await.expect("connects over TLS");
+    within(c.disconnect()).await.expect("disconnect");
+    assert!(
+        CryptoProvider::get_default().is_none(),
+        "the broker must not install a process default behind the application's back"
+    );
+    broker.shutdown().await;
 }
 
 #[tokio::test]
@@ -190,10 +242,7 @@ async fn silent_handshakes_are_dropped_without_blocking_others() {
     // fails the first check.
     let ca = Ca::new("test CA");
     let timeout = Duration::from_secs(2);
-    let limits = Limits {
-        handshake_timeout: timeout,
-        ..Limits::default()
-    };
+    let limits = Limits::default().with_handshake_timeout(timeout);
     let broker = tls_broker(server_tls(&ca, None), limits, None).await;
     // Ten connections that never start the handshake.
     let opened = std::time::Instant::now();
@@ -290,11 +339,7 @@ async fn acl_rules_follow_the_certificate_not_the_claimed_user_name() {
     let mut o = MqttOptions::new("mtls-alice", "127.0.0.1", port);
     o.set_credentials("admin", "anything");
     let (cert, key) = ca.issue(&[], "alice");
-    o.set_transport(Transport::Tls(TlsConfiguration::Simple {
-        ca: ca.pem.clone().into_bytes(),
-        alpn: None,
-        client_auth: Some((cert.into_bytes(), key.into_bytes())),
-    }));
+    o.set_transport(Transport::Tls(client_tls(&ca, Some((cert, key)))));
     let (c, mut el) = AsyncClient::new(o, 16);
     connected(&mut el).await.expect("mTLS connect");
     let mut granted = Vec::new();

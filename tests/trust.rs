@@ -421,11 +421,13 @@ async fn try_login(c: &mut Raw, id: &str, user: &str, pass: &str) -> ReasonCode 
 /// while other clients are served at once.
 #[tokio::test]
 async fn password_guessing_backs_off_without_slowing_others() {
-    let broker = start(builder().limits(roost::Limits {
-        auth_failure_backoff: std::time::Duration::from_millis(300),
-        auth_failure_backoff_max: std::time::Duration::from_secs(3),
-        ..roost::Limits::default()
-    }))
+    let broker = start(
+        builder().limits(
+            roost::Limits::default()
+                .with_auth_failure_backoff(std::time::Duration::from_millis(300))
+                .with_auth_failure_backoff_max(std::time::Duration::from_secs(3)),
+        ),
+    )
     .await;
     // No user enumeration through the reason code.
     let mut c = raw_from(&broker, "127.0.0.1", V5).await;

@@ -97,9 +97,7 @@ async fn broker_with(auth: Arc<dyn Authenticator>) -> BrokerHandle {
     Broker::builder()
         .listen("127.0.0.1:0".parse().expect("address"))
         .authenticator(auth)
-        .plugin_settings(PluginSettings {
-            timeout: Duration::from_millis(200),
-        })
+        .plugin_settings(PluginSettings::default().with_timeout(Duration::from_millis(200)))
         .sys_interval(None)
         .build()
         .start()

@@ -15,11 +15,7 @@ const V5: ProtocolVersion = ProtocolVersion::V5;
 
 #[tokio::test]
 async fn default_connack_advertises_limits() {
-    let broker = start_broker_with(Limits {
-        max_packet_size: 4096,
-        ..Limits::default()
-    })
-    .await;
+    let broker = start_broker_with(Limits::default().with_max_packet_size(4096)).await;
     let (_c, ack) = Raw::connect_with(&broker, Connect::new(V5, "c")).await;
     let p = connack(ack).properties;
     assert_eq!(p.maximum_packet_size, NonZeroU32::new(4096));
@@ -37,14 +33,14 @@ async fn default_connack_advertises_limits() {
 #[tokio::test]
 async fn restricted_broker_advertises_and_enforces() {
     // MQTT-3.2.2-9: without QoS 2 support the CONNACK says Maximum QoS.
-    let broker = start_broker_with_caps(Capabilities {
-        maximum_qos: QoS::AtLeastOnce,
-        retain_available: false,
-        wildcard_subscriptions: false,
-        subscription_identifiers: false,
-        shared_subscriptions: false,
-        ..Capabilities::default()
-    })
+    let broker = start_broker_with_caps(
+        Capabilities::default()
+            .with_maximum_qos(QoS::AtLeastOnce)
+            .with_retain_available(false)
+            .with_wildcard_subscriptions(false)
+            .with_subscription_identifiers(false)
+            .with_shared_subscriptions(false),
+    )
     .await;
     let (mut c, ack) = Raw::connect_with(&broker, Connect::new(V5, "c")).await;
     let p = connack(ack).properties;
@@ -75,11 +71,11 @@ async fn will_beyond_capabilities_is_refused_in_connack() {
     // MQTT-3.2.2-12: a will above the Maximum QoS is refused.
     // MQTT-3.2.2-13 (retained will without retain support → 0x9A), and will QoS above the
     // maximum → 0x9B (v5 §3.2.2.3.4).
-    let broker = start_broker_with_caps(Capabilities {
-        maximum_qos: QoS::AtMostOnce,
-        retain_available: false,
-        ..Capabilities::default()
-    })
+    let broker = start_broker_with_caps(
+        Capabilities::default()
+            .with_maximum_qos(QoS::AtMostOnce)
+            .with_retain_available(false),
+    )
     .await;
     for (qos, retain, code) in [
         (QoS::AtLeastOnce, false, ReasonCode::QoSNotSupported),
@@ -108,11 +104,8 @@ async fn will_beyond_capabilities_is_refused_in_connack() {
 #[tokio::test]
 async fn server_keep_alive_caps_the_clients_value() {
     // MQTT-3.2.2-21/-22: the client uses Server Keep Alive when sent.
-    let broker = start_broker_with_caps(Capabilities {
-        max_keep_alive: Some(30),
-        ..Capabilities::default()
-    })
-    .await;
+    let broker =
+        start_broker_with_caps(Capabilities::default().with_max_keep_alive(Some(30))).await;
     let mut c = Connect::new(V5, "ka");
     c.keep_alive = 600;
     let (_c, ack) = Raw::connect_with(&broker, c).await;
@@ -126,11 +119,8 @@ async fn server_keep_alive_caps_the_clients_value() {
 
 #[tokio::test]
 async fn session_expiry_is_capped_and_the_granted_value_returned() {
-    let broker = start_broker_with_caps(Capabilities {
-        max_session_expiry_interval: 60,
-        ..Capabilities::default()
-    })
-    .await;
+    let broker =
+        start_broker_with_caps(Capabilities::default().with_max_session_expiry_interval(60)).await;
     let mut c = Connect::new(V5, "se");
     c.properties.session_expiry_interval = Some(3600);
     let (_c, ack) = Raw::connect_with(&broker, c).await;
@@ -141,10 +131,9 @@ async fn session_expiry_is_capped_and_the_granted_value_returned() {
 #[tokio::test]
 async fn response_information_only_when_requested() {
     // MQTT-3.1.2-28: not returned unless requested.
-    let broker = start_broker_with_caps(Capabilities {
-        response_information: Some("replies/".to_string()),
-        ..Capabilities::default()
-    })
+    let broker = start_broker_with_caps(
+        Capabilities::default().with_response_information(Some("replies/".to_string())),
+    )
     .await;
     let mut c = Connect::new(V5, "ri");
     c.properties.request_response_information = Some(true);
@@ -165,14 +154,12 @@ async fn redirect_refuses_with_server_reference() {
         (false, ReasonCode::UseAnotherServer),
         (true, ReasonCode::ServerMoved),
     ] {
-        let broker = start_broker_with_caps(Capabilities {
-            redirect: Some(Redirect {
+        let broker =
+            start_broker_with_caps(Capabilities::default().with_redirect(Some(Redirect {
                 permanent,
                 reference: "backup:1883".to_string(),
-            }),
-            ..Capabilities::default()
-        })
-        .await;
+            })))
+            .await;
         let (_c, ack) = Raw::connect_with(&broker, Connect::new(V5, "x")).await;
         let ack = connack(ack);
         assert_eq!(ack.reason_code, code);
@@ -194,11 +181,7 @@ async fn redirect_refuses_with_server_reference() {
 async fn a_client_reads_the_disconnect_reason_after_sending_more() {
     use bytes::BytesMut;
     use roost::codec::{Publish, PublishQoS};
-    let broker = start_broker_with_caps(Capabilities {
-        receive_maximum: 10,
-        ..Capabilities::default()
-    })
-    .await;
+    let broker = start_broker_with_caps(Capabilities::default().with_receive_maximum(10)).await;
     let raw = Raw::connect(&broker, V5, "flood").await;
     let mut out = BytesMut::new();
     for i in 1..=60u16 {

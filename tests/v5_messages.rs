@@ -250,10 +250,9 @@ async fn no_outbound_topic_aliases_without_the_clients_consent_or_when_off() {
     // MQTT-3.1.2-27: absent (or 0) Topic Alias Maximum → no Topic Alias is sent. And the
     // broker's own switch: Capabilities::outbound_topic_aliases = 0.
     for (caps_aliases, client_max) in [(32, None), (32, Some(0)), (0, Some(10))] {
-        let broker = start_broker_with_caps(Capabilities {
-            outbound_topic_aliases: caps_aliases,
-            ..Capabilities::default()
-        })
+        let broker = start_broker_with_caps(
+            Capabilities::default().with_outbound_topic_aliases(caps_aliases),
+        )
         .await;
         let mut c = Connect::new(V5, "sub");
         c.properties.topic_alias_maximum = client_max;
@@ -279,11 +278,7 @@ async fn no_outbound_topic_aliases_without_the_clients_consent_or_when_off() {
 #[tokio::test]
 async fn topic_alias_zero_or_over_the_maximum_is_0x94() {
     // MQTT-3.3.2-8 (alias 0) and MQTT-3.3.2-9 (above Topic Alias Maximum).
-    let broker = start_broker_with_caps(Capabilities {
-        topic_alias_maximum: 5,
-        ..Capabilities::default()
-    })
-    .await;
+    let broker = start_broker_with_caps(Capabilities::default().with_topic_alias_maximum(5)).await;
     for alias in [0u16, 6] {
         let mut p = Raw::connect(&broker, V5, "p").await;
         let mut m = publish("t", b"x", PublishQoS::AtMostOnce);
@@ -353,11 +348,7 @@ async fn request_problem_information_0_strips_reason_strings_from_acks() {
 #[tokio::test]
 async fn client_exceeding_our_receive_maximum_gets_0x93() {
     // MQTT-3.3.4-7: at most Receive Maximum unacknowledged QoS 2 PUBLISHes.
-    let broker = start_broker_with_caps(Capabilities {
-        receive_maximum: 2,
-        ..Capabilities::default()
-    })
-    .await;
+    let broker = start_broker_with_caps(Capabilities::default().with_receive_maximum(2)).await;
     let (mut p, ack) = Raw::connect_with(&broker, Connect::new(V5, "flood")).await;
     assert!(
         matches!(ack, Packet::ConnAck(a) if a.properties.receive_maximum == NonZeroU16::new(2))
@@ -440,11 +431,7 @@ async fn subscription_identifier_from_a_client_is_a_protocol_error() {
 /// The Reason String of a refusal, and what is left of the packet without it, for a client
 /// whose Maximum Packet Size is `max`.
 async fn refusals(max: Option<u32>) -> Vec<(&'static str, Packet)> {
-    let broker = start_broker_with_caps(Capabilities {
-        retain_available: false,
-        ..Capabilities::default()
-    })
-    .await;
+    let broker = start_broker_with_caps(Capabilities::default().with_retain_available(false)).await;
     let connect = |id: &str| {
         let mut c = Connect::new(V5, id);
         c.properties.maximum_packet_size = max.and_then(NonZeroU32::new);

@@ -251,12 +251,12 @@ async fn no_local_on_a_shared_subscription_is_a_protocol_error() {
 #[tokio::test]
 async fn suback_reason_codes_for_refused_filters() {
     // v5 §3.9.3: 0x8F, 0x9E, 0xA1, 0xA2.
-    let broker = start_broker_with_caps(Capabilities {
-        wildcard_subscriptions: false,
-        shared_subscriptions: false,
-        subscription_identifiers: false,
-        ..Capabilities::default()
-    })
+    let broker = start_broker_with_caps(
+        Capabilities::default()
+            .with_wildcard_subscriptions(false)
+            .with_shared_subscriptions(false)
+            .with_subscription_identifiers(false),
+    )
     .await;
     let mut c = Raw::connect(&broker, V5, "c").await;
     assert_eq!(
@@ -292,11 +292,8 @@ async fn suback_reason_codes_for_refused_filters() {
 #[tokio::test]
 async fn granted_qos_is_capped_by_maximum_qos() {
     // MQTT-3.2.2-10 (v5): a server with Maximum QoS 1 still accepts a QoS 2 request.
-    let broker = start_broker_with_caps(Capabilities {
-        maximum_qos: QoS::AtLeastOnce,
-        ..Capabilities::default()
-    })
-    .await;
+    let broker =
+        start_broker_with_caps(Capabilities::default().with_maximum_qos(QoS::AtLeastOnce)).await;
     let mut c = Raw::connect(&broker, V5, "c").await;
     assert_eq!(
         subscribe_with(&mut c, 1, "q", opts(QoS::ExactlyOnce), None).await,

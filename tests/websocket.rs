@@ -182,10 +182,7 @@ async fn oversized_websocket_frames_are_refused_on_their_header() {
         .listen("127.0.0.1:0".parse().expect("address"))
         .listen_ws("127.0.0.1:0".parse().expect("address"), "/mqtt")
         .listener_max_packet_size(1024)
-        .limits(roost::Limits {
-            connect_timeout: std::time::Duration::from_secs(60),
-            ..roost::Limits::default()
-        })
+        .limits(roost::Limits::default().with_connect_timeout(std::time::Duration::from_secs(60)))
         .sys_interval(None)
         .build()
         .start()

@@ -81,7 +81,6 @@ impl Authenticator for CertificateIdentity {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use bytes::Bytes;
     use roost_core::codec::ProtocolVersion;
@@ -95,16 +94,10 @@ mod tests {
     const SAN_ONLY: &[u8] = include_bytes!("testdata/client-san-only.der");
 
     fn client(certs: Vec<Bytes>) -> ConnectInfo {
-        ConnectInfo {
-            client_id: "c".into(),
-            username: Some("claimed".into()),
-            password: None,
-            protocol: ProtocolVersion::V311,
-            peer: None,
-            listener: Arc::from("tls"),
-            certificates: certs,
-            authentication_method: None,
-        }
+        ConnectInfo::new("c", ProtocolVersion::V311)
+            .with_username("claimed")
+            .with_listener("tls")
+            .with_certificates(certs)
     }
 
     #[test]

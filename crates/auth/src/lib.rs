@@ -15,17 +15,28 @@
 //!
 //! Authenticators answer "defer" for clients they know nothing about (no user name, or a
 //! user not in their table), so several can be stacked; a wrong password is a denial.
+//!
+//! Features: `files` (the users table, password and ACL files, with their hashing crates)
+//! and `certificates` (`CertificateIdentity`, with an X.509 parser); both on by default.
 
+#[cfg(feature = "files")]
 mod acl;
 mod allow_all;
+#[cfg(feature = "certificates")]
 mod certificate;
 mod error;
+#[cfg(feature = "files")]
 mod password;
+#[cfg(feature = "files")]
 mod users;
 
+#[cfg(feature = "files")]
 pub use acl::{Access, AclFile, AclRules};
 pub use allow_all::AllowAll;
+#[cfg(feature = "certificates")]
 pub use certificate::{CertificateIdentity, CertificateName};
 pub use error::AuthError;
+#[cfg(feature = "files")]
 pub use password::PasswordHash;
+#[cfg(feature = "files")]
 pub use users::{PasswordFile, StaticUsers};

@@ -108,12 +108,12 @@ impl UserTable {
 /// random salt) as they are added; the plain text is not kept.
 ///
 /// ```
-/// use roost_auth::StaticUsers;
+/// use roost::auth::StaticUsers;
 /// let users = StaticUsers::new()
 ///     .with_user("sensor-1", "correct horse")?
 ///     .with_user("dashboard", "battery staple")?;
 /// assert_eq!(users.len(), 2);
-/// # Ok::<(), roost_auth::AuthError>(())
+/// # Ok::<(), roost::auth::AuthError>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct StaticUsers {

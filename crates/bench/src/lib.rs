@@ -913,10 +913,7 @@ pub async fn run_in_process(settings: &Settings) -> Result<InProcessReport, Benc
 /// each stream).
 pub async fn run_idle_in_process(settings: &Settings) -> Result<IdleReport, BenchError> {
     use roost_core::{Broker, Limits};
-    let limits = Limits {
-        max_connections: settings.connections.saturating_add(1),
-        ..Limits::default()
-    };
+    let limits = Limits::default().with_max_connections(settings.connections.saturating_add(1));
     let (listener, connector) = roost_core::duplex_listener(4096);
     let broker = Broker::builder()
         .limits(limits)

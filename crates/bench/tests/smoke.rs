@@ -10,10 +10,7 @@ use roost_core::{Broker, Limits};
 /// subscriber that falls behind a fast fan-in overflows its queue and the broker drops by its
 /// stated policy (counted in `messages_dropped`), which is not what this test is about.
 async fn broker() -> roost_core::BrokerHandle {
-    let limits = Limits {
-        max_queued_messages: 100_000,
-        ..Limits::default()
-    };
+    let limits = Limits::default().with_max_queued_messages(100_000);
     Broker::builder()
         .listen("127.0.0.1:0".parse().expect("address"))
         .limits(limits)

@@ -9,7 +9,6 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -19,7 +18,9 @@ use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::transport::listener::{Accepted, BoxedStream, Listener};
 use crate::transport::proxy;
+#[cfg(feature = "tls")]
 use crate::transport::tls::TlsConfig;
+#[cfg(feature = "websocket")]
 use crate::transport::ws;
 use crate::transport::{NetReader, NetWriter};
 
@@ -49,9 +50,14 @@ impl ListenerOptions {
 pub(crate) enum Upgrade {
     /// None: MQTT from the first byte (after a PROXY header, if required).
     Plain,
+    /// TLS with this configuration.
+    #[cfg(feature = "tls")]
     Tls(Arc<TlsConfig>),
     /// WebSocket at this path.
+    #[cfg(feature = "websocket")]
     Ws(String),
+    /// TLS, then WebSocket at this path.
+    #[cfg(all(feature = "tls", feature = "websocket"))]
     Wss(Arc<TlsConfig>, String),
 }
 
@@ -66,8 +72,11 @@ impl Upgrade {
     pub(crate) fn label(&self) -> &'static str {
         match self {
             Upgrade::Plain => "tcp",
+            #[cfg(feature = "tls")]
             Upgrade::Tls(_) => "tls",
+            #[cfg(feature = "websocket")]
             Upgrade::Ws(_) => "ws",
+            #[cfg(all(feature = "tls", feature = "websocket"))]
             Upgrade::Wss(..) => "wss",
         }
     }
@@ -75,8 +84,12 @@ impl Upgrade {
     /// True if clients are asked for certificates.
     pub(crate) fn asks_client_certificates(&self) -> bool {
         match self {
-            Upgrade::Tls(t) | Upgrade::Wss(t, _) => t.asks_client_certificates(),
-            Upgrade::Plain | Upgrade::Ws(_) => false,
+            #[cfg(feature = "tls")]
+            Upgrade::Tls(t) => t.asks_client_certificates(),
+            #[cfg(all(feature = "tls", feature = "websocket"))]
+            Upgrade::Wss(t, _) => t.asks_client_certificates(),
+            #[allow(unreachable_patterns)]
+            _ => false,
         }
     }
 }
@@ -186,6 +199,7 @@ where
         match &upgrade {
             Upgrade::Plain => tracker.spawn(serve_plain(conn_ctx, stream, peer, proxy)),
             // Boxed: the TLS and WebSocket paths are larger futures.
+            #[allow(unreachable_patterns)]
             other => tracker.spawn(Box::pin(serve_upgraded(
                 conn_ctx,
                 stream,
@@ -266,8 +280,11 @@ async fn serve_upgraded<S: Stream>(
     };
     match upgraded {
         Ok(Ok(Upgraded::Plain(s, peer))) => split_and_serve(ctx, s, peer).await,
+        #[cfg(feature = "tls")]
         Ok(Ok(Upgraded::Tls(s, peer))) => split_and_serve(ctx, *s, peer).await,
+        #[cfg(feature = "websocket")]
         Ok(Ok(Upgraded::Ws(s, peer))) => split_and_serve(ctx, *s, peer).await,
+        #[cfg(all(feature = "tls", feature = "websocket"))]
         Ok(Ok(Upgraded::Wss(s, peer))) => split_and_serve(ctx, *s, peer).await,
         Ok(Err(e)) => match tls_failure(&e) {
             // A refused TLS handshake is what an operator setting up mTLS needs to see:
@@ -340,22 +357,33 @@ impl std::fmt::Display for Shown {
     }
 }
 
+#[cfg(feature = "tls")]
 type TlsStream<S> = tokio_rustls::server::TlsStream<S>;
 
 /// A connection after its handshakes.
 enum Upgraded<S> {
     Plain(S, PeerInfo),
+    #[cfg(feature = "tls")]
     Tls(Box<TlsStream<S>>, PeerInfo),
+    #[cfg(feature = "websocket")]
     Ws(Box<ws::WsStream<S>>, PeerInfo),
+    #[cfg(all(feature = "tls", feature = "websocket"))]
     Wss(Box<ws::WsStream<TlsStream<S>>>, PeerInfo),
 }
 
 /// The TLS error behind a failed handshake, if it was one (rather than a WebSocket or
 /// I/O failure).
 fn tls_failure(e: &std::io::Error) -> Option<String> {
-    e.get_ref()
+    #[cfg(feature = "tls")]
+    return e
+        .get_ref()
         .and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>())
-        .map(ToString::to_string)
+        .map(ToString::to_string);
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = e;
+        None
+    }
 }
 
 /// What to do about a TLS refusal, where the reason alone does not say.
@@ -373,6 +401,7 @@ fn tls_hint(reason: &str) -> &'static str {
 }
 
 /// The TLS handshake, recording the client's certificate chain.
+#[cfg(feature = "tls")]
 async fn tls_handshake<S: Stream>(
     stream: S,
     tls: &TlsConfig,
@@ -386,7 +415,7 @@ async fn tls_handshake<S: Stream>(
         .map(|chain| {
             chain
                 .iter()
-                .map(|c| Bytes::copy_from_slice(c.as_ref()))
+                .map(|c| bytes::Bytes::copy_from_slice(c.as_ref()))
                 .collect()
         })
         .unwrap_or_default();
@@ -397,18 +426,22 @@ async fn tls_handshake<S: Stream>(
 async fn handshakes<S: Stream>(
     stream: S,
     upgrade: &Upgrade,
-    mut peer: PeerInfo,
+    #[allow(unused_mut)] mut peer: PeerInfo,
     max_packet: u32,
 ) -> std::io::Result<Upgraded<S>> {
+    let _ = max_packet;
     Ok(match upgrade {
         Upgrade::Plain => Upgraded::Plain(stream, peer),
+        #[cfg(feature = "tls")]
         Upgrade::Tls(tls) => {
             let s = tls_handshake(stream, tls, &mut peer).await?;
             Upgraded::Tls(Box::new(s), peer)
         }
+        #[cfg(feature = "websocket")]
         Upgrade::Ws(path) => {
             Upgraded::Ws(Box::new(ws::accept(stream, path, max_packet).await?), peer)
         }
+        #[cfg(all(feature = "tls", feature = "websocket"))]
         Upgrade::Wss(tls, path) => {
             let s = tls_handshake(stream, tls, &mut peer).await?;
             Upgraded::Wss(Box::new(ws::accept(s, path, max_packet).await?), peer)

@@ -31,6 +31,7 @@ use crate::registry::{SessionRules, Sessions};
 use crate::router::Router;
 use crate::topic::TopicName;
 use crate::transport::listener::{ErasedListener, Listener};
+#[cfg(feature = "tls")]
 use crate::transport::tls::TlsConfig;
 use roost_storage::Storage;
 
@@ -80,6 +81,7 @@ impl BrokerBuilder {
         self
     }
 
+    #[cfg(feature = "tls")]
     /// Adds a TLS listener (MQTT over TLS, usually port 8883). Port 0 picks a free port.
     /// The configuration can be replaced later through the same `Arc` (certificate reload).
     pub fn listen_tls(mut self, addr: SocketAddr, tls: Arc<TlsConfig>) -> Self {
@@ -104,6 +106,7 @@ impl BrokerBuilder {
         self
     }
 
+    #[cfg(feature = "websocket")]
     /// Adds a WebSocket listener (MQTT over WebSocket, subprotocol `mqtt`, binary frames) that
     /// accepts upgrades on `path` (usually `/mqtt`).
     pub fn listen_ws(mut self, addr: SocketAddr, path: impl Into<String>) -> Self {
@@ -113,6 +116,7 @@ impl BrokerBuilder {
         self
     }
 
+    #[cfg(all(feature = "tls", feature = "websocket"))]
     /// Adds a secure WebSocket listener (WebSocket over TLS) on `path`.
     pub fn listen_wss(
         mut self,
@@ -301,6 +305,11 @@ impl Broker {
         if let Some(setter) = config.orphan_options.first() {
             return Err(Error::ListenerOptionWithoutListener(setter));
         }
+        config.limits.validate().map_err(Error::InvalidSetting)?;
+        config
+            .capabilities
+            .validate()
+            .map_err(Error::InvalidSetting)?;
         let mut bound = Vec::with_capacity(config.listeners.len());
         for net in &config.listeners {
             let addr = &net.addr;

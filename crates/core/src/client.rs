@@ -204,6 +204,8 @@ struct Inner {
     dropped: CancellationToken,
     timeout: Duration,
     client_id: ByteString,
+    /// CONNACK's Session Present.
+    session_present: bool,
 }
 
 impl Drop for Inner {
@@ -275,11 +277,13 @@ impl BrokerHandle {
             Some(ToClient::Packet(packet)) => Some(*packet),
             _ => None,
         };
-        let client_id = match connack {
-            Some(Packet::ConnAck(ack)) if ack.reason_code == ReasonCode::Success => ack
-                .properties
-                .assigned_client_identifier
-                .unwrap_or(options.client_id),
+        let (client_id, session_present) = match connack {
+            Some(Packet::ConnAck(ack)) if ack.reason_code == ReasonCode::Success => (
+                ack.properties
+                    .assigned_client_identifier
+                    .unwrap_or(options.client_id),
+                ack.session_present,
+            ),
             Some(Packet::ConnAck(ack)) => return Err(ClientError::Refused(ack.reason_code)),
             _ => return Err(ClientError::Disconnected),
         };
@@ -293,6 +297,7 @@ impl BrokerHandle {
             dropped: dropped.clone(),
             timeout: options.request_timeout,
             client_id,
+            session_present,
         });
         let driver = Driver {
             inner: Arc::downgrade(&inner),
@@ -470,6 +475,13 @@ impl Client {
     /// The client identifier (the assigned one if the options left it empty).
     pub fn client_id(&self) -> &str {
         &self.inner.client_id
+    }
+
+    /// True if the broker resumed a session it held for this client id (CONNACK's Session
+    /// Present): its subscriptions are still in place and queued messages follow. False for
+    /// a new session, and always with `clean_start`.
+    pub fn session_present(&self) -> bool {
+        self.inner.session_present
     }
 
     /// True once the connection is closed.

@@ -30,6 +30,9 @@ pub enum Error {
     /// so there was no listener for it to apply to.
     #[error("BrokerBuilder::{0} was called before any listener was added")]
     ListenerOptionWithoutListener(&'static str),
+    /// A limit or capability has a value the broker cannot work with.
+    #[error("invalid setting")]
+    InvalidSetting(#[source] crate::config::InvalidSetting),
 }
 
 /// Why an in-process client operation failed.

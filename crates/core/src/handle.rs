@@ -8,10 +8,16 @@
 //! # Shutdown
 //! [`BrokerHandle::shutdown`] cancels one token. Listeners stop accepting; every connection
 //! (network or in-process) stops between packets, sends v5 clients DISCONNECT 0x8B, flushes
-//! what it had queued (bounded by a timeout), and ends; `shutdown` returns when the last task
-//! has finished.
+//! what it had queued (bounded by [`Limits::close_flush_timeout`]), and ends; `shutdown`
+//! returns when the last task has finished.
+//!
+//! Dropping the last `BrokerHandle` (clones share one) begins the same shutdown without
+//! waiting for it, so a broker never outlives every way to reach it; stored state is closed
+//! once its tasks have ended, if the runtime is still running then. To keep a broker
+//! running with no handle (until the runtime ends), call [`BrokerHandle::detach`].
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::config::Limits;
@@ -19,17 +25,65 @@ use crate::context::Context;
 use crate::metrics::MetricsSnapshot;
 use crate::plugin::Authorizer;
 
-/// A running broker. Cloning gives another handle to the same broker.
+/// A running broker. Cloning gives another handle to the same broker; dropping the last
+/// one stops it (see the [module docs](self) and [`BrokerHandle::detach`]).
 #[derive(Debug, Clone)]
 pub struct BrokerHandle {
     pub(crate) ctx: Arc<Context>,
     local_addrs: Vec<SocketAddr>,
+    /// Shared by the application's handles only (the broker's own tasks hold the context,
+    /// not this): its drop is the last handle's.
+    owner: Arc<Owner>,
+}
+
+/// What the last handle's drop does.
+#[derive(Debug)]
+struct Owner {
+    ctx: Arc<Context>,
+    /// Set by [`BrokerHandle::detach`]: the drop then leaves the broker running.
+    detached: AtomicBool,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let lifecycle = &self.ctx.lifecycle;
+        if self.detached.load(Ordering::Relaxed) || lifecycle.shutdown.is_cancelled() {
+            return;
+        }
+        tracing::info!("last BrokerHandle dropped: broker shutting down");
+        lifecycle.shutdown.cancel();
+        lifecycle.tracker.close();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let ctx = Arc::clone(&self.ctx);
+            runtime.spawn(async move {
+                ctx.lifecycle.tracker.wait().await;
+                ctx.journal.close().await;
+            });
+        }
+    }
 }
 
 impl BrokerHandle {
     /// The handle of a started broker.
     pub(crate) fn new(ctx: Arc<Context>, local_addrs: Vec<SocketAddr>) -> Self {
-        BrokerHandle { ctx, local_addrs }
+        let owner = Arc::new(Owner {
+            ctx: Arc::clone(&ctx),
+            detached: AtomicBool::new(false),
+        });
+        BrokerHandle {
+            ctx,
+            local_addrs,
+            owner,
+        }
+    }
+
+    /// Lets the broker run on when the last handle is dropped, until the tokio runtime
+    /// ends (or a clone made before this calls [`shutdown`](Self::shutdown)). For a
+    /// broker started in the background of an application that never stops it; state is
+    /// then not closed cleanly at exit (what `Durability::Acked` acknowledged is on disk
+    /// regardless).
+    pub fn detach(self) {
+        self.owner.detached.store(true, Ordering::Relaxed);
     }
 
     /// The addresses the TCP listeners are bound to, in the order they were added.

@@ -50,7 +50,7 @@ mod transport;
 
 pub use broker::{Broker, BrokerBuilder};
 pub use client::{Client, ClientOptions, Deliveries, PublishOptions, Received};
-pub use config::{Capabilities, Limits, Redirect};
+pub use config::{Capabilities, InvalidSetting, Limits, Redirect, SettingInfo};
 pub use error::{ClientError, Error};
 pub use handle::BrokerHandle;
 pub use message::{Delivery, Message};
@@ -61,4 +61,5 @@ pub use roost_storage as storage;
 pub use transport::listener::{
     duplex_listener, Accepted, DuplexConnector, DuplexListener, Listener,
 };
-pub use transport::tls::{TlsConfig, TlsError};
+#[cfg(feature = "tls")]
+pub use transport::tls::{crypto_provider, TlsConfig, TlsError};

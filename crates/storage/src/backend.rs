@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::sync::sync_parent;
-use crate::{RedbStorage, SledStorage, Storage, StorageError};
+use crate::{Storage, StorageError};
 
 /// What to do with a data directory that cannot be opened or read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,13 +54,27 @@ pub(crate) fn open_dir_store<S>(
 /// through a power cut (the power-loss tests in `tests/crash.rs` run on each), and redb did
 /// so at an equal or lower cost in every load shape of `cargo bench --bench persistence`,
 /// with a data directory about a tenth of the size (README, "Persistence and durability").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// Both are always named here (a data directory of either is recognised); opening one
+/// whose Cargo feature (`redb`, `sled`) is off is [`StorageError::BackendNotBuilt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// [`RedbStorage`]: one file, `roost.redb`.
-    #[default]
+    /// `RedbStorage`: one file, `roost.redb`.
     Redb,
-    /// [`SledStorage`] (sled 0.34): files `conf`, `db`, `snap.*`, `blobs/`.
+    /// `SledStorage` (sled 0.34): files `conf`, `db`, `snap.*`, `blobs/`.
     Sled,
+}
+
+/// Redb when built, else sled when built, else redb (which then fails to open, naming the
+/// missing feature).
+impl Default for Backend {
+    fn default() -> Self {
+        if cfg!(feature = "redb") || !cfg!(feature = "sled") {
+            Backend::Redb
+        } else {
+            Backend::Sled
+        }
+    }
 }
 
 impl Backend {
@@ -81,10 +95,15 @@ impl Backend {
         path: &Path,
         on_corrupt: OnCorrupt,
     ) -> Result<Arc<dyn Storage>, StorageError> {
-        Ok(match self {
-            Backend::Redb => Arc::new(RedbStorage::open(path, on_corrupt)?),
-            Backend::Sled => Arc::new(SledStorage::open(path, on_corrupt)?),
-        })
+        let _ = (path, on_corrupt);
+        match self {
+            #[cfg(feature = "redb")]
+            Backend::Redb => Ok(Arc::new(crate::RedbStorage::open(path, on_corrupt)?)),
+            #[cfg(feature = "sled")]
+            Backend::Sled => Ok(Arc::new(crate::SledStorage::open(path, on_corrupt)?)),
+            #[allow(unreachable_patterns)]
+            other => Err(StorageError::BackendNotBuilt(other.name())),
+        }
     }
 
     /// Its name, as the example broker's `--storage` flag takes it.
@@ -114,7 +133,7 @@ impl std::str::FromStr for Backend {
 /// other's store is, is an error.
 ///
 /// ```
-/// use roost_storage::{open_store, Backend, OnCorrupt};
+/// use roost::storage::{open_store, Backend, OnCorrupt};
 ///
 /// let dir = std::env::temp_dir().join(format!("roost-doc-open-store-{}", std::process::id()));
 /// let (backend, store) = open_store(&dir, None, OnCorrupt::Fail)?;
@@ -123,7 +142,7 @@ impl std::str::FromStr for Backend {
 /// // Later runs find the same backend, whatever the default is then.
 /// assert_eq!(Backend::detect(&dir), Some(Backend::Redb));
 /// # std::fs::remove_dir_all(&dir).ok();
-/// # Ok::<(), roost_storage::StorageError>(())
+/// # Ok::<(), roost::storage::StorageError>(())
 /// ```
 pub fn open_store(
     path: &Path,
@@ -145,7 +164,7 @@ pub fn open_store(
     Ok((backend, backend.open(path, on_corrupt)?))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "redb", feature = "sled"))]
 mod tests {
     use super::*;
 

@@ -47,6 +47,9 @@ pub enum StorageError {
     /// The backend failed (for backends that are not file based, or injected failures).
     #[error("storage backend failed: {0}")]
     Backend(&'static str),
+    /// The named file backend was left out of this build (its Cargo feature is off).
+    #[error("the {0} storage backend is not built in (enable the `{0}` feature)")]
+    BackendNotBuilt(&'static str),
 }
 
 impl StorageError {
@@ -59,6 +62,7 @@ impl StorageError {
     }
 }
 
+#[cfg(feature = "sled")]
 impl From<sled::Error> for StorageError {
     fn from(e: sled::Error) -> Self {
         match e {

@@ -85,6 +85,7 @@ pub(crate) fn prefix(client: &str) -> Vec<u8> {
 }
 
 /// The first key after every key that starts with `prefix` (which ends in 0x00).
+#[cfg(feature = "redb")]
 pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     if let Some(last) = end.last_mut() {

@@ -22,17 +22,26 @@
 //! handed to the operating system. The broker decides when to flush (its
 //! durability mode) and only acknowledges what a guarantee needs after `flush` returned.
 //!
+//! Features: `redb` and `sled` (both on by default) build the file backends; without either
+//! only [`MemoryStorage`] is there, and [`Backend::open`] says which backend was left out.
+//!
 //! Dependency order: this crate knows nothing of packets or connections (`roost-storage` ←
 //! `roost-core`).
 
+// The file-backend helpers (layout, sync, quarantine) have no user when both file
+// backends are left out.
+#![cfg_attr(not(any(feature = "redb", feature = "sled")), allow(dead_code))]
+
 mod backend;
-#[cfg(test)]
+#[cfg(all(test, feature = "redb", feature = "sled"))]
 mod backend_tests;
 mod error;
 mod layout;
 mod memory;
 mod record;
+#[cfg(feature = "redb")]
 mod redb_backend;
+#[cfg(feature = "sled")]
 mod sled_backend;
 mod sync;
 
@@ -45,7 +54,9 @@ pub use record::{
     MessageRecord, Op, OwnerRecord, PropertiesRecord, QueueRecord, QueueStage, SessionRecord,
     SessionSnapshot, Snapshot, SubscriptionRecord, WillRecord, FORMAT_VERSION,
 };
+#[cfg(feature = "redb")]
 pub use redb_backend::RedbStorage;
+#[cfg(feature = "sled")]
 pub use sled_backend::SledStorage;
 
 /// A place where broker state survives restarts. Object-safe; the broker holds it as

@@ -141,6 +141,7 @@ impl DirSync {
     }
 
     /// Counts `n` syncs made by the backend itself.
+    #[cfg(feature = "redb")]
     pub(crate) fn count(&self, n: u64) {
         self.syncs.fetch_add(n, Ordering::Relaxed);
     }

@@ -110,6 +110,27 @@ impl QoS {
     }
 }
 
+/// A QoS is its number, 0, 1 or 2, in configuration files.
+#[cfg(feature = "serde")]
+impl serde::Serialize for QoS {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u8(self.as_u8())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for QoS {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = u8::deserialize(deserializer)?;
+        QoS::from_u8(value).map_err(|_| {
+            serde::de::Error::invalid_value(
+                serde::de::Unexpected::Unsigned(value.into()),
+                &"a QoS of 0, 1 or 2",
+            )
+        })
+    }
+}
+
 /// A non-zero Packet Identifier (MQTT-2.3.1-1: zero is never valid).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PacketId(NonZeroU16);

@@ -83,7 +83,7 @@ async fn read_connect<R: PacketReader, W: PacketWriter>(
             // MQTT-3.1.2-2: CONNACK 0x01 (3.1.1 form), then close.
             tracing::info!(level, "unsupported protocol level");
             let code = ReasonCode::UnsupportedProtocolVersion;
-            refuse(wire, ProtocolVersion::V311, None, code, None).await;
+            refuse(ctx, wire, ProtocolVersion::V311, None, code, None).await;
             None
         }
         Ok(Err(ReadError::Decode(e))) => {
@@ -124,13 +124,13 @@ async fn admit<R: PacketReader, W: PacketWriter>(
     let client_max = connect.properties.maximum_packet_size.map(NonZeroU32::get);
     if let Some(redirect) = &ctx.settings.capabilities.redirect {
         let (code, reference) = redirect.refusal();
-        refuse(wire, version, client_max, code, Some(reference)).await;
+        refuse(ctx, wire, version, client_max, code, Some(reference)).await;
         return None;
     }
     let (client_id, assigned) = match identify(ctx, connect, peer) {
         Ok(id) => id,
         Err(code) => {
-            refuse(wire, version, client_max, code, None).await;
+            refuse(ctx, wire, version, client_max, code, None).await;
             return None;
         }
     };
@@ -151,7 +151,7 @@ async fn admit<R: PacketReader, W: PacketWriter>(
     let (identity, enhanced, auth_data) = match authenticated {
         Ok(done) => done,
         Err(Some(code)) => {
-            refuse(wire, version, client_max, code, None).await;
+            refuse(ctx, wire, version, client_max, code, None).await;
             return None;
         }
         Err(None) => return None,
@@ -167,7 +167,7 @@ async fn admit<R: PacketReader, W: PacketWriter>(
     let slots = match settle(ctx, peer, &info, connect).await {
         Ok(slots) => slots,
         Err(code) => {
-            refuse(wire, version, client_max, code, None).await;
+            refuse(ctx, wire, version, client_max, code, None).await;
             return None;
         }
     };
@@ -445,7 +445,7 @@ async fn attach<W: PacketWriter>(
     let (session, link_id) = match attached {
         Ok(attached) => pipeline::session_attached(ctx, attached),
         Err(code) => {
-            refuse(&mut wire, version, terms.client_max_packet, code, None).await;
+            refuse(ctx, &mut wire, version, terms.client_max_packet, code, None).await;
             return None;
         }
     };
@@ -639,6 +639,7 @@ fn client_identifier(ctx: &Context, connect: &Connect) -> Result<(ByteString, bo
 /// CONNACK larger than the client's Maximum Packet Size (MQTT-3.2.2-19 (v5)); a CONNACK
 /// that is still too large is not sent at all, and the connection just closes.
 async fn refuse<W: PacketWriter>(
+    ctx: &Context,
     wire: &mut W,
     version: ProtocolVersion,
     client_max: Option<u32>,
@@ -664,7 +665,7 @@ async fn refuse<W: PacketWriter>(
     if !too_large(&packet) {
         let _ = wire.packet(&packet, version);
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    let _ = tokio::time::timeout(ctx.settings.limits.close_flush_timeout, async {
         if wire.flush().await.is_ok() {
             wire.shutdown().await;
         }

@@ -357,7 +357,8 @@ impl Connection {
             .hooks
             .each(&ctx.metrics, |h| h.client_disconnected(&info, hook_reason));
         let mut wire = wire;
-        let _ = tokio::time::timeout(writer::CLOSE_FLUSH_TIMEOUT, wire.shutdown()).await;
+        let _ =
+            tokio::time::timeout(ctx.settings.limits.close_flush_timeout, wire.shutdown()).await;
     }
 }
 

@@ -22,9 +22,6 @@ use crate::transport::PacketWriter;
 /// writer flushes before taking more.
 const FILL_LIMIT: usize = 64 * 1024;
 
-/// How long a closing connection may spend writing its last packets.
-pub(crate) const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// How long a closing connection reads and discards what the peer still sends, so that its
 /// last packet is not lost to a reset (see `PacketReader::discard`).
 pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -164,7 +161,11 @@ impl<W: PacketWriter> Writer<W> {
                 self.send_control(Packet::Disconnect(disconnect));
             }
         }
-        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, self.wire.flush()).await;
+        let _ = tokio::time::timeout(
+            self.ctx.settings.limits.close_flush_timeout,
+            self.wire.flush(),
+        )
+        .await;
     }
 
     /// Buffers a control packet, leaving out diagnostics the client did not ask for or that

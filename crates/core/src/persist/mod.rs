@@ -151,6 +151,7 @@ pub(crate) const MAX_PENDING_OPS: usize = 65_536;
 
 /// When stored state becomes durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Durability {
     /// Flush every interval. Acknowledgements do not wait: up to one interval of
     /// acknowledged messages can be lost in a crash.

@@ -11,8 +11,10 @@ use bytestring::ByteString;
 
 use crate::codec::{ProtocolVersion, ReasonCode};
 
-/// What a connecting client presents.
+/// What a connecting client presents. The broker builds it; a plugin's own tests can
+/// with [`ConnectInfo::new`] and the `with_*` setters.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConnectInfo {
     /// Client Identifier (the assigned one if the client sent an empty one).
     pub client_id: ByteString,
@@ -34,6 +36,7 @@ pub struct ConnectInfo {
 
 /// Who the authenticator says the client is; later decisions (authorization) see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Identity {
     /// The authenticated user name, if the method has one.
     pub username: Option<String>,
@@ -49,10 +52,82 @@ impl Identity {
             roles: Vec::new(),
         }
     }
+
+    /// An identity without a user name (a certificate fingerprint's roles, say).
+    pub fn anonymous() -> Self {
+        Self::default()
+    }
+
+    /// Adds a role.
+    #[must_use]
+    pub fn with_role(mut self, role: impl Into<String>) -> Self {
+        self.roles.push(role.into());
+        self
+    }
+}
+
+impl ConnectInfo {
+    /// A client with this Client Identifier at this protocol level, and nothing else: no
+    /// credentials, no peer address, listener `"in-process"`, no certificates.
+    pub fn new(client_id: impl Into<ByteString>, protocol: ProtocolVersion) -> Self {
+        Self {
+            client_id: client_id.into(),
+            username: None,
+            password: None,
+            protocol,
+            peer: None,
+            listener: Arc::from("in-process"),
+            certificates: Vec::new(),
+            authentication_method: None,
+        }
+    }
+
+    /// Sets the User Name.
+    #[must_use]
+    pub fn with_username(mut self, username: impl Into<ByteString>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// Sets the Password.
+    #[must_use]
+    pub fn with_password(mut self, password: impl Into<Bytes>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Sets the peer address.
+    #[must_use]
+    pub fn with_peer(mut self, peer: SocketAddr) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// Sets the listener's name.
+    #[must_use]
+    pub fn with_listener(mut self, listener: impl Into<Arc<str>>) -> Self {
+        self.listener = listener.into();
+        self
+    }
+
+    /// Sets the TLS client certificate chain (DER, leaf first).
+    #[must_use]
+    pub fn with_certificates(mut self, certificates: Vec<Bytes>) -> Self {
+        self.certificates = certificates;
+        self
+    }
+
+    /// Sets the v5 Authentication Method.
+    #[must_use]
+    pub fn with_authentication_method(mut self, method: impl Into<ByteString>) -> Self {
+        self.authentication_method = Some(method.into());
+        self
+    }
 }
 
 /// An authenticator's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AuthOutcome {
     /// Let the client in as this identity. In enhanced authentication the optional data is
     /// sent to the client with the CONNACK (or the final AUTH of a re-authentication).
@@ -98,13 +173,15 @@ impl std::fmt::Debug for AuthExchange<'_> {
 /// combine.
 ///
 /// ```
-/// use roost_core::plugin::{AuthOutcome, Authenticator, ConnectInfo, Identity};
-/// use roost_core::codec::ReasonCode;
+/// use roost::plugin::{AuthOutcome, Authenticator, ConnectInfo, Identity};
+/// use roost::ReasonCode;
 ///
 /// /// Lets in one user with one password.
 /// struct SingleUser;
 ///
-/// #[async_trait::async_trait]
+/// // The traits are `#[async_trait]`: `roost::async_trait` is the attribute, no
+/// // dependency of your own needed.
+/// #[roost::async_trait]
 /// impl Authenticator for SingleUser {
 ///     async fn authenticate(&self, client: &ConnectInfo) -> AuthOutcome {
 ///         match (client.username.as_deref(), client.password.as_deref()) {

@@ -17,6 +17,7 @@ use crate::topic::{TopicFilter, TopicName};
 /// session whose client is away, or that was restored after a restart, are authorized
 /// against the same identity as when it was connected.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientInfo {
     /// Client Identifier.
     pub client_id: ByteString,
@@ -36,6 +37,40 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
+    /// A client with this Client Identifier and identity, at MQTT 5.0, in-process (for a
+    /// plugin's own tests; the broker builds the real ones).
+    pub fn new(client_id: impl Into<ByteString>, identity: Identity) -> Self {
+        Self {
+            client_id: client_id.into(),
+            claimed_username: identity.username.as_deref().map(ByteString::from),
+            identity,
+            protocol: ProtocolVersion::V5,
+            peer: None,
+            listener: Arc::from("in-process"),
+        }
+    }
+
+    /// Sets the protocol level.
+    #[must_use]
+    pub fn with_protocol(mut self, protocol: ProtocolVersion) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Sets the peer address.
+    #[must_use]
+    pub fn with_peer(mut self, peer: SocketAddr) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// Sets the listener's name.
+    #[must_use]
+    pub fn with_listener(mut self, listener: impl Into<Arc<str>>) -> Self {
+        self.listener = listener.into();
+        self
+    }
+
     /// The authenticated user name ([`Identity::username`]), the one authorizers decide on.
     pub fn user(&self) -> Option<&str> {
         self.identity.username.as_deref()

@@ -14,6 +14,7 @@ use crate::topic::{TopicFilter, TopicName};
 
 /// A message on its way into the router, as [`Hooks::message_published`] may change it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PublishedMessage {
     /// Topic Name.
     pub topic: TopicName,
@@ -38,6 +39,7 @@ pub enum HookAction {
 
 /// Why a message did not reach a subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DropReason {
     /// The subscriber's queue was full.
     QueueFull,
@@ -55,6 +57,7 @@ pub enum DropReason {
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DisconnectReason {
     /// The client sent DISCONNECT (v5: with this reason code).
     Client(ReasonCode),

@@ -34,6 +34,7 @@ pub use hooks::{DisconnectReason, DropReason, HookAction, Hooks, PublishedMessag
 
 /// Settings that apply to every plugin call.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PluginSettings {
     /// How long one plugin call may take before it counts as a denial. Default 5 s.
     pub timeout: Duration,
@@ -44,6 +45,15 @@ impl Default for PluginSettings {
         Self {
             timeout: Duration::from_secs(5),
         }
+    }
+}
+
+impl PluginSettings {
+    /// Sets [`timeout`](Self::timeout).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 }
 

@@ -8,7 +8,9 @@
 
 pub(crate) mod listener;
 pub(crate) mod proxy;
+#[cfg(feature = "tls")]
 pub(crate) mod tls;
+#[cfg(feature = "websocket")]
 pub(crate) mod ws;
 
 use std::collections::VecDeque;

@@ -5,6 +5,13 @@
 //! slow or silent client never holds up accepting others. A verified client certificate
 //! chain reaches the authenticators as `ConnectInfo::certificates`
 //! (see `roost_auth::CertificateIdentity`).
+//!
+//! # Crypto provider
+//! Configurations built here name their rustls crypto provider explicitly, never relying
+//! on rustls's process-wide default (which panics when both of rustls's providers are
+//! compiled in and none was installed): the one the `tls-aws-lc` or `tls-ring` feature
+//! builds in (aws-lc-rs if both), else the process default the application installed, else
+//! [`TlsError::NoCryptoProvider`]. [`TlsConfig::from_pem_with_provider`] takes any other.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +45,24 @@ pub enum TlsError {
     /// The client CA certificates cannot verify clients.
     #[error("invalid client CA certificates")]
     ClientCa(#[source] rustls::server::VerifierBuilderError),
+    /// No crypto provider: neither `tls-ring` nor `tls-aws-lc` is enabled and the
+    /// application installed no process default (`CryptoProvider::install_default`).
+    #[error(
+        "no TLS crypto provider: enable roost's tls-ring or tls-aws-lc feature, or install one"
+    )]
+    NoCryptoProvider,
+}
+
+/// The crypto provider that configurations built from PEM use (see the module docs).
+pub fn crypto_provider() -> Result<Arc<rustls::crypto::CryptoProvider>, TlsError> {
+    #[cfg(feature = "tls-aws-lc")]
+    return Ok(Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    #[cfg(all(feature = "tls-ring", not(feature = "tls-aws-lc")))]
+    return Ok(Arc::new(rustls::crypto::ring::default_provider()));
+    #[cfg(not(any(feature = "tls-ring", feature = "tls-aws-lc")))]
+    rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .ok_or(TlsError::NoCryptoProvider)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -61,6 +86,8 @@ fn certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 /// the newest configuration, open ones keep theirs.
 pub struct TlsConfig {
     acceptor: RwLock<TlsAcceptor>,
+    /// The provider PEM reloads build with (the one the first configuration used).
+    provider: Option<Arc<rustls::crypto::CryptoProvider>>,
     /// Built with a client CA (mutual TLS); see [`TlsConfig::asks_client_certificates`].
     client_ca: bool,
 }
@@ -80,6 +107,7 @@ impl TlsConfig {
     pub fn from_server_config(config: Arc<rustls::ServerConfig>) -> Arc<Self> {
         Arc::new(Self {
             acceptor: RwLock::new(TlsAcceptor::from(config)),
+            provider: None,
             client_ca: false,
         })
     }
@@ -92,9 +120,20 @@ impl TlsConfig {
         key: &[u8],
         client_ca: Option<&[u8]>,
     ) -> Result<Arc<Self>, TlsError> {
-        let config = server_config(cert_chain, key, client_ca)?;
+        Self::from_pem_with_provider(cert_chain, key, client_ca, crypto_provider()?)
+    }
+
+    /// As [`TlsConfig::from_pem`], with the given crypto provider (a FIPS one, say).
+    pub fn from_pem_with_provider(
+        cert_chain: &[u8],
+        key: &[u8],
+        client_ca: Option<&[u8]>,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Arc<Self>, TlsError> {
+        let config = server_config(cert_chain, key, client_ca, &provider)?;
         Ok(Arc::new(Self {
             acceptor: RwLock::new(TlsAcceptor::from(Arc::new(config))),
+            provider: Some(provider),
             client_ca: client_ca.is_some(),
         }))
     }
@@ -129,7 +168,11 @@ impl TlsConfig {
         client_ca: Option<&Path>,
     ) -> Result<(), TlsError> {
         let ca = client_ca.map(read).transpose()?;
-        let config = server_config(&read(cert_chain)?, &read(key)?, ca.as_deref())?;
+        let provider = match &self.provider {
+            Some(p) => Arc::clone(p),
+            None => crypto_provider()?,
+        };
+        let config = server_config(&read(cert_chain)?, &read(key)?, ca.as_deref(), &provider)?;
         self.replace(Arc::new(config));
         Ok(())
     }
@@ -143,19 +186,25 @@ fn server_config(
     cert_chain: &[u8],
     key: &[u8],
     client_ca: Option<&[u8]>,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<rustls::ServerConfig, TlsError> {
     let chain = certs(cert_chain)?;
     let key = PrivateKeyDer::from_pem_slice(key).map_err(|_| TlsError::Missing("private key"))?;
-    let builder = rustls::ServerConfig::builder();
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(provider))
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Rustls)?;
     let builder = match client_ca {
         Some(pem) => {
             let mut roots = rustls::RootCertStore::empty();
             for ca in certs(pem)? {
                 roots.add(ca).map_err(TlsError::Rustls)?;
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
-                .build()
-                .map_err(TlsError::ClientCa)?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                Arc::clone(provider),
+            )
+            .build()
+            .map_err(TlsError::ClientCa)?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),

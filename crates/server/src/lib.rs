@@ -1,0 +1,102 @@
+//! The Roost MQTT broker as a program: `roost-broker` (installed with
+//! `cargo install --path crates/server`), and the repository's example broker
+//! (`cargo run --release --example broker`), which runs the same [`main`].
+//!
+//! Settings come from the defaults, a TOML file (`--config`), environment variables
+//! (`ROOST_*`) and flags, in that order; the file's `[limits]` and `[capabilities]` tables are
+//! the library's own [`roost::Limits`] and [`roost::Capabilities`], and each of their fields
+//! is also a flag of the same name (`--max-packet-size`). `--print-default-config` writes a
+//! commented file with every default; `--check-config` checks a configuration and the files it
+//! names, and exits. A configuration error names the key or flag and the reason, and the
+//! program exits with status 2 before binding anything.
+//!
+//! With no configuration at all it serves MQTT on 127.0.0.1:1883 and keeps its state in
+//! `./roost-data`. Ctrl-C or SIGTERM stop it (v5 clients get DISCONNECT 0x8B); SIGHUP
+//! reloads the password, ACL and certificate files and logs any other change, which needs a
+//! restart.
+
+pub mod cli;
+pub mod config;
+mod serve;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+pub use config::{Config, ConfigError};
+
+/// Exit status of a configuration that cannot be used (as for a command-line error).
+const CONFIG_ERROR: u8 = 2;
+
+/// Runs the broker program with the process's arguments.
+pub fn main() -> ExitCode {
+    run(std::env::args_os())
+}
+
+/// Runs the broker program with `args` (the program name first).
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let parsed = match cli::parse(args) {
+        Ok(p) => p,
+        Err(e) => {
+            // --help and --version print to standard output and succeed.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(CONFIG_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    if parsed.cli.print_default_config {
+        print!("{}", config::default_config_text());
+        return ExitCode::SUCCESS;
+    }
+    init_logging();
+    let config = match parsed.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(CONFIG_ERROR);
+        }
+    };
+    if parsed.cli.check_config {
+        return match serve::check(&config) {
+            Ok(()) => {
+                println!("configuration OK");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::from(CONFIG_ERROR)
+            }
+        };
+    }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.threads {
+        runtime.worker_threads(n);
+    }
+    match runtime.enable_all().build() {
+        Ok(runtime) => runtime.block_on(serve::serve(parsed, config)),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to standard output, filtered by `RUST_LOG` (default `info`).
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        // Colours only on a terminal: a log file gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                // rustls warns about every client that sends an IP address as SNI
+                // (mosquitto's clients do): noise at the default level.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error")),
+        )
+        .try_init();
+}

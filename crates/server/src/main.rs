@@ -1,0 +1,5 @@
+//! `roost-broker`: the Roost MQTT broker. `roost-broker --help` lists every option.
+
+fn main() -> std::process::ExitCode {
+    roost_server::main()
+}

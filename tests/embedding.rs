@@ -8,20 +8,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use roost::codec::{Connect, Packet, ProtocolVersion};
-use roost::{Broker, BrokerHandle, ClientOptions, Limits, QoS};
-use support::Raw;
+use roost::{ClientOptions, Limits, QoS};
+use support::{start_broker_with, Raw};
 use tokio::net::TcpStream;
-
-async fn broker_with(limits: Limits) -> BrokerHandle {
-    Broker::builder()
-        .listen("127.0.0.1:0".parse().expect("address"))
-        .limits(limits)
-        .sys_interval(None)
-        .build()
-        .start()
-        .await
-        .expect("starts")
-}
 
 /// True once nothing accepts connections on `addr` any more (polled for up to 10 s).
 async fn stops_listening(addr: std::net::SocketAddr) -> bool {
@@ -47,7 +36,7 @@ async fn serves(addr: std::net::SocketAddr) -> bool {
 
 #[tokio::test]
 async fn dropping_the_last_handle_stops_the_broker_and_detach_keeps_it() {
-    let broker = broker_with(Limits::default()).await;
+    let broker = start_broker_with(Limits::default()).await;
     let addr = broker.local_addrs()[0];
     let clone = broker.clone();
     drop(broker);
@@ -59,7 +48,7 @@ async fn dropping_the_last_handle_stops_the_broker_and_detach_keeps_it() {
         "the listener closed with the last handle"
     );
 
-    let broker = broker_with(Limits::default()).await;
+    let broker = start_broker_with(Limits::default()).await;
     let addr = broker.local_addrs()[0];
     broker.detach();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -70,7 +59,7 @@ async fn dropping_the_last_handle_stops_the_broker_and_detach_keeps_it() {
 /// up on it after `close_flush_timeout` (here 300 ms) instead of the former fixed 5 s.
 #[tokio::test]
 async fn shutdown_waits_for_a_stalled_reader_no_longer_than_the_close_flush_timeout() {
-    let broker = broker_with(
+    let broker = start_broker_with(
         Limits::default()
             .with_close_flush_timeout(Duration::from_millis(300))
             .with_max_queued_bytes(64 * 1024 * 1024)
@@ -106,7 +95,7 @@ async fn shutdown_waits_for_a_stalled_reader_no_longer_than_the_close_flush_time
 
 #[tokio::test]
 async fn an_in_process_client_knows_whether_its_session_was_resumed() {
-    let broker = broker_with(Limits::default()).await;
+    let broker = start_broker_with(Limits::default()).await;
     let options = || {
         ClientOptions::new("resumable")
             .persistent(true)

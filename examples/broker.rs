@@ -20,7 +20,8 @@
 //! for credentials or lets strangers in: every listener on a loopback address, no password
 //! file, no client CA, no PROXY protocol. The log says which policy is in force and why.
 //! SIGHUP reloads the password, ACL and certificate files (connections stay; subscriptions
-//! the new ACL refuses are removed) and logs other changes, which need a restart. It stops
+//! the new ACL refuses are removed), applies changed capabilities and per-connection limits
+//! to new connections, and logs other changes, which need a restart. It stops
 //! cleanly on Ctrl-C or SIGTERM: v5 clients get DISCONNECT 0x8B.
 
 fn main() -> std::process::ExitCode {

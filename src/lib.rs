@@ -48,8 +48,8 @@ pub use roost_core::{crypto_provider, TlsConfig, TlsError};
 pub use roost_core::{
     duplex_listener, Accepted, Broker, BrokerBuilder, BrokerHandle, Capabilities, Client,
     ClientError, ClientOptions, Deliveries, DuplexConnector, DuplexListener, Durability, Error,
-    InvalidSetting, Limits, Listener, Message, MetricsSnapshot, PublishOptions, Received, Redirect,
-    SettingInfo,
+    InvalidSetting, Limits, Listener, Message, MetricsSnapshot, PublishOptions, Received,
+    Reconfigured, Redirect, SettingInfo,
 };
 
 /// The attribute the [`plugin`] traits are implemented with: `#[roost::async_trait]` on an

@@ -238,6 +238,46 @@ async fn configuration_errors_name_the_key_and_check_config_and_the_default_file
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 15 §8: SIGHUP reads the file again and new connections get its limits and
+/// capabilities (Receive Maximum here); open connections keep theirs.
+#[tokio::test]
+async fn sighup_applies_changed_limits_and_capabilities_to_new_connections() {
+    let dir = std::env::temp_dir().join(format!("roost-example-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("roost.toml");
+    std::fs::write(&config, "[capabilities]\nreceive_maximum = 7\n").expect("writes");
+    let (mut child, port) = start(&["--config", config.to_str().expect("utf-8")]).await;
+    assert_eq!(
+        connack(port)
+            .await
+            .properties
+            .receive_maximum
+            .map(|n| n.get()),
+        Some(7)
+    );
+    std::fs::write(&config, "[capabilities]\nreceive_maximum = 9\n").expect("writes");
+    signal(&child, "HUP");
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = connack(port)
+            .await
+            .properties
+            .receive_maximum
+            .map(|n| n.get());
+        if seen == Some(9) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        seen,
+        Some(9),
+        "the reloaded Receive Maximum reaches new connections"
+    );
+    let _ = child.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Sends `signal` (a `kill` name such as `TERM`) to the example broker this test started.
 fn signal(child: &tokio::process::Child, signal: &str) {
     let pid = child.id().expect("still running").to_string();

@@ -242,3 +242,43 @@ async fn a_client_reads_the_disconnect_reason_after_sending_more() {
     );
     broker.shutdown().await;
 }
+
+/// Issue 15 §8: `BrokerHandle::reconfigure` changes what new connections are offered and
+/// held to; a connection already open keeps what its CONNACK advertised (v5 §3.2.2.3: the
+/// CONNACK's Maximum QoS and Maximum Packet Size bind the client for the connection).
+#[tokio::test]
+async fn reconfigured_settings_reach_new_connections_and_spare_open_ones() {
+    let broker = start_broker().await;
+    let (mut before, ack) = Raw::connect_with(&broker, Connect::new(V5, "before")).await;
+    assert_eq!(connack(ack).properties.maximum_qos, None);
+    let done = broker
+        .reconfigure(
+            Limits::default().with_max_packet_size(4096),
+            Capabilities::default().with_maximum_qos(QoS::AtLeastOnce),
+        )
+        .expect("valid settings");
+    assert_eq!(done.applied, vec!["max_packet_size", "maximum_qos"]);
+
+    let (mut after, ack) = Raw::connect_with(&broker, Connect::new(V5, "after")).await;
+    let p = connack(ack).properties;
+    assert_eq!(p.maximum_qos, Some(QoS::AtLeastOnce));
+    assert_eq!(p.maximum_packet_size, NonZeroU32::new(4096));
+    // The new connection is held to the new values: QoS 2 ends it with 0x9B.
+    after
+        .publish("t", b"x", PublishQoS::ExactlyOnce(pid(1)), false)
+        .await;
+    let seen = after.closed_promptly().await;
+    assert!(
+        matches!(&seen[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::QoSNotSupported),
+        "{seen:?}"
+    );
+    // The one open before keeps its terms: QoS 2 and a 10 KB packet still go through.
+    before
+        .publish("t", &[b'x'; 10_000], PublishQoS::ExactlyOnce(pid(1)), false)
+        .await;
+    match before.recv().await {
+        Some(Packet::PubRec(ack)) => assert!(ack.reason_code.is_success(), "{ack:?}"),
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    broker.shutdown().await;
+}

@@ -191,6 +191,7 @@ where
             in_process: false,
             ticket: Some(ticket),
             listener_cap: cap.clone(),
+            settings: ctx.connection_settings(),
         };
         let conn_ctx = Arc::clone(&ctx);
         let stream = accepted.stream;
@@ -262,11 +263,11 @@ async fn serve_upgraded<S: Stream>(
     if proxy && !proxy_header(&ctx, &mut stream, &mut peer).await {
         return;
     }
-    let timeout = ctx.settings.limits.handshake_timeout;
+    let timeout = peer.settings.limits.handshake_timeout;
     let addr = peer.addr;
     let max_packet = peer
         .max_packet_size
-        .unwrap_or(ctx.settings.limits.max_packet_size);
+        .unwrap_or(peer.settings.limits.max_packet_size);
     let upgraded = {
         // Scoped: the tokens are dropped before the connection is served (kept, their
         // allocations would live as long as the connection).
@@ -315,11 +316,11 @@ async fn proxy_header<S: AsyncRead + Unpin>(
     stream: &mut S,
     peer: &mut PeerInfo,
 ) -> bool {
-    let limits = &ctx.settings.limits;
+    let timeout = peer.settings.limits.handshake_timeout;
     // Only while the header is read: a token kept in the connection's task would keep its
     // allocation for the connection's whole life.
     let evicted = peer.evicted();
-    let read = tokio::time::timeout(limits.handshake_timeout, proxy::read_header(stream));
+    let read = tokio::time::timeout(timeout, proxy::read_header(stream));
     let header = tokio::select! {
         _ = ctx.lifecycle.shutdown.cancelled() => return false,
         _ = evicted.cancelled() => return false,
@@ -328,7 +329,7 @@ async fn proxy_header<S: AsyncRead + Unpin>(
     match header {
         Ok(Ok(Some(client))) => {
             if let Some(ticket) = &peer.ticket {
-                ticket.rekey(client.ip(), limits, &ctx.metrics);
+                ticket.rekey(client.ip(), &ctx.settings.limits, &ctx.metrics);
             }
             peer.addr = Some(client);
             true
@@ -477,6 +478,7 @@ mod size_tests {
             in_process: false,
             ticket: None,
             listener_cap: None,
+            settings: ctx.connection_settings(),
         };
         // What the accept loop spawns for each connection.
         let task = serve_plain(ctx, stream, peer, false);

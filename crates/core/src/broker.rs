@@ -485,6 +485,10 @@ fn context(config: BrokerBuilder) -> Context {
             admission: Admission::new(config.limits.max_connections, Arc::clone(&metrics)),
             tls_log: Default::default(),
         },
+        live: parking_lot::RwLock::new(Arc::new(Settings {
+            limits: config.limits.clone(),
+            capabilities: config.capabilities.clone(),
+        })),
         settings: Settings {
             limits: config.limits,
             capabilities: config.capabilities,

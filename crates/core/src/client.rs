@@ -242,6 +242,7 @@ impl BrokerHandle {
             in_process: true,
             ticket: None,
             listener_cap: None,
+            settings: self.ctx.connection_settings(),
         };
         self.ctx.lifecycle.tracker.spawn(connection::serve(
             ctx,

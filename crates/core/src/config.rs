@@ -107,6 +107,27 @@ macro_rules! settings {
                 },
             )*];
 
+            /// The names of the settings whose values differ between `self` and `other`.
+            pub fn differences(&self, other: &Self) -> Vec<&'static str> {
+                let mut names = Vec::new();
+                $(
+                    if self.$field != other.$field {
+                        names.push(stringify!($field));
+                    }
+                )*
+                names
+            }
+
+            /// Sets the setting `name` to its value in `from` (unused for `Capabilities`,
+            /// which are all per connection).
+            #[allow(dead_code)]
+            pub(crate) fn copy_setting(&mut self, from: &Self, name: &str) {
+                match name {
+                    $(stringify!($field) => self.$field = from.$field.clone(),)*
+                    _ => {}
+                }
+            }
+
             $(
                 #[doc = concat!("Sets [`", stringify!($field), "`](Self::", stringify!($field), ").")]
                 #[must_use]
@@ -246,6 +267,28 @@ settings! {
 }
 
 impl Limits {
+    /// The limits a connection takes when it starts and keeps for its life, so that
+    /// [`BrokerHandle::reconfigure`](crate::BrokerHandle::reconfigure) can change them for
+    /// new connections. The others are broker-wide (queues, retained messages, sessions,
+    /// storage, connection places) and keep their value from start until a restart. Every
+    /// [`Capabilities`] setting is per connection.
+    pub const PER_CONNECTION: &'static [&'static str] = &[
+        "max_packet_size",
+        "max_inflight",
+        "max_subscriptions_per_client",
+        "max_topic_levels",
+        "max_topic_length",
+        "connect_timeout",
+        "handshake_timeout",
+        "flow_control_pause",
+        "max_filters_per_subscribe",
+        "max_user_properties",
+        "max_user_property_bytes",
+        "max_subscription_bytes_per_client",
+        "max_client_id_length",
+        "close_flush_timeout",
+    ];
+
     /// Checks the values the broker cannot work with: a limit of 0 where at least one is
     /// needed, a packet size too small for a CONNECT, a back-off longer than its maximum.
     /// [`BrokerBuilder::start`](crate::Broker::start) runs it.

@@ -30,7 +30,12 @@ use crate::throttle::LogLimiter;
 /// Every service of one broker.
 #[derive(Debug)]
 pub(crate) struct Context {
+    /// The settings as started: what broker-wide code (router, sessions, admission,
+    /// storage) reads.
     pub(crate) settings: Settings,
+    /// The settings a new connection takes (`connection_settings`), replaced by
+    /// `BrokerHandle::reconfigure`: its broker-wide fields always equal `settings`'.
+    pub(crate) live: parking_lot::RwLock<Arc<Settings>>,
     pub(crate) policy: Policy,
     pub(crate) sessions: Sessions,
     pub(crate) router: Router,
@@ -39,8 +44,8 @@ pub(crate) struct Context {
     pub(crate) lifecycle: Lifecycle,
 }
 
-/// What the operator configured, fixed at start.
-#[derive(Debug)]
+/// What the operator configured.
+#[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) limits: Limits,
     pub(crate) capabilities: Capabilities,
@@ -58,6 +63,12 @@ pub(crate) struct Lifecycle {
 }
 
 impl Context {
+    /// The settings for a connection starting now, kept for its whole life: what its
+    /// CONNACK advertises is what it is held to.
+    pub(crate) fn connection_settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.live.read())
+    }
+
     /// The services routing borrows for one message.
     pub(crate) fn routing(&self) -> Services<'_> {
         Services {

@@ -20,10 +20,20 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::config::Limits;
-use crate::context::Context;
+use crate::config::{Capabilities, InvalidSetting, Limits};
+use crate::context::{Context, Settings};
 use crate::metrics::MetricsSnapshot;
 use crate::plugin::Authorizer;
+
+/// What [`BrokerHandle::reconfigure`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Reconfigured {
+    /// Settings that changed and are in force for connections from now on.
+    pub applied: Vec<&'static str>,
+    /// Broker-wide settings that changed but keep their value until a restart.
+    pub needs_restart: Vec<&'static str>,
+}
 
 /// A running broker. Cloning gives another handle to the same broker; dropping the last
 /// one stops it (see the [module docs](self) and [`BrokerHandle::detach`]).
@@ -104,9 +114,54 @@ impl BrokerHandle {
         self.ctx.metrics.protocol_errors_by_rule()
     }
 
-    /// The limits in force.
+    /// The limits the broker started with (broker-wide ones stay so until a restart; see
+    /// [`BrokerHandle::reconfigure`] and [`BrokerHandle::connection_settings`]).
     pub fn limits(&self) -> &Limits {
         &self.ctx.settings.limits
+    }
+
+    /// The limits and capabilities a connection starting now gets.
+    pub fn connection_settings(&self) -> (Limits, Capabilities) {
+        let live = self.ctx.connection_settings();
+        (live.limits.clone(), live.capabilities.clone())
+    }
+
+    /// Changes the settings while the broker runs: connections accepted from now on use the
+    /// new capabilities and the new [`Limits::PER_CONNECTION`] limits; open connections
+    /// keep theirs (what their CONNACK advertised is what they are held to). A changed
+    /// broker-wide limit (queues, retained messages, sessions, storage, connection places)
+    /// is not applied and is named in [`Reconfigured::needs_restart`]. Values the broker
+    /// cannot work with change nothing and are refused.
+    pub fn reconfigure(
+        &self,
+        limits: Limits,
+        capabilities: Capabilities,
+    ) -> Result<Reconfigured, InvalidSetting> {
+        limits.validate()?;
+        capabilities.validate()?;
+        let started = &self.ctx.settings;
+        let mut next = Settings {
+            limits,
+            capabilities,
+        };
+        let mut needs_restart = Vec::new();
+        for name in started.limits.differences(&next.limits) {
+            if !Limits::PER_CONNECTION.contains(&name) {
+                next.limits.copy_setting(&started.limits, name);
+                needs_restart.push(name);
+            }
+        }
+        let mut live = self.ctx.live.write();
+        let mut applied = live.limits.differences(&next.limits);
+        applied.extend(live.capabilities.differences(&next.capabilities));
+        *live = Arc::new(next);
+        if !applied.is_empty() {
+            tracing::info!(settings = ?applied, "settings changed for new connections");
+        }
+        Ok(Reconfigured {
+            applied,
+            needs_restart,
+        })
     }
 
     /// Replaces the authorizers while the broker runs. New checks use them at once. With
@@ -145,7 +200,59 @@ impl BrokerHandle {
 #[cfg(test)]
 mod tests {
     use crate::client::ClientOptions;
-    use crate::Broker;
+    use crate::codec::QoS;
+    use crate::{Broker, Capabilities, Limits};
+
+    /// Issue 15 §8: per-connection settings change for new connections; broker-wide ones
+    /// are named as needing a restart and keep their value; invalid ones change nothing.
+    #[tokio::test]
+    async fn reconfigure_applies_per_connection_settings_and_names_the_rest() {
+        let broker = Broker::builder()
+            .sys_interval(None)
+            .build()
+            .start()
+            .await
+            .expect("starts");
+        let limits = Limits::default()
+            .with_max_packet_size(4096)
+            .with_max_sessions(7);
+        let capabilities = Capabilities::default().with_maximum_qos(QoS::AtLeastOnce);
+        let done = broker
+            .reconfigure(limits, capabilities)
+            .expect("valid settings");
+        assert_eq!(done.applied, vec!["max_packet_size", "maximum_qos"]);
+        assert_eq!(done.needs_restart, vec!["max_sessions"]);
+        let (live, caps) = broker.connection_settings();
+        assert_eq!(live.max_packet_size, 4096);
+        assert_eq!(
+            live.max_sessions, 100_000,
+            "broker-wide: kept until a restart"
+        );
+        assert_eq!(caps.maximum_qos, QoS::AtLeastOnce);
+        assert_eq!(broker.limits().max_packet_size, 1024 * 1024, "as started");
+
+        let refused = broker.reconfigure(
+            Limits::default().with_max_inflight(0),
+            Capabilities::default(),
+        );
+        assert_eq!(refused.map_err(|e| e.name), Err("max_inflight"));
+        assert_eq!(
+            broker.connection_settings().0.max_packet_size,
+            4096,
+            "unchanged"
+        );
+        broker.shutdown().await;
+    }
+
+    #[test]
+    fn every_per_connection_limit_is_a_setting() {
+        for name in Limits::PER_CONNECTION {
+            assert!(
+                Limits::SETTINGS.iter().any(|s| s.name == *name),
+                "{name} is not a Limits field"
+            );
+        }
+    }
 
     /// Issue 12 §2: reconnecting a persistent session does not pile up deadlines: the
     /// queue holds at most one per kind and session, and none while the client is back.

@@ -52,7 +52,7 @@ pub use broker::{Broker, BrokerBuilder};
 pub use client::{Client, ClientOptions, Deliveries, PublishOptions, Received};
 pub use config::{Capabilities, InvalidSetting, Limits, Redirect, SettingInfo};
 pub use error::{ClientError, Error};
-pub use handle::BrokerHandle;
+pub use handle::{BrokerHandle, Reconfigured};
 pub use message::{Delivery, Message};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use persist::Durability;

@@ -12,8 +12,9 @@
 //!
 //! With no configuration at all it serves MQTT on 127.0.0.1:1883 and keeps its state in
 //! `./roost-data`. Ctrl-C or SIGTERM stop it (v5 clients get DISCONNECT 0x8B); SIGHUP
-//! reloads the password, ACL and certificate files and logs any other change, which needs a
-//! restart.
+//! reloads the password, ACL and certificate files, applies changed capabilities and
+//! per-connection limits to new connections (`BrokerHandle::reconfigure`), and logs every
+//! other change, which needs a restart.
 
 pub mod cli;
 pub mod config;

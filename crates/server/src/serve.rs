@@ -214,26 +214,42 @@ pub(crate) fn check(config: &Config) -> Result<(), String> {
     Files::load(config).map(|_| ())
 }
 
-/// Keys whose new value a reload cannot apply to the running broker.
-fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+/// The program's own keys (listeners, files, storage, threads) whose value changed: a
+/// reload cannot apply them. `[limits]` and `[capabilities]` go to the broker instead.
+fn program_keys_changed(old: &Config, new: &Config) -> Vec<String> {
     let (Ok(old), Ok(new)) = (toml::Table::try_from(old), toml::Table::try_from(new)) else {
         return vec!["(the configuration could not be compared)".to_string()];
     };
-    let mut changed = Vec::new();
-    diff("", &old, &new, &mut changed);
-    changed
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    keys.into_iter()
+        .filter(|key| *key != "limits" && *key != "capabilities")
+        .filter(|key| old.get(*key) != new.get(*key))
+        .cloned()
+        .collect()
 }
 
-fn diff(prefix: &str, old: &toml::Table, new: &toml::Table, out: &mut Vec<String>) {
-    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-    for key in keys {
-        match (old.get(key), new.get(key)) {
-            (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) => {
-                diff(&format!("{prefix}{key}."), a, b, out)
+/// Applies a configuration read again: the files are reloaded, per-connection limits and
+/// capabilities go to new connections, and everything else is logged as needing a restart.
+async fn reload(running: &Config, new: Config, files: &Files, broker: &BrokerHandle) {
+    files.reload(running, broker).await;
+    let mut restart = program_keys_changed(running, &new);
+    match broker.reconfigure(new.limits, new.capabilities) {
+        Ok(done) => {
+            if !done.applied.is_empty() {
+                tracing::info!(
+                    settings = %done.applied.join(", "),
+                    "configuration reloaded: applied to new connections"
+                );
             }
-            (a, b) if a != b => out.push(format!("{prefix}{key}")),
-            _ => {}
+            restart.extend(done.needs_restart.iter().map(|n| format!("limits.{n}")));
         }
+        Err(e) => tracing::error!(error = %e, "limits and capabilities not reloaded"),
+    }
+    if !restart.is_empty() {
+        tracing::warn!(
+            keys = %restart.join(", "),
+            "configuration changed; these need a restart and were not applied"
+        );
     }
 }
 
@@ -289,16 +305,7 @@ async fn hangups(parsed: &Parsed, running: &Config, files: &Files, broker: &Brok
         };
         while hup.recv().await.is_some() {
             match parsed.config() {
-                Ok(new) => {
-                    files.reload(running, broker).await;
-                    let changed = needs_restart(running, &new);
-                    if !changed.is_empty() {
-                        tracing::warn!(
-                            keys = %changed.join(", "),
-                            "configuration changed; these need a restart and were not applied"
-                        );
-                    }
-                }
+                Ok(new) => reload(running, new, files, broker).await,
                 Err(e) => {
                     tracing::error!(error = %e, "configuration not reloaded; nothing changed")
                 }
@@ -338,15 +345,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_reload_names_the_keys_that_need_a_restart() {
+    fn a_reload_names_the_program_keys_that_need_a_restart() {
         let old = Config::default();
         let mut new = Config::default();
         new.set("max_inflight", "64").expect("valid");
         new.threads = Some(4);
+        new.data_dir = "elsewhere".into();
+        // Limits go to `BrokerHandle::reconfigure`, which sorts them itself.
         assert_eq!(
-            needs_restart(&old, &new),
-            vec!["limits.max_inflight", "threads"]
+            program_keys_changed(&old, &new),
+            vec!["data_dir", "threads"]
         );
-        assert!(needs_restart(&old, &old).is_empty());
+        assert!(program_keys_changed(&old, &old).is_empty());
     }
 }

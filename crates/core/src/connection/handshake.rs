@@ -17,7 +17,7 @@ use crate::codec::{
     Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, DecodeError, DecodeLimits, Packet,
     PayloadFormat, ProtocolVersion, QoS, ReasonCode,
 };
-use crate::context::Context;
+use crate::context::{Context, Settings};
 use crate::metrics::Metrics;
 use crate::pipeline;
 use crate::plugin::{ClientInfo, ConnectInfo, Identity};
@@ -35,16 +35,18 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
     mut wire: W,
     peer: &PeerInfo,
 ) -> Option<(Connection, Writer<W>)> {
+    // What this connection is held to, from its CONNACK to its end.
+    let settings = &*peer.settings;
     let max_packet_size = peer
         .max_packet_size
-        .unwrap_or(ctx.settings.limits.max_packet_size);
-    let mut connect = read_connect(ctx, reader, &mut wire, max_packet_size).await?;
+        .unwrap_or(settings.limits.max_packet_size);
+    let mut connect = read_connect(ctx, settings, reader, &mut wire, max_packet_size).await?;
     compact(&mut connect);
     let admitted = admit(ctx, reader, &mut wire, &connect, peer, max_packet_size).await?;
     let assigned = admitted.assigned.then_some(&admitted.client_id);
     let terms = negotiate(
-        &ctx.settings.capabilities,
-        &ctx.settings.limits,
+        &settings.capabilities,
+        &settings.limits,
         &connect,
         max_packet_size,
         assigned,
@@ -57,6 +59,7 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
 /// ends here.
 async fn read_connect<R: PacketReader, W: PacketWriter>(
     ctx: &Context,
+    settings: &Settings,
     reader: &mut R,
     wire: &mut W,
     max_packet_size: u32,
@@ -64,7 +67,7 @@ async fn read_connect<R: PacketReader, W: PacketWriter>(
     let limits = DecodeLimits::new(ProtocolVersion::V311).with_max_packet_size(max_packet_size);
     let first = tokio::select! {
         _ = ctx.lifecycle.shutdown.cancelled() => return None,
-        r = tokio::time::timeout(ctx.settings.limits.connect_timeout, reader.read(&limits)) => r,
+        r = tokio::time::timeout(settings.limits.connect_timeout, reader.read(&limits)) => r,
     };
     match first {
         Err(_) => {
@@ -83,7 +86,7 @@ async fn read_connect<R: PacketReader, W: PacketWriter>(
             // MQTT-3.1.2-2: CONNACK 0x01 (3.1.1 form), then close.
             tracing::info!(level, "unsupported protocol level");
             let code = ReasonCode::UnsupportedProtocolVersion;
-            refuse(ctx, wire, ProtocolVersion::V311, None, code, None).await;
+            refuse(settings, wire, ProtocolVersion::V311, None, code, None).await;
             None
         }
         Ok(Err(ReadError::Decode(e))) => {
@@ -122,36 +125,28 @@ async fn admit<R: PacketReader, W: PacketWriter>(
     let version = connect.protocol;
     // The client's Maximum Packet Size bounds the CONNACK too (MQTT-3.2.2-19, -20 (v5)).
     let client_max = connect.properties.maximum_packet_size.map(NonZeroU32::get);
-    if let Some(redirect) = &ctx.settings.capabilities.redirect {
+    let settings = &*peer.settings;
+    if let Some(redirect) = &settings.capabilities.redirect {
         let (code, reference) = redirect.refusal();
-        refuse(ctx, wire, version, client_max, code, Some(reference)).await;
+        refuse(settings, wire, version, client_max, code, Some(reference)).await;
         return None;
     }
     let (client_id, assigned) = match identify(ctx, connect, peer) {
         Ok(id) => id,
         Err(code) => {
-            refuse(ctx, wire, version, client_max, code, None).await;
+            refuse(settings, wire, version, client_max, code, None).await;
             return None;
         }
     };
     let client = connect_info(connect, &client_id, peer);
     let attempt = LoginAttempt::begin(ctx, &client).await;
-    let in_process = peer.in_process;
-    let authenticated = authenticate(
-        ctx,
-        reader,
-        wire,
-        connect,
-        &client,
-        max_packet_size,
-        in_process,
-    )
-    .await;
+    let authenticated =
+        authenticate(ctx, peer, reader, wire, connect, &client, max_packet_size).await;
     attempt.end(&authenticated);
     let (identity, enhanced, auth_data) = match authenticated {
         Ok(done) => done,
         Err(Some(code)) => {
-            refuse(ctx, wire, version, client_max, code, None).await;
+            refuse(settings, wire, version, client_max, code, None).await;
             return None;
         }
         Err(None) => return None,
@@ -167,7 +162,7 @@ async fn admit<R: PacketReader, W: PacketWriter>(
     let slots = match settle(ctx, peer, &info, connect).await {
         Ok(slots) => slots,
         Err(code) => {
-            refuse(ctx, wire, version, client_max, code, None).await;
+            refuse(settings, wire, version, client_max, code, None).await;
             return None;
         }
     };
@@ -208,8 +203,8 @@ fn identify(
     connect: &Connect,
     peer: &PeerInfo,
 ) -> Result<(ByteString, bool), ReasonCode> {
-    let id = client_identifier(ctx, connect)?;
-    check_will(ctx, connect)?;
+    let id = client_identifier(ctx, &peer.settings, connect)?;
+    check_will(ctx, &peer.settings, connect)?;
     // A full broker says so before spending anything on authentication.
     if !peer.in_process && ctx.lifecycle.admission.connections_full() {
         Metrics::inc(&ctx.metrics.connections_refused);
@@ -323,6 +318,8 @@ pub(super) struct Terms {
     /// The CONNACK properties (v5; empty for 3.1.1), before authentication adds its method
     /// and data.
     pub(super) connack: ConnAckProperties,
+    /// How long the connection's last packets may take to go out when it closes.
+    pub(super) close_flush: Duration,
 }
 
 /// Works out a client's [`Terms`].
@@ -395,6 +392,7 @@ pub(super) fn negotiate(
             0
         },
         connack,
+        close_flush: limits.close_flush_timeout,
     }
 }
 
@@ -445,13 +443,15 @@ async fn attach<W: PacketWriter>(
     let (session, link_id) = match attached {
         Ok(attached) => pipeline::session_attached(ctx, attached),
         Err(code) => {
-            refuse(ctx, &mut wire, version, terms.client_max_packet, code, None).await;
+            let client_max = terms.client_max_packet;
+            refuse(&peer.settings, &mut wire, version, client_max, code, None).await;
             return None;
         }
     };
     let keep_alive = terms.keep_alive;
     let conn = Connection {
         ctx: Arc::clone(ctx),
+        settings: Arc::clone(&peer.settings),
         session: Arc::clone(&session),
         client_id,
         link_id,
@@ -497,6 +497,7 @@ impl<W: PacketWriter> Writer<W> {
             signals,
             ctx: Arc::clone(ctx),
             client_max_packet: terms.client_max_packet,
+            close_flush: terms.close_flush,
             problem_info: terms.problem_info,
             aliases: super::aliases::OutboundAliases::new(terms.outbound_aliases),
             events: Vec::new(),
@@ -509,11 +510,11 @@ impl<W: PacketWriter> Writer<W> {
 
 /// Refusals of the will that the capabilities require (v5 §3.2.2.3.4, MQTT-3.2.2-13) and the
 /// payload format check (v5 §3.1.3.2.3).
-fn check_will(ctx: &Context, connect: &Connect) -> Result<(), ReasonCode> {
+fn check_will(ctx: &Context, settings: &Settings, connect: &Connect) -> Result<(), ReasonCode> {
     let Some(will) = &connect.will else {
         return Ok(());
     };
-    let caps = &ctx.settings.capabilities;
+    let caps = &settings.capabilities;
     if will.qos > caps.maximum_qos {
         return Err(ReasonCode::QoSNotSupported);
     }
@@ -525,7 +526,7 @@ fn check_will(ctx: &Context, connect: &Connect) -> Result<(), ReasonCode> {
     {
         return Err(ReasonCode::PayloadFormatInvalid);
     }
-    if !ctx.settings.limits.topic_ok(will.topic.as_str()) {
+    if !settings.limits.topic_ok(will.topic.as_str()) {
         return Err(ReasonCode::TopicNameInvalid);
     }
     if !ctx
@@ -548,13 +549,14 @@ type Authenticated = (Identity, Option<EnhancedAuth>, Option<Bytes>);
 /// refuses with that code; `Err(None)` means the connection already ended.
 async fn authenticate<R: PacketReader, W: PacketWriter>(
     ctx: &Context,
+    peer: &PeerInfo,
     reader: &mut R,
     wire: &mut W,
     connect: &Connect,
     client: &ConnectInfo,
     max_packet_size: u32,
-    in_process: bool,
 ) -> Result<Authenticated, Option<ReasonCode>> {
+    let (settings, in_process) = (&*peer.settings, peer.in_process);
     let method = match (
         &connect.properties.authentication_method,
         connect.protocol.is_v5(),
@@ -590,7 +592,7 @@ async fn authenticate<R: PacketReader, W: PacketWriter>(
                 // MQTT-3.1.2-30: until CONNACK the client sends only AUTH or DISCONNECT.
                 let answer = tokio::select! {
                     _ = ctx.lifecycle.shutdown.cancelled() => return Err(None),
-                    r = tokio::time::timeout(ctx.settings.limits.connect_timeout, reader.read(&limits)) => r,
+                    r = tokio::time::timeout(settings.limits.connect_timeout, reader.read(&limits)) => r,
                 };
                 match answer {
                     Ok(Ok(Some(Packet::Auth(a))))
@@ -613,7 +615,11 @@ async fn authenticate<R: PacketReader, W: PacketWriter>(
 
 /// The client identifier to use, and whether the server assigned it; or the CONNACK code
 /// that refuses it.
-fn client_identifier(ctx: &Context, connect: &Connect) -> Result<(ByteString, bool), ReasonCode> {
+fn client_identifier(
+    ctx: &Context,
+    settings: &Settings,
+    connect: &Connect,
+) -> Result<(ByteString, bool), ReasonCode> {
     let id = &connect.client_id;
     match connect.protocol {
         // MQTT 3.1: 1 to 23 characters.
@@ -627,7 +633,7 @@ fn client_identifier(ctx: &Context, connect: &Connect) -> Result<(ByteString, bo
         // MQTT-3.1.3-6, MQTT-3.1.3-7 (v5): assign a unique identifier and return it.
         _ if id.is_empty() => Ok((ctx.sessions.assign_client_id(), true)),
         // Longer than the broker keeps (MQTT-3.1.3-5 lets a server refuse long ones).
-        _ if id.len() > ctx.settings.limits.max_client_id_length => {
+        _ if id.len() > settings.limits.max_client_id_length => {
             Err(ReasonCode::ClientIdentifierNotValid)
         }
         _ => Ok((id.clone(), false)),
@@ -639,7 +645,7 @@ fn client_identifier(ctx: &Context, connect: &Connect) -> Result<(ByteString, bo
 /// CONNACK larger than the client's Maximum Packet Size (MQTT-3.2.2-19 (v5)); a CONNACK
 /// that is still too large is not sent at all, and the connection just closes.
 async fn refuse<W: PacketWriter>(
-    ctx: &Context,
+    settings: &Settings,
     wire: &mut W,
     version: ProtocolVersion,
     client_max: Option<u32>,
@@ -665,7 +671,7 @@ async fn refuse<W: PacketWriter>(
     if !too_large(&packet) {
         let _ = wire.packet(&packet, version);
     }
-    let _ = tokio::time::timeout(ctx.settings.limits.close_flush_timeout, async {
+    let _ = tokio::time::timeout(settings.limits.close_flush_timeout, async {
         if wire.flush().await.is_ok() {
             wire.shutdown().await;
         }

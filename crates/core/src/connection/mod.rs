@@ -56,6 +56,9 @@ pub(crate) struct PeerInfo {
     pub(crate) ticket: Option<crate::admission::Ticket>,
     /// The listener's connection cap, taken once authenticated.
     pub(crate) listener_cap: Option<crate::admission::ListenerCap>,
+    /// The settings this connection takes for its life (`Context::connection_settings`,
+    /// read when it was accepted).
+    pub(crate) settings: Arc<crate::context::Settings>,
 }
 
 impl PeerInfo {
@@ -73,6 +76,9 @@ impl PeerInfo {
 /// The reader side of an established connection.
 pub(crate) struct Connection {
     ctx: Arc<Context>,
+    /// The settings this connection started with (see `Context::connection_settings`):
+    /// what its CONNACK advertised is what it is held to.
+    settings: Arc<crate::context::Settings>,
     session: Arc<Session>,
     client_id: ByteString,
     link_id: u64,
@@ -263,7 +269,7 @@ impl Connection {
     /// drained (bounded by `Limits::flow_control_pause`). Never waits for its own session.
     async fn flow_control(&mut self) -> Result<(), Exit> {
         use std::sync::atomic::Ordering;
-        let limits = &self.ctx.settings.limits;
+        let limits = &self.settings.limits;
         let threshold = limits.flow_control_queue;
         let deadline = tokio::time::Instant::now() + limits.flow_control_pause;
         let congested = std::mem::take(&mut self.congested);
@@ -336,6 +342,7 @@ impl Connection {
         };
         let info = Arc::clone(&self.info);
         let ctx = Arc::clone(&self.ctx);
+        let close_flush = self.settings.limits.close_flush_timeout;
         self.signals.close(reason);
         let wire = match wire {
             Some(wire) => *wire,
@@ -357,8 +364,7 @@ impl Connection {
             .hooks
             .each(&ctx.metrics, |h| h.client_disconnected(&info, hook_reason));
         let mut wire = wire;
-        let _ =
-            tokio::time::timeout(ctx.settings.limits.close_flush_timeout, wire.shutdown()).await;
+        let _ = tokio::time::timeout(close_flush, wire.shutdown()).await;
     }
 }
 

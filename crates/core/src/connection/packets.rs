@@ -153,7 +153,7 @@ impl Connection {
                 return Err(Exit::Violation(Violation::SessionExpiryRaisedFromZero));
             }
             self.session.state.lock().expiry_interval =
-                expiry.min(self.ctx.settings.capabilities.max_session_expiry_interval);
+                expiry.min(self.settings.capabilities.max_session_expiry_interval);
         }
         Err(Exit::Disconnected {
             // v5 0x04: Disconnect with Will Message.

@@ -22,7 +22,7 @@ impl Connection {
         if alias == 0 {
             return Err(Exit::Violation(Violation::TopicAliasZero));
         }
-        if alias > self.ctx.settings.capabilities.topic_alias_maximum {
+        if alias > self.settings.capabilities.topic_alias_maximum {
             return Err(Exit::Violation(Violation::TopicAliasAboveMaximum));
         }
         if publish.topic.is_empty() {
@@ -98,10 +98,10 @@ impl Connection {
                 crate::codec::DecodeError::EmptyTopicWithoutAlias,
             )));
         }
-        if !self.ctx.settings.limits.topic_ok(publish.topic.as_str()) {
+        if !self.settings.limits.topic_ok(publish.topic.as_str()) {
             return Err(Exit::Violation(Violation::TopicOverLimits));
         }
-        let caps = &self.ctx.settings.capabilities;
+        let caps = &self.settings.capabilities;
         // The broker enforces what it advertised (v5 §3.2.2.3.4, §3.2.2.3.5).
         if publish.qos.qos() > caps.maximum_qos {
             return Err(Exit::Violation(Violation::QoSNotSupported));
@@ -152,8 +152,7 @@ impl Connection {
                 }
                 // MQTT-3.3.4-7: no more unacknowledged QoS 2 PUBLISHes than our Receive
                 // Maximum; one more → 0x93.
-                if st.inbound_qos2.len()
-                    >= usize::from(self.ctx.settings.capabilities.receive_maximum)
+                if st.inbound_qos2.len() >= usize::from(self.settings.capabilities.receive_maximum)
                 {
                     return Err(Exit::Violation(Violation::ReceiveMaximumExceeded));
                 }

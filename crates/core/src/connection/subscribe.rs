@@ -18,8 +18,8 @@ impl Connection {
         subscribe: &Subscribe,
         filter: &crate::topic::TopicFilter,
     ) -> Option<ReasonCode> {
-        let caps = &self.ctx.settings.capabilities;
-        if !self.ctx.settings.limits.topic_ok(filter.as_str()) {
+        let caps = &self.settings.capabilities;
+        if !self.settings.limits.topic_ok(filter.as_str()) {
             return Some(ReasonCode::TopicFilterInvalid);
         }
         let ctx = match filter.shared() {
@@ -60,7 +60,7 @@ impl Connection {
         }
         // Granted QoS never exceeds what the broker offers (MQTT-3.2.2-10 still accepts
         // the request).
-        options.qos = options.qos.min(self.ctx.settings.capabilities.maximum_qos);
+        options.qos = options.qos.min(self.settings.capabilities.maximum_qos);
         if !self.ctx.policy.open_access() {
             match self
                 .ctx
@@ -122,7 +122,7 @@ impl Connection {
         filter: &TopicFilter,
         record: SubscriptionRecord,
     ) -> Option<bool> {
-        let limits = &self.ctx.settings.limits;
+        let limits = &self.settings.limits;
         let mut st = self.session.state.lock();
         let exists = st.subscriptions.contains_key(filter);
         if !exists
@@ -157,7 +157,7 @@ impl Connection {
                 continue;
             }
             unique += 1;
-            if unique > self.ctx.settings.limits.max_filters_per_subscribe {
+            if unique > self.settings.limits.max_filters_per_subscribe {
                 codes.push(ReasonCode::QuotaExceeded);
                 continue;
             }
@@ -190,9 +190,7 @@ impl Connection {
             gate,
         );
         for batch in retained {
-            let cut = self
-                .session
-                .queue_retained(batch, &self.ctx.settings.limits);
+            let cut = self.session.queue_retained(batch, &self.settings.limits);
             if cut > 0 {
                 Metrics::add(&self.ctx.metrics.retained_not_sent, cut as u64);
                 tracing::debug!(

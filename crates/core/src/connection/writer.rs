@@ -42,6 +42,8 @@ pub(crate) struct Writer<W> {
     pub(crate) ctx: Arc<Context>,
     /// The client's Maximum Packet Size (v5): larger packets are never sent to it.
     pub(crate) client_max_packet: Option<u32>,
+    /// The connection's `Limits::close_flush_timeout`.
+    pub(crate) close_flush: Duration,
     /// The client's Request Problem Information (v5): when false, Reason Strings and User
     /// Properties go only on PUBLISH, CONNACK and DISCONNECT (MQTT-3.1.2-29).
     pub(crate) problem_info: bool,
@@ -161,11 +163,7 @@ impl<W: PacketWriter> Writer<W> {
                 self.send_control(Packet::Disconnect(disconnect));
             }
         }
-        let _ = tokio::time::timeout(
-            self.ctx.settings.limits.close_flush_timeout,
-            self.wire.flush(),
-        )
-        .await;
+        let _ = tokio::time::timeout(self.close_flush, self.wire.flush()).await;
     }
 
     /// Buffers a control packet, leaving out diagnostics the client did not ask for or that

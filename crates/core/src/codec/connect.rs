@@ -47,7 +47,14 @@ pub struct Connect {
     pub password: Option<Bytes>,
     /// CONNECT properties (v5; empty otherwise).
     pub properties: ConnectProperties,
+    /// Sent by another broker's bridge: the protocol level carried the 0x80 bit (3.1 and
+    /// 3.1.1 only: 0x83, 0x84), as Mosquitto's bridges do with `try_private true`. Not part
+    /// of either standard; a broker that knows it gives the bridge bridge semantics.
+    pub bridge: bool,
 }
+
+/// The protocol level bit of a bridge (see [`Connect::bridge`]).
+const BRIDGE_BIT: u8 = 0x80;
 
 const FLAG_USERNAME: u8 = 0x80;
 const FLAG_PASSWORD: u8 = 0x40;
@@ -68,18 +75,26 @@ impl Connect {
             username: None,
             password: None,
             properties: ConnectProperties::default(),
+            bridge: false,
         }
     }
 
     pub(crate) fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         let name = r.binary()?;
-        let level = r.u8()?;
+        let raw_level = r.u8()?;
+        // A bridge marks 3.1 and 3.1.1 with the high bit; 5.0 has no such variant.
+        let bridge = raw_level & BRIDGE_BIT != 0 && matches!(raw_level & !BRIDGE_BIT, 3 | 4);
+        let level = if bridge {
+            raw_level & !BRIDGE_BIT
+        } else {
+            raw_level
+        };
         let protocol = match (&name[..], level) {
             (b"MQTT", 4) => ProtocolVersion::V311,
             (b"MQTT", 5) => ProtocolVersion::V5,
             (b"MQIsdp", 3) => ProtocolVersion::V31,
-            (b"MQTT" | b"MQIsdp", other) => {
-                return Err(DecodeError::UnsupportedProtocolLevel(other))
+            (b"MQTT" | b"MQIsdp", _) => {
+                return Err(DecodeError::UnsupportedProtocolLevel(raw_level))
             }
             _ => return Err(DecodeError::InvalidProtocolName),
         };
@@ -149,6 +164,7 @@ impl Connect {
             username,
             password,
             properties,
+            bridge,
         })
     }
 
@@ -159,7 +175,12 @@ impl Connect {
             b"MQTT"
         };
         s.binary(name);
-        s.u8(self.protocol.level());
+        let bridge = if self.bridge && !self.protocol.is_v5() {
+            BRIDGE_BIT
+        } else {
+            0
+        };
+        s.u8(self.protocol.level() | bridge);
         let mut flags = 0;
         if self.clean_start {
             flags |= FLAG_CLEAN;

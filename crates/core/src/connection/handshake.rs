@@ -23,7 +23,7 @@ use crate::pipeline;
 use crate::plugin::{ClientInfo, ConnectInfo, Identity};
 use crate::registry::AttachRequest;
 use crate::session::LinkSignals;
-use crate::topic::is_sys_topic;
+use crate::topic::{is_bridge_state_topic, is_sys_topic};
 use crate::transport::{PacketReader, PacketWriter, ReadError};
 
 /// Reads CONNECT and attaches the session; `None` if the connection ends here. The phases:
@@ -471,10 +471,11 @@ async fn attach<W: PacketWriter>(
         aliases: HashMap::new(),
         congested: Vec::new(),
         connect_expiry_zero: terms.requested_expiry == 0,
+        bridge: connect.bridge,
         _slots: slots,
     };
     let writer = Writer::new(ctx, wire, session, link_id, version, signals, &terms);
-    tracing::debug!(listener = %peer.listener, ?version, "connected");
+    tracing::debug!(listener = %peer.listener, ?version, bridge = connect.bridge, "connected");
     Some((conn, writer))
 }
 
@@ -529,15 +530,17 @@ fn check_will(ctx: &Context, settings: &Settings, connect: &Connect) -> Result<(
     if !settings.limits.topic_ok(will.topic.as_str()) {
         return Err(ReasonCode::TopicNameInvalid);
     }
-    if !ctx
-        .settings
+    if !settings
         .limits
         .user_properties_ok(&will.properties.user_properties)
     {
         return Err(ReasonCode::QuotaExceeded);
     }
-    // Only an authorizer can allow a `$SYS` will (the authorizers check it below).
-    if is_sys_topic(will.topic.as_str()) && ctx.policy.open_access() {
+    // Only an authorizer can allow a `$SYS` will (the authorizers check it below), but for
+    // a bridge's own connection state.
+    let topic = will.topic.as_str();
+    let bridge_state = connect.bridge && is_bridge_state_topic(topic, &connect.client_id);
+    if is_sys_topic(topic) && ctx.policy.open_access() && !bridge_state {
         return Err(ReasonCode::NotAuthorized);
     }
     Ok(())

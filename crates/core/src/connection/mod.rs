@@ -103,6 +103,9 @@ pub(crate) struct Connection {
     congested: Vec<Arc<Session>>,
     /// CONNECT had Session Expiry Interval 0, so DISCONNECT may not raise it (v5 §3.14.2.2.2).
     connect_expiry_zero: bool,
+    /// Another broker's bridge (protocol level 0x83/0x84): its subscriptions never send a
+    /// message back to it and keep retain flags as published.
+    bridge: bool,
     /// Its places in `max_connections` and its listener's cap, held until it ends.
     _slots: crate::admission::Slots,
 }

@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::pipeline;
 use crate::plugin::PublishedMessage;
 use crate::router::RouteOutcome;
-use crate::topic::is_sys_topic;
+use crate::topic::{is_bridge_state_topic, is_sys_topic};
 
 impl Connection {
     /// Resolves a v5 Topic Alias (§3.3.2.3.4) into the PUBLISH's topic.
@@ -56,7 +56,9 @@ impl Connection {
         let Some(ops) = self.take_inbound(&publish)? else {
             return Ok(None);
         };
-        if self.ctx.policy.open_access() && is_sys_topic(publish.topic.as_str()) {
+        let topic = publish.topic.as_str();
+        let bridge_state = self.bridge && is_bridge_state_topic(topic, &self.client_id);
+        if self.ctx.policy.open_access() && is_sys_topic(topic) && !bridge_state {
             // The broker's own topics: only an authorizer that says so lets a client
             // publish there (with authorizers, the chain below decides; all deferring is no).
             Metrics::inc(&self.ctx.metrics.sys_publishes_denied);

@@ -58,6 +58,13 @@ impl Connection {
         if is_shared && options.no_local {
             return Err(Exit::Violation(Violation::NoLocalOnSharedSubscription));
         }
+        if self.bridge && !is_shared {
+            // Bridge semantics: what the bridge sent is not sent back to it (else two
+            // brokers bridged both ways echo forever), and retained messages stay retained
+            // on the other broker.
+            options.no_local = true;
+            options.retain_as_published = true;
+        }
         // Granted QoS never exceeds what the broker offers (MQTT-3.2.2-10 still accepts
         // the request).
         options.qos = options.qos.min(self.settings.capabilities.maximum_qos);

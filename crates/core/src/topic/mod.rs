@@ -291,9 +291,32 @@ pub fn is_sys_topic(topic: &str) -> bool {
     topic == "$SYS" || topic.starts_with("$SYS/")
 }
 
+/// True for `$SYS/broker/connection/{client_id}/state`, where a Mosquitto bridge publishes
+/// its own connection state (its will and its first message, `notifications true`). A
+/// bridge client may publish there, and only there, in `$SYS` (a connection's own state:
+/// nothing another client or the broker owns).
+pub(crate) fn is_bridge_state_topic(topic: &str, client_id: &str) -> bool {
+    topic
+        .strip_prefix("$SYS/broker/connection/")
+        .and_then(|rest| rest.strip_suffix("/state"))
+        == Some(client_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bridge_state_topic_is_its_own_client_ids_only() {
+        let own = "$SYS/broker/connection/vm.roost/state";
+        assert!(is_bridge_state_topic(own, "vm.roost"));
+        assert!(!is_bridge_state_topic(own, "other"));
+        assert!(!is_bridge_state_topic(
+            "$SYS/broker/connection/vm.roost/other",
+            "vm.roost"
+        ));
+        assert!(!is_bridge_state_topic("$SYS/broker/load", "vm.roost"));
+    }
 
     #[test]
     fn valid_filters() {

@@ -303,6 +303,37 @@ fn connect_wrong_protocol_name_or_level() {
     }
 }
 
+/// Mosquitto's bridges (`try_private true`) connect at level 0x84 (3.1.1 | 0x80) or 0x83
+/// (3.1 | 0x80): not in either standard, accepted as a bridge; 5.0 has no such variant, and
+/// the bit on any other level is still an unsupported level (MQTT-3.1.2-2).
+#[test]
+fn connect_bridge_levels() {
+    for (name, level, version) in [
+        (&b"MQTT"[..], 0x84u8, ProtocolVersion::V311),
+        (b"MQIsdp", 0x83, ProtocolVersion::V31),
+    ] {
+        let bytes = connect_bytes(name, level, 0x02, &[0x00, 0x00]);
+        let mut buf = bytes::BytesMut::from(&bytes[..]);
+        let packet = decode(&mut buf, &DecodeLimits::new(V4))
+            .expect("decodes")
+            .expect("complete");
+        let Packet::Connect(c) = packet else {
+            panic!("not a CONNECT: {packet:?}")
+        };
+        assert!(c.bridge && c.protocol == version, "{c:?}");
+        // Encoding keeps the bit.
+        let mut out = bytes::BytesMut::new();
+        Packet::Connect(c)
+            .encode(version, &mut out)
+            .expect("encodes");
+        assert_eq!(&out[..], &bytes[..]);
+    }
+    for (name, level) in [(&b"MQTT"[..], 0x85u8), (b"MQTT", 0x83), (b"MQTT", 0x86)] {
+        let err = decode_err(&connect_bytes(name, level, 0x02, &[0x00, 0x00]), V4);
+        assert_eq!(err, DecodeError::UnsupportedProtocolLevel(level));
+    }
+}
+
 #[test]
 fn v5_duplicate_property() {
     // v5 §3.3.2.3: Message Expiry Interval twice is a protocol error.

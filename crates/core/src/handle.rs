@@ -203,16 +203,21 @@ mod tests {
     use crate::codec::QoS;
     use crate::{Broker, Capabilities, Limits};
 
-    /// Issue 15 §8: per-connection settings change for new connections; broker-wide ones
-    /// are named as needing a restart and keep their value; invalid ones change nothing.
-    #[tokio::test]
-    async fn reconfigure_applies_per_connection_settings_and_names_the_rest() {
-        let broker = Broker::builder()
+    /// A broker with no listener and no `$SYS` publishing.
+    async fn quiet_broker() -> super::BrokerHandle {
+        Broker::builder()
             .sys_interval(None)
             .build()
             .start()
             .await
-            .expect("starts");
+            .expect("starts")
+    }
+
+    /// Issue 15 §8: per-connection settings change for new connections; broker-wide ones
+    /// are named as needing a restart and keep their value; invalid ones change nothing.
+    #[tokio::test]
+    async fn reconfigure_applies_per_connection_settings_and_names_the_rest() {
+        let broker = quiet_broker().await;
         let limits = Limits::default()
             .with_max_packet_size(4096)
             .with_max_sessions(7);
@@ -258,12 +263,7 @@ mod tests {
     /// queue holds at most one per kind and session, and none while the client is back.
     #[tokio::test]
     async fn reconnects_leave_one_deadline_per_session() {
-        let broker = Broker::builder()
-            .sys_interval(None)
-            .build()
-            .start()
-            .await
-            .expect("starts");
+        let broker = quiet_broker().await;
         for _ in 0..50 {
             let (client, _deliveries) = broker
                 .client(

@@ -389,7 +389,7 @@ async fn run_publisher(
         }
         n += 1;
         let id = pid(u16::try_from(n % 60_000 + 1).unwrap_or(1));
-        let (t, payload, qos, retain) = if n % 10 == 0 {
+        let (t, payload, qos, retain) = if n.is_multiple_of(10) {
             let value = (round as u64) * 1_000_000 + n;
             acked.lock().retained_sent.insert(p, value);
             (
@@ -398,7 +398,7 @@ async fn run_publisher(
                 PublishQoS::AtLeastOnce(id),
                 true,
             )
-        } else if n % 2 == 0 {
+        } else if n.is_multiple_of(2) {
             (
                 format!("load/{p}"),
                 format!("{plan}-q1-{p}-{round}-{n}"),
@@ -554,7 +554,7 @@ impl Disk {
                 let mut kept = 0;
                 let m = m
                     .power_cut(&mut || {
-                        let keep = torn && rng.next() % 2 == 0;
+                        let keep = torn && rng.next().is_multiple_of(2);
                         kept += usize::from(keep);
                         keep
                     })

@@ -28,6 +28,7 @@ pub mod bench_support;
 mod accept;
 mod admission;
 mod authz;
+mod bridge;
 mod broker;
 mod client;
 mod config;

@@ -211,7 +211,7 @@ impl Connection {
         let mut packets = 0u32;
         loop {
             packets = packets.wrapping_add(1);
-            if packets % 32 == 0 && signals.close.is_cancelled() {
+            if packets.is_multiple_of(32) && signals.close.is_cancelled() {
                 return Exit::Closed;
             }
             let result = tokio::select! {

@@ -357,7 +357,7 @@ impl<W: PacketWriter> Writer<W> {
             // writer flushes and comes back for more, so a long queue or retained backlog
             // of QoS 0 messages is never encoded into one huge buffer.
             taken += 1;
-            if taken % 64 == 0 && self.wire.pending() >= FILL_LIMIT {
+            if taken.is_multiple_of(64) && self.wire.pending() >= FILL_LIMIT {
                 break;
             }
             // Retained messages released by a subscription join the queue as it empties

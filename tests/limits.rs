@@ -182,6 +182,41 @@ async fn user_properties_and_client_ids_are_bounded() {
     broker.shutdown().await;
 }
 
+/// Issue 15 §8: a user-property bound changed by `reconfigure` holds for connections made
+/// afterwards; a connection made before keeps the bound it started with.
+#[tokio::test]
+async fn reconfigured_user_property_bounds_hold_for_new_connections() {
+    let broker = start_broker_with(Limits::default()).await;
+    let mut before = Raw::connect(&broker, V5, "before").await;
+    let done = broker
+        .reconfigure(
+            Limits::default().with_max_user_properties(2),
+            roost::Capabilities::default(),
+        )
+        .expect("valid");
+    assert_eq!(done.applied, vec!["max_user_properties"]);
+    let mut after = Raw::connect(&broker, V5, "after").await;
+    let publish = |props: usize| {
+        let mut p =
+            roost::codec::Publish::new(topic("t"), PublishQoS::AtLeastOnce(pid(1)), &b"v"[..]);
+        p.properties.user_properties = vec![UserProperty::new("k", "v"); props];
+        Packet::Publish(p)
+    };
+    let code = |p: Option<Packet>| match p {
+        Some(Packet::PubAck(a)) => a.reason_code,
+        other => panic!("expected PUBACK, got {other:?}"),
+    };
+    after.send(publish(3)).await;
+    assert_eq!(
+        code(after.recv().await),
+        ReasonCode::QuotaExceeded,
+        "new bound"
+    );
+    before.send(publish(3)).await;
+    assert!(code(before.recv().await).is_success(), "its own bound");
+    broker.shutdown().await;
+}
+
 /// Issue 12 §2: `max_queued_bytes` counts what a queued message holds, user properties
 /// included: a queue of 900 bytes of topic and payload cannot hold megabytes of properties.
 #[tokio::test]

@@ -43,7 +43,6 @@ impl Connection {
         self.check_publish(&mut publish)?;
         let qos = publish.qos;
         if !self
-            .ctx
             .settings
             .limits
             .user_properties_ok(&publish.properties.user_properties)

@@ -12,6 +12,17 @@ use crate::topic::TopicFilter;
 use hashbrown::HashMap;
 
 impl Connection {
+    /// Sends `ack` (SUBACK, UNSUBACK) once the session's changed record is stored: under
+    /// acked durability a persistent session's acknowledgement waits for it.
+    async fn ack_after_session_record(&self, ack: Packet) {
+        let record = {
+            let st = self.session.state.lock();
+            self.ctx.journal.session_record(&self.client_id, &st)
+        };
+        let gate = self.store(record.into_iter().collect()).await;
+        self.control_after(ack, gate);
+    }
+
     /// The reason code refusing one filter, if the broker does not accept it.
     fn refuse_filter(
         &self,
@@ -183,19 +194,12 @@ impl Connection {
         // MQTT-3.8.4-1/-2: SUBACK with the same Packet Identifier, one code per filter in
         // order (MQTT-3.8.4-5, MQTT-3.9.3-1), before the retained messages it releases.
         // Acked durability: a persistent session's SUBACK waits for its stored record.
-        let record = {
-            let st = self.session.state.lock();
-            self.ctx.journal.session_record(&self.client_id, &st)
-        };
-        let gate = self.store(record.into_iter().collect()).await;
-        self.control_after(
-            Packet::SubAck(SubAck {
-                packet_id: subscribe.packet_id,
-                properties: Default::default(),
-                reason_codes: codes,
-            }),
-            gate,
-        );
+        self.ack_after_session_record(Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            properties: Default::default(),
+            reason_codes: codes,
+        }))
+        .await;
         for batch in retained {
             let cut = self.session.queue_retained(batch, &self.settings.limits);
             if cut > 0 {
@@ -239,20 +243,13 @@ impl Connection {
         } else {
             Vec::new()
         };
-        let record = {
-            let st = self.session.state.lock();
-            self.ctx.journal.session_record(&self.client_id, &st)
-        };
-        let gate = self.store(record.into_iter().collect()).await;
         // MQTT-3.10.4-4, -5: UNSUBACK with the same Packet Identifier, even if nothing was
         // removed.
-        self.control_after(
-            Packet::UnsubAck(UnsubAck {
-                packet_id: unsubscribe.packet_id,
-                properties: Default::default(),
-                reason_codes,
-            }),
-            gate,
-        );
+        self.ack_after_session_record(Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            properties: Default::default(),
+            reason_codes,
+        }))
+        .await;
     }
 }

@@ -39,6 +39,7 @@
 //! * [`auth`]: built-in providers: allow-all, static users, Mosquitto password and ACL files.
 
 pub use roost_auth as auth;
+pub use roost_core::bridge;
 pub use roost_core::codec::{self, QoS, ReasonCode};
 pub use roost_core::plugin;
 pub use roost_core::policy::{self, AnonymousAccess, SessionOwnership};

@@ -122,7 +122,7 @@ impl Policy {
         retain: bool,
     ) -> Result<(), ReasonCode> {
         let chain = self.authorizers.read().clone();
-        if chain.is_empty() {
+        if chain.is_empty() || client.internal {
             return Ok(());
         }
         for a in chain.iter() {
@@ -152,7 +152,7 @@ impl Policy {
         qos: QoS,
     ) -> Result<QoS, ReasonCode> {
         let chain = self.authorizers.read().clone();
-        if chain.is_empty() {
+        if chain.is_empty() || client.internal {
             return Ok(qos);
         }
         for a in chain.iter() {
@@ -176,6 +176,9 @@ impl Policy {
 
     /// May `client` stay connected?
     pub(crate) async fn authorize_client(&self, client: &ClientInfo) -> Result<(), ReasonCode> {
+        if client.internal {
+            return Ok(());
+        }
         let chain = self.authorizers.read().clone();
         for a in chain.iter() {
             match guarded(self.plugins.timeout, a.authorize_client(client)).await {
@@ -200,7 +203,7 @@ impl Policy {
         qos: QoS,
     ) -> bool {
         let chain = self.authorizers.read().clone();
-        if chain.is_empty() {
+        if chain.is_empty() || client.internal {
             return true;
         }
         for a in chain.iter() {

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::accept::{self, ListenerOptions, Served, Upgrade};
 use crate::admission::Admission;
 use crate::authz::{Policy, PolicyParts};
+use crate::bridge::{BridgeConfig, BridgeState};
 use crate::codec::QoS;
 use crate::config::{Capabilities, Limits};
 use crate::context::{Context, Lifecycle, Settings};
@@ -59,6 +60,7 @@ pub struct BrokerBuilder {
     sys_interval: Option<Duration>,
     ownership: SessionOwnership,
     anonymous: AnonymousAccess,
+    bridges: Vec<BridgeConfig>,
 }
 
 impl std::fmt::Debug for BrokerBuilder {
@@ -257,6 +259,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// Adds a bridge to another broker (any number; see [`crate::bridge`]). It connects
+    /// once the broker has started and keeps reconnecting until it shuts down.
+    pub fn bridge(mut self, bridge: BridgeConfig) -> Self {
+        self.bridges.push(bridge);
+        self
+    }
+
     /// The services of a broker so configured, not running (for benchmarks of the core).
     pub(crate) fn into_context(self) -> Context {
         context(self)
@@ -292,6 +301,7 @@ impl Broker {
             sys_interval: Some(Duration::from_secs(10)),
             ownership: SessionOwnership::default(),
             anonymous: AnonymousAccess::default(),
+            bridges: Vec::new(),
         }
     }
 
@@ -310,6 +320,7 @@ impl Broker {
             .capabilities
             .validate()
             .map_err(Error::InvalidSetting)?;
+        crate::bridge::check_all(&config.bridges).map_err(Error::Config)?;
         let mut bound = Vec::with_capacity(config.listeners.len());
         for net in &config.listeners {
             let addr = &net.addr;
@@ -326,6 +337,7 @@ impl Broker {
             bound.push((listener, local, net.clone()));
         }
         let sys_interval = config.sys_interval;
+        let bridges = config.bridges.clone();
         let custom: Vec<_> = config
             .custom
             .iter()
@@ -374,10 +386,11 @@ impl Broker {
                 .tracker
                 .spawn(accept::accept_loop(Arc::clone(&ctx), served));
         }
+        let bridges: Arc<[Arc<BridgeState>]> = crate::bridge::start(&ctx, bridges).into();
         if let Some(interval) = sys_interval {
             ctx.lifecycle
                 .tracker
-                .spawn(sys_loop(Arc::clone(&ctx), interval));
+                .spawn(sys_loop(Arc::clone(&ctx), interval, Arc::clone(&bridges)));
         }
         let timer_ctx = Arc::clone(&ctx);
         ctx.lifecycle.tracker.spawn(async move {
@@ -389,7 +402,7 @@ impl Broker {
                 })
                 .await;
         });
-        Ok(BrokerHandle::new(ctx, local_addrs))
+        Ok(BrokerHandle::new(ctx, local_addrs, bridges))
     }
 
     /// Starts the broker, runs it until `signal` completes, then shuts it down.
@@ -501,8 +514,9 @@ fn context(config: BrokerBuilder) -> Context {
     }
 }
 
-/// Publishes the counters as retained `$SYS` messages every `interval`.
-async fn sys_loop(ctx: Arc<Context>, interval: Duration) {
+/// Publishes the counters (and the bridges' states) as retained `$SYS` messages every
+/// `interval`.
+async fn sys_loop(ctx: Arc<Context>, interval: Duration, bridges: Arc<[Arc<BridgeState>]>) {
     let mut ticker = tokio::time::interval(interval);
     let version = TopicName::new("$SYS/broker/version");
     if let Ok(topic) = version {
@@ -526,7 +540,14 @@ async fn sys_loop(ctx: Arc<Context>, interval: Duration) {
         }
         ctx.refresh_gauges();
         let snapshot = ctx.metrics.snapshot();
-        for (topic, value) in snapshot.sys_topics() {
+        let bridges = bridges
+            .iter()
+            .flat_map(|b| b.status(&ctx.sessions).sys_topics());
+        let counters = snapshot
+            .sys_topics()
+            .into_iter()
+            .map(|(topic, value)| (topic.to_string(), value.to_string()));
+        for (topic, value) in counters.chain(bridges) {
             let Ok(topic) = TopicName::new(topic) else {
                 continue;
             };

@@ -26,11 +26,11 @@ use crate::codec::{
     PublishProperties, PublishQoS, QoS, ReasonCode, Subscribe, SubscribeProperties,
     SubscriptionOptions, Unsubscribe, UnsubscribeProperties,
 };
-use crate::connection::{self, PeerInfo};
+use crate::connection;
 use crate::error::ClientError;
 use crate::handle::BrokerHandle;
 use crate::topic::{TopicFilter, TopicName};
-use crate::transport::{LocalReader, LocalWriter, ToClient};
+use crate::transport::ToClient;
 
 /// How an in-process client connects.
 #[derive(Debug, Clone)]
@@ -231,28 +231,6 @@ impl BrokerHandle {
         if self.is_shutting_down() {
             return Err(ClientError::Disconnected);
         }
-        let (to_broker, from_client) = mpsc::channel(options.buffer);
-        let (to_client, mut from_broker) = mpsc::channel(options.buffer);
-        let ctx = Arc::clone(&self.ctx);
-        let peer = PeerInfo {
-            addr: None,
-            listener: Arc::from("in-process"),
-            certificates: Vec::new(),
-            max_packet_size: None,
-            in_process: true,
-            ticket: None,
-            listener_cap: None,
-            settings: self.ctx.connection_settings(),
-        };
-        self.ctx.lifecycle.tracker.spawn(connection::serve(
-            ctx,
-            LocalReader { rx: from_client },
-            LocalWriter {
-                tx: to_client,
-                pending: Default::default(),
-            },
-            peer,
-        ));
         let mut connect = Connect::new(ProtocolVersion::V5, options.client_id.clone());
         connect.clean_start = options.clean_start;
         connect.keep_alive = 0;
@@ -262,32 +240,25 @@ impl BrokerHandle {
         if options.session_expiry > 0 {
             connect.properties.session_expiry_interval = Some(options.session_expiry);
         }
-        to_broker
-            .send(Packet::Connect(Box::new(connect)))
-            .await
-            .map_err(|_| ClientError::Disconnected)?;
-        let mut first = tokio::time::timeout(options.request_timeout, from_broker.recv())
-            .await
-            .map_err(|_| ClientError::Timeout)?
-            .unwrap_or_default()
-            .into_iter();
-        // CONNACK leads the first batch; what follows it (messages of a resumed session)
-        // goes to the driver.
-        let connack = first.next();
-        let connack = match connack {
-            Some(ToClient::Packet(packet)) => Some(*packet),
-            _ => None,
-        };
-        let (client_id, session_present) = match connack {
-            Some(Packet::ConnAck(ack)) if ack.reason_code == ReasonCode::Success => (
-                ack.properties
-                    .assigned_client_identifier
-                    .unwrap_or(options.client_id),
-                ack.session_present,
-            ),
-            Some(Packet::ConnAck(ack)) => return Err(ClientError::Refused(ack.reason_code)),
-            _ => return Err(ClientError::Disconnected),
-        };
+        let link = connection::open_local(
+            &self.ctx,
+            connect,
+            false,
+            options.buffer,
+            options.request_timeout,
+        )
+        .await?;
+        let connection::LocalLink {
+            tx: to_broker,
+            rx: from_broker,
+            first,
+            connack,
+        } = link;
+        let client_id = connack
+            .properties
+            .assigned_client_identifier
+            .unwrap_or(options.client_id);
+        let session_present = connack.session_present;
         let (deliver_tx, deliver_rx) = mpsc::channel(options.buffer);
         let dropped = CancellationToken::new();
         let closed = CancellationToken::new();
@@ -309,7 +280,7 @@ impl BrokerHandle {
         self.ctx
             .lifecycle
             .tracker
-            .spawn(driver.run(first.collect(), from_broker, deliver_tx));
+            .spawn(driver.run(first, from_broker, deliver_tx));
         Ok((
             Client { inner },
             Deliveries {

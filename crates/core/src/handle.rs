@@ -41,6 +41,7 @@ pub struct Reconfigured {
 pub struct BrokerHandle {
     pub(crate) ctx: Arc<Context>,
     local_addrs: Vec<SocketAddr>,
+    bridges: Arc<[Arc<crate::bridge::BridgeState>]>,
     /// Shared by the application's handles only (the broker's own tasks hold the context,
     /// not this): its drop is the last handle's.
     owner: Arc<Owner>,
@@ -75,7 +76,11 @@ impl Drop for Owner {
 
 impl BrokerHandle {
     /// The handle of a started broker.
-    pub(crate) fn new(ctx: Arc<Context>, local_addrs: Vec<SocketAddr>) -> Self {
+    pub(crate) fn new(
+        ctx: Arc<Context>,
+        local_addrs: Vec<SocketAddr>,
+        bridges: Arc<[Arc<crate::bridge::BridgeState>]>,
+    ) -> Self {
         let owner = Arc::new(Owner {
             ctx: Arc::clone(&ctx),
             detached: AtomicBool::new(false),
@@ -83,6 +88,7 @@ impl BrokerHandle {
         BrokerHandle {
             ctx,
             local_addrs,
+            bridges,
             owner,
         }
     }
@@ -105,6 +111,15 @@ impl BrokerHandle {
     pub fn metrics(&self) -> MetricsSnapshot {
         self.ctx.refresh_gauges();
         self.ctx.metrics.snapshot()
+    }
+
+    /// The configured bridges' state and counters, in the order they were added (see
+    /// [`crate::bridge`]).
+    pub fn bridges(&self) -> Vec<crate::bridge::BridgeStatus> {
+        self.bridges
+            .iter()
+            .map(|b| b.status(&self.ctx.sessions))
+            .collect()
     }
 
     /// Protocol violations that closed a connection, counted by the rule each broke (a

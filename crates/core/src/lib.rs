@@ -15,8 +15,10 @@
 //! * `transport`: network and in-process halves of a connection.
 //! * [`Broker`], [`BrokerHandle`]: building, starting and stopping a broker.
 //! * [`Client`]: the in-process client.
+//! * [`bridge`]: forwarding to and from other brokers.
 //! * [`Metrics`]: counters, also published as `$SYS` topics.
 
+pub mod bridge;
 pub mod codec;
 pub mod plugin;
 pub mod policy;
@@ -28,7 +30,6 @@ pub mod bench_support;
 mod accept;
 mod admission;
 mod authz;
-mod bridge;
 mod broker;
 mod client;
 mod config;

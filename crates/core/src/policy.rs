@@ -16,6 +16,15 @@
 
 use std::fmt;
 
+/// Client identifiers under this prefix name bridges' local sessions (see
+/// [`crate::bridge`]): only a bridge's own link may use one.
+pub(crate) const BRIDGE_CLIENT_PREFIX: &str = "$bridge/";
+
+/// True for a client identifier that only a bridge's own link may use.
+pub(crate) fn is_bridge_client_id(client_id: &str) -> bool {
+    client_id.starts_with(BRIDGE_CLIENT_PREFIX)
+}
+
 /// What happens when a client connects with the client identifier of a session that belongs
 /// to another identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

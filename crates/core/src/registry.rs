@@ -156,7 +156,6 @@ impl Sessions {
     }
 
     /// The session of `client_id`, if there is one.
-    #[cfg(test)]
     pub(crate) fn get(&self, client_id: &str) -> Option<Arc<Session>> {
         self.table.lock().get(client_id).cloned()
     }
@@ -582,6 +581,7 @@ mod tests {
             protocol: ProtocolVersion::V5,
             peer: None,
             listener: Arc::from("test"),
+            internal: false,
         })
     }
 

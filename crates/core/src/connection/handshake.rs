@@ -139,10 +139,20 @@ async fn admit<R: PacketReader, W: PacketWriter>(
         }
     };
     let client = connect_info(connect, &client_id, peer);
-    let attempt = LoginAttempt::begin(ctx, &client).await;
-    let authenticated =
-        authenticate(ctx, peer, reader, wire, connect, &client, max_packet_size).await;
-    attempt.end(&authenticated);
+    let authenticated = if peer.internal {
+        // A bridge's own link: it is the bridge, and owns the bridge's local session.
+        let bridge = Identity {
+            username: Some(client_id.to_string()),
+            roles: vec!["bridge".to_string()],
+        };
+        Ok((bridge, None, None))
+    } else {
+        let attempt = LoginAttempt::begin(ctx, &client).await;
+        let authenticated =
+            authenticate(ctx, peer, reader, wire, connect, &client, max_packet_size).await;
+        attempt.end(&authenticated);
+        authenticated
+    };
     let (identity, enhanced, auth_data) = match authenticated {
         Ok(done) => done,
         Err(Some(code)) => {
@@ -158,6 +168,7 @@ async fn admit<R: PacketReader, W: PacketWriter>(
         protocol: version,
         peer: peer.addr,
         listener: Arc::clone(&peer.listener),
+        internal: peer.internal,
     });
     let slots = match settle(ctx, peer, &info, connect).await {
         Ok(slots) => slots,
@@ -204,6 +215,10 @@ fn identify(
     peer: &PeerInfo,
 ) -> Result<(ByteString, bool), ReasonCode> {
     let id = client_identifier(ctx, &peer.settings, connect)?;
+    // Bridges' local sessions are theirs alone: no client can take one over.
+    if !peer.internal && crate::policy::is_bridge_client_id(&id.0) {
+        return Err(ReasonCode::ClientIdentifierNotValid);
+    }
     check_will(ctx, &peer.settings, connect)?;
     // A full broker says so before spending anything on authentication.
     if !peer.in_process && ctx.lifecycle.admission.connections_full() {

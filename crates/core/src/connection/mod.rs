@@ -15,12 +15,14 @@ mod acks;
 mod aliases;
 mod auth;
 mod handshake;
+mod local;
 mod packets;
 mod publish;
 mod subscribe;
 mod violation;
 pub(crate) mod writer;
 
+pub(crate) use local::{open_local, LocalLink};
 pub(crate) use violation::Violation;
 
 use hashbrown::HashMap;
@@ -52,6 +54,10 @@ pub(crate) struct PeerInfo {
     /// An in-process client of the embedding application: with no authenticator registered
     /// it is let in whatever the anonymous-access policy says (it is not a stranger).
     pub(crate) in_process: bool,
+    /// The broker's own bridge link (see `bridge`): authenticated by construction as the
+    /// bridge, and not subject to the authorizers (its topic rules are its access rules).
+    /// Only the bridge module sets it; no peer can.
+    pub(crate) internal: bool,
     /// Its place among the pending connections until it is authenticated (network only).
     pub(crate) ticket: Option<crate::admission::Ticket>,
     /// The listener's connection cap, taken once authenticated.

@@ -247,6 +247,8 @@ pub(crate) fn client_from_owner(client_id: &str, r: OwnerRecord) -> Option<Clien
         protocol,
         peer: r.peer.and_then(|p| p.parse().ok()),
         listener: r.listener.into(),
+        // Only a bridge's own link can hold a bridge's client identifier.
+        internal: crate::policy::is_bridge_client_id(client_id),
     })
 }
 

@@ -34,6 +34,8 @@ pub struct ClientInfo {
     pub peer: Option<SocketAddr>,
     /// The listener it came through (`"in-process"` for in-process clients).
     pub listener: Arc<str>,
+    /// The broker's own bridge link: the authorizers are not asked about it.
+    pub(crate) internal: bool,
 }
 
 impl ClientInfo {
@@ -47,6 +49,7 @@ impl ClientInfo {
             protocol: ProtocolVersion::V5,
             peer: None,
             listener: Arc::from("in-process"),
+            internal: false,
         }
     }
 

@@ -65,14 +65,14 @@ pub fn crypto_provider() -> Result<Arc<rustls::crypto::CryptoProvider>, TlsError
         .ok_or(TlsError::NoCryptoProvider)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Io {
         path: path.to_path_buf(),
         source,
     })
 }
 
-fn certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
         .filter_map(Result::ok)
         .collect();

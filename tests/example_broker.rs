@@ -4,9 +4,8 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
+use support::example_broker;
 
 use bytes::BytesMut;
 use roost::codec::{decode, Connect, DecodeLimits, Packet, ProtocolVersion};
@@ -16,54 +15,11 @@ use tokio::net::TcpStream;
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
-/// The example broker binary, built by `cargo test` next to the test binaries.
-fn example_broker() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    // target/<profile>/deps/<test> → target/<profile>/examples/broker
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    dir.join("examples").join("broker")
-}
-
-/// Starts the example broker with `args` on a loopback port of its choosing; returns it
-/// with the port, read from its log ("listening … addr=127.0.0.1:PORT"). A port picked
-/// here and handed over could be taken by another test's process in between.
+/// Starts the example broker with `args` (no storage) on a loopback port of its choosing.
 async fn start(args: &[&str]) -> (tokio::process::Child, u16) {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(example_broker())
-        .args(["--listen", "127.0.0.1:0", "--durability", "none"])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the example broker starts (cargo test builds it)");
-    // It logs to standard output.
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let port = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if !line.contains("listening") {
-                continue;
-            }
-            let port = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("addr=127.0.0.1:"))
-                .and_then(|p| p.parse::<u16>().ok());
-            if let Some(port) = port {
-                return port;
-            }
-        }
-        panic!("the broker ended before listening");
-    })
-    .await
-    .expect("broker up within 20 s");
-    // Keep reading its log, or a full pipe would stall it.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, port)
+    let mut all = vec!["--durability", "none"];
+    all.extend_from_slice(args);
+    support::start_example_broker(&all).await
 }
 
 /// Connects with MQTT 5 asking for Keep Alive 600 s; returns the CONNACK.

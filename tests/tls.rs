@@ -412,3 +412,81 @@ async fn refused_tls_handshakes_are_logged_with_peer_and_reason() {
     assert!(line.contains("peer=127.0.0.1:"), "{line}");
     assert!(line.contains("not signed by the --client-ca"), "{line}");
 }
+
+/// A broker whose bridge goes over TLS to `remote` with `tls`, forwarding `up/#` out.
+async fn bridging_over_tls(remote: &BrokerHandle, tls: roost::bridge::BridgeTls) -> BrokerHandle {
+    use roost::bridge::{BridgeConfig, BridgeTopic};
+    let config = BridgeConfig::new(
+        "tls",
+        format!("localhost:{}", remote.local_addrs()[0].port()),
+    )
+    .tls(tls)
+    .topic(BridgeTopic::parse("up/# out 1").expect("rule"))
+    .backoff(Duration::from_millis(50), Duration::from_millis(100));
+    Broker::builder()
+        .bridge(config)
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .expect("starts")
+}
+
+/// Issue 16 §1: a bridge connects over TLS with a client certificate; a remote whose
+/// certificate does not chain to the bridge's CA is refused, logged and retried.
+#[tokio::test]
+async fn bridges_connect_over_tls_and_refuse_untrusted_remotes() {
+    let ca = Ca::new("bridge test CA");
+    let remote = tls_broker(server_tls(&ca, Some(&ca)), Limits::default(), None).await;
+    let (cert, key) = ca.issue(&[], "edge-bridge");
+    let tls = roost::bridge::BridgeTls::from_pem(
+        ca.pem.as_bytes(),
+        Some((cert.as_bytes(), key.as_bytes())),
+    )
+    .expect("bridge TLS");
+    let local = bridging_over_tls(&remote, tls).await;
+    let (far, mut far_rx) = remote
+        .client(roost::ClientOptions::new("far"))
+        .await
+        .expect("connects");
+    far.subscribe("up/#", roost::QoS::AtLeastOnce)
+        .await
+        .expect("subscribes");
+    within(async {
+        while !local.bridges()[0].connected {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let (near, _near_rx) = local
+        .client(roost::ClientOptions::new("near"))
+        .await
+        .expect("connects");
+    near.publish("up/t", "over tls", roost::QoS::AtLeastOnce, false)
+        .await
+        .expect("published");
+    let got = within(far_rx.recv()).await.expect("message");
+    assert_eq!(
+        (got.topic.as_str(), got.payload.as_ref()),
+        ("up/t", &b"over tls"[..])
+    );
+
+    // A CA that did not sign the remote's certificate: the handshake fails every time.
+    let stranger = Ca::new("some other CA");
+    let tls = roost::bridge::BridgeTls::from_pem(stranger.pem.as_bytes(), None).expect("TLS");
+    let local = bridging_over_tls(&remote, tls).await;
+    let status = within(async {
+        loop {
+            let s = local.bridges().remove(0);
+            if s.connect_failures >= 2 {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        matches!(status.last_error, Some(roost::bridge::BridgeError::Tls(_))),
+        "{status:?}"
+    );
+}

@@ -59,6 +59,8 @@ pub struct Config {
     pub limits: Limits,
     /// What the broker offers MQTT 5.0 clients.
     pub capabilities: Capabilities,
+    /// Bridges to other brokers (`[[bridge]]` tables, Mosquitto's option names).
+    pub bridge: Vec<BridgeTable>,
 }
 
 impl Default for Config {
@@ -85,8 +87,75 @@ impl Default for Config {
             threads: None,
             limits: Limits::default(),
             capabilities: Capabilities::default(),
+            bridge: Vec::new(),
         }
     }
+}
+
+/// A bridge to another broker, with the names of Mosquitto's bridge options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeTable {
+    /// The bridge's name (`connection`).
+    pub connection: String,
+    /// The remote broker, `host:port` (port 1883 if left out).
+    pub address: String,
+    /// Topic rules: `pattern [out|in|both [qos [local-prefix remote-prefix]]]`, `""` for
+    /// an empty one.
+    pub topic: Vec<String>,
+    /// `mqttv311` (default, with the bridge bit if `try_private`) or `mqttv50`.
+    #[serde(default)]
+    pub bridge_protocol_version: BridgeVersion,
+    /// Client identifier on the remote (default `roost-<connection>`).
+    #[serde(default)]
+    pub remote_clientid: Option<String>,
+    /// User name on the remote.
+    #[serde(default)]
+    pub remote_username: Option<String>,
+    /// Password on the remote.
+    #[serde(default)]
+    pub remote_password: Option<String>,
+    /// Keep-alive towards the remote, in seconds (default 60).
+    #[serde(default = "default_keepalive")]
+    pub keepalive_interval: u16,
+    /// A new remote session on each connection (default false: the remote keeps it).
+    #[serde(default)]
+    pub cleansession: bool,
+    /// Mark 3.1.1 connections as a bridge (level 0x84) so the remote does not echo
+    /// (default true).
+    #[serde(default = "default_true")]
+    pub try_private: bool,
+    /// Reconnect back-off, in seconds: `[base, cap]` or one number for both (default
+    /// `[5, 30]`).
+    #[serde(default)]
+    pub restart_timeout: Option<RestartTimeout>,
+    /// CA certificates (PEM) for TLS to the remote; setting it turns TLS on.
+    #[serde(default)]
+    pub bridge_cafile: Option<PathBuf>,
+    /// Client certificate chain (PEM) for the remote.
+    #[serde(default)]
+    pub bridge_certfile: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub bridge_keyfile: Option<PathBuf>,
+}
+
+fn default_keepalive() -> u16 {
+    60
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Mosquitto's `restart_timeout`: one number, or base and cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RestartTimeout {
+    /// The same wait every time.
+    Constant(u64),
+    /// `[base, cap]`: doubled after each failure up to the cap.
+    Backoff([u64; 2]),
 }
 
 /// A listener with options of its own.
@@ -144,6 +213,17 @@ names! {
         Ws = "ws",
         /// MQTT over secure WebSocket.
         Wss = "wss",
+    }
+}
+
+names! {
+    /// The MQTT version of a bridge (Mosquitto's `bridge_protocol_version`).
+    BridgeVersion {
+        /// MQTT 3.1.1.
+        #[default]
+        Mqttv311 = "mqttv311",
+        /// MQTT 5.0.
+        Mqttv50 = "mqttv50",
     }
 }
 
@@ -300,6 +380,22 @@ impl Config {
                 "cert and key go together".to_string(),
             ));
         }
+        for (i, bridge) in self.bridge.iter().enumerate() {
+            bridge
+                .to_config()
+                .and_then(|c| c.check().map_err(String::from))
+                .map_err(|reason| ConfigError::Conflict(format!("bridge[{i}]: {reason}")))?;
+            if bridge.bridge_certfile.is_some() != bridge.bridge_keyfile.is_some() {
+                return Err(ConfigError::Conflict(format!(
+                    "bridge[{i}]: bridge_certfile and bridge_keyfile go together"
+                )));
+            }
+            if bridge.bridge_certfile.is_some() && bridge.bridge_cafile.is_none() {
+                return Err(ConfigError::Conflict(format!(
+                    "bridge[{i}]: a client certificate needs bridge_cafile (TLS)"
+                )));
+            }
+        }
         if self.threads == Some(0) {
             return Err(ConfigError::Conflict(
                 "threads: must be at least 1".to_string(),
@@ -318,6 +414,62 @@ impl Config {
                 setting,
             })?;
         Ok(self)
+    }
+}
+
+impl BridgeTable {
+    /// The library's bridge configuration, TLS aside (see [`BridgeTable::tls`]). The error
+    /// names the topic line that cannot be read.
+    pub fn to_config(&self) -> Result<roost::bridge::BridgeConfig, String> {
+        use roost::bridge::{BridgeConfig, BridgeProtocol, BridgeTopic};
+        let address = if self
+            .address
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            self.address.clone()
+        } else {
+            format!("{}:1883", self.address)
+        };
+        let protocol = match self.bridge_protocol_version {
+            BridgeVersion::Mqttv311 => BridgeProtocol::V311,
+            BridgeVersion::Mqttv50 => BridgeProtocol::V5,
+        };
+        let (base, cap) = match self.restart_timeout {
+            None => (5, 30),
+            Some(RestartTimeout::Constant(s)) => (s, s),
+            Some(RestartTimeout::Backoff([base, cap])) => (base, cap),
+        };
+        let mut config = BridgeConfig::new(self.connection.clone(), address)
+            .protocol(protocol)
+            .keep_alive(Duration::from_secs(u64::from(self.keepalive_interval)))
+            .clean_start(self.cleansession)
+            .try_private(self.try_private)
+            .backoff(Duration::from_secs(base), Duration::from_secs(cap));
+        if let Some(id) = &self.remote_clientid {
+            config = config.remote_client_id(id.clone());
+        }
+        if let Some(user) = &self.remote_username {
+            let password = self.remote_password.clone().unwrap_or_default();
+            config = config.credentials(user.clone(), password.into_bytes());
+        }
+        for line in &self.topic {
+            let rule = BridgeTopic::parse(line).map_err(|e| format!("topic {line:?}: {e}"))?;
+            config = config.topic(rule);
+        }
+        Ok(config)
+    }
+
+    /// The TLS configuration `bridge_cafile` (and the client certificate) ask for.
+    pub fn tls(&self) -> Result<Option<roost::bridge::BridgeTls>, roost::TlsError> {
+        let Some(ca) = &self.bridge_cafile else {
+            return Ok(None);
+        };
+        let client = match (&self.bridge_certfile, &self.bridge_keyfile) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            _ => None,
+        };
+        roost::bridge::BridgeTls::from_pem_files(ca, client).map(Some)
     }
 }
 
@@ -427,7 +579,22 @@ pub fn default_config_text() -> String {
          # name = \"public\"\n\
          # proxy_protocol = false\n\
          # max_connections = 1000\n\
-         # max_packet_size = 65536\n\n",
+         # max_packet_size = 65536\n\
+         #\n\
+         # Bridges to other brokers, with Mosquitto's option names:\n\
+         # [[bridge]]\n\
+         # connection = \"cloud\"\n\
+         # address = \"broker.example:1883\"\n\
+         # topic = [\"sensors/# out 1\", 'cmd/# in 1 \"\" edge7/']\n\
+         # bridge_protocol_version = \"mqttv311\"   # or mqttv50\n\
+         # remote_clientid = \"edge7\"\n\
+         # remote_username = \"edge7\"\n\
+         # remote_password = \"secret\"\n\
+         # keepalive_interval = 60\n\
+         # cleansession = false\n\
+         # try_private = true\n\
+         # restart_timeout = [5, 30]\n\
+         # bridge_cafile = \"ca.pem\"        # TLS; with bridge_certfile/bridge_keyfile\n\n",
     );
     for (key, doc, example) in KEYS {
         out.push_str(&format!("# {doc}\n"));
@@ -483,12 +650,70 @@ mod tests {
                 KEYS.iter().any(|(k, _, _)| k == key)
                     || key == "limits"
                     || key == "capabilities"
-                    || key == "listener",
+                    || key == "listener"
+                    || key == "bridge",
                 "{key} is not documented in KEYS"
             );
         }
         for (key, _, _) in KEYS {
             assert!(text.contains(&format!("{key} =")), "{key} missing");
+        }
+    }
+
+    #[test]
+    fn bridge_tables_take_mosquittos_option_names() {
+        let text = r#"
+            [[bridge]]
+            connection = "cloud"
+            address = "127.0.0.1"
+            topic = ["sensors/# out 1", 'cmd/# in 2 "" edge7/']
+            bridge_protocol_version = "mqttv50"
+            remote_clientid = "edge7"
+            remote_username = "edge7"
+            remote_password = "secret"
+            keepalive_interval = 30
+            cleansession = true
+            try_private = false
+            restart_timeout = [1, 8]
+        "#;
+        let config = Config::from_toml(text)
+            .expect("parses")
+            .finish()
+            .expect("valid");
+        let bridge = config.bridge[0].to_config().expect("a bridge");
+        assert_eq!(bridge.name(), "cloud");
+        assert_eq!(
+            config.bridge[0].restart_timeout,
+            Some(RestartTimeout::Backoff([1, 8]))
+        );
+        let one = Config::from_toml(
+            "[[bridge]]\nconnection = \"c\"\naddress = \"h:1\"\ntopic = [\"#\"]\nrestart_timeout = 5\n",
+        )
+        .expect("parses");
+        assert_eq!(
+            one.bridge[0].restart_timeout,
+            Some(RestartTimeout::Constant(5))
+        );
+        assert!(!one.bridge[0].cleansession && one.bridge[0].try_private);
+
+        for (bad, why) in [
+            ("topic = [\"a sideways\"]", "direction"),
+            ("topic = []", "at least one topic"),
+            (
+                "topic = [\"#\"]\nbridge_certfile = \"c.pem\"",
+                "go together",
+            ),
+        ] {
+            let text = format!("[[bridge]]\nconnection = \"c\"\naddress = \"h:1\"\n{bad}\n");
+            let err = Config::from_toml(&text)
+                .expect("parses")
+                .finish()
+                .expect_err("refused");
+            let message = err.to_string();
+            assert!(
+                message.starts_with("bridge[0]") && message.contains(why),
+                "{message}"
+            );
         }
     }
 

@@ -65,6 +65,8 @@ struct Files {
     passwords: Option<Arc<PasswordFile>>,
     acl: Option<Arc<AclFile>>,
     tls: Option<Arc<TlsConfig>>,
+    /// Each `[[bridge]]`'s TLS, in order.
+    bridge_tls: Vec<Option<roost::bridge::BridgeTls>>,
 }
 
 impl Files {
@@ -86,10 +88,19 @@ impl Files {
             ),
             _ => None,
         };
+        let bridge_tls = config
+            .bridge
+            .iter()
+            .map(|b| {
+                b.tls()
+                    .map_err(|e| format!("bridge {}: {}", b.connection, chain(&e)))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Files {
             passwords,
             acl,
             tls,
+            bridge_tls,
         })
     }
 
@@ -277,6 +288,19 @@ pub(crate) async fn serve(parsed: Parsed, config: Config) -> ExitCode {
         }
     };
     builder = security(&config, &files, builder);
+    for (table, tls) in config.bridge.iter().zip(&files.bridge_tls) {
+        let mut bridge = match table.to_config() {
+            Ok(bridge) => bridge,
+            Err(message) => {
+                eprintln!("error: bridge {}: {message}", table.connection);
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some(tls) = tls {
+            bridge = bridge.tls(tls.clone());
+        }
+        builder = builder.bridge(bridge);
+    }
     let broker = match builder.build().start().await {
         Ok(b) => b,
         Err(e) => {

@@ -208,8 +208,10 @@ impl BridgeConfig {
             .unwrap_or_else(|| format!("roost-{}", self.name))
     }
 
-    /// What [`Broker::start`](crate::Broker::start) refuses.
-    pub(crate) fn check(&self) -> Result<(), &'static str> {
+    /// What [`Broker::start`](crate::Broker::start) refuses (as
+    /// [`Error::Config`](crate::Error::Config)): an empty name or one with `/`, `+` or
+    /// `#`, no topic rule, an address that is not `host:port`.
+    pub fn check(&self) -> Result<(), &'static str> {
         if self.name.is_empty() || self.name.contains(['/', '+', '#', '\0']) {
             return Err("a bridge name must be non-empty, without '/', '+', '#'");
         }

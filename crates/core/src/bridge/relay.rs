@@ -32,6 +32,14 @@ pub(crate) async fn run(ctx: Arc<Context>, config: Arc<BridgeConfig>, state: Arc
     let mut failures = 0u32;
     let span = tracing::info_span!("bridge", name = %config.name, remote = %config.address);
     let _ = &span;
+    let prepared = tokio::select! {
+        _ = stop.cancelled() => return,
+        p = prepare_local(&ctx, &config) => p,
+    };
+    if let Err(e) = prepared {
+        tracing::error!(bridge = %config.name, error = %e, "bridge's local session not prepared");
+        *state.last_error.lock() = Some(e);
+    }
     loop {
         let started = Instant::now();
         let connected = tokio::select! {
@@ -95,24 +103,13 @@ async fn connect_both(
     let local_receive = settings.capabilities.receive_maximum;
     let max_packet = settings.limits.max_packet_size;
     let remote = remote::connect(config, local_receive, max_packet).await?;
-    let mut connect = Connect::new(
-        ProtocolVersion::V5,
-        ByteString::from(config.local_client_id()),
-    );
-    connect.clean_start = false;
-    connect.keep_alive = 0;
-    connect.bridge = true;
-    connect.properties.session_expiry_interval = Some(u32::MAX);
     let window = remote
         .receive_maximum
         .unwrap_or(settings.limits.max_inflight);
-    connect.properties.receive_maximum = std::num::NonZeroU16::new(window);
+    let connect = local_connect(config, window);
     let link = open_local(ctx, connect, true, 1024, Duration::from_secs(30))
         .await
-        .map_err(|e| match e {
-            ClientError::Refused(code) => BridgeError::Local(code),
-            _ => BridgeError::Local(ReasonCode::UnspecifiedError),
-        })?;
+        .map_err(local_error)?;
     Ok((remote, link))
 }
 
@@ -142,7 +139,6 @@ struct Relay<'a> {
     tx: mpsc::Sender<Packet>,
     rx: mpsc::Receiver<Vec<ToClient>>,
     first: Vec<ToClient>,
-    session_present: bool,
     out: HashMap<u16, Out>,
     /// Inbound QoS 2 messages answered here (no rule takes them): PUBREL gets PUBCOMP here.
     skipped: HashSet<u16>,
@@ -171,7 +167,6 @@ impl<'a> Relay<'a> {
             tx: link.tx,
             rx: link.rx,
             first: link.first,
-            session_present: link.connack.session_present,
             out: HashMap::new(),
             skipped: HashSet::new(),
             recent: VecDeque::new(),
@@ -197,7 +192,7 @@ impl<'a> Relay<'a> {
     }
 
     async fn relay(&mut self, stop: &CancellationToken) -> Result<(), BridgeError> {
-        self.subscribe_local().await?;
+        self.subscribe_local();
         self.subscribe_remote()?;
         self.subscribed();
         let first = std::mem::take(&mut self.first);
@@ -260,51 +255,15 @@ impl<'a> Relay<'a> {
         }
     }
 
-    /// Subscribes the local session to the `out` rules, and drops subscriptions a resumed
-    /// session keeps from rules no longer configured.
-    async fn subscribe_local(&mut self) -> Result<(), BridgeError> {
-        let wanted = filters(
-            self.config
-                .topics
-                .iter()
-                .filter_map(|r| r.local_subscription().map(|f| (f.clone(), r.qos()))),
-        );
-        if self.session_present {
-            let stale: Vec<TopicFilter> = self
-                .ctx
-                .sessions
-                .get(&self.config.local_client_id())
-                .map(|s| {
-                    let st = s.state.lock();
-                    st.subscriptions
-                        .keys()
-                        .filter(|f| !wanted.iter().any(|(w, _)| w == *f))
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default();
-            if !stale.is_empty() {
-                tracing::info!(bridge = %self.config.name, ?stale, "unsubscribing rules no longer configured");
-                self.to_local.push(Packet::Unsubscribe(Unsubscribe {
-                    packet_id: packet_id(2),
-                    properties: Default::default(),
-                    filters: stale,
-                }));
-            }
-        }
-        if !wanted.is_empty() {
-            let filters = wanted
-                .into_iter()
-                .map(|(f, qos)| (f, bridge_options(qos)))
-                .collect();
-            self.subacks += 1;
-            self.to_local.push(Packet::Subscribe(Subscribe {
-                packet_id: packet_id(SUBSCRIBE_ID),
-                properties: Default::default(),
-                filters,
-            }));
-        }
-        Ok(())
+    /// Subscribes the local session to the `out` rules (again: a no-op for a session that
+    /// kept them).
+    fn subscribe_local(&mut self) {
+        let packets = local_subscriptions(self.ctx, self.config);
+        self.subacks += packets
+            .iter()
+            .filter(|p| matches!(p, Packet::Subscribe(_)))
+            .count() as u8;
+        self.to_local.extend(packets);
     }
 
     /// Subscribes on the remote to the `in` rules.
@@ -639,6 +598,117 @@ impl<'a> Relay<'a> {
             }
             None => false,
         }
+    }
+}
+
+/// The CONNECT of the bridge's local link, taking `window` unacknowledged messages at once.
+fn local_connect(config: &BridgeConfig, window: u16) -> Connect {
+    let mut connect = Connect::new(
+        ProtocolVersion::V5,
+        ByteString::from(config.local_client_id()),
+    );
+    connect.clean_start = false;
+    connect.keep_alive = 0;
+    connect.bridge = true;
+    connect.properties.session_expiry_interval = Some(u32::MAX);
+    connect.properties.receive_maximum = std::num::NonZeroU16::new(window.max(1));
+    connect
+}
+
+/// What subscribes the local session to the `out` rules, and unsubscribes what a stored
+/// session keeps from rules no longer configured.
+fn local_subscriptions(ctx: &Context, config: &BridgeConfig) -> Vec<Packet> {
+    let wanted = filters(
+        config
+            .topics
+            .iter()
+            .filter_map(|r| r.local_subscription().map(|f| (f.clone(), r.qos()))),
+    );
+    let mut packets = Vec::new();
+    let stale: Vec<TopicFilter> = ctx
+        .sessions
+        .get(&config.local_client_id())
+        .map(|s| {
+            let st = s.state.lock();
+            st.subscriptions
+                .keys()
+                .filter(|f| !wanted.iter().any(|(w, _)| w == *f))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if !stale.is_empty() {
+        tracing::info!(bridge = %config.name, ?stale, "unsubscribing rules no longer configured");
+        packets.push(Packet::Unsubscribe(Unsubscribe {
+            packet_id: packet_id(2),
+            properties: Default::default(),
+            filters: stale,
+        }));
+    }
+    if !wanted.is_empty() {
+        let filters = wanted
+            .into_iter()
+            .map(|(f, qos)| (f, bridge_options(qos)))
+            .collect();
+        packets.push(Packet::Subscribe(Subscribe {
+            packet_id: packet_id(SUBSCRIBE_ID),
+            properties: Default::default(),
+            filters,
+        }));
+    }
+    packets
+}
+
+/// Makes the bridge's local session and its subscriptions before the remote is reached,
+/// so that what is published while the remote is away waits in that session.
+async fn prepare_local(ctx: &Arc<Context>, config: &BridgeConfig) -> Result<(), BridgeError> {
+    let link = open_local(
+        ctx,
+        local_connect(config, 1),
+        true,
+        16,
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(local_error)?;
+    let lost = || BridgeError::Local(ReasonCode::UnspecifiedError);
+    let packets = local_subscriptions(ctx, config);
+    let mut awaited = packets.len();
+    for packet in packets {
+        link.tx.send(packet).await.map_err(|_| lost())?;
+    }
+    let mut rx = link.rx;
+    let mut batch = link.first;
+    while awaited > 0 {
+        for item in batch.drain(..) {
+            if let ToClient::Packet(p) = item {
+                match *p {
+                    Packet::SubAck(_) | Packet::UnsubAck(_) => awaited -= 1,
+                    Packet::Disconnect(d) => return Err(BridgeError::Local(d.reason_code)),
+                    _ => {}
+                }
+            }
+        }
+        if awaited > 0 {
+            batch = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .ok()
+                .flatten()
+                .ok_or_else(lost)?;
+        }
+    }
+    // Whatever was delivered meanwhile stays unacknowledged, sent again on the next link.
+    let _ = link
+        .tx
+        .send(Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
+        .await;
+    Ok(())
+}
+
+fn local_error(e: ClientError) -> BridgeError {
+    match e {
+        ClientError::Refused(code) => BridgeError::Local(code),
+        _ => BridgeError::Local(ReasonCode::UnspecifiedError),
     }
 }
 

@@ -380,13 +380,18 @@ impl Drop for TempDir {
 
 /// The example broker binary, built by `cargo test` next to the test binaries.
 pub fn example_broker() -> std::path::PathBuf {
+    example("broker")
+}
+
+/// The binary of example `name`, built by `cargo test` next to the test binaries.
+pub fn example(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test binary");
-    // target/<profile>/deps/<test> → target/<profile>/examples/broker
+    // target/<profile>/deps/<test> → target/<profile>/examples/<name>
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target dir");
-    dir.join("examples").join("broker")
+    dir.join("examples").join(name)
 }
 
 /// Starts the example broker with `args` on a loopback port of its choosing; returns it

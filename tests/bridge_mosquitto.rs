@@ -1,7 +1,8 @@
-//! Issue 16 §5: other brokers bridge into Roost. Mosquitto's own bridge (`try_private true`,
-//! its default) connects at protocol level 0x84 (3.1.1 | 0x80); Roost accepts it as a
-//! bridge: what the bridge sends is not sent back to it, and retain flags reach it as
-//! published. Needs `mosquitto` (the broker) and `mosquitto_pub`/`mosquitto_sub`; `.ci/run`
+//! Issue 16: Roost and Mosquitto bridged, both ways round. §5: Mosquitto's own bridge
+//! (`try_private true`, its default) connects at protocol level 0x84 (3.1.1 | 0x80); Roost
+//! accepts it as a bridge: what the bridge sends is not sent back to it, and retain flags
+//! reach it as published. §1: Roost's bridge connects to Mosquitto (3.1.1 with the bridge
+//! bit, and 5.0) and forwards both ways with a topic remap, without echo. Needs `mosquitto` (the broker) and `mosquitto_pub`/`mosquitto_sub`; `.ci/run`
 //! installs them and sets `ROOST_INTEROP=1`, which makes a missing one a failure.
 
 mod support;
@@ -9,7 +10,8 @@ mod support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use roost::{BrokerHandle, ClientOptions, Deliveries, QoS};
+use roost::bridge::{BridgeConfig, BridgeProtocol, BridgeTopic};
+use roost::{Broker, BrokerHandle, ClientOptions, Deliveries, QoS};
 use support::{skip_unless_optional, start_broker};
 use tokio::process::{Child, Command};
 
@@ -74,9 +76,28 @@ async fn mosquitto_bridging_to(binary: &str, roost_port: u16, protocol: &str) ->
         ),
     )
     .expect("writes the configuration");
+    (spawn_mosquitto(binary, &conf, port).await, port)
+}
+
+/// Mosquitto on its own port with nothing but an anonymous listener.
+async fn plain_mosquitto(binary: &str) -> (Child, u16) {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("roost-bridge-out-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+    )
+    .expect("writes the configuration");
+    (spawn_mosquitto(binary, &conf, port).await, port)
+}
+
+/// Starts Mosquitto with `conf` and waits until it listens on `port`.
+async fn spawn_mosquitto(binary: &str, conf: &std::path::Path, port: u16) -> Child {
     let child = Command::new(binary)
         .arg("-c")
-        .arg(&conf)
+        .arg(conf)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -93,7 +114,7 @@ async fn mosquitto_bridging_to(binary: &str, roost_port: u16, protocol: &str) ->
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    (child, port)
+    child
 }
 
 /// Publishes with `mosquitto_pub` to the Mosquitto broker on `port`.
@@ -221,4 +242,87 @@ async fn mosquittos_v5_bridge_works_without_echo() {
     let broker = start_broker().await;
     bridged_both_ways(&broker, binary, "mqttv50").await;
     broker.shutdown().await;
+}
+
+/// Roost's bridge to a Mosquitto broker: `roost/#` out (retained kept), `mq/#` in under
+/// the local prefix `from-mq/`, and nothing echoes.
+async fn roost_bridging_to_mosquitto(binary: &str, protocol: BridgeProtocol) {
+    let (mut mosq, port) = plain_mosquitto(binary).await;
+    let bridge = BridgeConfig::new("mosquitto", format!("127.0.0.1:{port}"))
+        .protocol(protocol)
+        .topic(BridgeTopic::parse("roost/# out 1").expect("rule"))
+        .topic(BridgeTopic::parse("# in 1 from-mq/ mq/").expect("rule"))
+        .backoff(Duration::from_millis(100), Duration::from_millis(500));
+    let broker = Broker::builder()
+        .bridge(bridge)
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !broker.bridges()[0].connected {
+        assert!(Instant::now() < deadline, "{:?}", broker.bridges());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (watcher, mut deliveries) = broker
+        .client(ClientOptions::new("watcher"))
+        .await
+        .expect("connects");
+    watcher
+        .subscribe("#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribes");
+
+    // Roost → Mosquitto, retained.
+    watcher
+        .publish("roost/out", "from roost", QoS::AtLeastOnce, true)
+        .await
+        .expect("published");
+    assert_eq!(
+        mosquitto_sub_one(port, "roost/out").await,
+        Some("from roost".to_string()),
+        "retained on Mosquitto"
+    );
+    // Mosquitto → Roost, renamed.
+    mosquitto_pub(port, "mq/cmd", "from mosquitto", false).await;
+    assert_eq!(
+        next_on(&mut deliveries, "from-mq/cmd", Duration::from_secs(5)).await,
+        Some("from mosquitto".to_string())
+    );
+    // The local message came to the local watcher once, and never back.
+    let mut seen = Vec::new();
+    while let Ok(Some(m)) =
+        tokio::time::timeout(Duration::from_millis(500), deliveries.recv()).await
+    {
+        seen.push(m.topic.to_string());
+    }
+    assert!(
+        !seen.iter().any(|t| t.starts_with("roost/")),
+        "echoed: {seen:?}"
+    );
+    let status = broker.bridges().remove(0);
+    assert_eq!(
+        (status.messages_out, status.messages_in),
+        (1, 1),
+        "{status:?}"
+    );
+    broker.shutdown().await;
+    let _ = mosq.kill().await;
+}
+
+#[tokio::test]
+async fn roost_bridges_to_mosquitto_at_3_1_1_with_the_bridge_bit() {
+    let Some(binary) = tools_present() else {
+        return;
+    };
+    roost_bridging_to_mosquitto(binary, BridgeProtocol::V311).await;
+}
+
+#[tokio::test]
+async fn roost_bridges_to_mosquitto_at_5_0() {
+    let Some(binary) = tools_present() else {
+        return;
+    };
+    roost_bridging_to_mosquitto(binary, BridgeProtocol::V5).await;
 }

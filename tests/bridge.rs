@@ -451,6 +451,9 @@ async fn the_bridge_example_forwards_both_ways() {
     .expect("the example runs (cargo test builds it)");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("central got site/edge7/sensors/temp 21.5"), "{text}");
+    assert!(
+        text.contains("central got site/edge7/sensors/temp 21.5"),
+        "{text}"
+    );
     assert!(text.contains("edge got cmd/fan on"), "{text}");
 }

@@ -14,7 +14,8 @@ mod raw;
 pub use memory::{run_memory, MemoryCase, MemoryTarget};
 
 /// Command-line usage.
-pub const USAGE: &str = "usage: roost-bench [--host H] [--port P] [--pid BROKER_PID] \
+pub const USAGE: &str =
+    "usage: roost-bench [--host H] [--port P] [--sub-port P] [--pid BROKER_PID] \
 [--scenario fan-in|fan-out] [--qos 0|1|2] [--publishers N] [--subscribers N] [--messages N] \
 [--payload BYTES] [--timeout-s S] [--repeat N] [--scenario latency --rate MSGS_PER_S --seconds S] \
 [--scenario idle --connections N] [--scenario in-process] \
@@ -47,6 +48,9 @@ pub struct Settings {
     pub host: String,
     /// Broker port.
     pub port: u16,
+    /// Where subscribers connect, if not `port`: the far side of a bridge from the broker
+    /// publishers use.
+    pub sub_port: Option<u16>,
     /// Broker process, for CPU time (`/proc/PID/stat`).
     pub pid: Option<u32>,
     /// Fan-in or fan-out.
@@ -78,6 +82,7 @@ impl Default for Settings {
         Settings {
             host: "127.0.0.1".into(),
             port: 1883,
+            sub_port: None,
             pid: None,
             scenario: Scenario::FanIn,
             qos: 0,
@@ -107,6 +112,9 @@ impl Settings {
             match flag.as_str() {
                 "--host" => s.host = value,
                 "--port" => s.port = u16::try_from(num(&value)?).map_err(|e| e.to_string())?,
+                "--sub-port" => {
+                    s.sub_port = Some(u16::try_from(num(&value)?).map_err(|e| e.to_string())?)
+                }
                 "--pid" => s.pid = Some(u32::try_from(num(&value)?).map_err(|e| e.to_string())?),
                 "--scenario" => {
                     s.scenario = match value.as_str() {
@@ -389,8 +397,8 @@ fn qos(level: u8) -> QoS {
     }
 }
 
-fn options(settings: &Settings, id: String) -> MqttOptions {
-    let mut o = MqttOptions::new(id, settings.host.clone(), settings.port);
+fn options(settings: &Settings, id: String, port: u16) -> MqttOptions {
+    let mut o = MqttOptions::new(id, settings.host.clone(), port);
     o.set_keep_alive(Duration::from_secs(60));
     o.set_max_packet_size(1 << 20, 1 << 20);
     o.set_inflight(100);
@@ -403,7 +411,9 @@ async fn subscriber(
     n: usize,
     count: Arc<AtomicU64>,
 ) -> Result<tokio::task::JoinHandle<()>, BenchError> {
-    let (client, mut el) = AsyncClient::new(options(settings, format!("bench-sub-{n}")), 1024);
+    let port = settings.sub_port.unwrap_or(settings.port);
+    let (client, mut el) =
+        AsyncClient::new(options(settings, format!("bench-sub-{n}"), port), 1024);
     client
         .subscribe("bench/#", qos(settings.qos))
         .await
@@ -429,7 +439,10 @@ async fn subscriber(
 /// Publishes `settings.messages` messages on `bench/<n>`; returns once the broker has
 /// acknowledged them all (QoS 1/2) or they have been written (QoS 0).
 async fn publisher(settings: Settings, n: usize) -> Result<(), BenchError> {
-    let (client, mut el) = AsyncClient::new(options(&settings, format!("bench-pub-{n}")), 1024);
+    let (client, mut el) = AsyncClient::new(
+        options(&settings, format!("bench-pub-{n}"), settings.port),
+        1024,
+    );
     let topic = format!("bench/{n}");
     let payload = vec![0x5A; settings.payload];
     let total = settings.messages;
@@ -563,9 +576,16 @@ pub async fn run_latency(settings: &Settings) -> Result<LatencyReport, BenchErro
     let target: std::net::SocketAddr = format!("{}:{}", settings.host, settings.port)
         .parse()
         .map_err(|e| BenchError::Client(format!("address: {e}")))?;
+    let sub_target: std::net::SocketAddr = format!(
+        "{}:{}",
+        settings.host,
+        settings.sub_port.unwrap_or(settings.port)
+    )
+    .parse()
+    .map_err(|e| BenchError::Client(format!("address: {e}")))?;
     let level = settings.qos;
     // Raw sockets on both ends: the time between the stamp and the socket is the broker's.
-    let sub = raw::connect(target, "bench-lat-sub")
+    let sub = raw::connect(sub_target, "bench-lat-sub")
         .await
         .map_err(client_err)?;
     let (sub_read, mut sub_write) = sub.into_split();

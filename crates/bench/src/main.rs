@@ -1,7 +1,7 @@
 //! `roost-bench`: a load generator for any MQTT broker at host:port.
 //!
 //! ```text
-//! roost-bench [--host 127.0.0.1] [--port 1883] [--pid BROKER_PID] [--scenario fan-in|fan-out]
+//! roost-bench [--host 127.0.0.1] [--port 1883] [--sub-port PORT] [--pid BROKER_PID] [--scenario fan-in|fan-out]
 //!             [--qos 0|1|2] [--publishers 8] [--subscribers 32] [--messages N]
 //!             [--payload BYTES] [--timeout-s 60] [--repeat 1]
 //! roost-bench --scenario latency [--rate 5000] [--seconds 5] [--qos 0|1|2]
@@ -13,7 +13,8 @@
 //! fan-in: P publishers → 1 wildcard subscriber; fan-out: 1 publisher → S subscribers. With
 //! `--pid` it reads the broker's CPU time from `/proc/PID/stat` and reports messages per
 //! broker-CPU-second. Every run checks delivery: QoS 1/2 loss fails the run (exit 1); QoS 0
-//! counts are reported.
+//! counts are reported. `--sub-port` connects the subscribers to another port than the
+//! publishers: the far side of a bridge (`scripts/bench-bridge.sh`).
 
 use std::process::ExitCode;
 

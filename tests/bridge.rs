@@ -457,3 +457,62 @@ async fn the_bridge_example_forwards_both_ways() {
     );
     assert!(text.contains("edge got cmd/fan on"), "{text}");
 }
+
+/// Issue 16 §4: a remote that answers CONNECT and then goes silent is noticed within one
+/// and a half keep-alive intervals, and the bridge reconnects.
+#[tokio::test]
+async fn a_remote_that_stops_answering_is_dropped_after_the_keep_alive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let at = silent.local_addr().expect("address");
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((mut stream, _)) = silent.accept().await {
+            let mut buf = [0u8; 256];
+            // CONNECT in, CONNACK (3.1.1, accepted) out, then nothing ever again.
+            if stream.read(&mut buf).await.unwrap_or(0) > 0 {
+                let _ = stream.write_all(&[0x20, 0x02, 0x00, 0x00]).await;
+            }
+            open.push(stream);
+        }
+    });
+    let config = BridgeConfig::new("mute", at.to_string())
+        .topic(BridgeTopic::parse("a/# out 1").expect("rule"))
+        .keep_alive(Duration::from_secs(1))
+        .backoff(Duration::from_millis(50), Duration::from_millis(100));
+    let local = start_with_bridges(vec![config]).await;
+    let status = status_until(&local, |s| s.connects >= 2).await;
+    assert!(
+        matches!(status.last_error, Some(BridgeError::KeepAlive)),
+        "{status:?}"
+    );
+    held.abort();
+}
+
+/// Issue 16 §4: the will of a local client goes out as the message it is.
+#[tokio::test]
+async fn wills_of_local_clients_are_forwarded() {
+    let remote = start_broker().await;
+    let local = start_broker_then_bridge(&remote, &["status/# out 1"]).await;
+    let (_far, mut far) = subscriber(&remote, "far-sub", "status/#", QoS::AtLeastOnce).await;
+    let will = roost::codec::LastWill {
+        topic: TopicName::new("status/device-1").expect("topic"),
+        payload: "gone".into(),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    };
+    let (device, _d) = local
+        .client(ClientOptions::new("device-1").will(will))
+        .await
+        .expect("connects");
+    // Dropping the last handle ends the connection without DISCONNECT: the will goes.
+    drop(device);
+    let got = next(&mut far).await;
+    assert_eq!(
+        (got.topic.as_str(), got.payload.as_ref()),
+        ("status/device-1", &b"gone"[..])
+    );
+}

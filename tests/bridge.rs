@@ -92,6 +92,17 @@ async fn next(deliveries: &mut Deliveries) -> roost::Received {
     within(deliveries.recv()).await.expect("a message")
 }
 
+/// Publishes on `topics.0` with `from` at `qos`; `to` must get it on `topics.1` at `qos`.
+async fn crosses(from: &roost::Client, topics: (&str, &str), qos: QoS, to: &mut Deliveries) {
+    let body = format!("{} at {qos:?}", topics.0);
+    from.publish(topics.0, body.clone(), qos, false)
+        .await
+        .expect("published");
+    let got = next(to).await;
+    assert_eq!(got.topic.as_str(), topics.1);
+    assert_eq!((got.payload.as_ref(), got.qos), (body.as_bytes(), qos));
+}
+
 #[tokio::test]
 async fn out_and_in_rules_carry_each_qos_with_prefix_remaps() {
     let remote = start_broker().await;
@@ -107,23 +118,8 @@ async fn out_and_in_rules_carry_each_qos_with_prefix_remaps() {
     let near_pub = publisher(&local, "near-pub").await;
     let far_pub = publisher(&remote, "far-pub").await;
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
-        let body = format!("reading at {qos:?}");
-        near_pub
-            .publish("sensors/t1", body.clone(), qos, false)
-            .await
-            .expect("published locally");
-        let got = next(&mut far).await;
-        assert_eq!(got.topic.as_str(), "site7/sensors/t1");
-        assert_eq!((got.payload.as_ref(), got.qos), (body.as_bytes(), qos));
-
-        let body = format!("command at {qos:?}");
-        far_pub
-            .publish("site7/cmd/valve", body.clone(), qos, false)
-            .await
-            .expect("published remotely");
-        let got = next(&mut near).await;
-        assert_eq!(got.topic.as_str(), "cmd/valve");
-        assert_eq!((got.payload.as_ref(), got.qos), (body.as_bytes(), qos));
+        crosses(&near_pub, ("sensors/t1", "site7/sensors/t1"), qos, &mut far).await;
+        crosses(&far_pub, ("site7/cmd/valve", "cmd/valve"), qos, &mut near).await;
     }
     // Topics no rule places are not forwarded: a local `cmd/` message stays local.
     near_pub

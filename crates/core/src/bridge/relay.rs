@@ -198,7 +198,7 @@ impl<'a> Relay<'a> {
         let first = std::mem::take(&mut self.first);
         self.on_local(first)?;
         self.send().await?;
-        let keep_alive = self.config.keep_alive;
+        let keep_alive = self.remote.keep_alive;
         let mut ping = tokio::time::interval(if keep_alive.is_zero() {
             Duration::from_secs(3600)
         } else {

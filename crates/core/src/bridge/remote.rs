@@ -36,6 +36,9 @@ pub(crate) struct Remote {
     /// How many QoS 1/2 messages may be unacknowledged towards the remote (v5 Receive
     /// Maximum); `None` for 3.1.1.
     pub(crate) receive_maximum: Option<u16>,
+    /// The keep-alive to keep: the remote's Server Keep Alive if it sent one
+    /// (MQTT-3.2.2-21 (v5)), else the configured one.
+    pub(crate) keep_alive: std::time::Duration,
 }
 
 /// Connects, with the bridge bit first if `try_private` asks for it and without it if the
@@ -162,6 +165,9 @@ async fn handshake(
         receive_maximum: version
             .is_v5()
             .then(|| p.receive_maximum.map_or(u16::MAX, NonZeroU16::get)),
+        keep_alive: p.server_keep_alive.map_or(config.keep_alive, |s| {
+            std::time::Duration::from_secs(u64::from(s))
+        }),
     })
 }
 

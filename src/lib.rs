@@ -41,6 +41,7 @@
 pub use roost_auth as auth;
 pub use roost_core::bridge;
 pub use roost_core::codec::{self, QoS, ReasonCode};
+pub use roost_core::events;
 pub use roost_core::plugin;
 pub use roost_core::policy::{self, AnonymousAccess, SessionOwnership};
 pub use roost_core::topic::{self, TopicFilter, TopicName};
@@ -48,9 +49,9 @@ pub use roost_core::topic::{self, TopicFilter, TopicName};
 pub use roost_core::{crypto_provider, TlsConfig, TlsError};
 pub use roost_core::{
     duplex_listener, Accepted, Broker, BrokerBuilder, BrokerHandle, Capabilities, Client,
-    ClientError, ClientOptions, Deliveries, DuplexConnector, DuplexListener, Durability, Error,
-    InvalidSetting, Limits, Listener, Message, MetricsSnapshot, PublishOptions, Received,
-    Reconfigured, Redirect, SettingInfo,
+    ClientError, ClientOptions, ControlError, Deliveries, DuplexConnector, DuplexListener,
+    Durability, Error, InvalidSetting, Limits, Listener, Message, MetricsSnapshot, PublishOptions,
+    Received, Reconfigured, Redirect, RetainedPage, SessionInfo, SettingInfo,
 };
 
 /// The attribute the [`plugin`] traits are implemented with: `#[roost::async_trait]` on an

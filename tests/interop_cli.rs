@@ -474,3 +474,50 @@ async fn paho_python_over_websocket_and_wss() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 17 §1: `BrokerHandle::disconnect_client` as a Paho v5 client sees it: DISCONNECT
+/// with reason code 0x98 Administrative action.
+#[tokio::test]
+async fn paho_v5_client_sees_an_administrative_kick_as_0x98() {
+    if !paho_available() {
+        return;
+    }
+    const SCRIPT: &str = r#"
+import sys, threading
+import paho.mqtt.client as mqtt
+port = int(sys.argv[1])
+done, got = threading.Event(), {}
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-kick", protocol=mqtt.MQTTv5)
+def on_disconnect(client, userdata, flags, reason, properties):
+    got["reason"] = reason.value
+    done.set()
+c.on_disconnect = on_disconnect
+c.connect("127.0.0.1", port)
+c.loop_start()
+assert done.wait(10), "not disconnected"
+c.loop_stop()
+print("reason", got["reason"])
+"#;
+    let broker = start_broker().await;
+    let port = addr(&broker).port().to_string();
+    let child = Command::new("python3")
+        .args(["-c", SCRIPT, &port])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    within(async {
+        while !broker.session("paho-kick").is_some_and(|s| s.connected) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(broker.disconnect_client("paho-kick"));
+    let out = within(child.wait_with_output())
+        .await
+        .expect("python3 ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(stdout.trim(), "reason 152");
+    broker.shutdown().await;
+}

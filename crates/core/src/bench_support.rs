@@ -23,6 +23,8 @@ fn online_session(ctx: &Context, id: String) -> Arc<Session> {
         pending: VecDeque::new(),
         window: 32,
         resend: false,
+        since: std::time::SystemTime::now(),
+        keep_alive: 0,
     });
     session
 }

@@ -122,6 +122,21 @@ impl BrokerHandle {
             .collect()
     }
 
+    /// A stream of the broker's lifecycle events, buffering up to 1,024 (see
+    /// [`crate::events`] for what happens when it is full).
+    pub fn events(&self) -> crate::events::Events {
+        self.events_with_capacity(1024)
+    }
+
+    /// [`BrokerHandle::events`] with a buffer of `capacity` events.
+    pub fn events_with_capacity(&self, capacity: usize) -> crate::events::Events {
+        self.ctx
+            .policy
+            .hooks
+            .events()
+            .open(capacity, Arc::clone(&self.ctx.metrics))
+    }
+
     /// Protocol violations that closed a connection, counted by the rule each broke (a
     /// normative statement such as `"MQTT-3.3.2-8 (v5)"`, a section, or a limit), sorted by
     /// rule. Their sum is [`MetricsSnapshot::protocol_errors`].
@@ -208,6 +223,7 @@ impl BrokerHandle {
         lifecycle.shutdown.cancel();
         lifecycle.tracker.close();
         lifecycle.tracker.wait().await;
+        self.ctx.policy.hooks.events().close();
         self.ctx.journal.close().await;
     }
 }

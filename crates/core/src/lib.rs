@@ -20,6 +20,7 @@
 
 pub mod bridge;
 pub mod codec;
+
 pub mod plugin;
 pub mod policy;
 pub mod topic;
@@ -35,6 +36,7 @@ mod client;
 mod config;
 mod connection;
 mod context;
+mod control;
 mod error;
 mod gate;
 mod handle;
@@ -53,11 +55,13 @@ mod transport;
 pub use broker::{Broker, BrokerBuilder};
 pub use client::{Client, ClientOptions, Deliveries, PublishOptions, Received};
 pub use config::{Capabilities, InvalidSetting, Limits, Redirect, SettingInfo};
+pub use control::{ControlError, RetainedPage, SessionInfo};
 pub use error::{ClientError, Error};
 pub use handle::{BrokerHandle, Reconfigured};
 pub use message::{Delivery, Message};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use persist::Durability;
+pub use plugin::events;
 pub use policy::{AnonymousAccess, SessionOwnership};
 pub use roost_storage as storage;
 pub use transport::listener::{

@@ -60,6 +60,9 @@ counters! {
     messages_received => "$SYS/broker/messages/received",
     /// PUBLISH packets sent to clients (re-sends included).
     messages_sent => "$SYS/broker/messages/sent",
+    /// Lifecycle events lost because an event stream's buffer was full
+    /// (`BrokerHandle::events`).
+    events_dropped => "$SYS/broker/events/dropped",
     /// Messages dropped: a session queue was full.
     messages_dropped => "$SYS/broker/messages/dropped",
     /// QoS 0 messages not queued for an offline session.

@@ -34,7 +34,7 @@ pub(crate) fn publish(
 
 /// Applies a retained PUBLISH: the router keeps it (or clears its topic), the journal
 /// records that, the hooks hear of it.
-fn retain(ctx: &Context, message: &Arc<Message>, ops: &mut Vec<Op>) {
+pub(crate) fn retain(ctx: &Context, message: &Arc<Message>, ops: &mut Vec<Op>) {
     // Its own copy: the routed message's topic and payload are slices of the read buffer
     // they arrived in, which a retained message would keep alive.
     let change = ctx

@@ -38,6 +38,8 @@ pub(crate) struct AttachRequest {
     /// Outbound inflight window for this connection.
     pub(crate) window: usize,
     pub(crate) client: Arc<ClientInfo>,
+    /// The Keep Alive in force, in seconds.
+    pub(crate) keep_alive: u16,
 }
 
 /// A connection attached to its session.
@@ -160,6 +162,40 @@ impl Sessions {
         self.table.lock().get(client_id).cloned()
     }
 
+    /// Up to `limit` sessions whose client identifiers come after `after`, in order.
+    pub(crate) fn page(&self, after: Option<&str>, limit: usize) -> Vec<Arc<Session>> {
+        let table = self.table.lock();
+        let mut page: Vec<(&ByteString, &Arc<Session>)> = table
+            .iter()
+            .filter(|(id, _)| after.is_none_or(|a| &***id > a))
+            .collect();
+        if page.len() > limit {
+            page.select_nth_unstable_by(limit, |a, b| a.0.cmp(b.0));
+            page.truncate(limit);
+        }
+        page.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        page.into_iter().map(|(_, s)| Arc::clone(s)).collect()
+    }
+
+    /// Ends the session of `client_id` now (the control API): its pending will, and the
+    /// signals of the connection attached to it, which the caller closes.
+    pub(crate) fn discard_now(
+        &self,
+        client_id: &str,
+        router: &Router,
+        journal: &Journal,
+    ) -> Option<(Option<WillDue>, Option<Arc<LinkSignals>>)> {
+        let session = self.get(client_id)?;
+        let link = session
+            .state
+            .lock()
+            .link
+            .as_ref()
+            .map(|l| Arc::clone(&l.signals));
+        let will = self.end(&session, router, journal);
+        Some((will, link))
+    }
+
     /// A new session, counted in the broker-wide queue total, not in the table yet.
     pub(crate) fn create(&self, client_id: ByteString, expiry_interval: u32) -> Arc<Session> {
         let s = Session::new(self.next_id(), client_id, expiry_interval);
@@ -199,6 +235,7 @@ impl Sessions {
             signals,
             window,
             client,
+            keep_alive,
         } = request;
         let link_id = self.next_id();
         let Claim {
@@ -225,6 +262,8 @@ impl Sessions {
             pending: VecDeque::new(),
             window,
             resend,
+            since: std::time::SystemTime::now(),
+            keep_alive,
         });
         journal.session_changed(&session.client_id, &st);
         drop(st);
@@ -611,6 +650,7 @@ mod tests {
                 signals: Arc::clone(&signals),
                 window: 10,
                 client: Arc::clone(client),
+                keep_alive: 0,
             };
             let connack = |session_present| {
                 Packet::ConnAck(ConnAck {

@@ -249,6 +249,7 @@ struct LoginAttempt<'a> {
     ctx: &'a Context,
     source: Option<std::net::IpAddr>,
     claimed: Option<&'a str>,
+    client: &'a ConnectInfo,
     /// Authenticators decide (without them there is nothing to throttle).
     checked: bool,
 }
@@ -259,6 +260,7 @@ impl<'a> LoginAttempt<'a> {
             ctx,
             source: client.peer.map(|p| p.ip()),
             claimed: client.username.as_deref(),
+            client,
             checked: !ctx.policy.authenticators.is_empty(),
         };
         if attempt.checked {
@@ -281,8 +283,17 @@ impl<'a> LoginAttempt<'a> {
         let throttle = &self.ctx.policy.auth_throttle;
         match result {
             Ok(_) if self.checked => throttle.succeeded(self.source, self.claimed),
-            Err(Some(_)) => {
+            Err(Some(code)) => {
                 Metrics::inc(&self.ctx.metrics.auth_failures);
+                let client = self.client;
+                self.ctx.policy.hooks.events().emit(|| {
+                    crate::plugin::events::Event::AuthenticationFailed {
+                        client_id: client.client_id.clone(),
+                        username: client.username.clone(),
+                        peer: client.peer,
+                        reason: *code,
+                    }
+                });
                 if self.checked {
                     throttle.failed(self.source, self.claimed);
                 }
@@ -335,6 +346,14 @@ pub(super) struct Terms {
     pub(super) connack: ConnAckProperties,
     /// How long the connection's last packets may take to go out when it closes.
     pub(super) close_flush: Duration,
+}
+
+impl Terms {
+    /// How long the connection may be silent: 1.5 × Keep Alive (MQTT-3.1.2-24), if any.
+    fn keep_alive_timeout(&self) -> Option<Duration> {
+        let keep_alive = u64::from(self.keep_alive);
+        (keep_alive > 0).then(|| Duration::from_millis(keep_alive * 1500))
+    }
 }
 
 /// Works out a client's [`Terms`].
@@ -444,6 +463,7 @@ async fn attach<W: PacketWriter>(
         signals: Arc::clone(&signals),
         window: terms.window,
         client: Arc::clone(&info),
+        keep_alive: terms.keep_alive,
     };
     let connack = |session_present| {
         Packet::ConnAck(ConnAck {
@@ -452,10 +472,10 @@ async fn attach<W: PacketWriter>(
             properties: connack,
         })
     };
-    let attached = ctx
+    let (session, link_id) = match ctx
         .sessions
-        .attach(request, connack, &ctx.router, &ctx.journal);
-    let (session, link_id) = match attached {
+        .attach(request, connack, &ctx.router, &ctx.journal)
+    {
         Ok(attached) => pipeline::session_attached(ctx, attached),
         Err(code) => {
             let client_max = terms.client_max_packet;
@@ -463,7 +483,6 @@ async fn attach<W: PacketWriter>(
             return None;
         }
     };
-    let keep_alive = terms.keep_alive;
     let conn = Connection {
         ctx: Arc::clone(ctx),
         settings: Arc::clone(&peer.settings),
@@ -473,7 +492,7 @@ async fn attach<W: PacketWriter>(
         version,
         signals: Arc::clone(&signals),
         limits: DecodeLimits::new(version).with_max_packet_size(terms.max_packet_size),
-        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+        keep_alive: terms.keep_alive_timeout(),
         will_delay: connect
             .will
             .as_ref()

@@ -142,10 +142,12 @@ pub trait Hooks: Send + Sync + 'static {
     }
 }
 
-/// The registered hooks, called with panics caught.
+/// The registered hooks, called with panics caught, and the event streams
+/// (`BrokerHandle::events`), which see every hook call while one is open.
 #[derive(Default, Clone)]
 pub(crate) struct HookChain {
     hooks: Vec<Arc<dyn Hooks>>,
+    events: Arc<super::events::EventHub>,
 }
 
 impl std::fmt::Debug for HookChain {
@@ -161,17 +163,26 @@ impl HookChain {
         self.hooks.push(hook);
     }
 
+    /// No hook registered and no event stream open: nothing to call.
     pub(crate) fn is_empty(&self) -> bool {
-        self.hooks.is_empty()
+        self.hooks.is_empty() && !self.events.active()
     }
 
-    /// Calls `f` on every hook, catching and counting panics.
+    /// The event streams' hub.
+    pub(crate) fn events(&self) -> &super::events::EventHub {
+        &self.events
+    }
+
+    /// Calls `f` on every hook, catching and counting panics, then on the event streams.
     pub(crate) fn each(&self, metrics: &Metrics, mut f: impl FnMut(&dyn Hooks)) {
         for hook in &self.hooks {
             if catch_unwind(AssertUnwindSafe(|| f(hook.as_ref()))).is_err() {
                 Metrics::inc(&metrics.plugin_failures);
                 tracing::warn!("a hook panicked; ignored");
             }
+        }
+        if self.events.active() {
+            f(self.events.as_ref());
         }
     }
 

@@ -20,6 +20,7 @@
 
 mod auth;
 mod authorize;
+pub mod events;
 mod guard;
 mod hooks;
 

@@ -32,7 +32,7 @@ use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
 use crate::plugin::DropReason;
 use crate::session::{EnqueueError, QueueJournal, Queued, Session, SubscriptionRecord};
-use crate::topic::{SubscriptionTrie, TopicFilter};
+use crate::topic::{SubscriptionTrie, TopicFilter, TopicName};
 
 /// One subscription of one session.
 #[derive(Debug, Clone)]
@@ -217,6 +217,24 @@ impl Router {
         let now = tokio::time::Instant::now();
         out.retain(|m| !m.is_expired(now));
         out
+    }
+
+    /// One page of the retained messages matching `filter` after the topic `after`, in
+    /// topic order (see `RetainedStore::page`), expired ones left out; with the cursor of
+    /// the next page if there may be one.
+    pub(crate) fn retained_page(
+        &self,
+        filter: &TopicFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Arc<Message>>, Option<TopicName>) {
+        let mut page = self.retained.read().page(filter, after, limit.max(1));
+        let next = (page.len() >= limit.max(1))
+            .then(|| page.last().map(|m| m.topic.clone()))
+            .flatten();
+        let now = tokio::time::Instant::now();
+        page.retain(|m| !m.is_expired(now));
+        (page, next)
     }
 
     /// Delivers `message` to every matching session; returns how many copies were queued

@@ -116,6 +116,10 @@ pub(crate) struct Link {
     pub(crate) window: usize,
     /// Re-send the inflight messages before anything else (set when a session resumes).
     pub(crate) resend: bool,
+    /// When the connection attached.
+    pub(crate) since: std::time::SystemTime,
+    /// The Keep Alive in force, in seconds (0: none).
+    pub(crate) keep_alive: u16,
 }
 
 /// Mutable state of a session.

@@ -117,6 +117,14 @@ impl<K: Hash + Eq, V> SmallMap<K, V> {
         }
     }
 
+    /// The entries, in no particular order.
+    pub(crate) fn entries(&self) -> Vec<(&K, &V)> {
+        match self {
+            SmallMap::Few(v) => v.iter().map(|(k, v)| (k, v)).collect(),
+            SmallMap::Many(m) => m.iter().collect(),
+        }
+    }
+
     pub(crate) fn for_each(&self, mut f: impl FnMut(&K, &V)) {
         match self {
             SmallMap::Few(v) => v.iter().for_each(|(k, v)| f(k, v)),

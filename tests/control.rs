@@ -1,0 +1,339 @@
+//! Issue 17 §1–2: the control API on `BrokerHandle` and the event stream, each call over
+//! loopback with real clients: list and inspect sessions, disconnect (v5 DISCONNECT 0x98,
+//! the will published), discard a session, subscribe and unsubscribe on a client's behalf,
+//! publish as the broker, list, read and clear retained messages in pages; and the events
+//! each of those produces, with the overflow policy (drop and count).
+
+mod support;
+
+use std::time::Duration;
+
+use roost::codec::{Connect, Disconnect, LastWill, Packet, ProtocolVersion, ReasonCode};
+use roost::events::Event;
+use roost::{ClientOptions, Message, QoS, TopicName};
+use support::{connack, start_broker, topic, within, Raw};
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+/// Waits for the first event `pick` accepts.
+async fn event<T>(events: &mut roost::events::Events, pick: impl Fn(&Event) -> Option<T>) -> T {
+    within(async {
+        loop {
+            let e = events.recv().await.expect("the stream is open");
+            if let Some(t) = pick(&e) {
+                return t;
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn sessions_are_listed_in_pages_and_shown_in_detail() {
+    let broker = start_broker().await;
+    let mut clients = Vec::new();
+    for id in ["c-3", "c-1", "c-2"] {
+        let mut c = Connect::new(V5, id);
+        c.keep_alive = 30;
+        let (mut raw, ack) = Raw::connect_with(&broker, c).await;
+        assert!(connack(ack).reason_code.is_success());
+        raw.subscribe(1, &format!("{id}/#"), QoS::AtLeastOnce).await;
+        clients.push(raw);
+    }
+    let first = broker.sessions(None, 2);
+    let ids: Vec<_> = first.iter().map(|s| s.client_id.as_str()).collect();
+    assert_eq!(ids, ["c-1", "c-2"]);
+    let rest = broker.sessions(Some("c-2"), 2);
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].client_id, "c-3");
+    assert_eq!(rest[0].subscription_count, 1);
+
+    let detail = broker.session("c-1").expect("exists");
+    assert!(detail.connected);
+    assert_eq!(detail.keep_alive, Some(Duration::from_secs(30)));
+    assert!(detail.connected_since.is_some());
+    let client = detail.client.expect("client info");
+    assert_eq!(client.protocol, V5);
+    assert!(client.peer.is_some());
+    assert_eq!(detail.subscriptions.len(), 1);
+    assert_eq!(detail.subscriptions[0].0.as_str(), "c-1/#");
+    assert_eq!(detail.subscriptions[0].1.qos, QoS::AtLeastOnce);
+    assert!(broker.session("nobody").is_none());
+}
+
+#[tokio::test]
+async fn a_kicked_v5_client_gets_0x98_and_its_will_is_published() {
+    let broker = start_broker().await;
+    let mut events = broker.events();
+    let (watcher, mut wills) = broker
+        .client(ClientOptions::new("watcher"))
+        .await
+        .expect("connects");
+    watcher
+        .subscribe("wills/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribes");
+    let mut c = Connect::new(V5, "kick-me");
+    c.will = Some(LastWill {
+        topic: topic("wills/kick-me"),
+        payload: "gone".into(),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    let (mut raw, ack) = Raw::connect_with(&broker, c).await;
+    assert!(connack(ack).reason_code.is_success());
+    assert!(broker.disconnect_client("kick-me"));
+    match raw.recv().await {
+        Some(Packet::Disconnect(Disconnect { reason_code, .. })) => {
+            assert_eq!(reason_code, ReasonCode::AdministrativeAction)
+        }
+        other => panic!("expected DISCONNECT 0x98, got {other:?}"),
+    }
+    let will = within(wills.recv()).await.expect("the will");
+    assert_eq!(will.payload.as_ref(), b"gone");
+    let reason = event(&mut events, |e| match e {
+        Event::Disconnected { client, reason } if client.client_id == "kick-me" => Some(*reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        reason,
+        roost::plugin::DisconnectReason::Server(ReasonCode::AdministrativeAction)
+    );
+    assert!(!broker.disconnect_client("kick-me"), "no longer connected");
+}
+
+#[tokio::test]
+async fn discarding_a_session_ends_it_and_its_queue() {
+    let broker = start_broker().await;
+    let (sleeper, _d) = broker
+        .client(ClientOptions::new("sleeper").persistent(true))
+        .await
+        .expect("connects");
+    sleeper
+        .subscribe("news/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribes");
+    sleeper.disconnect().await.expect("disconnects");
+    broker
+        .publish(Message::new(
+            topic("news/1"),
+            "x".into(),
+            QoS::AtLeastOnce,
+            false,
+        ))
+        .await
+        .expect("published");
+    assert_eq!(broker.session("sleeper").expect("kept").queued, 1);
+    let mut events = broker.events();
+    assert!(broker.discard_session("sleeper"));
+    assert!(broker.session("sleeper").is_none());
+    event(&mut events, |e| match e {
+        Event::SessionExpired { client_id } if client_id == "sleeper" => Some(()),
+        _ => None,
+    })
+    .await;
+    // It comes back to nothing.
+    let (back, _d) = broker
+        .client(ClientOptions::new("sleeper").persistent(true))
+        .await
+        .expect("connects");
+    assert!(!back.session_present());
+    assert!(!broker.discard_session("nobody"));
+}
+
+#[tokio::test]
+async fn subscriptions_made_on_a_clients_behalf_deliver_and_can_be_removed() {
+    let broker = start_broker().await;
+    broker
+        .publish(Message::new(
+            topic("cfg/a"),
+            "retained".into(),
+            QoS::AtMostOnce,
+            true,
+        ))
+        .await
+        .expect("published");
+    let mut raw = Raw::connect(&broker, V5, "managed").await;
+    let mut events = broker.events();
+    let granted = broker
+        .subscribe_for(
+            "managed",
+            "cfg/#",
+            roost::codec::SubscriptionOptions::new(QoS::AtLeastOnce),
+        )
+        .await
+        .expect("subscribed");
+    assert_eq!(granted, QoS::AtLeastOnce);
+    // The retained message comes at once, then live ones.
+    let first = raw.next_message().await;
+    assert_eq!((first.topic.as_str(), first.retain), ("cfg/a", true));
+    broker
+        .publish(Message::new(
+            topic("cfg/b"),
+            "live".into(),
+            QoS::AtLeastOnce,
+            false,
+        ))
+        .await
+        .expect("published");
+    assert_eq!(raw.next_message().await.topic.as_str(), "cfg/b");
+    let filter = event(&mut events, |e| match e {
+        Event::Subscribed {
+            client_id, filter, ..
+        } if client_id == "managed" => Some(filter.to_string()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(filter, "cfg/#");
+    assert!(broker
+        .unsubscribe_for("managed", "cfg/#")
+        .await
+        .expect("removed"));
+    assert!(!broker
+        .unsubscribe_for("managed", "cfg/#")
+        .await
+        .expect("none left"));
+    assert_eq!(
+        broker
+            .subscribe_for(
+                "nobody",
+                "x",
+                roost::codec::SubscriptionOptions::new(QoS::AtMostOnce)
+            )
+            .await,
+        Err(roost::ControlError::NoSuchSession)
+    );
+    assert!(matches!(
+        broker.unsubscribe_for("managed", "bad/#/filter").await,
+        Err(roost::ControlError::InvalidTopic(_))
+    ));
+}
+
+#[tokio::test]
+async fn retained_messages_are_listed_in_pages_read_and_cleared() {
+    let broker = start_broker().await;
+    for i in 0..25u32 {
+        broker
+            .publish(Message::new(
+                topic(&format!("dev/{i:02}/state")),
+                format!("s{i}").into(),
+                QoS::AtMostOnce,
+                true,
+            ))
+            .await
+            .expect("published");
+    }
+    broker
+        .publish(Message::new(
+            topic("other"),
+            "o".into(),
+            QoS::AtMostOnce,
+            true,
+        ))
+        .await
+        .expect("published");
+    let mut seen = Vec::new();
+    let mut after: Option<TopicName> = None;
+    loop {
+        let page = broker
+            .retained("dev/#", after.as_ref(), 10)
+            .expect("valid filter");
+        assert!(page.messages.len() <= 10);
+        seen.extend(page.messages.iter().map(|m| m.topic.to_string()));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("dev/{i:02}/state")).collect();
+    assert_eq!(seen, expected);
+    let one = broker
+        .retained_message("dev/07/state")
+        .expect("valid")
+        .expect("retained");
+    assert_eq!(one.payload.as_ref(), b"s7");
+
+    // Clearing sends nothing to subscribers.
+    let mut raw = Raw::connect(&broker, V5, "listener").await;
+    raw.subscribe(1, "dev/#", QoS::AtMostOnce).await;
+    for _ in 0..25 {
+        raw.next_message().await; // the retained ones, on subscribe
+    }
+    assert_eq!(broker.clear_retained("dev/#").await.expect("cleared"), 25);
+    assert!(
+        broker
+            .retained("#", None, 100)
+            .expect("valid")
+            .messages
+            .len()
+            == 1
+    );
+    let quiet = tokio::time::timeout(Duration::from_millis(300), raw.recv()).await;
+    assert!(quiet.is_err(), "clearing sent {quiet:?}");
+}
+
+#[tokio::test]
+async fn events_report_connects_authentication_failures_and_overflow() {
+    let broker = roost::Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .authenticator(std::sync::Arc::new(
+            roost::auth::StaticUsers::new()
+                .with_user("alice", "right")
+                .expect("user"),
+        ))
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .expect("starts");
+    let mut events = broker.events();
+    let mut c = Connect::new(V5, "intruder");
+    c.username = Some("alice".into());
+    c.password = Some("wrong".into());
+    let (_raw, ack) = Raw::connect_with(&broker, c).await;
+    assert!(!connack(ack).reason_code.is_success());
+    let (id, reason) = event(&mut events, |e| match e {
+        Event::AuthenticationFailed {
+            client_id, reason, ..
+        } => Some((client_id.to_string(), *reason)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (id.as_str(), reason),
+        ("intruder", ReasonCode::BadUserNameOrPassword)
+    );
+
+    let mut c = Connect::new(V5, "alice-1");
+    c.username = Some("alice".into());
+    c.password = Some("right".into());
+    let (_alice, ack) = Raw::connect_with(&broker, c).await;
+    assert!(connack(ack).reason_code.is_success());
+    let who = event(&mut events, |e| match e {
+        Event::Connected { client } => Some(client.identity.username.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(who.as_deref(), Some("alice"));
+
+    // A stream nobody reads loses events, counted; the broker does not wait for it.
+    let small = broker.events_with_capacity(2);
+    for i in 0..10 {
+        let mut c = Connect::new(V5, format!("burst-{i}"));
+        c.username = Some("alice".into());
+        c.password = Some("right".into());
+        let (_raw, ack) = Raw::connect_with(&broker, c).await;
+        assert!(connack(ack).reason_code.is_success());
+    }
+    assert!(small.dropped() > 0);
+    assert!(broker.metrics().events_dropped >= small.dropped());
+    // Shutdown ends the streams.
+    broker.shutdown().await;
+    let mut rest = 0;
+    while within(events.recv()).await.is_some() {
+        rest += 1;
+    }
+    assert!(rest > 0);
+}

@@ -187,3 +187,63 @@ async fn sys_counters_are_published_retained_at_the_interval() {
     assert!(all.ping().await.is_empty(), "no $SYS topic for #");
     broker.shutdown().await;
 }
+
+/// Issue 17 §5: the `$SYS` names the README lists under Mosquitto's names are all
+/// published, and nothing under those names goes unlisted.
+#[tokio::test]
+async fn mosquitto_sys_names_are_published() {
+    let readme = include_str!("../README.md");
+    let table = readme
+        .split("<!-- sys-topics -->")
+        .nth(1)
+        .and_then(|t| t.split("<!-- /sys-topics -->").next())
+        .expect("the README's sys-topics table");
+    // Each row's first cell: backquoted names, `.../x` meaning `$SYS/broker/x`, and
+    // `{a,b}` meaning each of a and b.
+    let mut listed = std::collections::BTreeSet::new();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let cell = row.split(" | ").next().unwrap_or_default();
+        for name in cell.split('`').skip(1).step_by(2) {
+            let name = name.replace(".../", "$SYS/broker/");
+            let mut names = vec![name];
+            while let Some(i) = names.iter().position(|n| n.contains('{')) {
+                let n = names.remove(i);
+                let (head, rest) = n.split_once('{').expect("brace");
+                let (alts, tail) = rest.split_once('}').expect("closing brace");
+                for alt in alts.split(',') {
+                    names.push(format!("{head}{alt}{tail}"));
+                }
+            }
+            listed.extend(names);
+        }
+    }
+    assert!(listed.len() > 40, "{listed:?}");
+    let broker = roost::Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .sys_interval(Some(std::time::Duration::from_millis(100)))
+        .build()
+        .start()
+        .await
+        .expect("starts");
+    let mut sys = Raw::connect(&broker, V4, "sys").await;
+    sys.subscribe(1, "$SYS/#", QoS::AtMostOnce).await;
+    let mut seen = std::collections::BTreeSet::new();
+    while !listed.is_subset(&seen) {
+        let m = sys.recv_publish().await;
+        seen.insert(m.topic.to_string());
+    }
+    // Everything else published is under Roost's own names.
+    let native: std::collections::BTreeSet<String> = roost::MetricsSnapshot::default()
+        .sys_topics()
+        .into_iter()
+        .map(|(t, _)| t.to_string())
+        .collect();
+    let unlisted: Vec<_> = seen
+        .iter()
+        .filter(|t| !listed.contains(*t) && !native.contains(*t))
+        .collect();
+    assert!(
+        unlisted.is_empty(),
+        "published but not documented: {unlisted:?}"
+    );
+}

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -16,12 +15,10 @@ use crate::accept::{self, ListenerOptions, Served, Upgrade};
 use crate::admission::Admission;
 use crate::authz::{Policy, PolicyParts};
 use crate::bridge::{BridgeConfig, BridgeState};
-use crate::codec::QoS;
 use crate::config::{Capabilities, Limits};
 use crate::context::{Context, Lifecycle, Settings};
 use crate::error::Error;
 use crate::handle::BrokerHandle;
-use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::persist::{Durability, Journal, Persistence};
 use crate::pipeline;
@@ -30,7 +27,6 @@ use crate::policy::{AnonymousAccess, Exposure, SessionOwnership};
 use crate::recovery;
 use crate::registry::{SessionRules, Sessions};
 use crate::router::Router;
-use crate::topic::TopicName;
 use crate::transport::listener::{ErasedListener, Listener};
 #[cfg(feature = "tls")]
 use crate::transport::tls::TlsConfig;
@@ -388,9 +384,11 @@ impl Broker {
         }
         let bridges: Arc<[Arc<BridgeState>]> = crate::bridge::start(&ctx, bridges).into();
         if let Some(interval) = sys_interval {
-            ctx.lifecycle
-                .tracker
-                .spawn(sys_loop(Arc::clone(&ctx), interval, Arc::clone(&bridges)));
+            ctx.lifecycle.tracker.spawn(crate::sys::run(
+                Arc::clone(&ctx),
+                interval,
+                Arc::clone(&bridges),
+            ));
         }
         let timer_ctx = Arc::clone(&ctx);
         ctx.lifecycle.tracker.spawn(async move {
@@ -511,53 +509,5 @@ fn context(config: BrokerBuilder) -> Context {
         router: Router::default(),
         journal: Journal::new(persistence),
         metrics,
-    }
-}
-
-/// Publishes the counters (and the bridges' states) as retained `$SYS` messages every
-/// `interval`.
-async fn sys_loop(ctx: Arc<Context>, interval: Duration, bridges: Arc<[Arc<BridgeState>]>) {
-    let mut ticker = tokio::time::interval(interval);
-    let version = TopicName::new("$SYS/broker/version");
-    if let Ok(topic) = version {
-        let text = format!("roost {}", env!("CARGO_PKG_VERSION"));
-        pipeline::publish(
-            &ctx,
-            &Arc::new(Message::new(
-                topic,
-                Bytes::from(text),
-                QoS::AtMostOnce,
-                true,
-            )),
-            &mut Vec::new(),
-            &mut Vec::new(),
-        );
-    }
-    loop {
-        tokio::select! {
-            _ = ctx.lifecycle.shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        ctx.refresh_gauges();
-        let snapshot = ctx.metrics.snapshot();
-        let bridges = bridges
-            .iter()
-            .flat_map(|b| b.status(&ctx.sessions).sys_topics());
-        let counters = snapshot
-            .sys_topics()
-            .into_iter()
-            .map(|(topic, value)| (topic.to_string(), value.to_string()));
-        for (topic, value) in counters.chain(bridges) {
-            let Ok(topic) = TopicName::new(topic) else {
-                continue;
-            };
-            let payload = Bytes::from(value.to_string());
-            pipeline::publish(
-                &ctx,
-                &Arc::new(Message::new(topic, payload, QoS::AtMostOnce, true)),
-                &mut Vec::new(),
-                &mut Vec::new(),
-            );
-        }
     }
 }

@@ -48,6 +48,7 @@ mod recovery;
 mod registry;
 mod router;
 mod session;
+mod sys;
 mod throttle;
 mod timers;
 mod transport;

@@ -42,6 +42,8 @@ pub use roost_auth as auth;
 pub use roost_core::bridge;
 pub use roost_core::codec::{self, QoS, ReasonCode};
 pub use roost_core::events;
+#[cfg(feature = "metrics")]
+pub use roost_core::metrics_export;
 pub use roost_core::plugin;
 pub use roost_core::policy::{self, AnonymousAccess, SessionOwnership};
 pub use roost_core::topic::{self, TopicFilter, TopicName};

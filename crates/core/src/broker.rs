@@ -54,6 +54,8 @@ pub struct BrokerBuilder {
     hooks: HookChain,
     storage: Option<(Arc<dyn Storage>, Durability)>,
     sys_interval: Option<Duration>,
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    metrics_interval: Duration,
     ownership: SessionOwnership,
     anonymous: AnonymousAccess,
     bridges: Vec<BridgeConfig>,
@@ -255,6 +257,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// How often the broker's figures are copied to the `metrics` facade (feature
+    /// `metrics`; see `metrics_export`). Default 1 s.
+    pub fn metrics_interval(mut self, interval: Duration) -> Self {
+        self.metrics_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
     /// Adds a bridge to another broker (any number; see [`crate::bridge`]). It connects
     /// once the broker has started and keeps reconnecting until it shuts down.
     pub fn bridge(mut self, bridge: BridgeConfig) -> Self {
@@ -295,6 +304,7 @@ impl Broker {
             hooks: HookChain::default(),
             storage: None,
             sys_interval: Some(Duration::from_secs(10)),
+            metrics_interval: Duration::from_secs(1),
             ownership: SessionOwnership::default(),
             anonymous: AnonymousAccess::default(),
             bridges: Vec::new(),
@@ -333,6 +343,8 @@ impl Broker {
             bound.push((listener, local, net.clone()));
         }
         let sys_interval = config.sys_interval;
+        #[cfg(feature = "metrics")]
+        let metrics_interval = config.metrics_interval;
         let bridges = config.bridges.clone();
         let custom: Vec<_> = config
             .custom
@@ -383,6 +395,12 @@ impl Broker {
                 .spawn(accept::accept_loop(Arc::clone(&ctx), served));
         }
         let bridges: Arc<[Arc<BridgeState>]> = crate::bridge::start(&ctx, bridges).into();
+        #[cfg(feature = "metrics")]
+        ctx.lifecycle.tracker.spawn(crate::metrics_export::run(
+            Arc::clone(&ctx),
+            metrics_interval,
+            Arc::clone(&bridges),
+        ));
         if let Some(interval) = sys_interval {
             ctx.lifecycle.tracker.spawn(crate::sys::run(
                 Arc::clone(&ctx),

@@ -42,6 +42,8 @@ mod gate;
 mod handle;
 mod message;
 mod metrics;
+#[cfg(feature = "metrics")]
+pub mod metrics_export;
 mod persist;
 mod pipeline;
 mod recovery;

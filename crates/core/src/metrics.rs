@@ -6,12 +6,19 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Histogram (feature `metrics`): seconds each storage batch took to write.
+#[cfg(feature = "metrics")]
+pub(crate) const WRITE_SECONDS: &str = "roost_storage_write_seconds";
+/// Histogram (feature `metrics`): seconds each storage flush took.
+#[cfg(feature = "metrics")]
+pub(crate) const FLUSH_SECONDS: &str = "roost_storage_flush_seconds";
+
 macro_rules! counters {
-    ($( $(#[$doc:meta])* $name:ident => $topic:literal ),* $(,)?) => {
+    ($( $(#[doc = $doc:literal])* $name:ident => $topic:literal ),* $(,)?) => {
         /// Live counters of one broker.
         #[derive(Debug, Default)]
         pub struct Metrics {
-            $( $(#[$doc])* pub(crate) $name: AtomicU64, )*
+            $( $(#[doc = $doc])* pub(crate) $name: AtomicU64, )*
             /// Protocol violations by the rule they broke (see `protocol_errors_by_rule`).
             by_rule: parking_lot::Mutex<hashbrown::HashMap<&'static str, u64>>,
         }
@@ -19,7 +26,7 @@ macro_rules! counters {
         /// A copy of every counter at one moment.
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
         pub struct MetricsSnapshot {
-            $( $(#[$doc])* pub $name: u64, )*
+            $( $(#[doc = $doc])* pub $name: u64, )*
         }
 
         impl Metrics {
@@ -32,6 +39,16 @@ macro_rules! counters {
         }
 
         impl MetricsSnapshot {
+            /// Each counter with its field name.
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                vec![$( (stringify!($name), self.$name), )*]
+            }
+
+            /// Each counter's field name with its documentation.
+            pub fn documentation() -> Vec<(&'static str, &'static str)> {
+                vec![$( (stringify!($name), concat!($($doc, " ",)*).trim_ascii()), )*]
+            }
+
             /// Each counter with the `$SYS` topic it is published on.
             pub fn sys_topics(&self) -> Vec<(&'static str, u64)> {
                 vec![$( ($topic, self.$name), )*]

@@ -162,6 +162,14 @@ impl Sessions {
         self.table.lock().get(client_id).cloned()
     }
 
+    /// Messages queued across all sessions (a walk over every session: for the periodic
+    /// metrics, not the message path).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn total_queued_messages(&self) -> usize {
+        let sessions: Vec<Arc<Session>> = self.table.lock().values().cloned().collect();
+        sessions.iter().map(|s| s.state.lock().queue.len()).sum()
+    }
+
     /// Up to `limit` sessions whose client identifiers come after `after`, in order.
     pub(crate) fn page(&self, after: Option<&str>, limit: usize) -> Vec<Arc<Session>> {
         let table = self.table.lock();

@@ -278,6 +278,13 @@ impl Persistence {
         self.submit_now(ops)
     }
 
+    /// The store's size on disk, if it can tell (for the metrics).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn size_on_disk(&self) -> Option<u64> {
+        let storage = self.storage.lock().clone()?;
+        storage.size_on_disk().ok()
+    }
+
     /// True while the store is over its size budget.
     pub(crate) fn over_budget(&self) -> bool {
         self.over_budget.load(Ordering::Relaxed)
@@ -409,12 +416,16 @@ async fn run(task: TaskState, mut rx: mpsc::UnboundedReceiver<Command>) {
         if !ops.is_empty() {
             let n = ops.len();
             let acked = durability == Durability::Acked;
+            #[cfg(feature = "metrics")]
+            let started = std::time::Instant::now();
             let result = if acked {
                 // Written and made durable in one go (one commit where the store can).
                 storage.write_durable(ops).await
             } else {
                 storage.write(ops).await
             };
+            #[cfg(feature = "metrics")]
+            metrics::histogram!(crate::metrics::WRITE_SECONDS).record(started.elapsed());
             permits.add_permits(n.min(MAX_PENDING_OPS));
             match result {
                 Ok(()) => {
@@ -482,7 +493,12 @@ async fn flush(
     metrics: &Metrics,
     through: u64,
 ) {
-    if let Err(e) = storage.flush().await {
+    #[cfg(feature = "metrics")]
+    let started = std::time::Instant::now();
+    let flushed = storage.flush().await;
+    #[cfg(feature = "metrics")]
+    metrics::histogram!(crate::metrics::FLUSH_SECONDS).record(started.elapsed());
+    if let Err(e) = flushed {
         Metrics::inc(&metrics.storage_failures);
         tracing::error!(error = %e, "storage flush failed: acknowledgements refused");
         record_failure(failed, lo.max(1), through);

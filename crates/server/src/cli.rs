@@ -174,6 +174,10 @@ pub struct Cli {
     /// Runtime worker threads [default: one per core].
     #[arg(long, env = "ROOST_THREADS", value_name = "N")]
     pub threads: Option<usize>,
+
+    /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP here [default: off].
+    #[arg(long, env = "ROOST_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<std::net::SocketAddr>,
 }
 
 /// Flags that kept their earlier, shorter names as aliases.
@@ -303,6 +307,9 @@ impl Parsed {
         }
         if cli.threads.is_some() {
             config.threads = cli.threads;
+        }
+        if cli.http_listen.is_some() {
+            config.http_listen = cli.http_listen;
         }
         if let Some(mb) = cli.max_storage_mb {
             config.limits.max_storage_bytes = Some(mb.saturating_mul(1024 * 1024));

@@ -55,6 +55,9 @@ pub struct Config {
     pub storage: Option<BackendName>,
     /// Runtime worker threads (default: one per core).
     pub threads: Option<usize>,
+    /// Where to serve `/metrics` (Prometheus text), `/healthz` and `/readyz` over HTTP
+    /// (off when unset).
+    pub http_listen: Option<SocketAddr>,
     /// The library's resource limits.
     pub limits: Limits,
     /// What the broker offers MQTT 5.0 clients.
@@ -85,6 +88,7 @@ impl Default for Config {
             on_corrupt: OnCorruptMode::Fail,
             storage: None,
             threads: None,
+            http_listen: None,
             limits: Limits::default(),
             capabilities: Capabilities::default(),
             bridge: Vec::new(),
@@ -562,6 +566,11 @@ const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("on_corrupt", "An unreadable data directory: fail, or quarantine (move aside, start empty).", None),
     ("storage", "Backend of a new data directory: redb or sled.", Some("\"redb\"")),
     ("threads", "Runtime worker threads. Unset: one per core.", Some("2")),
+    (
+        "http_listen",
+        "Serve /metrics (Prometheus), /healthz and /readyz over HTTP here. Unset: off.",
+        Some("\"127.0.0.1:9090\""),
+    ),
 ];
 
 /// A commented configuration file holding every key at its default.

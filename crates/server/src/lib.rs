@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod config;
+mod http;
 mod serve;
 
 use std::ffi::OsString;

@@ -273,6 +273,16 @@ pub(crate) async fn serve(parsed: Parsed, config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let health = match config.http_listen {
+        Some(addr) => match crate::http::serve(addr).await {
+            Ok(h) => Some(h),
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let mut builder = Broker::builder()
         .limits(config.limits.clone())
         .capabilities(config.capabilities.clone());
@@ -308,6 +318,9 @@ pub(crate) async fn serve(parsed: Parsed, config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(health) = &health {
+        health.ready(&broker);
+    }
     tracing::info!(listeners = ?broker.local_addrs(), "roost broker running; Ctrl-C to stop");
     tokio::select! {
         _ = stop_signal() => {}

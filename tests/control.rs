@@ -337,3 +337,73 @@ async fn events_report_connects_authentication_failures_and_overflow() {
     }
     assert!(rest > 0);
 }
+
+/// Issue 17 §6: `examples/admin.rs` lists clients, kicks one (a v5 client gets 0x98), and
+/// lists and clears retained messages over HTTP.
+#[tokio::test]
+async fn the_admin_example_lists_kicks_and_clears() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(support::example("admin"))
+        .args(["127.0.0.1:0", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the admin example runs (cargo test builds it)");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (mut mqtt, mut admin) = (None, None);
+    within(async {
+        while mqtt.is_none() || admin.is_none() {
+            let line = lines.next_line().await.expect("reads").expect("a line");
+            let port = |prefix: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(prefix))
+                    .and_then(|p| p.parse::<u16>().ok())
+            };
+            mqtt = mqtt.or(port("addr=127.0.0.1:"));
+            admin = admin.or(port("http://127.0.0.1:"));
+        }
+    })
+    .await;
+    let (mqtt, admin) = (mqtt.expect("mqtt port"), admin.expect("admin port"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let to = format!("127.0.0.1:{mqtt}").parse().expect("address");
+    let (mut sensor, ack) = Raw::connect_to(to, Connect::new(V5, "sensor-1")).await;
+    assert!(connack(ack).reason_code.is_success());
+    sensor
+        .publish(
+            "sensors/t",
+            b"21",
+            roost::codec::PublishQoS::AtMostOnce,
+            true,
+        )
+        .await;
+    let (status, body) = support::http(admin, "GET", "/clients").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"client_id\":\"sensor-1\""), "{body}");
+    let listed = within(async {
+        loop {
+            let (_, body) = support::http(admin, "GET", "/retained?filter=sensors/%23").await;
+            if body.contains("sensors/t") {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(listed.contains("\"next\":null"), "{listed}");
+    assert_eq!(
+        support::http(admin, "POST", "/clients/sensor-1/kick")
+            .await
+            .0,
+        204
+    );
+    match sensor.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, ReasonCode::AdministrativeAction),
+        other => panic!("expected DISCONNECT 0x98, got {other:?}"),
+    }
+    assert_eq!(support::http(admin, "GET", "/clients/nobody").await.0, 404);
+    let (status, body) = support::http(admin, "DELETE", "/retained?filter=sensors/%23").await;
+    assert_eq!((status, body.as_str()), (200, "{\"cleared\":1}"));
+}

@@ -382,31 +382,6 @@ async fn outbound_topic_aliases_flag() {
     }
 }
 
-/// A plain HTTP/1.1 GET on loopback: the status code and the body.
-async fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("http connects");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("writes");
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-        .await
-        .expect("answers")
-        .expect("reads");
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 /// Issue 17 §4: `--http-listen` serves `/metrics` (Prometheus text that a real parser
 /// reads, with the broker's counters), `/healthz` and `/readyz`.
 #[tokio::test]
@@ -416,14 +391,14 @@ async fn http_listener_serves_prometheus_metrics_and_health() {
         .expect("a free port")
         .port();
     let (_child, port) = start(&["--http-listen", &format!("127.0.0.1:{http}")]).await;
-    assert_eq!(http_get(http, "/readyz").await.0, 200);
-    assert_eq!(http_get(http, "/healthz").await.0, 200);
-    assert_eq!(http_get(http, "/nothing").await.0, 404);
+    assert_eq!(support::http(http, "GET", "/readyz").await.0, 200);
+    assert_eq!(support::http(http, "GET", "/healthz").await.0, 200);
+    assert_eq!(support::http(http, "GET", "/nothing").await.0, 404);
     // Some traffic: one CONNECT (connack() connects).
     assert!(connack(port).await.reason_code.is_success());
     let samples = support::within(async {
         loop {
-            let (status, body) = http_get(http, "/metrics").await;
+            let (status, body) = support::http(http, "GET", "/metrics").await;
             assert_eq!(status, 200);
             let lines = body.lines().map(|l| Ok(l.to_string()));
             let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");

@@ -440,3 +440,32 @@ pub async fn start_example_broker(args: &[&str]) -> (tokio::process::Child, u16)
     });
     (child, port)
 }
+
+/// A plain HTTP/1.1 request on loopback (`method` `path`, no body): the status code and the
+/// body of the answer.
+pub async fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    let mut stream = within(TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .expect("http connects");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    within(stream.write_all(request.as_bytes()))
+        .await
+        .expect("writes");
+    let mut response = Vec::new();
+    within(stream.read_to_end(&mut response))
+        .await
+        .expect("reads");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

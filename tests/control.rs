@@ -407,3 +407,41 @@ async fn the_admin_example_lists_kicks_and_clears() {
     let (status, body) = support::http(admin, "DELETE", "/retained?filter=sensors/%23").await;
     assert_eq!((status, body.as_str()), (200, "{\"cleared\":1}"));
 }
+
+/// Issue 17 §2: a message that does not fit a session's queue is reported with its reason,
+/// as is a session whose expiry passes.
+#[tokio::test]
+async fn events_report_dropped_messages_with_their_reason() {
+    let broker =
+        support::start_broker_with(roost::Limits::default().with_max_queued_messages(1)).await;
+    let (sleeper, _d) = broker
+        .client(ClientOptions::new("sleeper").persistent(true))
+        .await
+        .expect("connects");
+    sleeper
+        .subscribe("q/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribes");
+    sleeper.disconnect().await.expect("disconnects");
+    let mut events = broker.events();
+    for i in 0..3 {
+        broker
+            .publish(Message::new(
+                topic("q/x"),
+                format!("{i}").into(),
+                QoS::AtLeastOnce,
+                false,
+            ))
+            .await
+            .expect("published");
+    }
+    let (client_id, reason) = event(&mut events, |e| match e {
+        Event::MessageDropped {
+            client_id, reason, ..
+        } => Some((client_id.to_string(), *reason)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(client_id, "sleeper");
+    assert_eq!(reason, roost::plugin::DropReason::QueueFull);
+}

@@ -445,3 +445,27 @@ async fn events_report_dropped_messages_with_their_reason() {
     assert_eq!(client_id, "sleeper");
     assert_eq!(reason, roost::plugin::DropReason::QueueFull);
 }
+
+/// Two brokers started from one builder have their own event streams.
+#[tokio::test]
+async fn brokers_from_one_builder_do_not_share_events() {
+    let builder = roost::Broker::builder().sys_interval(None);
+    let first = builder.clone().build().start().await.expect("starts");
+    let second = builder.build().start().await.expect("starts");
+    let mut first_events = first.events();
+    let _second_events = second.events();
+    let (_c, _d) = second
+        .client(ClientOptions::new("on-second"))
+        .await
+        .expect("connects");
+    let (_c1, _d1) = first
+        .client(ClientOptions::new("on-first"))
+        .await
+        .expect("connects");
+    let who = event(&mut first_events, |e| match e {
+        Event::Connected { client } => Some(client.client_id.to_string()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(who, "on-first");
+}

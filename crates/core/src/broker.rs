@@ -493,7 +493,7 @@ fn context(config: BrokerBuilder) -> Context {
             plugins: config.plugins,
             authenticators: config.authenticators,
             authorizers: config.authorizers,
-            hooks: config.hooks,
+            hooks: config.hooks.with_own_events(),
             ownership: config.ownership,
             anonymous,
         },

@@ -168,6 +168,13 @@ impl HookChain {
         self.hooks.is_empty() && !self.events.active()
     }
 
+    /// This chain with an event hub of its own: each broker built from one builder has its
+    /// own streams.
+    pub(crate) fn with_own_events(mut self) -> Self {
+        self.events = Arc::default();
+        self
+    }
+
     /// The event streams' hub.
     pub(crate) fn events(&self) -> &super::events::EventHub {
         &self.events

@@ -287,9 +287,10 @@ impl<'a> LoginAttempt<'a> {
                 Metrics::inc(&self.ctx.metrics.auth_failures);
                 let client = self.client;
                 self.ctx.policy.hooks.events().emit(|| {
+                    // Copies: the event may outlive the CONNECT's read buffer.
                     crate::plugin::events::Event::AuthenticationFailed {
-                        client_id: client.client_id.clone(),
-                        username: client.username.clone(),
+                        client_id: ByteString::from(&*client.client_id),
+                        username: client.username.as_deref().map(ByteString::from),
                         peer: client.peer,
                         reason: *code,
                     }

@@ -6,7 +6,8 @@
 //! Each stream has its own bounded buffer. The broker never waits for a reader: an event
 //! that finds a stream's buffer full is dropped for that stream and counted
 //! ([`Events::dropped`], and `events_dropped` in the metrics). With no stream open the
-//! broker does no work for events at all.
+//! broker does no work for events at all. An event owns its strings (never a slice of a
+//! packet's read buffer), so a full stream holds its events' bytes and nothing more.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -159,39 +160,53 @@ impl EventHub {
     }
 }
 
+/// A copy of `s` in a buffer of its own: an event may wait in a stream long after the
+/// packet whose read buffer `s` may be a slice of.
+fn own(s: &ByteString) -> ByteString {
+    ByteString::from(&**s)
+}
+
+/// The client, its strings in buffers of their own (see [`own`]).
+fn owned_client(client: &ClientInfo) -> Arc<ClientInfo> {
+    let mut copy = client.clone();
+    copy.client_id = own(&client.client_id);
+    copy.claimed_username = client.claimed_username.as_ref().map(own);
+    Arc::new(copy)
+}
+
 impl Hooks for EventHub {
     fn client_connected(&self, client: &ClientInfo) {
         self.emit(|| Event::Connected {
-            client: Arc::new(client.clone()),
+            client: owned_client(client),
         });
     }
 
     fn client_disconnected(&self, client: &ClientInfo, reason: DisconnectReason) {
         self.emit(|| Event::Disconnected {
-            client: Arc::new(client.clone()),
+            client: owned_client(client),
             reason,
         });
     }
 
     fn subscribed(&self, client: &ClientInfo, filter: &TopicFilter, granted: QoS) {
         self.emit(|| Event::Subscribed {
-            client_id: client.client_id.clone(),
-            filter: filter.clone(),
+            client_id: own(&client.client_id),
+            filter: filter.owned(),
             granted,
         });
     }
 
     fn unsubscribed(&self, client: &ClientInfo, filter: &TopicFilter) {
         self.emit(|| Event::Unsubscribed {
-            client_id: client.client_id.clone(),
-            filter: filter.clone(),
+            client_id: own(&client.client_id),
+            filter: filter.owned(),
         });
     }
 
     fn message_dropped(&self, client_id: &str, message: &Message, reason: DropReason) {
         self.emit(|| Event::MessageDropped {
             client_id: client_id.into(),
-            topic: message.topic.clone(),
+            topic: message.topic.owned(),
             reason,
         });
     }
@@ -235,5 +250,20 @@ impl futures_core::Stream for Events {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         self.rx.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_own_their_strings() {
+        // A client identifier that is a slice of a larger read buffer.
+        let buffer = bytes::Bytes::from_static(b"....client-7....");
+        let slice = ByteString::try_from(buffer.slice(4..12)).expect("utf-8");
+        let owned = own(&slice);
+        assert_eq!(owned, slice);
+        assert_ne!(owned.as_bytes().as_ptr(), slice.as_bytes().as_ptr());
     }
 }

@@ -180,13 +180,7 @@ impl BrokerHandle {
         let Some(session) = self.ctx.sessions.get(client_id) else {
             return false;
         };
-        let link = session
-            .state
-            .lock()
-            .link
-            .as_ref()
-            .map(|l| Arc::clone(&l.signals));
-        match link {
+        match session.link_signals() {
             Some(signals) => {
                 signals.close(crate::session::CloseReason::Disconnect(
                     ReasonCode::AdministrativeAction,

@@ -194,12 +194,7 @@ impl Sessions {
         journal: &Journal,
     ) -> Option<(Option<WillDue>, Option<Arc<LinkSignals>>)> {
         let session = self.get(client_id)?;
-        let link = session
-            .state
-            .lock()
-            .link
-            .as_ref()
-            .map(|l| Arc::clone(&l.signals));
+        let link = session.link_signals();
         let will = self.end(&session, router, journal);
         Some((will, link))
     }

@@ -362,6 +362,15 @@ impl Session {
         }
     }
 
+    /// The signals of the connection attached now, if one is.
+    pub(crate) fn link_signals(&self) -> Option<Arc<LinkSignals>> {
+        self.state
+            .lock()
+            .link
+            .as_ref()
+            .map(|l| Arc::clone(&l.signals))
+    }
+
     /// Queues a control packet for the link `link_id`; false if that link is gone.
     pub(crate) fn send_control(&self, link_id: u64, packet: Packet) -> bool {
         self.send_control_gated(link_id, packet, Gate::NONE)

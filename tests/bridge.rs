@@ -512,3 +512,31 @@ async fn wills_of_local_clients_are_forwarded() {
         ("status/device-1", &b"gone"[..])
     );
 }
+
+/// Issue 16 §1: a message larger than the v5 remote's Maximum Packet Size is not sent (the
+/// remote would have to close the connection); it is counted as dropped and the next one
+/// goes through.
+#[tokio::test]
+async fn messages_over_the_remotes_maximum_packet_size_are_dropped_and_counted() {
+    let remote =
+        support::start_broker_with(roost::Limits::default().with_max_packet_size(256)).await;
+    let config = bridge("small", &remote, &["big/# out 1"]).protocol(BridgeProtocol::V5);
+    let local = start_with_bridges(vec![config]).await;
+    connected(&local).await;
+    let (_far, mut far) = subscriber(&remote, "far-sub", "big/#", QoS::AtLeastOnce).await;
+    let near = publisher(&local, "near-pub").await;
+    near.publish("big/one", vec![b'x'; 1000], QoS::AtLeastOnce, false)
+        .await
+        .expect("published");
+    near.publish("big/two", "small", QoS::AtLeastOnce, false)
+        .await
+        .expect("published");
+    let got = next(&mut far).await;
+    assert_eq!(got.topic.as_str(), "big/two");
+    let status = status_until(&local, |s| s.messages_out >= 1).await;
+    assert_eq!(
+        (status.dropped, status.inflight, status.connects),
+        (1, 0, 1),
+        "{status:?}"
+    );
+}

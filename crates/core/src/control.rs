@@ -337,12 +337,9 @@ impl BrokerHandle {
         let mut congested = Vec::new();
         let routed =
             pipeline::publish_message(ctx, None, None, published, &mut ops, &mut congested, None);
-        let gate = ctx.journal.store_gated(ops);
-        if let Some(outcome) = routed {
-            // Queued copies of persistent sessions were stored by the queues themselves.
-            durable(ctx, outcome.gate).await?;
-        }
-        durable(ctx, gate).await
+        // Queued copies of persistent sessions were stored by the queues themselves.
+        let queued = routed.map_or(Gate::NONE, |outcome| outcome.gate);
+        durable(ctx, ctx.journal.store_gated(ops).join(queued)).await
     }
 
     /// One page of the retained messages matching `filter`: up to `limit` whose topics

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use bytestring::ByteString;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -140,6 +140,8 @@ struct Relay<'a> {
     rx: mpsc::Receiver<Vec<ToClient>>,
     first: Vec<ToClient>,
     out: HashMap<u16, Out>,
+    /// Entries of `out` the remote has not finished: the bridge's in-flight count.
+    inflight: usize,
     /// Inbound QoS 2 messages answered here (no rule takes them): PUBREL gets PUBCOMP here.
     skipped: HashSet<u16>,
     /// Recent outbound (topic, payload hash), when the remote may echo.
@@ -168,6 +170,7 @@ impl<'a> Relay<'a> {
             rx: link.rx,
             first: link.first,
             out: HashMap::new(),
+            inflight: 0,
             skipped: HashSet::new(),
             recent: VecDeque::new(),
             hasher: RandomState::new(),
@@ -193,7 +196,7 @@ impl<'a> Relay<'a> {
 
     async fn relay(&mut self, stop: &CancellationToken) -> Result<(), BridgeError> {
         self.subscribe_local();
-        self.subscribe_remote()?;
+        self.subscribe_remote();
         self.subscribed();
         let first = std::mem::take(&mut self.first);
         self.on_local(first)?;
@@ -267,7 +270,7 @@ impl<'a> Relay<'a> {
     }
 
     /// Subscribes on the remote to the `in` rules.
-    fn subscribe_remote(&mut self) -> Result<(), BridgeError> {
+    fn subscribe_remote(&mut self) {
         let wanted = filters(
             self.config
                 .topics
@@ -275,7 +278,7 @@ impl<'a> Relay<'a> {
                 .filter_map(|r| r.remote_subscription().map(|f| (f.clone(), r.qos()))),
         );
         if wanted.is_empty() {
-            return Ok(());
+            return;
         }
         let filters = wanted
             .into_iter()
@@ -288,7 +291,6 @@ impl<'a> Relay<'a> {
             filters,
         });
         self.send_remote(&subscribe);
-        Ok(())
     }
 
     /// What the local broker sent: messages to forward, and its side of QoS exchanges.
@@ -306,8 +308,7 @@ impl<'a> Relay<'a> {
                 Packet::PubRel(r) => {
                     let id = r.packet_id;
                     if self.out.get(&id.get()).is_some_and(|o| o.remote_done) {
-                        self.out.remove(&id.get());
-                        self.gauge();
+                        self.set_out(id, None);
                         self.to_local.push(Packet::PubComp(PubResponse::new(id)));
                     } else {
                         self.send_remote(&Packet::PubRel(PubResponse::new(id)));
@@ -394,23 +395,21 @@ impl<'a> Relay<'a> {
         let retain = retain && self.remote.retain_available;
         let mut publish = message.to_publish(sent, retain, dup, &[]);
         publish.topic = topic;
-        if !self.fits(&publish) {
+        let packet = Packet::Publish(publish);
+        if !self.fits(&packet) {
             return self.drop_out(local_id, local_qos2);
         }
-        if !self.remote.no_echo {
-            self.remember(&publish.topic, &publish.payload);
+        if let (false, Packet::Publish(p)) = (self.remote.no_echo, &packet) {
+            self.remember(&p.topic, &p.payload);
         }
-        self.send_remote(&Packet::Publish(publish));
+        self.send_remote(&packet);
         match (sent.packet_id(), local_id) {
             (Some(id), _) => {
-                self.out.insert(
-                    id.get(),
-                    Out {
-                        local_qos2,
-                        remote_done: false,
-                    },
-                );
-                self.gauge();
+                let out = Out {
+                    local_qos2,
+                    remote_done: false,
+                };
+                self.set_out(id, Some(out));
             }
             (None, Some(id)) => {
                 // Sent at QoS 0 (the remote's maximum): done as far as the remote goes.
@@ -421,14 +420,14 @@ impl<'a> Relay<'a> {
         }
     }
 
-    /// Whether the remote takes a PUBLISH this large.
-    fn fits(&self, publish: &Publish) -> bool {
-        let Some(max) = self.remote.max_packet else {
-            return true;
-        };
-        let packet = Packet::Publish(publish.clone());
-        let mut scratch = BytesMut::new();
-        packet.encode(self.remote.version, &mut scratch).is_ok() && scratch.len() <= max as usize
+    /// Whether the remote takes a packet this large (its size counted, not encoded).
+    fn fits(&self, packet: &Packet) -> bool {
+        match self.remote.max_packet {
+            None => true,
+            Some(max) => packet
+                .encoded_len(self.remote.version)
+                .is_ok_and(|n| n <= max as usize),
+        }
     }
 
     /// A local message that does not go out: counted, and acknowledged so the local
@@ -443,22 +442,28 @@ impl<'a> Relay<'a> {
     /// Acknowledges an outbound message to the local broker on the remote's behalf.
     fn ack_local(&mut self, id: PacketId, local_qos2: bool) {
         if local_qos2 {
-            self.out.insert(
-                id.get(),
-                Out {
-                    local_qos2,
-                    remote_done: true,
-                },
-            );
+            let out = Out {
+                local_qos2,
+                remote_done: true,
+            };
+            self.set_out(id, Some(out));
             self.to_local.push(Packet::PubRec(PubResponse::new(id)));
         } else {
             self.to_local.push(Packet::PubAck(PubResponse::new(id)));
         }
     }
 
-    fn gauge(&self) {
-        let inflight = self.out.values().filter(|o| !o.remote_done).count();
-        self.state.inflight.store(inflight, Ordering::Relaxed);
+    /// Sets (or, with `None`, removes) the state of outbound `id`, keeping the in-flight
+    /// count (what the remote has not finished) as it goes.
+    fn set_out(&mut self, id: PacketId, new: Option<Out>) {
+        let unfinished = |o: &Option<Out>| o.is_some_and(|o| !o.remote_done);
+        let old = match new {
+            Some(out) => self.out.insert(id.get(), out),
+            None => self.out.remove(&id.get()),
+        };
+        self.inflight =
+            self.inflight + usize::from(unfinished(&new)) - usize::from(unfinished(&old));
+        self.state.inflight.store(self.inflight, Ordering::Relaxed);
     }
 
     /// What the remote broker sent.
@@ -468,33 +473,33 @@ impl<'a> Relay<'a> {
             Packet::PubAck(a) => {
                 let id = a.packet_id;
                 self.count_out(a.reason_code);
-                match self.out.get_mut(&id.get()) {
+                match self.out.get(&id.get()).copied() {
                     Some(o) if o.local_qos2 => {
-                        o.remote_done = true;
+                        let done = Out {
+                            remote_done: true,
+                            ..o
+                        };
+                        self.set_out(id, Some(done));
                         self.to_local.push(Packet::PubRec(PubResponse::new(id)));
                     }
                     _ => {
-                        self.out.remove(&id.get());
+                        self.set_out(id, None);
                         self.to_local.push(Packet::PubAck(PubResponse::new(id)));
                     }
                 }
-                self.gauge();
             }
             Packet::PubRec(r) => {
                 let id = r.packet_id;
                 self.count_out(r.reason_code);
-                if let Some(o) = self.out.get_mut(&id.get()) {
+                if let Some(o) = self.out.get(&id.get()).copied() {
                     // A refused QoS 2 message ends at the remote (v5 §4.3.3): none to release.
-                    o.remote_done = !r.reason_code.is_success();
+                    let remote_done = !r.reason_code.is_success();
+                    self.set_out(id, Some(Out { remote_done, ..o }));
                 }
                 self.to_local.push(Packet::PubRec(PubResponse::new(id)));
-                if !r.reason_code.is_success() {
-                    self.gauge();
-                }
             }
             Packet::PubComp(c) => {
-                self.out.remove(&c.packet_id.get());
-                self.gauge();
+                self.set_out(c.packet_id, None);
                 self.to_local
                     .push(Packet::PubComp(PubResponse::new(c.packet_id)));
             }

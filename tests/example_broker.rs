@@ -391,7 +391,13 @@ async fn http_listener_serves_prometheus_metrics_and_health() {
         .expect("a free port")
         .port();
     let (_child, port) = start(&["--http-listen", &format!("127.0.0.1:{http}")]).await;
-    assert_eq!(support::http(http, "GET", "/readyz").await.0, 200);
+    // The listeners log before `start` returns; ready follows it (503 until then).
+    support::within(async {
+        while support::http(http, "GET", "/readyz").await.0 != 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     assert_eq!(support::http(http, "GET", "/healthz").await.0, 200);
     assert_eq!(support::http(http, "GET", "/nothing").await.0, 404);
     // Some traffic: one CONNECT (connack() connects).

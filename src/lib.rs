@@ -55,6 +55,8 @@ pub use roost_core::{
     Durability, Error, InvalidSetting, Limits, Listener, Message, MetricsSnapshot, PublishOptions,
     Received, Reconfigured, Redirect, RetainedPage, SessionInfo, SettingInfo,
 };
+#[cfg(feature = "protect")]
+pub use roost_protect as protect;
 
 /// The attribute the [`plugin`] traits are implemented with: `#[roost::async_trait]` on an
 /// `impl Authenticator for ...` block (no dependency of your own needed).

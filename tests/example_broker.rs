@@ -430,3 +430,71 @@ async fn http_listener_serves_prometheus_metrics_and_health() {
         assert!(samples.iter().any(|s| s.metric == name), "{name} missing");
     }
 }
+
+/// Issue 18 §4: the broker program's `[protect]` table turns payload protection on with a
+/// key file, and SIGHUP reloads the file: a rotated key is taken, the removed one refused
+/// (0x87), and a subscriber sees plaintext throughout.
+#[tokio::test]
+async fn protect_table_and_sighup_key_reload() {
+    use roost::codec::{Publish, PublishQoS, ReasonCode};
+    use roost::protect::envelope::{seal, Direction, Header};
+    use roost::protect::{Algorithm, DeviceKey};
+    let dir = std::env::temp_dir().join(format!("roost-example-protect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let keys = dir.join("devices.keys");
+    let k1 = [1u8; 16];
+    let k2 = [2u8; 32];
+    let hex = |k: &[u8]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    std::fs::write(&keys, format!("sensor-1 1 aes-128-gcm {}\n", hex(&k1))).expect("writes");
+    let config = dir.join("roost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[protect]\nkey_file = {:?}\n",
+            keys.to_str().expect("utf-8")
+        ),
+    )
+    .expect("writes");
+    let (child, port) = start(&["--config", config.to_str().expect("utf-8")]).await;
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (mut obs, _) = support::Raw::connect_to(to, Connect::new(V5, "observer")).await;
+    obs.subscribe(1, "s/#", QoS::AtMostOnce).await;
+    let (mut dev, _) = support::Raw::connect_to(to, Connect::new(V5, "sensor-1")).await;
+    let key1 = DeviceKey::new(Algorithm::Aes128Gcm, &k1).expect("key");
+    let key2 = DeviceKey::new(Algorithm::Aes256Gcm, &k2).expect("key");
+    let mut n = 0u16;
+    let mut send = async |dev: &mut support::Raw, key: &DeviceKey, key_id: u8| {
+        n += 1;
+        let h = Header {
+            key_id,
+            seq: u64::from(n),
+            nonce: [n as u8; 12],
+        };
+        let payload = seal(key, Direction::Up, &h, "s/t", b"warm").expect("seals");
+        dev.send(Packet::Publish(Publish::new(
+            support::topic("s/t"),
+            PublishQoS::AtLeastOnce(support::pid(n)),
+            payload,
+        )))
+        .await;
+        match dev.recv().await {
+            Some(Packet::PubAck(a)) => a.reason_code,
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    };
+    assert!(send(&mut dev, &key1, 1).await.is_success());
+    assert_eq!(&obs.recv_publish().await.payload[..], b"warm");
+    std::fs::write(&keys, format!("sensor-1 2 aes-256-gcm {}\n", hex(&k2))).expect("writes");
+    signal(&child, "HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !send(&mut dev, &key2, 2).await.is_success() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new key never took"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(&obs.recv_publish().await.payload[..], b"warm");
+    assert_eq!(send(&mut dev, &key1, 1).await, ReasonCode::NotAuthorized);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,9 +9,10 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use roost::codec::{Connect, Packet, ProtocolVersion, PublishQoS};
 use roost::plugin::{
-    ClientInfo, DisconnectReason, DropReason, HookAction, Hooks, PublishedMessage,
+    ClientInfo, DeliveryTransform, DisconnectReason, DropReason, HookAction, Hooks, PluginState,
+    PublishedMessage, Transformed,
 };
-use roost::{Broker, BrokerHandle, Limits, QoS, TopicFilter, TopicName};
+use roost::{Broker, BrokerHandle, Limits, QoS, ReasonCode, TopicFilter, TopicName};
 use support::*;
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -217,4 +218,224 @@ async fn a_panicking_hook_takes_nothing_down() {
     // Later hooks still ran.
     assert!(rec.take().iter().any(|e| e == "connected s"));
     broker.shutdown().await;
+}
+
+/// Refuses `deny/...` with 0x97 Quota exceeded and `bad/...` with a success code (sent as
+/// 0x80); drops the will of client `no-will`; refuses the will of `bad-will` with 0x99.
+struct Refuser;
+
+impl Hooks for Refuser {
+    fn message_published(&self, _c: Option<&ClientInfo>, m: &mut PublishedMessage) -> HookAction {
+        if m.topic.as_str().starts_with("deny/") {
+            HookAction::Refuse(ReasonCode::QuotaExceeded)
+        } else if m.topic.as_str().starts_with("bad/") {
+            HookAction::Refuse(ReasonCode::Success)
+        } else {
+            HookAction::Continue
+        }
+    }
+    fn will_received(&self, c: &ClientInfo, w: &mut PublishedMessage) -> HookAction {
+        match &*c.client_id {
+            "no-will" => HookAction::Drop,
+            "bad-will" => HookAction::Refuse(ReasonCode::PayloadFormatInvalid),
+            _ => {
+                w.payload = Bytes::from_static(b"rewritten will");
+                HookAction::Continue
+            }
+        }
+    }
+}
+
+/// `HookAction::Refuse`: v5 publishers get the code on PUBACK/PUBREC (an error code; a
+/// success code becomes 0x80), 3.1.1 publishers a plain acknowledgement (MQTT-3.3.5-2),
+/// and nothing is routed; the control API's publish reports the refusal.
+#[tokio::test]
+async fn refusing_hooks_answer_with_their_code_and_route_nothing() {
+    let broker = broker(vec![Arc::new(Refuser)], Limits::default()).await;
+    let mut sub = Raw::connect(&broker, V5, "s").await;
+    sub.subscribe(1, "#", QoS::AtMostOnce).await;
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    p.publish("deny/a", b"x", PublishQoS::AtLeastOnce(pid(1)), false)
+        .await;
+    match p.recv().await {
+        Some(Packet::PubAck(a)) => assert_eq!(a.reason_code, ReasonCode::QuotaExceeded),
+        other => panic!("{other:?}"),
+    }
+    p.publish("bad/a", b"x", PublishQoS::ExactlyOnce(pid(2)), false)
+        .await;
+    match p.recv().await {
+        Some(Packet::PubRec(r)) => assert_eq!(r.reason_code, ReasonCode::UnspecifiedError),
+        other => panic!("{other:?}"),
+    }
+    // The refusing PUBREC ended the exchange: the id is free for a new message.
+    p.publish("ok/a", b"fine", PublishQoS::ExactlyOnce(pid(2)), false)
+        .await;
+    match p.recv().await {
+        Some(Packet::PubRec(r)) => assert!(r.reason_code.is_success()),
+        other => panic!("{other:?}"),
+    }
+    let mut old = Raw::connect(&broker, ProtocolVersion::V311, "old").await;
+    old.publish("deny/b", b"x", PublishQoS::AtLeastOnce(pid(1)), false)
+        .await;
+    match old.recv().await {
+        Some(Packet::PubAck(a)) => assert!(a.reason_code.is_success()),
+        other => panic!("{other:?}"),
+    }
+    let err = broker
+        .publish(roost::Message::new(
+            topic("deny/c"),
+            Bytes::from_static(b"x"),
+            QoS::AtMostOnce,
+            false,
+        ))
+        .await
+        .expect_err("refused");
+    assert!(matches!(
+        err,
+        roost::ControlError::Refused(ReasonCode::QuotaExceeded)
+    ));
+    assert_eq!(sub.recv_publish().await.topic, topic("ok/a"));
+    assert!(sub.ping().await.is_empty(), "nothing refused was routed");
+    assert_eq!(broker.metrics().messages_refused_by_hooks, 4);
+    broker.shutdown().await;
+}
+
+/// `Hooks::will_received`: a will can be changed (and is published as changed), dropped,
+/// or refused with CONNACK.
+#[tokio::test]
+async fn will_hooks_change_drop_or_refuse_wills() {
+    let broker = broker(vec![Arc::new(Refuser)], Limits::default()).await;
+    let mut sub = Raw::connect(&broker, V5, "s").await;
+    sub.subscribe(1, "w/#", QoS::AtMostOnce).await;
+    let with_will = |id: &str| {
+        let mut c = Connect::new(V5, id);
+        c.will = Some(roost::codec::LastWill {
+            topic: topic(&format!("w/{id}")),
+            payload: Bytes::from_static(b"original"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Default::default(),
+        });
+        c
+    };
+    let (_r, ack) = Raw::connect_with(&broker, with_will("bad-will")).await;
+    assert_eq!(connack(ack).reason_code, ReasonCode::PayloadFormatInvalid);
+    let (r, ack) = Raw::connect_with(&broker, with_will("no-will")).await;
+    assert!(connack(ack).reason_code.is_success());
+    drop(r);
+    let (r, ack) = Raw::connect_with(&broker, with_will("kept")).await;
+    assert!(connack(ack).reason_code.is_success());
+    drop(r);
+    let got = sub.recv_publish().await;
+    assert_eq!(
+        got.topic,
+        topic("w/kept"),
+        "the dropped will was not published"
+    );
+    assert_eq!(&got.payload[..], b"rewritten will");
+    broker.shutdown().await;
+}
+
+/// Reverses the payload for `rev`, withholds everything from `none`, doubles the payload
+/// for `small` (whose Maximum Packet Size, 20, fits the 18-byte PUBLISH of `abcdefghij` at
+/// QoS 1 but not the 28 bytes of its doubled form).
+struct PerClient;
+
+impl DeliveryTransform for PerClient {
+    fn transform(&self, c: &ClientInfo, m: &roost::Message) -> Transformed {
+        let mut payload = m.payload.to_vec();
+        match &*c.client_id {
+            "rev" => payload.reverse(),
+            "none" => return Transformed::Withheld,
+            "small" => payload.extend_from_slice(&m.payload),
+            _ => return Transformed::Unchanged,
+        }
+        Transformed::Replaced {
+            payload: Bytes::from(payload),
+            properties: m.properties.clone(),
+        }
+    }
+}
+
+/// `DeliveryTransform`: one subscriber's copy changes, the others' do not; a withheld
+/// delivery is dropped and counted, and a form over the client's Maximum Packet Size too.
+#[tokio::test]
+async fn delivery_transforms_change_one_subscribers_copy() {
+    let broker = Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .sys_interval(None)
+        .delivery_transform(Arc::new(PerClient))
+        .build()
+        .start()
+        .await
+        .expect("starts");
+    let mut rev = Raw::connect(&broker, V5, "rev").await;
+    let mut plain = Raw::connect(&broker, V5, "plain").await;
+    let mut none = Raw::connect(&broker, V5, "none").await;
+    let mut c = Connect::new(V5, "small");
+    c.properties.maximum_packet_size = std::num::NonZeroU32::new(20);
+    let (mut small, _) = Raw::connect_with(&broker, c).await;
+    for s in [&mut rev, &mut plain, &mut none, &mut small] {
+        s.subscribe(1, "t", QoS::AtLeastOnce).await;
+    }
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    p.publish("t", b"abcdefghij", PublishQoS::AtLeastOnce(pid(1)), false)
+        .await;
+    assert_eq!(&rev.next_message().await.payload[..], b"jihgfedcba");
+    assert_eq!(&plain.next_message().await.payload[..], b"abcdefghij");
+    p.publish("t", b"short", PublishQoS::AtMostOnce, false)
+        .await;
+    assert_eq!(&small.next_message().await.payload[..], b"shortshort");
+    assert!(none.ping().await.is_empty(), "withheld");
+    let m = broker.metrics();
+    assert_eq!(m.messages_withheld, 2);
+    assert_eq!(
+        m.messages_dropped_too_large, 1,
+        "abcdefghij twice is a 28-byte PUBLISH, over 20"
+    );
+    broker.shutdown().await;
+}
+
+/// `PluginState`: values put while one broker runs are in its store when the next one
+/// starts on it; a state of its own name only.
+#[tokio::test]
+async fn plugin_state_lives_in_the_brokers_store() {
+    let store: Arc<dyn roost::storage::Storage> = Arc::new(roost::storage::MemoryStorage::new());
+    let start = |state: PluginState| {
+        Broker::builder()
+            .storage(Arc::clone(&store), roost::Durability::Acked)
+            .plugin_state(state)
+            .sys_interval(None)
+            .build()
+            .start()
+    };
+    let a = PluginState::new("a").expect("name");
+    let broker = start(a.clone()).await.expect("starts");
+    assert!(a.is_stored());
+    a.put(b"k", b"v1");
+    a.put(b"gone", b"x");
+    a.remove(b"gone");
+    broker.shutdown().await;
+    let again = PluginState::new("a").expect("name");
+    let other = PluginState::new("b").expect("name");
+    let broker = Broker::builder()
+        .storage(Arc::clone(&store), roost::Durability::Acked)
+        .plugin_state(again.clone())
+        .plugin_state(other.clone())
+        .sys_interval(None)
+        .build()
+        .start()
+        .await
+        .expect("starts");
+    assert_eq!(again.get(b"k"), Some(b"v1".to_vec()));
+    assert_eq!(again.get(b"gone"), None);
+    assert_eq!(other.keys(), Vec::<Vec<u8>>::new());
+    broker.shutdown().await;
+    let dup = Broker::builder()
+        .plugin_state(PluginState::new("x").expect("name"))
+        .plugin_state(PluginState::new("x").expect("name"))
+        .build()
+        .start()
+        .await;
+    assert!(dup.is_err(), "two states of one name");
 }

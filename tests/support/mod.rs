@@ -15,6 +15,8 @@ use roost::{Broker, BrokerHandle, Capabilities, Limits, QoS, TopicFilter, TopicN
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub mod tls;
+
 /// Upper bound for any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(10);
 

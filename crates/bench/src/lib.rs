@@ -17,7 +17,7 @@ pub use memory::{run_memory, MemoryCase, MemoryTarget};
 pub const USAGE: &str =
     "usage: roost-bench [--host H] [--port P] [--sub-port P] [--pid BROKER_PID] \
 [--scenario fan-in|fan-out] [--qos 0|1|2] [--publishers N] [--subscribers N] [--messages N] \
-[--payload BYTES] [--timeout-s S] [--repeat N] [--scenario latency --rate MSGS_PER_S --seconds S] \
+[--payload BYTES] [--timeout-s S] [--repeat N] [--seal KEY_HEX] [--scenario latency --rate MSGS_PER_S --seconds S] \
 [--scenario idle --connections N] [--scenario in-process] \
 [--scenario idle-in-process --connections N]";
 
@@ -75,6 +75,9 @@ pub struct Settings {
     pub connections: usize,
     /// Runs of a throughput scenario; the report gives the median of each figure.
     pub repeat: usize,
+    /// Publishers seal each payload as protected devices do (`roost::protect` envelope,
+    /// AES-128-GCM, key id 1, this key), so a broker with payload protection opens them.
+    pub seal: Option<Vec<u8>>,
 }
 
 impl Default for Settings {
@@ -95,6 +98,7 @@ impl Default for Settings {
             duration: Duration::from_secs(5),
             connections: 10_000,
             repeat: 1,
+            seal: None,
         }
     }
 }
@@ -149,6 +153,19 @@ impl Settings {
                 "--seconds" => s.duration = Duration::from_secs(num(&value)?.max(1)),
                 "--connections" => s.connections = num(&value)? as usize,
                 "--repeat" => s.repeat = num(&value)?.max(1) as usize,
+                "--seal" => {
+                    let key = (0..value.len())
+                        .step_by(2)
+                        .map(|i| {
+                            value
+                                .get(i..i + 2)
+                                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        })
+                        .collect::<Option<Vec<u8>>>()
+                        .filter(|k| k.len() == 16)
+                        .ok_or("--seal: a 16-byte key in hex (32 digits)")?;
+                    s.seal = Some(key);
+                }
                 _ => return Err(format!("unknown flag {flag}")),
             }
         }
@@ -436,6 +453,41 @@ async fn subscriber(
     }))
 }
 
+/// Seals payloads as a protected device: AES-128-GCM envelopes with growing sequence
+/// numbers. They start from the clock (microseconds × 1024), so a later run against the
+/// same broker (which remembers each device's last one) is not refused as a replay.
+struct Sealer {
+    key: roost_protect::DeviceKey,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Sealer {
+    fn new(key: &[u8]) -> Result<Self, BenchError> {
+        let key = roost_protect::DeviceKey::new(roost_protect::Algorithm::Aes128Gcm, key)
+            .map_err(|e| BenchError::Client(e.to_string()))?;
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Ok(Sealer {
+            key,
+            next: std::sync::atomic::AtomicU64::new(micros.saturating_mul(1024)),
+        })
+    }
+
+    fn seal(&self, topic: &str, plaintext: &[u8]) -> Vec<u8> {
+        use roost_protect::envelope::{seal, Direction, Header};
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&seq.to_be_bytes());
+        let header = Header {
+            key_id: 1,
+            seq,
+            nonce,
+        };
+        seal(&self.key, Direction::Up, &header, topic, plaintext).unwrap_or_default()
+    }
+}
+
 /// Publishes `settings.messages` messages on `bench/<n>`; returns once the broker has
 /// acknowledged them all (QoS 1/2) or they have been written (QoS 0).
 async fn publisher(settings: Settings, n: usize) -> Result<(), BenchError> {
@@ -449,10 +501,18 @@ async fn publisher(settings: Settings, n: usize) -> Result<(), BenchError> {
     let level = qos(settings.qos);
     let qos0 = settings.qos == 0;
     let feeder_client = client.clone();
+    let sealer = match &settings.seal {
+        Some(key) => Some(Sealer::new(key)?),
+        None => None,
+    };
     let feeder = tokio::spawn(async move {
         for _ in 0..total {
+            let body = match &sealer {
+                Some(s) => s.seal(&topic, &payload),
+                None => payload.clone(),
+            };
             if feeder_client
-                .publish(topic.as_str(), level, false, payload.clone())
+                .publish(topic.as_str(), level, false, body)
                 .await
                 .is_err()
             {

@@ -3,7 +3,7 @@
 //! ```text
 //! roost-bench [--host 127.0.0.1] [--port 1883] [--sub-port PORT] [--pid BROKER_PID] [--scenario fan-in|fan-out]
 //!             [--qos 0|1|2] [--publishers 8] [--subscribers 32] [--messages N]
-//!             [--payload BYTES] [--timeout-s 60] [--repeat 1]
+//!             [--payload BYTES] [--timeout-s 60] [--repeat 1] [--seal KEY_HEX]
 //! roost-bench --scenario latency [--rate 5000] [--seconds 5] [--qos 0|1|2]
 //! roost-bench --scenario idle [--connections 10000] [--pid BROKER_PID]
 //! roost-bench --scenario in-process [--publishers 1] [--subscribers 1] [--messages N]
@@ -14,7 +14,9 @@
 //! `--pid` it reads the broker's CPU time from `/proc/PID/stat` and reports messages per
 //! broker-CPU-second. Every run checks delivery: QoS 1/2 loss fails the run (exit 1); QoS 0
 //! counts are reported. `--sub-port` connects the subscribers to another port than the
-//! publishers: the far side of a bridge (`scripts/bench-bridge.sh`).
+//! publishers: the far side of a bridge (`scripts/bench-bridge.sh`). `--seal` makes the
+//! publishers (`bench-pub-N`) protected devices: each payload is sealed as `roost::protect`
+//! expects (`scripts/bench-protect.sh`).
 
 use std::process::ExitCode;
 

@@ -12,7 +12,7 @@ use crate::codec::{QoS, ReasonCode};
 use crate::metrics::Metrics;
 use crate::plugin::{
     guarded, Authenticator, Authorizer, AuthorizerChain, ClientInfo, Decision, HookChain,
-    PluginSettings, SubscribeDecision,
+    PluginSettings, SubscribeDecision, TransformChain,
 };
 use crate::policy::{AnonymousDecision, SessionOwnership};
 use crate::throttle::AuthThrottle;
@@ -32,6 +32,8 @@ pub(crate) struct Policy {
     /// checked again when it is sent.
     authz_epoch: AtomicU32,
     pub(crate) hooks: HookChain,
+    /// Per-subscriber forms of deliveries.
+    pub(crate) transforms: TransformChain,
     /// Who may resume a session (see [`SessionOwnership`]).
     pub(crate) ownership: SessionOwnership,
     /// Whether clients nobody vouched for may connect, decided at start.
@@ -58,6 +60,7 @@ pub(crate) struct PolicyParts {
     pub(crate) authenticators: Vec<Arc<dyn Authenticator>>,
     pub(crate) authorizers: Vec<Arc<dyn Authorizer>>,
     pub(crate) hooks: HookChain,
+    pub(crate) transforms: TransformChain,
     pub(crate) ownership: SessionOwnership,
     pub(crate) anonymous: AnonymousDecision,
 }
@@ -72,6 +75,7 @@ impl Policy {
             authorizers: RwLock::new(Arc::new(parts.authorizers)),
             authz_epoch: AtomicU32::new(1),
             hooks: parts.hooks,
+            transforms: parts.transforms,
             ownership: parts.ownership,
             anonymous: parts.anonymous,
             auth_throttle: AuthThrottle::default(),

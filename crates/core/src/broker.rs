@@ -22,7 +22,10 @@ use crate::handle::BrokerHandle;
 use crate::metrics::Metrics;
 use crate::persist::{Durability, Journal, Persistence};
 use crate::pipeline;
-use crate::plugin::{Authenticator, Authorizer, HookChain, Hooks, PluginSettings};
+use crate::plugin::{
+    Authenticator, Authorizer, DeliveryTransform, HookChain, Hooks, PluginSettings, PluginState,
+    StateSink, TransformChain,
+};
 use crate::policy::{AnonymousAccess, Exposure, SessionOwnership};
 use crate::recovery;
 use crate::registry::{SessionRules, Sessions};
@@ -52,6 +55,8 @@ pub struct BrokerBuilder {
     authenticators: Vec<Arc<dyn Authenticator>>,
     authorizers: Vec<Arc<dyn Authorizer>>,
     hooks: HookChain,
+    transforms: TransformChain,
+    plugin_states: Vec<PluginState>,
     storage: Option<(Arc<dyn Storage>, Durability)>,
     sys_interval: Option<Duration>,
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
@@ -219,6 +224,21 @@ impl BrokerBuilder {
         self
     }
 
+    /// Adds a delivery transform (see [`DeliveryTransform`]): a per-subscriber form of
+    /// each message, made as it is written. Transforms run in the order added.
+    pub fn delivery_transform(mut self, transform: Arc<dyn DeliveryTransform>) -> Self {
+        self.transforms.push(transform);
+        self
+    }
+
+    /// Keeps `state` under this broker's storage (see [`PluginState`]): when the broker
+    /// starts, the state is filled with what the store holds under its name, and its
+    /// changes are stored from then on. Two states of one name are refused at start.
+    pub fn plugin_state(mut self, state: PluginState) -> Self {
+        self.plugin_states.push(state);
+        self
+    }
+
     /// Persists retained messages and persistent sessions in `storage`, durable as
     /// `durability` says (see [`Durability`]). Without storage the broker keeps everything
     /// in memory only ("none").
@@ -282,6 +302,14 @@ impl BrokerBuilder {
     }
 }
 
+/// Plugin states write through the journal, in order with the broker's other writes.
+impl StateSink for Context {
+    fn store(&self, op: roost_storage::Op) -> bool {
+        self.journal.store_now(vec![op]);
+        true
+    }
+}
+
 /// A configured broker. [`Broker::start`] runs it.
 #[derive(Debug)]
 pub struct Broker {
@@ -302,6 +330,8 @@ impl Broker {
             authenticators: Vec::new(),
             authorizers: Vec::new(),
             hooks: HookChain::default(),
+            transforms: TransformChain::default(),
+            plugin_states: Vec::new(),
             storage: None,
             sys_interval: Some(Duration::from_secs(10)),
             metrics_interval: Duration::from_secs(1),
@@ -327,6 +357,12 @@ impl Broker {
             .validate()
             .map_err(Error::InvalidSetting)?;
         crate::bridge::check_all(&config.bridges).map_err(Error::Config)?;
+        let plugin_states = config.plugin_states.clone();
+        for (i, s) in plugin_states.iter().enumerate() {
+            if plugin_states[..i].iter().any(|o| o.name() == s.name()) {
+                return Err(Error::Config("two plugin states have one name"));
+            }
+        }
         let mut bound = Vec::with_capacity(config.listeners.len());
         for net in &config.listeners {
             let addr = &net.addr;
@@ -366,8 +402,18 @@ impl Broker {
         let ctx = Arc::new(context(config));
         tracing::info!(policy = %ctx.policy.anonymous, ownership = ?ctx.policy.ownership, "access policy");
         if let Some(p) = ctx.journal.persistence() {
-            let snapshot = p.load().await.map_err(Error::Storage)?;
+            let mut snapshot = p.load().await.map_err(Error::Storage)?;
+            let entries = std::mem::take(&mut snapshot.plugin_state);
             recovery::restore(&ctx, snapshot);
+            let weak: std::sync::Weak<Context> = Arc::downgrade(&ctx);
+            let sink: std::sync::Weak<dyn StateSink> = weak;
+            for state in &plugin_states {
+                state.attach(&entries, Some(sink.clone()));
+            }
+        } else {
+            for state in &plugin_states {
+                state.attach(&[], None);
+            }
         }
         let mut local_addrs = Vec::with_capacity(bound.len());
         for (listener, local, net) in bound {
@@ -494,6 +540,7 @@ fn context(config: BrokerBuilder) -> Context {
             authenticators: config.authenticators,
             authorizers: config.authorizers,
             hooks: config.hooks.with_own_events(),
+            transforms: config.transforms,
             ownership: config.ownership,
             anonymous,
         },

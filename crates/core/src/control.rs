@@ -41,6 +41,9 @@ pub enum ControlError {
     /// The store failed to write what the call changed.
     #[error("the change could not be stored")]
     Storage,
+    /// A publish hook refused the message ([`HookAction::Refuse`](crate::plugin::HookAction::Refuse)).
+    #[error("a hook refused the message: {0}")]
+    Refused(crate::codec::ReasonCode),
 }
 
 impl From<std::convert::Infallible> for ControlError {
@@ -326,19 +329,19 @@ impl BrokerHandle {
     /// (retained message, persistent sessions' queues) is durable.
     pub async fn publish(&self, message: Message) -> Result<(), ControlError> {
         let ctx = self.live()?;
-        let published = PublishedMessage {
-            topic: message.topic,
-            payload: message.payload,
-            qos: message.qos,
-            retain: message.retain,
-            properties: message.properties,
-        };
+        let mut published =
+            PublishedMessage::new(message.topic, message.payload, message.qos, message.retain);
+        published.properties = message.properties;
         let mut ops: Vec<Op> = Vec::new();
         let mut congested = Vec::new();
         let routed =
             pipeline::publish_message(ctx, None, None, published, &mut ops, &mut congested, None);
         // Queued copies of persistent sessions were stored by the queues themselves.
-        let queued = routed.map_or(Gate::NONE, |outcome| outcome.gate);
+        let queued = match routed {
+            Ok(outcome) => outcome.gate,
+            Err(pipeline::Stopped::Refused(code)) => return Err(ControlError::Refused(code)),
+            Err(pipeline::Stopped::Dropped) => Gate::NONE,
+        };
         durable(ctx, ctx.journal.store_gated(ops).join(queued)).await
     }
 

@@ -228,6 +228,30 @@ impl Message {
         })
     }
 
+    /// The same message with another payload and properties (a per-subscriber form made
+    /// by a [`DeliveryTransform`](crate::plugin::DeliveryTransform)): same topic, QoS,
+    /// RETAIN, publisher, receipt and expiry time; encoded on its own.
+    pub(crate) fn with_payload(
+        &self,
+        payload: Bytes,
+        properties: PublishProperties,
+    ) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            topic: self.topic.clone(),
+            payload,
+            qos: self.qos,
+            retain: self.retain,
+            properties_bytes: properties_size(&properties),
+            properties,
+            publisher: self.publisher.clone(),
+            received_at: self.received_at,
+            expires_at: self.expires_at,
+            forms: Default::default(),
+            kept: OnceLock::new(),
+            hold: None,
+        })
+    }
+
     /// The message as kept for a long time (queued for an offline session): a copy that
     /// owns its bytes (see [`Message::detached`]), made once and shared by every session
     /// that keeps it.

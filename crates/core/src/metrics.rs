@@ -88,6 +88,11 @@ counters! {
     messages_expired => "$SYS/broker/messages/expired",
     /// Publishes refused and deliveries withheld by an authorizer.
     messages_denied => "$SYS/broker/messages/denied",
+    /// Publishes (and wills) refused by a hook ([`HookAction::Refuse`](crate::plugin::HookAction::Refuse)).
+    messages_refused_by_hooks => "$SYS/broker/messages/refused/hooks",
+    /// Deliveries a delivery transform withheld
+    /// ([`Transformed::Withheld`](crate::plugin::Transformed::Withheld)).
+    messages_withheld => "$SYS/broker/messages/withheld",
     /// Copies for persistent sessions dropped because the store was over its size budget.
     messages_dropped_storage_full => "$SYS/broker/messages/dropped/storage-full",
     /// Messages not sent because they exceed the client's Maximum Packet Size.

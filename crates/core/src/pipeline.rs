@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytestring::ByteString;
 use roost_storage::Op;
 
-use crate::codec::PublishProperties;
+use crate::codec::{PublishProperties, ReasonCode};
 use crate::context::Context;
 use crate::message::{Hold, Message};
 use crate::metrics::Metrics;
@@ -71,7 +71,25 @@ pub(crate) fn retain(ctx: &Context, message: &Arc<Message>, ops: &mut Vec<Op>) {
     }
 }
 
-/// Runs the publish hooks, then retains and routes. `None` if a hook dropped the message.
+/// Why a publish hook stopped a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stopped {
+    /// [`HookAction::Drop`]: acknowledged as usual.
+    Dropped,
+    /// [`HookAction::Refuse`] with this code (an error code).
+    Refused(ReasonCode),
+}
+
+/// The code a hook's refusal is sent with: its own if it is an error code, else 0x80.
+pub(crate) fn refusal_code(code: ReasonCode) -> ReasonCode {
+    if code.is_success() {
+        ReasonCode::UnspecifiedError
+    } else {
+        code
+    }
+}
+
+/// Runs the publish hooks, then retains and routes. `Err` if a hook stopped the message.
 /// With `hold`, no copy is sent before the hold is released (see [`Hold`]).
 pub(crate) fn publish_message(
     ctx: &Context,
@@ -81,12 +99,18 @@ pub(crate) fn publish_message(
     ops: &mut Vec<Op>,
     congested: &mut Vec<Arc<Session>>,
     hold: Option<Arc<Hold>>,
-) -> Option<RouteOutcome> {
+) -> Result<RouteOutcome, Stopped> {
     let hooks = &ctx.policy.hooks;
-    if !hooks.is_empty()
-        && hooks.published(&ctx.metrics, client, &mut published) == HookAction::Drop
-    {
-        return None;
+    if !hooks.is_empty() {
+        match hooks.published(&ctx.metrics, client, &mut published) {
+            HookAction::Continue => {}
+            HookAction::Drop => return Err(Stopped::Dropped),
+            HookAction::Refuse(code) => {
+                Metrics::inc(&ctx.metrics.messages_refused_by_hooks);
+                tracing::debug!(topic = %published.topic, reason = %code, "publish refused by a hook");
+                return Err(Stopped::Refused(refusal_code(code)));
+            }
+        }
     }
     let message = Message::shared(
         published.topic,
@@ -97,7 +121,7 @@ pub(crate) fn publish_message(
         publisher,
         hold,
     );
-    Some(publish(ctx, &message, ops, congested))
+    Ok(publish(ctx, &message, ops, congested))
 }
 
 /// Publishes a will as its client would publish it (MQTT-3.1.2-8). The will was authorized
@@ -144,6 +168,23 @@ fn publish_will_now(
     client_id: ByteString,
     client: Option<&ClientInfo>,
 ) {
+    tracing::debug!(topic = %will.topic, "publishing will");
+    let published = will_message(will);
+    let mut ops = Vec::new();
+    let _ = publish_message(
+        ctx,
+        client,
+        Some(client_id),
+        published,
+        &mut ops,
+        &mut Vec::new(),
+        None,
+    );
+    ctx.journal.store_now(ops);
+}
+
+/// A will as the hooks see it (a message flagged [`PublishedMessage::will`]).
+pub(crate) fn will_message(will: crate::codec::LastWill) -> PublishedMessage {
     let p = will.properties;
     let properties = PublishProperties {
         payload_format_indicator: p.payload_format_indicator,
@@ -154,25 +195,56 @@ fn publish_will_now(
         user_properties: p.user_properties,
         ..PublishProperties::default()
     };
-    tracing::debug!(topic = %will.topic, "publishing will");
-    let published = PublishedMessage {
-        topic: will.topic,
-        payload: will.payload,
-        qos: will.qos,
-        retain: will.retain,
-        properties,
+    let mut published = PublishedMessage::new(will.topic, will.payload, will.qos, will.retain);
+    published.properties = properties;
+    published.will = true;
+    published
+}
+
+/// Runs the will hooks on a connecting client's will (see
+/// [`Hooks::will_received`](crate::plugin::Hooks::will_received)): it is kept as they leave
+/// it, or dropped; `Err` refuses the client with that code.
+pub(crate) fn will_received(
+    ctx: &Context,
+    client: &ClientInfo,
+    will: &mut Option<crate::codec::LastWill>,
+) -> Result<(), ReasonCode> {
+    let hooks = &ctx.policy.hooks;
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    let Some(taken) = will.take() else {
+        return Ok(());
     };
-    let mut ops = Vec::new();
-    publish_message(
-        ctx,
-        client,
-        Some(client_id),
-        published,
-        &mut ops,
-        &mut Vec::new(),
-        None,
-    );
-    ctx.journal.store_now(ops);
+    let delay = taken.properties.will_delay_interval;
+    let mut published = will_message(taken);
+    match hooks.will_received(&ctx.metrics, client, &mut published) {
+        HookAction::Continue => {
+            let p = published.properties;
+            *will = Some(crate::codec::LastWill {
+                topic: published.topic,
+                payload: published.payload,
+                qos: published.qos,
+                retain: published.retain,
+                properties: crate::codec::WillProperties {
+                    will_delay_interval: delay,
+                    payload_format_indicator: p.payload_format_indicator,
+                    message_expiry_interval: p.message_expiry_interval,
+                    content_type: p.content_type,
+                    response_topic: p.response_topic,
+                    correlation_data: p.correlation_data,
+                    user_properties: p.user_properties,
+                },
+            });
+            Ok(())
+        }
+        HookAction::Drop => Ok(()),
+        HookAction::Refuse(code) => {
+            Metrics::inc(&ctx.metrics.messages_refused_by_hooks);
+            tracing::info!(client_id = %client.client_id, reason = %code, "will refused by a hook");
+            Err(refusal_code(code))
+        }
+    }
 }
 
 /// Acts on what a session deadline did: tells the hooks of an expiry and publishes the

@@ -64,6 +64,38 @@ pub struct Config {
     pub capabilities: Capabilities,
     /// Bridges to other brokers (`[[bridge]]` tables, Mosquitto's option names).
     pub bridge: Vec<BridgeTable>,
+    /// Payload protection for devices without TLS (`[protect]`; off when absent).
+    pub protect: Option<ProtectTable>,
+}
+
+/// `[protect]`: AES-GCM/CCM payload protection (`roost::protect`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectTable {
+    /// The device key file (`device key-id algorithm hex-key` lines); reloaded on SIGHUP.
+    pub key_file: PathBuf,
+    /// Listeners (by name: a `[[listener]]`'s `name`, or `kind:address` such as
+    /// `tcp:0.0.0.0:1884`) whose every client is a protected device.
+    #[serde(default)]
+    pub listeners: Vec<String>,
+    /// Clients whose device name has a key are protected on every listener (default true).
+    #[serde(default = "default_true")]
+    pub known_devices: bool,
+    /// What a device's keys are filed under: `client-id` (default) or `username`.
+    #[serde(default)]
+    pub device_name: DeviceNameMode,
+}
+
+/// `[protect] device_name`: what a device's keys are filed under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum DeviceNameMode {
+    /// The Client Identifier.
+    #[default]
+    #[serde(rename = "client-id")]
+    ClientId,
+    /// The user name the authenticators vouched for.
+    #[serde(rename = "username")]
+    Username,
 }
 
 impl Default for Config {
@@ -92,6 +124,7 @@ impl Default for Config {
             limits: Limits::default(),
             capabilities: Capabilities::default(),
             bridge: Vec::new(),
+            protect: None,
         }
     }
 }
@@ -351,6 +384,26 @@ impl Config {
         Ok(())
     }
 
+    /// Every listener's name: its `name`, or `kind:address` as the broker names it.
+    pub fn listener_names(&self) -> Vec<String> {
+        let short = |kind: &str, addrs: &[SocketAddr]| {
+            addrs
+                .iter()
+                .map(|a| format!("{kind}:{a}"))
+                .collect::<Vec<_>>()
+        };
+        let mut names = short("tcp", &self.listen);
+        names.extend(short("tls", &self.tls_listen));
+        names.extend(short("ws", &self.ws_listen));
+        names.extend(short("wss", &self.wss_listen));
+        names.extend(self.listener.iter().map(|l| {
+            l.name
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", l.kind.as_str(), l.address))
+        }));
+        names
+    }
+
     /// Fills in what was left to defaults and checks the whole: a listener when none was
     /// given, TLS files where TLS listeners need them, the library's own checks.
     pub fn finish(mut self) -> Result<Config, ConfigError> {
@@ -397,6 +450,15 @@ impl Config {
             if bridge.bridge_certfile.is_some() && bridge.bridge_cafile.is_none() {
                 return Err(ConfigError::Conflict(format!(
                     "bridge[{i}]: a client certificate needs bridge_cafile (TLS)"
+                )));
+            }
+        }
+        if let Some(p) = &self.protect {
+            let names = self.listener_names();
+            if let Some(unknown) = p.listeners.iter().find(|n| !names.contains(n)) {
+                return Err(ConfigError::Conflict(format!(
+                    "protect.listeners: no listener is named {unknown:?} (names: {})",
+                    names.join(", ")
                 )));
             }
         }
@@ -603,7 +665,14 @@ pub fn default_config_text() -> String {
          # cleansession = false\n\
          # try_private = true\n\
          # restart_timeout = [5, 30]\n\
-         # bridge_cafile = \"ca.pem\"        # TLS; with bridge_certfile/bridge_keyfile\n\n",
+         # bridge_cafile = \"ca.pem\"        # TLS; with bridge_certfile/bridge_keyfile\n\
+         #\n\
+         # Payload protection (AES-GCM/CCM envelopes) for devices without TLS:\n\
+         # [protect]\n\
+         # key_file = \"devices.keys\"      # device key-id algorithm hex-key; reloaded on SIGHUP\n\
+         # listeners = [\"devices\"]        # every client of these listeners is protected\n\
+         # known_devices = true            # clients with keys are protected on any listener\n\
+         # device_name = \"client-id\"      # or username\n\n",
     );
     for (key, doc, example) in KEYS {
         out.push_str(&format!("# {doc}\n"));
@@ -667,6 +736,42 @@ mod tests {
         for (key, _, _) in KEYS {
             assert!(text.contains(&format!("{key} =")), "{key} missing");
         }
+    }
+
+    #[test]
+    fn the_protect_table_names_listeners_that_exist() {
+        let text = r#"
+            listen = ["127.0.0.1:1883"]
+            [[listener]]
+            address = "0.0.0.0:1884"
+            name = "devices"
+            [protect]
+            key_file = "devices.keys"
+            listeners = ["devices", "tcp:127.0.0.1:1883"]
+            device_name = "username"
+        "#;
+        let config = Config::from_toml(text)
+            .expect("parses")
+            .finish()
+            .expect("valid");
+        let p = config.protect.expect("[protect]");
+        assert_eq!(p.device_name, DeviceNameMode::Username);
+        assert!(p.known_devices, "default");
+        let wrong = text.replace(r#""devices", "#, r#""device", "#);
+        let e = Config::from_toml(&wrong)
+            .expect("parses")
+            .finish()
+            .expect_err("no listener named device");
+        assert!(e.to_string().contains("protect.listeners"), "{e}");
+        assert!(
+            Config::from_toml(
+                "[protect]
+listeners = []
+"
+            )
+            .is_err(),
+            "key_file is required"
+        );
     }
 
     #[test]

@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use roost::auth::{AclFile, CertificateIdentity, CertificateName, PasswordFile};
 use roost::plugin::{Authenticator, Authorizer};
+use roost::protect::{DeviceName, Keys, PayloadProtection};
 use roost::storage::{open_store, Backend, OnCorrupt};
 use roost::{AnonymousAccess, Broker, BrokerBuilder, BrokerHandle, Durability, TlsConfig};
 
 use crate::cli::Parsed;
 use crate::config::{
-    BackendName, Config, DurabilityMode, ListenerConfig, ListenerKind, OnCorruptMode,
+    BackendName, Config, DeviceNameMode, DurabilityMode, ListenerConfig, ListenerKind,
+    OnCorruptMode,
 };
 
 /// An error's message with its causes.
@@ -67,6 +69,8 @@ struct Files {
     tls: Option<Arc<TlsConfig>>,
     /// Each `[[bridge]]`'s TLS, in order.
     bridge_tls: Vec<Option<roost::bridge::BridgeTls>>,
+    /// `[protect]`'s device keys.
+    protect_keys: Option<Keys>,
 }
 
 impl Files {
@@ -96,11 +100,16 @@ impl Files {
                     .map_err(|e| format!("bridge {}: {}", b.connection, chain(&e)))
             })
             .collect::<Result<_, _>>()?;
+        let protect_keys = match &config.protect {
+            Some(p) => Some(Keys::load(&p.key_file).map_err(|e| chain(&e))?),
+            None => None,
+        };
         Ok(Files {
             passwords,
             acl,
             tls,
             bridge_tls,
+            protect_keys,
         })
     }
 
@@ -119,6 +128,14 @@ impl Files {
                 Ok(()) => tracing::info!(users = p.len(), "password file reloaded"),
                 Err(e) => {
                     tracing::error!(error = %chain(&e), "password file not reloaded; previous contents kept")
+                }
+            }
+        }
+        if let Some(k) = &self.protect_keys {
+            match k.reload() {
+                Ok(devices) => tracing::info!(devices, "device key file reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %chain(&e), "device key file not reloaded; previous keys kept")
                 }
             }
         }
@@ -162,6 +179,19 @@ fn security(config: &Config, files: &Files, mut builder: BrokerBuilder) -> Broke
         tracing::info!("ACL file loaded");
         let a: Arc<dyn Authorizer> = a.clone();
         builder = builder.authorizer(a);
+    }
+    if let (Some(table), Some(keys)) = (&config.protect, &files.protect_keys) {
+        let mut protection = PayloadProtection::new(Arc::new(keys.clone()))
+            .known_devices(table.known_devices)
+            .device_name(match table.device_name {
+                DeviceNameMode::ClientId => DeviceName::ClientId,
+                DeviceNameMode::Username => DeviceName::Username,
+            });
+        for name in &table.listeners {
+            protection = protection.protect_listener(name.clone());
+        }
+        tracing::info!(listeners = ?table.listeners, known_devices = table.known_devices, "payload protection on");
+        builder = protection.install(builder);
     }
     builder
 }

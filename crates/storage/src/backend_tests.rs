@@ -217,6 +217,74 @@ async fn a_store_in_use_is_never_quarantined<S: Storage + std::fmt::Debug>(b: Ba
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Plugin values survive a reopen, in their own namespaces, and go when deleted.
+async fn plugin_state_survives_reopen<S: Storage + std::fmt::Debug>(b: Backend<S>) {
+    let dir = temp_dir(b.name, "plugin");
+    let entry = |p: &str, k: &[u8], v: &[u8]| crate::PluginEntry {
+        plugin: p.into(),
+        key: k.to_vec(),
+        value: v.to_vec(),
+    };
+    {
+        let s = (b.open)(&dir, OnCorrupt::Fail).expect("opens");
+        s.write(vec![
+            Op::PutPluginState(entry("protect", b"dev-1", &7u64.to_be_bytes())),
+            Op::PutPluginState(entry("protect", b"dev-2", b"")),
+            Op::PutPluginState(entry("protect2", b"dev-1", b"other")),
+            Op::PutPluginState(entry("protect", b"dev-1", &9u64.to_be_bytes())),
+            Op::PutPluginState(entry("gone", b"k", b"v")),
+            Op::DeletePluginState {
+                plugin: "gone".into(),
+                key: b"k".to_vec(),
+            },
+        ])
+        .await
+        .expect("writes");
+        s.flush().await.expect("flushes");
+    }
+    let s = reopen(&b, &dir);
+    let snap = s.load().await.expect("loads");
+    assert_eq!(
+        snap.plugin_state,
+        vec![
+            entry("protect", b"dev-1", &9u64.to_be_bytes()),
+            entry("protect", b"dev-2", b""),
+            entry("protect2", b"dev-1", b"other"),
+        ]
+    );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn sled_plugin_state_survives_reopen() {
+    plugin_state_survives_reopen(sled()).await;
+}
+
+#[tokio::test]
+async fn redb_plugin_state_survives_reopen() {
+    plugin_state_survives_reopen(redb()).await;
+}
+
+#[tokio::test]
+async fn memory_plugin_state_is_kept_in_the_same_form() {
+    let s = crate::MemoryStorage::new();
+    let put = |k: &[u8], v: &[u8]| {
+        Op::PutPluginState(crate::PluginEntry {
+            plugin: "p".into(),
+            key: k.to_vec(),
+            value: v.to_vec(),
+        })
+    };
+    s.write(vec![put(b"b", b"2"), put(b"a", b"1")])
+        .await
+        .expect("writes");
+    let snap = s.load().await.expect("loads");
+    let keys: Vec<_> = snap.plugin_state.iter().map(|e| e.key.clone()).collect();
+    assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(snap.plugin_state[1].value, b"2");
+}
+
 #[tokio::test]
 async fn sled_survives_reopen_and_deletes_session_state() {
     survives_reopen_and_deletes_session_state(sled()).await;

@@ -1,20 +1,21 @@
 //! The key-value layout every ordered-key backend shares.
 //!
-//! Four tables: `retained` (topic → message), `sessions` (client id → session), `queue`
+//! Five tables: `retained` (topic → message), `sessions` (client id → session), `queue`
 //! (client id, 0x00, sequence number big-endian → entry), `inbound` (client id, 0x00,
-//! packet id big-endian → empty). Client identifiers cannot contain U+0000, so the 0x00
+//! packet id big-endian → empty), `plugin` (plugin name, 0x00, key → value). Client identifiers cannot contain U+0000, so the 0x00
 //! separator makes prefix scans exact, and big-endian numbers sort in order.
 
 use crate::record::{MessageRecord, QueueRecord, SessionRecord};
 use crate::{Op, SessionSnapshot, Snapshot, StorageError};
 
-/// One of the four tables.
+/// One of the five tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Table {
     Retained,
     Sessions,
     Queue,
     Inbound,
+    Plugin,
 }
 
 /// The writes a backend offers; [`apply`] turns [`Op`]s into them. Each returns by how
@@ -126,6 +127,14 @@ pub(crate) fn apply(t: &mut impl Tables, ops: Vec<Op>) -> Result<i64, StorageErr
             Op::DeleteInbound { client, packet_id } => {
                 t.remove(Table::Inbound, &key(&client, &packet_id.to_be_bytes()))?
             }
+            Op::PutPluginState(entry) => t.put(
+                Table::Plugin,
+                &key(&entry.plugin, &entry.key),
+                &entry.encode_value(),
+            )?,
+            Op::DeletePluginState { plugin, key: k } => {
+                t.remove(Table::Plugin, &key(&plugin, &k))?
+            }
         };
     }
     Ok(delta)
@@ -145,20 +154,32 @@ fn with_prefix<'a>(
         .take_while(move |(k, _)| k.starts_with(prefix))
 }
 
-/// Decodes the four tables (each in key order) into a [`Snapshot`], with the bytes their
+/// Decodes the five tables (each in key order) into a [`Snapshot`], with the bytes their
 /// rows hold.
 pub(crate) fn snapshot(
     retained: Rows,
     sessions: Rows,
     queue: Rows,
     inbound: Rows,
+    plugin: Rows,
 ) -> Result<(Snapshot, u64), StorageError> {
-    let held = [&retained, &sessions, &queue, &inbound]
+    let held = [&retained, &sessions, &queue, &inbound, &plugin]
         .iter()
         .flat_map(|rows| rows.iter())
         .map(|(k, v)| (k.len() + v.len()) as u64)
         .sum();
     let mut out = Snapshot::default();
+    for (k, v) in plugin {
+        let split = k
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(StorageError::InvalidRecord)?;
+        let name =
+            String::from_utf8(k[..split].to_vec()).map_err(|_| StorageError::InvalidRecord)?;
+        let key = k[split + 1..].to_vec();
+        out.plugin_state
+            .push(crate::PluginEntry::decode(name, key, &v)?);
+    }
     for (k, v) in retained {
         let topic = String::from_utf8(k).map_err(|_| StorageError::InvalidRecord)?;
         out.retained.push((topic, MessageRecord::decode(&v)?));

@@ -51,8 +51,8 @@ pub use backend::{open_store, Backend, OnCorrupt};
 pub use error::StorageError;
 pub use memory::MemoryStorage;
 pub use record::{
-    MessageRecord, Op, OwnerRecord, PropertiesRecord, QueueRecord, QueueStage, SessionRecord,
-    SessionSnapshot, Snapshot, SubscriptionRecord, WillRecord, FORMAT_VERSION,
+    MessageRecord, Op, OwnerRecord, PluginEntry, PropertiesRecord, QueueRecord, QueueStage,
+    SessionRecord, SessionSnapshot, Snapshot, SubscriptionRecord, WillRecord, FORMAT_VERSION,
 };
 #[cfg(feature = "redb")]
 pub use redb_backend::RedbStorage;

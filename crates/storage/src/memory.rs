@@ -16,6 +16,7 @@ struct State {
     sessions: BTreeMap<String, Vec<u8>>,
     queue: BTreeMap<(String, u64), Vec<u8>>,
     inbound: BTreeSet<(String, u16)>,
+    plugin: BTreeMap<(String, Vec<u8>), Vec<u8>>,
 }
 
 /// Keeps everything in memory, encoded exactly as [`SledStorage`](crate::SledStorage)
@@ -60,7 +61,16 @@ impl Storage for MemoryStorage {
                 inbound,
             });
         }
-        Ok(Snapshot { retained, sessions })
+        let plugin_state = st
+            .plugin
+            .iter()
+            .map(|((p, k), v)| crate::PluginEntry::decode(p.clone(), k.clone(), v))
+            .collect::<Result<_, StorageError>>()?;
+        Ok(Snapshot {
+            retained,
+            sessions,
+            plugin_state,
+        })
     }
 
     async fn write(&self, ops: Vec<Op>) -> Result<(), StorageError> {
@@ -96,6 +106,13 @@ impl Storage for MemoryStorage {
                 }
                 Op::DeleteInbound { client, packet_id } => {
                     st.inbound.remove(&(client, packet_id));
+                }
+                Op::PutPluginState(entry) => {
+                    let value = entry.encode_value();
+                    st.plugin.insert((entry.plugin, entry.key), value);
+                }
+                Op::DeletePluginState { plugin, key } => {
+                    st.plugin.remove(&(plugin, key));
                 }
             }
         }

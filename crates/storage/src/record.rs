@@ -178,6 +178,54 @@ pub enum Op {
         /// Packet Identifier.
         packet_id: u16,
     },
+    /// Store a plugin's value under `key` (replacing it).
+    PutPluginState(PluginEntry),
+    /// Remove a plugin's value.
+    DeletePluginState {
+        /// The plugin's name (no U+0000).
+        plugin: String,
+        /// The key within the plugin's namespace.
+        key: Vec<u8>,
+    },
+}
+
+/// A value a plugin keeps under the broker's storage (the payload-protection plugin's
+/// replay high-water marks, say): opaque bytes under a key, in the plugin's own namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginEntry {
+    /// The plugin's name (no U+0000).
+    pub plugin: String,
+    /// The key within the plugin's namespace.
+    pub key: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+impl PluginEntry {
+    /// The stored form: the format version, then the value.
+    pub(crate) fn encode_value(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(1 + self.value.len());
+        v.push(FORMAT_VERSION);
+        v.extend_from_slice(&self.value);
+        v
+    }
+
+    /// Reads a stored value back.
+    pub(crate) fn decode(
+        plugin: String,
+        key: Vec<u8>,
+        stored: &[u8],
+    ) -> Result<Self, StorageError> {
+        match stored.split_first() {
+            Some((&FORMAT_VERSION, value)) => Ok(Self {
+                plugin,
+                key,
+                value: value.to_vec(),
+            }),
+            Some((&v, _)) => Err(StorageError::UnsupportedVersion(v)),
+            None => Err(StorageError::InvalidRecord),
+        }
+    }
 }
 
 /// A stored session with everything that belongs to it.
@@ -200,6 +248,8 @@ pub struct Snapshot {
     pub retained: Vec<(String, MessageRecord)>,
     /// Sessions.
     pub sessions: Vec<SessionSnapshot>,
+    /// Plugins' values, by plugin then key.
+    pub plugin_state: Vec<PluginEntry>,
 }
 
 // ----------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ const RETAINED: Def = TableDefinition::new("retained");
 const SESSIONS: Def = TableDefinition::new("sessions");
 const QUEUE: Def = TableDefinition::new("queue");
 const INBOUND: Def = TableDefinition::new("inbound");
+const PLUGIN: Def = TableDefinition::new("plugin");
 const META: Def = TableDefinition::new("meta");
 
 /// Operations [`Storage::write`] holds before it commits them without waiting for a flush.
@@ -44,6 +45,7 @@ fn def(table: Table) -> Def {
         Table::Sessions => SESSIONS,
         Table::Queue => QUEUE,
         Table::Inbound => INBOUND,
+        Table::Plugin => PLUGIN,
     }
 }
 
@@ -99,7 +101,7 @@ impl RedbStorage {
                 meta.insert(b"format".as_slice(), [FORMAT_VERSION].as_slice())
                     .map_err(io)?;
             }
-            for t in [RETAINED, SESSIONS, QUEUE, INBOUND] {
+            for t in [RETAINED, SESSIONS, QUEUE, INBOUND, PLUGIN] {
                 txn.open_table(t).map_err(|e| corrupt(&e))?;
             }
         }
@@ -145,6 +147,7 @@ impl RedbStorage {
             rows(Table::Sessions)?,
             rows(Table::Queue)?,
             rows(Table::Inbound)?,
+            rows(Table::Plugin)?,
         )?;
         self.held.set(held);
         Ok(snapshot)

@@ -1,7 +1,7 @@
 //! The sled backend (sled 0.34, the stable line; 1.0 is still alpha).
 //!
 //! One sled tree per table of the shared layout (`layout.rs`: `retained`, `sessions`,
-//! `queue`, `inbound`); a `format` entry in the default tree records the format version.
+//! `queue`, `inbound`, `plugin`); a `format` entry in the default tree records the format version.
 //!
 //! # Durability
 //! sled buffers writes and writes them out on its own timer, or when flushed. A sled flush
@@ -31,6 +31,7 @@ pub struct SledStorage {
     sessions: sled::Tree,
     queue: sled::Tree,
     inbound: sled::Tree,
+    plugin: sled::Tree,
     path: PathBuf,
     sync: Arc<DirSync>,
     held: Arc<Held>,
@@ -62,11 +63,12 @@ impl SledStorage {
                 }
             })?;
         let open_tree = |name: &str| db.open_tree(name).map_err(|e| corrupt(&e));
-        let (retained, sessions, queue, inbound) = (
+        let (retained, sessions, queue, inbound, plugin) = (
             open_tree("retained")?,
             open_tree("sessions")?,
             open_tree("queue")?,
             open_tree("inbound")?,
+            open_tree("plugin")?,
         );
         let found = db.get("format").map_err(|e| corrupt(&e))?;
         if layout::check_format(found.as_deref()).map_err(|e| corrupt(&e))? {
@@ -81,6 +83,7 @@ impl SledStorage {
             sessions,
             queue,
             inbound,
+            plugin,
             db,
             path: path.to_path_buf(),
             sync: Arc::new(sync),
@@ -107,6 +110,7 @@ impl SledStorage {
             Table::Sessions => &self.sessions,
             Table::Queue => &self.queue,
             Table::Inbound => &self.inbound,
+            Table::Plugin => &self.plugin,
         }
     }
 
@@ -122,6 +126,7 @@ impl SledStorage {
             rows(Table::Sessions)?,
             rows(Table::Queue)?,
             rows(Table::Inbound)?,
+            rows(Table::Plugin)?,
         )?;
         self.held.set(held);
         Ok(snapshot)

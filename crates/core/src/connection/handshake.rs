@@ -43,6 +43,19 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
     let mut connect = read_connect(ctx, settings, reader, &mut wire, max_packet_size).await?;
     compact(&mut connect);
     let admitted = admit(ctx, reader, &mut wire, &connect, peer, max_packet_size).await?;
+    if let Err(code) = crate::pipeline::will_received(ctx, &admitted.info, &mut connect.will) {
+        let client_max = connect.properties.maximum_packet_size.map(NonZeroU32::get);
+        refuse(
+            settings,
+            &mut wire,
+            connect.protocol,
+            client_max,
+            code,
+            None,
+        )
+        .await;
+        return None;
+    }
     let assigned = admitted.assigned.then_some(&admitted.client_id);
     let terms = negotiate(
         &settings.capabilities,

@@ -175,7 +175,13 @@ impl Connection {
     fn refuse_publish(&self, publish: &Publish, code: ReasonCode) {
         Metrics::inc(&self.ctx.metrics.messages_denied);
         tracing::debug!(topic = %publish.topic, "publish not authorized");
-        match publish.qos {
+        self.refuse_qos(publish.qos, code);
+    }
+
+    /// Answers a refused PUBLISH (`code` for v5; 3.1.1 gets a normal acknowledgement): a
+    /// refusing v5 PUBREC ends the QoS 2 exchange.
+    fn refuse_qos(&self, qos: PublishQoS, code: ReasonCode) {
+        match qos {
             PublishQoS::AtMostOnce => {}
             PublishQoS::AtLeastOnce(id) => self.control(Packet::PubAck(self.response(id, code))),
             PublishQoS::ExactlyOnce(id) => {
@@ -197,17 +203,13 @@ impl Connection {
         let qos = publish.qos;
         let mut properties = publish.properties;
         properties.topic_alias = None;
-        let published = PublishedMessage {
-            topic: publish.topic,
-            payload: publish.payload,
-            qos: qos.qos(),
-            retain: publish.retain,
-            properties,
-        };
+        let mut published =
+            PublishedMessage::new(publish.topic, publish.payload, qos.qos(), publish.retain);
+        published.properties = properties;
         // Acked durability: no copy leaves before the acknowledgement could (see `Hold`).
         let acked = self.ctx.journal.acked();
         let hold = (acked && qos != PublishQoS::AtMostOnce).then(Hold::pending);
-        let outcome = pipeline::publish_message(
+        let outcome = match pipeline::publish_message(
             &self.ctx,
             Some(&self.info),
             Some(self.client_id.clone()),
@@ -215,8 +217,15 @@ impl Connection {
             &mut ops,
             &mut self.congested,
             hold.clone(),
-        )
-        .unwrap_or_default();
+        ) {
+            Ok(outcome) => outcome,
+            Err(pipeline::Stopped::Dropped) => RouteOutcome::default(),
+            Err(pipeline::Stopped::Refused(code)) => {
+                // Not routed, nothing stored: refused like an authorization refusal.
+                self.refuse_qos(qos, code);
+                return None;
+            }
+        };
         if ops.is_empty() {
             if !self.ctx.journal.is_on() && qos == PublishQoS::AtMostOnce {
                 return None; // no storage, no acknowledgement: nothing more to do

@@ -257,6 +257,7 @@ impl<W: PacketWriter> Writer<W> {
                 link,
                 inflight,
                 inbound_qos2,
+                client,
                 ..
             } = st;
             let Some(link) = link.as_mut().filter(|l| l.id == self.link_id) else {
@@ -271,7 +272,7 @@ impl<W: PacketWriter> Writer<W> {
             }
             if link.resend {
                 link.resend = false;
-                self.resend(inflight);
+                self.resend(inflight, client.as_deref());
             }
             link.window
         };
@@ -320,14 +321,23 @@ impl<W: PacketWriter> Writer<W> {
 
     /// After a resume: every unacknowledged message and PUBREL again, in their original
     /// order (MQTT-4.4.0-1, MQTT-4.6.0-1), PUBLISHes with DUP.
-    fn resend(&mut self, inflight: &crate::session::Inflight) {
+    fn resend(
+        &mut self,
+        inflight: &crate::session::Inflight,
+        client: Option<&crate::plugin::ClientInfo>,
+    ) {
         let v = self.version;
         for entry in inflight.entries() {
             let r = match entry.stage {
                 Stage::Published => {
+                    // Transformed again (a fresh form: a new nonce, say). One that may not
+                    // be sent stays unacknowledged and is tried again on the next resume.
+                    let Ok(form) = self.form(client, &entry.delivery) else {
+                        continue;
+                    };
                     Metrics::inc(&self.ctx.metrics.messages_sent);
                     let qos = PublishQoS::new(entry.delivery.qos, entry.id);
-                    self.send_publish(&entry.delivery, qos, true)
+                    self.send_publish(form.as_ref().unwrap_or(&entry.delivery), qos, true)
                 }
                 Stage::Released => self
                     .wire
@@ -391,7 +401,7 @@ impl<W: PacketWriter> Writer<W> {
             let Some(delivery) = st.pop() else {
                 break;
             };
-            let Some(delivery) = self.screen(st, delivery, withdrawn, &screen) else {
+            let Some((delivery, form)) = self.screen(st, delivery, withdrawn, &screen) else {
                 continue;
             };
             let qos = match delivery.qos {
@@ -404,7 +414,8 @@ impl<W: PacketWriter> Writer<W> {
             Metrics::inc(&metrics.messages_sent);
             // The packet id was stored with the message, so a restart re-sends it under the
             // same id; only "might have been sent" needs recording, as DUP.
-            if let Err(e) = self.send_publish(&delivery, qos, delivery.maybe_sent) {
+            let sent = form.as_ref().unwrap_or(&delivery);
+            if let Err(e) = self.send_publish(sent, qos, delivery.maybe_sent) {
                 tracing::warn!(error = %e, topic = %delivery.message.topic, "cannot encode message");
             }
             if screen.hooks {
@@ -414,14 +425,57 @@ impl<W: PacketWriter> Writer<W> {
         }
     }
 
-    /// The delivery if it may still be sent; otherwise forgets it and counts why.
+    /// The form of `delivery` this client gets from the delivery transforms: `None` for the
+    /// delivery itself (no transform, or none changed it), `Err` with why it may not be
+    /// sent (withheld by a transform, with no client to ask about, or too large once
+    /// transformed).
+    fn form(
+        &self,
+        client: Option<&crate::plugin::ClientInfo>,
+        delivery: &crate::message::Delivery,
+    ) -> Result<Option<crate::message::Delivery>, DropReason> {
+        let transforms = &self.ctx.policy.transforms;
+        if transforms.is_empty() {
+            return Ok(None);
+        }
+        let metrics = &self.ctx.metrics;
+        // Fail closed: a transform decides per client, so without one nothing is sent.
+        let Some(message) = client
+            .ok_or(())
+            .and_then(|c| transforms.apply(metrics, c, &delivery.message))
+            .map_err(|()| {
+                Metrics::inc(&metrics.messages_withheld);
+                DropReason::NotAuthorized
+            })?
+        else {
+            return Ok(None);
+        };
+        let form = crate::message::Delivery {
+            message,
+            subscription_ids: delivery.subscription_ids.clone(),
+            ..*delivery
+        };
+        if self.client_max_packet.is_some_and(|max| {
+            let probe = PublishQoS::new(form.qos, crate::codec::PacketId::MIN);
+            form.message
+                .wire_len(self.version, probe, &form.subscription_ids)
+                > max as usize
+        }) {
+            Metrics::inc(&metrics.messages_dropped_too_large);
+            return Err(DropReason::TooLarge);
+        }
+        Ok(Some(form))
+    }
+
+    /// The delivery if it may still be sent, with the form this client gets (see
+    /// [`Writer::form`]); otherwise forgets it and counts why.
     fn screen(
         &mut self,
         st: &mut SessionState,
         delivery: crate::message::Delivery,
         withdrawn: bool,
         screen: &Screen,
-    ) -> Option<crate::message::Delivery> {
+    ) -> Option<(crate::message::Delivery, Option<crate::message::Delivery>)> {
         let ctx = &*self.ctx;
         let metrics = &ctx.metrics;
         let dropped = if withdrawn {
@@ -454,7 +508,10 @@ impl<W: PacketWriter> Writer<W> {
             Metrics::inc(&metrics.messages_dropped_too_large);
             DropReason::TooLarge
         } else {
-            return Some(delivery);
+            match self.form(st.client.as_deref(), &delivery) {
+                Ok(form) => return Some((delivery, form)),
+                Err(reason) => reason,
+            }
         };
         self.unsent(st, delivery, dropped, screen.hooks);
         None

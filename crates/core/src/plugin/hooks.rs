@@ -26,6 +26,24 @@ pub struct PublishedMessage {
     pub retain: bool,
     /// v5 properties.
     pub properties: PublishProperties,
+    /// A will being published. Its payload went through [`Hooks::will_received`] when its
+    /// client connected, and is seen here as that hook left it.
+    pub will: bool,
+}
+
+impl PublishedMessage {
+    /// A message as a client publishes it (not a will), with no properties (for a
+    /// plugin's own tests; the broker builds the real ones).
+    pub fn new(topic: TopicName, payload: Bytes, qos: QoS, retain: bool) -> Self {
+        Self {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties: PublishProperties::default(),
+            will: false,
+        }
+    }
 }
 
 /// What a publish hook wants done with the message.
@@ -35,6 +53,13 @@ pub enum HookAction {
     Continue,
     /// Drop it: not routed, not retained. The publisher's acknowledgement is sent as usual.
     Drop,
+    /// Refuse it: not routed, not retained, counted (`messages_refused_by_hooks`). A v5
+    /// publisher's PUBACK/PUBREC carries this reason code (an error code, 0x80 or above; a
+    /// success code is sent as 0x80 Unspecified error); a 3.1.1 publisher, which has no
+    /// refusal, is acknowledged as usual (as for an authorization refusal, MQTT-3.3.5-2).
+    /// For [`Hooks::will_received`], the client is refused with this code in CONNACK
+    /// (3.1.1: return code 5, not authorized).
+    Refuse(ReasonCode),
 }
 
 /// Why a message did not reach a subscriber.
@@ -106,6 +131,15 @@ pub trait Hooks: Send + Sync + 'static {
         message: &mut PublishedMessage,
     ) -> HookAction {
         let _ = (client, message);
+        HookAction::Continue
+    }
+    /// A client connected with a will (after authentication and the will's authorization,
+    /// before CONNACK). May change the will as it is kept and later published, drop it (the
+    /// client connects without one) or refuse the client ([`HookAction::Refuse`]). When the
+    /// will is published, [`Hooks::message_published`] sees it again, with
+    /// [`PublishedMessage::will`] set.
+    fn will_received(&self, client: &ClientInfo, will: &mut PublishedMessage) -> HookAction {
+        let _ = (client, will);
         HookAction::Continue
     }
     /// A message was written to a subscriber (`qos` is the delivery QoS).
@@ -193,20 +227,40 @@ impl HookChain {
         }
     }
 
-    /// Runs the publish hooks; `Drop` if one of them drops the message.
+    /// Runs the publish hooks; the first `Drop` or `Refuse` stops the message.
     pub(crate) fn published(
         &self,
         metrics: &Metrics,
         client: Option<&ClientInfo>,
         message: &mut PublishedMessage,
     ) -> HookAction {
+        self.until_stopped(metrics, |hook| hook.message_published(client, message))
+    }
+
+    /// Runs the will hooks; the first `Drop` or `Refuse` stops the will.
+    pub(crate) fn will_received(
+        &self,
+        metrics: &Metrics,
+        client: &ClientInfo,
+        will: &mut PublishedMessage,
+    ) -> HookAction {
+        self.until_stopped(metrics, |hook| hook.will_received(client, will))
+    }
+
+    /// Calls `f` on each hook until one answers other than `Continue`; a panic counts as
+    /// `Continue` (and as a plugin failure).
+    fn until_stopped(
+        &self,
+        metrics: &Metrics,
+        mut f: impl FnMut(&dyn Hooks) -> HookAction,
+    ) -> HookAction {
         for hook in &self.hooks {
-            match catch_unwind(AssertUnwindSafe(|| hook.message_published(client, message))) {
-                Ok(HookAction::Drop) => return HookAction::Drop,
+            match catch_unwind(AssertUnwindSafe(|| f(hook.as_ref()))) {
                 Ok(HookAction::Continue) => {}
+                Ok(stop) => return stop,
                 Err(_) => {
                     Metrics::inc(&metrics.plugin_failures);
-                    tracing::warn!("a publish hook panicked; message routed unchanged by it");
+                    tracing::warn!("a hook panicked; the message goes on unchanged by it");
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Plugin traits: how an application decides who connects ([`Authenticator`]), who may
 //! publish, subscribe and receive where ([`Authorizer`]), and how it observes and changes
-//! messages ([`Hooks`]).
+//! messages ([`Hooks`]) and how each subscriber receives them ([`DeliveryTransform`]);
+//! what a plugin keeps across restarts goes in a [`PluginState`].
 //!
 //! # Composition
 //! Plugins are object-safe `async_trait`s registered on the builder as `Arc<dyn _>` and run
@@ -23,6 +24,8 @@ mod authorize;
 pub mod events;
 mod guard;
 mod hooks;
+mod state;
+mod transform;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +35,10 @@ pub use authorize::{Authorizer, ClientInfo, Decision, SubscribeDecision};
 pub(crate) use guard::guarded;
 pub(crate) use hooks::HookChain;
 pub use hooks::{DisconnectReason, DropReason, HookAction, Hooks, PublishedMessage};
+pub(crate) use state::StateSink;
+pub use state::{PluginState, PluginStateError};
+pub(crate) use transform::TransformChain;
+pub use transform::{DeliveryTransform, Transformed};
 
 /// Settings that apply to every plugin call.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -668,3 +668,87 @@ async fn the_protected_devices_example_runs() {
     assert!(seqs[1] > seqs[0], "{seqs:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A store whose flushes wait while `held` is set, until a permit is added.
+struct Held {
+    inner: roost::storage::MemoryStorage,
+    held: std::sync::atomic::AtomicBool,
+    permits: tokio::sync::Semaphore,
+}
+
+#[roost::async_trait]
+impl roost::storage::Storage for Held {
+    async fn load(&self) -> Result<roost::storage::Snapshot, roost::storage::StorageError> {
+        self.inner.load().await
+    }
+    async fn write(
+        &self,
+        ops: Vec<roost::storage::Op>,
+    ) -> Result<(), roost::storage::StorageError> {
+        self.inner.write(ops).await
+    }
+    async fn flush(&self) -> Result<(), roost::storage::StorageError> {
+        if self.held.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok(p) = self.permits.acquire().await {
+                p.forget();
+            }
+        }
+        self.inner.flush().await
+    }
+    fn size_on_disk(&self) -> Result<u64, roost::storage::StorageError> {
+        Ok(0)
+    }
+}
+
+/// Issue 18 §2 with acked durability: a protected message whose replay mark is not yet
+/// durable is neither acknowledged nor delivered (a crash then could not let its replay
+/// in after the device was told it arrived).
+#[tokio::test]
+async fn the_acknowledgement_waits_for_the_replay_mark() {
+    let store = Arc::new(Held {
+        inner: roost::storage::MemoryStorage::new(),
+        held: std::sync::atomic::AtomicBool::new(false),
+        permits: tokio::sync::Semaphore::new(0),
+    });
+    let protection = protection(&key_file());
+    let broker = protection
+        .install(
+            Broker::builder()
+                .listen("127.0.0.1:0".parse().expect("address"))
+                .listener_name("devices")
+                .storage(store.clone(), Durability::Acked)
+                .sys_interval(None),
+        )
+        .build()
+        .start()
+        .await
+        .expect("starts");
+    let mut seen = observer(&broker, "s/#").await;
+    let mut d = device(&broker, V5, "sensor-1").await;
+    store.held.store(true, std::sync::atomic::Ordering::SeqCst);
+    let key = sensor_key();
+    d.send(Packet::Publish(Publish::new(
+        topic("s/a"),
+        PublishQoS::AtLeastOnce(pid(1)),
+        sealed(&key, 1, 1, "s/a", b"m"),
+    )))
+    .await;
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), d.recv()).await;
+    assert!(
+        early.is_err(),
+        "acknowledged before its mark was durable: {early:?}"
+    );
+    let early = tokio::time::timeout(std::time::Duration::from_millis(50), seen.recv()).await;
+    assert!(early.is_err(), "delivered before its mark was durable");
+    store.held.store(false, std::sync::atomic::Ordering::SeqCst);
+    store.permits.add_permits(100);
+    match d.recv().await {
+        Some(Packet::PubAck(a)) => assert!(a.reason_code.is_success(), "{a:?}"),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    assert_eq!(
+        &within(seen.recv()).await.expect("delivered").payload[..],
+        b"m"
+    );
+    broker.shutdown().await;
+}

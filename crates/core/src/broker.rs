@@ -304,9 +304,8 @@ impl BrokerBuilder {
 
 /// Plugin states write through the journal, in order with the broker's other writes.
 impl StateSink for Context {
-    fn store(&self, op: roost_storage::Op) -> bool {
-        self.journal.store_now(vec![op]);
-        true
+    fn store(&self, op: roost_storage::Op) -> crate::gate::Gate {
+        self.journal.store_gated(vec![op])
     }
 }
 

@@ -101,8 +101,13 @@ pub(crate) fn publish_message(
     hold: Option<Arc<Hold>>,
 ) -> Result<RouteOutcome, Stopped> {
     let hooks = &ctx.policy.hooks;
+    let mut written = crate::gate::Gate::NONE;
     if !hooks.is_empty() {
-        match hooks.published(&ctx.metrics, client, &mut published) {
+        let (action, gate) = crate::plugin::collecting_state_writes(|| {
+            hooks.published(&ctx.metrics, client, &mut published)
+        });
+        written = gate;
+        match action {
             HookAction::Continue => {}
             HookAction::Drop => return Err(Stopped::Dropped),
             HookAction::Refuse(code) => {
@@ -121,7 +126,11 @@ pub(crate) fn publish_message(
         publisher,
         hold,
     );
-    Ok(publish(ctx, &message, ops, congested))
+    let mut outcome = publish(ctx, &message, ops, congested);
+    // What a plugin stored to admit the message (a replay mark, say) is waited for like
+    // the message's own writes.
+    outcome.gate = outcome.gate.join(written);
+    Ok(outcome)
 }
 
 /// Publishes a will as its client would publish it (MQTT-3.1.2-8). The will was authorized

@@ -35,7 +35,7 @@ pub use authorize::{Authorizer, ClientInfo, Decision, SubscribeDecision};
 pub(crate) use guard::guarded;
 pub(crate) use hooks::HookChain;
 pub use hooks::{DisconnectReason, DropReason, HookAction, Hooks, PublishedMessage};
-pub(crate) use state::StateSink;
+pub(crate) use state::{collecting as collecting_state_writes, StateSink};
 pub use state::{PluginState, PluginStateError};
 pub(crate) use transform::TransformChain;
 pub use transform::{DeliveryTransform, Transformed};

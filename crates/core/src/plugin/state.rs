@@ -1,17 +1,40 @@
 //! [`PluginState`]: values a plugin keeps under the broker's storage, so they survive a
 //! restart with everything else the broker keeps.
 
+use std::cell::Cell;
 use std::sync::{Arc, Weak};
 
 use hashbrown::HashMap;
 use parking_lot::Mutex;
 use roost_storage::{Op, PluginEntry};
 
+use crate::gate::Gate;
+
 /// Where a bound [`PluginState`] sends its writes: the broker's journal.
 pub(crate) trait StateSink: Send + Sync + 'static {
-    /// Submits `op` to storage, in order with every other write of the broker. `false` if
-    /// the broker is gone.
-    fn store(&self, op: Op) -> bool;
+    /// Submits `op` to storage, in order with every other write of the broker; returns
+    /// what an acknowledgement that depends on it must wait for.
+    fn store(&self, op: Op) -> Gate;
+}
+
+thread_local! {
+    /// The writes plugin states made on this thread inside [`collecting`], if one runs.
+    static WRITTEN: Cell<Option<Gate>> = const { Cell::new(None) };
+}
+
+/// Runs `f` (hooks, called inline) and returns with its result the storage writes plugin
+/// states made meanwhile: what the acknowledgement of the message the hooks looked at
+/// must wait for, so that (in acked mode) nothing a plugin's write admitted is
+/// acknowledged, or sent on, before that write is durable.
+pub(crate) fn collecting<R>(f: impl FnOnce() -> R) -> (R, Gate) {
+    let outer = WRITTEN.with(|w| w.replace(Some(Gate::NONE)));
+    let r = f();
+    let written = WRITTEN.with(|w| w.replace(outer)).unwrap_or(Gate::NONE);
+    if let Some(outer) = outer {
+        // Nested: the outer collection waits for these writes too.
+        WRITTEN.with(|w| w.set(Some(outer.join(written))));
+    }
+    (r, written)
 }
 
 /// Why a [`PluginState`] could not be made.
@@ -34,8 +57,10 @@ pub enum PluginStateError {
 /// this name (replacing what it held); from then on every [`put`](Self::put) and
 /// [`remove`](Self::remove) is submitted to the store in order with the broker's other
 /// writes. That order is the guarantee a plugin builds on: a value put before a message is
-/// routed is durable no later than that message (in [`Durability::Acked`] mode, before the
-/// message's acknowledgement leaves), and at the latest with the next flush otherwise.
+/// routed is durable no later than that message, and at the latest with the next flush.
+/// A value put by [`Hooks::message_published`](super::Hooks::message_published) is waited
+/// for like the message's own writes: in [`Durability::Acked`] mode the publisher's
+/// PUBACK/PUBREC, and the copies of a QoS 1/2 message, leave only once it is durable.
 ///
 /// Reads come from memory and never wait. A broker without storage keeps the values in
 /// memory only (they last as long as this handle); so does a handle used before its
@@ -137,7 +162,12 @@ impl PluginState {
     fn submit(&self, op: Op) {
         let sink = self.inner.sink.lock().as_ref().and_then(Weak::upgrade);
         if let Some(sink) = sink {
-            sink.store(op);
+            let gate = sink.store(op);
+            WRITTEN.with(|w| {
+                if let Some(so_far) = w.get() {
+                    w.set(Some(so_far.join(gate)));
+                }
+            });
         }
     }
 
@@ -163,9 +193,10 @@ mod tests {
     struct Recorder(Mutex<Vec<Op>>);
 
     impl StateSink for Recorder {
-        fn store(&self, op: Op) -> bool {
-            self.0.lock().push(op);
-            true
+        fn store(&self, op: Op) -> Gate {
+            let mut ops = self.0.lock();
+            ops.push(op);
+            Gate::seq(ops.len() as u64)
         }
     }
 
@@ -201,8 +232,15 @@ mod tests {
         assert_eq!(s.get(b"a"), Some(b"v".to_vec()));
         assert_eq!(s.get(b"b"), None, "another plugin's key");
         assert_eq!(s.get(b"before"), None, "the store's values replace");
-        s.put(b"k", b"1");
-        s.remove(b"a");
+        let ((), written) = collecting(|| {
+            s.put(b"k", b"1");
+            s.remove(b"a");
+        });
+        assert_eq!(
+            written,
+            Gate::seq(1).join(Gate::seq(2)),
+            "both writes collected"
+        );
         let ops = rec.0.lock().clone();
         assert_eq!(ops.len(), 2);
         assert!(matches!(&ops[0], Op::PutPluginState(e) if e.key == b"k" && e.plugin == "p"));
@@ -210,7 +248,8 @@ mod tests {
         drop(sink);
         drop(rec);
         assert!(!s.is_stored(), "the broker is gone");
-        s.put(b"k", b"2");
+        let ((), written) = collecting(|| s.put(b"k", b"2"));
+        assert!(written.is_none(), "nothing stored");
         assert_eq!(s.with(b"k", |v| v.map(<[u8]>::to_vec)), Some(b"2".to_vec()));
     }
 }

@@ -148,14 +148,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Seals `plaintext` for `topic` as a device does: a fresh nonce, the next sequence number.
+/// Seals `plaintext` for `topic` as a device does: the next sequence number, and a nonce
+/// made from it.
 fn seal(key: &DeviceKey, seq: u64, topic: &str, plaintext: &[u8]) -> Vec<u8> {
-    let mut nonce = [0u8; 12];
-    nonce[4..].copy_from_slice(&seq.to_be_bytes());
-    let header = Header {
-        key_id: 1,
-        seq,
-        nonce,
-    };
+    let header = Header::counter(1, seq, [0; 4]);
     envelope::seal(key, Direction::Up, &header, topic, plaintext).unwrap_or_default()
 }

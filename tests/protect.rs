@@ -456,6 +456,23 @@ async fn each_subscriber_gets_its_own_form() {
     broker.shutdown().await;
 }
 
+/// The broker publishes on `back`; the device `d` (subscribed) gets it sealed: its
+/// sequence number.
+async fn sent_back(broker: &BrokerHandle, d: &mut Raw) -> u64 {
+    broker
+        .publish(roost::Message::new(
+            topic("back"),
+            Bytes::from_static(b"x"),
+            QoS::AtMostOnce,
+            false,
+        ))
+        .await
+        .expect("publishes");
+    envelope::peek(&d.next_message().await.payload)
+        .expect("envelope")
+        .seq
+}
+
 /// Issue 18 §2: the replay window survives a restart (its high-water mark is in the
 /// broker's storage), and the broker's own sequence numbers continue above the last ones
 /// it used.
@@ -475,18 +492,7 @@ async fn replays_are_refused_after_a_restart() {
             let code = puback(&mut d, seq as u16, &t, sealed(&key, 1, seq, &t, b"m")).await;
             assert!(code.is_success(), "{code:?}");
         }
-        broker
-            .publish(roost::Message::new(
-                topic("back"),
-                Bytes::from_static(b"x"),
-                QoS::AtMostOnce,
-                false,
-            ))
-            .await
-            .expect("publishes");
-        first_seq = envelope::peek(&d.next_message().await.payload)
-            .expect("envelope")
-            .seq;
+        first_seq = sent_back(&broker, &mut d).await;
         broker.shutdown().await;
     }
     let protection = protection(&key_file());
@@ -505,18 +511,7 @@ async fn replays_are_refused_after_a_restart() {
     );
     let code = puback(&mut d, 2, "s/4", sealed(&key, 1, 4, "s/4", b"m")).await;
     assert!(code.is_success(), "{code:?}");
-    broker
-        .publish(roost::Message::new(
-            topic("back"),
-            Bytes::from_static(b"y"),
-            QoS::AtMostOnce,
-            false,
-        ))
-        .await
-        .expect("publishes");
-    let after = envelope::peek(&d.next_message().await.payload)
-        .expect("envelope")
-        .seq;
+    let after = sent_back(&broker, &mut d).await;
     assert!(after > first_seq, "{after} after {first_seq}: never reused");
     broker.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -477,13 +477,7 @@ impl Sealer {
     fn seal(&self, topic: &str, plaintext: &[u8]) -> Vec<u8> {
         use roost_protect::envelope::{seal, Direction, Header};
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut nonce = [0u8; 12];
-        nonce[4..].copy_from_slice(&seq.to_be_bytes());
-        let header = Header {
-            key_id: 1,
-            seq,
-            nonce,
-        };
+        let header = Header::counter(1, seq, [0; 4]);
         seal(&self.key, Direction::Up, &header, topic, plaintext).unwrap_or_default()
     }
 }

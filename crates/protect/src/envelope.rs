@@ -59,6 +59,17 @@ pub struct Header {
 }
 
 impl Header {
+    /// A header whose nonce is `prefix` followed by the sequence number: unique for as long
+    /// as the sequence numbers are, which is how a device without a random source can make
+    /// its nonces (with a `prefix` of its own, such as a boot counter, kept apart from the
+    /// broker's random nonces by its 2⁶⁴ sequence numbers).
+    pub fn counter(key_id: u8, seq: u64, prefix: [u8; 4]) -> Self {
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[..4].copy_from_slice(&prefix);
+        nonce[4..].copy_from_slice(&seq.to_be_bytes());
+        Self { key_id, seq, nonce }
+    }
+
     fn bytes(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
         h[0] = VERSION;

@@ -364,23 +364,19 @@ impl Keys {
     pub fn path(&self) -> &Path {
         &self.path
     }
-
-    fn now(&self) -> Arc<KeyFile> {
-        Arc::clone(&self.current.read())
-    }
 }
 
 impl KeyProvider for Keys {
     fn key(&self, device: &str, key_id: u8) -> Option<DeviceKey> {
-        self.now().key(device, key_id)
+        self.current.read().key(device, key_id)
     }
 
     fn sending_key(&self, device: &str) -> Option<(u8, DeviceKey)> {
-        self.now().sending_key(device)
+        self.current.read().sending_key(device)
     }
 
     fn knows(&self, device: &str) -> bool {
-        self.now().knows(device)
+        self.current.read().knows(device)
     }
 }
 

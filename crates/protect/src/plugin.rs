@@ -394,9 +394,7 @@ impl DeliveryTransform for PayloadProtection {
             return withheld();
         };
         let mut nonce = [0u8; NONCE_LEN];
-        if getrandom::fill(&mut nonce).is_err() {
-            return withheld();
-        }
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
         let header = Header {
             key_id,
             seq: self.next_outbound(device),

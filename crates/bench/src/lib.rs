@@ -10,6 +10,7 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 
 mod memory;
 mod raw;
+mod shapes;
 
 pub use memory::{run_memory, MemoryCase, MemoryTarget};
 
@@ -17,7 +18,7 @@ pub use memory::{run_memory, MemoryCase, MemoryTarget};
 pub const USAGE: &str =
     "usage: roost-bench [--host H] [--port P] [--sub-port P] [--pid BROKER_PID] \
 [--scenario fan-in|fan-out] [--qos 0|1|2] [--publishers N] [--subscribers N] [--messages N] \
-[--payload BYTES] [--timeout-s S] [--repeat N] [--seal KEY_HEX] [--scenario latency --rate MSGS_PER_S --seconds S] \
+[--payload BYTES] [--timeout-s S] [--repeat N] [--seal KEY_HEX] [--batch BYTES [--window N]] [--scenario latency --rate MSGS_PER_S --seconds S] \
 [--scenario idle --connections N] [--scenario in-process] \
 [--scenario idle-in-process --connections N]";
 
@@ -78,6 +79,12 @@ pub struct Settings {
     /// Publishers seal each payload as protected devices do (`roost::protect` envelope,
     /// AES-128-GCM, key id 1, this key), so a broker with payload protection opens them.
     pub seal: Option<Vec<u8>>,
+    /// Raw clients (issue 19's shapes): publishers write PUBLISHes in batches of about this
+    /// many bytes, subscribers read 64 KiB at a time and acknowledge per read. 0: rumqttc
+    /// clients.
+    pub batch: usize,
+    /// Unacknowledged QoS 1/2 messages per raw publisher.
+    pub window: usize,
 }
 
 impl Default for Settings {
@@ -99,6 +106,8 @@ impl Default for Settings {
             connections: 10_000,
             repeat: 1,
             seal: None,
+            batch: 0,
+            window: 100,
         }
     }
 }
@@ -153,6 +162,8 @@ impl Settings {
                 "--seconds" => s.duration = Duration::from_secs(num(&value)?.max(1)),
                 "--connections" => s.connections = num(&value)? as usize,
                 "--repeat" => s.repeat = num(&value)?.max(1) as usize,
+                "--batch" => s.batch = num(&value)? as usize,
+                "--window" => s.window = num(&value)?.clamp(1, 65_535) as usize,
                 "--seal" => {
                     let key = (0..value.len())
                         .step_by(2)
@@ -206,6 +217,9 @@ pub struct Report {
     pub elapsed: Duration,
     /// Broker CPU time (user + system) over the run, when `--pid` was given.
     pub broker_cpu: Option<Duration>,
+    /// The broker's largest resident set size seen during the run (sampled every 10 ms),
+    /// in KiB, when `--pid` was given.
+    pub peak_rss_kib: Option<u64>,
 }
 
 impl Report {
@@ -284,6 +298,11 @@ impl Summary {
         )
     }
 
+    /// The largest broker RSS any run saw, in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.runs.iter().filter_map(|r| r.peak_rss_kib).max()
+    }
+
     /// True when no run lost a QoS 1/2 delivery.
     pub fn complete(&self) -> bool {
         self.runs
@@ -307,6 +326,9 @@ impl fmt::Display for Summary {
         )?;
         if let Some(rate) = self.per_broker_cpu_second() {
             write!(f, " per_broker_cpu_s={rate:.0}")?;
+        }
+        if let Some(kib) = self.peak_rss_kib() {
+            write!(f, " peak_rss_kib={kib}")?;
         }
         Ok(())
     }
@@ -350,6 +372,12 @@ impl fmt::Display for Report {
                 " broker_cpu={:.3}s per_broker_cpu_s={rate:.0}",
                 cpu.as_secs_f64()
             )?;
+        }
+        if let Some(kib) = self.peak_rss_kib {
+            write!(f, " peak_rss_kib={kib}")?;
+        }
+        if s.batch > 0 {
+            write!(f, " batch={} window={}", s.batch, s.window)?;
         }
         Ok(())
     }
@@ -544,17 +572,58 @@ async fn publisher(settings: Settings, n: usize) -> Result<(), BenchError> {
 pub async fn run(settings: &Settings) -> Result<Report, BenchError> {
     let count = Arc::new(AtomicU64::new(0));
     let mut subs = Vec::new();
+    let sub_target = address(settings, settings.sub_port.unwrap_or(settings.port))?;
     for n in 0..settings.subscribers() {
-        subs.push(subscriber(settings, n, Arc::clone(&count)).await?);
+        subs.push(if settings.batch > 0 {
+            shapes::subscriber(
+                sub_target,
+                format!("bench-sub-{n}"),
+                settings.qos,
+                Arc::clone(&count),
+            )
+            .await
+            .map_err(|e| BenchError::Client(e.to_string()))?
+        } else {
+            subscriber(settings, n, Arc::clone(&count)).await?
+        });
     }
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = settings.pid.map(|pid| {
+        let peak = Arc::clone(&peak);
+        tokio::spawn(async move {
+            while let Ok(kib) = process_rss_kib(pid) {
+                peak.fetch_max(kib, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    });
     let published = settings.messages * settings.publishers() as u64;
     let expected = published * settings.subscribers() as u64;
     let cpu_before = settings.pid.map(process_cpu).transpose()?;
     let start = Instant::now();
     let deadline = start + settings.timeout;
     let mut pubs = Vec::new();
+    let pub_target = address(settings, settings.port)?;
     for n in 0..settings.publishers() {
-        pubs.push(tokio::spawn(publisher(settings.clone(), n)));
+        if settings.batch > 0 {
+            let s = settings.clone();
+            pubs.push(tokio::spawn(async move {
+                shapes::publisher(shapes::Publisher {
+                    target: pub_target,
+                    id: format!("bench-pub-{n}"),
+                    topic: format!("bench/{n}"),
+                    qos: s.qos,
+                    payload: vec![0x5A; s.payload],
+                    total: s.messages,
+                    batch: s.batch,
+                    window: s.window,
+                })
+                .await
+                .map_err(|e| BenchError::Client(e.to_string()))
+            }));
+        } else {
+            pubs.push(tokio::spawn(publisher(settings.clone(), n)));
+        }
     }
     for p in pubs {
         match tokio::time::timeout_at(deadline.into(), p).await {
@@ -585,6 +654,9 @@ pub async fn run(settings: &Settings) -> Result<Report, BenchError> {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let cpu_after = settings.pid.map(process_cpu).transpose()?;
+    if let Some(s) = sampler {
+        s.abort();
+    }
     for s in subs {
         s.abort();
     }
@@ -597,7 +669,18 @@ pub async fn run(settings: &Settings) -> Result<Report, BenchError> {
         publishing,
         elapsed: end.max(start + Duration::from_micros(1)) - start,
         broker_cpu: cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a)),
+        peak_rss_kib: settings.pid.map(|_| peak.load(Ordering::Relaxed)),
     })
+}
+
+/// The broker's address for `port`.
+fn address(settings: &Settings, port: u16) -> Result<std::net::SocketAddr, BenchError> {
+    use std::net::ToSocketAddrs;
+    (settings.host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| BenchError::Client(format!("address: {e}")))?
+        .next()
+        .ok_or_else(|| BenchError::Client("address: none".into()))
 }
 
 /// What a fixed-rate latency run measured.

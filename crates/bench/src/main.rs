@@ -4,6 +4,7 @@
 //! roost-bench [--host 127.0.0.1] [--port 1883] [--sub-port PORT] [--pid BROKER_PID] [--scenario fan-in|fan-out]
 //!             [--qos 0|1|2] [--publishers 8] [--subscribers 32] [--messages N]
 //!             [--payload BYTES] [--timeout-s 60] [--repeat 1] [--seal KEY_HEX]
+//!             [--batch BYTES [--window 100]]
 //! roost-bench --scenario latency [--rate 5000] [--seconds 5] [--qos 0|1|2]
 //! roost-bench --scenario idle [--connections 10000] [--pid BROKER_PID]
 //! roost-bench --scenario in-process [--publishers 1] [--subscribers 1] [--messages N]
@@ -16,7 +17,10 @@
 //! counts are reported. `--sub-port` connects the subscribers to another port than the
 //! publishers: the far side of a bridge (`scripts/bench-bridge.sh`). `--seal` makes the
 //! publishers (`bench-pub-N`) protected devices: each payload is sealed as `roost::protect`
-//! expects (`scripts/bench-protect.sh`).
+//! expects (`scripts/bench-protect.sh`). `--batch` switches to raw clients: publishers write
+//! PUBLISHes in batches of about that many bytes with at most `--window` unacknowledged
+//! (QoS 1/2), subscribers read 64 KiB at a time and acknowledge each read's messages in one
+//! write. With `--pid`, the broker's peak RSS during each run is reported too.
 
 use std::process::ExitCode;
 

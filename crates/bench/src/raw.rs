@@ -51,6 +51,24 @@ pub(crate) fn subscribe_packet(packet_id: u16, filter: &str, qos: u8) -> Vec<u8>
     packet(0x82, &body)
 }
 
+/// Appends a PUBLISH to `out`; `packet_id` is used for QoS 1 and 2.
+pub(crate) fn publish_into(
+    out: &mut Vec<u8>,
+    topic: &str,
+    qos: u8,
+    packet_id: u16,
+    payload: &[u8],
+) {
+    let len = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + payload.len();
+    out.push(0x30 | (qos << 1));
+    remaining_length(out, len);
+    string(out, topic);
+    if qos > 0 {
+        out.extend_from_slice(&packet_id.to_be_bytes());
+    }
+    out.extend_from_slice(payload);
+}
+
 /// A PUBLISH; `packet_id` is used for QoS 1 and 2.
 pub(crate) fn publish_packet(topic: &str, qos: u8, packet_id: u16, payload: &[u8]) -> Vec<u8> {
     let mut body = Vec::with_capacity(topic.len() + payload.len() + 4);

@@ -53,6 +53,34 @@ async fn fan_in_and_fan_out_deliver_everything_at_qos_1_and_2() {
     broker.shutdown().await;
 }
 
+/// Issue 19 §1: the raw shapes (batched publishers with a window, 64 KiB-read subscribers
+/// acknowledging per read) complete every QoS 1/2 exchange, and report the peak RSS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_publishers_and_bulk_reading_subscribers_deliver_everything() {
+    let broker = broker().await;
+    for (scenario, qos) in [
+        (Scenario::FanIn, 1),
+        (Scenario::FanIn, 2),
+        (Scenario::FanOut, 1),
+        (Scenario::FanOut, 2),
+    ] {
+        let mut s = settings(&broker, scenario, qos);
+        s.batch = 16 * 1024;
+        s.window = 10;
+        let report = run(&s).await.expect("runs");
+        assert_eq!(report.expected, 2_000, "{report}");
+        assert_eq!(report.delivered, report.expected, "{report}");
+        assert!(report.peak_rss_kib.is_some_and(|k| k > 0), "{report}");
+    }
+    let mut s = settings(&broker, Scenario::FanOut, 0);
+    s.batch = 16 * 1024;
+    s.payload = 1024;
+    let report = run(&s).await.expect("runs");
+    assert!(report.delivered > 0, "{report}");
+    assert_eq!(broker.metrics().messages_dropped, 0);
+    broker.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos_0_counts_are_reported() {
     let broker = broker().await;

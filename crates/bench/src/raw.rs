@@ -129,17 +129,22 @@ impl<R: AsyncRead + Unpin> Packets<R> {
     /// First byte, Remaining Length and fixed-header size of the buffered packet, if its
     /// fixed header is complete.
     fn header(&self) -> Option<(u8, usize, usize)> {
-        let bytes = &self.buf[self.start..];
-        let first = *bytes.first()?;
-        let mut len = 0usize;
-        for (i, &b) in bytes.iter().skip(1).take(4).enumerate() {
-            len |= usize::from(b & 0x7F) << (7 * i);
-            if b & 0x80 == 0 {
-                return Some((first, len, i + 2));
-            }
-        }
-        None
+        fixed_header(&self.buf[self.start..])
     }
+}
+
+/// First byte, Remaining Length and fixed-header size of the packet `bytes` start with, if
+/// its fixed header is complete.
+pub(crate) fn fixed_header(bytes: &[u8]) -> Option<(u8, usize, usize)> {
+    let first = *bytes.first()?;
+    let mut len = 0usize;
+    for (i, &b) in bytes.iter().skip(1).take(4).enumerate() {
+        len |= usize::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((first, len, i + 2));
+        }
+    }
+    None
 }
 
 /// Sends CONNECT as client `id` over `stream` and waits for a successful CONNACK.

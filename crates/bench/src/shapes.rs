@@ -41,7 +41,7 @@ impl Parser {
     /// Calls `f(first byte, body)` for each complete packet and keeps the rest.
     fn each(&mut self, mut f: impl FnMut(u8, &[u8])) {
         let mut at = 0;
-        while let Some((first, len, header)) = header(&self.buf[at..]) {
+        while let Some((first, len, header)) = raw::fixed_header(&self.buf[at..]) {
             if self.buf.len() - at < header + len {
                 break;
             }
@@ -50,19 +50,6 @@ impl Parser {
         }
         self.buf.drain(..at);
     }
-}
-
-/// First byte, Remaining Length and fixed-header size, if the fixed header is complete.
-fn header(bytes: &[u8]) -> Option<(u8, usize, usize)> {
-    let first = *bytes.first()?;
-    let mut len = 0usize;
-    for (i, &b) in bytes.iter().skip(1).take(4).enumerate() {
-        len |= usize::from(b & 0x7F) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((first, len, i + 2));
-        }
-    }
-    None
 }
 
 fn packet_id(body: &[u8], at: usize) -> u16 {

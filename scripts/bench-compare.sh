@@ -9,10 +9,19 @@
 # without --locked, its lock file pins a crate that no longer builds) — a broker that is not
 # installed is left out. Every broker started here is stopped by its PID on exit.
 #
-# Settings, the same for every broker where they exist: 1,000,000 queued messages per client (more than a run
-# sends, so no broker drops),
-# 100 in flight, Nagle off (mosquitto: set_tcp_nodelay). Roost runs its example broker with --durability none (no storage, as the
-# others here) and --threads 1 unless ROOST_THREADS is set.
+# Every broker at its default configuration (issue 19): Roost's example broker with only
+# --listen (the port) and --data-dir (a temporary directory; its default durability, acked,
+# stores nothing for these clean sessions); Mosquitto with only a `listener` line and
+# `allow_anonymous true` (Mosquitto 2 refuses anonymous clients on an explicit listener
+# otherwise); rumqttd with the listener, limits and connection settings its example
+# configuration ships with (it has no built-in defaults). A broker that drops messages by its
+# own overflow policy shows it in the "% delivered" rows: loss is a result, not an error.
+#
+# Shapes: rumqttc clients (the earlier figures), and raw clients (`--batch 16384 --window
+# 100`): publishers writing 16 KiB batches with 100 unacknowledged QoS 1/2 messages each,
+# subscribers reading 64 KiB at a time and acknowledging per read; fan-in 8 -> 1 at QoS
+# 0/1/2, fan-out 1 -> 32 and 1 -> 1,000 at QoS 0; 64 B payloads, and 1 KiB for fan-in QoS 1
+# and fan-out 32. Peak RSS per run is reported.
 set -euo pipefail
 scale=${1:-1}
 repeat=${2:-3}
@@ -34,14 +43,13 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 names=(roost)
 declare -A port pid
 "$target/release/examples/broker" --listen 127.0.0.1:18830 --data-dir "$work/roost" \
-  --durability none --max-queued 1000000 --max-inflight 100 --max-connections 200000 \
-  --threads "${ROOST_THREADS:-1}" >"$work/roost.log" 2>&1 &
+  >"$work/roost.log" 2>&1 &
 pids+=($!); port[roost]=18830; pid[roost]=$!
 
 mosq=$(command -v mosquitto || true)
 [ -z "$mosq" ] && [ -x /usr/sbin/mosquitto ] && mosq=/usr/sbin/mosquitto
 if [ -n "$mosq" ]; then
-  printf 'listener 18831 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\nmax_inflight_messages 100\nset_tcp_nodelay true\n' >"$work/mosquitto.conf"
+  printf 'listener 18831 127.0.0.1\nallow_anonymous true\n' >"$work/mosquitto.conf"
   "$mosq" -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
   pids+=($!); names+=(mosquitto); port[mosquitto]=18831; pid[mosquitto]=$!
 else
@@ -85,6 +93,13 @@ runs=(
   "fanin1|--scenario fan-in --qos 1 --messages $((20000 * scale)) --repeat $repeat"
   "fanin2|--scenario fan-in --qos 2 --messages $((10000 * scale)) --repeat $repeat"
   "fanout0|--scenario fan-out --qos 0 --messages $((20000 * scale)) --repeat $repeat"
+  "bfanin0|--batch 16384 --scenario fan-in --qos 0 --messages $((40000 * scale)) --repeat $repeat"
+  "bfanin1|--batch 16384 --scenario fan-in --qos 1 --messages $((20000 * scale)) --repeat $repeat"
+  "bfanin2|--batch 16384 --scenario fan-in --qos 2 --messages $((10000 * scale)) --repeat $repeat"
+  "bfanout32|--batch 16384 --scenario fan-out --subscribers 32 --qos 0 --messages $((20000 * scale)) --repeat $repeat"
+  "bfanout1000|--batch 16384 --scenario fan-out --subscribers 1000 --qos 0 --messages $((1000 * scale)) --repeat $repeat"
+  "kfanin1|--batch 16384 --payload 1024 --scenario fan-in --qos 1 --messages $((10000 * scale)) --repeat $repeat"
+  "kfanout32|--batch 16384 --payload 1024 --scenario fan-out --subscribers 32 --qos 0 --messages $((10000 * scale)) --repeat $repeat"
   "latency|--scenario latency --qos 0 --rate 5000 --seconds 5"
 )
 declare -A out
@@ -157,6 +172,15 @@ row "fan-in QoS 0, delivered/s while publishing" fanin0 'while_publishing/s' 1
 row "fan-in QoS 0, % delivered while publishing" fanin0 while_publishing 1
 row "fan-in QoS 1, % delivered while publishing" fanin1 while_publishing 1
 row "fan-in QoS 2, % delivered while publishing" fanin2 while_publishing 1
+for shape in "bfanin0|raw fan-in QoS 0" "bfanin1|raw fan-in QoS 1" "bfanin2|raw fan-in QoS 2" \
+  "bfanout32|raw fan-out 1 -> 32 QoS 0" "bfanout1000|raw fan-out 1 -> 1,000 QoS 0" \
+  "kfanin1|raw fan-in QoS 1, 1 KiB" "kfanout32|raw fan-out 1 -> 32 QoS 0, 1 KiB"; do
+  key=${shape%%|*}; label=${shape#*|}
+  row "$label, msgs per broker-CPU-s" "$key" per_broker_cpu_s 1
+  row "$label, delivered msgs/s" "$key" 'delivered/s' 1
+  row "$label, % delivered" "$key" delivered_pct 1
+  row "$label, peak RSS KiB" "$key" peak_rss_kib 0
+done
 row "latency p50 at 5k msg/s, µs" latency p50 0
 row "latency p99 at 5k msg/s, µs" latency p99 0
 row "latency p99.9 at 5k msg/s, µs" latency p99.9 0

@@ -298,6 +298,16 @@ impl Summary {
         )
     }
 
+    /// Median share of the expected deliveries that arrived, in percent.
+    pub fn delivered_percent(&self) -> f64 {
+        Self::median(
+            self.runs
+                .iter()
+                .map(|r| 100.0 * r.delivered as f64 / r.expected.max(1) as f64)
+                .collect(),
+        )
+    }
+
     /// The largest broker RSS any run saw, in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         self.runs.iter().filter_map(|r| r.peak_rss_kib).max()
@@ -318,9 +328,11 @@ impl fmt::Display for Summary {
         }
         write!(
             f,
-            "median of {}: delivered/s={:.0} while_publishing={:.1}% while_publishing/s={:.0}",
+            "median of {}: delivered/s={:.0} delivered_pct={:.2} while_publishing={:.1}% \
+             while_publishing/s={:.0}",
             self.runs.len(),
             self.delivered_per_second(),
+            self.delivered_percent(),
             self.while_publishing_percent(),
             self.delivered_while_publishing_per_second(),
         )?;

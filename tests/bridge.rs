@@ -436,17 +436,7 @@ async fn bad_bridge_configurations_are_refused_at_start() {
 /// central one) and shows both directions.
 #[tokio::test]
 async fn the_bridge_example_forwards_both_ways() {
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(support::example("bridge"))
-            .env("RUST_LOG", "warn")
-            .output(),
-    )
-    .await
-    .expect("the example ends")
-    .expect("the example runs (cargo test builds it)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = support::run_example("bridge", None).await;
     assert!(
         text.contains("central got site/edge7/sensors/temp 21.5"),
         "{text}"

@@ -628,18 +628,7 @@ async fn the_protected_devices_example_runs() {
     std::fs::create_dir_all(&dir).expect("dir");
     let mut seqs = Vec::new();
     for _ in 0..2 {
-        let out = tokio::time::timeout(
-            std::time::Duration::from_secs(60),
-            tokio::process::Command::new(support::example("protected_devices"))
-                .current_dir(&dir)
-                .env("RUST_LOG", "warn")
-                .output(),
-        )
-        .await
-        .expect("the example ends")
-        .expect("the example runs (cargo test builds it)");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text}");
+        let text = support::run_example("protected_devices", Some(&dir)).await;
         assert!(
             text.contains("app got sensors/sensor-1/temp 21.5"),
             "{text}"
@@ -745,5 +734,74 @@ async fn the_acknowledgement_waits_for_the_replay_mark() {
         &within(seen.recv()).await.expect("delivered").payload[..],
         b"m"
     );
+    broker.shutdown().await;
+}
+
+fn login(id: &str, user: &str, password: &str) -> Connect {
+    let mut c = Connect::new(V5, id);
+    c.username = Some(user.into());
+    c.password = Some(Bytes::copy_from_slice(password.as_bytes()));
+    c
+}
+
+/// Issue 18 §2 "chosen by identity": with `DeviceName::Username` a device is who the
+/// authenticator says it is, not the client identifier or user name it claims. A client
+/// authenticated as `sensor-1` under any client id is protected; one whose client id is
+/// `sensor-1` but authenticated as someone else is not (its payloads pass unchanged).
+#[tokio::test]
+async fn devices_chosen_by_authenticated_identity() {
+    let users = roost::auth::StaticUsers::new()
+        .with_user("sensor-1", "s-pass")
+        .and_then(|u| u.with_user("other", "o-pass"))
+        .expect("users");
+    let protection = PayloadProtection::new(Arc::new(KeyFile::parse(&key_file()).expect("keys")))
+        .device_name(roost::protect::DeviceName::Username);
+    let broker = protection
+        .install(
+            Broker::builder()
+                .listen("127.0.0.1:0".parse().expect("address"))
+                .authenticator(Arc::new(users))
+                .sys_interval(None),
+        )
+        .build()
+        .start()
+        .await
+        .expect("starts");
+    let to = broker.local_addrs()[0];
+    let (mut seen, ack) = Raw::connect_to(to, login("observer", "other", "o-pass")).await;
+    assert!(connack(ack).reason_code.is_success());
+    seen.subscribe(1, "s/#", QoS::AtMostOnce).await;
+    let key = sensor_key();
+    let (mut device, ack) = Raw::connect_to(to, login("any-id", "sensor-1", "s-pass")).await;
+    assert!(connack(ack).reason_code.is_success());
+    assert!(
+        puback(&mut device, 1, "s/a", sealed(&key, 1, 1, "s/a", b"opened"))
+            .await
+            .is_success()
+    );
+    assert_eq!(&seen.recv_publish().await.payload[..], b"opened");
+    assert_eq!(
+        puback(
+            &mut device,
+            2,
+            "s/a",
+            Bytes::from_static(b"plain from a device")
+        )
+        .await,
+        ReasonCode::PayloadFormatInvalid,
+        "the authenticated device must seal"
+    );
+    let (mut pretender, ack) = Raw::connect_to(to, login("sensor-1", "other", "o-pass")).await;
+    assert!(connack(ack).reason_code.is_success());
+    let envelope = sealed(&key, 1, 2, "s/b", b"x");
+    assert!(puback(&mut pretender, 1, "s/b", envelope.clone())
+        .await
+        .is_success());
+    assert_eq!(
+        seen.recv_publish().await.payload,
+        envelope,
+        "not a device: passed on as sent, not opened"
+    );
+    assert_eq!(protection.last_inbound_seq("sensor-1"), 1);
     broker.shutdown().await;
 }

@@ -396,6 +396,23 @@ pub fn example(name: &str) -> std::path::PathBuf {
     dir.join("examples").join(name)
 }
 
+/// Runs example `name` to its end (at most 60 s) in `dir` (the current directory if
+/// `None`), with warnings-only logging; asserts it succeeded and returns its output.
+pub async fn run_example(name: &str, dir: Option<&std::path::Path>) -> String {
+    let mut command = tokio::process::Command::new(example(name));
+    command.env("RUST_LOG", "warn");
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the example ends")
+        .expect("the example runs (cargo test builds it)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    text
+}
+
 /// Starts the example broker with `args` on a loopback port of its choosing; returns it
 /// with the port, read from its log ("listening … addr=127.0.0.1:PORT"). A port picked
 /// here and handed over could be taken by another test's process in between.

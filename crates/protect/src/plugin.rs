@@ -258,18 +258,13 @@ impl PayloadProtection {
                 )
             }
         };
-        let Some(key) = device.and_then(|d| i.keys.key(d, header.key_id)) else {
+        // A protected client without a device name has no key either.
+        let Some((device, key)) = device.and_then(|d| Some((d, i.keys.key(d, header.key_id)?)))
+        else {
             return refuse(
                 &c.refused_unknown_key,
                 ReasonCode::NotAuthorized,
                 "unknown key",
-            );
-        };
-        let Some(device) = device else {
-            return refuse(
-                &c.refused_unknown_key,
-                ReasonCode::NotAuthorized,
-                "no device name",
             );
         };
         let plaintext = match envelope::open(
@@ -387,10 +382,9 @@ impl DeliveryTransform for PayloadProtection {
             tracing::debug!(device = device.unwrap_or(""), topic = %message.topic, "no key to seal a delivery: withheld");
             Transformed::Withheld
         };
-        let Some((key_id, key)) = device.and_then(|d| self.inner.keys.sending_key(d)) else {
-            return withheld();
-        };
-        let Some(device) = device else {
+        let Some((device, (key_id, key))) =
+            device.and_then(|d| Some((d, self.inner.keys.sending_key(d)?)))
+        else {
             return withheld();
         };
         let mut nonce = [0u8; NONCE_LEN];

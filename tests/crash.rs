@@ -466,6 +466,9 @@ struct Plan {
     run_ms: (u64, u64),
     /// Some messages are large (150 KB).
     large: bool,
+    /// Every other power cut keeps a random half of the unsynced pages (a drive that wrote
+    /// some of its cache back, out of order); otherwise every cut drops them all.
+    torn_cuts: bool,
 }
 
 /// What was acknowledged but did not survive, with how long before its round's cut the
@@ -686,7 +689,7 @@ async fn run_plan(plan: Plan) -> Option<Losses> {
         child.process.start_kill().expect("SIGKILL");
         let _ = child.process.wait().await;
         cuts.push(Instant::now());
-        disk = disk.cut(&mut rng, round % 2 == 1);
+        disk = disk.cut(&mut rng, plan.torn_cuts && round % 2 == 1);
         let _ = stop_tx.send(true);
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
@@ -885,6 +888,7 @@ impl Plan {
             // cut can keep a log record whose blob it lost, and sled 0.34 then panics at
             // open (README, "Persistence"). redb is tested with them.
             large: backend == "redb",
+            torn_cuts: true,
         }
     }
 
@@ -942,6 +946,12 @@ async fn periodic_loses_at_most_its_interval(name: &'static str, backend: &'stat
         // The window measured is the broker's, not the time the test's file system takes
         // to copy megabytes at each sync.
         large: false,
+        // sled 0.34 assumes its unsynced log writes reach the disk in order; between
+        // periodic flushes it writes megabytes, and a cut that keeps some of them out of
+        // order can leave a log sled cannot recover (reported as corrupt, README
+        // "Persistence"; `backend_tests.rs` reproduces it). That case is sled's, not the
+        // interval's: sled is cut in order here, redb both ways.
+        torn_cuts: backend == "redb",
     };
     if let Some(losses) = run_plan(plan).await {
         // One interval, plus the flush and write under way at the cut: a few ms alone, up

@@ -44,7 +44,28 @@ impl SledStorage {
         open_dir_store(path.as_ref(), on_corrupt, Self::open_checked)
     }
 
+    /// Opens the store; a panic inside sled while it recovers is reported as
+    /// [`StorageError::Corrupt`]. sled 0.34 assumes that its unsynced log writes reach the
+    /// disk in order: a power cut that kept a later page and lost an earlier one can leave a
+    /// log whose recovery panics (`tried to serialize Uninitialized`, seen in
+    /// `tests/crash.rs` and reproduced in `backend_tests.rs`).
     fn open_checked(path: &Path) -> Result<Self, StorageError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::open_unguarded(path)))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                tracing::error!(dir = %path.display(), panic = %what, "sled panicked while recovering the store");
+                Err(StorageError::corrupt(
+                    path,
+                    &format_args!("sled could not recover the store (it panicked: {what})"),
+                ))
+            })
+    }
+
+    fn open_unguarded(path: &Path) -> Result<Self, StorageError> {
         let corrupt = |e: &dyn std::fmt::Display| StorageError::corrupt(path, e);
         // No background flushes: sled's own thread would write and fsync the log between
         // ours, pointing at blob files nobody synced (a power cut then leaves a store sled
@@ -114,7 +135,7 @@ impl SledStorage {
         }
     }
 
-    fn read_all(&self) -> Result<Snapshot, StorageError> {
+    pub(crate) fn read_all(&self) -> Result<Snapshot, StorageError> {
         let rows = |t: Table| -> Result<Rows, StorageError> {
             self.tree(t)
                 .iter()

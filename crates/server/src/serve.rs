@@ -61,8 +61,8 @@ fn storage(config: &Config) -> Result<Option<Store>, String> {
     tracing::info!(dir = %dir.display(), backend = backend.name(), ?durability, "storage opened");
     if backend == Backend::Sled && matches!(durability, Durability::Periodic(_)) {
         tracing::warn!(
-            "sled with durability periodic: a power cut that reaches the disk out of order can \
-             leave a store sled cannot recover (README, Persistence); use acked or redb"
+            "sled with durability periodic: the flush interval bounds what a crash loses, not \
+             what a power cut loses (README, Persistence); use acked or redb"
         );
     }
     Ok(Some((store, durability)))

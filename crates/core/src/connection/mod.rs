@@ -153,16 +153,18 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
             _ = evicted.cancelled() => return Err(None),
         };
         match accepted {
-            Some((conn, writer)) => Ok((conn, writer, reader, ctx)),
+            // Boxed: inline, the parts would keep a slot of their size in the task beside
+            // the same values once they are moved out (the layout cannot overlap them).
+            Some((conn, writer)) => Ok(Box::new((conn, writer, reader, ctx))),
             // Refused (or failed) in the handshake: a refusing CONNACK may be on its way.
             None => Err(Some(reader)),
         }
     });
     async move {
         let (mut conn, writer, mut reader, ctx) = match start.await {
-            Ok(parts) => parts,
-            Err(Some(mut reader)) => {
-                let _ = tokio::time::timeout(writer::CLOSE_LINGER, reader.discard()).await;
+            Ok(parts) => *parts,
+            Err(Some(reader)) => {
+                linger(reader).await;
                 return;
             }
             Err(None) => return,
@@ -195,9 +197,20 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
         // The last packet (a DISCONNECT with its reason) is out and the write side shut:
         // read what the client still sends for a moment, so that closing does not reset
         // the connection before the client could read it.
-        let _ = tokio::time::timeout(writer::CLOSE_LINGER, reader.discard()).await;
+        linger(reader).await;
     }
     .instrument(span)
+}
+
+/// Reads and drops what the client still sends, for at most `CLOSE_LINGER`. Boxed, with the
+/// reader moved in: it runs once, at the end, and inline its state would take room in every
+/// connection's task for the connection's whole life.
+fn linger<R: PacketReader>(
+    mut reader: R,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let _ = tokio::time::timeout(writer::CLOSE_LINGER, reader.discard()).await;
+    })
 }
 
 impl Connection {

@@ -130,7 +130,9 @@ impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
 
     async fn discard(&mut self) {
         self.buf = BytesMut::new();
-        let mut scratch = [0u8; 4096];
+        // On the heap, only while closing: an array here would sit in every connection's
+        // task (the closing path is part of its future) for the connection's whole life.
+        let mut scratch = vec![0u8; 4096];
         while let Ok(n) = self.io.read(&mut scratch).await {
             if n == 0 {
                 return;

@@ -4,6 +4,7 @@
 #
 #   scripts/bench-compare.sh [SCALE] [REPEAT]   # SCALE multiplies message counts (default 1),
 #                                               # REPEAT runs per figure, medians (default 3)
+#   ONLY='bfanin2|bfanout32' scripts/bench-compare.sh 1 3   # only these runs (keys below)
 #
 # Needs: cargo; `mosquitto` (apt-get install mosquitto) and `rumqttd` (cargo install rumqttd;
 # without --locked, its lock file pins a crate that no longer builds) — a broker that is not
@@ -107,6 +108,7 @@ echo "machine: $(nproc) cores, $(uname -sr); $(date -u '+%F %H:%M UTC')"
 for entry in "${runs[@]}"; do
   key=${entry%%|*}
   args=${entry#*|}
+  if [ -n "${ONLY:-}" ] && ! [[ $key =~ ^($ONLY)$ ]]; then continue; fi
   echo "== $args"
   for name in "${names[@]}"; do
     # shellcheck disable=SC2086
@@ -119,12 +121,14 @@ done
 
 # Roost only: the embedded broker with in-process clients on one thread, and 100,000 idle
 # connections over in-memory streams (past the file descriptor limit of a process).
-echo "== in-process (Roost only, one thread)"
-out[inproc.roost]=$("$bench" --scenario in-process --qos 0 --publishers 1 --subscribers 1 \
-  --messages $((1000000 * scale)) 2>&1) || true
-echo "${out[inproc.roost]}"
-out[idle100k.roost]=$("$bench" --scenario idle-in-process --connections 100000 2>&1) || true
-echo "${out[idle100k.roost]}"
+if [ -z "${ONLY:-}" ]; then
+  echo "== in-process (Roost only, one thread)"
+  out[inproc.roost]=$("$bench" --scenario in-process --qos 0 --publishers 1 --subscribers 1 \
+    --messages $((1000000 * scale)) 2>&1) || true
+  echo "${out[inproc.roost]}"
+  out[idle100k.roost]=$("$bench" --scenario idle-in-process --connections 100000 2>&1) || true
+  echo "${out[idle100k.roost]}"
+fi
 
 # One figure from a broker's output: the value after `field=` on the last line holding it.
 figure() {

@@ -34,7 +34,7 @@ pub struct RouteBench {
     ctx: Arc<Context>,
     sessions: Vec<Arc<Session>>,
     message: Arc<Message>,
-    congested: Vec<Arc<Session>>,
+    fanout: crate::session::Fanout,
 }
 
 impl RouteBench {
@@ -69,7 +69,7 @@ impl RouteBench {
             ctx,
             sessions,
             message: Arc::new(message),
-            congested: Vec::new(),
+            fanout: Default::default(),
         })
     }
 
@@ -78,8 +78,9 @@ impl RouteBench {
     /// sessions got it.
     pub fn route_and_take(&mut self) -> usize {
         let mut ops = Vec::new();
-        let n = crate::pipeline::publish(&self.ctx, &self.message, &mut ops, &mut self.congested);
-        self.congested.clear();
+        let n = crate::pipeline::publish(&self.ctx, &self.message, &mut ops, &mut self.fanout);
+        self.fanout.congested.clear();
+        self.fanout.wake_all();
         for session in &self.sessions {
             let mut st = session.state.lock();
             while st.pop().is_some() {}
@@ -116,6 +117,7 @@ impl QueueBench {
     /// Queues `n` deliveries one by one (each under the session lock, as publishers do),
     /// then takes them off in one pass (as a writer does). Returns how many were taken.
     pub fn push_pop(&self, n: usize) -> usize {
+        let mut fanout = crate::session::Fanout::default();
         for _ in 0..n {
             let delivery = Delivery::new(
                 Arc::clone(&self.message),
@@ -125,8 +127,9 @@ impl QueueBench {
             );
             let _ = self
                 .session
-                .enqueue(delivery, &self.ctx.settings.limits, None);
+                .enqueue(delivery, &self.ctx.settings.limits, None, &mut fanout);
         }
+        fanout.wake_all();
         let mut st = self.session.state.lock();
         let mut taken = 0;
         while st.pop().is_some() {

@@ -333,9 +333,10 @@ impl BrokerHandle {
             PublishedMessage::new(message.topic, message.payload, message.qos, message.retain);
         published.properties = message.properties;
         let mut ops: Vec<Op> = Vec::new();
-        let mut congested = Vec::new();
+        let mut fanout = crate::session::Fanout::default();
         let routed =
-            pipeline::publish_message(ctx, None, None, published, &mut ops, &mut congested, None);
+            pipeline::publish_message(ctx, None, None, published, &mut ops, &mut fanout, None);
+        fanout.wake_all();
         // Queued copies of persistent sessions were stored by the queues themselves.
         let queued = match routed {
             Ok(outcome) => outcome.gate,

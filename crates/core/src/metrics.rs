@@ -106,6 +106,12 @@ counters! {
     bytes_received => "$SYS/broker/bytes/received",
     /// Bytes written to network clients.
     bytes_sent => "$SYS/broker/bytes/sent",
+    /// Reads from network clients' streams that returned bytes (system calls, for plain
+    /// TCP): `bytes_received` over this is the bytes per read.
+    network_reads => "$SYS/broker/network/reads",
+    /// Writes to network clients' streams (system calls, for plain TCP): `bytes_sent` over
+    /// this is the bytes per write, which grows as the broker batches deliveries.
+    network_writes => "$SYS/broker/network/writes",
     /// Subscriptions currently held.
     subscriptions => "$SYS/broker/subscriptions/count",
     /// Topics with a retained message.

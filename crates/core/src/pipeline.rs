@@ -15,21 +15,22 @@ use crate::metrics::Metrics;
 use crate::plugin::{ClientInfo, HookAction, PublishedMessage};
 use crate::registry::{Attached, Fired, WillDue};
 use crate::router::{RetainChange, RouteOutcome};
-use crate::session::Session;
+use crate::session::{Fanout, Session};
 
 /// Retains (if flagged) and routes a message; returns what routing did. Hooks are not
-/// consulted (see [`publish_message`]). Storage operations are appended to `ops`, sessions
-/// asking the publisher to pause (flow control) to `congested`.
+/// consulted (see [`publish_message`]). Storage operations are appended to `ops`; the
+/// writers to wake and the sessions asking the publisher to pause (flow control) to
+/// `fanout`.
 pub(crate) fn publish(
     ctx: &Context,
     message: &Arc<Message>,
     ops: &mut Vec<Op>,
-    congested: &mut Vec<Arc<Session>>,
+    fanout: &mut Fanout,
 ) -> RouteOutcome {
     if message.retain {
         retain(ctx, message, ops);
     }
-    ctx.router.route(message, ctx.routing(), congested)
+    ctx.router.route(message, ctx.routing(), fanout)
 }
 
 /// Applies a retained PUBLISH: the router keeps it (or clears its topic), the journal
@@ -97,7 +98,7 @@ pub(crate) fn publish_message(
     publisher: Option<ByteString>,
     mut published: PublishedMessage,
     ops: &mut Vec<Op>,
-    congested: &mut Vec<Arc<Session>>,
+    fanout: &mut Fanout,
     hold: Option<Arc<Hold>>,
 ) -> Result<RouteOutcome, Stopped> {
     let hooks = &ctx.policy.hooks;
@@ -126,7 +127,7 @@ pub(crate) fn publish_message(
         publisher,
         hold,
     );
-    let mut outcome = publish(ctx, &message, ops, congested);
+    let mut outcome = publish(ctx, &message, ops, fanout);
     // What a plugin stored to admit the message (a replay mark, say) is waited for like
     // the message's own writes.
     outcome.gate = outcome.gate.join(written);
@@ -186,7 +187,7 @@ fn publish_will_now(
         Some(client_id),
         published,
         &mut ops,
-        &mut Vec::new(),
+        &mut Fanout::default(),
         None,
     );
     ctx.journal.store_now(ops);

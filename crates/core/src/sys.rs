@@ -128,7 +128,12 @@ fn publish(ctx: &Context, topic: &str, payload: String) {
         return;
     };
     let message = Message::new(topic, Bytes::from(payload), QoS::AtMostOnce, true);
-    pipeline::publish(ctx, &Arc::new(message), &mut Vec::new(), &mut Vec::new());
+    pipeline::publish(
+        ctx,
+        &Arc::new(message),
+        &mut Vec::new(),
+        &mut crate::session::Fanout::default(),
+    );
 }
 
 /// Publishes the `$SYS` topics every `interval` until shutdown.

@@ -360,6 +360,18 @@ impl DecodeLimits {
     }
 }
 
+/// Whether `buf` starts with a whole packet (by its fixed header; nothing is checked
+/// further). False for a malformed length, which [`decode`] reports.
+pub(crate) fn holds_packet(buf: &[u8]) -> bool {
+    let Some(rest) = buf.get(1..) else {
+        return false;
+    };
+    match peek_varint(rest) {
+        Ok(VarIntPeek::Complete(remaining, len)) => rest.len() - len >= remaining as usize,
+        _ => false,
+    }
+}
+
 /// Decodes one packet from the front of `buf`.
 ///
 /// Returns `Ok(None)` while the packet is incomplete; nothing is consumed, copied or

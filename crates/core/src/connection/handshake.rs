@@ -517,7 +517,7 @@ async fn attach<W: PacketWriter>(
         info,
         enhanced,
         aliases: HashMap::new(),
-        congested: Vec::new(),
+        fanout: Default::default(),
         connect_expiry_zero: terms.requested_expiry == 0,
         bridge: connect.bridge,
         _slots: slots,

@@ -105,8 +105,9 @@ pub(crate) struct Connection {
     enhanced: Option<auth::EnhancedAuth>,
     /// Inbound Topic Alias mappings of this connection (MQTT-3.3.2-7: never carried over).
     aliases: HashMap<u16, TopicName>,
-    /// Sessions that asked this publisher to pause (flow control), gathered while routing.
-    congested: Vec<Arc<Session>>,
+    /// Writers to wake and sessions that asked this publisher to pause (flow control),
+    /// gathered while routing what the read buffer holds.
+    fanout: crate::session::Fanout,
     /// CONNECT had Session Expiry Interval 0, so DISCONNECT may not raise it (v5 §3.14.2.2.2).
     connect_expiry_zero: bool,
     /// Another broker's bridge (protocol level 0x83/0x84): its subscriptions never send a
@@ -271,7 +272,12 @@ impl Connection {
                 }
                 Err(exit) => return exit,
             }
-            if !self.congested.is_empty() {
+            // Writers are woken once the buffered packets are routed (at most 256 at a
+            // time), not per message: see `session::Fanout`.
+            if self.fanout.has_wakes() && (packets.is_multiple_of(256) || !reader.holds_packet()) {
+                self.fanout.wake_all();
+            }
+            if !self.fanout.congested.is_empty() {
                 waited = true;
                 // Boxed: pauses are rare, and inline the wait would enlarge every task.
                 if let Err(exit) = Box::pin(self.flow_control()).await {
@@ -294,7 +300,9 @@ impl Connection {
         let limits = &self.settings.limits;
         let threshold = limits.flow_control_queue;
         let deadline = tokio::time::Instant::now() + limits.flow_control_pause;
-        let congested = std::mem::take(&mut self.congested);
+        // The writers this reader would wait for must be running.
+        self.fanout.wake_all();
+        let congested = std::mem::take(&mut self.fanout.congested);
         // SeqCst on both sides (store here, load in `wait_drained`): of two readers pausing
         // for each other at once, at least one sees the other paused and does not wait.
         self.signals.paused.store(true, Ordering::SeqCst);
@@ -324,18 +332,20 @@ impl Connection {
         }
         self.signals.paused.store(false, Ordering::SeqCst);
         // Keep the allocation for the next time.
-        self.congested = congested;
-        self.congested.clear();
+        self.fanout.congested = congested;
+        self.fanout.congested.clear();
         result
     }
 
     /// Ends the connection: goodbye, detach, will, and only then the end of the stream.
     async fn close<W: PacketWriter>(
-        self,
+        mut self,
         exit: Exit,
         writer: std::pin::Pin<&mut impl std::future::Future<Output = W>>,
         wire: Option<Box<W>>,
     ) {
+        // What the last packets routed is sent before anything here waits.
+        self.fanout.wake_all();
         let (reason, publish_will) = match &exit {
             Exit::Disconnected { keep_will } => (CloseReason::Silent, *keep_will),
             Exit::Closed => (CloseReason::Shutdown, true),

@@ -215,7 +215,7 @@ impl Connection {
             Some(self.client_id.clone()),
             published,
             &mut ops,
-            &mut self.congested,
+            &mut self.fanout,
             hold.clone(),
         ) {
             Ok(outcome) => outcome,
@@ -236,6 +236,8 @@ impl Connection {
             return None;
         }
         Some(Box::pin(async move {
+            // Copies that need not wait for storage leave now (see `session::Fanout`).
+            self.fanout.wake_all();
             let stored = self.store(ops).await;
             let gate = self.routed_gate(&outcome, stored);
             self.release(hold.as_deref(), gate);

@@ -31,7 +31,7 @@ use crate::gate::Gate;
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
 use crate::plugin::DropReason;
-use crate::session::{EnqueueError, QueueJournal, Queued, Session, SubscriptionRecord};
+use crate::session::{EnqueueError, Fanout, QueueJournal, Queued, Session, SubscriptionRecord};
 use crate::topic::{SubscriptionTrie, TopicFilter, TopicName};
 
 /// One subscription of one session.
@@ -238,13 +238,13 @@ impl Router {
     }
 
     /// Delivers `message` to every matching session; returns how many copies were queued
-    /// and how many were dropped for want of room. Connected sessions whose queue reached the
-    /// flow-control threshold are appended to `congested`.
+    /// and how many were dropped for want of room. The writers to wake, and connected
+    /// sessions whose queue reached the flow-control threshold, are added to `fanout`.
     pub(crate) fn route(
         &self,
         message: &Arc<Message>,
         services: Services<'_>,
-        congested: &mut Vec<Arc<Session>>,
+        fanout: &mut Fanout,
     ) -> RouteOutcome {
         // Read before any receive check: if the authorizers change meanwhile, the copies
         // queued now are checked again when sent.
@@ -285,7 +285,7 @@ impl Router {
                 .count();
             let (group, tail) = rest.split_at(n);
             rest = tail;
-            deliver(message, group, services, congested, false, epoch).count(&mut outcome);
+            deliver(message, group, services, fanout, false, epoch).count(&mut outcome);
         }
         for member in &shared_targets {
             // Picked among the members that may receive it.
@@ -293,7 +293,7 @@ impl Router {
                 message,
                 std::slice::from_ref(member),
                 services,
-                congested,
+                fanout,
                 true,
                 epoch,
             )
@@ -353,7 +353,7 @@ fn deliver(
     message: &Arc<Message>,
     group: &[SubEntry],
     services: Services<'_>,
-    congested: &mut Vec<Arc<Session>>,
+    fanout: &mut Fanout,
     checked: bool,
     epoch: u32,
 ) -> CopyOutcome {
@@ -388,11 +388,11 @@ fn deliver(
     delivery.authorized_epoch = epoch;
     match first
         .session
-        .enqueue(delivery, services.limits, services.journal)
+        .enqueue(delivery, services.limits, services.journal, fanout)
     {
         Ok((Queued::Ok, gate)) => CopyOutcome::Queued(gate),
         Ok((Queued::Congested, gate)) => {
-            congested.push(Arc::clone(&first.session));
+            fanout.congested.push(Arc::clone(&first.session));
             CopyOutcome::Queued(gate)
         }
         Err(EnqueueError::QueueFull) => {

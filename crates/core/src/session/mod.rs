@@ -22,6 +22,7 @@
 //! publisher one pause, not a stall.
 
 mod deadlines;
+mod fanout;
 mod inflight;
 
 use std::collections::VecDeque;
@@ -37,6 +38,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use deadlines::{TimerKind, TimerSlots};
+pub(crate) use fanout::Fanout;
 pub(crate) use inflight::{Entry, Inflight, Stage};
 
 use crate::codec::{Packet, QoS, ReasonCode, SubscriptionOptions};
@@ -261,21 +263,22 @@ impl Session {
         })
     }
 
-    /// Queues `delivery` and wakes the attached writer. With a `journal`, a QoS 1/2
-    /// delivery to a persistent session is also recorded; the returned number is the
-    /// storage write it waits for (0: none).
+    /// Queues `delivery`; the attached writer is woken through `fanout`. With a `journal`,
+    /// a QoS 1/2 delivery to a persistent session is also recorded; the returned number is
+    /// the storage write it waits for (0: none).
     pub(crate) fn enqueue(
         &self,
         delivery: Delivery,
         limits: &Limits,
         journal: Option<&dyn QueueJournal>,
+        fanout: &mut Fanout,
     ) -> Result<(Queued, u64), EnqueueError> {
         let mut st = self.state.lock();
         let queued = st.push(&self.client_id, delivery, limits, journal)?;
         let Some(link) = &st.link else {
             return Ok((Queued::Ok, queued.1));
         };
-        link.signals.wake.notify_one();
+        fanout.wake_later(&link.signals);
         Ok(queued)
     }
 
@@ -659,11 +662,11 @@ mod tests {
         let a = Session::new(1, "a".into(), u32::MAX);
         let b = Session::new(2, "b".into(), u32::MAX);
         assert_eq!(
-            a.enqueue(delivery(&message), &limits, None),
+            a.enqueue(delivery(&message), &limits, None, &mut Fanout::default()),
             Ok((Queued::Ok, 0))
         );
         assert_eq!(
-            b.enqueue(delivery(&message), &limits, None),
+            b.enqueue(delivery(&message), &limits, None, &mut Fanout::default()),
             Ok((Queued::Ok, 0))
         );
         let kept_a = a.state.lock().pop().expect("queued").message;

@@ -54,6 +54,12 @@ pub(crate) trait PacketReader: Send + 'static {
         None
     }
 
+    /// Whether a whole packet is buffered already, so the next `read` will not wait for
+    /// the peer. False if the reader cannot tell.
+    fn holds_packet(&self) -> bool {
+        false
+    }
+
     /// Reads and throws away whatever the peer still sends, until it closes or the read
     /// fails. Called when the server ends a connection, after its last packet went out and
     /// the write side was shut: a socket closed with unread input resets the connection,
@@ -128,6 +134,10 @@ impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
         Some(self.last_packet)
     }
 
+    fn holds_packet(&self) -> bool {
+        crate::codec::holds_packet(&self.buf)
+    }
+
     async fn discard(&mut self) {
         self.buf = BytesMut::new();
         // On the heap, only while closing: an array here would sit in every connection's
@@ -180,6 +190,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
                 };
             }
             Metrics::add(&self.metrics.bytes_received, n as u64);
+            Metrics::inc(&self.metrics.network_reads);
             self.last_read = tokio::time::Instant::now();
         }
     }
@@ -263,6 +274,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketWriter for NetWriter<W> {
                 return Err(io::ErrorKind::WriteZero.into());
             }
             Metrics::add(&self.metrics.bytes_sent, n as u64);
+            Metrics::inc(&self.metrics.network_writes);
             self.buf.advance(n);
         }
         if !self.buf.is_empty() {
@@ -281,6 +293,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketWriter for NetWriter<W> {
                 return Err(io::ErrorKind::WriteZero.into());
             }
             Metrics::add(&self.metrics.bytes_sent, n as u64);
+            Metrics::inc(&self.metrics.network_writes);
             while n > 0 {
                 let Some(front) = self.chunks.front_mut() else {
                     break;

@@ -66,3 +66,35 @@ async fn a_run_of_publishes_reaches_each_subscriber_in_a_few_writes() {
     drop((subs, publ));
     broker.shutdown().await;
 }
+
+/// MQTT-4.6.0-6: copies of QoS 0 messages are queued per session at the end of a run, but
+/// a QoS 1 message from the same publisher in the same run does not overtake them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_qos0_copies_are_not_overtaken_by_qos1_ones() {
+    let broker = start_broker().await;
+    let mut sub = Raw::connect(&broker, V4, "sub").await;
+    sub.subscribe(1, "order/#", QoS::AtLeastOnce).await;
+    let mut publ = Raw::connect(&broker, V4, "pub").await;
+    let mut run = BytesMut::new();
+    let mut next_id = 1u16;
+    for i in 0..300u32 {
+        let qos = if i % 3 == 2 {
+            next_id += 1;
+            PublishQoS::AtLeastOnce(pid(next_id))
+        } else {
+            PublishQoS::AtMostOnce
+        };
+        let payload = format!("{i:08}").into_bytes();
+        Packet::Publish(Publish::new(topic("order/x"), qos, payload))
+            .encode(V4, &mut run)
+            .expect("encodes");
+    }
+    publ.send_bytes(&run).await;
+    for i in 0..300u32 {
+        let p = sub.recv_publish().await;
+        assert_eq!(&p.payload[..], format!("{i:08}").as_bytes(), "message {i}");
+        sub.ack(&p).await;
+    }
+    drop((sub, publ));
+    broker.shutdown().await;
+}

@@ -179,7 +179,10 @@ impl Metrics {
     }
 
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+        // Nothing to add: the shared cache line is left alone.
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn inc(counter: &AtomicU64) {

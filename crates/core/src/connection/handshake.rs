@@ -507,17 +507,15 @@ async fn attach<W: PacketWriter>(
         signals: Arc::clone(&signals),
         limits: DecodeLimits::new(version).with_max_packet_size(terms.max_packet_size),
         keep_alive: terms.keep_alive_timeout(),
-        will_delay: connect
-            .will
-            .as_ref()
-            .and_then(|w| w.properties.will_delay_interval)
-            .unwrap_or(0),
+        will_delay: (connect.will.as_ref())
+            .map_or(0, |w| w.properties.will_delay_interval.unwrap_or(0)),
         will: connect.will.map(Box::new),
         client: enhanced.is_some().then(|| Box::new(client)),
         info,
         enhanced,
         aliases: HashMap::new(),
-        fanout: Default::default(),
+        fanout: crate::session::Fanout::batching(),
+        received: 0,
         connect_expiry_zero: terms.requested_expiry == 0,
         bridge: connect.bridge,
         _slots: slots,

@@ -108,6 +108,9 @@ pub(crate) struct Connection {
     /// Writers to wake and sessions that asked this publisher to pause (flow control),
     /// gathered while routing what the read buffer holds.
     fanout: crate::session::Fanout,
+    /// PUBLISH packets received in this run, added to the shared counter at its end (an
+    /// atomic add per packet on a line every connection's reader shares costs more).
+    received: u32,
     /// CONNECT had Session Expiry Interval 0, so DISCONNECT may not raise it (v5 §3.14.2.2.2).
     connect_expiry_zero: bool,
     /// Another broker's bridge (protocol level 0x83/0x84): its subscriptions never send a
@@ -274,8 +277,10 @@ impl Connection {
             }
             // Writers are woken once the buffered packets are routed (at most 256 at a
             // time), not per message: see `session::Fanout`.
-            if self.fanout.has_wakes() && (packets.is_multiple_of(256) || !reader.holds_packet()) {
-                self.fanout.wake_all();
+            if (self.received > 0 || self.fanout.has_work())
+                && (packets.is_multiple_of(256) || !reader.holds_packet())
+            {
+                self.end_run();
             }
             if !self.fanout.congested.is_empty() {
                 waited = true;
@@ -293,6 +298,15 @@ impl Connection {
         }
     }
 
+    /// Ends a run of packets: queues what routing held back, wakes the writers, counts.
+    fn end_run(&mut self) {
+        crate::router::settle(&mut self.fanout, self.ctx.routing());
+        Metrics::add(
+            &self.ctx.metrics.messages_received,
+            u64::from(std::mem::take(&mut self.received)),
+        );
+    }
+
     /// Stops reading until the sessions this connection's last PUBLISH congested have
     /// drained (bounded by `Limits::flow_control_pause`). Never waits for its own session.
     async fn flow_control(&mut self) -> Result<(), Exit> {
@@ -301,7 +315,7 @@ impl Connection {
         let threshold = limits.flow_control_queue;
         let deadline = tokio::time::Instant::now() + limits.flow_control_pause;
         // The writers this reader would wait for must be running.
-        self.fanout.wake_all();
+        self.end_run();
         let congested = std::mem::take(&mut self.fanout.congested);
         // SeqCst on both sides (store here, load in `wait_drained`): of two readers pausing
         // for each other at once, at least one sees the other paused and does not wait.
@@ -345,7 +359,7 @@ impl Connection {
         wire: Option<Box<W>>,
     ) {
         // What the last packets routed is sent before anything here waits.
-        self.fanout.wake_all();
+        self.end_run();
         let (reason, publish_will) = match &exit {
             Exit::Disconnected { keep_will } => (CloseReason::Silent, *keep_will),
             Exit::Closed => (CloseReason::Shutdown, true),

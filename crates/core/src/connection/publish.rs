@@ -39,7 +39,7 @@ impl Connection {
     }
 
     pub(super) fn on_publish(&mut self, mut publish: Publish) -> Result<Option<Later<'_>>, Exit> {
-        Metrics::inc(&self.ctx.metrics.messages_received);
+        self.received += 1;
         self.check_publish(&mut publish)?;
         let qos = publish.qos;
         if !self
@@ -237,7 +237,7 @@ impl Connection {
         }
         Some(Box::pin(async move {
             // Copies that need not wait for storage leave now (see `session::Fanout`).
-            self.fanout.wake_all();
+            self.end_run();
             let stored = self.store(ops).await;
             let gate = self.routed_gate(&outcome, stored);
             self.release(hold.as_deref(), gate);

@@ -362,6 +362,9 @@ impl<W: PacketWriter> Writer<W> {
             epoch: ctx.policy.authz_epoch(),
         };
         let mut taken = 0usize;
+        // Counted once per fill: the counter is shared by every writer and reader, and an
+        // atomic add per delivery kept its cache line moving between the cores.
+        let mut sent = 0u64;
         while st.inflight.len() < window {
             // A batch is bounded: past FILL_LIMIT buffered (looked at every 64 messages), the
             // writer flushes and comes back for more, so a long queue or retained backlog
@@ -411,7 +414,7 @@ impl<W: PacketWriter> Writer<W> {
                     None => break,
                 },
             };
-            Metrics::inc(&metrics.messages_sent);
+            sent += 1;
             // The packet id was stored with the message, so a restart re-sends it under the
             // same id; only "might have been sent" needs recording, as DUP.
             let sent = form.as_ref().unwrap_or(&delivery);
@@ -423,6 +426,7 @@ impl<W: PacketWriter> Writer<W> {
                     .push((delivery.message, Event::Delivered(qos.qos())));
             }
         }
+        Metrics::add(&metrics.messages_sent, sent);
     }
 
     /// The form of `delivery` this client gets from the delivery transforms: `None` for the

@@ -386,31 +386,134 @@ fn deliver(
         group.iter().filter_map(|t| t.record.id).collect(),
     );
     delivery.authorized_epoch = epoch;
-    match first
-        .session
-        .enqueue(delivery, services.limits, services.journal, fanout)
-    {
+    let session = &first.session;
+    if fanout.is_batching() {
+        if message.qos == QoS::AtMostOnce {
+            // No acknowledgement depends on this copy: held back, and queued with the
+            // others for its session at the end of the run (see `session::Fanout`).
+            let per_session = match services.limits.flow_control_queue {
+                0 => usize::MAX,
+                threshold => threshold / 4,
+            };
+            if fanout.hold(session, delivery, per_session) {
+                queue_held(fanout, services);
+            }
+            return CopyOutcome::Queued(0);
+        }
+        // Copies held back for this session go first: its copies keep their order.
+        let earlier = fanout.take_held_for(session);
+        if !earlier.is_empty() {
+            queue_for(session, earlier, services, fanout);
+        }
+    }
+    match session.enqueue(delivery, services.limits, services.journal, fanout) {
         Ok((Queued::Ok, gate)) => CopyOutcome::Queued(gate),
         Ok((Queued::Congested, gate)) => {
-            fanout.congested.push(Arc::clone(&first.session));
+            fanout.congested.push(Arc::clone(session));
             CopyOutcome::Queued(gate)
         }
-        Err(EnqueueError::QueueFull) => {
+        Err(e) => {
+            let reason = refused(e, services, session, Some(message));
+            if let Some(reason) = reason {
+                dropped(reason);
+            }
+            match e {
+                EnqueueError::QueueFull | EnqueueError::StorageFull => CopyOutcome::NoRoom,
+                EnqueueError::Offline | EnqueueError::Ended => CopyOutcome::Skipped,
+            }
+        }
+    }
+}
+
+/// Counts a copy the session's queue refused; the reason to tell the hooks, if any.
+fn refused(
+    e: EnqueueError,
+    services: Services<'_>,
+    session: &Session,
+    message: Option<&Message>,
+) -> Option<DropReason> {
+    let metrics = services.metrics;
+    match e {
+        EnqueueError::QueueFull => {
             Metrics::inc(&metrics.messages_dropped);
-            tracing::debug!(client_id = %first.session.client_id, topic = %message.topic, "queue full: message dropped");
-            dropped(DropReason::QueueFull);
-            CopyOutcome::NoRoom
+            let topic = message.map(|m| m.topic.as_str());
+            tracing::debug!(client_id = %session.client_id, ?topic, "queue full: message dropped");
+            Some(DropReason::QueueFull)
         }
-        Err(EnqueueError::Offline) => {
+        EnqueueError::Offline => {
             Metrics::inc(&metrics.messages_dropped_offline);
-            dropped(DropReason::Offline);
-            CopyOutcome::Skipped
+            Some(DropReason::Offline)
         }
-        Err(EnqueueError::StorageFull) => {
+        EnqueueError::StorageFull => {
             Metrics::inc(&metrics.messages_dropped_storage_full);
-            dropped(DropReason::StorageFull);
-            CopyOutcome::NoRoom
+            Some(DropReason::StorageFull)
         }
-        Err(EnqueueError::Ended) => CopyOutcome::Skipped,
+        EnqueueError::Ended => None,
+    }
+}
+
+/// Queues the copies `fanout` holds back, one lock per session, and wakes their writers.
+pub(crate) fn settle(fanout: &mut Fanout, services: Services<'_>) {
+    if fanout.has_held() {
+        queue_held(fanout, services);
+    }
+    fanout.wake_all();
+}
+
+/// Queues the copies `fanout` holds back, one lock per session; their writers are added to
+/// the ones it wakes.
+fn queue_held(fanout: &mut Fanout, services: Services<'_>) {
+    for (session, deliveries) in fanout.take_held() {
+        if !deliveries.is_empty() {
+            queue_for(&session, deliveries, services, fanout);
+        }
+    }
+}
+
+/// Queues `deliveries` (in order) for `session` under one lock; counts and reports the
+/// ones its queue refuses, as `deliver` does for one.
+fn queue_for(
+    session: &Arc<Session>,
+    deliveries: Vec<Delivery>,
+    services: Services<'_>,
+    fanout: &mut Fanout,
+) {
+    let hooks = &services.policy.hooks;
+    let mut refusals: Vec<(Arc<Message>, DropReason)> = Vec::new();
+    let mut congested = false;
+    {
+        let mut st = session.state.lock();
+        for delivery in deliveries {
+            // Kept for the hooks only: another reference per copy is an atomic add on a
+            // count the subscribers' writers are changing too.
+            let message = (!hooks.is_empty()).then(|| Arc::clone(&delivery.message));
+            match st.push(
+                &session.client_id,
+                delivery,
+                services.limits,
+                services.journal,
+            ) {
+                Ok((Queued::Ok, _)) => {}
+                Ok((Queued::Congested, _)) => congested = true,
+                Err(e) => {
+                    let reason = refused(e, services, session, message.as_deref());
+                    // Reported once the lock is released.
+                    if let (Some(message), Some(reason)) = (message, reason) {
+                        refusals.push((message, reason));
+                    }
+                }
+            }
+        }
+        if let Some(link) = &st.link {
+            fanout.wake_later(&link.signals);
+        }
+    }
+    if congested {
+        fanout.congested.push(Arc::clone(session));
+    }
+    for (message, reason) in refusals {
+        hooks.each(services.metrics, |h| {
+            h.message_dropped(&session.client_id, &message, reason)
+        });
     }
 }

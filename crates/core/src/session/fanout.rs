@@ -7,10 +7,17 @@
 //! 32 subscribers, about ten deliveries per `sendto` and a lock taken in turn by the two
 //! sides for every one. A reader now routes everything its read buffer holds, then wakes
 //! each writer once, which takes the whole run in one write.
+//!
+//! A connection's reader also holds back the copies of QoS 0 messages (no acknowledgement
+//! depends on where they end up) and queues them per session in one go: one lock of the
+//! subscriber's session per run instead of one per message, which the subscriber's writer,
+//! draining on the other core, took in turn (the lock's cache line moved between the cores
+//! for every copy). What a session holds back is bounded (see [`Fanout::hold`]).
 
 use std::sync::Arc;
 
 use super::{LinkSignals, Session};
+use crate::message::Delivery;
 
 /// Writers to wake, and sessions to wait for, after routing (see the module docs).
 ///
@@ -20,48 +27,151 @@ use super::{LinkSignals, Session};
 pub(crate) struct Fanout {
     /// Sessions whose queue reached the flow-control threshold (connected ones only).
     pub(crate) congested: Vec<Arc<Session>>,
+    /// Whether copies of QoS 0 messages are held back (a connection's reader).
+    batching: bool,
+    /// Boxed, and made on first use: a connection that never publishes (most idle ones)
+    /// holds one pointer for it.
+    pending: Option<Box<Pending>>,
+}
+
+/// What a [`Fanout`] has still to do.
+#[derive(Default)]
+struct Pending {
     /// Writers to wake, each once.
     wakes: Vec<Arc<LinkSignals>>,
     /// The writers in `wakes`, by address.
     seen: hashbrown::HashSet<usize>,
+    /// Copies held back, per session in the order first met.
+    held: Vec<(Arc<Session>, Vec<Delivery>)>,
+    /// Where each session's copies are in `held`, by the session's address.
+    held_at: hashbrown::HashMap<usize, usize>,
+    /// Copies in `held`.
+    held_count: usize,
 }
 
-/// Past this many writers waiting to be woken, the lists are given back after a wake, so a
+/// The most copies held back for one session, and for all: past either, the caller queues
+/// them ([`Fanout::hold`] says so). Flow control looks at a queue only when its copies are
+/// queued, so this is also how far past the flow-control threshold a publisher gets.
+const HOLD_PER_SESSION: usize = 64;
+const HOLD_TOTAL: usize = 16 * 1024;
+
+/// Past this many writers or sessions, the lists are given back once done with, so a
 /// publisher that once reached many subscribers does not keep the room for life.
 const KEEP: usize = 64;
 
 impl Fanout {
-    /// Wakes `signals`' writer when [`Fanout::wake_all`] runs (or this is dropped).
-    pub(crate) fn wake_later(&mut self, signals: &Arc<LinkSignals>) {
-        if self.seen.insert(Arc::as_ptr(signals) as usize) {
-            self.wakes.push(Arc::clone(signals));
+    /// A fanout that holds back copies of QoS 0 messages (see the module docs); its owner
+    /// queues them with `router::settle` at the end of each run.
+    pub(crate) fn batching() -> Self {
+        Self {
+            congested: Vec::new(),
+            batching: true,
+            pending: None,
         }
     }
 
-    /// Whether a writer waits to be woken.
-    pub(crate) fn has_wakes(&self) -> bool {
-        !self.wakes.is_empty()
+    /// Whether copies of QoS 0 messages may be held back.
+    pub(crate) fn is_batching(&self) -> bool {
+        self.batching
+    }
+
+    fn pending(&mut self) -> &mut Pending {
+        self.pending.get_or_insert_with(Box::default)
+    }
+
+    /// Holds `delivery` back for `session`. True when what is held has reached its bound
+    /// (`per_session` for one session, at most [`HOLD_PER_SESSION`]) and should be queued.
+    pub(crate) fn hold(
+        &mut self,
+        session: &Arc<Session>,
+        delivery: Delivery,
+        per_session: usize,
+    ) -> bool {
+        let p = self.pending();
+        let key = Arc::as_ptr(session) as usize;
+        let at = *p.held_at.entry(key).or_insert_with(|| {
+            p.held.push((Arc::clone(session), Vec::new()));
+            p.held.len() - 1
+        });
+        let list = &mut p.held[at].1;
+        list.push(delivery);
+        let full = list.len() >= per_session.clamp(1, HOLD_PER_SESSION);
+        p.held_count += 1;
+        full || p.held_count >= HOLD_TOTAL
+    }
+
+    /// Takes the copies held back for `session` (to queue them before one that cannot
+    /// wait, so that its copies keep their order).
+    pub(crate) fn take_held_for(&mut self, session: &Arc<Session>) -> Vec<Delivery> {
+        let Some(p) = self.pending.as_mut().filter(|p| p.held_count > 0) else {
+            return Vec::new();
+        };
+        match p.held_at.get(&(Arc::as_ptr(session) as usize)) {
+            Some(&at) => {
+                let list = std::mem::take(&mut p.held[at].1);
+                p.held_count -= list.len();
+                list
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Takes every held copy, per session.
+    pub(crate) fn take_held(&mut self) -> Vec<(Arc<Session>, Vec<Delivery>)> {
+        let Some(p) = self.pending.as_mut() else {
+            return Vec::new();
+        };
+        p.held_count = 0;
+        if p.held_at.capacity() > KEEP {
+            p.held_at = hashbrown::HashMap::new();
+        } else {
+            p.held_at.clear();
+        }
+        std::mem::take(&mut p.held)
+    }
+
+    /// Whether copies are held back.
+    pub(crate) fn has_held(&self) -> bool {
+        self.pending.as_ref().is_some_and(|p| p.held_count > 0)
+    }
+
+    /// Wakes `signals`' writer when [`Fanout::wake_all`] runs (or this is dropped).
+    pub(crate) fn wake_later(&mut self, signals: &Arc<LinkSignals>) {
+        let p = self.pending();
+        if p.seen.insert(Arc::as_ptr(signals) as usize) {
+            p.wakes.push(Arc::clone(signals));
+        }
+    }
+
+    /// Whether a writer waits to be woken or a copy to be queued.
+    pub(crate) fn has_work(&self) -> bool {
+        self.pending
+            .as_ref()
+            .is_some_and(|p| !p.wakes.is_empty() || p.held_count > 0)
     }
 
     /// Wakes every writer queued for since the last call.
     pub(crate) fn wake_all(&mut self) {
-        if self.wakes.is_empty() {
+        let Some(p) = self.pending.as_mut().filter(|p| !p.wakes.is_empty()) else {
             return;
-        }
-        for signals in self.wakes.drain(..) {
+        };
+        for signals in p.wakes.drain(..) {
             signals.wake.notify_one();
         }
-        if self.seen.capacity() > KEEP {
-            self.seen = hashbrown::HashSet::new();
-            self.wakes = Vec::new();
+        if p.seen.capacity() > KEEP {
+            p.seen = hashbrown::HashSet::new();
+            p.wakes = Vec::new();
         } else {
-            self.seen.clear();
+            p.seen.clear();
         }
     }
 }
 
 impl Drop for Fanout {
     fn drop(&mut self) {
+        // Held copies are queued by the owner before it ends (`router::settle`); one left
+        // (a task dropped mid-run at shutdown) is a QoS 0 copy lost, which at most once
+        // allows.
         self.wake_all();
     }
 }
@@ -80,7 +190,7 @@ mod tests {
             fanout.wake_later(&a);
             fanout.wake_later(&b);
         }
-        assert_eq!(fanout.wakes.len(), 2, "one entry per writer");
+        assert_eq!(fanout.pending().wakes.len(), 2, "one entry per writer");
         let pending = |s: &LinkSignals| {
             let notified = s.wake.notified();
             tokio::pin!(notified);
@@ -90,7 +200,7 @@ mod tests {
         assert!(!pending(&a), "not woken before wake_all");
         fanout.wake_all();
         assert!(pending(&a) && pending(&b));
-        assert!(!fanout.has_wakes());
+        assert!(!fanout.has_work());
     }
 
     #[tokio::test]

@@ -189,7 +189,8 @@ impl<K: Hash + Eq, V> SubscriptionTrie<K, V> {
     /// Calls `f` for every subscription whose filter matches `topic`. A subscriber with
     /// several matching filters is reported once per filter.
     pub fn for_each_match(&self, topic: &TopicName, mut f: impl FnMut(&K, &V)) {
-        let levels: Vec<&str> = topic.as_str().split('/').collect();
+        // On the stack for topics of up to 16 levels: no allocation per routed message.
+        let levels: smallvec::SmallVec<[&str; 16]> = topic.as_str().split('/').collect();
         let system = topic.is_system();
         Self::walk(&self.root, &levels, !system, &mut f);
     }

@@ -468,3 +468,28 @@ async fn after_a_refusing_pubrec_the_same_id_is_a_new_message() {
     assert_eq!(&sub.recv_publish().await.payload[..], b"new");
     broker.shutdown().await;
 }
+
+/// Copies a reader holds back to queue per session (QoS 0, see `session::Fanout`) are
+/// queued before it waits for an authorizer: a message published just before one whose
+/// authorization hangs reaches its subscriber at once.
+#[tokio::test]
+async fn a_hanging_authorization_does_not_hold_back_earlier_messages() {
+    // The hanging authorization is cut off after 6 s (shutdown waits for it).
+    let broker = faulty_broker(std::time::Duration::from_secs(6)).await;
+    let mut sub = Raw::connect(&broker, V4, "sub").await;
+    sub.subscribe(1, "fast/#", QoS::AtMostOnce).await;
+    let mut publ = Raw::connect(&broker, V4, "pub").await;
+    // Both in one write: the broker reads them in one run.
+    let mut run = bytes::BytesMut::new();
+    for t in ["fast/a", "slow/b"] {
+        let p = roost::codec::Publish::new(topic(t), PublishQoS::AtMostOnce, &b"x"[..]);
+        Packet::Publish(p).encode(V4, &mut run).expect("encodes");
+    }
+    publ.send_bytes(&run).await;
+    let got = tokio::time::timeout(std::time::Duration::from_secs(3), sub.recv_publish())
+        .await
+        .expect("fast/a arrives while slow/b is being authorized");
+    assert_eq!(got.topic.as_str(), "fast/a");
+    drop((sub, publ));
+    broker.shutdown().await;
+}

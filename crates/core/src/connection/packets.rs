@@ -41,13 +41,18 @@ impl Connection {
                 Ok(())
             }
             // Boxed (as AUTH below): rare next to PUBLISH, and inline their futures would
-            // make every idle connection's task larger.
-            Packet::Subscribe(s) => return Ok(Some(Box::pin(self.on_subscribe(s)))),
+            // make every idle connection's task larger. Each may wait (for plugins or
+            // storage), so what the run routed so far is queued and woken first.
+            Packet::Subscribe(s) => {
+                self.end_run();
+                return Ok(Some(Box::pin(self.on_subscribe(s))));
+            }
             Packet::Unsubscribe(u) => {
+                self.end_run();
                 return Ok(Some(Box::pin(async move {
                     self.on_unsubscribe(u).await;
                     Ok(())
-                })))
+                })));
             }
             Packet::PingReq => {
                 // MQTT-3.12.4-1
@@ -55,7 +60,10 @@ impl Connection {
                 Ok(())
             }
             Packet::Disconnect(d) => self.on_disconnect(d),
-            Packet::Auth(a) if self.version.is_v5() => return Ok(Some(Box::pin(self.on_auth(a)))),
+            Packet::Auth(a) if self.version.is_v5() => {
+                self.end_run();
+                return Ok(Some(Box::pin(self.on_auth(a))));
+            }
             // MQTT-3.1.0-2: a second CONNECT is a protocol violation; so are packets only a
             // server sends.
             Packet::Connect(_) => Err(Exit::Violation(Violation::SecondConnect)),

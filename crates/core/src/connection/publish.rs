@@ -65,6 +65,8 @@ impl Connection {
             return Ok(None);
         }
         if !self.ctx.policy.open_access() {
+            // The authorizers may take their time: copies routed so far do not wait.
+            self.end_run();
             return Ok(Some(Box::pin(async move {
                 let verdict = self
                     .ctx

@@ -37,7 +37,7 @@ impl Connection {
                 // The PUBREL leaves only once "released" is durable: a restart must
                 // not re-send a PUBLISH the receiver has completed.
                 rel_gate = self.ctx.journal.store_gated(vec![journal::released(
-                    &self.client_id,
+                    &self.session.client_id,
                     seq.get(),
                     d,
                     a.packet_id.get(),
@@ -71,7 +71,7 @@ impl Connection {
         let mut comp_gate = Gate::NONE;
         if known && persistent && self.ctx.journal.is_on() {
             comp_gate = self.ctx.journal.store_gated(vec![journal::inbound_done(
-                &self.client_id,
+                &self.session.client_id,
                 a.packet_id.get(),
             )]);
         }

@@ -2,7 +2,6 @@
 //! what the broker offers (capabilities), authentication (plain or the v5 AUTH exchange),
 //! session attach with takeover, and CONNACK.
 
-use hashbrown::HashMap;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::Arc;
 use std::time::Duration;
@@ -501,7 +500,6 @@ async fn attach<W: PacketWriter>(
         ctx: Arc::clone(ctx),
         settings: Arc::clone(&peer.settings),
         session: Arc::clone(&session),
-        client_id,
         link_id,
         version,
         signals: Arc::clone(&signals),
@@ -512,8 +510,8 @@ async fn attach<W: PacketWriter>(
         will: connect.will.map(Box::new),
         client: enhanced.is_some().then(|| Box::new(client)),
         info,
-        enhanced,
-        aliases: HashMap::new(),
+        enhanced: enhanced.map(Box::new),
+        aliases: None,
         fanout: crate::session::Fanout::batching(),
         received: 0,
         connect_expiry_zero: terms.requested_expiry == 0,
@@ -546,7 +544,7 @@ impl<W: PacketWriter> Writer<W> {
             client_max_packet: terms.client_max_packet,
             close_flush: terms.close_flush,
             problem_info: terms.problem_info,
-            aliases: super::aliases::OutboundAliases::new(terms.outbound_aliases),
+            aliases: super::aliases::OutboundAliases::new(terms.outbound_aliases).map(Box::new),
             events: Vec::new(),
             store_ops: Vec::new(),
             waiting_on_storage: false,

@@ -31,7 +31,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use bytestring::ByteString;
 use tracing::Instrument;
 
 use crate::codec::{DecodeLimits, LastWill, ProtocolVersion, ReasonCode};
@@ -86,7 +85,6 @@ pub(crate) struct Connection {
     /// what its CONNACK advertised is what it is held to.
     settings: Arc<crate::context::Settings>,
     session: Arc<Session>,
-    client_id: ByteString,
     link_id: u64,
     version: ProtocolVersion,
     signals: Arc<LinkSignals>,
@@ -101,10 +99,11 @@ pub(crate) struct Connection {
     client: Option<Box<ConnectInfo>>,
     /// The client as plugins see it (identity updated by re-authentication).
     info: Arc<ClientInfo>,
-    /// The enhanced-authentication method in use, if any (v5).
-    enhanced: Option<auth::EnhancedAuth>,
-    /// Inbound Topic Alias mappings of this connection (MQTT-3.3.2-7: never carried over).
-    aliases: HashMap<u16, TopicName>,
+    /// The enhanced-authentication method in use, if any (v5); boxed, as `client`.
+    enhanced: Option<Box<auth::EnhancedAuth>>,
+    /// Inbound Topic Alias mappings of this connection (MQTT-3.3.2-7: never carried over),
+    /// made when the client sets its first alias: most clients never do.
+    aliases: Option<Box<HashMap<u16, TopicName>>>,
     /// Writers to wake and sessions that asked this publisher to pause (flow control),
     /// gathered while routing what the read buffer holds.
     fanout: crate::session::Fanout,
@@ -173,7 +172,10 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
             }
             Err(None) => return,
         };
-        tracing::Span::current().record("client_id", tracing::field::display(&conn.client_id));
+        tracing::Span::current().record(
+            "client_id",
+            tracing::field::display(&conn.session.client_id),
+        );
         Metrics::inc(&ctx.metrics.clients_connected);
         ctx.policy
             .hooks

@@ -113,7 +113,7 @@ impl Connection {
             self.ctx
                 .journal
                 .store_now(vec![crate::persist::journal::delivery_done(
-                    &self.client_id,
+                    &self.session.client_id,
                     seq.get(),
                 )]);
         }
@@ -133,7 +133,7 @@ impl Connection {
         if let Some(entry) = done {
             let ctx = &self.ctx;
             ctx.policy.hooks.each(&ctx.metrics, |h| {
-                h.message_acknowledged(&self.client_id, &entry.delivery.message)
+                h.message_acknowledged(&self.session.client_id, &entry.delivery.message)
             });
         }
     }

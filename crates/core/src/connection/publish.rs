@@ -26,14 +26,14 @@ impl Connection {
             return Err(Exit::Violation(Violation::TopicAliasAboveMaximum));
         }
         if publish.topic.is_empty() {
-            match self.aliases.get(&alias) {
+            match self.aliases.as_ref().and_then(|a| a.get(&alias)) {
                 Some(topic) => publish.topic = topic.clone(),
                 // An alias never set on this connection: a protocol error (v5 §3.3.4).
                 None => return Err(Exit::Violation(Violation::TopicAliasUnknown)),
             }
         } else {
             // Kept for the connection's life: its own copy, not a slice of the read buffer.
-            self.aliases.insert(alias, publish.topic.owned());
+            (self.aliases.get_or_insert_with(Box::default)).insert(alias, publish.topic.owned());
         }
         Ok(())
     }
@@ -56,7 +56,7 @@ impl Connection {
             return Ok(None);
         };
         let topic = publish.topic.as_str();
-        let bridge_state = self.bridge && is_bridge_state_topic(topic, &self.client_id);
+        let bridge_state = self.bridge && is_bridge_state_topic(topic, &self.session.client_id);
         if self.ctx.policy.open_access() && is_sys_topic(topic) && !bridge_state {
             // The broker's own topics: only an authorizer that says so lets a client
             // publish there (with authorizers, the chain below decides; all deferring is no).
@@ -162,7 +162,7 @@ impl Connection {
                 st.inbound_qos2.insert(id.get());
                 if st.expiry_interval > 0 && self.ctx.journal.is_on() {
                     ops.push(crate::persist::journal::inbound_started(
-                        &self.client_id,
+                        &self.session.client_id,
                         id.get(),
                     ));
                 }
@@ -214,7 +214,7 @@ impl Connection {
         let outcome = match pipeline::publish_message(
             &self.ctx,
             Some(&self.info),
-            Some(self.client_id.clone()),
+            Some(self.session.client_id.clone()),
             published,
             &mut ops,
             &mut self.fanout,

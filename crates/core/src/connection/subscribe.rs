@@ -17,7 +17,9 @@ impl Connection {
     async fn ack_after_session_record(&self, ack: Packet) {
         let record = {
             let st = self.session.state.lock();
-            self.ctx.journal.session_record(&self.client_id, &st)
+            self.ctx
+                .journal
+                .session_record(&self.session.client_id, &st)
         };
         let gate = self.store(record.into_iter().collect()).await;
         self.control_after(ack, gate);

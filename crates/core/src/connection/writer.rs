@@ -47,8 +47,9 @@ pub(crate) struct Writer<W> {
     /// The client's Request Problem Information (v5): when false, Reason Strings and User
     /// Properties go only on PUBLISH, CONNACK and DISCONNECT (MQTT-3.1.2-29).
     pub(crate) problem_info: bool,
-    /// Topic aliases used towards the client (v5, when it accepts them).
-    pub(crate) aliases: Option<super::aliases::OutboundAliases>,
+    /// Topic aliases used towards the client (v5, when it accepts them); boxed, as most
+    /// clients accept none.
+    pub(crate) aliases: Option<Box<super::aliases::OutboundAliases>>,
     /// Hook events gathered under the session lock, reported after it is released.
     pub(crate) events: Vec<(Arc<Message>, Event)>,
     /// Storage operations gathered under the session lock, submitted after it is released.
@@ -289,7 +290,7 @@ impl<W: PacketWriter> Writer<W> {
     fn release_settled(
         &mut self,
         link: &mut crate::session::Link,
-        inbound_qos2: &mut hashbrown::HashSet<u16>,
+        inbound_qos2: &mut crate::session::IdSet,
     ) {
         let Some(p) = self.ctx.journal.persistence() else {
             return;

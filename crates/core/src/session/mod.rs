@@ -23,6 +23,7 @@
 
 mod deadlines;
 mod fanout;
+mod ids;
 mod inflight;
 
 use std::collections::VecDeque;
@@ -32,13 +33,14 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 // hashbrown's default hasher is 8 bytes where std's is 16: three maps in every session.
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use deadlines::{TimerKind, TimerSlots};
 pub(crate) use fanout::Fanout;
+pub(crate) use ids::IdSet;
 pub(crate) use inflight::{Entry, Inflight, Stage};
 
 use crate::codec::{Packet, QoS, ReasonCode, SubscriptionOptions};
@@ -133,7 +135,7 @@ pub(crate) struct SessionState {
     pub(crate) inflight: Inflight,
     /// Packet ids of inbound QoS 2 PUBLISHes awaiting PUBREL (MQTT-4.3.3-2 method B: the
     /// message is routed on PUBLISH; a re-sent PUBLISH with the same id is not routed again).
-    pub(crate) inbound_qos2: HashSet<u16>,
+    pub(crate) inbound_qos2: IdSet,
     pub(crate) link: Option<Link>,
     /// True once the session is discarded; queued deliveries to it are ignored.
     pub(crate) ended: bool,
@@ -149,7 +151,7 @@ pub(crate) struct SessionState {
     /// Last sequence number used in the stored queue.
     pub(crate) next_storage_seq: u64,
     /// Packet ids reserved by queued messages of a persistent session.
-    pub(crate) reserved_ids: HashSet<u16>,
+    pub(crate) reserved_ids: IdSet,
     /// When the pending will is due (ms since the epoch), for storage.
     pub(crate) will_at_ms: Option<u64>,
     /// When the client went away (ms since the epoch), for storage.

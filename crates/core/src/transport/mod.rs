@@ -266,6 +266,28 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketWriter for NetWriter<W> {
     }
 
     async fn flush(&mut self) -> io::Result<()> {
+        // A small batch (a CONNACK, a PINGRESP, a quiet subscriber's message) gives its
+        // buffer back once written, so an idle connection holds none; a busy writer keeps
+        // its buffer from batch to batch.
+        let small = self.chunks.is_empty() && self.buf.len() <= WRITE_BUFFER_KEPT_FROM;
+        self.write_all_pending().await?;
+        if small {
+            self.buf = BytesMut::new();
+        }
+        self.io.flush().await
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = self.io.shutdown().await;
+    }
+}
+
+/// A batch at most this long frees the write buffer once written (see `NetWriter::flush`).
+const WRITE_BUFFER_KEPT_FROM: usize = 512;
+
+impl<W: AsyncWrite + Unpin + Send + 'static> NetWriter<W> {
+    /// Writes the batch buffer and the chunks queued behind it.
+    async fn write_all_pending(&mut self) -> io::Result<()> {
         // The common case, everything in the batch buffer: written from it directly, with
         // no list of slices to build.
         while self.chunks.is_empty() && !self.buf.is_empty() {
@@ -307,11 +329,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketWriter for NetWriter<W> {
                 }
             }
         }
-        self.io.flush().await
-    }
-
-    async fn shutdown(&mut self) {
-        let _ = self.io.shutdown().await;
+        Ok(())
     }
 }
 

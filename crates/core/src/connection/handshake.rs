@@ -508,9 +508,8 @@ async fn attach<W: PacketWriter>(
         will_delay: (connect.will.as_ref())
             .map_or(0, |w| w.properties.will_delay_interval.unwrap_or(0)),
         will: connect.will.map(Box::new),
-        client: enhanced.is_some().then(|| Box::new(client)),
         info,
-        enhanced: enhanced.map(Box::new),
+        reauth: enhanced.map(|exchange| Box::new(super::Reauth { exchange, client })),
         aliases: None,
         fanout: crate::session::Fanout::batching(),
         received: 0,

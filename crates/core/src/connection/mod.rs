@@ -94,13 +94,11 @@ pub(crate) struct Connection {
     will: Option<Box<LastWill>>,
     /// Will Delay Interval in seconds (v5; 0 before).
     will_delay: u32,
-    /// What the client presented at CONNECT, for re-authentication: kept (boxed) only when
-    /// enhanced authentication is in use; other connections never need it again.
-    client: Option<Box<ConnectInfo>>,
     /// The client as plugins see it (identity updated by re-authentication).
     info: Arc<ClientInfo>,
-    /// The enhanced-authentication method in use, if any (v5); boxed, as `client`.
-    enhanced: Option<Box<auth::EnhancedAuth>>,
+    /// What re-authentication needs, kept (boxed) only when enhanced authentication is in
+    /// use (v5); other connections never need it again.
+    reauth: Option<Box<Reauth>>,
     /// Inbound Topic Alias mappings of this connection (MQTT-3.3.2-7: never carried over),
     /// made when the client sets its first alias: most clients never do.
     aliases: Option<Box<HashMap<u16, TopicName>>>,
@@ -117,6 +115,14 @@ pub(crate) struct Connection {
     bridge: bool,
     /// Its places in `max_connections` and its listener's cap, held until it ends.
     _slots: crate::admission::Slots,
+}
+
+/// An enhanced-authentication connection's state for re-authentication (v5 §4.12.1).
+struct Reauth {
+    /// The method in use and its exchange.
+    exchange: auth::EnhancedAuth,
+    /// What the client presented at CONNECT.
+    client: ConnectInfo,
 }
 
 /// How the reader loop ended.

@@ -171,10 +171,11 @@ impl Connection {
 
     /// Re-authentication (v5 §4.12.1): AUTH 0x19 starts it, AUTH 0x18 continues it.
     async fn on_auth(&mut self, a: Auth) -> Result<(), Exit> {
-        let (Some(mut exchange), Some(client)) = (self.enhanced.take(), self.client.take()) else {
+        let Some(mut reauth) = self.reauth.take() else {
             // Enhanced authentication was not used at CONNECT.
             return Err(Exit::Violation(Violation::AuthWithoutMethod));
         };
+        let exchange = &mut reauth.exchange;
         if a.properties.authentication_method.as_ref() != Some(&exchange.method)
             || a.reason_code == ReasonCode::Success
         {
@@ -185,15 +186,14 @@ impl Connection {
         }
         let step = auth::enhanced(
             &self.ctx,
-            &mut exchange,
-            &client,
+            exchange,
+            &reauth.client,
             a.properties.authentication_data,
             true,
         )
         .await;
-        let method = exchange.method.clone();
-        self.enhanced = Some(exchange);
-        self.client = Some(client);
+        let method = reauth.exchange.method.clone();
+        self.reauth = Some(reauth);
         let (code, data) = match step {
             Step::Continue(data) => (ReasonCode::ContinueAuthentication, data),
             Step::Allow(identity, data) => {

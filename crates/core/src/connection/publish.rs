@@ -33,7 +33,9 @@ impl Connection {
             }
         } else {
             // Kept for the connection's life: its own copy, not a slice of the read buffer.
-            (self.aliases.get_or_insert_with(Box::default)).insert(alias, publish.topic.owned());
+            self.aliases
+                .get_or_insert_with(Box::default)
+                .insert(alias, publish.topic.owned());
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 
+use super::IdSet;
 use crate::codec::{PacketId, QoS};
 use crate::message::Delivery;
 
@@ -44,7 +45,7 @@ impl Inflight {
 
     /// The next free Packet Identifier, skipping ids in use here or `reserved` by queued
     /// messages (MQTT-2.3.1-2). `None` only when all 65,535 ids are taken.
-    pub(crate) fn alloc_id(&mut self, reserved: &crate::session::IdSet) -> Option<PacketId> {
+    pub(crate) fn alloc_id(&mut self, reserved: &IdSet) -> Option<PacketId> {
         for _ in 0..u16::MAX {
             self.last_id = self.last_id.wrapping_add(1);
             let Some(id) = PacketId::new(self.last_id) else {
@@ -59,11 +60,7 @@ impl Inflight {
 
     /// Records `delivery` (QoS 1 or 2) as sent, with the packet id it reserved or a new one,
     /// and returns the id.
-    pub(crate) fn push(
-        &mut self,
-        delivery: Delivery,
-        reserved: &crate::session::IdSet,
-    ) -> Option<PacketId> {
+    pub(crate) fn push(&mut self, delivery: Delivery, reserved: &IdSet) -> Option<PacketId> {
         let id = match delivery.packet_id {
             Some(id) => id,
             None => self.alloc_id(reserved)?,
@@ -146,26 +143,17 @@ mod tests {
         // message from the server gets an id not in use.
         let mut w = Inflight::default();
         let a = w
-            .push(
-                delivery(QoS::AtLeastOnce),
-                &crate::session::IdSet::default(),
-            )
+            .push(delivery(QoS::AtLeastOnce), &IdSet::default())
             .expect("id");
         assert_eq!(a.get(), 1);
         w.last_id = u16::MAX - 1;
         let b = w
-            .push(
-                delivery(QoS::AtLeastOnce),
-                &crate::session::IdSet::default(),
-            )
+            .push(delivery(QoS::AtLeastOnce), &IdSet::default())
             .expect("id");
         assert_eq!(b.get(), u16::MAX);
         // Wraps past 0 and skips 1, which is still in use.
         let c = w
-            .push(
-                delivery(QoS::AtLeastOnce),
-                &crate::session::IdSet::default(),
-            )
+            .push(delivery(QoS::AtLeastOnce), &IdSet::default())
             .expect("id");
         assert_eq!(c.get(), 2);
     }
@@ -174,10 +162,7 @@ mod tests {
     fn qos2_flow_and_wrong_acks() {
         let mut w = Inflight::default();
         let id = w
-            .push(
-                delivery(QoS::ExactlyOnce),
-                &crate::session::IdSet::default(),
-            )
+            .push(delivery(QoS::ExactlyOnce), &IdSet::default())
             .expect("id");
         assert!(w.puback(id).is_none(), "PUBACK for a QoS 2 message");
         assert!(w.pubcomp(id).is_none(), "PUBCOMP before PUBREC");

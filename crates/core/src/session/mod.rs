@@ -32,7 +32,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use bytestring::ByteString;
-// hashbrown's default hasher is 8 bytes where std's is 16: three maps in every session.
+// hashbrown's default hasher is 8 bytes where std's is 16: a map in every session.
 use hashbrown::HashMap;
 use parking_lot::Mutex;
 use tokio::sync::Notify;

@@ -417,3 +417,33 @@ impl PacketWriter for LocalWriter {
 
     async fn shutdown(&mut self) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{NetWriter, PacketWriter, WRITE_BUFFER_KEPT_FROM};
+    use crate::codec::{Packet, ProtocolVersion};
+    use crate::metrics::Metrics;
+
+    /// An idle connection holds no write buffer: a small batch frees it once written, a
+    /// batch of a busy writer keeps it for the next one.
+    #[tokio::test]
+    async fn a_small_batch_gives_its_write_buffer_back() {
+        let mut w = NetWriter::new(Vec::new(), Arc::new(Metrics::default()));
+        let v = ProtocolVersion::V311;
+        w.packet(&Packet::PingResp, v).expect("encodes");
+        assert!(w.buf.capacity() > 0);
+        w.flush().await.expect("writes");
+        assert_eq!(w.io, [0xD0, 0x00], "the PINGRESP was written");
+        assert_eq!(w.buf.capacity(), 0, "a small batch frees its buffer");
+
+        // Two bytes a PINGRESP: enough of them to pass the threshold.
+        for _ in 0..=WRITE_BUFFER_KEPT_FROM / 2 {
+            w.packet(&Packet::PingResp, v).expect("encodes");
+        }
+        w.flush().await.expect("writes");
+        assert_eq!(w.io.len(), 2 + 2 * (WRITE_BUFFER_KEPT_FROM / 2 + 1));
+        assert!(w.buf.capacity() > 0, "a large batch keeps its buffer");
+    }
+}

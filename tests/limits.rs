@@ -14,15 +14,22 @@ use support::*;
 const V4: ProtocolVersion = ProtocolVersion::V311;
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
-/// Counts the PUBLISHes that arrive until a ping comes back with none.
+/// Counts the PUBLISHes that arrive until a ping comes back with none, acknowledging the
+/// QoS 1 ones as a client would (what is unacknowledged stays held, and counted).
 async fn count_messages(c: &mut Raw) -> usize {
     let mut n = 0;
     loop {
         let got = c.ping().await;
-        let here = got
-            .iter()
-            .filter(|p| matches!(p, Packet::Publish(_)))
-            .count();
+        let mut here = 0;
+        for packet in got {
+            if let Packet::Publish(p) = packet {
+                here += 1;
+                if let PublishQoS::AtLeastOnce(id) = p.qos {
+                    c.send(Packet::PubAck(roost::codec::PubResponse::new(id)))
+                        .await;
+                }
+            }
+        }
         if here == 0 {
             return n;
         }
@@ -241,6 +248,80 @@ async fn queue_bytes_count_user_properties() {
     assert_eq!(broker.metrics().messages_dropped, 7);
     let (mut away, _) = Raw::connect_with(&broker, persistent).await;
     assert_eq!(count_messages(&mut away).await, 3);
+    broker.shutdown().await;
+}
+
+/// Issue 19 (with issue 12 §2's rule that a limit counts what is really held): the messages
+/// a session has sent and not had acknowledged are held as surely as the queued ones, so
+/// `max_queued_bytes` counts both. A subscriber that never acknowledges holds at most that
+/// many bytes whatever its inflight window; acknowledging makes room again.
+#[tokio::test]
+async fn queue_bytes_count_unacknowledged_messages() {
+    let broker = start_broker_with(
+        Limits::default()
+            .with_max_queued_bytes(16 * 1024)
+            .with_max_inflight(100),
+    )
+    .await;
+    let mut s = Raw::connect(&broker, V5, "s").await;
+    s.subscribe(1, "t", QoS::AtLeastOnce).await;
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    static PAYLOAD: [u8; 4096] = [7; 4096];
+    let publish = |i: u16| {
+        roost::codec::Publish::new(topic("t"), PublishQoS::AtLeastOnce(pid(i)), &PAYLOAD[..])
+    };
+    for i in 1..=10u16 {
+        p.send(Packet::Publish(publish(i))).await;
+        assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
+    }
+    // About 4 KiB each against 16 KiB: three are held (sent, unacknowledged), the rest
+    // dropped and counted, although the window had room for all ten.
+    let mut held = Vec::new();
+    for packet in s.ping().await {
+        if let Packet::Publish(m) = packet {
+            held.push(m);
+        }
+    }
+    assert_eq!(held.len(), 3, "sent without acknowledgement");
+    assert_eq!(broker.metrics().messages_dropped, 7);
+    // Acknowledged, they make room: the next message is delivered.
+    for m in &held {
+        s.ack(m).await;
+    }
+    p.send(Packet::Publish(publish(11))).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubAck(_))));
+    assert_eq!(s.recv_publish().await.payload.len(), 4096);
+    assert_eq!(broker.metrics().messages_dropped, 7);
+    broker.shutdown().await;
+}
+
+/// With unacknowledged messages counted (above), a QoS 1 subscriber's retained matches
+/// that together pass `max_queued_bytes` wait for its acknowledgements instead of being
+/// dropped (MQTT-3.3.1-6: they are all sent).
+#[tokio::test]
+async fn retained_matches_wait_for_room_held_by_unacknowledged_ones() {
+    let broker = start_broker_with(Limits::default().with_max_queued_bytes(16 * 1024)).await;
+    let mut p = Raw::connect(&broker, V5, "p").await;
+    static PAYLOAD: [u8; 4096] = [7; 4096];
+    for i in 0..20 {
+        let mut publish = roost::codec::Publish::new(
+            topic(&format!("r/{i}")),
+            PublishQoS::AtMostOnce,
+            &PAYLOAD[..],
+        );
+        publish.retain = true;
+        p.send(Packet::Publish(publish)).await;
+    }
+    p.ping().await;
+    assert_eq!(broker.metrics().retained, 20);
+    let mut s = Raw::connect(&broker, V5, "s").await;
+    s.subscribe(1, "r/#", QoS::AtLeastOnce).await;
+    for _ in 0..20 {
+        // Acknowledged one by one: each makes room for the next.
+        assert!(s.next_message().await.retain);
+    }
+    assert_eq!(count_messages(&mut s).await, 0, "each exactly once");
+    assert_eq!(broker.metrics().messages_dropped, 0);
     broker.shutdown().await;
 }
 

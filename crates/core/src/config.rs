@@ -151,16 +151,20 @@ settings! {
         /// Largest packet accepted, fixed header included. A larger one closes the connection
         /// (v5: DISCONNECT 0x95) as soon as its fixed header is read. Default 1 MiB.
         pub max_packet_size: u32 = 1024 * 1024 => with_max_packet_size,
-        /// Unacknowledged outbound QoS 1/2 messages per session. Further messages wait in the
-        /// session's queue. Default 32.
-        pub max_inflight: u16 = 32 => with_max_inflight,
+        /// Unacknowledged outbound QoS 1/2 messages per session (for a v5 client, at most its
+        /// Receive Maximum). Further messages wait in the session's queue. A subscriber gets
+        /// at most this many messages per round trip, so the window bounds its rate: 128
+        /// messages per millisecond of round trip. What the window holds counts in
+        /// `max_queued_bytes`. Default 128.
+        pub max_inflight: u16 = 128 => with_max_inflight,
         /// Messages waiting in one session's queue (online or offline). When full, new messages
         /// for that session are dropped (the newest is dropped, never one already queued) and
         /// counted in [`Metrics`](crate::Metrics). Default 1,000.
         pub max_queued_messages: usize = 1000 => with_max_queued_messages,
-        /// Bytes waiting in one session's queue, counting what each message holds (topic,
-        /// payload, forwarded properties such as User Properties, and 64 bytes for the message
-        /// itself); same policy. Default 16 MiB.
+        /// Bytes one session holds for its client: its queue and the messages it sent and has
+        /// not had acknowledged, counting what each message holds (topic, payload, forwarded
+        /// properties such as User Properties, and 64 bytes for the message itself); same
+        /// policy. Default 16 MiB.
         pub max_queued_bytes: usize = 16 * 1024 * 1024 => with_max_queued_bytes,
         /// Subscriptions per session; a SUBSCRIBE past it is refused for that filter (3.1.1:
         /// 0x80, v5: 0x97). Default 1,000.
@@ -248,8 +252,9 @@ settings! {
         /// PUBLISH that would pass it is delivered but not retained (counted in
         /// `retained_refused`). Default 256 MiB.
         pub max_retained_bytes: usize = 256 * 1024 * 1024 => with_max_retained_bytes,
-        /// Bytes queued across all sessions, at most (the broker-wide budget beside each
-        /// session's `max_queued_bytes`); a message that would pass it is dropped for that
+        /// Bytes queued (or sent and unacknowledged) across all sessions, at most (the
+        /// broker-wide budget beside each session's `max_queued_bytes`); a message that would
+        /// pass it is dropped for that
         /// session, newest first, and counted in `messages_dropped`. Sessions count their
         /// queues in it in 1 KiB steps (so the shared counter is not touched per message), and
         /// a session keeps one step while its queue is empty. Default 1 GiB.

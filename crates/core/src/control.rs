@@ -88,6 +88,11 @@ impl SessionInfo {
     fn of(session: &Session, with_subscriptions: bool) -> Self {
         let st = session.state.lock();
         let link = st.link.as_ref();
+        let inflight_bytes = st
+            .inflight
+            .entries()
+            .map(|e| e.delivery.message.size())
+            .sum();
         SessionInfo {
             client_id: session.client_id.to_string(),
             client: st.client.clone(),
@@ -98,13 +103,10 @@ impl SessionInfo {
                 .map(|l| Duration::from_secs(u64::from(l.keep_alive))),
             expiry_interval: st.expiry_interval,
             queued: st.queue.len(),
-            queued_bytes: st.queued_bytes,
+            // `SessionState::queued_bytes` counts both (the limit holds them together).
+            queued_bytes: st.queued_bytes.saturating_sub(inflight_bytes),
             inflight: st.inflight.len(),
-            inflight_bytes: st
-                .inflight
-                .entries()
-                .map(|e| e.delivery.message.size())
-                .sum(),
+            inflight_bytes,
             subscriptions: if with_subscriptions {
                 let mut subs: Vec<_> = st
                     .subscriptions

@@ -106,8 +106,11 @@ pub(crate) fn restore(ctx: &Arc<Context>, snapshot: Snapshot) {
                             Stage::Published
                         };
                         match PacketId::new(id) {
-                            Some(id) => st.inflight.restore(id, delivery, stage),
-                            None => st.queue.push_back(delivery),
+                            Some(id) => st.restore_inflight(id, delivery, stage),
+                            None => {
+                                st.add_queued_bytes(delivery.message.size());
+                                st.queue.push_back(delivery);
+                            }
                         }
                     }
                 }

@@ -10,13 +10,13 @@ use super::Connection;
 
 impl Connection {
     pub(super) fn on_puback(&mut self, a: PubResponse) {
-        let done = self.ack(|st| st.inflight.puback(a.packet_id));
+        let done = self.ack(|st| st.end_inflight(|i| i.puback(a.packet_id)));
         self.forget_stored(done.as_ref());
         self.acknowledged(done);
     }
 
     pub(super) fn on_pubcomp(&mut self, a: PubResponse) {
-        let done = self.ack(|st| st.inflight.pubcomp(a.packet_id));
+        let done = self.ack(|st| st.end_inflight(|i| i.pubcomp(a.packet_id)));
         self.forget_stored(done.as_ref());
         self.acknowledged(done);
     }
@@ -26,7 +26,7 @@ impl Connection {
         let mut rel_gate = Gate::NONE;
         let found = if failed {
             // v5 §4.3.3: a PUBREC with an error code ends the exchange.
-            let done = self.ack(|st| st.inflight.forget(a.packet_id));
+            let done = self.ack(|st| st.end_inflight(|i| i.forget(a.packet_id)));
             self.forget_stored(done.as_ref());
             done.is_some()
         } else {

@@ -526,8 +526,21 @@ impl SessionState {
                 self.retained_backlog = None;
                 break;
             };
-            let Some(message) = batch.messages.pop_front() else {
+            let Some(size) = batch.messages.front().map(|m| m.size()) else {
                 backlog.pop_front();
+                continue;
+            };
+            // Not taken while the session's bound has no room for it: it waits for the
+            // messages held (queued, or sent and unacknowledged) to go. One that would not
+            // fit even alone is refused below.
+            if !self.queue.is_empty() || self.queued_bytes > 0 {
+                let full = self.queue.len() >= limits.max_queued_messages
+                    || self.queued_bytes + size > limits.max_queued_bytes;
+                if full {
+                    break;
+                }
+            }
+            let Some(message) = batch.messages.pop_front() else {
                 continue;
             };
             self.retained_waiting -= 1;
@@ -551,7 +564,36 @@ impl SessionState {
         if let Some(id) = delivery.packet_id {
             self.reserved_ids.remove(&id.get());
         }
-        self.inflight.push(delivery, &self.reserved_ids)
+        let size = delivery.message.size();
+        let id = self.inflight.push(delivery, &self.reserved_ids)?;
+        // Held until acknowledged: `max_queued_bytes` counts it as it did in the queue.
+        self.add_queued_bytes(size);
+        Some(id)
+    }
+
+    /// Puts back an inflight entry recovered from storage, counted as held.
+    pub(crate) fn restore_inflight(
+        &mut self,
+        id: crate::codec::PacketId,
+        delivery: Delivery,
+        stage: Stage,
+    ) {
+        self.add_queued_bytes(delivery.message.size());
+        self.inflight.restore(id, delivery, stage);
+    }
+
+    /// Ends an inflight delivery taken out by `take` (PUBACK, PUBCOMP, a refusing PUBREC):
+    /// its bytes are no longer held. Returns the entry, if there was one.
+    pub(crate) fn end_inflight(
+        &mut self,
+        take: impl FnOnce(&mut Inflight) -> Option<Entry>,
+    ) -> Option<Entry> {
+        let entry = take(&mut self.inflight)?;
+        if !self.ended {
+            // An ended session counts nothing (see `Registry::discard`).
+            self.sub_queued_bytes(entry.delivery.message.size());
+        }
+        Some(entry)
     }
 
     /// Forgets a queued delivery that will never be sent (expired, too large): releases its
@@ -599,7 +641,8 @@ impl SessionState {
     /// granule reserved (a queue that empties and fills again touches nothing shared).
     #[inline]
     pub(crate) fn sub_queued_bytes(&mut self, n: usize) {
-        self.queued_bytes -= n;
+        debug_assert!(n <= self.queued_bytes, "more bytes released than counted");
+        self.queued_bytes = self.queued_bytes.saturating_sub(n);
         let keep = granules(self.queued_bytes).max(TOTAL_GRANULE);
         // Give back only what is two steps past the need (one step when empty), so a
         // queue moving within a step or two touches nothing shared.

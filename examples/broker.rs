@@ -24,6 +24,10 @@
 //! to new connections, and logs other changes, which need a restart. It stops
 //! cleanly on Ctrl-C or SIGTERM: v5 clients get DISCONNECT 0x8B.
 
+/// The broker program's allocator (see `roost_server::Allocator`).
+#[global_allocator]
+static ALLOCATOR: roost_server::Allocator = roost_server::Allocator;
+
 fn main() -> std::process::ExitCode {
     roost_server::main()
 }

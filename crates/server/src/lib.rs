@@ -26,6 +26,15 @@ use std::process::ExitCode;
 
 pub use config::{Config, ConfigError};
 
+/// The allocator the broker program uses (declare it as the `#[global_allocator]` of a
+/// binary that runs [`main`]; `roost-broker` and the example broker do). The library does
+/// not choose one for an application.
+///
+/// Every message is allocated by its publisher's connection, on one worker thread, and freed
+/// by its subscribers' writers, on others. glibc's malloc takes the owning arena's lock for
+/// each such free; mimalloc hands the block back to its owning thread without one.
+pub use mimalloc::MiMalloc as Allocator;
+
 /// Exit status of a configuration that cannot be used (as for a command-line error).
 const CONFIG_ERROR: u8 = 2;
 

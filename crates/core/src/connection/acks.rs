@@ -30,10 +30,13 @@ impl Connection {
             self.forget_stored(done.as_ref());
             done.is_some()
         } else {
-            let released =
-                self.ack(|st| st.inflight.pubrec(a.packet_id).map(|e| e.delivery.clone()));
-            if let (Some(d), Some(seq)) = (&released, released.as_ref().and_then(|d| d.storage_seq))
-            {
+            // The delivery is copied out only when its stored record must be updated.
+            let released = self.ack(|st| {
+                st.inflight
+                    .pubrec(a.packet_id)
+                    .map(|e| e.delivery.storage_seq.map(|seq| (seq, e.delivery.clone())))
+            });
+            if let Some(Some((seq, d))) = &released {
                 // The PUBREL leaves only once "released" is durable: a restart must
                 // not re-send a PUBLISH the receiver has completed.
                 rel_gate = self.ctx.journal.store_gated(vec![journal::released(

@@ -254,10 +254,10 @@ settings! {
         pub max_retained_bytes: usize = 256 * 1024 * 1024 => with_max_retained_bytes,
         /// Bytes queued (or sent and unacknowledged) across all sessions, at most (the
         /// broker-wide budget beside each session's `max_queued_bytes`); a message that would
-        /// pass it is dropped for that
-        /// session, newest first, and counted in `messages_dropped`. Sessions count their
-        /// queues in it in 1 KiB steps (so the shared counter is not touched per message), and
-        /// a session keeps one step while its queue is empty. Default 1 GiB.
+        /// pass it is dropped for that session, newest first, and counted in
+        /// `messages_dropped`. Sessions count what they hold in it in 1 KiB steps (so the
+        /// shared counter is not touched per message), and a session keeps one step while it
+        /// holds nothing. Default 1 GiB.
         pub max_total_queued_bytes: usize = 1024 * 1024 * 1024 => with_max_total_queued_bytes,
         /// Bytes in a Client Identifier, at most; a longer one is refused (v5 0x85, 3.1.1
         /// 0x02). Default 256 (the standards require servers to accept 1 to 23).

@@ -272,33 +272,11 @@ async fn acl_rules_follow_the_certificate_not_the_claimed_user_name() {
     broker.shutdown().await;
 }
 
-/// A log sink for one test: what the broker logs while the test's (current-thread) runtime
-/// runs it.
-#[derive(Clone, Default)]
-struct LogBuf(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Issue 13 §7: a refused TLS handshake is logged at info with the peer and the reason (and
 /// what to do, where the reason alone does not say), once a minute per address.
 #[tokio::test]
 async fn refused_tls_handshakes_are_logged_with_peer_and_reason() {
-    let logs = LogBuf::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("info")
-        .with_ansi(false)
-        .with_writer(move || sink.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = support::LogBuf::capture("info");
     let ca = Ca::new("test CA");
     let broker = tls_broker(server_tls(&ca, Some(&ca)), Limits::default(), None).await;
     let rogue = Ca::new("rogue CA");
@@ -308,7 +286,7 @@ async fn refused_tls_handshakes_are_logged_with_peer_and_reason() {
         assert!(connected(&mut el).await.is_err());
     }
     broker.shutdown().await;
-    let text = String::from_utf8_lossy(&logs.0.lock()).to_string();
+    let text = logs.text();
     let refused: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("TLS handshake refused"))

@@ -17,6 +17,41 @@ use tokio::net::TcpStream;
 
 pub mod tls;
 
+/// A log sink for one test: what the broker logs while the test's (current-thread) runtime
+/// runs it.
+#[derive(Clone, Default)]
+pub struct LogBuf(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
+
+impl LogBuf {
+    /// Captures, without colours, what this thread logs at `filter` (an `EnvFilter`
+    /// directive) until the guard is dropped.
+    pub fn capture(filter: &str) -> (LogBuf, tracing::subscriber::DefaultGuard) {
+        let logs = LogBuf::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock()).to_string()
+    }
+}
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Upper bound for any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(10);
 

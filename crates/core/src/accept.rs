@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::admission::ListenerCap;
-use crate::connection::{self, PeerInfo};
+use crate::connection::{self, PeerInfo, Shown};
 use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::transport::listener::{Accepted, BoxedStream, Listener};
@@ -346,18 +346,6 @@ async fn proxy_header<S: AsyncRead + Unpin>(
         Err(_) => {
             tracing::debug!(peer = ?peer.addr, "PROXY header timed out");
             false
-        }
-    }
-}
-
-/// A peer's address in logs: the address, or `unknown` for a listener that gives none.
-struct Shown(Option<SocketAddr>);
-
-impl std::fmt::Display for Shown {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(a) => a.fmt(f),
-            None => f.write_str("unknown"),
         }
     }
 }

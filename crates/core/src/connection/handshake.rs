@@ -11,7 +11,7 @@ use bytestring::ByteString;
 
 use super::auth::{self, EnhancedAuth, Step};
 use super::writer::Writer;
-use super::{Connection, PeerInfo};
+use super::{Connection, PeerInfo, Shown};
 use crate::codec::{
     Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, DecodeError, DecodeLimits, Packet,
     PayloadFormat, ProtocolVersion, QoS, ReasonCode,
@@ -39,20 +39,13 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
     let max_packet_size = peer
         .max_packet_size
         .unwrap_or(settings.limits.max_packet_size);
-    let mut connect = read_connect(ctx, settings, reader, &mut wire, max_packet_size).await?;
+    let mut connect = read_connect(ctx, peer, reader, &mut wire, max_packet_size).await?;
     compact(&mut connect);
     let admitted = admit(ctx, reader, &mut wire, &connect, peer, max_packet_size).await?;
     if let Err(code) = crate::pipeline::will_received(ctx, &admitted.info, &mut connect.will) {
         let client_max = connect.properties.maximum_packet_size.map(NonZeroU32::get);
-        refuse(
-            settings,
-            &mut wire,
-            connect.protocol,
-            client_max,
-            code,
-            None,
-        )
-        .await;
+        let who = (peer, &*admitted.client_id);
+        refuse(who, &mut wire, connect.protocol, client_max, code, None).await;
         return None;
     }
     let assigned = admitted.assigned.then_some(&admitted.client_id);
@@ -71,11 +64,13 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
 /// ends here.
 async fn read_connect<R: PacketReader, W: PacketWriter>(
     ctx: &Context,
-    settings: &Settings,
+    peer: &PeerInfo,
     reader: &mut R,
     wire: &mut W,
     max_packet_size: u32,
 ) -> Option<Connect> {
+    let settings = &*peer.settings;
+    let addr = Shown(peer.addr);
     let limits = DecodeLimits::new(ProtocolVersion::V311).with_max_packet_size(max_packet_size);
     let first = tokio::select! {
         _ = ctx.lifecycle.shutdown.cancelled() => return None,
@@ -89,21 +84,21 @@ async fn read_connect<R: PacketReader, W: PacketWriter>(
         Ok(Ok(Some(Packet::Connect(c)))) => Some(*c),
         Ok(Ok(Some(other))) => {
             // MQTT-3.1.0-1: the first packet must be CONNECT.
-            tracing::info!(packet = ?other.packet_type(), rule = "MQTT-3.1.0-1", "first packet is not CONNECT: connection closed");
+            tracing::info!(peer = %addr, packet = ?other.packet_type(), rule = "MQTT-3.1.0-1", "first packet is not CONNECT: connection closed");
             ctx.metrics.protocol_error("MQTT-3.1.0-1");
             None
         }
         Ok(Ok(None)) | Ok(Err(ReadError::Io(_))) => None,
         Ok(Err(ReadError::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
             // MQTT-3.1.2-2: CONNACK 0x01 (3.1.1 form), then close.
-            tracing::info!(level, "unsupported protocol level");
+            tracing::info!(peer = %addr, level, "unsupported protocol level");
             let code = ReasonCode::UnsupportedProtocolVersion;
-            refuse(settings, wire, ProtocolVersion::V311, None, code, None).await;
+            refuse((peer, ""), wire, ProtocolVersion::V311, None, code, None).await;
             None
         }
         Ok(Err(ReadError::Decode(e))) => {
             // MQTT-3.1.4-1: close without CONNACK.
-            tracing::info!(error = %e, rule = e.spec_id(), "malformed CONNECT: connection closed");
+            tracing::info!(peer = %addr, error = %e, rule = e.spec_id(), "malformed CONNECT: connection closed");
             ctx.metrics.protocol_error(e.spec_id());
             None
         }
@@ -138,15 +133,16 @@ async fn admit<R: PacketReader, W: PacketWriter>(
     // The client's Maximum Packet Size bounds the CONNACK too (MQTT-3.2.2-19, -20 (v5)).
     let client_max = connect.properties.maximum_packet_size.map(NonZeroU32::get);
     let settings = &*peer.settings;
+    let who = (peer, &*connect.client_id);
     if let Some(redirect) = &settings.capabilities.redirect {
         let (code, reference) = redirect.refusal();
-        refuse(settings, wire, version, client_max, code, Some(reference)).await;
+        refuse(who, wire, version, client_max, code, Some(reference)).await;
         return None;
     }
     let (client_id, assigned) = match identify(ctx, connect, peer) {
         Ok(id) => id,
         Err(code) => {
-            refuse(settings, wire, version, client_max, code, None).await;
+            refuse(who, wire, version, client_max, code, None).await;
             return None;
         }
     };
@@ -168,7 +164,7 @@ async fn admit<R: PacketReader, W: PacketWriter>(
     let (identity, enhanced, auth_data) = match authenticated {
         Ok(done) => done,
         Err(Some(code)) => {
-            refuse(settings, wire, version, client_max, code, None).await;
+            refuse(who, wire, version, client_max, code, None).await;
             return None;
         }
         Err(None) => return None,
@@ -185,7 +181,7 @@ async fn admit<R: PacketReader, W: PacketWriter>(
     let slots = match settle(ctx, peer, &info, connect).await {
         Ok(slots) => slots,
         Err(code) => {
-            refuse(settings, wire, version, client_max, code, None).await;
+            refuse(who, wire, version, client_max, code, None).await;
             return None;
         }
     };
@@ -492,7 +488,8 @@ async fn attach<W: PacketWriter>(
         Ok(attached) => pipeline::session_attached(ctx, attached),
         Err(code) => {
             let client_max = terms.client_max_packet;
-            refuse(&peer.settings, &mut wire, version, client_max, code, None).await;
+            let who = (peer, &*client_id);
+            refuse(who, &mut wire, version, client_max, code, None).await;
             return None;
         }
     };
@@ -691,7 +688,7 @@ fn client_identifier(
 /// CONNACK larger than the client's Maximum Packet Size (MQTT-3.2.2-19 (v5)); a CONNACK
 /// that is still too large is not sent at all, and the connection just closes.
 async fn refuse<W: PacketWriter>(
-    settings: &Settings,
+    (peer, client_id): (&PeerInfo, &str),
     wire: &mut W,
     version: ProtocolVersion,
     client_max: Option<u32>,
@@ -703,7 +700,8 @@ async fn refuse<W: PacketWriter>(
         ack.properties.server_reference = server_reference;
         ack.properties.reason_string = Some(code.description().into());
     }
-    tracing::info!(reason = %code, "connection refused");
+    tracing::info!(peer = %Shown(peer.addr), client_id = %client_id, reason = %code, "connection refused");
+    let settings = &*peer.settings;
     let mut packet = Packet::ConnAck(ack);
     let too_large = |p: &Packet| {
         client_max.is_some_and(|max| p.encoded_len(version).is_ok_and(|n| n > max as usize))

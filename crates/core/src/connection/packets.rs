@@ -72,7 +72,7 @@ impl Connection {
             | Packet::UnsubAck(_)
             | Packet::PingResp
             | Packet::Auth(_) => {
-                tracing::info!(packet = ?packet.packet_type(), "unexpected packet from client");
+                tracing::info!(peer = %super::Shown(self.info.peer), client_id = %self.session.client_id, packet = ?packet.packet_type(), "unexpected packet from client");
                 Err(Exit::Violation(Violation::ServerPacketFromClient))
             }
         };

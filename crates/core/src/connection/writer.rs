@@ -189,7 +189,7 @@ impl<W: PacketWriter> Writer<W> {
             }
         }
         if let Err(e) = self.wire.packet(&packet, v) {
-            tracing::warn!(error = %e, packet = ?packet.packet_type(), "cannot encode packet");
+            tracing::warn!(client_id = %self.session.client_id, error = %e, packet = ?packet.packet_type(), "cannot encode packet");
         }
     }
 
@@ -345,7 +345,7 @@ impl<W: PacketWriter> Writer<W> {
                     .packet(&Packet::PubRel(PubResponse::new(entry.id)), v),
             };
             if let Err(e) = r {
-                tracing::warn!(error = %e, "cannot re-send an inflight message");
+                tracing::warn!(client_id = %self.session.client_id, error = %e, "cannot re-send an inflight message");
             }
         }
     }
@@ -420,7 +420,7 @@ impl<W: PacketWriter> Writer<W> {
             // same id; only "might have been sent" needs recording, as DUP.
             let sent = form.as_ref().unwrap_or(&delivery);
             if let Err(e) = self.send_publish(sent, qos, delivery.maybe_sent) {
-                tracing::warn!(error = %e, topic = %delivery.message.topic, "cannot encode message");
+                tracing::warn!(client_id = %self.session.client_id, error = %e, topic = %delivery.message.topic, "cannot encode message");
             }
             if screen.hooks {
                 self.events

@@ -486,10 +486,12 @@ mod size_tests {
         );
     }
 
-    /// Bytes a plain TCP connection's task may take: 1,256 for the whole future the accept
-    /// loop spawns (boxed) when this was last measured (issue 19: 6,288 at first, with a
-    /// 4 KiB read buffer of the closing path and the handshake's result inline; 1,408 before
-    /// the rarely used parts of `Connection` and `Writer` were boxed), plus a little room.
-    /// Growing it needs a reason.
-    const CONNECTION_TASK_BUDGET: usize = 1_344;
+    /// Bytes a plain TCP connection's task may take: the whole future the accept loop
+    /// spawns (boxed). Issue 19: 6,288 at first, with a 4 KiB read buffer of the closing
+    /// path and the handshake's result inline; 1,408 before the rarely used parts of
+    /// `Connection` and `Writer` were boxed; 1,256 before the reader and the writer stopped
+    /// keeping a wait for the close signal each (`LinkSignals`) and the writer's gathered
+    /// events went into a box. 1,024 is the allocator's size class (mimalloc, the broker
+    /// program's): one byte more and every connection takes 1,280. Growing it needs a reason.
+    const CONNECTION_TASK_BUDGET: usize = 1_024;
 }

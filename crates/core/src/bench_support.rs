@@ -18,7 +18,7 @@ fn online_session(ctx: &Context, id: String) -> Arc<Session> {
     let session = ctx.sessions.create(id.into(), 0);
     session.state.lock().link = Some(Link {
         id: 1,
-        signals: LinkSignals::new(tokio_util::sync::CancellationToken::new()),
+        signals: LinkSignals::new(),
         outbox: VecDeque::new(),
         pending: VecDeque::new(),
         window: 32,

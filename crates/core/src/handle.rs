@@ -63,6 +63,7 @@ impl Drop for Owner {
         }
         tracing::info!("last BrokerHandle dropped: broker shutting down");
         lifecycle.shutdown.cancel();
+        self.ctx.sessions.close_all();
         lifecycle.tracker.close();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let ctx = Arc::clone(&self.ctx);
@@ -221,6 +222,7 @@ impl BrokerHandle {
         tracing::info!("broker shutting down");
         let lifecycle = &self.ctx.lifecycle;
         lifecycle.shutdown.cancel();
+        self.ctx.sessions.close_all();
         lifecycle.tracker.close();
         lifecycle.tracker.wait().await;
         self.ctx.policy.hooks.events().close();

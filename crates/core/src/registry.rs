@@ -10,7 +10,7 @@
 //! same registry ([`Sessions::restored`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,6 +118,8 @@ pub(crate) struct Sessions {
     total_queued: Arc<AtomicUsize>,
     rules: SessionRules,
     metrics: Arc<Metrics>,
+    /// Set by [`Sessions::close_all`]: a connection attaching from then on is closed too.
+    closing: AtomicBool,
 }
 
 impl Sessions {
@@ -134,6 +136,7 @@ impl Sessions {
             total_queued: Arc::new(AtomicUsize::new(0)),
             rules,
             metrics,
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -268,6 +271,13 @@ impl Sessions {
             since: std::time::SystemTime::now(),
             keep_alive,
         });
+        // After `close_all` (broker shutdown): either its pass sees this link, or this
+        // sees its flag (both under the session lock, the flag set before the pass).
+        if self.closing.load(Ordering::SeqCst) {
+            if let Some(link) = &st.link {
+                link.signals.close(CloseReason::Shutdown);
+            }
+        }
         journal.session_changed(&session.client_id, &st);
         drop(st);
         Ok(Attached {
@@ -451,6 +461,20 @@ impl Sessions {
             .into_iter()
             .filter_map(|due| self.fire(due, router, journal))
             .collect()
+    }
+
+    /// Broker shutdown: asks every attached connection to close, and every one that
+    /// attaches from now on (a connection's close signal is its own, not a child of the
+    /// shutdown token: see `LinkSignals`).
+    pub(crate) fn close_all(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let reason = CloseReason::Shutdown;
+        let sessions: Vec<Arc<Session>> = self.table.lock().values().cloned().collect();
+        for session in sessions {
+            if let Some(link) = &session.state.lock().link {
+                link.signals.close(reason);
+            }
+        }
     }
 
     /// Fires deadlines as they pass, until `stop`; `then` gets what each did.
@@ -645,7 +669,7 @@ mod tests {
             clean_start: bool,
             expiry: u32,
         ) -> Result<(Attached, Arc<LinkSignals>), ReasonCode> {
-            let signals = LinkSignals::new(CancellationToken::new());
+            let signals = LinkSignals::new();
             let request = AttachRequest {
                 client_id: client.client_id.clone(),
                 clean_start,
@@ -697,7 +721,7 @@ mod tests {
         let (second, _) = w.connect(&c, false, 60).expect("attaches");
         assert!(second.present, "the same session, resumed");
         assert!(Arc::ptr_eq(&first.session, &second.session));
-        assert!(first_signals.close.is_cancelled(), "the old link is closed");
+        assert!(first_signals.is_closed(), "the old link is closed");
         assert_eq!(
             first_signals.reason(),
             CloseReason::Disconnect(ReasonCode::SessionTakenOver)
@@ -705,6 +729,24 @@ mod tests {
         // The old connection's detach finds its link gone and leaves the session alone.
         assert!(w.detach(&first, None, 0).is_none());
         assert!(second.session.state.lock().link.is_some());
+    }
+
+    /// Shutdown closes the connections attached before it and every one attaching after
+    /// it (a link's close signal is its own, not a child of the shutdown token).
+    #[test]
+    fn close_all_closes_attached_links_and_later_ones() {
+        let w = world(open());
+        let (_, before) = w.connect(&client("a", None), true, 0).expect("attaches");
+        assert!(!before.is_closed());
+        w.sessions.close_all();
+        assert!(before.is_closed(), "an attached link is closed");
+        assert_eq!(before.reason(), CloseReason::Shutdown);
+        let (_, after) = w.connect(&client("b", None), true, 0).expect("attaches");
+        assert!(
+            after.is_closed(),
+            "a link attached afterwards is closed at once"
+        );
+        assert_eq!(after.reason(), CloseReason::Shutdown);
     }
 
     /// MQTT-3.1.2-4 / -6 (3.1.1: Clean Session 1 discards the previous session): Clean

@@ -464,7 +464,7 @@ async fn attach<W: PacketWriter>(
         connack.authentication_method = Some(auth.method.clone());
         connack.authentication_data = auth_data;
     }
-    let signals = LinkSignals::new(ctx.lifecycle.shutdown.child_token());
+    let signals = LinkSignals::new();
     let request = AttachRequest {
         client_id: client_id.clone(),
         clean_start: connect.clean_start,
@@ -537,12 +537,11 @@ impl<W: PacketWriter> Writer<W> {
             version,
             signals,
             ctx: Arc::clone(ctx),
-            client_max_packet: terms.client_max_packet,
-            close_flush: terms.close_flush,
+            client_max_packet: terms.client_max_packet.and_then(NonZeroU32::new),
+            close_flush_ms: u32::try_from(terms.close_flush.as_millis()).unwrap_or(u32::MAX),
             problem_info: terms.problem_info,
             aliases: super::aliases::OutboundAliases::new(terms.outbound_aliases).map(Box::new),
-            events: Vec::new(),
-            store_ops: Vec::new(),
+            gathered: None,
             waiting_on_storage: false,
             durable: ctx.journal.persistence().map(|p| p.watch()),
         }

@@ -254,22 +254,19 @@ impl Connection {
             .keep_alive
             .map(|limit| (limit, Box::pin(tokio::time::sleep(limit))));
         let mut last_packet = tokio::time::Instant::now();
-        // One wait for the close signal for the connection's life. A packet that is already
-        // buffered is read first: the close signal (each look takes the token's lock) and
-        // the timer are polled only when the reader would wait, and every 32 packets.
+        // A packet that is already buffered is read first: the close flag and the timer are
+        // looked at when the reader would wait, and every 32 packets.
         let signals = Arc::clone(&self.signals);
-        let closed = signals.close.cancelled();
-        tokio::pin!(closed);
         let mut packets = 0u32;
         loop {
             packets = packets.wrapping_add(1);
-            if packets.is_multiple_of(32) && signals.close.is_cancelled() {
+            if packets.is_multiple_of(32) && signals.is_closed() {
                 return Exit::Closed;
             }
             let result = tokio::select! {
                 biased;
                 r = reader.read(&self.limits) => r,
-                _ = &mut closed => return Exit::Closed,
+                _ = std::future::poll_fn(|cx| signals.closing(cx)) => return Exit::Closed,
                 _ = async {
                     match keep_alive.as_mut() {
                         Some((_, timer)) => timer.as_mut().await,
@@ -356,7 +353,7 @@ impl Connection {
             }
             let wait = tokio::select! {
                 biased;
-                _ = self.signals.close.cancelled() => {
+                _ = std::future::poll_fn(|cx| self.signals.closing(cx)) => {
                     result = Err(Exit::Closed);
                     break;
                 }

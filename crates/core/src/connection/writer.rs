@@ -6,6 +6,7 @@
 //! their original order (MQTT-4.4.0-1), then queued messages while the inflight window
 //! allows.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,16 @@ const FILL_LIMIT: usize = 64 * 1024;
 /// last packet is not lost to a reset (see `PacketReader::discard`).
 pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
+/// Tells the hooks what the last fill delivered or dropped.
+fn report(ctx: &Context, client_id: &str, events: &mut Vec<(Arc<Message>, Event)>) {
+    for (message, event) in events.drain(..) {
+        ctx.policy.hooks.each(&ctx.metrics, |h| match event {
+            Event::Delivered(qos) => h.message_delivered(client_id, &message, qos),
+            Event::Dropped(reason) => h.message_dropped(client_id, &message, reason),
+        });
+    }
+}
+
 /// Whether the link still owns the session.
 #[derive(Debug, PartialEq, Eq)]
 enum Fill {
@@ -41,23 +52,32 @@ pub(crate) struct Writer<W> {
     pub(crate) signals: Arc<LinkSignals>,
     pub(crate) ctx: Arc<Context>,
     /// The client's Maximum Packet Size (v5): larger packets are never sent to it.
-    pub(crate) client_max_packet: Option<u32>,
-    /// The connection's `Limits::close_flush_timeout`.
-    pub(crate) close_flush: Duration,
+    pub(crate) client_max_packet: Option<NonZeroU32>,
+    /// The connection's `Limits::close_flush_timeout`, in milliseconds (kept small: every
+    /// connection's task holds it).
+    pub(crate) close_flush_ms: u32,
     /// The client's Request Problem Information (v5): when false, Reason Strings and User
     /// Properties go only on PUBLISH, CONNACK and DISCONNECT (MQTT-3.1.2-29).
     pub(crate) problem_info: bool,
     /// Topic aliases used towards the client (v5, when it accepts them); boxed, as most
     /// clients accept none.
     pub(crate) aliases: Option<Box<super::aliases::OutboundAliases>>,
-    /// Hook events gathered under the session lock, reported after it is released.
-    pub(crate) events: Vec<(Arc<Message>, Event)>,
-    /// Storage operations gathered under the session lock, submitted after it is released.
-    pub(crate) store_ops: Vec<roost_storage::Op>,
+    /// What fills gathered for after the session lock; allocated by the first fill that
+    /// has something (most connections have no hooks or storage to tell).
+    pub(crate) gathered: Option<Box<Gathered>>,
     /// Control packets are waiting for storage to become durable.
     pub(crate) waiting_on_storage: bool,
     /// Wakes the writer when more becomes durable (with storage only).
     pub(crate) durable: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+/// Gathered under the session lock, handled once it is released.
+#[derive(Default)]
+pub(crate) struct Gathered {
+    /// Delivery outcomes, for the hooks.
+    events: Vec<(Arc<Message>, Event)>,
+    /// Storage operations, submitted together.
+    store_ops: Vec<roost_storage::Op>,
 }
 
 /// A delivery outcome for the hooks.
@@ -77,13 +97,8 @@ impl<W: PacketWriter> Writer<W> {
     #[allow(clippy::manual_async_fn)] // on purpose: see above
     pub(crate) fn run(mut self) -> impl std::future::Future<Output = W> + Send {
         async move {
-            // One wait for the close signal for the connection's life (polling a fresh one,
-            // or asking the token, takes its lock every time round).
-            let signals = Arc::clone(&self.signals);
-            let closed = signals.close.cancelled();
-            tokio::pin!(closed);
-            let mut closing = false;
             loop {
+                let closing = self.signals.is_closed();
                 // Mark the durable point seen before looking at it, so no advance is missed.
                 if let Some(d) = &mut self.durable {
                     d.borrow_and_update();
@@ -93,13 +108,14 @@ impl<W: PacketWriter> Writer<W> {
                     let mut st = session.state.lock();
                     self.fill(&mut st, closing)
                 };
-                if !self.events.is_empty() {
-                    self.report();
-                }
-                if !self.store_ops.is_empty() {
-                    self.ctx
-                        .journal
-                        .store_now(std::mem::take(&mut self.store_ops));
+                if let Some(gathered) = &mut self.gathered {
+                    if !gathered.events.is_empty() {
+                        report(&self.ctx, &self.session.client_id, &mut gathered.events);
+                    }
+                    if !gathered.store_ops.is_empty() {
+                        let ops = std::mem::take(&mut gathered.store_ops);
+                        self.ctx.journal.store_now(ops);
+                    }
                 }
                 if closing || fill == Fill::Detached {
                     // Boxed: it runs once, and inline it would enlarge every connection.
@@ -107,12 +123,11 @@ impl<W: PacketWriter> Writer<W> {
                     return self.wire;
                 }
                 if self.wire.pending() > 0 {
+                    // A flush to a client that does not read may wait long: closing ends it.
+                    let signals = &self.signals;
                     let flushed = tokio::select! {
                         r = self.wire.flush() => r,
-                        _ = &mut closed => {
-                            closing = true;
-                            continue;
-                        }
+                        _ = std::future::poll_fn(|cx| signals.closing(cx)) => continue,
                     };
                     if flushed.is_err() {
                         self.signals.close(CloseReason::Silent);
@@ -122,9 +137,10 @@ impl<W: PacketWriter> Writer<W> {
                 }
                 let waiting = self.waiting_on_storage;
                 let durable = &mut self.durable;
+                let signals = &self.signals;
                 tokio::select! {
-                    _ = self.signals.wake.notified() => {}
-                    _ = &mut closed => closing = true,
+                    _ = signals.wake.notified() => {}
+                    _ = std::future::poll_fn(|cx| signals.closing(cx)) => {}
                     _ = async {
                         match durable.as_mut() {
                             // Boxed: only with storage; inline it would enlarge every
@@ -138,16 +154,14 @@ impl<W: PacketWriter> Writer<W> {
         }
     }
 
-    /// Tells the hooks what the last fill delivered or dropped.
-    fn report(&mut self) {
-        let ctx = Arc::clone(&self.ctx);
-        let id = &self.session.client_id;
-        for (message, event) in self.events.drain(..) {
-            ctx.policy.hooks.each(&ctx.metrics, |h| match event {
-                Event::Delivered(qos) => h.message_delivered(id, &message, qos),
-                Event::Dropped(reason) => h.message_dropped(id, &message, reason),
-            });
-        }
+    /// The client's Maximum Packet Size, if it set one.
+    fn client_max(&self) -> Option<u32> {
+        self.client_max_packet.map(NonZeroU32::get)
+    }
+
+    /// Where a fill gathers hook events and storage operations.
+    fn gathered(&mut self) -> &mut Gathered {
+        self.gathered.get_or_insert_with(Box::default)
     }
 
     /// Writes what is left and the goodbye, bounded in time.
@@ -164,7 +178,8 @@ impl<W: PacketWriter> Writer<W> {
                 self.send_control(Packet::Disconnect(disconnect));
             }
         }
-        let _ = tokio::time::timeout(self.close_flush, self.wire.flush()).await;
+        let close_flush = Duration::from_millis(u64::from(self.close_flush_ms));
+        let _ = tokio::time::timeout(close_flush, self.wire.flush()).await;
     }
 
     /// Buffers a control packet, leaving out diagnostics the client did not ask for or that
@@ -178,7 +193,7 @@ impl<W: PacketWriter> Writer<W> {
             if !self.problem_info && !exempt {
                 strip_diagnostics(&mut packet);
             }
-            if let Some(max) = self.client_max_packet {
+            if let Some(max) = self.client_max() {
                 if packet.encoded_len(v).is_ok_and(|n| n > max as usize) {
                     strip_diagnostics(&mut packet);
                 }
@@ -202,15 +217,14 @@ impl<W: PacketWriter> Writer<W> {
         dup: bool,
     ) -> Result<(), crate::codec::EncodeError> {
         let v = self.version;
+        let client_max = self.client_max();
         let mut alias = None;
         if let Some(aliases) = &mut self.aliases {
             alias = aliases.alias_for(&delivery.message.topic);
             // Setting an alias adds at most four bytes (the property and a longer Property
             // Length), which may not fit the client's Maximum Packet Size; using one only
             // removes bytes. So the size is looked at only when an alias is set.
-            if let (Some(crate::codec::TopicAliasUse::Set(a)), Some(max)) =
-                (alias, self.client_max_packet)
-            {
+            if let (Some(crate::codec::TopicAliasUse::Set(a)), Some(max)) = (alias, client_max) {
                 let len = delivery
                     .message
                     .wire_len(v, qos, &delivery.subscription_ids);
@@ -241,11 +255,12 @@ impl<W: PacketWriter> Writer<W> {
     ) {
         if let Some(seq) = st.drop_queued(&delivery) {
             let client_id = &self.session.client_id;
-            self.store_ops
-                .push(crate::persist::journal::delivery_done(client_id, seq));
+            let op = crate::persist::journal::delivery_done(client_id, seq);
+            self.gathered().store_ops.push(op);
         }
         if hooks {
-            self.events.push((delivery.message, Event::Dropped(reason)));
+            let event = (delivery.message, Event::Dropped(reason));
+            self.gathered().events.push(event);
         }
     }
 
@@ -423,8 +438,8 @@ impl<W: PacketWriter> Writer<W> {
                 tracing::warn!(client_id = %self.session.client_id, error = %e, topic = %delivery.message.topic, "cannot encode message");
             }
             if screen.hooks {
-                self.events
-                    .push((delivery.message, Event::Delivered(qos.qos())));
+                let event = (delivery.message, Event::Delivered(qos.qos()));
+                self.gathered().events.push(event);
             }
         }
         Metrics::add(&metrics.messages_sent, sent);
@@ -460,7 +475,7 @@ impl<W: PacketWriter> Writer<W> {
             subscription_ids: delivery.subscription_ids.clone(),
             ..*delivery
         };
-        if self.client_max_packet.is_some_and(|max| {
+        if self.client_max().is_some_and(|max| {
             let probe = PublishQoS::new(form.qos, crate::codec::PacketId::MIN);
             form.message
                 .wire_len(self.version, probe, &form.subscription_ids)
@@ -502,7 +517,7 @@ impl<W: PacketWriter> Writer<W> {
             Metrics::inc(&metrics.messages_denied_on_send);
             tracing::debug!(topic = %delivery.message.topic, "queued message no longer authorized: withdrawn");
             DropReason::NotAuthorized
-        } else if self.client_max_packet.is_some_and(|max| {
+        } else if self.client_max().is_some_and(|max| {
             // MQTT-3.1.2-24/-25: too large for the client: discarded as if sent.
             let probe = PublishQoS::new(delivery.qos, crate::codec::PacketId::MIN);
             delivery

@@ -179,12 +179,11 @@ impl Drop for Fanout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_util::sync::CancellationToken;
 
     #[tokio::test]
     async fn each_writer_is_woken_once_and_only_when_asked() {
-        let a = LinkSignals::new(CancellationToken::new());
-        let b = LinkSignals::new(CancellationToken::new());
+        let a = LinkSignals::new();
+        let b = LinkSignals::new();
         let mut fanout = Fanout::default();
         for _ in 0..3 {
             fanout.wake_later(&a);
@@ -205,7 +204,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_it_wakes_what_was_left() {
-        let a = LinkSignals::new(CancellationToken::new());
+        let a = LinkSignals::new();
         let mut fanout = Fanout::default();
         fanout.wake_later(&a);
         drop(fanout);

@@ -20,10 +20,10 @@ fn online_session(ctx: &Context, id: String) -> Arc<Session> {
         id: 1,
         signals: LinkSignals::new(),
         outbox: VecDeque::new(),
-        pending: VecDeque::new(),
+        pending: None,
         window: 32,
         resend: false,
-        since: std::time::SystemTime::now(),
+        since_ms: 0,
         keep_alive: 0,
     });
     session

@@ -97,7 +97,8 @@ impl SessionInfo {
             client_id: session.client_id.to_string(),
             client: st.client.clone(),
             connected: link.is_some(),
-            connected_since: link.map(|l| l.since),
+            connected_since: link
+                .map(|l| std::time::UNIX_EPOCH + std::time::Duration::from_millis(l.since_ms)),
             keep_alive: link
                 .filter(|l| l.keep_alive > 0)
                 .map(|l| Duration::from_secs(u64::from(l.keep_alive))),

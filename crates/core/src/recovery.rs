@@ -126,11 +126,11 @@ pub(crate) fn restore(ctx: &Arc<Context>, snapshot: Snapshot) {
                     });
                 } else {
                     st.pending_will = Some(Box::new(will));
-                    st.will_at_ms = Some(at_ms);
+                    st.will_at_ms = std::num::NonZeroU64::new(at_ms);
                     will_at = Some(now + Duration::from_millis(at_ms - now_ms));
                 }
             }
-            st.disconnected_at_ms = Some(away_since);
+            st.disconnected_at_ms = std::num::NonZeroU64::new(away_since);
         }
         let expires_at = ends_at.map(|t| now + Duration::from_millis(t.saturating_sub(now_ms)));
         ctx.sessions.restored(session, will_at, expires_at);

@@ -10,6 +10,7 @@
 //! same registry ([`Sessions::restored`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -265,10 +266,10 @@ impl Sessions {
             id: link_id,
             signals,
             outbox: VecDeque::from([connack(present)]),
-            pending: VecDeque::new(),
+            pending: None,
             window,
             resend,
-            since: std::time::SystemTime::now(),
+            since_ms: persist::unix_now_ms(),
             keep_alive,
         });
         // After `close_all` (broker shutdown): either its pass sees this link, or this
@@ -373,14 +374,14 @@ impl Sessions {
         st.link = None;
         st.detached_link = link_id;
         let now_ms = persist::unix_now_ms();
-        st.disconnected_at_ms = Some(now_ms);
+        st.disconnected_at_ms = NonZeroU64::new(now_ms);
         let expiry = st.expiry_interval;
         let mut publish_now = None;
         match will {
             Some(w) if will_delay > 0 && expiry > 0 => {
                 st.pending_will = Some(w);
                 let delay = Duration::from_secs(u64::from(will_delay.min(expiry)));
-                st.will_at_ms = Some(now_ms + delay.as_millis() as u64);
+                st.will_at_ms = NonZeroU64::new(now_ms + delay.as_millis() as u64);
                 let at = Instant::now() + delay;
                 self.timers
                     .schedule(&mut st.timers, at, session, link_id, TimerKind::WillDelay);

@@ -311,11 +311,15 @@ impl<W: PacketWriter> Writer<W> {
             return;
         };
         let v = self.version;
-        while let Some(&(gate, _)) = link.pending.front() {
+        let Some(pending) = link.pending.as_mut() else {
+            self.waiting_on_storage = false;
+            return;
+        };
+        while let Some(&(gate, _)) = pending.front() {
             if !p.settled(gate) {
                 break;
             }
-            let Some((gate, mut packet)) = link.pending.pop_front() else {
+            let Some((gate, mut packet)) = pending.pop_front() else {
                 break;
             };
             if p.failed(gate) {
@@ -332,7 +336,7 @@ impl<W: PacketWriter> Writer<W> {
             }
             link.outbox.push_back(packet);
         }
-        self.waiting_on_storage = !link.pending.is_empty();
+        self.waiting_on_storage = !pending.is_empty();
     }
 
     /// After a resume: every unacknowledged message and PUBREL again, in their original
@@ -393,7 +397,8 @@ impl<W: PacketWriter> Writer<W> {
             // (never ahead of a control packet still waiting, such as their SUBACK).
             if st.queue.is_empty()
                 && st.retained_backlog.is_some()
-                && st.link.as_ref().is_some_and(|l| l.pending.is_empty())
+                && (st.link.as_ref())
+                    .is_some_and(|l| l.pending.as_ref().is_none_or(|p| p.is_empty()))
             {
                 let room = window.saturating_sub(st.inflight.len()).max(16);
                 let refused = st.refill_retained(

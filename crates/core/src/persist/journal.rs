@@ -11,7 +11,11 @@ use crate::session::SessionState;
 pub(crate) fn session_saved(client_id: &str, st: &SessionState) -> Op {
     Op::PutSession(
         client_id.to_string(),
-        super::session_record(st, st.disconnected_at_ms, st.will_at_ms),
+        super::session_record(
+            st,
+            st.disconnected_at_ms.map(std::num::NonZeroU64::get),
+            st.will_at_ms.map(std::num::NonZeroU64::get),
+        ),
     )
 }
 

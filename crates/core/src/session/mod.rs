@@ -27,7 +27,7 @@ mod ids;
 mod inflight;
 
 use std::collections::VecDeque;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -155,14 +155,16 @@ pub(crate) struct Link {
     /// Control packets (acks, CONNACK, SUBACK, ...) for the writer, sent before messages.
     pub(crate) outbox: VecDeque<Packet>,
     /// Control packets waiting for storage to make their changes durable (with the writes
-    /// to wait for), and every control packet queued after them, in order.
-    pub(crate) pending: VecDeque<(Gate, Packet)>,
+    /// to wait for), and every control packet queued after them, in order. Made when the
+    /// first packet must wait (with storage only; most links never have one).
+    #[allow(clippy::box_collection)] // on purpose: an empty VecDeque takes 32 bytes
+    pub(crate) pending: Option<Box<VecDeque<(Gate, Packet)>>>,
     /// Outbound window: the smaller of our `max_inflight` and the client's Receive Maximum.
     pub(crate) window: usize,
     /// Re-send the inflight messages before anything else (set when a session resumes).
     pub(crate) resend: bool,
-    /// When the connection attached.
-    pub(crate) since: std::time::SystemTime,
+    /// When the connection attached, in milliseconds since the epoch.
+    pub(crate) since_ms: u64,
     /// The Keep Alive in force, in seconds (0: none).
     pub(crate) keep_alive: u16,
 }
@@ -194,9 +196,9 @@ pub(crate) struct SessionState {
     /// Packet ids reserved by queued messages of a persistent session.
     pub(crate) reserved_ids: IdSet,
     /// When the pending will is due (ms since the epoch), for storage.
-    pub(crate) will_at_ms: Option<u64>,
+    pub(crate) will_at_ms: Option<NonZeroU64>,
     /// When the client went away (ms since the epoch), for storage.
-    pub(crate) disconnected_at_ms: Option<u64>,
+    pub(crate) disconnected_at_ms: Option<NonZeroU64>,
     /// A publisher waits for this queue to drain (flow control).
     pub(crate) flow_waiters: bool,
     /// A flow-control wait for this session timed out; it pauses nobody until drained.
@@ -428,10 +430,11 @@ impl Session {
         let mut st = self.state.lock();
         match &mut st.link {
             Some(link) if link.id == link_id => {
-                if gate.is_none() && link.pending.is_empty() {
+                if gate.is_none() && link.pending.as_ref().is_none_or(|p| p.is_empty()) {
                     link.outbox.push_back(packet);
                 } else {
-                    link.pending.push_back((gate, packet));
+                    let pending = link.pending.get_or_insert_with(Box::default);
+                    pending.push_back((gate, packet));
                 }
                 link.signals.wake.notify_one();
                 true

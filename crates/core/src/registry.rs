@@ -9,7 +9,7 @@
 //! the authorizers and the publish pipeline), tell the hooks. Recovery from storage uses the
 //! same registry ([`Sessions::restored`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -108,10 +108,37 @@ pub(crate) struct SessionRules {
     pub(crate) identities_checked: bool,
 }
 
+/// A session in the table, found by its own client identifier: one pointer per entry, no
+/// copy of the identifier beside it.
+#[derive(Debug)]
+struct Entry(Arc<Session>);
+
+impl std::borrow::Borrow<str> for Entry {
+    fn borrow(&self) -> &str {
+        &self.0.client_id
+    }
+}
+
+// Hashed and compared as its identifier (`str`), as `Borrow<str>` requires.
+impl std::hash::Hash for Entry {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        str::hash(&self.0.client_id, state);
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.client_id == other.0.client_id
+    }
+}
+
+impl Eq for Entry {}
+
 /// The sessions of one broker.
 #[derive(Debug)]
 pub(crate) struct Sessions {
-    table: Mutex<HashMap<ByteString, Arc<Session>>>,
+    /// SipHash with a random key, as std's maps: client identifiers are the peers' choice.
+    table: Mutex<hashbrown::HashSet<Entry, std::hash::RandomState>>,
     timers: Timers,
     next_id: AtomicU64,
     client_id_prefix: String,
@@ -130,7 +157,7 @@ impl Sessions {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         Sessions {
-            table: Mutex::new(HashMap::new()),
+            table: Mutex::new(hashbrown::HashSet::with_hasher(Default::default())),
             timers: Timers::default(),
             next_id: AtomicU64::new(1),
             client_id_prefix: format!("roost-{:x}{:x}", std::process::id(), nanos),
@@ -163,30 +190,37 @@ impl Sessions {
 
     /// The session of `client_id`, if there is one.
     pub(crate) fn get(&self, client_id: &str) -> Option<Arc<Session>> {
-        self.table.lock().get(client_id).cloned()
+        self.table.lock().get(client_id).map(|e| Arc::clone(&e.0))
     }
 
     /// Messages queued across all sessions (a walk over every session: for the periodic
     /// metrics, not the message path).
     #[cfg(feature = "metrics")]
     pub(crate) fn total_queued_messages(&self) -> usize {
-        let sessions: Vec<Arc<Session>> = self.table.lock().values().cloned().collect();
+        let sessions = self.all();
         sessions.iter().map(|s| s.state.lock().queue.len()).sum()
     }
 
     /// Up to `limit` sessions whose client identifiers come after `after`, in order.
     pub(crate) fn page(&self, after: Option<&str>, limit: usize) -> Vec<Arc<Session>> {
         let table = self.table.lock();
-        let mut page: Vec<(&ByteString, &Arc<Session>)> = table
+        let mut page: Vec<&Arc<Session>> = table
             .iter()
-            .filter(|(id, _)| after.is_none_or(|a| &***id > a))
+            .map(|e| &e.0)
+            .filter(|s| after.is_none_or(|a| &*s.client_id > a))
             .collect();
+        let by_id = |a: &&Arc<Session>, b: &&Arc<Session>| a.client_id.cmp(&b.client_id);
         if page.len() > limit {
-            page.select_nth_unstable_by(limit, |a, b| a.0.cmp(b.0));
+            page.select_nth_unstable_by(limit, by_id);
             page.truncate(limit);
         }
-        page.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        page.into_iter().map(|(_, s)| Arc::clone(s)).collect()
+        page.sort_unstable_by(by_id);
+        page.into_iter().map(Arc::clone).collect()
+    }
+
+    /// Every session (taken out of the table's lock).
+    fn all(&self) -> Vec<Arc<Session>> {
+        self.table.lock().iter().map(|e| Arc::clone(&e.0)).collect()
     }
 
     /// Ends the session of `client_id` now (the control API): its pending will, and the
@@ -299,7 +333,7 @@ impl Sessions {
         client: &ClientInfo,
     ) -> Result<Claim, ReasonCode> {
         let mut map = self.table.lock();
-        let existing = map.get(&client_id).cloned();
+        let existing = map.get(&*client_id).map(|e| Arc::clone(&e.0));
         let mut foreign = false;
         if let Some(old) = &existing {
             let st = old.state.lock();
@@ -334,8 +368,8 @@ impl Sessions {
                     tracing::warn!(%client_id, max = self.rules.max_sessions, "max_sessions reached: CONNECT refused");
                     return Err(ReasonCode::QuotaExceeded);
                 }
-                let s = self.create(client_id.clone(), expiry_interval);
-                map.insert(client_id, Arc::clone(&s));
+                let s = self.create(client_id, expiry_interval);
+                map.replace(Entry(Arc::clone(&s)));
                 Metrics::inc(&self.metrics.sessions);
                 Ok(Claim {
                     session: s,
@@ -416,10 +450,10 @@ impl Sessions {
         {
             let mut map = self.table.lock();
             if map
-                .get(&session.client_id)
-                .is_some_and(|s| Arc::ptr_eq(s, session))
+                .get(&*session.client_id)
+                .is_some_and(|e| Arc::ptr_eq(&e.0, session))
             {
-                map.remove(&session.client_id);
+                map.remove(&*session.client_id);
             }
         }
         self.discard(session, router, journal)
@@ -470,7 +504,7 @@ impl Sessions {
     pub(crate) fn close_all(&self) {
         self.closing.store(true, Ordering::SeqCst);
         let reason = CloseReason::Shutdown;
-        let sessions: Vec<Arc<Session>> = self.table.lock().values().cloned().collect();
+        let sessions = self.all();
         for session in sessions {
             if let Some(link) = &session.state.lock().link {
                 link.signals.close(reason);
@@ -549,7 +583,7 @@ impl Sessions {
                     .schedule(&mut st.timers, at, &session, 0, TimerKind::SessionExpiry);
             }
         }
-        self.table.lock().insert(session.client_id.clone(), session);
+        self.table.lock().replace(Entry(session));
         Metrics::inc(&self.metrics.sessions);
     }
 
@@ -559,7 +593,7 @@ impl Sessions {
     /// from connected and offline sessions alike. Messages already queued are checked when
     /// they are sent (the authorizers' epoch).
     pub(crate) async fn recheck(&self, policy: &Policy, router: &Router, journal: &Journal) {
-        let sessions: Vec<Arc<Session>> = self.table.lock().values().cloned().collect();
+        let sessions = self.all();
         for session in sessions {
             let (client, filters, connected) = {
                 let st = session.state.lock();

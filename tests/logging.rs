@@ -93,3 +93,31 @@ async fn at_debug_a_span_names_every_connection_event() {
     let closing = lines_with(&logs, "connection closing");
     assert!(closing.iter().all(|l| l.contains("conn{")), "{closing:?}");
 }
+
+/// A client identifier is the client's to choose (any UTF-8 but NUL): a line feed in it must
+/// not end the event and start a log line of the client's making. The identifier is logged
+/// with control characters escaped.
+#[tokio::test]
+async fn a_client_identifier_cannot_forge_a_log_line() {
+    let (logs, _guard) = LogBuf::capture("info");
+    let broker = support::start_broker_with(Limits::default().with_max_client_id_length(23)).await;
+    let forged = "x\n2026-12-02T00:00:00Z  INFO forged: admin logged in";
+    let (_refused, ack) =
+        Raw::connect_with(&broker, Connect::new(ProtocolVersion::V5, forged)).await;
+    assert_eq!(
+        support::connack(ack).reason_code,
+        ReasonCode::ClientIdentifierNotValid
+    );
+    broker.shutdown().await;
+    let refused = lines_with(&logs, "connection refused");
+    assert!(
+        refused[0].contains(r"client_id=x\n2026-12-02T00:00:00Z  INFO forged"),
+        "{}",
+        refused[0]
+    );
+    let text = logs.text();
+    assert!(
+        !text.lines().any(|l| l.starts_with("2026-12-02T00:00:00Z")),
+        "a forged line:\n{text}"
+    );
+}

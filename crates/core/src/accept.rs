@@ -13,9 +13,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::admission::ListenerCap;
-use crate::connection::{self, PeerInfo, Shown};
+use crate::connection::{self, PeerInfo};
 use crate::context::Context;
 use crate::metrics::Metrics;
+use crate::shown::Shown;
 use crate::transport::listener::{Accepted, BoxedStream, Listener};
 use crate::transport::proxy;
 #[cfg(feature = "tls")]

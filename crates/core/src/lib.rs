@@ -50,6 +50,7 @@ mod recovery;
 mod registry;
 mod router;
 mod session;
+mod shown;
 mod sys;
 mod throttle;
 mod timers;

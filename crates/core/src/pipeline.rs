@@ -16,6 +16,7 @@ use crate::plugin::{ClientInfo, HookAction, PublishedMessage};
 use crate::registry::{Attached, Fired, WillDue};
 use crate::router::{RetainChange, RouteOutcome};
 use crate::session::{Fanout, Session};
+use crate::shown::Text;
 
 /// Retains (if flagged) and routes a message; returns what routing did. Hooks are not
 /// consulted (see [`publish_message`]). Storage operations are appended to `ops`; the
@@ -151,7 +152,7 @@ pub(crate) fn publish_will(ctx: &Arc<Context>, due: WillDue) {
     }
     let Some(client) = client else {
         Metrics::inc(&ctx.metrics.wills_denied);
-        tracing::warn!(%client_id, topic = %will.topic, "will refused: its client's authorization context is unknown");
+        tracing::warn!(client_id = %Text(&client_id), topic = %Text(will.topic.as_str()), "will refused: its client's authorization context is unknown");
         return;
     };
     let ctx2 = Arc::clone(ctx);
@@ -165,7 +166,7 @@ pub(crate) fn publish_will(ctx: &Arc<Context>, due: WillDue) {
             Ok(()) => publish_will_now(&ctx, will, client_id, Some(&client)),
             Err(code) => {
                 Metrics::inc(&ctx.metrics.wills_denied);
-                tracing::info!(%client_id, topic = %will.topic, reason = %code, "will not authorized: not published");
+                tracing::info!(client_id = %Text(&client_id), topic = %Text(will.topic.as_str()), reason = %code, "will not authorized: not published");
             }
         }
     });
@@ -251,7 +252,7 @@ pub(crate) fn will_received(
         HookAction::Drop => Ok(()),
         HookAction::Refuse(code) => {
             Metrics::inc(&ctx.metrics.messages_refused_by_hooks);
-            tracing::info!(client_id = %client.client_id, reason = %code, "will refused by a hook");
+            tracing::info!(client_id = %Text(&client.client_id), reason = %code, "will refused by a hook");
             Err(refusal_code(code))
         }
     }

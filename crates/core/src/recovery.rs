@@ -17,6 +17,7 @@ use crate::persist::{
 use crate::pipeline;
 use crate::registry::WillDue;
 use crate::session::Stage;
+use crate::shown::Text;
 
 /// Restores retained messages and sessions. Sessions (and messages) that expired while the
 /// broker was down are dropped; their wills, if still pending, are published.
@@ -66,7 +67,7 @@ pub(crate) fn restore(ctx: &Arc<Context>, snapshot: Snapshot) {
             // Whose session it is: deliveries to it are authorized as that client.
             st.client = owner.clone();
             if st.client.is_none() && !ctx.policy.open_access() {
-                tracing::warn!(client_id = %stored.client_id, "restored session has no stored owner: deliveries to it are refused until its client connects");
+                tracing::warn!(client_id = %Text(&stored.client_id), "restored session has no stored owner: deliveries to it are refused until its client connects");
             }
             for sub in record.subscriptions {
                 let Some((filter, rec)) = subscription_from_record(sub) else {

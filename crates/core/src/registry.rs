@@ -28,6 +28,7 @@ use crate::plugin::ClientInfo;
 use crate::policy::SessionOwnership;
 use crate::router::Router;
 use crate::session::{CloseReason, Link, LinkSignals, Session};
+use crate::shown::Text;
 use crate::timers::{Due, TimerKind, Timers};
 
 /// What a connection brings to [`Sessions::attach`].
@@ -343,11 +344,11 @@ impl Sessions {
                 let claimant = client.identity.username.as_deref();
                 if self.rules.ownership == SessionOwnership::Refuse {
                     Metrics::inc(&self.metrics.sessions_ownership_refused);
-                    tracing::warn!(%client_id, ?owner, ?claimant, "CONNECT refused: the session belongs to another identity");
+                    tracing::warn!(client_id = %Text(&client_id), ?owner, ?claimant, "CONNECT refused: the session belongs to another identity");
                     return Err(ReasonCode::NotAuthorized);
                 }
                 Metrics::inc(&self.metrics.sessions_ownership_discarded);
-                tracing::warn!(%client_id, ?owner, ?claimant, "session of another identity discarded: the new client starts a fresh one");
+                tracing::warn!(client_id = %Text(&client_id), ?owner, ?claimant, "session of another identity discarded: the new client starts a fresh one");
             }
             if let Some(link) = &st.link {
                 link.signals
@@ -365,7 +366,7 @@ impl Sessions {
             old => {
                 if old.is_none() && map.len() >= self.rules.max_sessions {
                     Metrics::inc(&self.metrics.connections_refused);
-                    tracing::warn!(%client_id, max = self.rules.max_sessions, "max_sessions reached: CONNECT refused");
+                    tracing::warn!(client_id = %Text(&client_id), max = self.rules.max_sessions, "max_sessions reached: CONNECT refused");
                     return Err(ReasonCode::QuotaExceeded);
                 }
                 let s = self.create(client_id, expiry_interval);
@@ -609,7 +610,7 @@ impl Sessions {
                 (client, filters, st.link.is_some())
             };
             if connected && policy.authorize_client(&client).await.is_err() {
-                tracing::info!(client_id = %client.client_id, "access revoked: disconnecting");
+                tracing::info!(client_id = %Text(&client.client_id), "access revoked: disconnecting");
                 if let Some(link) = &session.state.lock().link {
                     link.signals
                         .close(CloseReason::Disconnect(ReasonCode::AdministrativeAction));
@@ -624,7 +625,7 @@ impl Sessions {
                 {
                     continue;
                 }
-                tracing::info!(client_id = %client.client_id, %filter, "subscription revoked");
+                tracing::info!(client_id = %Text(&client.client_id), filter = %Text(filter.as_str()), "subscription revoked");
                 let removed = {
                     let mut st = session.state.lock();
                     let removed = st.remove_subscription(&filter).is_some();

@@ -245,7 +245,8 @@ impl PayloadProtection {
         let c = &i.counters;
         let refuse = |counter: &AtomicU64, code: ReasonCode, why: &str| {
             inc(counter);
-            tracing::info!(device = device.unwrap_or(""), topic = %message.topic, why, "protected payload refused");
+            // Debug-formatted: the topic is the client's text, escaped so it cannot break the line.
+            tracing::info!(device = ?device.unwrap_or(""), topic = ?message.topic.as_str(), why, "protected payload refused");
             HookAction::Refuse(code)
         };
         let header = match envelope::peek(&message.payload) {

@@ -6,11 +6,11 @@ use std::any::Any;
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use super::Shown;
 use crate::codec::ReasonCode;
 use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::plugin::{guarded, AuthExchange, AuthOutcome, ConnectInfo, Identity};
+use crate::shown::{Shown, Text};
 
 /// The answer of the chain for one step.
 #[derive(Debug)]
@@ -53,7 +53,7 @@ pub(crate) async fn plain(
 ) -> Result<Identity, ReasonCode> {
     if ctx.policy.authenticators.is_empty() {
         if !(in_process || ctx.policy.anonymous.allowed) {
-            tracing::info!(peer = %Shown(client.peer), client_id = %client.client_id, why = ctx.policy.anonymous.why, "anonymous client refused");
+            tracing::info!(peer = %Shown(client.peer), client_id = %Text(&client.client_id), why = ctx.policy.anonymous.why, "anonymous client refused");
             return Err(ReasonCode::NotAuthorized);
         }
         // Nobody checks names: the claimed one is all there is (open broker).
@@ -76,7 +76,7 @@ pub(crate) async fn plain(
             Ok(AuthOutcome::Defer) => continue,
             Err(failure) => {
                 Metrics::inc(&ctx.metrics.plugin_failures);
-                tracing::warn!(peer = %Shown(client.peer), client_id = %client.client_id, ?failure, "authenticator failed: connection refused");
+                tracing::warn!(peer = %Shown(client.peer), client_id = %Text(&client.client_id), ?failure, "authenticator failed: connection refused");
                 return Err(ReasonCode::NotAuthorized);
             }
         }
@@ -134,7 +134,7 @@ pub(crate) async fn enhanced(
             Ok(AuthOutcome::Deny(code)) => return Step::Deny(code),
             Err(failure) => {
                 Metrics::inc(&ctx.metrics.plugin_failures);
-                tracing::warn!(peer = %Shown(client.peer), client_id = %client.client_id, ?failure, "authenticator failed: authentication refused");
+                tracing::warn!(peer = %Shown(client.peer), client_id = %Text(&client.client_id), ?failure, "authenticator failed: authentication refused");
                 return Step::Deny(ReasonCode::NotAuthorized);
             }
         }

@@ -11,7 +11,7 @@ use bytestring::ByteString;
 
 use super::auth::{self, EnhancedAuth, Step};
 use super::writer::Writer;
-use super::{Connection, PeerInfo, Shown};
+use super::{Connection, PeerInfo};
 use crate::codec::{
     Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, DecodeError, DecodeLimits, Packet,
     PayloadFormat, ProtocolVersion, QoS, ReasonCode,
@@ -22,6 +22,7 @@ use crate::pipeline;
 use crate::plugin::{ClientInfo, ConnectInfo, Identity};
 use crate::registry::AttachRequest;
 use crate::session::LinkSignals;
+use crate::shown::{Shown, Text};
 use crate::topic::{is_bridge_state_topic, is_sys_topic};
 use crate::transport::{PacketReader, PacketWriter, ReadError};
 
@@ -699,7 +700,7 @@ async fn refuse<W: PacketWriter>(
         ack.properties.server_reference = server_reference;
         ack.properties.reason_string = Some(code.description().into());
     }
-    tracing::info!(peer = %Shown(peer.addr), client_id = %client_id, reason = %code, "connection refused");
+    tracing::info!(peer = %Shown(peer.addr), client_id = %Text(client_id), reason = %code, "connection refused");
     let settings = &*peer.settings;
     let mut packet = Packet::ConnAck(ack);
     let too_large = |p: &Packet| {

@@ -38,6 +38,7 @@ use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::plugin::{ClientInfo, ConnectInfo, DisconnectReason};
 use crate::session::{CloseReason, LinkSignals, Session, Wait};
+use crate::shown::{Shown, Text};
 use crate::topic::TopicName;
 use crate::transport::{PacketReader, PacketWriter, ReadError};
 
@@ -75,22 +76,6 @@ impl PeerInfo {
             .as_ref()
             .map(|t| t.evicted().clone())
             .unwrap_or_default()
-    }
-}
-
-/// A peer's address in logs: the address, or `unknown` for a listener that gives none.
-///
-/// Events at info and above name their connection themselves (`peer`, and `client_id` once
-/// known): the per-connection span is at DEBUG (see [`serve`]), so at the default level it
-/// is not there to say which client an event concerns.
-pub(crate) struct Shown(pub(crate) Option<SocketAddr>);
-
-impl std::fmt::Display for Shown {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(a) => a.fmt(f),
-            None => f.write_str("unknown"),
-        }
     }
 }
 
@@ -201,7 +186,7 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
         };
         tracing::Span::current().record(
             "client_id",
-            tracing::field::display(&conn.session.client_id),
+            tracing::field::display(Text(&conn.session.client_id)),
         );
         Metrics::inc(&ctx.metrics.clients_connected);
         ctx.policy
@@ -391,7 +376,7 @@ impl Connection {
             Exit::Closed => (CloseReason::Shutdown, true),
             Exit::Lost => (CloseReason::Silent, true),
             Exit::Violation(v) => {
-                tracing::info!(peer = %Shown(self.info.peer), client_id = %self.session.client_id, rule = v.rule(), code = %v.reason_code(), "protocol violation: connection closed");
+                tracing::info!(peer = %Shown(self.info.peer), client_id = %Text(&self.session.client_id), rule = v.rule(), code = %v.reason_code(), "protocol violation: connection closed");
                 self.ctx.metrics.protocol_error(v.rule());
                 (CloseReason::Disconnect(v.reason_code()), true)
             }

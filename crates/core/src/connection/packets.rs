@@ -11,6 +11,7 @@ use super::{Connection, Exit, Violation};
 use crate::codec::{Auth, AuthProperties, Disconnect, Packet, PubResponse, ReasonCode};
 use crate::gate::Gate;
 use crate::session::SessionState;
+use crate::shown::{Shown, Text};
 
 /// The rest of a packet's handling that has to wait (for a plugin, storage, or an
 /// authentication exchange): boxed, so the connection's own future stays small while it
@@ -72,7 +73,7 @@ impl Connection {
             | Packet::UnsubAck(_)
             | Packet::PingResp
             | Packet::Auth(_) => {
-                tracing::info!(peer = %super::Shown(self.info.peer), client_id = %self.session.client_id, packet = ?packet.packet_type(), "unexpected packet from client");
+                tracing::info!(peer = %Shown(self.info.peer), client_id = %Text(&self.session.client_id), packet = ?packet.packet_type(), "unexpected packet from client");
                 Err(Exit::Violation(Violation::ServerPacketFromClient))
             }
         };

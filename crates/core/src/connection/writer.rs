@@ -17,6 +17,7 @@ use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::plugin::DropReason;
 use crate::session::{CloseReason, LinkSignals, Session, SessionState, Stage};
+use crate::shown::Text;
 use crate::transport::PacketWriter;
 
 /// Buffered output (bytes; packets for in-process clients) past which a fill stops and the
@@ -204,7 +205,7 @@ impl<W: PacketWriter> Writer<W> {
             }
         }
         if let Err(e) = self.wire.packet(&packet, v) {
-            tracing::warn!(client_id = %self.session.client_id, error = %e, packet = ?packet.packet_type(), "cannot encode packet");
+            tracing::warn!(client_id = %Text(&self.session.client_id), error = %e, packet = ?packet.packet_type(), "cannot encode packet");
         }
     }
 
@@ -364,7 +365,7 @@ impl<W: PacketWriter> Writer<W> {
                     .packet(&Packet::PubRel(PubResponse::new(entry.id)), v),
             };
             if let Err(e) = r {
-                tracing::warn!(client_id = %self.session.client_id, error = %e, "cannot re-send an inflight message");
+                tracing::warn!(client_id = %Text(&self.session.client_id), error = %e, "cannot re-send an inflight message");
             }
         }
     }
@@ -440,7 +441,7 @@ impl<W: PacketWriter> Writer<W> {
             // same id; only "might have been sent" needs recording, as DUP.
             let sent = form.as_ref().unwrap_or(&delivery);
             if let Err(e) = self.send_publish(sent, qos, delivery.maybe_sent) {
-                tracing::warn!(client_id = %self.session.client_id, error = %e, topic = %delivery.message.topic, "cannot encode message");
+                tracing::warn!(client_id = %Text(&self.session.client_id), error = %e, topic = %Text(delivery.message.topic.as_str()), "cannot encode message");
             }
             if screen.hooks {
                 let event = (delivery.message, Event::Delivered(qos.qos()));

@@ -63,6 +63,14 @@ pub(crate) struct Lifecycle {
 }
 
 impl Context {
+    /// Starts the broker's shutdown: the token its tasks watch, every connection's close
+    /// (their signals are their own, see `Sessions::close_all`), no new tasks.
+    pub(crate) fn begin_shutdown(&self) {
+        self.lifecycle.shutdown.cancel();
+        self.sessions.close_all();
+        self.lifecycle.tracker.close();
+    }
+
     /// The settings for a connection starting now, kept for its whole life: what its
     /// CONNACK advertises is what it is held to.
     pub(crate) fn connection_settings(&self) -> Arc<Settings> {

@@ -62,9 +62,7 @@ impl Drop for Owner {
             return;
         }
         tracing::info!("last BrokerHandle dropped: broker shutting down");
-        lifecycle.shutdown.cancel();
-        self.ctx.sessions.close_all();
-        lifecycle.tracker.close();
+        self.ctx.begin_shutdown();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let ctx = Arc::clone(&self.ctx);
             runtime.spawn(async move {
@@ -220,11 +218,8 @@ impl BrokerHandle {
     /// Calling it again, or from another handle, waits for the same end.
     pub async fn shutdown(&self) {
         tracing::info!("broker shutting down");
-        let lifecycle = &self.ctx.lifecycle;
-        lifecycle.shutdown.cancel();
-        self.ctx.sessions.close_all();
-        lifecycle.tracker.close();
-        lifecycle.tracker.wait().await;
+        self.ctx.begin_shutdown();
+        self.ctx.lifecycle.tracker.wait().await;
         self.ctx.policy.hooks.events().close();
         self.ctx.journal.close().await;
     }

@@ -16,7 +16,7 @@ use crate::gate::Gate;
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::plugin::DropReason;
-use crate::session::{CloseReason, LinkSignals, Session, SessionState, Stage};
+use crate::session::{CloseReason, Link, LinkSignals, Session, SessionState, Stage};
 use crate::shown::Text;
 use crate::transport::PacketWriter;
 
@@ -303,11 +303,7 @@ impl<W: PacketWriter> Writer<W> {
 
     /// Moves gated control packets whose writes are now durable (or failed) to the outbox,
     /// in order; a failed write turns its acknowledgement into a refusal.
-    fn release_settled(
-        &mut self,
-        link: &mut crate::session::Link,
-        inbound_qos2: &mut crate::session::IdSet,
-    ) {
+    fn release_settled(&mut self, link: &mut Link, inbound_qos2: &mut crate::session::IdSet) {
         let Some(p) = self.ctx.journal.persistence() else {
             return;
         };
@@ -398,8 +394,7 @@ impl<W: PacketWriter> Writer<W> {
             // (never ahead of a control packet still waiting, such as their SUBACK).
             if st.queue.is_empty()
                 && st.retained_backlog.is_some()
-                && (st.link.as_ref())
-                    .is_some_and(|l| l.pending.as_ref().is_none_or(|p| p.is_empty()))
+                && st.link.as_ref().is_some_and(Link::nothing_gated)
             {
                 let room = window.saturating_sub(st.inflight.len()).max(16);
                 let refused = st.refill_retained(

@@ -79,7 +79,7 @@ impl RouteBench {
     pub fn route_and_take(&mut self) -> usize {
         let mut ops = Vec::new();
         let n = crate::pipeline::publish(&self.ctx, &self.message, &mut ops, &mut self.fanout);
-        self.fanout.congested.clear();
+        drop(self.fanout.take_congested());
         self.fanout.wake_all();
         for session in &self.sessions {
             let mut st = session.state.lock();

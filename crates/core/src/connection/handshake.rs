@@ -358,12 +358,11 @@ pub(super) struct Terms {
     pub(super) close_flush: Duration,
 }
 
-impl Terms {
-    /// How long the connection may be silent: 1.5 × Keep Alive (MQTT-3.1.2-24), if any.
-    fn keep_alive_timeout(&self) -> Option<Duration> {
-        let keep_alive = u64::from(self.keep_alive);
-        (keep_alive > 0).then(|| Duration::from_millis(keep_alive * 1500))
-    }
+/// How long a connection with this Keep Alive (seconds) may be silent: 1.5 × Keep Alive
+/// (MQTT-3.1.2-24), if any.
+pub(super) fn keep_alive_timeout(keep_alive: u16) -> Option<Duration> {
+    let keep_alive = u64::from(keep_alive);
+    (keep_alive > 0).then(|| Duration::from_millis(keep_alive * 1500))
 }
 
 /// Works out a client's [`Terms`].
@@ -502,7 +501,7 @@ async fn attach<W: PacketWriter>(
         version,
         signals: Arc::clone(&signals),
         limits: DecodeLimits::new(version).with_max_packet_size(terms.max_packet_size),
-        keep_alive: terms.keep_alive_timeout(),
+        keep_alive: terms.keep_alive,
         will_delay: (connect.will.as_ref())
             .map_or(0, |w| w.properties.will_delay_interval.unwrap_or(0)),
         will: connect.will.map(Box::new),

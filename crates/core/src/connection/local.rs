@@ -50,7 +50,7 @@ pub(crate) async fn open_local(
         Arc::clone(ctx),
         LocalReader { rx: from_client },
         LocalWriter {
-            tx: to_client,
+            tx: tokio_util::sync::PollSender::new(to_client),
             pending: Default::default(),
         },
         peer,

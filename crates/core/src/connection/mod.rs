@@ -26,12 +26,12 @@ pub(crate) use local::{open_local, LocalLink};
 pub(crate) use violation::Violation;
 
 use hashbrown::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::Poll;
 
 use bytes::Bytes;
-use tracing::Instrument;
 
 use crate::codec::{DecodeLimits, LastWill, ProtocolVersion, ReasonCode};
 use crate::context::Context;
@@ -90,7 +90,8 @@ pub(crate) struct Connection {
     version: ProtocolVersion,
     signals: Arc<LinkSignals>,
     limits: DecodeLimits,
-    keep_alive: Option<Duration>,
+    /// Keep Alive in force, in seconds (0: none); see `handshake::keep_alive_timeout`.
+    keep_alive: u16,
     /// Boxed: most clients have none, and inline it would cost every connection.
     will: Option<Box<LastWill>>,
     /// Will Delay Interval in seconds (v5; 0 before).
@@ -165,24 +166,26 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
         let accepted = tokio::select! {
             r = handshake::accept(&ctx, &mut reader, wire, &peer) => r,
             // Evicted to make room: dropped at once, nothing to say.
-            _ = evicted.cancelled() => return Err(None),
+            _ = evicted.cancelled() => return None,
         };
         match accepted {
             // Boxed: inline, the parts would keep a slot of their size in the task beside
             // the same values once they are moved out (the layout cannot overlap them).
-            Some((conn, writer)) => Ok(Box::new((conn, writer, reader, ctx))),
+            Some((conn, writer)) => Some(Box::new((conn, writer, reader, ctx))),
             // Refused (or failed) in the handshake: a refusing CONNACK may be on its way.
-            None => Err(Some(reader)),
+            // Lingered here, so that what this future returns is a pointer, not a reader.
+            None => {
+                linger(reader).await;
+                None
+            }
         }
     });
-    async move {
+    let serving = async move {
+        // Moved out of the box in the match arm, so that the box is freed here, not held
+        // for the connection's life.
         let (mut conn, writer, mut reader, ctx) = match start.await {
-            Ok(parts) => *parts,
-            Err(Some(reader)) => {
-                linger(reader).await;
-                return;
-            }
-            Err(None) => return,
+            Some(parts) => *parts,
+            None => return,
         };
         tracing::Span::current().record(
             "client_id",
@@ -198,14 +201,10 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
         let (exit, wire) = {
             let read = conn.read_loop(&mut reader);
             tokio::pin!(read);
-            let first = tokio::select! {
-                exit = &mut read => Err(exit),
-                // The writer ends first only once the connection is closing (taken over,
-                // shut down, or a write failed); the reader then sees the close signal.
-                // Boxed while the reader finishes, to keep this future small.
-                wire = &mut writer => Ok(Box::new(wire)),
-            };
-            match first {
+            // The writer ends first only once the connection is closing (taken over, shut
+            // down, or a write failed); the reader then sees the close signal. Boxed while
+            // the reader finishes, to keep this future small.
+            match first_to_end(read.as_mut(), writer.as_mut()).await {
                 Err(exit) => (exit, None),
                 Ok(wire) => (read.await, Some(wire)),
             }
@@ -216,8 +215,57 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
         // read what the client still sends for a moment, so that closing does not reset
         // the connection before the client could read it.
         linger(reader).await;
+    };
+    InSpan {
+        span: (!span.is_disabled()).then(|| Box::new(span)),
+        inner: serving,
     }
-    .instrument(span)
+}
+
+/// Polls the reader's and the writer's futures (both in the connection's task) until one
+/// ends: `Err` with the reader's exit, or `Ok` with the writer's wire. Both are polled on each
+/// poll, taking turns at going first, so that neither can use up the task's budget every time.
+fn first_to_end<'a, A: Future, B: Future>(
+    mut read: std::pin::Pin<&'a mut A>,
+    mut writer: std::pin::Pin<&'a mut B>,
+) -> impl Future<Output = Result<Box<B::Output>, A::Output>> + 'a {
+    let mut writer_first = false;
+    std::future::poll_fn(move |cx| {
+        writer_first = !writer_first;
+        if writer_first {
+            if let Poll::Ready(wire) = writer.as_mut().poll(cx) {
+                return Poll::Ready(Ok(Box::new(wire)));
+            }
+        }
+        if let Poll::Ready(exit) = read.as_mut().poll(cx) {
+            return Poll::Ready(Err(exit));
+        }
+        if writer_first {
+            return Poll::Pending;
+        }
+        writer.as_mut().poll(cx).map(|wire| Ok(Box::new(wire)))
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's future, entering its `conn` span on each poll when that span is
+    /// enabled (`tracing::Instrumented` would keep a disabled span's 40 bytes in every
+    /// connection's task; this keeps a pointer).
+    struct InSpan<F> {
+        span: Option<Box<tracing::Span>>,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future> Future for InSpan<F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _entered = this.span.as_ref().map(|span| span.enter());
+        this.inner.poll(cx)
+    }
 }
 
 /// Reads and drops what the client still sends, for at most `CLOSE_LINGER`. Boxed, with the
@@ -232,81 +280,101 @@ fn linger<R: PacketReader>(
 }
 
 impl Connection {
-    async fn read_loop<R: PacketReader>(&mut self, reader: &mut R) -> Exit {
-        // MQTT-3.1.2-24: one timer for the connection, re-armed only when it fires, rather
-        // than a timer per packet; it checks the time of the last packet.
-        let mut keep_alive = self
-            .keep_alive
-            .map(|limit| (limit, Box::pin(tokio::time::sleep(limit))));
-        let mut last_packet = tokio::time::Instant::now();
-        // A packet that is already buffered is read first: the close flag and the timer are
-        // looked at when the reader would wait, and every 32 packets.
-        let signals = Arc::clone(&self.signals);
-        let mut packets = 0u32;
-        loop {
-            packets = packets.wrapping_add(1);
-            if packets.is_multiple_of(32) && signals.is_closed() {
-                return Exit::Closed;
-            }
-            let result = tokio::select! {
-                biased;
-                r = reader.read(&self.limits) => r,
-                _ = std::future::poll_fn(|cx| signals.closing(cx)) => return Exit::Closed,
-                _ = async {
-                    match keep_alive.as_mut() {
-                        Some((_, timer)) => timer.as_mut().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    if let Some((limit, timer)) = keep_alive.as_mut() {
-                        let last = reader.last_packet().map_or(last_packet, |t| t.max(last_packet));
-                        let due = last + *limit;
-                        if tokio::time::Instant::now() >= due {
+    /// Reads and applies packets until the connection ends. A plain function returning the
+    /// future, for the reason given at `serve`.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn read_loop<'a, R: PacketReader>(
+        &'a mut self,
+        reader: &'a mut R,
+    ) -> impl Future<Output = Exit> + Send + 'a {
+        async move {
+            // MQTT-3.1.2-24: one timer for the connection, re-armed only when it fires, rather
+            // than a timer per packet; it checks the time of the last packet.
+            let mut keep_alive = handshake::keep_alive_timeout(self.keep_alive)
+                .map(|limit| Box::pin(tokio::time::sleep(limit)));
+            let mut last_packet = tokio::time::Instant::now();
+            // A packet that is already buffered is read first: the close flag and the timer are
+            // looked at when the reader would wait, and every 32 packets.
+            let mut packets = 0u32;
+            loop {
+                packets = packets.wrapping_add(1);
+                if packets.is_multiple_of(32) && self.signals.is_closed() {
+                    return Exit::Closed;
+                }
+                let next = next_step(reader, &self.limits, &self.signals, &mut keep_alive);
+                // Matched as the await's value, not kept in a local: a local would keep a
+                // packet's size in this future while the packet's handling waits.
+                let result = match next.await {
+                    Step::Read(r) => r,
+                    Step::Closed => return Exit::Closed,
+                    Step::Timer => {
+                        let last = reader
+                            .last_packet()
+                            .map_or(last_packet, |t| t.max(last_packet));
+                        if self.keep_alive_expired(&mut keep_alive, last) {
                             return Exit::KeepAliveTimeout;
                         }
-                        timer.as_mut().reset(due);
+                        continue;
                     }
-                    continue;
+                };
+                // Taken apart in a function: a match here would keep the whole result (a
+                // packet's size) in this future while the packet's handling waits.
+                let packet = match packet_or_exit(result) {
+                    Ok(packet) => packet,
+                    Err(exit) => return exit,
+                };
+                let mut waited = false;
+                match self.handle(packet) {
+                    Ok(None) => {}
+                    Ok(Some(later)) => {
+                        waited = true;
+                        if let Err(exit) = later.await {
+                            return exit;
+                        }
+                    }
+                    Err(exit) => return exit,
                 }
-            };
-            // Taken apart in a function: a match here would keep the whole result (a
-            // packet's size) in this future while the packet's handling waits.
-            let packet = match packet_or_exit(result) {
-                Ok(packet) => packet,
-                Err(exit) => return exit,
-            };
-            let mut waited = false;
-            match self.handle(packet) {
-                Ok(None) => {}
-                Ok(Some(later)) => {
+                // Writers are woken once the buffered packets are routed (at most 256 at a
+                // time), not per message: see `session::Fanout`.
+                if (self.received > 0 || self.fanout.has_work())
+                    && (packets.is_multiple_of(256) || !reader.holds_packet())
+                {
+                    self.end_run();
+                }
+                if self.fanout.is_congested() {
                     waited = true;
-                    if let Err(exit) = later.await {
+                    // Boxed: pauses are rare, and inline the wait would enlarge every task.
+                    if let Err(exit) = Box::pin(self.flow_control()).await {
                         return exit;
                     }
                 }
-                Err(exit) => return exit,
-            }
-            // Writers are woken once the buffered packets are routed (at most 256 at a
-            // time), not per message: see `session::Fanout`.
-            if (self.received > 0 || self.fanout.has_work())
-                && (packets.is_multiple_of(256) || !reader.holds_packet())
-            {
-                self.end_run();
-            }
-            if !self.fanout.congested.is_empty() {
-                waited = true;
-                // Boxed: pauses are rare, and inline the wait would enlarge every task.
-                if let Err(exit) = Box::pin(self.flow_control()).await {
-                    return exit;
+                if keep_alive.is_some() && (waited || reader.last_packet().is_none()) {
+                    // After a wait (for a plugin, storage or a paused subscriber): that time is
+                    // not the client's silence. A reader that records when bytes arrive needs
+                    // no clock reading per packet otherwise.
+                    last_packet = tokio::time::Instant::now();
                 }
             }
-            if keep_alive.is_some() && (waited || reader.last_packet().is_none()) {
-                // After a wait (for a plugin, storage or a paused subscriber): that time is
-                // not the client's silence. A reader that records when bytes arrive needs
-                // no clock reading per packet otherwise.
-                last_packet = tokio::time::Instant::now();
-            }
         }
+    }
+
+    /// When the keep-alive timer fires: whether the client has been silent for longer than
+    /// the limit since `last` (its last packet); if not, the timer is re-armed for then.
+    fn keep_alive_expired(
+        &self,
+        timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+        last: tokio::time::Instant,
+    ) -> bool {
+        let (Some(limit), Some(timer)) = (handshake::keep_alive_timeout(self.keep_alive), timer)
+        else {
+            return false;
+        };
+        let due = last + limit;
+        if tokio::time::Instant::now() >= due {
+            return true;
+        }
+        timer.as_mut().reset(due);
+        false
     }
 
     /// Ends a run of packets: queues what routing held back, wakes the writers, counts.
@@ -327,7 +395,7 @@ impl Connection {
         let deadline = tokio::time::Instant::now() + limits.flow_control_pause;
         // The writers this reader would wait for must be running.
         self.end_run();
-        let congested = std::mem::take(&mut self.fanout.congested);
+        let congested = self.fanout.take_congested();
         // SeqCst on both sides (store here, load in `wait_drained`): of two readers pausing
         // for each other at once, at least one sees the other paused and does not wait.
         self.signals.paused.store(true, Ordering::SeqCst);
@@ -357,8 +425,7 @@ impl Connection {
         }
         self.signals.paused.store(false, Ordering::SeqCst);
         // Keep the allocation for the next time.
-        self.fanout.congested = congested;
-        self.fanout.congested.clear();
+        self.fanout.keep_congested(congested);
         result
     }
 
@@ -423,6 +490,38 @@ impl Connection {
         let mut wire = wire;
         let _ = tokio::time::timeout(close_flush, wire.shutdown()).await;
     }
+}
+
+/// The next packet, the close signal or the keep-alive timer, in that order, in one poll
+/// function: the task holds no future of its own for any of them while the connection
+/// waits (issue 19).
+fn next_step<'a, R: PacketReader>(
+    reader: &'a mut R,
+    limits: &'a DecodeLimits,
+    signals: &'a LinkSignals,
+    keep_alive: &'a mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+) -> impl Future<Output = Step> + Send + 'a {
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(r) = reader.poll_read(cx, limits) {
+            return Poll::Ready(Step::Read(r));
+        }
+        if signals.closing(cx).is_ready() {
+            return Poll::Ready(Step::Closed);
+        }
+        match keep_alive.as_mut() {
+            Some(timer) => timer.as_mut().poll(cx).map(|()| Step::Timer),
+            None => Poll::Pending,
+        }
+    })
+}
+
+/// What woke the reader loop. A value handed out of a poll and matched at once, never
+/// kept, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    Read(Result<Option<crate::codec::Packet>, ReadError>),
+    Closed,
+    Timer,
 }
 
 /// The packet a read produced, or why the connection ends.

@@ -145,7 +145,7 @@ impl Connection {
         let mut st = self.session.state.lock();
         let outcome = f(&mut st);
         if let Some(link) = &st.link {
-            link.signals.wake.notify_one();
+            link.signals.wake();
         }
         outcome
     }

@@ -6,6 +6,7 @@
 //! their original order (MQTT-4.4.0-1), then queued messages while the inflight window
 //! allows.
 
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,32 +126,40 @@ impl<W: PacketWriter> Writer<W> {
                 }
                 if self.wire.pending() > 0 {
                     // A flush to a client that does not read may wait long: closing ends it.
-                    let signals = &self.signals;
-                    let flushed = tokio::select! {
-                        r = self.wire.flush() => r,
-                        _ = std::future::poll_fn(|cx| signals.closing(cx)) => continue,
-                    };
+                    let (signals, wire) = (&self.signals, &mut self.wire);
+                    let flushed = std::future::poll_fn(|cx| {
+                        if signals.closing(cx).is_ready() {
+                            return std::task::Poll::Ready(None);
+                        }
+                        wire.poll_flush(cx).map(Some)
+                    })
+                    .await;
+                    let Some(flushed) = flushed else { continue };
                     if flushed.is_err() {
                         self.signals.close(CloseReason::Silent);
                         continue;
                     }
                     continue;
                 }
-                let waiting = self.waiting_on_storage;
-                let durable = &mut self.durable;
+                // Until something is queued, the connection closes, or (with storage) more
+                // becomes durable. One poll function, not a select of futures: an idle
+                // connection's task holds nothing for this wait but the box of the storage
+                // wait, and that only while control packets wait on storage.
+                let mut durable = match (&mut self.durable, self.waiting_on_storage) {
+                    (Some(d), true) => Some(Box::pin(d.changed())),
+                    _ => None,
+                };
                 let signals = &self.signals;
-                tokio::select! {
-                    _ = signals.wake.notified() => {}
-                    _ = std::future::poll_fn(|cx| signals.closing(cx)) => {}
-                    _ = async {
-                        match durable.as_mut() {
-                            // Boxed: only with storage; inline it would enlarge every
-                            // connection's task.
-                            Some(d) => { let _ = Box::pin(d.changed()).await; }
-                            None => std::future::pending::<()>().await,
-                        }
-                    }, if waiting => {}
-                }
+                std::future::poll_fn(|cx| {
+                    if signals.woken(cx).is_ready() {
+                        return std::task::Poll::Ready(());
+                    }
+                    match durable.as_mut() {
+                        Some(changed) => changed.as_mut().poll(cx).map(drop),
+                        None => std::task::Poll::Pending,
+                    }
+                })
+                .await;
             }
         }
     }

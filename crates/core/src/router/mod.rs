@@ -409,7 +409,7 @@ fn deliver(
     match session.enqueue(delivery, services.limits, services.journal, fanout) {
         Ok((Queued::Ok, gate)) => CopyOutcome::Queued(gate),
         Ok((Queued::Congested, gate)) => {
-            fanout.congested.push(Arc::clone(session));
+            fanout.congest(session);
             CopyOutcome::Queued(gate)
         }
         Err(e) => {
@@ -509,7 +509,7 @@ fn queue_for(
         }
     }
     if congested {
-        fanout.congested.push(Arc::clone(session));
+        fanout.congest(session);
     }
     for (message, reason) in refusals {
         hooks.each(services.metrics, |h| {

@@ -25,8 +25,6 @@ use crate::message::Delivery;
 /// end of the caller's run.
 #[derive(Default)]
 pub(crate) struct Fanout {
-    /// Sessions whose queue reached the flow-control threshold (connected ones only).
-    pub(crate) congested: Vec<Arc<Session>>,
     /// Whether copies of QoS 0 messages are held back (a connection's reader).
     batching: bool,
     /// Boxed, and made on first use: a connection that never publishes (most idle ones)
@@ -37,6 +35,8 @@ pub(crate) struct Fanout {
 /// What a [`Fanout`] has still to do.
 #[derive(Default)]
 struct Pending {
+    /// Sessions whose queue reached the flow-control threshold (connected ones only).
+    congested: Vec<Arc<Session>>,
     /// Writers to wake, each once.
     wakes: Vec<Arc<LinkSignals>>,
     /// The writers in `wakes`, by address.
@@ -64,7 +64,6 @@ impl Fanout {
     /// queues them with `router::settle` at the end of each run.
     pub(crate) fn batching() -> Self {
         Self {
-            congested: Vec::new(),
             batching: true,
             pending: None,
         }
@@ -77,6 +76,35 @@ impl Fanout {
 
     fn pending(&mut self) -> &mut Pending {
         self.pending.get_or_insert_with(Box::default)
+    }
+
+    /// Notes that `session`'s queue reached the flow-control threshold.
+    pub(crate) fn congest(&mut self, session: &Arc<Session>) {
+        self.pending().congested.push(Arc::clone(session));
+    }
+
+    /// Whether a queue reached the flow-control threshold since the last `take_congested`.
+    pub(crate) fn is_congested(&self) -> bool {
+        self.pending
+            .as_ref()
+            .is_some_and(|p| !p.congested.is_empty())
+    }
+
+    /// The sessions whose queue reached the flow-control threshold; hand the list back
+    /// with [`Fanout::keep_congested`] to keep its room.
+    pub(crate) fn take_congested(&mut self) -> Vec<Arc<Session>> {
+        self.pending
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.congested))
+            .unwrap_or_default()
+    }
+
+    /// Keeps the room of a list from `take_congested`, emptied, for the next time.
+    pub(crate) fn keep_congested(&mut self, mut list: Vec<Arc<Session>>) {
+        list.clear();
+        if let Some(p) = self.pending.as_mut() {
+            p.congested = list;
+        }
     }
 
     /// Holds `delivery` back for `session`. True when what is held has reached its bound
@@ -156,7 +184,7 @@ impl Fanout {
             return;
         };
         for signals in p.wakes.drain(..) {
-            signals.wake.notify_one();
+            signals.wake();
         }
         if p.seen.capacity() > KEEP {
             p.seen = hashbrown::HashSet::new();
@@ -191,10 +219,8 @@ mod tests {
         }
         assert_eq!(fanout.pending().wakes.len(), 2, "one entry per writer");
         let pending = |s: &LinkSignals| {
-            let notified = s.wake.notified();
-            tokio::pin!(notified);
-            // `enable` is true when a permit is already stored.
-            notified.as_mut().enable()
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            s.woken(&mut cx).is_ready()
         };
         assert!(!pending(&a), "not woken before wake_all");
         fanout.wake_all();
@@ -208,8 +234,7 @@ mod tests {
         let mut fanout = Fanout::default();
         fanout.wake_later(&a);
         drop(fanout);
-        let notified = a.wake.notified();
-        tokio::pin!(notified);
-        assert!(notified.as_mut().enable());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(a.woken(&mut cx).is_ready());
     }
 }

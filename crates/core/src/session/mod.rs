@@ -68,19 +68,21 @@ pub(crate) enum CloseReason {
 
 /// Signals between a connection's reader, its writer, and the rest of the broker.
 ///
-/// Closing is a flag, not a future each side keeps: [`LinkSignals::close`] sets it, wakes the
-/// connection's task (the waker its reader and writer leave through [`LinkSignals::closing`])
-/// and the publishers waiting on `drained`. An idle connection so holds no wait of its own
-/// for its close (issue 19: the reader's and the writer's took 72 bytes of its task each,
-/// and a cancellation token another ~100 bytes).
+/// Work for the writer and closing are flags, not futures each side keeps: [`LinkSignals::wake`]
+/// and [`LinkSignals::close`] set theirs and wake the connection's one task (its reader and
+/// writer run in it side by side and leave the same waker, through [`LinkSignals::closing`]
+/// and [`LinkSignals::woken`]); `close` also wakes the publishers waiting on `drained`. An
+/// idle connection so holds no wait of its own (issue 19: the reader's and the writer's
+/// close waits took 72 bytes of its task each, a cancellation token another ~100, and the
+/// writer's `Notify` wait ~90 more).
 #[derive(Debug)]
 pub(crate) struct LinkSignals {
-    /// Wakes the writer: something was queued.
-    pub(crate) wake: Notify,
+    /// The connection's task: woken when the writer has work or the connection must close.
+    task: atomic_waker::AtomicWaker,
+    /// Set when something was queued for the writer; cleared when it looks.
+    work: AtomicBool,
     /// Set once, when the connection must close.
     closed: AtomicBool,
-    /// The connection's task, woken when it must close (see [`LinkSignals::closing`]).
-    task: Mutex<Option<std::task::Waker>>,
     /// Wakes publishers paused by flow control: the queue is down to half the threshold,
     /// or the connection is closing.
     pub(crate) drained: Notify,
@@ -93,9 +95,9 @@ pub(crate) struct LinkSignals {
 impl LinkSignals {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
-            wake: Notify::new(),
+            task: atomic_waker::AtomicWaker::new(),
+            work: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            task: Mutex::new(None),
             drained: Notify::new(),
             paused: AtomicBool::new(false),
             reason: Mutex::new(None),
@@ -106,12 +108,32 @@ impl LinkSignals {
     pub(crate) fn close(&self, reason: CloseReason) {
         self.reason.lock().get_or_insert(reason);
         if !self.closed.swap(true, Ordering::SeqCst) {
-            let task = self.task.lock().take();
-            if let Some(task) = task {
-                task.wake();
-            }
+            self.task.wake();
             self.drained.notify_waiters();
         }
+    }
+
+    /// Tells the writer that something was queued for it. Only the first call after the
+    /// writer last looked wakes the task: the rest find the flag set.
+    pub(crate) fn wake(&self) {
+        if !self.work.swap(true, Ordering::AcqRel) {
+            self.task.wake();
+        }
+    }
+
+    /// For the writer: ready once something was queued since it last looked (clearing the
+    /// flag) or the connection is closing; until then, leaves the task's waker.
+    pub(crate) fn woken(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let ready = || self.work.swap(false, Ordering::AcqRel) || self.is_closed();
+        if ready() {
+            return std::task::Poll::Ready(());
+        }
+        self.task.register(cx.waker());
+        // Woken while the waker was being left: `wake` may have found none.
+        if ready() {
+            return std::task::Poll::Ready(());
+        }
+        std::task::Poll::Pending
     }
 
     /// True once [`LinkSignals::close`] was called.
@@ -126,13 +148,7 @@ impl LinkSignals {
         if self.is_closed() {
             return std::task::Poll::Ready(());
         }
-        {
-            let mut task = self.task.lock();
-            match &*task {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => *task = Some(cx.waker().clone()),
-            }
-        }
+        self.task.register(cx.waker());
         // Closed while the waker was being left: `close` may have taken the old one.
         if self.is_closed() {
             return std::task::Poll::Ready(());
@@ -362,7 +378,7 @@ impl Session {
                 subscription_id,
             });
         if let Some(link) = &st.link {
-            link.signals.wake.notify_one();
+            link.signals.wake();
         }
         cut
     }
@@ -443,7 +459,7 @@ impl Session {
                     let pending = link.pending.get_or_insert_with(Box::default);
                     pending.push_back((gate, packet));
                 }
-                link.signals.wake.notify_one();
+                link.signals.wake();
                 true
             }
             _ => false,

@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -40,11 +41,25 @@ pub(crate) enum ReadError {
 
 /// The incoming half of a connection.
 pub(crate) trait PacketReader: Send + 'static {
-    /// The next packet; `Ok(None)` at a clean end of stream. Cancel safe.
-    fn read(
+    /// Polls for the next packet; `Ok(None)` at a clean end of stream. What was read but
+    /// not yet decoded stays in the reader, so a caller may stop polling at any time.
+    ///
+    /// Polled, not awaited: the connection waits for its next packet, its close signal and
+    /// its keep-alive timer in one poll function, so that an idle connection's task holds
+    /// no read future (issue 19).
+    fn poll_read(
         &mut self,
+        cx: &mut Context<'_>,
         limits: &DecodeLimits,
-    ) -> impl Future<Output = Result<Option<Packet>, ReadError>> + Send;
+    ) -> Poll<Result<Option<Packet>, ReadError>>;
+
+    /// The next packet; `Ok(None)` at a clean end of stream. Cancel safe.
+    fn read<'a>(
+        &'a mut self,
+        limits: &'a DecodeLimits,
+    ) -> impl Future<Output = Result<Option<Packet>, ReadError>> + Send + 'a {
+        std::future::poll_fn(move |cx| self.poll_read(cx, limits))
+    }
 
     /// When the last complete packet arrived, if this reader keeps track (one clock
     /// reading per read from the stream rather than one per packet); `None` if it does
@@ -86,8 +101,15 @@ pub(crate) trait PacketWriter: Send + 'static {
     ) -> Result<(), EncodeError>;
     /// Bytes or packets buffered and not yet written.
     fn pending(&self) -> usize;
+    /// Polls to write everything buffered. What was not written stays buffered, so a
+    /// caller may stop polling at any time. Polled, for the same reason as
+    /// [`PacketReader::poll_read`].
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
     /// Writes everything buffered. Cancel safe: what was not written stays buffered.
-    fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        std::future::poll_fn(move |cx| self.poll_flush(cx))
+    }
     /// Closes the outgoing direction.
     fn shutdown(&mut self) -> impl Future<Output = ()> + Send;
 }
@@ -98,12 +120,13 @@ pub(crate) struct NetReader<R> {
     buf: BytesMut,
     /// How much to ask the socket for next: grows while reads fill it (a busy publisher),
     /// shrinks while they do not (an idle client), so idle connections hold little memory.
-    chunk: usize,
+    chunk: u32,
+    /// Bytes arrived since the last complete packet was taken.
+    fresh: bool,
     metrics: Arc<Metrics>,
-    /// When the last read from the stream returned bytes.
-    last_read: tokio::time::Instant,
-    /// When the last complete packet arrived: the time of the read that completed it (for
-    /// keep-alive, which counts packets, not bytes: MQTT-3.1.2-24).
+    /// When the last complete packet arrived (for keep-alive, which counts packets, not
+    /// bytes: MQTT-3.1.2-24): the clock is read for the first packet a read completed,
+    /// not per packet.
     last_packet: tokio::time::Instant,
 }
 
@@ -113,17 +136,17 @@ impl<R> NetReader<R> {
             io,
             buf: BytesMut::new(),
             chunk: READ_CHUNK_MIN,
+            fresh: false,
             metrics,
-            last_read: tokio::time::Instant::now(),
             last_packet: tokio::time::Instant::now(),
         }
     }
 }
 
 /// The most to ask the socket for at a time.
-const READ_CHUNK: usize = 8 * 1024;
+const READ_CHUNK: u32 = 8 * 1024;
 /// The least: enough for CONNECT, PINGREQ and small publishes of a quiet client.
-const READ_CHUNK_MIN: usize = 512;
+const READ_CHUNK_MIN: u32 = 512;
 
 /// Bytes read into the connection's own stack frame while it holds no buffer: enough for a
 /// PINGREQ or a small PUBLISH, and the buffer is allocated only once something arrived.
@@ -150,21 +173,29 @@ impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
         }
     }
 
-    async fn read(&mut self, limits: &DecodeLimits) -> Result<Option<Packet>, ReadError> {
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        limits: &DecodeLimits,
+    ) -> Poll<Result<Option<Packet>, ReadError>> {
         loop {
             if let Some(packet) = decode(&mut self.buf, limits)? {
                 // Completed by the latest read: no clock reading per packet. Bytes of a
                 // packet that never completes keep nobody alive (a slowloris defence).
-                self.last_packet = self.last_read;
-                return Ok(Some(packet));
+                if std::mem::take(&mut self.fresh) {
+                    self.last_packet = tokio::time::Instant::now();
+                }
+                return Poll::Ready(Ok(Some(packet)));
             }
             let n = if self.buf.is_empty() && self.chunk == READ_CHUNK_MIN {
                 // A quiet client: give the buffer back and wait with none, so an idle
                 // connection holds no read buffer at all.
                 self.buf = BytesMut::new();
                 let mut probe = [0u8; READ_PROBE];
-                let n = self.io.read(&mut probe).await?;
-                self.buf.reserve(self.chunk.max(n));
+                let mut filled = tokio::io::ReadBuf::new(&mut probe);
+                ready!(std::pin::Pin::new(&mut self.io).poll_read(cx, &mut filled))?;
+                let n = filled.filled().len();
+                self.buf.reserve((self.chunk as usize).max(n));
                 self.buf.extend_from_slice(&probe[..n]);
                 if n == READ_PROBE {
                     // More may be waiting: a busy client after a quiet spell.
@@ -172,26 +203,30 @@ impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
                 }
                 n
             } else {
-                self.buf.reserve(self.chunk);
+                self.buf.reserve(self.chunk as usize);
                 let room = self.buf.capacity() - self.buf.len();
-                let n = self.io.read_buf(&mut self.buf).await?;
+                let n = ready!(tokio_util::io::poll_read_buf(
+                    std::pin::Pin::new(&mut self.io),
+                    cx,
+                    &mut self.buf
+                ))?;
                 if n >= room {
                     self.chunk = (self.chunk * 2).min(READ_CHUNK);
-                } else if n < self.chunk / 4 {
+                } else if n < (self.chunk / 4) as usize {
                     self.chunk = (self.chunk / 2).max(READ_CHUNK_MIN);
                 }
                 n
             };
             if n == 0 {
-                return if self.buf.is_empty() {
+                return Poll::Ready(if self.buf.is_empty() {
                     Ok(None)
                 } else {
                     Err(io::Error::from(io::ErrorKind::UnexpectedEof).into())
-                };
+                });
             }
             Metrics::add(&self.metrics.bytes_received, n as u64);
             Metrics::inc(&self.metrics.network_reads);
-            self.last_read = tokio::time::Instant::now();
+            self.fresh = true;
         }
     }
 }
@@ -204,8 +239,13 @@ const ZERO_COPY_MIN: usize = 2048;
 pub(crate) struct NetWriter<W> {
     io: W,
     buf: BytesMut,
-    chunks: VecDeque<Bytes>,
+    /// Buffers written from where they are (large payloads), behind the batch; boxed, as
+    /// most connections never send one.
+    #[allow(clippy::box_collection)] // on purpose: 8 bytes per connection, not 32
+    chunks: Option<Box<VecDeque<Bytes>>>,
     metrics: Arc<Metrics>,
+    /// While a batch is being written: whether it was small (see `poll_flush`).
+    small: Option<bool>,
 }
 
 impl<W> NetWriter<W> {
@@ -213,8 +253,9 @@ impl<W> NetWriter<W> {
         Self {
             io,
             buf: BytesMut::new(),
-            chunks: VecDeque::new(),
+            chunks: None,
             metrics,
+            small: None,
         }
     }
 }
@@ -253,8 +294,9 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketWriter for NetWriter<W> {
             None => form.write_head(&mut self.buf, dup, qos, delivery.retain)?,
         };
         if payload.len() >= ZERO_COPY_MIN {
-            self.chunks.push_back(self.buf.split().freeze());
-            self.chunks.push_back(payload.clone());
+            let chunks = self.chunks.get_or_insert_with(Box::default);
+            chunks.push_back(self.buf.split().freeze());
+            chunks.push_back(payload.clone());
         } else {
             self.buf.extend_from_slice(payload);
         }
@@ -262,19 +304,24 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketWriter for NetWriter<W> {
     }
 
     fn pending(&self) -> usize {
-        self.buf.len() + self.chunks.iter().map(Bytes::len).sum::<usize>()
+        let chunks = self.chunks.iter().flat_map(|c| c.iter());
+        self.buf.len() + chunks.map(Bytes::len).sum::<usize>()
     }
 
-    async fn flush(&mut self) -> io::Result<()> {
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // A small batch (a CONNACK, a PINGRESP, a quiet subscriber's message) gives its
         // buffer back once written, so an idle connection holds none; a busy writer keeps
-        // its buffer from batch to batch.
-        let small = self.chunks.is_empty() && self.buf.len() <= WRITE_BUFFER_KEPT_FROM;
-        self.write_all_pending().await?;
+        // its buffer from batch to batch. Decided when the batch starts to be written.
+        let small = *self.small.get_or_insert_with(|| {
+            self.chunks.is_none() && self.buf.len() <= WRITE_BUFFER_KEPT_FROM
+        });
+        let written = ready!(self.poll_write_pending(cx));
+        self.small = None;
+        written?;
         if small {
             self.buf = BytesMut::new();
         }
-        self.io.flush().await
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
     }
 
     async fn shutdown(&mut self) {
@@ -287,49 +334,50 @@ const WRITE_BUFFER_KEPT_FROM: usize = 512;
 
 impl<W: AsyncWrite + Unpin + Send + 'static> NetWriter<W> {
     /// Writes the batch buffer and the chunks queued behind it.
-    async fn write_all_pending(&mut self) -> io::Result<()> {
+    fn poll_write_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // The common case, everything in the batch buffer: written from it directly, with
         // no list of slices to build.
-        while self.chunks.is_empty() && !self.buf.is_empty() {
-            let n = self.io.write(&self.buf).await?;
+        while self.chunks.is_none() && !self.buf.is_empty() {
+            let n = ready!(std::pin::Pin::new(&mut self.io).poll_write(cx, &self.buf))?;
             if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             Metrics::add(&self.metrics.bytes_sent, n as u64);
             Metrics::inc(&self.metrics.network_writes);
             self.buf.advance(n);
         }
+        let Some(chunks) = self.chunks.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
         if !self.buf.is_empty() {
-            self.chunks.push_back(self.buf.split().freeze());
+            chunks.push_back(self.buf.split().freeze());
         }
-        while !self.chunks.is_empty() {
-            let slices: Vec<IoSlice<'_>> = self
-                .chunks
-                .iter()
-                .take(64)
-                .map(|c| IoSlice::new(c))
-                .collect();
-            let mut n = self.io.write_vectored(&slices).await?;
+        while !chunks.is_empty() {
+            let slices: Vec<IoSlice<'_>> =
+                chunks.iter().take(64).map(|c| IoSlice::new(c)).collect();
+            let mut n = ready!(std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, &slices))?;
             drop(slices);
             if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             Metrics::add(&self.metrics.bytes_sent, n as u64);
             Metrics::inc(&self.metrics.network_writes);
             while n > 0 {
-                let Some(front) = self.chunks.front_mut() else {
+                let Some(front) = chunks.front_mut() else {
                     break;
                 };
                 if n >= front.len() {
                     n -= front.len();
-                    self.chunks.pop_front();
+                    chunks.pop_front();
                 } else {
                     front.advance(n);
                     n = 0;
                 }
             }
         }
-        Ok(())
+        // Written: the list goes until the next large payload.
+        self.chunks = None;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -340,8 +388,12 @@ pub(crate) struct LocalReader {
 }
 
 impl PacketReader for LocalReader {
-    async fn read(&mut self, _limits: &DecodeLimits) -> Result<Option<Packet>, ReadError> {
-        Ok(self.rx.recv().await)
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        _limits: &DecodeLimits,
+    ) -> Poll<Result<Option<Packet>, ReadError>> {
+        self.rx.poll_recv(cx).map(Ok)
     }
 }
 
@@ -368,7 +420,7 @@ pub(crate) struct LocalMessage {
 /// a whole batch per channel send.
 #[derive(Debug)]
 pub(crate) struct LocalWriter {
-    pub(crate) tx: mpsc::Sender<Vec<ToClient>>,
+    pub(crate) tx: tokio_util::sync::PollSender<Vec<ToClient>>,
     pub(crate) pending: Vec<ToClient>,
 }
 
@@ -401,18 +453,16 @@ impl PacketWriter for LocalWriter {
         self.pending.len()
     }
 
-    async fn flush(&mut self) -> io::Result<()> {
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.pending.is_empty() {
-            return Ok(());
+            return Poll::Ready(Ok(()));
         }
-        // Reserved first, so the batch stays buffered if this is cancelled while waiting.
-        let permit = self
-            .tx
-            .reserve()
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
-        permit.send(std::mem::take(&mut self.pending));
-        Ok(())
+        // Reserved first, so the batch stays buffered if polling stops while waiting.
+        let broken = |_| io::Error::from(io::ErrorKind::BrokenPipe);
+        ready!(self.tx.poll_reserve(cx)).map_err(broken)?;
+        let batch = std::mem::take(&mut self.pending);
+        self.tx.send_item(batch).map_err(broken)?;
+        Poll::Ready(Ok(()))
     }
 
     async fn shutdown(&mut self) {}

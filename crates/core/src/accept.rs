@@ -200,10 +200,10 @@ where
         let proxy = options.proxy;
         let tracker = &ctx.lifecycle.tracker;
         match &upgrade {
-            // Boxed, this one too: a task's cell is aligned to 128 bytes, so an inline future
+            // Boxed (by `serve_plain`), this one too: a task's cell is aligned to 128 bytes, so an inline future
             // rounds up to the next 128 (~110 bytes per connection on average), while a box
             // holds just its size.
-            Upgrade::Plain => tracker.spawn(Box::pin(serve_plain(conn_ctx, stream, peer, proxy))),
+            Upgrade::Plain => tracker.spawn(serve_plain(conn_ctx, stream, peer, proxy)),
             // Boxed: the TLS and WebSocket paths are larger futures.
             #[allow(unreachable_patterns)]
             other => tracker.spawn(Box::pin(serve_upgraded(
@@ -217,32 +217,37 @@ where
     }
 }
 
-/// A connection with no handshake before MQTT, from its first byte to its end: the task
-/// every such client keeps while connected, so kept small (see the size test). A plain
-/// function returning the future, with the PROXY stage boxed: the future then holds the box,
-/// not the arguments beside the connection's own future.
+/// A connection with no handshake before MQTT, from its first byte to its end. Without the
+/// PROXY protocol (the default) the task holds the connection's own future and nothing
+/// beside it (see `serve_stream`); with it, the header is read first.
 fn serve_plain<S: Stream>(
     ctx: Arc<Context>,
     stream: S,
     peer: PeerInfo,
     proxy: bool,
-) -> impl std::future::Future<Output = ()> + Send {
-    let start = Box::pin(async move {
-        let (mut stream, mut peer) = (stream, peer);
-        if proxy && !proxy_header(&ctx, &mut stream, &mut peer).await {
-            return None;
-        }
-        Some((ctx, stream, peer))
-    });
-    async move {
-        let Some((ctx, stream, peer)) = start.await else {
-            return;
-        };
-        let (read, write) = stream.halves();
-        let reader = NetReader::new(read, Arc::clone(&ctx.metrics));
-        let writer = NetWriter::new(write, Arc::clone(&ctx.metrics));
-        connection::serve(ctx, reader, writer, peer).await;
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    if !proxy {
+        return Box::pin(serve_stream(ctx, stream, peer));
     }
+    Box::pin(async move {
+        let (mut stream, mut peer) = (stream, peer);
+        if proxy_header(&ctx, &mut stream, &mut peer).await {
+            serve_stream(ctx, stream, peer).await;
+        }
+    })
+}
+
+/// The connection over a stream's two halves: the task every plain TCP client keeps while
+/// connected, so kept small (see the size test).
+fn serve_stream<S: Stream>(
+    ctx: Arc<Context>,
+    stream: S,
+    peer: PeerInfo,
+) -> impl std::future::Future<Output = ()> + Send {
+    let (read, write) = stream.halves();
+    let reader = NetReader::new(read);
+    let writer = NetWriter::new(write);
+    connection::serve(ctx, reader, writer, peer)
 }
 
 /// Serves the MQTT connection over its two halves.
@@ -251,8 +256,8 @@ where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
-    let reader = NetReader::new(read, Arc::clone(&ctx.metrics));
-    let writer = NetWriter::new(write, Arc::clone(&ctx.metrics));
+    let reader = NetReader::new(read);
+    let writer = NetWriter::new(write);
     connection::serve(ctx, reader, writer, peer).await;
 }
 
@@ -474,8 +479,8 @@ mod size_tests {
             listener_cap: None,
             settings: ctx.connection_settings(),
         };
-        // What the accept loop spawns for each connection.
-        let task = serve_plain(ctx, stream, peer, false);
+        // What the accept loop spawns (boxed) for each connection without PROXY protocol.
+        let task = serve_stream(ctx, stream, peer);
         let size = std::mem::size_of_val(&task);
         assert!(
             size <= CONNECTION_TASK_BUDGET,
@@ -494,8 +499,11 @@ mod size_tests {
     /// keeping a wait for the close signal each (`LinkSignals`) and the writer's gathered
     /// events went into a box; 1,024 before the reader, the writer and their waits became
     /// poll functions over flags (no read, flush or `Notify` future kept), the disabled span
-    /// a null box and the large-payload list a box. 640 is the allocator's size class
-    /// (mimalloc, the broker program's): one byte more and every connection takes 768.
-    /// Growing it needs a reason.
-    const CONNECTION_TASK_BUDGET: usize = 640;
+    /// a null box and the large-payload list a box; 640 before the metrics were passed to
+    /// the reader and the writer instead of kept by each, the connection's rarely used parts
+    /// shared one box (will, re-authentication, inbound aliases) and the writer's another
+    /// (outbound aliases, gathered events), and the task held the connection's future alone
+    /// (no PROXY stage around it). 512 is the allocator's size class (mimalloc, the broker
+    /// program's): one byte more and every connection takes 640. Growing it needs a reason.
+    const CONNECTION_TASK_BUDGET: usize = 512;
 }

@@ -185,7 +185,11 @@ impl<'a> Relay<'a> {
         // Both sides end together: the remote gets a DISCONNECT, the local session stays.
         let bye = Packet::Disconnect(Disconnect::new(ReasonCode::Success));
         let _ = self.remote.writer.packet(&bye, self.remote.version);
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.remote.writer.flush()).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.remote.writer.flush(&self.remote.metrics),
+        )
+        .await;
         self.remote.writer.shutdown().await;
         let _ = self.tx.try_send(bye);
         match result {
@@ -215,7 +219,7 @@ impl<'a> Relay<'a> {
                     Some(batch) => self.on_local(batch)?,
                     None => return Err(BridgeError::Local(ReasonCode::UnspecifiedError)),
                 },
-                read = self.remote.reader.read(&self.remote.limits) => match read {
+                read = self.remote.reader.read(&self.remote.limits, &self.remote.metrics) => match read {
                     Ok(Some(packet)) => self.on_remote(packet)?,
                     Ok(None) => return Err(BridgeError::Lost(Arc::new(remote::closed()))),
                     Err(e) => return Err(remote::read_error(e)),
@@ -230,7 +234,7 @@ impl<'a> Relay<'a> {
     async fn send(&mut self) -> Result<(), BridgeError> {
         self.remote
             .writer
-            .flush()
+            .flush(&self.remote.metrics)
             .await
             .map_err(|e| BridgeError::Lost(Arc::new(e)))?;
         for packet in self.to_local.drain(..) {

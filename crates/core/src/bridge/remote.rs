@@ -22,6 +22,9 @@ type Stream = Box<dyn Io>;
 pub(crate) struct Remote {
     pub(crate) reader: NetReader<ReadHalf<Stream>>,
     pub(crate) writer: NetWriter<WriteHalf<Stream>>,
+    /// Where the reader and the writer count the bridge's traffic: apart from the broker's
+    /// clients' traffic.
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) version: ProtocolVersion,
     pub(crate) limits: DecodeLimits,
     /// The remote does not send the bridge's own messages back: a v5 remote (No Local), or
@@ -113,8 +116,8 @@ async fn handshake(
     let (read, write) = tokio::io::split(stream);
     // The bridge's traffic is not the broker's clients' traffic: counted apart.
     let metrics = Arc::new(Metrics::default());
-    let mut reader = NetReader::new(read, Arc::clone(&metrics));
-    let mut writer = NetWriter::new(write, metrics);
+    let mut reader = NetReader::new(read);
+    let mut writer = NetWriter::new(write);
     let version = match config.protocol {
         BridgeProtocol::V311 => ProtocolVersion::V311,
         BridgeProtocol::V5 => ProtocolVersion::V5,
@@ -139,11 +142,11 @@ async fn handshake(
         .packet(&Packet::Connect(Box::new(connect)), version)
         .map_err(|_| BridgeError::Protocol("cannot encode CONNECT"))?;
     writer
-        .flush()
+        .flush(&metrics)
         .await
         .map_err(|e| BridgeError::Lost(Arc::new(e)))?;
     let limits = DecodeLimits::new(version).with_max_packet_size(max_packet);
-    let ack = match reader.read(&limits).await {
+    let ack = match reader.read(&limits, &metrics).await {
         Ok(Some(Packet::ConnAck(ack))) => ack,
         Ok(Some(_)) => return Err(BridgeError::Protocol("first packet is not CONNACK")),
         Ok(None) => return Err(BridgeError::Lost(Arc::new(closed()))),
@@ -156,6 +159,7 @@ async fn handshake(
     Ok(Remote {
         reader,
         writer,
+        metrics,
         version,
         limits,
         no_echo: version.is_v5() || private,

@@ -45,7 +45,7 @@ pub(super) async fn accept<R: PacketReader, W: PacketWriter>(
     let admitted = admit(ctx, reader, &mut wire, &connect, peer, max_packet_size).await?;
     if let Err(code) = crate::pipeline::will_received(ctx, &admitted.info, &mut connect.will) {
         let client_max = connect.properties.maximum_packet_size.map(NonZeroU32::get);
-        let who = (peer, &*admitted.client_id);
+        let who = (&*ctx.metrics, peer, &*admitted.client_id);
         refuse(who, &mut wire, connect.protocol, client_max, code, None).await;
         return None;
     }
@@ -75,7 +75,7 @@ async fn read_connect<R: PacketReader, W: PacketWriter>(
     let limits = DecodeLimits::new(ProtocolVersion::V311).with_max_packet_size(max_packet_size);
     let first = tokio::select! {
         _ = ctx.lifecycle.shutdown.cancelled() => return None,
-        r = tokio::time::timeout(settings.limits.connect_timeout, reader.read(&limits)) => r,
+        r = tokio::time::timeout(settings.limits.connect_timeout, reader.read(&limits, &ctx.metrics)) => r,
     };
     match first {
         Err(_) => {
@@ -94,7 +94,15 @@ async fn read_connect<R: PacketReader, W: PacketWriter>(
             // MQTT-3.1.2-2: CONNACK 0x01 (3.1.1 form), then close.
             tracing::info!(peer = %addr, level, "unsupported protocol level");
             let code = ReasonCode::UnsupportedProtocolVersion;
-            refuse((peer, ""), wire, ProtocolVersion::V311, None, code, None).await;
+            refuse(
+                (&ctx.metrics, peer, ""),
+                wire,
+                ProtocolVersion::V311,
+                None,
+                code,
+                None,
+            )
+            .await;
             None
         }
         Ok(Err(ReadError::Decode(e))) => {
@@ -134,7 +142,7 @@ async fn admit<R: PacketReader, W: PacketWriter>(
     // The client's Maximum Packet Size bounds the CONNACK too (MQTT-3.2.2-19, -20 (v5)).
     let client_max = connect.properties.maximum_packet_size.map(NonZeroU32::get);
     let settings = &*peer.settings;
-    let who = (peer, &*connect.client_id);
+    let who = (&*ctx.metrics, peer, &*connect.client_id);
     if let Some(redirect) = &settings.capabilities.redirect {
         let (code, reference) = redirect.refusal();
         refuse(who, wire, version, client_max, code, Some(reference)).await;
@@ -488,7 +496,7 @@ async fn attach<W: PacketWriter>(
         Ok(attached) => pipeline::session_attached(ctx, attached),
         Err(code) => {
             let client_max = terms.client_max_packet;
-            let who = (peer, &*client_id);
+            let who = (&*ctx.metrics, peer, &*client_id);
             refuse(who, &mut wire, version, client_max, code, None).await;
             return None;
         }
@@ -504,10 +512,11 @@ async fn attach<W: PacketWriter>(
         keep_alive: terms.keep_alive,
         will_delay: (connect.will.as_ref())
             .map_or(0, |w| w.properties.will_delay_interval.unwrap_or(0)),
-        will: connect.will.map(Box::new),
+        extras: super::Extras::new(
+            connect.will.map(Box::new),
+            enhanced.map(|exchange| super::Reauth { exchange, client }),
+        ),
         info,
-        reauth: enhanced.map(|exchange| Box::new(super::Reauth { exchange, client })),
-        aliases: None,
         fanout: crate::session::Fanout::batching(),
         received: 0,
         connect_expiry_zero: terms.requested_expiry == 0,
@@ -540,8 +549,8 @@ impl<W: PacketWriter> Writer<W> {
             client_max_packet: terms.client_max_packet.and_then(NonZeroU32::new),
             close_flush_ms: u32::try_from(terms.close_flush.as_millis()).unwrap_or(u32::MAX),
             problem_info: terms.problem_info,
-            aliases: super::aliases::OutboundAliases::new(terms.outbound_aliases).map(Box::new),
-            gathered: None,
+            gathered: super::aliases::OutboundAliases::new(terms.outbound_aliases)
+                .map(super::writer::Gathered::with_aliases),
             waiting_on_storage: false,
             durable: ctx.journal.persistence().map(|p| p.watch()),
         }
@@ -627,14 +636,15 @@ async fn authenticate<R: PacketReader, W: PacketWriter>(
                         ..AuthProperties::default()
                     },
                 });
-                if wire.packet(&packet, ProtocolVersion::V5).is_err() || wire.flush().await.is_err()
+                if wire.packet(&packet, ProtocolVersion::V5).is_err()
+                    || wire.flush(&ctx.metrics).await.is_err()
                 {
                     return Err(None);
                 }
                 // MQTT-3.1.2-30: until CONNACK the client sends only AUTH or DISCONNECT.
                 let answer = tokio::select! {
                     _ = ctx.lifecycle.shutdown.cancelled() => return Err(None),
-                    r = tokio::time::timeout(settings.limits.connect_timeout, reader.read(&limits)) => r,
+                    r = tokio::time::timeout(settings.limits.connect_timeout, reader.read(&limits, &ctx.metrics)) => r,
                 };
                 match answer {
                     Ok(Ok(Some(Packet::Auth(a))))
@@ -687,7 +697,7 @@ fn client_identifier(
 /// CONNACK larger than the client's Maximum Packet Size (MQTT-3.2.2-19 (v5)); a CONNACK
 /// that is still too large is not sent at all, and the connection just closes.
 async fn refuse<W: PacketWriter>(
-    (peer, client_id): (&PeerInfo, &str),
+    (metrics, peer, client_id): (&Metrics, &PeerInfo, &str),
     wire: &mut W,
     version: ProtocolVersion,
     client_max: Option<u32>,
@@ -715,7 +725,7 @@ async fn refuse<W: PacketWriter>(
         let _ = wire.packet(&packet, version);
     }
     let _ = tokio::time::timeout(settings.limits.close_flush_timeout, async {
-        if wire.flush().await.is_ok() {
+        if wire.flush(metrics).await.is_ok() {
             wire.shutdown().await;
         }
     })

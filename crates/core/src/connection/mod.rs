@@ -92,18 +92,13 @@ pub(crate) struct Connection {
     limits: DecodeLimits,
     /// Keep Alive in force, in seconds (0: none); see `handshake::keep_alive_timeout`.
     keep_alive: u16,
-    /// Boxed: most clients have none, and inline it would cost every connection.
-    will: Option<Box<LastWill>>,
+    /// The will, re-authentication state and inbound topic aliases: boxed together, made
+    /// only for a connection that has one of them (most have none).
+    extras: Option<Box<Extras>>,
     /// Will Delay Interval in seconds (v5; 0 before).
     will_delay: u32,
     /// The client as plugins see it (identity updated by re-authentication).
     info: Arc<ClientInfo>,
-    /// What re-authentication needs, kept (boxed) only when enhanced authentication is in
-    /// use (v5); other connections never need it again.
-    reauth: Option<Box<Reauth>>,
-    /// Inbound Topic Alias mappings of this connection (MQTT-3.3.2-7: never carried over),
-    /// made when the client sets its first alias: most clients never do.
-    aliases: Option<Box<HashMap<u16, TopicName>>>,
     /// Writers to wake and sessions that asked this publisher to pause (flow control),
     /// gathered while routing what the read buffer holds.
     fanout: crate::session::Fanout,
@@ -117,6 +112,33 @@ pub(crate) struct Connection {
     bridge: bool,
     /// Its places in `max_connections` and its listener's cap, held until it ends.
     _slots: crate::admission::Slots,
+}
+
+/// What few connections have, boxed together (see `Connection::extras`).
+#[derive(Default)]
+struct Extras {
+    /// The will, published when the connection ends without a normal DISCONNECT.
+    will: Option<Box<LastWill>>,
+    /// What re-authentication needs, kept only when enhanced authentication is in use
+    /// (v5); other connections never need it again.
+    reauth: Option<Reauth>,
+    /// Inbound Topic Alias mappings of this connection (MQTT-3.3.2-7: never carried over),
+    /// from the client's first alias on.
+    aliases: HashMap<u16, TopicName>,
+}
+
+impl Extras {
+    /// The box for a connection with a will or re-authentication state, `None` for one
+    /// with neither.
+    fn new(will: Option<Box<LastWill>>, reauth: Option<Reauth>) -> Option<Box<Self>> {
+        (will.is_some() || reauth.is_some()).then(|| {
+            Box::new(Self {
+                will,
+                reauth,
+                aliases: HashMap::new(),
+            })
+        })
+    }
 }
 
 /// An enhanced-authentication connection's state for re-authentication (v5 §4.12.1).
@@ -171,7 +193,7 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
         match accepted {
             // Boxed: inline, the parts would keep a slot of their size in the task beside
             // the same values once they are moved out (the layout cannot overlap them).
-            Some((conn, writer)) => Some(Box::new((conn, writer, reader, ctx))),
+            Some((conn, writer)) => Some(Box::new((conn, writer, reader))),
             // Refused (or failed) in the handshake: a refusing CONNACK may be on its way.
             // Lingered here, so that what this future returns is a pointer, not a reader.
             None => {
@@ -183,7 +205,7 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
     let serving = async move {
         // Moved out of the box in the match arm, so that the box is freed here, not held
         // for the connection's life.
-        let (mut conn, writer, mut reader, ctx) = match start.await {
+        let (mut conn, writer, mut reader) = match start.await {
             Some(parts) => *parts,
             None => return,
         };
@@ -191,6 +213,8 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
             "client_id",
             tracing::field::display(Text(&conn.session.client_id)),
         );
+        // The connection's own `ctx`, not a copy kept beside it for the connection's life.
+        let ctx = &conn.ctx;
         Metrics::inc(&ctx.metrics.clients_connected);
         ctx.policy
             .hooks
@@ -210,7 +234,6 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
             }
         };
         Box::pin(conn.close(exit, writer, wire)).await;
-        Metrics::dec(&ctx.metrics.clients_connected);
         // The last packet (a DISCONNECT with its reason) is out and the write side shut:
         // read what the client still sends for a moment, so that closing does not reset
         // the connection before the client could read it.
@@ -222,28 +245,20 @@ pub(crate) fn serve<R: PacketReader, W: PacketWriter>(
     }
 }
 
-/// Polls the reader's and the writer's futures (both in the connection's task) until one
+/// Polls the writer's and the reader's futures (both in the connection's task) until one
 /// ends: `Err` with the reader's exit, or `Ok` with the writer's wire. Both are polled on each
-/// poll, taking turns at going first, so that neither can use up the task's budget every time.
+/// poll, the writer first: it takes little of the task's budget (a few writes per batch) and
+/// so cannot starve the reader, while a reader with a busy client could use it all up and
+/// hold back the acknowledgements its client waits for.
 fn first_to_end<'a, A: Future, B: Future>(
     mut read: std::pin::Pin<&'a mut A>,
     mut writer: std::pin::Pin<&'a mut B>,
 ) -> impl Future<Output = Result<Box<B::Output>, A::Output>> + 'a {
-    let mut writer_first = false;
     std::future::poll_fn(move |cx| {
-        writer_first = !writer_first;
-        if writer_first {
-            if let Poll::Ready(wire) = writer.as_mut().poll(cx) {
-                return Poll::Ready(Ok(Box::new(wire)));
-            }
+        if let Poll::Ready(wire) = writer.as_mut().poll(cx) {
+            return Poll::Ready(Ok(Box::new(wire)));
         }
-        if let Poll::Ready(exit) = read.as_mut().poll(cx) {
-            return Poll::Ready(Err(exit));
-        }
-        if writer_first {
-            return Poll::Pending;
-        }
-        writer.as_mut().poll(cx).map(|wire| Ok(Box::new(wire)))
+        read.as_mut().poll(cx).map(Err)
     })
 }
 
@@ -301,7 +316,8 @@ impl Connection {
                 if packets.is_multiple_of(32) && self.signals.is_closed() {
                     return Exit::Closed;
                 }
-                let next = next_step(reader, &self.limits, &self.signals, &mut keep_alive);
+                let limits = (&self.limits, &*self.ctx.metrics);
+                let next = next_step(reader, limits, &self.signals, &mut keep_alive);
                 // Matched as the await's value, not kept in a local: a local would keep a
                 // packet's size in this future while the packet's handling waits.
                 let result = match next.await {
@@ -472,7 +488,7 @@ impl Connection {
             Some(wire) => *wire,
             None => writer.await,
         };
-        let will = if publish_will { self.will } else { None };
+        let will = self.extras.and_then(|e| e.will).filter(|_| publish_will);
         let due = ctx.sessions.detach(
             &self.session,
             self.link_id,
@@ -489,6 +505,7 @@ impl Connection {
             .each(&ctx.metrics, |h| h.client_disconnected(&info, hook_reason));
         let mut wire = wire;
         let _ = tokio::time::timeout(close_flush, wire.shutdown()).await;
+        Metrics::dec(&ctx.metrics.clients_connected);
     }
 }
 
@@ -497,12 +514,12 @@ impl Connection {
 /// waits (issue 19).
 fn next_step<'a, R: PacketReader>(
     reader: &'a mut R,
-    limits: &'a DecodeLimits,
+    (limits, metrics): (&'a DecodeLimits, &'a Metrics),
     signals: &'a LinkSignals,
     keep_alive: &'a mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 ) -> impl Future<Output = Step> + Send + 'a {
     std::future::poll_fn(move |cx| {
-        if let Poll::Ready(r) = reader.poll_read(cx, limits) {
+        if let Poll::Ready(r) = reader.poll_read(cx, limits, metrics) {
             return Poll::Ready(Step::Read(r));
         }
         if signals.closing(cx).is_ready() {

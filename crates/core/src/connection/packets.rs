@@ -172,7 +172,7 @@ impl Connection {
 
     /// Re-authentication (v5 §4.12.1): AUTH 0x19 starts it, AUTH 0x18 continues it.
     async fn on_auth(&mut self, a: Auth) -> Result<(), Exit> {
-        let Some(mut reauth) = self.reauth.take() else {
+        let Some(mut reauth) = self.extras.as_mut().and_then(|e| e.reauth.take()) else {
             // Enhanced authentication was not used at CONNECT.
             return Err(Exit::Violation(Violation::AuthWithoutMethod));
         };
@@ -194,7 +194,7 @@ impl Connection {
         )
         .await;
         let method = reauth.exchange.method.clone();
-        self.reauth = Some(reauth);
+        self.extras.get_or_insert_with(Box::default).reauth = Some(reauth);
         let (code, data) = match step {
             Step::Continue(data) => (ReasonCode::ContinueAuthentication, data),
             Step::Allow(identity, data) => {

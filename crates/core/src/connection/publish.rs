@@ -26,15 +26,16 @@ impl Connection {
             return Err(Exit::Violation(Violation::TopicAliasAboveMaximum));
         }
         if publish.topic.is_empty() {
-            match self.aliases.as_ref().and_then(|a| a.get(&alias)) {
+            match self.extras.as_ref().and_then(|e| e.aliases.get(&alias)) {
                 Some(topic) => publish.topic = topic.clone(),
                 // An alias never set on this connection: a protocol error (v5 §3.3.4).
                 None => return Err(Exit::Violation(Violation::TopicAliasUnknown)),
             }
         } else {
             // Kept for the connection's life: its own copy, not a slice of the read buffer.
-            self.aliases
+            self.extras
                 .get_or_insert_with(Box::default)
+                .aliases
                 .insert(alias, publish.topic.owned());
         }
         Ok(())

@@ -61,11 +61,9 @@ pub(crate) struct Writer<W> {
     /// The client's Request Problem Information (v5): when false, Reason Strings and User
     /// Properties go only on PUBLISH, CONNACK and DISCONNECT (MQTT-3.1.2-29).
     pub(crate) problem_info: bool,
-    /// Topic aliases used towards the client (v5, when it accepts them); boxed, as most
-    /// clients accept none.
-    pub(crate) aliases: Option<Box<super::aliases::OutboundAliases>>,
-    /// What fills gathered for after the session lock; allocated by the first fill that
-    /// has something (most connections have no hooks or storage to tell).
+    /// Topic aliases towards the client and what fills gathered for after the session
+    /// lock, boxed together: made for a client that accepts topic aliases (v5), else by the
+    /// first fill that has something (most connections have no hooks or storage to tell).
     pub(crate) gathered: Option<Box<Gathered>>,
     /// Control packets are waiting for storage to become durable.
     pub(crate) waiting_on_storage: bool,
@@ -73,13 +71,26 @@ pub(crate) struct Writer<W> {
     pub(crate) durable: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
-/// Gathered under the session lock, handled once it is released.
+/// Gathered under the session lock, handled once it is released; and the topic aliases,
+/// which share the box (see `Writer::gathered`).
 #[derive(Default)]
 pub(crate) struct Gathered {
+    /// Topic aliases used towards the client (v5, when it accepts them).
+    pub(crate) aliases: Option<super::aliases::OutboundAliases>,
     /// Delivery outcomes, for the hooks.
     events: Vec<(Arc<Message>, Event)>,
     /// Storage operations, submitted together.
     store_ops: Vec<roost_storage::Op>,
+}
+
+impl Gathered {
+    /// The box of a writer whose client accepts topic aliases.
+    pub(crate) fn with_aliases(aliases: super::aliases::OutboundAliases) -> Box<Self> {
+        Box::new(Self {
+            aliases: Some(aliases),
+            ..Self::default()
+        })
+    }
 }
 
 /// A delivery outcome for the hooks.
@@ -126,12 +137,12 @@ impl<W: PacketWriter> Writer<W> {
                 }
                 if self.wire.pending() > 0 {
                     // A flush to a client that does not read may wait long: closing ends it.
-                    let (signals, wire) = (&self.signals, &mut self.wire);
+                    let (signals, wire, ctx) = (&self.signals, &mut self.wire, &self.ctx);
                     let flushed = std::future::poll_fn(|cx| {
                         if signals.closing(cx).is_ready() {
                             return std::task::Poll::Ready(None);
                         }
-                        wire.poll_flush(cx).map(Some)
+                        wire.poll_flush(cx, &ctx.metrics).map(Some)
                     })
                     .await;
                     let Some(flushed) = flushed else { continue };
@@ -189,7 +200,7 @@ impl<W: PacketWriter> Writer<W> {
             }
         }
         let close_flush = Duration::from_millis(u64::from(self.close_flush_ms));
-        let _ = tokio::time::timeout(close_flush, self.wire.flush()).await;
+        let _ = tokio::time::timeout(close_flush, self.wire.flush(&self.ctx.metrics)).await;
     }
 
     /// Buffers a control packet, leaving out diagnostics the client did not ask for or that
@@ -229,7 +240,8 @@ impl<W: PacketWriter> Writer<W> {
         let v = self.version;
         let client_max = self.client_max();
         let mut alias = None;
-        if let Some(aliases) = &mut self.aliases {
+        let aliases = self.gathered.as_mut().and_then(|g| g.aliases.as_mut());
+        if let Some(aliases) = aliases {
             alias = aliases.alias_for(&delivery.message.topic);
             // Setting an alias adds at most four bytes (the property and a longer Property
             // Length), which may not fit the client's Maximum Packet Size; using one only
@@ -245,8 +257,9 @@ impl<W: PacketWriter> Writer<W> {
             }
         }
         let r = self.wire.publish(delivery, qos, dup, v, alias);
+        let aliases = self.gathered.as_mut().and_then(|g| g.aliases.as_mut());
         if let (Err(_), Some(crate::codec::TopicAliasUse::Set(a)), Some(aliases)) =
-            (&r, alias, &mut self.aliases)
+            (&r, alias, aliases)
         {
             // Not sent: the client never learned this alias.
             aliases.forget(a);

@@ -47,18 +47,23 @@ pub(crate) trait PacketReader: Send + 'static {
     /// Polled, not awaited: the connection waits for its next packet, its close signal and
     /// its keep-alive timer in one poll function, so that an idle connection's task holds
     /// no read future (issue 19).
+    ///
+    /// Reads from the network are counted in `metrics` (passed, not kept: one pointer less
+    /// in every connection).
     fn poll_read(
         &mut self,
         cx: &mut Context<'_>,
         limits: &DecodeLimits,
+        metrics: &Metrics,
     ) -> Poll<Result<Option<Packet>, ReadError>>;
 
     /// The next packet; `Ok(None)` at a clean end of stream. Cancel safe.
     fn read<'a>(
         &'a mut self,
         limits: &'a DecodeLimits,
+        metrics: &'a Metrics,
     ) -> impl Future<Output = Result<Option<Packet>, ReadError>> + Send + 'a {
-        std::future::poll_fn(move |cx| self.poll_read(cx, limits))
+        std::future::poll_fn(move |cx| self.poll_read(cx, limits, metrics))
     }
 
     /// When the last complete packet arrived, if this reader keeps track (one clock
@@ -104,11 +109,15 @@ pub(crate) trait PacketWriter: Send + 'static {
     /// Polls to write everything buffered. What was not written stays buffered, so a
     /// caller may stop polling at any time. Polled, for the same reason as
     /// [`PacketReader::poll_read`].
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Writes to the network are counted in `metrics`.
+    fn poll_flush(&mut self, cx: &mut Context<'_>, metrics: &Metrics) -> Poll<io::Result<()>>;
 
     /// Writes everything buffered. Cancel safe: what was not written stays buffered.
-    fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_ {
-        std::future::poll_fn(move |cx| self.poll_flush(cx))
+    fn flush<'a>(
+        &'a mut self,
+        metrics: &'a Metrics,
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a {
+        std::future::poll_fn(move |cx| self.poll_flush(cx, metrics))
     }
     /// Closes the outgoing direction.
     fn shutdown(&mut self) -> impl Future<Output = ()> + Send;
@@ -123,7 +132,6 @@ pub(crate) struct NetReader<R> {
     chunk: u32,
     /// Bytes arrived since the last complete packet was taken.
     fresh: bool,
-    metrics: Arc<Metrics>,
     /// When the last complete packet arrived (for keep-alive, which counts packets, not
     /// bytes: MQTT-3.1.2-24): the clock is read for the first packet a read completed,
     /// not per packet.
@@ -131,13 +139,12 @@ pub(crate) struct NetReader<R> {
 }
 
 impl<R> NetReader<R> {
-    pub(crate) fn new(io: R, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(io: R) -> Self {
         Self {
             io,
             buf: BytesMut::new(),
             chunk: READ_CHUNK_MIN,
             fresh: false,
-            metrics,
             last_packet: tokio::time::Instant::now(),
         }
     }
@@ -177,6 +184,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
         &mut self,
         cx: &mut Context<'_>,
         limits: &DecodeLimits,
+        metrics: &Metrics,
     ) -> Poll<Result<Option<Packet>, ReadError>> {
         loop {
             if let Some(packet) = decode(&mut self.buf, limits)? {
@@ -224,8 +232,8 @@ impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
                     Err(io::Error::from(io::ErrorKind::UnexpectedEof).into())
                 });
             }
-            Metrics::add(&self.metrics.bytes_received, n as u64);
-            Metrics::inc(&self.metrics.network_reads);
+            Metrics::add(&metrics.bytes_received, n as u64);
+            Metrics::inc(&metrics.network_reads);
             self.fresh = true;
         }
     }
@@ -243,18 +251,16 @@ pub(crate) struct NetWriter<W> {
     /// most connections never send one.
     #[allow(clippy::box_collection)] // on purpose: 8 bytes per connection, not 32
     chunks: Option<Box<VecDeque<Bytes>>>,
-    metrics: Arc<Metrics>,
     /// While a batch is being written: whether it was small (see `poll_flush`).
     small: Option<bool>,
 }
 
 impl<W> NetWriter<W> {
-    pub(crate) fn new(io: W, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(io: W) -> Self {
         Self {
             io,
             buf: BytesMut::new(),
             chunks: None,
-            metrics,
             small: None,
         }
     }
@@ -308,14 +314,14 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketWriter for NetWriter<W> {
         self.buf.len() + chunks.map(Bytes::len).sum::<usize>()
     }
 
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_flush(&mut self, cx: &mut Context<'_>, metrics: &Metrics) -> Poll<io::Result<()>> {
         // A small batch (a CONNACK, a PINGRESP, a quiet subscriber's message) gives its
         // buffer back once written, so an idle connection holds none; a busy writer keeps
         // its buffer from batch to batch. Decided when the batch starts to be written.
         let small = *self.small.get_or_insert_with(|| {
             self.chunks.is_none() && self.buf.len() <= WRITE_BUFFER_KEPT_FROM
         });
-        let written = ready!(self.poll_write_pending(cx));
+        let written = ready!(self.poll_write_pending(cx, metrics));
         self.small = None;
         written?;
         if small {
@@ -334,7 +340,11 @@ const WRITE_BUFFER_KEPT_FROM: usize = 512;
 
 impl<W: AsyncWrite + Unpin + Send + 'static> NetWriter<W> {
     /// Writes the batch buffer and the chunks queued behind it.
-    fn poll_write_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_write_pending(
+        &mut self,
+        cx: &mut Context<'_>,
+        metrics: &Metrics,
+    ) -> Poll<io::Result<()>> {
         // The common case, everything in the batch buffer: written from it directly, with
         // no list of slices to build.
         while self.chunks.is_none() && !self.buf.is_empty() {
@@ -342,8 +352,8 @@ impl<W: AsyncWrite + Unpin + Send + 'static> NetWriter<W> {
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            Metrics::add(&self.metrics.bytes_sent, n as u64);
-            Metrics::inc(&self.metrics.network_writes);
+            Metrics::add(&metrics.bytes_sent, n as u64);
+            Metrics::inc(&metrics.network_writes);
             self.buf.advance(n);
         }
         let Some(chunks) = self.chunks.as_mut() else {
@@ -360,8 +370,8 @@ impl<W: AsyncWrite + Unpin + Send + 'static> NetWriter<W> {
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            Metrics::add(&self.metrics.bytes_sent, n as u64);
-            Metrics::inc(&self.metrics.network_writes);
+            Metrics::add(&metrics.bytes_sent, n as u64);
+            Metrics::inc(&metrics.network_writes);
             while n > 0 {
                 let Some(front) = chunks.front_mut() else {
                     break;
@@ -392,6 +402,7 @@ impl PacketReader for LocalReader {
         &mut self,
         cx: &mut Context<'_>,
         _limits: &DecodeLimits,
+        _metrics: &Metrics,
     ) -> Poll<Result<Option<Packet>, ReadError>> {
         self.rx.poll_recv(cx).map(Ok)
     }
@@ -453,7 +464,7 @@ impl PacketWriter for LocalWriter {
         self.pending.len()
     }
 
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_flush(&mut self, cx: &mut Context<'_>, _metrics: &Metrics) -> Poll<io::Result<()>> {
         if self.pending.is_empty() {
             return Poll::Ready(Ok(()));
         }
@@ -470,8 +481,6 @@ impl PacketWriter for LocalWriter {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::{NetWriter, PacketWriter, WRITE_BUFFER_KEPT_FROM};
     use crate::codec::{Packet, ProtocolVersion};
     use crate::metrics::Metrics;
@@ -480,19 +489,25 @@ mod tests {
     /// batch of a busy writer keeps it for the next one.
     #[tokio::test]
     async fn a_small_batch_gives_its_write_buffer_back() {
-        let mut w = NetWriter::new(Vec::new(), Arc::new(Metrics::default()));
+        let metrics = Metrics::default();
+        let mut w = NetWriter::new(Vec::new());
         let v = ProtocolVersion::V311;
         w.packet(&Packet::PingResp, v).expect("encodes");
         assert!(w.buf.capacity() > 0);
-        w.flush().await.expect("writes");
+        w.flush(&metrics).await.expect("writes");
         assert_eq!(w.io, [0xD0, 0x00], "the PINGRESP was written");
+        assert_eq!(
+            metrics.snapshot().bytes_sent,
+            2,
+            "counted where the caller said"
+        );
         assert_eq!(w.buf.capacity(), 0, "a small batch frees its buffer");
 
         // Two bytes a PINGRESP: enough of them to pass the threshold.
         for _ in 0..=WRITE_BUFFER_KEPT_FROM / 2 {
             w.packet(&Packet::PingResp, v).expect("encodes");
         }
-        w.flush().await.expect("writes");
+        w.flush(&metrics).await.expect("writes");
         assert_eq!(w.io.len(), 2 + 2 * (WRITE_BUFFER_KEPT_FROM / 2 + 1));
         assert!(w.buf.capacity() > 0, "a large batch keeps its buffer");
     }

@@ -200,9 +200,9 @@ where
         let proxy = options.proxy;
         let tracker = &ctx.lifecycle.tracker;
         match &upgrade {
-            // Boxed (by `serve_plain`), this one too: a task's cell is aligned to 128 bytes, so an inline future
-            // rounds up to the next 128 (~110 bytes per connection on average), while a box
-            // holds just its size.
+            // Boxed (by `serve_plain`), this one too: a task's cell is aligned to 128 bytes,
+            // so an inline future rounds up to the next 128 (~110 bytes per connection on
+            // average), while a box holds just its size.
             Upgrade::Plain => tracker.spawn(serve_plain(conn_ctx, stream, peer, proxy)),
             // Boxed: the TLS and WebSocket paths are larger futures.
             #[allow(unreachable_patterns)]
@@ -245,20 +245,22 @@ fn serve_stream<S: Stream>(
     peer: PeerInfo,
 ) -> impl std::future::Future<Output = ()> + Send {
     let (read, write) = stream.halves();
-    let reader = NetReader::new(read);
-    let writer = NetWriter::new(write);
-    connection::serve(ctx, reader, writer, peer)
+    serve(ctx, read, write, peer)
 }
 
-/// Serves the MQTT connection over its two halves.
-async fn serve<R, W>(ctx: Arc<Context>, read: R, write: W, peer: PeerInfo)
+/// Serves the MQTT connection over its two halves. A plain function returning the future,
+/// so that it holds the connection's future alone, not its arguments beside it.
+fn serve<R, W>(
+    ctx: Arc<Context>,
+    read: R,
+    write: W,
+    peer: PeerInfo,
+) -> impl std::future::Future<Output = ()> + Send
 where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
-    let reader = NetReader::new(read);
-    let writer = NetWriter::new(write);
-    connection::serve(ctx, reader, writer, peer).await;
+    connection::serve(ctx, NetReader::new(read), NetWriter::new(write), peer)
 }
 
 /// Reads the PROXY header if required, runs the TLS or WebSocket handshakes (under the

@@ -180,6 +180,11 @@ impl<W: PacketWriter> Writer<W> {
         self.client_max_packet.map(NonZeroU32::get)
     }
 
+    /// The topic aliases towards the client, if it accepts them.
+    fn aliases(&mut self) -> Option<&mut super::aliases::OutboundAliases> {
+        self.gathered.as_mut().and_then(|g| g.aliases.as_mut())
+    }
+
     /// Where a fill gathers hook events and storage operations.
     fn gathered(&mut self) -> &mut Gathered {
         self.gathered.get_or_insert_with(Box::default)
@@ -240,8 +245,7 @@ impl<W: PacketWriter> Writer<W> {
         let v = self.version;
         let client_max = self.client_max();
         let mut alias = None;
-        let aliases = self.gathered.as_mut().and_then(|g| g.aliases.as_mut());
-        if let Some(aliases) = aliases {
+        if let Some(aliases) = self.aliases() {
             alias = aliases.alias_for(&delivery.message.topic);
             // Setting an alias adds at most four bytes (the property and a longer Property
             // Length), which may not fit the client's Maximum Packet Size; using one only
@@ -257,9 +261,8 @@ impl<W: PacketWriter> Writer<W> {
             }
         }
         let r = self.wire.publish(delivery, qos, dup, v, alias);
-        let aliases = self.gathered.as_mut().and_then(|g| g.aliases.as_mut());
         if let (Err(_), Some(crate::codec::TopicAliasUse::Set(a)), Some(aliases)) =
-            (&r, alias, aliases)
+            (&r, alias, self.aliases())
         {
             // Not sent: the client never learned this alias.
             aliases.forget(a);

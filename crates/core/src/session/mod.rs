@@ -124,16 +124,9 @@ impl LinkSignals {
     /// For the writer: ready once something was queued since it last looked (clearing the
     /// flag) or the connection is closing; until then, leaves the task's waker.
     pub(crate) fn woken(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        let ready = || self.work.swap(false, Ordering::AcqRel) || self.is_closed();
-        if ready() {
-            return std::task::Poll::Ready(());
-        }
-        self.task.register(cx.waker());
-        // Woken while the waker was being left: `wake` may have found none.
-        if ready() {
-            return std::task::Poll::Ready(());
-        }
-        std::task::Poll::Pending
+        self.ready_or_register(cx, || {
+            self.work.swap(false, Ordering::AcqRel) || self.is_closed()
+        })
     }
 
     /// True once [`LinkSignals::close`] was called.
@@ -145,12 +138,21 @@ impl LinkSignals {
     /// be woken by [`LinkSignals::close`]. For the connection's own task (its reader and
     /// writer share it, so one waker is kept); another task waits on `drained`.
     pub(crate) fn closing(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        if self.is_closed() {
+        self.ready_or_register(cx, || self.is_closed())
+    }
+
+    /// Ready if `ready` says so; else leaves the task's waker and asks again, since `wake`
+    /// or `close` may have run while the waker was being left and found none.
+    fn ready_or_register(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        ready: impl Fn() -> bool,
+    ) -> std::task::Poll<()> {
+        if ready() {
             return std::task::Poll::Ready(());
         }
         self.task.register(cx.waker());
-        // Closed while the waker was being left: `close` may have taken the old one.
-        if self.is_closed() {
+        if ready() {
             return std::task::Poll::Ready(());
         }
         std::task::Poll::Pending

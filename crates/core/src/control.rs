@@ -250,7 +250,8 @@ impl BrokerHandle {
             let exists = st.subscriptions.contains_key(&filter);
             if !exists
                 && (st.subscriptions.len() >= limits.max_subscriptions_per_client
-                    || st.subscription_bytes + crate::session::subscription_cost(&filter)
+                    || st.subscription_bytes as usize
+                        + crate::session::subscription_cost(&filter) as usize
                         > limits.max_subscription_bytes_per_client)
             {
                 return Err(ControlError::QuotaExceeded);

@@ -276,6 +276,13 @@ impl Message {
         message
     }
 
+    /// True when every copy has the same wire form at a protocol level (no expiry
+    /// countdown) and waits for no storage write: what a shared run of copies
+    /// (`session::Run`) may hold.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.expires_at.is_none() && self.hold.is_none()
+    }
+
     /// The storage writes copies wait for: `None` if they wait for nothing, `Some(None)`
     /// while routing is in progress.
     pub(crate) fn hold(&self) -> Option<Option<Gate>> {

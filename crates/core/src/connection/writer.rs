@@ -407,7 +407,21 @@ impl<W: PacketWriter> Writer<W> {
         // Counted once per fill: the counter is shared by every writer and reader, and an
         // atomic add per delivery kept its cache line moving between the cores.
         let mut sent = 0u64;
+        // Shared runs go out as they are encoded unless something looks at each copy: the
+        // hooks, a delivery transform, topic aliases (see `session::Run`).
+        let runs = !screen.hooks && ctx.policy.transforms.is_empty() && self.aliases().is_none();
+        let mut run_bytes = 0usize;
         while st.inflight.len() < window {
+            if runs && st.queue.front_run().is_some() {
+                if run_bytes >= FILL_LIMIT {
+                    break; // flushed before the next run (see below)
+                }
+                if let Some((messages, bytes)) = self.send_run(st, &screen) {
+                    sent += messages as u64;
+                    run_bytes += bytes;
+                    continue;
+                }
+            }
             // A batch is bounded: past FILL_LIMIT buffered (looked at every 64 messages), the
             // writer flushes and comes back for more, so a long queue or retained backlog
             // of QoS 0 messages is never encoded into one huge buffer.
@@ -415,34 +429,9 @@ impl<W: PacketWriter> Writer<W> {
             if taken.is_multiple_of(64) && self.wire.pending() >= FILL_LIMIT {
                 break;
             }
-            // Retained messages released by a subscription join the queue as it empties
-            // (never ahead of a control packet still waiting, such as their SUBACK).
-            if st.queue.is_empty()
-                && st.retained_backlog.is_some()
-                && st.link.as_ref().is_some_and(Link::nothing_gated)
-            {
-                let room = window.saturating_sub(st.inflight.len()).max(16);
-                let refused = st.refill_retained(
-                    &self.session.client_id,
-                    room,
-                    &ctx.settings.limits,
-                    ctx.journal.queue(),
-                );
-                Metrics::add(&metrics.messages_dropped, refused as u64);
-            }
-            // A stored delivery leaves only once its record (and packet id) is durable, and a
-            // held message once its publisher's acknowledgement could leave.
-            let mut withdrawn = false;
-            if let (Some(front), Some(p)) = (st.queue.front(), ctx.journal.persistence()) {
-                match storage_state(p, front) {
-                    StorageState::Ready => {}
-                    StorageState::Waiting => {
-                        self.waiting_on_storage = true;
-                        break;
-                    }
-                    StorageState::Failed => withdrawn = true,
-                }
-            }
+            let Some(withdrawn) = self.front_ready(st, window) else {
+                break;
+            };
             let Some(delivery) = st.pop() else {
                 break;
             };
@@ -469,6 +458,67 @@ impl<W: PacketWriter> Writer<W> {
             }
         }
         Metrics::add(&metrics.messages_sent, sent);
+    }
+
+    /// Whether the queue's next delivery may leave now: `None` if it waits for storage;
+    /// else whether a write it depends on failed (it is withdrawn). Retained messages
+    /// released by a subscription join the queue first if it is empty.
+    fn front_ready(&mut self, st: &mut SessionState, window: usize) -> Option<bool> {
+        let ctx = &*self.ctx;
+        // Retained messages join the queue as it empties (never ahead of a control packet
+        // still waiting, such as their SUBACK).
+        if st.queue.is_empty()
+            && st.retained_backlog.is_some()
+            && st.link.as_ref().is_some_and(Link::nothing_gated)
+        {
+            let room = window.saturating_sub(st.inflight.len()).max(16);
+            let refused = st.refill_retained(
+                &self.session.client_id,
+                room,
+                &ctx.settings.limits,
+                ctx.journal.queue(),
+            );
+            Metrics::add(&ctx.metrics.messages_dropped, refused as u64);
+        }
+        // A stored delivery leaves only once its record (and packet id) is durable, and a
+        // held message once its publisher's acknowledgement could leave.
+        let (Some(front), Some(p)) = (st.queue.front_delivery(), ctx.journal.persistence()) else {
+            return Some(false);
+        };
+        match storage_state(p, front) {
+            StorageState::Ready => Some(false),
+            StorageState::Waiting => {
+                self.waiting_on_storage = true;
+                None
+            }
+            StorageState::Failed => Some(true),
+        }
+    }
+
+    /// Sends the shared run the queue starts with as it is encoded, if this client takes it
+    /// so: every copy checked by the authorizers in the current epoch (or no check needed),
+    /// none over the client's Maximum Packet Size, and a wire that takes encoded packets.
+    /// Returns the messages and bytes buffered; `None` leaves the run to be taken copy by
+    /// copy.
+    fn send_run(&mut self, st: &mut SessionState, screen: &Screen) -> Option<(usize, usize)> {
+        let copy = st.queue.front_run()?;
+        if screen.recheck && copy.authorized_epoch != screen.epoch {
+            return None;
+        }
+        let form = copy.run.encoded(self.version).ok()?;
+        if self
+            .client_max()
+            .is_some_and(|max| form.largest > max as usize)
+        {
+            return None;
+        }
+        let messages = copy.run.len();
+        if !self.wire.encoded(&form.bytes) {
+            return None;
+        }
+        let bytes = form.bytes.len();
+        st.take_run();
+        Some((messages, bytes))
     }
 
     /// The form of `delivery` this client gets from the delivery transforms: `None` for the

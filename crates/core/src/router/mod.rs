@@ -31,7 +31,10 @@ use crate::gate::Gate;
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
 use crate::plugin::DropReason;
-use crate::session::{EnqueueError, Fanout, QueueJournal, Queued, Session, SubscriptionRecord};
+use crate::session::{
+    EnqueueError, Fanout, Held, QueueJournal, Queued, RunCopy, Session, SessionState,
+    SubscriptionRecord,
+};
 use crate::topic::{SubscriptionTrie, TopicFilter, TopicName};
 
 /// One subscription of one session.
@@ -378,28 +381,39 @@ fn deliver(
         dropped(DropReason::NotAuthorized);
         return CopyOutcome::Skipped;
     }
-    let mut delivery = Delivery::new(
-        Arc::clone(message),
-        qos,
-        // MQTT-3.3.1-9: 0 for established subscriptions, unless Retain As Published.
-        message.retain && group.iter().any(|t| t.record.options.retain_as_published),
-        group.iter().filter_map(|t| t.record.id).collect(),
-    );
-    delivery.authorized_epoch = epoch;
+    // MQTT-3.3.1-9: 0 for established subscriptions, unless Retain As Published.
+    let retain = message.retain && group.iter().any(|t| t.record.options.retain_as_published);
     let session = &first.session;
-    if fanout.is_batching() {
-        if message.qos == QoS::AtMostOnce {
-            // No acknowledgement depends on this copy: held back, and queued with the
-            // others for its session at the end of the run (see `session::Fanout`).
-            let per_session = match services.limits.flow_control_queue {
-                0 => usize::MAX,
-                threshold => threshold / 4,
-            };
-            if fanout.hold(session, delivery, per_session) {
-                queue_held(fanout, services);
-            }
-            return CopyOutcome::Queued(0);
+    let delivery = || {
+        let mut d = Delivery::new(
+            Arc::clone(message),
+            qos,
+            retain,
+            group.iter().filter_map(|t| t.record.id).collect(),
+        );
+        d.authorized_epoch = epoch;
+        d
+    };
+    if fanout.is_batching() && message.qos == QoS::AtMostOnce {
+        // No acknowledgement depends on this copy: held back, and queued with the others
+        // for its session at the end of the run (see `session::Fanout`).
+        let per_session = match services.limits.flow_control_queue {
+            0 => usize::MAX,
+            threshold => threshold / 4,
+        };
+        let full = if !retain && message.is_plain() && group.iter().all(|t| t.record.id.is_none()) {
+            // The same wire form as every other subscriber's: shared (`session::Run`).
+            fanout.hold_shared(session, message, epoch, per_session)
+        } else {
+            fanout.hold(session, delivery(), per_session)
+        };
+        if full {
+            queue_held(fanout, services);
         }
+        return CopyOutcome::Queued(0);
+    }
+    let delivery = delivery();
+    if fanout.is_batching() {
         // Copies held back for this session go first: its copies keep their order.
         let earlier = fanout.take_held_for(session);
         if !earlier.is_empty() {
@@ -463,43 +477,53 @@ pub(crate) fn settle(fanout: &mut Fanout, services: Services<'_>) {
 /// Queues the copies `fanout` holds back, one lock per session; their writers are added to
 /// the ones it wakes.
 fn queue_held(fanout: &mut Fanout, services: Services<'_>) {
-    for (session, deliveries) in fanout.take_held() {
-        if !deliveries.is_empty() {
-            queue_for(&session, deliveries, services, fanout);
+    for (session, held) in fanout.take_held() {
+        if !held.is_empty() {
+            queue_for(&session, held, services, fanout);
         }
     }
+    fanout.end_run();
 }
 
-/// Queues `deliveries` (in order) for `session` under one lock; counts and reports the
-/// ones its queue refuses, as `deliver` does for one.
-fn queue_for(
-    session: &Arc<Session>,
-    deliveries: Vec<Delivery>,
-    services: Services<'_>,
-    fanout: &mut Fanout,
-) {
-    let hooks = &services.policy.hooks;
+/// Queues the copies `held` back (in order) for `session` under one lock, shared ones as
+/// runs; counts and reports the ones its queue refuses, as `deliver` does for one.
+fn queue_for(session: &Arc<Session>, held: Vec<Held>, services: Services<'_>, fanout: &mut Fanout) {
+    // The runs first (made or found outside the session's lock), in order among the rest.
+    let mut items: smallvec::SmallVec<[Item; 4]> = smallvec::SmallVec::new();
+    let mut positions: smallvec::SmallVec<[u32; 64]> = smallvec::SmallVec::new();
+    for h in held {
+        match h {
+            Held::Shared(at) => positions.push(at),
+            Held::One(d) => {
+                if let Some(run) = run_of(fanout, &mut positions) {
+                    items.push(Item::Run(run));
+                }
+                items.push(Item::One(d));
+            }
+        }
+    }
+    if let Some(run) = run_of(fanout, &mut positions) {
+        items.push(Item::Run(run));
+    }
     let mut refusals: Vec<(Arc<Message>, DropReason)> = Vec::new();
     let mut congested = false;
     {
         let mut st = session.state.lock();
-        for delivery in deliveries {
-            // Kept for the hooks only: another reference per copy is an atomic add on a
-            // count the subscribers' writers are changing too.
-            let message = (!hooks.is_empty()).then(|| Arc::clone(&delivery.message));
-            match st.push(
-                &session.client_id,
-                delivery,
-                services.limits,
-                services.journal,
-            ) {
-                Ok((Queued::Ok, _)) => {}
-                Ok((Queued::Congested, _)) => congested = true,
-                Err(e) => {
-                    let reason = refused(e, services, session, message.as_deref());
-                    // Reported once the lock is released.
-                    if let (Some(message), Some(reason)) = (message, reason) {
-                        refusals.push((message, reason));
+        for item in items {
+            let copy = match item {
+                Item::One(d) => {
+                    push_one(session, &mut st, d, services, &mut refusals, &mut congested);
+                    continue;
+                }
+                Item::Run(copy) => copy,
+            };
+            match st.push_run(copy, services.limits) {
+                Ok(Queued::Ok) => {}
+                Ok(Queued::Congested) => congested = true,
+                // Not all of it fits, or the client went: one by one, as any copy.
+                Err(copy) => {
+                    for d in copy.deliveries() {
+                        push_one(session, &mut st, d, services, &mut refusals, &mut congested);
                     }
                 }
             }
@@ -512,8 +536,55 @@ fn queue_for(
         fanout.congest(session);
     }
     for (message, reason) in refusals {
-        hooks.each(services.metrics, |h| {
+        services.policy.hooks.each(services.metrics, |h| {
             h.message_dropped(&session.client_id, &message, reason)
         });
+    }
+}
+
+/// What `queue_for` queues: a copy of its own, or a session's copy of a shared run.
+enum Item {
+    One(Delivery),
+    Run(RunCopy),
+}
+
+/// The run of the shared positions gathered so far (emptied).
+fn run_of(fanout: &mut Fanout, positions: &mut smallvec::SmallVec<[u32; 64]>) -> Option<RunCopy> {
+    if positions.is_empty() {
+        return None;
+    }
+    let copy = fanout.run_copy(positions);
+    positions.clear();
+    copy
+}
+
+/// Queues one copy for `session`, whose state `st` is; a refusal is counted, and kept in
+/// `refusals` for the hooks (told once the lock is released).
+fn push_one(
+    session: &Session,
+    st: &mut SessionState,
+    delivery: Delivery,
+    services: Services<'_>,
+    refusals: &mut Vec<(Arc<Message>, DropReason)>,
+    congested: &mut bool,
+) {
+    // Kept for the hooks only: another reference per copy is an atomic add on a count the
+    // subscribers' writers are changing too.
+    let hooks = !services.policy.hooks.is_empty();
+    let message = hooks.then(|| Arc::clone(&delivery.message));
+    match st.push(
+        &session.client_id,
+        delivery,
+        services.limits,
+        services.journal,
+    ) {
+        Ok((Queued::Ok, _)) => {}
+        Ok((Queued::Congested, _)) => *congested = true,
+        Err(e) => {
+            let reason = refused(e, services, session, message.as_deref());
+            if let (Some(message), Some(reason)) = (message, reason) {
+                refusals.push((message, reason));
+            }
+        }
     }
 }

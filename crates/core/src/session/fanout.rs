@@ -13,11 +13,16 @@
 //! subscriber's session per run instead of one per message, which the subscriber's writer,
 //! draining on the other core, took in turn (the lock's cache line moved between the cores
 //! for every copy). What a session holds back is bounded (see [`Fanout::hold`]).
+//!
+//! Copies whose wire form is the same for every subscriber (see [`super::Run`]) are held
+//! as positions in the run's list of messages ([`Fanout::hold_shared`]), and queued as
+//! runs shared by every session that got the same messages: one reference per message
+//! instead of one per copy.
 
 use std::sync::Arc;
 
-use super::{LinkSignals, Session};
-use crate::message::Delivery;
+use super::{LinkSignals, Run, RunCopy, Session};
+use crate::message::{Delivery, Message};
 
 /// Writers to wake, and sessions to wait for, after routing (see the module docs).
 ///
@@ -42,11 +47,29 @@ struct Pending {
     /// The writers in `wakes`, by address.
     seen: hashbrown::HashSet<usize>,
     /// Copies held back, per session in the order first met.
-    held: Vec<(Arc<Session>, Vec<Delivery>)>,
+    held: Vec<(Arc<Session>, Vec<Held>)>,
     /// Where each session's copies are in `held`, by the session's address.
     held_at: hashbrown::HashMap<usize, usize>,
     /// Copies in `held`.
     held_count: usize,
+    /// The messages of shared copies held back ([`Held::Shared`] points into it).
+    run: Vec<Arc<Message>>,
+    /// The authorizers' epoch in which every shared copy held back was checked (0 when
+    /// they differ: the writers check them again).
+    run_epoch: Option<u32>,
+    /// The runs made from `run`, by the positions they hold: sessions that got the same
+    /// messages share one.
+    runs: hashbrown::HashMap<Box<[u32]>, Arc<Run>>,
+}
+
+/// A copy held back for a session.
+#[derive(Debug)]
+pub(crate) enum Held {
+    /// A copy with a form of its own.
+    One(Delivery),
+    /// A QoS 0 copy whose wire form every subscriber shares: its message's position in
+    /// the fanout's run.
+    Shared(u32),
 }
 
 /// The most copies held back for one session, and for all: past either, the caller queues
@@ -115,22 +138,57 @@ impl Fanout {
         delivery: Delivery,
         per_session: usize,
     ) -> bool {
+        self.pending()
+            .hold(session, Held::One(delivery), per_session)
+    }
+
+    /// Holds back a QoS 0 copy of `message` for `session` whose wire form every
+    /// subscriber shares (no Subscription Identifier, RETAIN or expiry countdown; see
+    /// [`super::Run`]), checked by the authorizers in `epoch`. True as for
+    /// [`Fanout::hold`].
+    pub(crate) fn hold_shared(
+        &mut self,
+        session: &Arc<Session>,
+        message: &Arc<Message>,
+        epoch: u32,
+        per_session: usize,
+    ) -> bool {
         let p = self.pending();
-        let key = Arc::as_ptr(session) as usize;
-        let at = *p.held_at.entry(key).or_insert_with(|| {
-            p.held.push((Arc::clone(session), Vec::new()));
-            p.held.len() - 1
-        });
-        let list = &mut p.held[at].1;
-        list.push(delivery);
-        let full = list.len() >= per_session.clamp(1, HOLD_PER_SESSION);
-        p.held_count += 1;
-        full || p.held_count >= HOLD_TOTAL
+        // Routing takes one message to all of its sessions before the next: only the last
+        // message can be this one.
+        if !p.run.last().is_some_and(|m| Arc::ptr_eq(m, message)) {
+            p.run.push(Arc::clone(message));
+        }
+        let at = (p.run.len() - 1) as u32;
+        p.run_epoch = match p.run_epoch {
+            None => Some(epoch),
+            Some(e) if e == epoch => Some(e),
+            Some(_) => Some(0),
+        };
+        p.hold(session, Held::Shared(at), per_session)
+    }
+
+    /// The run of the held positions `at` (made once for every session that holds the
+    /// same ones), as one session's copy.
+    pub(crate) fn run_copy(&mut self, at: &[u32]) -> Option<RunCopy> {
+        let p = self.pending.as_mut()?;
+        let epoch = p.run_epoch.unwrap_or(0);
+        if let Some(run) = p.runs.get(at) {
+            return Some(RunCopy::new(Arc::clone(run), epoch));
+        }
+        let messages: Option<Box<[Arc<Message>]>> = at
+            .iter()
+            .map(|&i| p.run.get(i as usize).map(Arc::clone))
+            .collect();
+        let messages = messages.filter(|m| !m.is_empty())?;
+        let run = Run::new(messages);
+        p.runs.insert(at.into(), Arc::clone(&run));
+        Some(RunCopy::new(run, epoch))
     }
 
     /// Takes the copies held back for `session` (to queue them before one that cannot
     /// wait, so that its copies keep their order).
-    pub(crate) fn take_held_for(&mut self, session: &Arc<Session>) -> Vec<Delivery> {
+    pub(crate) fn take_held_for(&mut self, session: &Arc<Session>) -> Vec<Held> {
         let Some(p) = self.pending.as_mut().filter(|p| p.held_count > 0) else {
             return Vec::new();
         };
@@ -144,8 +202,9 @@ impl Fanout {
         }
     }
 
-    /// Takes every held copy, per session.
-    pub(crate) fn take_held(&mut self) -> Vec<(Arc<Session>, Vec<Delivery>)> {
+    /// Takes every held copy, per session. Their shared messages stay until
+    /// [`Fanout::end_run`].
+    pub(crate) fn take_held(&mut self) -> Vec<(Arc<Session>, Vec<Held>)> {
         let Some(p) = self.pending.as_mut() else {
             return Vec::new();
         };
@@ -156,6 +215,23 @@ impl Fanout {
             p.held_at.clear();
         }
         std::mem::take(&mut p.held)
+    }
+
+    /// Lets go of the shared messages and runs, once every held copy was queued.
+    pub(crate) fn end_run(&mut self) {
+        let Some(p) = self.pending.as_mut() else {
+            return;
+        };
+        if p.held_count > 0 {
+            return; // copies still point into the run
+        }
+        p.run.clear();
+        p.run_epoch = None;
+        if p.runs.capacity() > KEEP {
+            p.runs = hashbrown::HashMap::new();
+        } else {
+            p.runs.clear();
+        }
     }
 
     /// Whether copies are held back.
@@ -192,6 +268,21 @@ impl Fanout {
         } else {
             p.seen.clear();
         }
+    }
+}
+
+impl Pending {
+    fn hold(&mut self, session: &Arc<Session>, held: Held, per_session: usize) -> bool {
+        let key = Arc::as_ptr(session) as usize;
+        let at = *self.held_at.entry(key).or_insert_with(|| {
+            self.held.push((Arc::clone(session), Vec::new()));
+            self.held.len() - 1
+        });
+        let list = &mut self.held[at].1;
+        list.push(held);
+        let full = list.len() >= per_session.clamp(1, HOLD_PER_SESSION);
+        self.held_count += 1;
+        full || self.held_count >= HOLD_TOTAL
     }
 }
 

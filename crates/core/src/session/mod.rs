@@ -25,6 +25,7 @@ mod deadlines;
 mod fanout;
 mod ids;
 mod inflight;
+mod queue;
 
 use std::collections::VecDeque;
 use std::num::{NonZeroU32, NonZeroU64};
@@ -38,9 +39,10 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 pub(crate) use deadlines::{TimerKind, TimerSlots};
-pub(crate) use fanout::Fanout;
+pub(crate) use fanout::{Fanout, Held};
 pub(crate) use ids::IdSet;
 pub(crate) use inflight::{Entry, Inflight, Stage};
+pub(crate) use queue::{Queue, Run, RunCopy};
 
 use crate::codec::{Packet, QoS, ReasonCode, SubscriptionOptions};
 use crate::config::Limits;
@@ -198,7 +200,7 @@ impl Link {
 #[derive(Debug, Default)]
 pub(crate) struct SessionState {
     pub(crate) subscriptions: HashMap<TopicFilter, SubscriptionRecord>,
-    pub(crate) queue: VecDeque<Delivery>,
+    pub(crate) queue: Queue,
     pub(crate) queued_bytes: usize,
     pub(crate) inflight: Inflight,
     /// Packet ids of inbound QoS 2 PUBLISHes awaiting PUBREL (MQTT-4.3.3-2 method B: the
@@ -234,12 +236,12 @@ pub(crate) struct SessionState {
     #[allow(clippy::box_collection)]
     pub(crate) retained_backlog: Option<Box<VecDeque<RetainedBatch>>>,
     /// Messages in `retained_backlog`.
-    pub(crate) retained_waiting: usize,
+    pub(crate) retained_waiting: u32,
     /// The deadlines this session has armed (session expiry, will delay).
     pub(crate) timers: TimerSlots,
     /// What the subscriptions hold, as [`subscription_cost`] counts it
     /// (`Limits::max_subscription_bytes_per_client`).
-    pub(crate) subscription_bytes: usize,
+    pub(crate) subscription_bytes: u32,
     /// Bytes queued across all of the broker's sessions (`Limits::max_total_queued_bytes`),
     /// shared by every session; a session of its own until the broker sets it.
     pub(crate) total_queued: Arc<std::sync::atomic::AtomicUsize>,
@@ -360,7 +362,11 @@ impl Session {
         if st.ended {
             return 0;
         }
-        let room = limits.max_retained.saturating_sub(st.retained_waiting);
+        // Counted in 32 bits (a session's size, issue 19): no store holds 2^32 messages.
+        let room = limits
+            .max_retained
+            .min(u32::MAX as usize)
+            .saturating_sub(st.retained_waiting as usize);
         let RetainedBatch {
             mut messages,
             qos,
@@ -371,7 +377,7 @@ impl Session {
         if messages.is_empty() {
             return cut;
         }
-        st.retained_waiting += messages.len();
+        st.retained_waiting += messages.len() as u32; // at most `room`, below 2^32
         st.retained_backlog
             .get_or_insert_with(Box::default)
             .push_back(RetainedBatch {
@@ -472,11 +478,15 @@ impl Session {
 /// Bytes a subscription to `filter` is counted as holding: the filter string twice (the
 /// session's copy and the trie's levels refer to it) and a trie node per level, whether or
 /// not another subscription shares them (an upper bound).
-pub(crate) fn subscription_cost(filter: &TopicFilter) -> usize {
+///
+/// In 32 bits, as a session counts it (its size, issue 19): a filter has at most 65,535
+/// bytes, so its cost stays below 11 MB.
+pub(crate) fn subscription_cost(filter: &TopicFilter) -> u32 {
     const PER_LEVEL: usize = 160;
     const PER_SUBSCRIPTION: usize = 96;
     let levels = filter.as_str().split('/').count();
-    PER_SUBSCRIPTION + filter.as_str().len() + levels * PER_LEVEL
+    let cost = PER_SUBSCRIPTION + filter.as_str().len() + levels * PER_LEVEL;
+    u32::try_from(cost).unwrap_or(u32::MAX)
 }
 
 impl SessionState {
@@ -489,7 +499,7 @@ impl SessionState {
         let cost = subscription_cost(&filter);
         let old = self.subscriptions.insert(filter, record);
         if old.is_none() {
-            self.subscription_bytes += cost;
+            self.subscription_bytes = self.subscription_bytes.saturating_add(cost);
         }
         old
     }
@@ -501,7 +511,9 @@ impl SessionState {
     ) -> Option<SubscriptionRecord> {
         let old = self.subscriptions.remove(filter);
         if old.is_some() {
-            self.subscription_bytes -= subscription_cost(filter);
+            self.subscription_bytes = self
+                .subscription_bytes
+                .saturating_sub(subscription_cost(filter));
         }
         old
     }
@@ -679,6 +691,38 @@ impl SessionState {
         let d = self.queue.pop_front()?;
         self.sub_queued_bytes(d.message.size());
         Some(d)
+    }
+
+    /// Queues a shared run of QoS 0 copies (see [`Queue`]) if all of it fits the queue's
+    /// bounds and the session's client is connected. Otherwise hands it back, for the
+    /// caller to queue its copies one by one with [`SessionState::push`], which drops and
+    /// counts those that do not fit (or are for an offline client) as it does any copy.
+    pub(crate) fn push_run(&mut self, copy: RunCopy, limits: &Limits) -> Result<Queued, RunCopy> {
+        let size = queue::run_bytes(&copy);
+        if self.ended
+            || self.link.is_none()
+            || self.queue.len() + copy.run.len() > limits.max_queued_messages
+            || self.queued_bytes + size > limits.max_queued_bytes
+            || self.over_total(size, limits.max_total_queued_bytes)
+        {
+            return Err(copy);
+        }
+        self.add_queued_bytes(size);
+        self.queue.push_run(copy);
+        let threshold = limits.flow_control_queue;
+        if threshold > 0 && !self.slow && self.queue.len() >= threshold {
+            Ok(Queued::Congested)
+        } else {
+            Ok(Queued::Ok)
+        }
+    }
+
+    /// Takes the run the queue starts with, whole (see [`Queue::take_run`]), keeping the
+    /// byte count right.
+    pub(crate) fn take_run(&mut self) -> Option<RunCopy> {
+        let copy = self.queue.take_run()?;
+        self.sub_queued_bytes(queue::run_bytes(&copy));
+        Some(copy)
     }
 
     /// True if `n` more queued bytes would take the broker-wide total past `max` (only what

@@ -104,6 +104,13 @@ pub(crate) trait PacketWriter: Send + 'static {
         version: ProtocolVersion,
         alias: Option<TopicAliasUse>,
     ) -> Result<(), EncodeError>;
+    /// Buffers packets already encoded for this connection's protocol level (a shared run
+    /// of QoS 0 PUBLISHes, see `session::Run`), if this writer writes bytes; false, with
+    /// nothing buffered, if it does not (its caller then sends them one by one).
+    fn encoded(&mut self, bytes: &Bytes) -> bool {
+        let _ = bytes;
+        false
+    }
     /// Bytes or packets buffered and not yet written.
     fn pending(&self) -> usize;
     /// Polls to write everything buffered. What was not written stays buffered, so a
@@ -307,6 +314,20 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketWriter for NetWriter<W> {
             self.buf.extend_from_slice(payload);
         }
         Ok(())
+    }
+
+    fn encoded(&mut self, bytes: &Bytes) -> bool {
+        if bytes.len() >= ZERO_COPY_MIN {
+            // Written from where it is, shared with the other subscribers' writers.
+            let chunks = self.chunks.get_or_insert_with(Box::default);
+            if !self.buf.is_empty() {
+                chunks.push_back(self.buf.split().freeze());
+            }
+            chunks.push_back(bytes.clone());
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+        true
     }
 
     fn pending(&self) -> usize {

@@ -15,7 +15,7 @@
 
 mod retained;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytestring::ByteString;
@@ -32,17 +32,10 @@ use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
 use crate::plugin::DropReason;
 use crate::session::{
-    EnqueueError, Fanout, Held, QueueJournal, Queued, RunCopy, Session, SessionState,
-    SubscriptionRecord,
+    EnqueueError, Fanout, Held, QueueJournal, Queued, RunCopy, Session, SessionState, SubEntry,
+    SubscriptionRecord, Targets,
 };
 use crate::topic::{SubscriptionTrie, TopicFilter, TopicName};
-
-/// One subscription of one session.
-#[derive(Debug, Clone)]
-pub(crate) struct SubEntry {
-    pub(crate) session: Arc<Session>,
-    pub(crate) record: SubscriptionRecord,
-}
 
 /// The members of one shared-subscription group on one filter.
 #[derive(Debug, Default)]
@@ -130,6 +123,9 @@ pub(crate) struct Services<'a> {
 pub(crate) struct Router {
     subs: RwLock<SubscriptionTrie<SubKey, SubValue>>,
     retained: RwLock<RetainedStore>,
+    /// Changes with every subscribe and unsubscribe: a publisher's remembered targets
+    /// ([`Targets`]) are used only while it has not changed.
+    generation: AtomicU64,
 }
 
 impl Router {
@@ -146,6 +142,7 @@ impl Router {
             record,
         };
         let mut subs = self.subs.write();
+        self.generation.fetch_add(1, Ordering::Release);
         match filter.shared() {
             Ok(Some((group, inner))) => {
                 let value = subs.get_or_insert_with(&inner, SubKey::Group(group), || {
@@ -178,6 +175,7 @@ impl Router {
     /// Removes `session`'s subscription to `filter`. True if there was one.
     pub(crate) fn unsubscribe(&self, session: &Session, filter: &TopicFilter) -> bool {
         let mut subs = self.subs.write();
+        self.generation.fetch_add(1, Ordering::Release);
         match filter.shared() {
             Ok(Some((group, inner))) => {
                 let key = SubKey::Group(group);
@@ -252,9 +250,19 @@ impl Router {
         // Read before any receive check: if the authorizers change meanwhile, the copies
         // queued now are checked again when sent.
         let epoch = services.policy.authz_epoch();
+        // Read before the trie: a change after it makes what is remembered below stale.
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(targets) = fanout.take_targets() {
+            if targets.fits(message, generation) {
+                let outcome = deliver_all(message, &targets.entries, services, fanout, epoch);
+                fanout.keep_targets(targets);
+                return outcome;
+            }
+        }
         // On the stack up to a few targets: no allocation per PUBLISH in the common case.
         let mut targets: smallvec::SmallVec<[SubEntry; 8]> = smallvec::SmallVec::new();
         let mut shared_targets: smallvec::SmallVec<[SubEntry; 2]> = smallvec::SmallVec::new();
+        let mut groups = false;
         self.subs
             .read()
             .for_each_match(&message.topic, |_, value| match value {
@@ -267,6 +275,7 @@ impl Router {
                     }
                 }
                 SubValue::Group(group) => {
+                    groups = true;
                     let allowed = |member: &SubEntry| {
                         let qos = message.qos.min(member.record.options.qos);
                         may_receive(services, &member.session, message, qos)
@@ -279,17 +288,7 @@ impl Router {
         if targets.len() > 1 {
             targets.sort_by_key(|t| Arc::as_ptr(&t.session));
         }
-        let mut outcome = RouteOutcome::default();
-        let mut rest = &targets[..];
-        while let Some(first) = rest.first() {
-            let n = rest
-                .iter()
-                .take_while(|t| Arc::ptr_eq(&t.session, &first.session))
-                .count();
-            let (group, tail) = rest.split_at(n);
-            rest = tail;
-            deliver(message, group, services, fanout, false, epoch).count(&mut outcome);
-        }
+        let mut outcome = deliver_all(message, &targets, services, fanout, epoch);
         for member in &shared_targets {
             // Picked among the members that may receive it.
             deliver(
@@ -301,6 +300,41 @@ impl Router {
                 epoch,
             )
             .count(&mut outcome);
+        }
+        // A publisher's next messages on this topic (the rest of its run, mostly) go to the
+        // same sessions until a subscription changes: remembered, unless a shared group
+        // (which picks a member per message) matched.
+        if fanout.is_batching() && !groups {
+            fanout.keep_targets(Box::new(Targets::new(
+                message,
+                generation,
+                targets.into_vec(),
+            )));
+        }
+        outcome
+    }
+}
+
+/// Delivers `message` to each session of `targets` (sorted by session, so that each
+/// session's subscriptions are next to each other).
+fn deliver_all(
+    message: &Arc<Message>,
+    targets: &[SubEntry],
+    services: Services<'_>,
+    fanout: &mut Fanout,
+    epoch: u32,
+) -> RouteOutcome {
+    let mut outcome = RouteOutcome::default();
+    {
+        let mut rest = targets;
+        while let Some(first) = rest.first() {
+            let n = rest
+                .iter()
+                .take_while(|t| Arc::ptr_eq(&t.session, &first.session))
+                .count();
+            let (group, tail) = rest.split_at(n);
+            rest = tail;
+            deliver(message, group, services, fanout, false, epoch).count(&mut outcome);
         }
         outcome
     }
@@ -586,5 +620,71 @@ fn push_one(
                 refusals.push((message, reason));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::SubscriptionOptions;
+    use bytes::Bytes;
+
+    fn message(topic: &str, publisher: &str) -> Message {
+        let mut m = Message::new(
+            TopicName::new(topic).expect("valid"),
+            Bytes::from_static(b"x"),
+            QoS::AtMostOnce,
+            false,
+        );
+        m.publisher = Some(publisher.into());
+        m
+    }
+
+    /// A publisher's remembered targets stand for the trie only while no subscription has
+    /// changed since they were read: every subscribe and unsubscribe (a new one, a
+    /// replaced one, a shared one) moves the generation they are checked against, and they
+    /// fit only the same topic from the same publisher (No Local, MQTT-3.8.3-3, depends on
+    /// who publishes).
+    #[test]
+    fn remembered_targets_go_stale_with_any_subscription_change() {
+        let router = Router::default();
+        let session = Session::new(1, "s".into(), 0);
+        let record = SubscriptionRecord {
+            options: SubscriptionOptions::new(QoS::AtMostOnce),
+            id: None,
+        };
+        let t = message("a/b", "p");
+        let generation = || router.generation.load(Ordering::Acquire);
+        let mut seen = vec![generation()];
+        let changes: [&dyn Fn(); 5] = [
+            &|| {
+                router.subscribe(&session, &TopicFilter::new("a/#").expect("valid"), record);
+            },
+            &|| {
+                router.subscribe(&session, &TopicFilter::new("a/#").expect("valid"), record);
+            },
+            &|| {
+                let shared = TopicFilter::new("$share/g/a/b").expect("valid");
+                router.subscribe(&session, &shared, record);
+            },
+            &|| {
+                router.unsubscribe(&session, &TopicFilter::new("a/#").expect("valid"));
+            },
+            &|| {
+                router.unsubscribe(&session, &TopicFilter::new("x").expect("valid"));
+            },
+        ];
+        for change in changes {
+            let remembered = Targets::new(&t, generation(), Vec::new());
+            assert!(remembered.fits(&t, generation()));
+            change();
+            assert!(!seen.contains(&generation()), "a new generation");
+            seen.push(generation());
+            assert!(!remembered.fits(&t, generation()), "stale after a change");
+        }
+        let remembered = Targets::new(&t, generation(), Vec::new());
+        assert!(!remembered.fits(&message("a/c", "p"), generation()));
+        assert!(!remembered.fits(&message("a/b", "q"), generation()));
+        assert!(remembered.fits(&message("a/b", "p"), generation()));
     }
 }

@@ -21,8 +21,11 @@
 
 use std::sync::Arc;
 
-use super::{LinkSignals, Run, RunCopy, Session};
+use bytestring::ByteString;
+
+use super::{LinkSignals, Run, RunCopy, Session, SubEntry};
 use crate::message::{Delivery, Message};
+use crate::topic::TopicName;
 
 /// Writers to wake, and sessions to wait for, after routing (see the module docs).
 ///
@@ -35,6 +38,41 @@ pub(crate) struct Fanout {
     /// Boxed, and made on first use: a connection that never publishes (most idle ones)
     /// holds one pointer for it.
     pending: Option<Box<Pending>>,
+}
+
+/// The sessions a publisher's last message went to, remembered for its next message on the
+/// same topic until a subscription changes anywhere (the router's generation), and at most
+/// until the end of the publisher's run ([`Fanout::wake_all`]): most messages of a run go
+/// where the one before went, and then need no walk of the trie, no reference taken per
+/// target and no sort.
+#[derive(Debug)]
+pub(crate) struct Targets {
+    /// The topic, with a buffer of its own (not the read buffer's).
+    topic: TopicName,
+    /// No Local depends on who publishes.
+    publisher: Option<ByteString>,
+    generation: u64,
+    /// Sorted by session.
+    pub(crate) entries: Vec<SubEntry>,
+}
+
+impl Targets {
+    /// What `message` went to, in the router's `generation`.
+    pub(crate) fn new(message: &Message, generation: u64, entries: Vec<SubEntry>) -> Self {
+        Self {
+            topic: message.topic.owned(),
+            publisher: message.publisher.clone(),
+            generation,
+            entries,
+        }
+    }
+
+    /// Whether `message` goes to the same sessions (the router is in `generation`).
+    pub(crate) fn fits(&self, message: &Message, generation: u64) -> bool {
+        self.generation == generation
+            && self.topic == message.topic
+            && self.publisher == message.publisher
+    }
 }
 
 /// What a [`Fanout`] has still to do.
@@ -52,6 +90,11 @@ struct Pending {
     held_at: hashbrown::HashMap<usize, usize>,
     /// Copies in `held`.
     held_count: usize,
+    /// What the last message was routed to (see [`Targets`]).
+    targets: Option<Box<Targets>>,
+    /// Where in `held` the next session is expected: routing meets a topic's sessions in
+    /// the same order for every message, so this saves a lookup in `held_at` per copy.
+    next_held: usize,
     /// The messages of shared copies held back ([`Held::Shared`] points into it).
     run: Vec<Arc<Message>>,
     /// The authorizers' epoch in which every shared copy held back was checked (0 when
@@ -209,6 +252,7 @@ impl Fanout {
             return Vec::new();
         };
         p.held_count = 0;
+        p.next_held = 0;
         if p.held_at.capacity() > KEEP {
             p.held_at = hashbrown::HashMap::new();
         } else {
@@ -239,6 +283,16 @@ impl Fanout {
         self.pending.as_ref().is_some_and(|p| p.held_count > 0)
     }
 
+    /// Takes the remembered targets (see [`Targets`]).
+    pub(crate) fn take_targets(&mut self) -> Option<Box<Targets>> {
+        self.pending.as_mut().and_then(|p| p.targets.take())
+    }
+
+    /// Remembers `targets` until the end of the run (see [`Targets`]).
+    pub(crate) fn keep_targets(&mut self, targets: Box<Targets>) {
+        self.pending().targets = Some(targets);
+    }
+
     /// Wakes `signals`' writer when [`Fanout::wake_all`] runs (or this is dropped).
     pub(crate) fn wake_later(&mut self, signals: &Arc<LinkSignals>) {
         let p = self.pending();
@@ -254,11 +308,16 @@ impl Fanout {
             .is_some_and(|p| !p.wakes.is_empty() || p.held_count > 0)
     }
 
-    /// Wakes every writer queued for since the last call.
+    /// Wakes every writer queued for since the last call, and forgets the remembered
+    /// targets (the end of a run: a publisher gone quiet keeps no references to sessions).
     pub(crate) fn wake_all(&mut self) {
-        let Some(p) = self.pending.as_mut().filter(|p| !p.wakes.is_empty()) else {
+        let Some(p) = self.pending.as_mut() else {
             return;
         };
+        p.targets = None;
+        if p.wakes.is_empty() {
+            return;
+        }
         for signals in p.wakes.drain(..) {
             signals.wake();
         }
@@ -273,11 +332,23 @@ impl Fanout {
 
 impl Pending {
     fn hold(&mut self, session: &Arc<Session>, held: Held, per_session: usize) -> bool {
-        let key = Arc::as_ptr(session) as usize;
-        let at = *self.held_at.entry(key).or_insert_with(|| {
-            self.held.push((Arc::clone(session), Vec::new()));
-            self.held.len() - 1
-        });
+        // After the last session, the next message starts again with the first.
+        let guess = if self.next_held < self.held.len() {
+            self.next_held
+        } else {
+            0
+        };
+        let at = match self.held.get(guess) {
+            Some((s, _)) if Arc::ptr_eq(s, session) => guess,
+            _ => {
+                let key = Arc::as_ptr(session) as usize;
+                *self.held_at.entry(key).or_insert_with(|| {
+                    self.held.push((Arc::clone(session), Vec::new()));
+                    self.held.len() - 1
+                })
+            }
+        };
+        self.next_held = at + 1;
         let list = &mut self.held[at].1;
         list.push(held);
         let full = list.len() >= per_session.clamp(1, HOLD_PER_SESSION);

@@ -39,7 +39,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 pub(crate) use deadlines::{TimerKind, TimerSlots};
-pub(crate) use fanout::{Fanout, Held};
+pub(crate) use fanout::{Fanout, Held, Targets};
 pub(crate) use ids::IdSet;
 pub(crate) use inflight::{Entry, Inflight, Stage};
 pub(crate) use queue::{Queue, Run, RunCopy};
@@ -55,6 +55,13 @@ use crate::topic::TopicFilter;
 pub(crate) struct SubscriptionRecord {
     pub(crate) options: SubscriptionOptions,
     pub(crate) id: Option<NonZeroU32>,
+}
+
+/// One subscription of one session, as the subscription trie holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct SubEntry {
+    pub(crate) session: Arc<Session>,
+    pub(crate) record: SubscriptionRecord,
 }
 
 /// How a closing connection says goodbye.

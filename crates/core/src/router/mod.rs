@@ -524,19 +524,21 @@ fn queue_held(fanout: &mut Fanout, services: Services<'_>) {
 fn queue_for(session: &Arc<Session>, held: Vec<Held>, services: Services<'_>, fanout: &mut Fanout) {
     // The runs first (made or found outside the session's lock), in order among the rest.
     let mut items: smallvec::SmallVec<[Item; 4]> = smallvec::SmallVec::new();
-    let mut positions: smallvec::SmallVec<[u32; 64]> = smallvec::SmallVec::new();
+    let mut spans: smallvec::SmallVec<[Held; 4]> = smallvec::SmallVec::new();
     for h in held {
         match h {
-            Held::Shared(at) => positions.push(at),
-            Held::One(d) => {
-                if let Some(run) = run_of(fanout, &mut positions) {
+            Held::Shared(..) => spans.push(h),
+            Held::One(at) => {
+                if let Some(run) = run_of(fanout, &mut spans) {
                     items.push(Item::Run(run));
                 }
-                items.push(Item::One(d));
+                if let Some(d) = fanout.take_one(at) {
+                    items.push(Item::One(d));
+                }
             }
         }
     }
-    if let Some(run) = run_of(fanout, &mut positions) {
+    if let Some(run) = run_of(fanout, &mut spans) {
         items.push(Item::Run(run));
     }
     let mut refusals: Vec<(Arc<Message>, DropReason)> = Vec::new();
@@ -582,13 +584,13 @@ enum Item {
     Run(RunCopy),
 }
 
-/// The run of the shared positions gathered so far (emptied).
-fn run_of(fanout: &mut Fanout, positions: &mut smallvec::SmallVec<[u32; 64]>) -> Option<RunCopy> {
-    if positions.is_empty() {
+/// The run of the shared spans gathered so far (emptied).
+fn run_of(fanout: &mut Fanout, spans: &mut smallvec::SmallVec<[Held; 4]>) -> Option<RunCopy> {
+    if spans.is_empty() {
         return None;
     }
-    let copy = fanout.run_copy(positions);
-    positions.clear();
+    let copy = fanout.run_copy(spans);
+    spans.clear();
     copy
 }
 

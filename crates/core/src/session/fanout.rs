@@ -15,9 +15,10 @@
 //! for every copy). What a session holds back is bounded (see [`Fanout::hold`]).
 //!
 //! Copies whose wire form is the same for every subscriber (see [`super::Run`]) are held
-//! as positions in the run's list of messages ([`Fanout::hold_shared`]), and queued as
-//! runs shared by every session that got the same messages: one reference per message
-//! instead of one per copy.
+//! as spans of positions in the run's list of messages ([`Fanout::hold_shared`]: a copy of
+//! the message after a session's last one extends its span), and queued as runs shared by
+//! every session that got the same messages: one reference per message instead of one per
+//! copy, and no list entry per copy.
 
 use std::sync::Arc;
 
@@ -84,8 +85,10 @@ struct Pending {
     wakes: Vec<Arc<LinkSignals>>,
     /// The writers in `wakes`, by address.
     seen: hashbrown::HashSet<usize>,
-    /// Copies held back, per session in the order first met.
-    held: Vec<(Arc<Session>, Vec<Held>)>,
+    /// Copies held back, per session in the order first met, with how many there are.
+    held: Vec<(Arc<Session>, Vec<Held>, usize)>,
+    /// The copies with a form of their own ([`Held::One`] points into it), until queued.
+    ones: Vec<Option<Delivery>>,
     /// Where each session's copies are in `held`, by the session's address.
     held_at: hashbrown::HashMap<usize, usize>,
     /// Copies in `held`.
@@ -100,19 +103,19 @@ struct Pending {
     /// The authorizers' epoch in which every shared copy held back was checked (0 when
     /// they differ: the writers check them again).
     run_epoch: Option<u32>,
-    /// The runs made from `run`, by the positions they hold: sessions that got the same
+    /// The runs made from `run`, by the spans they hold: sessions that got the same
     /// messages share one.
-    runs: hashbrown::HashMap<Box<[u32]>, Arc<Run>>,
+    runs: hashbrown::HashMap<Box<[Held]>, Arc<Run>>,
 }
 
-/// A copy held back for a session.
-#[derive(Debug)]
+/// Copies held back for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Held {
-    /// A copy with a form of its own.
-    One(Delivery),
-    /// A QoS 0 copy whose wire form every subscriber shares: its message's position in
-    /// the fanout's run.
-    Shared(u32),
+    /// A copy with a form of its own: its place among the fanout's ([`Fanout::take_one`]).
+    One(u32),
+    /// QoS 0 copies whose wire form every subscriber shares: of the messages at positions
+    /// `.0..​.1` of the fanout's run.
+    Shared(u32, u32),
 }
 
 /// The most copies held back for one session, and for all: past either, the caller queues
@@ -140,6 +143,7 @@ impl Fanout {
         self.batching
     }
 
+    #[inline]
     fn pending(&mut self) -> &mut Pending {
         self.pending.get_or_insert_with(Box::default)
     }
@@ -181,8 +185,10 @@ impl Fanout {
         delivery: Delivery,
         per_session: usize,
     ) -> bool {
-        self.pending()
-            .hold(session, Held::One(delivery), per_session)
+        let p = self.pending();
+        p.ones.push(Some(delivery));
+        let at = (p.ones.len() - 1) as u32;
+        p.hold(session, Held::One(at), per_session)
     }
 
     /// Holds back a QoS 0 copy of `message` for `session` whose wire form every
@@ -208,24 +214,33 @@ impl Fanout {
             Some(e) if e == epoch => Some(e),
             Some(_) => Some(0),
         };
-        p.hold(session, Held::Shared(at), per_session)
+        p.hold(session, Held::Shared(at, at + 1), per_session)
     }
 
-    /// The run of the held positions `at` (made once for every session that holds the
-    /// same ones), as one session's copy.
-    pub(crate) fn run_copy(&mut self, at: &[u32]) -> Option<RunCopy> {
+    /// Takes the copy [`Held::One`] points at.
+    pub(crate) fn take_one(&mut self, at: u32) -> Option<Delivery> {
+        self.pending.as_mut()?.ones.get_mut(at as usize)?.take()
+    }
+
+    /// The run of the held spans `spans` (made once for every session that holds the same
+    /// ones), as one session's copy.
+    pub(crate) fn run_copy(&mut self, spans: &[Held]) -> Option<RunCopy> {
         let p = self.pending.as_mut()?;
         let epoch = p.run_epoch.unwrap_or(0);
-        if let Some(run) = p.runs.get(at) {
+        if let Some(run) = p.runs.get(spans) {
             return Some(RunCopy::new(Arc::clone(run), epoch));
         }
-        let messages: Option<Box<[Arc<Message>]>> = at
-            .iter()
-            .map(|&i| p.run.get(i as usize).map(Arc::clone))
-            .collect();
-        let messages = messages.filter(|m| !m.is_empty())?;
-        let run = Run::new(messages);
-        p.runs.insert(at.into(), Arc::clone(&run));
+        let mut messages = Vec::new();
+        for held in spans {
+            if let Held::Shared(from, to) = *held {
+                messages.extend_from_slice(p.run.get(from as usize..to as usize)?);
+            }
+        }
+        if messages.is_empty() {
+            return None;
+        }
+        let run = Run::new(messages.into_boxed_slice());
+        p.runs.insert(spans.into(), Arc::clone(&run));
         Some(RunCopy::new(run, epoch))
     }
 
@@ -237,9 +252,9 @@ impl Fanout {
         };
         match p.held_at.get(&(Arc::as_ptr(session) as usize)) {
             Some(&at) => {
-                let list = std::mem::take(&mut p.held[at].1);
-                p.held_count -= list.len();
-                list
+                let (_, list, count) = &mut p.held[at];
+                p.held_count -= std::mem::take(count);
+                std::mem::take(list)
             }
             None => Vec::new(),
         }
@@ -258,7 +273,7 @@ impl Fanout {
         } else {
             p.held_at.clear();
         }
-        std::mem::take(&mut p.held)
+        p.held.drain(..).map(|(s, list, _)| (s, list)).collect()
     }
 
     /// Lets go of the shared messages and runs, once every held copy was queued.
@@ -270,6 +285,7 @@ impl Fanout {
             return; // copies still point into the run
         }
         p.run.clear();
+        p.ones.clear();
         p.run_epoch = None;
         if p.runs.capacity() > KEEP {
             p.runs = hashbrown::HashMap::new();
@@ -339,19 +355,24 @@ impl Pending {
             0
         };
         let at = match self.held.get(guess) {
-            Some((s, _)) if Arc::ptr_eq(s, session) => guess,
+            Some((s, _, _)) if Arc::ptr_eq(s, session) => guess,
             _ => {
                 let key = Arc::as_ptr(session) as usize;
                 *self.held_at.entry(key).or_insert_with(|| {
-                    self.held.push((Arc::clone(session), Vec::new()));
+                    self.held.push((Arc::clone(session), Vec::new(), 0));
                     self.held.len() - 1
                 })
             }
         };
         self.next_held = at + 1;
-        let list = &mut self.held[at].1;
-        list.push(held);
-        let full = list.len() >= per_session.clamp(1, HOLD_PER_SESSION);
+        let (_, list, count) = &mut self.held[at];
+        // The message after this session's last shared one: its span grows.
+        match (list.last_mut(), held) {
+            (Some(Held::Shared(_, to)), Held::Shared(from, next)) if *to == from => *to = next,
+            _ => list.push(held),
+        }
+        *count += 1;
+        let full = *count >= per_session.clamp(1, HOLD_PER_SESSION);
         self.held_count += 1;
         full || self.held_count >= HOLD_TOTAL
     }

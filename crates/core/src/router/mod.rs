@@ -304,7 +304,7 @@ impl Router {
         // A publisher's next messages on this topic (the rest of its run, mostly) go to the
         // same sessions until a subscription changes: remembered, unless a shared group
         // (which picks a member per message) matched.
-        if fanout.is_batching() && !groups {
+        if fanout.is_batching() && !groups && fanout.routed_before() {
             fanout.keep_targets(Box::new(Targets::new(
                 message,
                 generation,
@@ -529,8 +529,8 @@ fn queue_for(session: &Arc<Session>, held: Vec<Held>, services: Services<'_>, fa
         match h {
             Held::Shared(..) => spans.push(h),
             Held::One(at) => {
-                if let Some(run) = run_of(fanout, &mut spans) {
-                    items.push(Item::Run(run));
+                if let Some(item) = run_of(fanout, &mut spans) {
+                    items.push(item);
                 }
                 if let Some(d) = fanout.take_one(at) {
                     items.push(Item::One(d));
@@ -538,8 +538,8 @@ fn queue_for(session: &Arc<Session>, held: Vec<Held>, services: Services<'_>, fa
             }
         }
     }
-    if let Some(run) = run_of(fanout, &mut spans) {
-        items.push(Item::Run(run));
+    if let Some(item) = run_of(fanout, &mut spans) {
+        items.push(item);
     }
     let mut refusals: Vec<(Arc<Message>, DropReason)> = Vec::new();
     let mut congested = false;
@@ -584,14 +584,18 @@ enum Item {
     Run(RunCopy),
 }
 
-/// The run of the shared spans gathered so far (emptied).
-fn run_of(fanout: &mut Fanout, spans: &mut smallvec::SmallVec<[Held; 4]>) -> Option<RunCopy> {
+/// The shared spans gathered so far (emptied) as a run, or as one delivery if they hold
+/// one message.
+fn run_of(fanout: &mut Fanout, spans: &mut smallvec::SmallVec<[Held; 4]>) -> Option<Item> {
     if spans.is_empty() {
         return None;
     }
-    let copy = fanout.run_copy(spans);
+    let item = match fanout.single(spans) {
+        Some(d) => Some(Item::One(d)),
+        None => fanout.run_copy(spans).map(Item::Run),
+    };
     spans.clear();
-    copy
+    item
 }
 
 /// Queues one copy for `session`, whose state `st` is; a refusal is counted, and kept in

@@ -95,6 +95,8 @@ struct Pending {
     held_count: usize,
     /// What the last message was routed to (see [`Targets`]).
     targets: Option<Box<Targets>>,
+    /// A message was routed since the last [`Fanout::wake_all`].
+    routed: bool,
     /// Where in `held` the next session is expected: routing meets a topic's sessions in
     /// the same order for every message, so this saves a lookup in `held_at` per copy.
     next_held: usize,
@@ -222,6 +224,23 @@ impl Fanout {
         self.pending.as_mut()?.ones.get_mut(at as usize)?.take()
     }
 
+    /// The copy of `spans` as an ordinary delivery when they hold one message: a run of
+    /// one (a client publishing now and then, an in-process client) would cost a run, its
+    /// list and its entry in `runs` to save nothing.
+    pub(crate) fn single(&mut self, spans: &[Held]) -> Option<Delivery> {
+        let p = self.pending.as_mut()?;
+        let [Held::Shared(from, to)] = *spans else {
+            return None;
+        };
+        if to != from + 1 {
+            return None;
+        }
+        let message = Arc::clone(p.run.get(from as usize)?);
+        let mut d = Delivery::new(message, crate::codec::QoS::AtMostOnce, false, Vec::new());
+        d.authorized_epoch = p.run_epoch.unwrap_or(0);
+        Some(d)
+    }
+
     /// The run of the held spans `spans` (made once for every session that holds the same
     /// ones), as one session's copy.
     pub(crate) fn run_copy(&mut self, spans: &[Held]) -> Option<RunCopy> {
@@ -304,6 +323,13 @@ impl Fanout {
         self.pending.as_mut().and_then(|p| p.targets.take())
     }
 
+    /// Notes that a message is being routed; true if one was before it in this run. Only
+    /// then are its targets worth remembering: a run of one message (a client publishing
+    /// now and then, an in-process client) would pay for remembering and never use it.
+    pub(crate) fn routed_before(&mut self) -> bool {
+        std::mem::replace(&mut self.pending().routed, true)
+    }
+
     /// Remembers `targets` until the end of the run (see [`Targets`]).
     pub(crate) fn keep_targets(&mut self, targets: Box<Targets>) {
         self.pending().targets = Some(targets);
@@ -331,6 +357,7 @@ impl Fanout {
             return;
         };
         p.targets = None;
+        p.routed = false;
         if p.wakes.is_empty() {
             return;
         }

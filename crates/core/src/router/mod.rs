@@ -325,19 +325,17 @@ fn deliver_all(
     epoch: u32,
 ) -> RouteOutcome {
     let mut outcome = RouteOutcome::default();
-    {
-        let mut rest = targets;
-        while let Some(first) = rest.first() {
-            let n = rest
-                .iter()
-                .take_while(|t| Arc::ptr_eq(&t.session, &first.session))
-                .count();
-            let (group, tail) = rest.split_at(n);
-            rest = tail;
-            deliver(message, group, services, fanout, false, epoch).count(&mut outcome);
-        }
-        outcome
+    let mut rest = targets;
+    while let Some(first) = rest.first() {
+        let n = rest
+            .iter()
+            .take_while(|t| Arc::ptr_eq(&t.session, &first.session))
+            .count();
+        let (group, tail) = rest.split_at(n);
+        rest = tail;
+        deliver(message, group, services, fanout, false, epoch).count(&mut outcome);
     }
+    outcome
 }
 
 /// What became of one session's copy.

@@ -392,6 +392,24 @@ impl Message {
             .unwrap_or(usize::MAX)
     }
 
+    /// True when `message` is best encoded straight into the one connection buffer it goes
+    /// to: its form is shared (see [`Message::shares_form`]) but not cached yet, and the
+    /// copy asking holds the only reference, so no other copy will ever use a cached form
+    /// (fan-in: one subscriber per message). Encoding the form first would add an
+    /// allocation and a copy of the headers for nothing. (A reference taken later, such as
+    /// the inflight window's for a re-send, encodes again.)
+    pub(crate) fn encodes_alone(
+        message: &Arc<Message>,
+        version: ProtocolVersion,
+        with_id: bool,
+    ) -> bool {
+        let slot = usize::from(version.is_v5()) * 2 + usize::from(with_id);
+        Arc::strong_count(message) == 1
+            && message.forms[slot].get().is_none()
+            && message.properties.subscription_identifiers.is_empty()
+            && message.properties.topic_alias.is_none()
+    }
+
     /// The cached encoded form for `version`, with or without a packet identifier. Only for
     /// deliveries for which [`Message::shares_form`] holds.
     pub(crate) fn encoded(

@@ -300,9 +300,9 @@ impl Sessions {
         st.link = Some(Link {
             id: link_id,
             signals,
-            outbox: VecDeque::from([connack(present)]),
+            outbox: VecDeque::from([connack(present).into()]),
             pending: None,
-            window,
+            window: u16::try_from(window).unwrap_or(u16::MAX),
             resend,
             since_ms: persist::unix_now_ms(),
             keep_alive,

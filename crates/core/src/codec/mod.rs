@@ -45,6 +45,7 @@ pub use properties::{
     PayloadFormat, PublishProperties, SubscribeProperties, UnsubscribeProperties, UserProperty,
     WillProperties,
 };
+pub(crate) use publish::write_head as write_publish_head;
 pub use publish::{EncodedPublish, Publish, PublishQoS, TopicAliasUse};
 pub use reason::ReasonCode;
 pub use subscribe::{

@@ -120,19 +120,59 @@ impl Publish {
 
     /// Everything up to the payload.
     fn emit_variable_header<S: Sink>(&self, v: ProtocolVersion, s: &mut S) {
-        s.string(self.topic.as_str());
-        if let Some(id) = self.qos.packet_id() {
-            s.u16(id.get());
-        }
-        if v.is_v5() {
-            self.properties.emit(s);
-        }
+        let properties = v.is_v5().then_some(&self.properties);
+        emit_head(&self.topic, self.qos, properties, s);
     }
 
     pub(crate) fn emit_body<S: Sink>(&self, v: ProtocolVersion, s: &mut S) {
         self.emit_variable_header(v, s);
         s.raw(&self.payload);
     }
+}
+
+/// A PUBLISH's variable header: the Topic Name, the packet identifier, and (v5) the
+/// properties.
+fn emit_head<S: Sink>(
+    topic: &TopicName,
+    qos: PublishQoS,
+    properties: Option<&PublishProperties>,
+    s: &mut S,
+) {
+    s.string(topic.as_str());
+    if let Some(id) = qos.packet_id() {
+        s.u16(id.get());
+    }
+    if let Some(properties) = properties {
+        properties.emit(s);
+    }
+}
+
+/// Appends the fixed and variable headers of one PUBLISH (everything before a payload of
+/// `payload_len` bytes) to `out`, from its parts: for a copy encoded once, where building
+/// a [`Publish`] or an [`EncodedPublish`] first would only add copies. `properties` is
+/// `Some` for MQTT 5.0.
+pub(crate) fn write_head(
+    out: &mut BytesMut,
+    flags: (bool, PublishQoS, bool),
+    topic: &TopicName,
+    properties: Option<&PublishProperties>,
+    payload_len: usize,
+) -> Result<(), EncodeError> {
+    let (dup, qos, retain) = flags;
+    let mut counter = Counter::default();
+    emit_head(topic, qos, properties, &mut counter);
+    if counter.field_too_long {
+        return Err(EncodeError::FieldTooLong);
+    }
+    let body = counter.len + payload_len;
+    if body > MAX_VARINT as usize {
+        return Err(EncodeError::PacketTooLarge(body));
+    }
+    out.reserve(5 + counter.len);
+    out.put_u8(((PacketType::Publish as u8) << 4) | self::flags(dup, qos.qos(), retain));
+    out.varint(body as u32);
+    emit_head(topic, qos, properties, out);
+    Ok(())
 }
 
 fn flags(dup: bool, qos: QoS, retain: bool) -> u8 {

@@ -3,8 +3,9 @@
 //! A PUBREL or PUBCOMP the broker answers with leaves only once the state it reports is
 //! durable (acked durability).
 
-use crate::codec::{Packet, PubResponse, ReasonCode};
+use crate::codec::{PubResponse, ReasonCode};
 use crate::persist::{journal, Gate};
+use crate::session::{AckKind, Outgoing};
 
 use super::Connection;
 
@@ -22,70 +23,78 @@ impl Connection {
     }
 
     pub(super) fn on_pubrec(&mut self, a: PubResponse) {
-        let failed = !a.reason_code.is_success();
-        let mut rel_gate = Gate::NONE;
-        let found = if failed {
+        let id = a.packet_id;
+        if !a.reason_code.is_success() {
             // v5 §4.3.3: a PUBREC with an error code ends the exchange.
-            let done = self.ack(|st| st.end_inflight(|i| i.forget(a.packet_id)));
+            let done = self.ack(|st| st.end_inflight(|i| i.forget(id)));
             self.forget_stored(done.as_ref());
-            done.is_some()
-        } else {
-            // The delivery is copied out only when its stored record must be updated.
-            let released = self.ack(|st| {
-                st.inflight
-                    .pubrec(a.packet_id)
-                    .map(|e| e.delivery.storage_seq.map(|seq| (seq, e.delivery.clone())))
-            });
-            if let Some(Some((seq, d))) = &released {
-                // The PUBREL leaves only once "released" is durable: a restart must
-                // not re-send a PUBLISH the receiver has completed.
-                rel_gate = self.ctx.journal.store_gated(vec![journal::released(
-                    &self.session.client_id,
-                    seq.get(),
-                    d,
-                    a.packet_id.get(),
-                )]);
-            }
-            released.is_some()
-        };
-        if !failed {
-            let code = if found {
-                ReasonCode::Success
-            } else {
-                ReasonCode::PacketIdentifierNotFound
+            return;
+        }
+        let link_id = self.link_id;
+        let unknown = Outgoing::Ack(
+            AckKind::PubRel,
+            id,
+            self.v5_code(ReasonCode::PacketIdentifierNotFound),
+        );
+        let released = Outgoing::Ack(AckKind::PubRel, id, ReasonCode::Success);
+        // One lock: the delivery moves to "released" and its PUBREL is queued, unless its
+        // stored record must be updated first. The delivery is copied out only then.
+        let stored = self.ack(|st| {
+            let (packet, stored) = match st.inflight.pubrec(id) {
+                None => (unknown, None),
+                Some(e) => match e.delivery.storage_seq {
+                    Some(seq) => return Some((seq, e.delivery.clone())),
+                    None => (released, None),
+                },
             };
-            self.control_after(
-                Packet::PubRel(PubResponse::with_reason(a.packet_id, self.v5_code(code))),
-                rel_gate,
-            );
+            st.send_control(link_id, packet, Gate::NONE);
+            stored
+        });
+        if let Some((seq, d)) = stored {
+            // The PUBREL leaves only once "released" is durable: a restart must not
+            // re-send a PUBLISH the receiver has completed.
+            let rel_gate = self.ctx.journal.store_gated(vec![journal::released(
+                &self.session.client_id,
+                seq.get(),
+                &d,
+                id.get(),
+            )]);
+            let released = Outgoing::Ack(AckKind::PubRel, id, ReasonCode::Success);
+            self.session.send_control_gated(link_id, released, rel_gate);
         }
     }
 
     pub(super) fn on_pubrel(&mut self, a: PubResponse) {
-        let (known, persistent) = {
+        let id = a.packet_id;
+        let link_id = self.link_id;
+        let journal = self.ctx.journal.is_on();
+        let unknown = self.v5_code(ReasonCode::PacketIdentifierNotFound);
+        // One lock: the id is forgotten and the PUBCOMP queued, unless forgetting it must
+        // be durable first.
+        let store = {
             let mut st = self.session.state.lock();
-            (
-                st.inbound_qos2.remove(&a.packet_id.get()),
-                st.expiry_interval > 0,
-            )
+            let known = st.inbound_qos2.remove(&id.get());
+            if known && st.expiry_interval > 0 && journal {
+                true
+            } else {
+                let code = if known { ReasonCode::Success } else { unknown };
+                st.send_control(
+                    link_id,
+                    Outgoing::Ack(AckKind::PubComp, id, code),
+                    Gate::NONE,
+                );
+                false
+            }
         };
-        // The PUBCOMP leaves only once the id is forgotten durably: after a restart
-        // the publisher may reuse it for a new message.
-        let mut comp_gate = Gate::NONE;
-        if known && persistent && self.ctx.journal.is_on() {
-            comp_gate = self.ctx.journal.store_gated(vec![journal::inbound_done(
+        if store {
+            // The PUBCOMP leaves only once the id is forgotten durably: after a restart
+            // the publisher may reuse it for a new message.
+            let comp_gate = self.ctx.journal.store_gated(vec![journal::inbound_done(
                 &self.session.client_id,
-                a.packet_id.get(),
+                id.get(),
             )]);
+            let comp = Outgoing::Ack(AckKind::PubComp, id, ReasonCode::Success);
+            self.session.send_control_gated(link_id, comp, comp_gate);
         }
-        let code = if known {
-            ReasonCode::Success
-        } else {
-            ReasonCode::PacketIdentifierNotFound
-        };
-        self.control_after(
-            Packet::PubComp(PubResponse::with_reason(a.packet_id, self.v5_code(code))),
-            comp_gate,
-        );
     }
 }

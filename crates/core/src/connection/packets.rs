@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use super::auth::{self, Step};
 use super::{Connection, Exit, Violation};
-use crate::codec::{Auth, AuthProperties, Disconnect, Packet, PubResponse, ReasonCode};
+use crate::codec::{Auth, AuthProperties, Disconnect, Packet, PacketId, PubResponse, ReasonCode};
 use crate::gate::Gate;
-use crate::session::SessionState;
+use crate::session::{AckKind, Outgoing, SessionState};
 use crate::shown::{Shown, Text};
 
 /// The rest of a packet's handling that has to wait (for a plugin, storage, or an
@@ -96,6 +96,21 @@ impl Connection {
     /// Queues a control packet that leaves once the writes of `gate` are durable.
     pub(super) fn control_after(&self, packet: Packet, gate: Gate) {
         self.session.send_control_gated(self.link_id, packet, gate);
+    }
+
+    /// Queues a PUBACK or PUBREC answering a PUBLISH with `code` (see
+    /// [`Connection::response`]), to leave once the writes of `gate` are durable.
+    pub(super) fn answer(&self, kind: AckKind, id: PacketId, code: ReasonCode, gate: Gate) {
+        let out = if self.version.is_v5() && !code.is_success() {
+            let r = self.response(id, code);
+            Outgoing::from(match kind {
+                AckKind::PubRec => Packet::PubRec(r),
+                _ => Packet::PubAck(r),
+            })
+        } else {
+            Outgoing::Ack(kind, id, self.v5_code(code))
+        };
+        self.session.send_control_gated(self.link_id, out, gate);
     }
 
     /// A PUBACK or PUBREC body, with a Reason String for failure codes (v5; the writer drops

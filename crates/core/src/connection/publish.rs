@@ -3,13 +3,14 @@
 
 use super::packets::Later;
 use super::{Connection, Exit, Violation};
-use crate::codec::{Packet, PayloadFormat, PubResponse, Publish, PublishQoS, ReasonCode};
+use crate::codec::{PayloadFormat, Publish, PublishQoS, ReasonCode};
 use crate::gate::Gate;
 use crate::message::Hold;
 use crate::metrics::Metrics;
 use crate::pipeline;
 use crate::plugin::PublishedMessage;
 use crate::router::RouteOutcome;
+use crate::session::AckKind;
 use crate::topic::{is_bridge_state_topic, is_sys_topic};
 
 impl Connection {
@@ -122,8 +123,8 @@ impl Connection {
     fn answer_publish(&self, qos: PublishQoS, code: ReasonCode) {
         match qos {
             PublishQoS::AtMostOnce => {}
-            PublishQoS::AtLeastOnce(id) => self.control(Packet::PubAck(self.response(id, code))),
-            PublishQoS::ExactlyOnce(id) => self.control(Packet::PubRec(self.response(id, code))),
+            PublishQoS::AtLeastOnce(id) => self.answer(AckKind::PubAck, id, code, Gate::NONE),
+            PublishQoS::ExactlyOnce(id) => self.answer(AckKind::PubRec, id, code, Gate::NONE),
         }
     }
 
@@ -148,7 +149,7 @@ impl Connection {
                 // MQTT-4.3.3-2: a re-sent PUBLISH before PUBREL is acknowledged, not routed.
                 if st.inbound_qos2.contains(&id.get()) {
                     drop(st);
-                    self.control(Packet::PubRec(PubResponse::new(id)));
+                    self.answer(AckKind::PubRec, id, ReasonCode::Success, Gate::NONE);
                     return Ok(None);
                 }
                 if bad_utf8 {
@@ -188,12 +189,12 @@ impl Connection {
     fn refuse_qos(&self, qos: PublishQoS, code: ReasonCode) {
         match qos {
             PublishQoS::AtMostOnce => {}
-            PublishQoS::AtLeastOnce(id) => self.control(Packet::PubAck(self.response(id, code))),
+            PublishQoS::AtLeastOnce(id) => self.answer(AckKind::PubAck, id, code, Gate::NONE),
             PublishQoS::ExactlyOnce(id) => {
                 if self.version.is_v5() {
                     self.session.state.lock().inbound_qos2.remove(&id.get());
                 }
-                self.control(Packet::PubRec(self.response(id, code)));
+                self.answer(AckKind::PubRec, id, code, Gate::NONE);
             }
         }
     }
@@ -288,15 +289,13 @@ impl Connection {
         };
         match qos {
             PublishQoS::AtMostOnce => {}
-            PublishQoS::AtLeastOnce(id) => {
-                self.control_after(Packet::PubAck(self.response(id, code)), gate);
-            }
+            PublishQoS::AtLeastOnce(id) => self.answer(AckKind::PubAck, id, code, gate),
             PublishQoS::ExactlyOnce(id) => {
                 if !code.is_success() && self.version.is_v5() {
                     // A refusing PUBREC ends the exchange (MQTT-4.3.3: no PUBREL follows).
                     self.session.state.lock().inbound_qos2.remove(&id.get());
                 }
-                self.control_after(Packet::PubRec(self.response(id, code)), gate);
+                self.answer(AckKind::PubRec, id, code, gate);
             }
         }
     }

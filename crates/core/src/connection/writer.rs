@@ -17,7 +17,7 @@ use crate::gate::Gate;
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::plugin::DropReason;
-use crate::session::{CloseReason, Link, LinkSignals, Session, SessionState, Stage};
+use crate::session::{CloseReason, Link, LinkSignals, Outgoing, Session, SessionState, Stage};
 use crate::shown::Text;
 use crate::transport::PacketWriter;
 
@@ -234,6 +234,20 @@ impl<W: PacketWriter> Writer<W> {
         }
     }
 
+    /// Buffers a queued control packet.
+    fn send_outgoing(&mut self, packet: Outgoing) {
+        match packet {
+            // No properties to strip: only a Maximum Packet Size below its few bytes
+            // could stop it, and that is `send_control`'s check.
+            Outgoing::Ack(..) if self.client_max().is_none_or(|max| max >= 5) => {
+                if let Err(e) = self.wire.packet(&packet.into_packet(), self.version) {
+                    tracing::warn!(client_id = %Text(&self.session.client_id), error = %e, "cannot encode acknowledgement");
+                }
+            }
+            packet => self.send_control(packet.into_packet()),
+        }
+    }
+
     /// Buffers one PUBLISH, with a Topic Alias when the client accepts them and the packet
     /// stays within the client's Maximum Packet Size with one.
     fn send_publish(
@@ -309,14 +323,14 @@ impl<W: PacketWriter> Writer<W> {
             if !link.outbox.is_empty() {
                 // Taken whole: an idle connection then holds no outbox allocation.
                 for packet in std::mem::take(&mut link.outbox) {
-                    self.send_control(packet);
+                    self.send_outgoing(packet);
                 }
             }
             if link.resend {
                 link.resend = false;
                 self.resend(inflight, client.as_deref());
             }
-            link.window
+            usize::from(link.window)
         };
         if closing {
             return Fill::Attached;
@@ -341,9 +355,10 @@ impl<W: PacketWriter> Writer<W> {
             if !p.settled(gate) {
                 break;
             }
-            let Some((gate, mut packet)) = pending.pop_front() else {
+            let Some((gate, packet)) = pending.pop_front() else {
                 break;
             };
+            let mut packet = packet.into_packet();
             if p.failed(gate) {
                 if !refuse(&mut packet, v) {
                     // 3.1.1 has no refusal for a PUBLISH it already took: close instead.
@@ -356,7 +371,7 @@ impl<W: PacketWriter> Writer<W> {
                     inbound_qos2.remove(&r.packet_id.get());
                 }
             }
-            link.outbox.push_back(packet);
+            link.outbox.push_back(packet.into());
         }
         self.waiting_on_storage = !pending.is_empty();
     }
@@ -438,23 +453,31 @@ impl<W: PacketWriter> Writer<W> {
             let Some((delivery, form)) = self.screen(st, delivery, withdrawn, &screen) else {
                 continue;
             };
-            let qos = match delivery.qos {
-                QoS::AtMostOnce => PublishQoS::AtMostOnce,
-                qos => match st.start_inflight(delivery.clone()) {
-                    Some(id) => PublishQoS::new(qos, id),
+            // The packet id was stored with the message, so a restart re-sends it under the
+            // same id; only "might have been sent" needs recording, as DUP.
+            let dup = delivery.maybe_sent;
+            let hooked = screen.hooks.then(|| Arc::clone(&delivery.message));
+            let qos0;
+            // QoS 1/2: sent as the inflight window keeps it (no copy of the delivery).
+            let (qos, queued) = match delivery.qos {
+                QoS::AtMostOnce => {
+                    qos0 = delivery;
+                    (PublishQoS::AtMostOnce, &qos0)
+                }
+                qos => match st.start_inflight(delivery) {
+                    Some(entry) => (PublishQoS::new(qos, entry.id), &entry.delivery),
                     None => break,
                 },
             };
             sent += 1;
-            // The packet id was stored with the message, so a restart re-sends it under the
-            // same id; only "might have been sent" needs recording, as DUP.
-            let sent = form.as_ref().unwrap_or(&delivery);
-            if let Err(e) = self.send_publish(sent, qos, delivery.maybe_sent) {
-                tracing::warn!(client_id = %Text(&self.session.client_id), error = %e, topic = %Text(delivery.message.topic.as_str()), "cannot encode message");
+            let out = form.as_ref().unwrap_or(queued);
+            if let Err(e) = self.send_publish(out, qos, dup) {
+                tracing::warn!(client_id = %Text(&self.session.client_id), error = %e, topic = %Text(out.message.topic.as_str()), "cannot encode message");
             }
-            if screen.hooks {
-                let event = (delivery.message, Event::Delivered(qos.qos()));
-                self.gathered().events.push(event);
+            if let Some(message) = hooked {
+                self.gathered()
+                    .events
+                    .push((message, Event::Delivered(qos.qos())));
             }
         }
         Metrics::add(&metrics.messages_sent, sent);

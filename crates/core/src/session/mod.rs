@@ -25,6 +25,7 @@ mod deadlines;
 mod fanout;
 mod ids;
 mod inflight;
+mod outgoing;
 mod queue;
 
 use std::collections::VecDeque;
@@ -42,9 +43,10 @@ pub(crate) use deadlines::{TimerKind, TimerSlots};
 pub(crate) use fanout::{Fanout, Held, Targets};
 pub(crate) use ids::IdSet;
 pub(crate) use inflight::{Entry, Inflight, Stage};
+pub(crate) use outgoing::{AckKind, Outgoing};
 pub(crate) use queue::{Queue, Run, RunCopy};
 
-use crate::codec::{Packet, QoS, ReasonCode, SubscriptionOptions};
+use crate::codec::{QoS, ReasonCode, SubscriptionOptions};
 use crate::config::Limits;
 use crate::gate::Gate;
 use crate::message::Delivery;
@@ -180,14 +182,15 @@ pub(crate) struct Link {
     pub(crate) id: u64,
     pub(crate) signals: Arc<LinkSignals>,
     /// Control packets (acks, CONNACK, SUBACK, ...) for the writer, sent before messages.
-    pub(crate) outbox: VecDeque<Packet>,
+    pub(crate) outbox: VecDeque<Outgoing>,
     /// Control packets waiting for storage to make their changes durable (with the writes
     /// to wait for), and every control packet queued after them, in order. Made when the
     /// first packet must wait (with storage only; most links never have one).
     #[allow(clippy::box_collection)] // on purpose: an empty VecDeque takes 32 bytes
-    pub(crate) pending: Option<Box<VecDeque<(Gate, Packet)>>>,
-    /// Outbound window: the smaller of our `max_inflight` and the client's Receive Maximum.
-    pub(crate) window: usize,
+    pub(crate) pending: Option<Box<VecDeque<(Gate, Outgoing)>>>,
+    /// Outbound window: the smaller of our `max_inflight` and the client's Receive Maximum
+    /// (both 16-bit; 16 bits here keep the session in its size class).
+    pub(crate) window: u16,
     /// Re-send the inflight messages before anything else (set when a session resumes).
     pub(crate) resend: bool,
     /// When the connection attached, in milliseconds since the epoch.
@@ -458,27 +461,20 @@ impl Session {
     }
 
     /// Queues a control packet for the link `link_id`; false if that link is gone.
-    pub(crate) fn send_control(&self, link_id: u64, packet: Packet) -> bool {
+    pub(crate) fn send_control(&self, link_id: u64, packet: impl Into<Outgoing>) -> bool {
         self.send_control_gated(link_id, packet, Gate::NONE)
     }
 
     /// Queues a control packet that may only leave once the writes of `gate` are durable.
     /// Packets keep their order: once one waits, later ones wait behind it.
-    pub(crate) fn send_control_gated(&self, link_id: u64, packet: Packet, gate: Gate) -> bool {
-        let mut st = self.state.lock();
-        match &mut st.link {
-            Some(link) if link.id == link_id => {
-                if gate.is_none() && link.nothing_gated() {
-                    link.outbox.push_back(packet);
-                } else {
-                    let pending = link.pending.get_or_insert_with(Box::default);
-                    pending.push_back((gate, packet));
-                }
-                link.signals.wake();
-                true
-            }
-            _ => false,
-        }
+    pub(crate) fn send_control_gated(
+        &self,
+        link_id: u64,
+        packet: impl Into<Outgoing>,
+        gate: Gate,
+    ) -> bool {
+        let packet = packet.into();
+        self.state.lock().send_control(link_id, packet, gate)
     }
 }
 
@@ -497,6 +493,24 @@ pub(crate) fn subscription_cost(filter: &TopicFilter) -> u32 {
 }
 
 impl SessionState {
+    /// [`Session::send_control_gated`] under a lock already held (an acknowledgement that
+    /// changes the session and answers in one go).
+    pub(crate) fn send_control(&mut self, link_id: u64, packet: Outgoing, gate: Gate) -> bool {
+        match &mut self.link {
+            Some(link) if link.id == link_id => {
+                if gate.is_none() && link.nothing_gated() {
+                    link.outbox.push_back(packet);
+                } else {
+                    let pending = link.pending.get_or_insert_with(Box::default);
+                    pending.push_back((gate, packet));
+                }
+                link.signals.wake();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Records a subscription; returns the one it replaces.
     pub(crate) fn add_subscription(
         &mut self,
@@ -648,15 +662,15 @@ impl SessionState {
 
     /// Moves a delivery into the inflight window with its reserved packet id (or a new
     /// one); `None` if no id is free.
-    pub(crate) fn start_inflight(&mut self, delivery: Delivery) -> Option<crate::codec::PacketId> {
+    pub(crate) fn start_inflight(&mut self, delivery: Delivery) -> Option<&Entry> {
         if let Some(id) = delivery.packet_id {
             self.reserved_ids.remove(&id.get());
         }
         let size = delivery.message.size();
-        let id = self.inflight.push(delivery, &self.reserved_ids)?;
+        self.inflight.push(delivery, &self.reserved_ids)?;
         // Held until acknowledged: `max_queued_bytes` counts it as it did in the queue.
         self.add_queued_bytes(size);
-        Some(id)
+        self.inflight.last()
     }
 
     /// Puts back an inflight entry recovered from storage, counted as held.

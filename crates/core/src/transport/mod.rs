@@ -27,7 +27,7 @@ use crate::codec::{
     decode, DecodeError, DecodeLimits, EncodeError, Packet, ProtocolVersion, PublishQoS,
     TopicAliasUse,
 };
-use crate::message::Delivery;
+use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
 
 /// Why a connection could not produce its next packet.
@@ -299,12 +299,26 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PacketWriter for NetWriter<W> {
             }
             return Packet::Publish(publish).encode(version, &mut self.buf);
         }
-        let form = message.encoded(version, qos.packet_id().is_some())?;
-        let payload = match alias {
-            Some(alias) => {
-                form.write_head_aliased(&mut self.buf, dup, qos, delivery.retain, alias)?
+        let with_id = qos.packet_id().is_some();
+        let payload = if alias.is_none() && Message::encodes_alone(message, version, with_id) {
+            let properties = version.is_v5().then_some(&message.properties);
+            let flags = (dup, qos, delivery.retain);
+            crate::codec::write_publish_head(
+                &mut self.buf,
+                flags,
+                &message.topic,
+                properties,
+                message.payload.len(),
+            )?;
+            &message.payload
+        } else {
+            let form = message.encoded(version, with_id)?;
+            match alias {
+                Some(alias) => {
+                    form.write_head_aliased(&mut self.buf, dup, qos, delivery.retain, alias)?
+                }
+                None => form.write_head(&mut self.buf, dup, qos, delivery.retain)?,
             }
-            None => form.write_head(&mut self.buf, dup, qos, delivery.retain)?,
         };
         if payload.len() >= ZERO_COPY_MIN {
             let chunks = self.chunks.get_or_insert_with(Box::default);

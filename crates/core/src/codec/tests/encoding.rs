@@ -30,6 +30,14 @@ fn encoded_publish_patches_flags_and_packet_id_only() {
             form.write(&mut got, dup, qos, retain).expect("same form");
             assert_eq!(got, want);
             assert_eq!(form.len(), want.len());
+            // A copy encoded alone, from its parts, is the same packet.
+            let mut alone = BytesMut::new();
+            let properties = v.is_v5().then_some(&p.properties);
+            let flags = (dup, qos, retain);
+            super::super::write_publish_head(&mut alone, flags, &p.topic, properties, 7)
+                .expect("encodes");
+            alone.extend_from_slice(&p.payload);
+            assert_eq!(alone, want);
         }
         let mut out = BytesMut::new();
         assert_eq!(

@@ -163,8 +163,9 @@ settings! {
         pub max_queued_messages: usize = 1000 => with_max_queued_messages,
         /// Bytes one session holds for its client: its queue and the messages it sent and has
         /// not had acknowledged, counting what each message holds (topic, payload, forwarded
-        /// properties such as User Properties, and 64 bytes for the message itself); same
-        /// policy. Default 16 MiB.
+        /// properties such as User Properties, the message's own struct and queue entry, and
+        /// one cached wire form: about 650 bytes beyond topic and payload); same policy.
+        /// Default 16 MiB.
         pub max_queued_bytes: usize = 16 * 1024 * 1024 => with_max_queued_bytes,
         /// Subscriptions per session; a SUBSCRIBE past it is refused for that filter (3.1.1:
         /// 0x80, v5: 0x97). Default 1,000.

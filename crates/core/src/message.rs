@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 use bytestring::ByteString;
+use once_cell::race::OnceBox;
 
 use crate::codec::{
     EncodeError, EncodedPublish, PacketId, ProtocolVersion, Publish, PublishProperties, PublishQoS,
@@ -43,7 +44,10 @@ pub struct Message {
     pub received_at: Instant,
     /// When it expires (v5 Message Expiry Interval), if it does.
     pub expires_at: Option<Instant>,
-    forms: [OnceLock<Result<EncodedPublish, EncodeError>>; 4],
+    /// The cached wire forms, boxed: a form is 120 bytes and most messages (fan-in, one
+    /// subscriber each) never cache one, so unboxed they made every message 800 bytes.
+    /// (Two threads encoding the same form at once both encode it; one copy is kept.)
+    forms: [OnceBox<Result<EncodedPublish, EncodeError>>; 4],
     /// The copy made for keeping (see [`Message::for_keeping`]), shared by every session
     /// that keeps this message.
     kept: OnceLock<std::sync::Arc<Message>>,
@@ -67,8 +71,14 @@ pub(crate) struct Hold {
     watched: AtomicBool,
 }
 
-/// Bytes counted for a message beyond its variable-length parts (its struct, its `Arc`).
-pub(crate) const MESSAGE_OVERHEAD: usize = 64;
+/// Bytes counted for a message beyond its variable-length parts: its struct with its `Arc`
+/// counts, the queue entry that holds it, and one cached wire form (a message sent to
+/// several subscribers caches one per protocol level and packet id use; shared, it is
+/// counted by every queue that holds it, so one per queue bounds what is held).
+pub(crate) const MESSAGE_OVERHEAD: usize = std::mem::size_of::<Message>()
+    + 2 * std::mem::size_of::<usize>()
+    + std::mem::size_of::<Delivery>()
+    + std::mem::size_of::<Result<EncodedPublish, EncodeError>>();
 
 /// Bytes a message's forwarded properties hold (each user property also counts the two
 /// strings' headers).
@@ -307,9 +317,12 @@ impl Message {
 
     /// Size counted against queue byte budgets: what the message holds — topic, payload and
     /// the properties it forwards (user properties, content type, response topic,
-    /// correlation data), plus a fixed amount for the message itself.
+    /// correlation data), the message itself, its queue entry, and one cached wire form
+    /// (whose head copies the topic and properties).
     pub fn size(&self) -> usize {
-        MESSAGE_OVERHEAD + self.topic.as_str().len() + self.payload.len() + self.properties_bytes
+        MESSAGE_OVERHEAD
+            + 2 * (self.topic.as_str().len() + self.properties_bytes)
+            + self.payload.len()
     }
 
     /// The PUBLISH for one delivery (payload shared, not copied).
@@ -424,7 +437,10 @@ impl Message {
             } else {
                 PublishQoS::AtMostOnce
             };
-            EncodedPublish::new(&self.to_publish(qos, false, false, &[]), version)
+            Box::new(EncodedPublish::new(
+                &self.to_publish(qos, false, false, &[]),
+                version,
+            ))
         });
         form.as_ref().map_err(Clone::clone)
     }
@@ -483,6 +499,34 @@ impl Delivery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every message routed is one allocation of this size (issue 19): the wire forms
+    /// are boxed so that it stays within 384 bytes (it was 808 with them inline).
+    #[test]
+    fn a_message_stays_small() {
+        let size = std::mem::size_of::<Message>() + 2 * std::mem::size_of::<usize>();
+        assert!(
+            size <= 384,
+            "a message takes {size} bytes with its Arc counts"
+        );
+    }
+
+    /// Issue 12 §2: a queued message counts what it really holds, its struct, queue
+    /// entry and a cached form included, not only its topic and payload.
+    #[test]
+    fn a_message_counts_its_struct_its_queue_entry_and_a_form() {
+        let topic = TopicName::new("a/b").expect("valid");
+        let m = Message::new(
+            topic,
+            Bytes::from_static(b"12345678"),
+            QoS::AtLeastOnce,
+            false,
+        );
+        let held = std::mem::size_of::<Message>()
+            + std::mem::size_of::<Delivery>()
+            + std::mem::size_of::<Result<EncodedPublish, EncodeError>>();
+        assert!(m.size() >= held + 8 + 2 * 3, "{} < {held}", m.size());
+    }
 
     #[test]
     fn a_detached_copy_owns_its_bytes_and_keeps_the_rest() {

@@ -32,7 +32,7 @@ mod wire;
 
 use std::num::NonZeroU16;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 
 pub use ack::PubResponse;
 pub use auth::Auth;
@@ -410,9 +410,15 @@ pub fn decode(buf: &mut BytesMut, limits: &DecodeLimits) -> Result<Option<Packet
     if buf.len() < total {
         return Ok(None);
     }
-    let mut frame = buf.split_to(total);
-    let _ = frame.split_to(1 + len_bytes);
-    let mut r = Reader::new(frame.freeze());
+    if remaining == 2 {
+        if let Some(packet) = short_ack(packet_type, buf[1 + len_bytes], buf[2 + len_bytes])? {
+            // Nothing of the buffer outlives the packet: no share of it is taken.
+            buf.advance(total);
+            return Ok(Some(packet));
+        }
+    }
+    buf.advance(1 + len_bytes);
+    let mut r = Reader::new(buf.split_to(remaining).freeze());
     let v = limits.version;
     let packet = match packet_type {
         PacketType::Connect => Packet::Connect(Box::new(Connect::decode(&mut r)?)),
@@ -433,6 +439,22 @@ pub fn decode(buf: &mut BytesMut, limits: &DecodeLimits) -> Result<Option<Packet
     };
     r.finish()?;
     Ok(Some(packet))
+}
+
+/// A PUBACK, PUBREC, PUBREL or PUBCOMP of only a Packet Identifier (any protocol level;
+/// in v5 the reason code is then Success, §3.4.2.1), read from its two bytes: `None` for
+/// other packet types. Three of the four packets of a QoS 2 exchange are these.
+fn short_ack(packet_type: PacketType, hi: u8, lo: u8) -> Result<Option<Packet>, DecodeError> {
+    let wrap = match packet_type {
+        PacketType::PubAck => Packet::PubAck,
+        PacketType::PubRec => Packet::PubRec,
+        PacketType::PubRel => Packet::PubRel,
+        PacketType::PubComp => Packet::PubComp,
+        _ => return Ok(None),
+    };
+    let id = PacketId::new(u16::from_be_bytes([hi, lo]))
+        .ok_or(DecodeError::ZeroPacketId(packet_type))?;
+    Ok(Some(wrap(PubResponse::new(id))))
 }
 
 #[cfg(test)]

@@ -205,6 +205,44 @@ fn packet_id_zero() {
         let err = decode_err(bytes, V4);
         assert!(matches!(err, DecodeError::ZeroPacketId(_)), "{bytes:x?}");
     }
+    // The acks of two bytes, read without taking a share of the buffer, check it too.
+    for first in [0x40, 0x50, 0x62, 0x70] {
+        for v in [V4, V5] {
+            let err = decode_err(&[first, 0x02, 0x00, 0x00], v);
+            assert!(matches!(err, DecodeError::ZeroPacketId(_)), "{first:x}");
+        }
+    }
+}
+
+/// Acks of two bytes (in v5 a Remaining Length of 2 means Success and no properties,
+/// §3.4.2.1) are read straight from the buffer; the packets after them in the same buffer
+/// come out whole.
+#[test]
+fn short_acks_between_other_packets() {
+    let bytes = [
+        0x50, 0x02, 0x00, 0x07, // PUBREC 7
+        0x32, 0x08, 0x00, 0x01, b't', 0x00, 0x09, 0x00, b'h', b'i', // PUBLISH QoS 1, id 9
+        0x62, 0x02, 0x12, 0x34, // PUBREL 0x1234
+        0x70, 0x03, 0x00, 0x08, 0x92, // PUBCOMP 8, 0x92 Packet Identifier not found
+    ];
+    let mut buf = BytesMut::from(&bytes[..]);
+    let limits = DecodeLimits::new(V5);
+    let mut next = || decode(&mut buf, &limits).expect("valid").expect("whole");
+    assert_eq!(next(), Packet::PubRec(PubResponse::new(pid(7))));
+    let Packet::Publish(p) = next() else {
+        panic!("a PUBLISH")
+    };
+    assert_eq!((p.topic.as_str(), &p.payload[..]), ("t", &b"hi"[..]));
+    assert_eq!(p.qos, PublishQoS::AtLeastOnce(pid(9)));
+    assert_eq!(next(), Packet::PubRel(PubResponse::new(pid(0x1234))));
+    assert_eq!(
+        next(),
+        Packet::PubComp(PubResponse::with_reason(
+            pid(8),
+            ReasonCode::PacketIdentifierNotFound
+        ))
+    );
+    assert!(buf.is_empty());
 }
 
 #[test]

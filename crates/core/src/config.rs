@@ -164,7 +164,7 @@ settings! {
         /// Bytes one session holds for its client: its queue and the messages it sent and has
         /// not had acknowledged, counting what each message holds (topic, payload, forwarded
         /// properties such as User Properties, the message's own struct and queue entry, and
-        /// one cached wire form: about 650 bytes beyond topic and payload); same policy.
+        /// one cached wire form: 552 bytes, with topic and properties counted twice); same policy.
         /// Default 16 MiB.
         pub max_queued_bytes: usize = 16 * 1024 * 1024 => with_max_queued_bytes,
         /// Subscriptions per session; a SUBSCRIBE past it is refused for that filter (3.1.1:

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 
 use hashbrown::HashSet;
 
+use super::ids::BUSY_CAPACITY;
 use super::IdSet;
 use crate::codec::{PacketId, QoS};
 use crate::message::Delivery;
@@ -89,8 +90,11 @@ impl Inflight {
                 ids.insert(entry.id.get());
             }
             None if self.entries.len() >= SCAN_MAX => {
-                let ids = self.entries.iter().map(|e| e.id.get());
-                let mut set: HashSet<u16> = ids.collect();
+                // Sized at once (see `BUSY_CAPACITY`): a set grown from 16 was rehashed
+                // three times each time a busy window filled (0.8% of the CPU in QoS 2
+                // fan-in).
+                let mut set = HashSet::with_capacity(BUSY_CAPACITY);
+                set.extend(self.entries.iter().map(|e| e.id.get()));
                 set.insert(entry.id.get());
                 self.in_use = Some(Box::new(set));
             }

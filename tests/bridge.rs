@@ -335,6 +335,34 @@ async fn nothing_listening_is_a_connect_error_and_is_retried() {
     failing(&local, |e| matches!(e, BridgeError::Connect(_))).await;
 }
 
+/// Issue 16 §2 (what is acknowledged while the remote is away waits for it): the bridge's
+/// local session and its subscriptions exist once `start` returns, so a message published
+/// at once is queued for the remote, not routed to nobody. (The session was made by a task
+/// racing the first clients: the SIGKILL durability test lost its first window of 100
+/// messages in about one run of 30.)
+#[tokio::test]
+async fn what_is_published_as_soon_as_the_broker_is_up_waits_for_the_remote() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let config = BridgeConfig::new("later", free.to_string())
+        .topic(BridgeTopic::parse("a/# out 1").expect("rule"))
+        .backoff(Duration::from_secs(5), Duration::from_secs(5));
+    let local = start_with_bridges(vec![config]).await;
+    let session = local
+        .session("$bridge/later")
+        .expect("made before start returns");
+    assert_eq!(session.subscription_count, 1, "{:?}", session.subscriptions);
+    publisher(&local, "early")
+        .await
+        .publish("a/x", "first", QoS::AtLeastOnce, false)
+        .await
+        .expect("acknowledged");
+    let held = local.session("$bridge/later").expect("kept");
+    assert_eq!(held.queued + held.inflight, 1, "queued for the remote");
+    local.shutdown().await;
+}
+
 /// Denies everything: the bridge's local side is not subject to it.
 struct DenyAll;
 

@@ -414,6 +414,8 @@ impl Broker {
                 state.attach(&[], None);
             }
         }
+        // Before the listeners accept (see `bridge::start`).
+        let bridges: Arc<[Arc<BridgeState>]> = crate::bridge::start(&ctx, bridges).await.into();
         let mut local_addrs = Vec::with_capacity(bound.len());
         for (listener, local, net) in bound {
             let name = net
@@ -439,7 +441,6 @@ impl Broker {
                 .tracker
                 .spawn(accept::accept_loop(Arc::clone(&ctx), served));
         }
-        let bridges: Arc<[Arc<BridgeState>]> = crate::bridge::start(&ctx, bridges).into();
         #[cfg(feature = "metrics")]
         ctx.lifecycle.tracker.spawn(crate::metrics_export::run(
             Arc::clone(&ctx),

@@ -276,18 +276,22 @@ pub(crate) fn check_all(bridges: &[BridgeConfig]) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Starts the bridges' tasks on the broker's tracker; their states, in the same order.
-pub(crate) fn start(ctx: &Arc<Context>, bridges: Vec<BridgeConfig>) -> Vec<Arc<BridgeState>> {
-    bridges
-        .into_iter()
-        .map(|config| {
-            let state = Arc::new(BridgeState::new(&config));
-            ctx.lifecycle.tracker.spawn(relay::run(
-                Arc::clone(ctx),
-                Arc::new(config),
-                Arc::clone(&state),
-            ));
-            state
-        })
-        .collect()
+/// Makes each bridge's local session and subscriptions, then starts the bridges' tasks on
+/// the broker's tracker; their states, in the same order. Awaited before the listeners
+/// accept: a message published by the first client is then queued for the remote (a
+/// session made by the task itself raced the first clients, and what they published
+/// before it subscribed reached no one).
+pub(crate) async fn start(ctx: &Arc<Context>, bridges: Vec<BridgeConfig>) -> Vec<Arc<BridgeState>> {
+    let mut states = Vec::with_capacity(bridges.len());
+    for config in bridges {
+        let state = Arc::new(BridgeState::new(&config));
+        relay::prepare(ctx, &config, &state).await;
+        ctx.lifecycle.tracker.spawn(relay::run(
+            Arc::clone(ctx),
+            Arc::new(config),
+            Arc::clone(&state),
+        ));
+        states.push(state);
+    }
+    states
 }

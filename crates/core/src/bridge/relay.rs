@@ -32,14 +32,6 @@ pub(crate) async fn run(ctx: Arc<Context>, config: Arc<BridgeConfig>, state: Arc
     let mut failures = 0u32;
     let span = tracing::info_span!("bridge", name = %config.name, remote = %config.address);
     let _ = &span;
-    let prepared = tokio::select! {
-        _ = stop.cancelled() => return,
-        p = prepare_local(&ctx, &config) => p,
-    };
-    if let Err(e) = prepared {
-        tracing::error!(bridge = %config.name, error = %e, "bridge's local session not prepared");
-        *state.last_error.lock() = Some(e);
-    }
     loop {
         let started = Instant::now();
         let connected = tokio::select! {
@@ -668,8 +660,17 @@ fn local_subscriptions(ctx: &Context, config: &BridgeConfig) -> Vec<Packet> {
     packets
 }
 
-/// Makes the bridge's local session and its subscriptions before the remote is reached,
-/// so that what is published while the remote is away waits in that session.
+/// Makes the bridge's local session and its subscriptions before the remote is reached
+/// (and before the broker's listeners accept), so that what is published while the remote
+/// is away waits in that session. A failure is logged and kept as the bridge's last error;
+/// the bridge's task still runs (its connections make the session too).
+pub(crate) async fn prepare(ctx: &Arc<Context>, config: &BridgeConfig, state: &BridgeState) {
+    if let Err(e) = prepare_local(ctx, config).await {
+        tracing::error!(bridge = %config.name, error = %e, "bridge's local session not prepared");
+        *state.last_error.lock() = Some(e);
+    }
+}
+
 async fn prepare_local(ctx: &Arc<Context>, config: &BridgeConfig) -> Result<(), BridgeError> {
     let link = open_local(
         ctx,

@@ -338,8 +338,15 @@ impl BrokerHandle {
         published.properties = message.properties;
         let mut ops: Vec<Op> = Vec::new();
         let mut fanout = crate::session::Fanout::default();
-        let routed =
-            pipeline::publish_message(ctx, None, None, published, &mut ops, &mut fanout, None);
+        let routed = pipeline::publish_message(
+            ctx,
+            None,
+            None,
+            published,
+            &mut ops,
+            &mut fanout,
+            crate::message::Arrival::default(),
+        );
         fanout.wake_all();
         // Queued copies of persistent sessions were stored by the queues themselves.
         let queued = match routed {

@@ -116,6 +116,15 @@ pub(crate) fn owned_properties(p: &PublishProperties) -> PublishProperties {
     }
 }
 
+/// How a message came in: the hold its copies wait behind (acked durability), and when it
+/// was read, if the reader knows (a network reader reads the clock once per read, not per
+/// message: a clock reading per PUBLISH was 1.4% of the broker's CPU in QoS 1 fan-in).
+#[derive(Debug, Default)]
+pub(crate) struct Arrival {
+    pub(crate) hold: Option<Arc<Hold>>,
+    pub(crate) at: Option<Instant>,
+}
+
 /// `Hold::through` while routing is in progress.
 const PENDING: u64 = u64::MAX;
 
@@ -196,9 +205,10 @@ impl Message {
         retain: bool,
         properties: PublishProperties,
         publisher: Option<ByteString>,
-        hold: Option<Arc<Hold>>,
+        arrival: Arrival,
     ) -> std::sync::Arc<Self> {
-        let received_at = Instant::now();
+        let Arrival { hold, at } = arrival;
+        let received_at = at.unwrap_or_else(Instant::now);
         let expires_at = properties
             .message_expiry_interval
             .map(|secs| received_at + Duration::from_secs(u64::from(secs)));
@@ -545,7 +555,7 @@ mod tests {
             true,
             properties.clone(),
             Some("pub".into()),
-            None,
+            Arrival::default(),
         );
         let copy = message.detached();
         assert_eq!(copy.payload, payload);

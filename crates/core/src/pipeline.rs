@@ -10,7 +10,7 @@ use roost_storage::Op;
 
 use crate::codec::{PublishProperties, ReasonCode};
 use crate::context::Context;
-use crate::message::{Hold, Message};
+use crate::message::{Arrival, Message};
 use crate::metrics::Metrics;
 use crate::plugin::{ClientInfo, HookAction, PublishedMessage};
 use crate::registry::{Attached, Fired, WillDue};
@@ -100,7 +100,7 @@ pub(crate) fn publish_message(
     mut published: PublishedMessage,
     ops: &mut Vec<Op>,
     fanout: &mut Fanout,
-    hold: Option<Arc<Hold>>,
+    arrival: Arrival,
 ) -> Result<RouteOutcome, Stopped> {
     let hooks = &ctx.policy.hooks;
     let mut written = crate::gate::Gate::NONE;
@@ -126,7 +126,7 @@ pub(crate) fn publish_message(
         published.retain,
         published.properties,
         publisher,
-        hold,
+        arrival,
     );
     let mut outcome = publish(ctx, &message, ops, fanout);
     // What a plugin stored to admit the message (a replay mark, say) is waited for like
@@ -189,7 +189,7 @@ fn publish_will_now(
         published,
         &mut ops,
         &mut Fanout::default(),
-        None,
+        Arrival::default(),
     );
     ctx.journal.store_now(ops);
 }

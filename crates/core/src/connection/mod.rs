@@ -340,7 +340,7 @@ impl Connection {
                     Err(exit) => return exit,
                 };
                 let mut waited = false;
-                match self.handle(packet) {
+                match self.handle(packet, reader.last_packet()) {
                     Ok(None) => {}
                     Ok(Some(later)) => {
                         waited = true;

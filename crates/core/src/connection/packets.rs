@@ -21,10 +21,15 @@ pub(super) type Later<'a> = Pin<Box<dyn Future<Output = Result<(), Exit>> + Send
 impl Connection {
     /// Applies one packet. `Err` ends the connection; `Ok(Some(later))` must be awaited to
     /// finish it. The hot path (PUBLISH without plugins or storage, acknowledgements, PING)
-    /// completes here, without awaiting or allocating.
-    pub(super) fn handle(&mut self, packet: Packet) -> Result<Option<Later<'_>>, Exit> {
+    /// completes here, without awaiting or allocating. `read_at`: when the packet was read,
+    /// if the reader knows.
+    pub(super) fn handle(
+        &mut self,
+        packet: Packet,
+        read_at: Option<tokio::time::Instant>,
+    ) -> Result<Option<Later<'_>>, Exit> {
         let done = match packet {
-            Packet::Publish(p) => return self.on_publish(p),
+            Packet::Publish(p) => return self.on_publish(p, read_at),
             Packet::PubAck(a) => {
                 self.on_puback(a);
                 Ok(())

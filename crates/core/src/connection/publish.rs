@@ -5,13 +5,14 @@ use super::packets::Later;
 use super::{Connection, Exit, Violation};
 use crate::codec::{PayloadFormat, Publish, PublishQoS, ReasonCode};
 use crate::gate::Gate;
-use crate::message::Hold;
+use crate::message::{Arrival, Hold};
 use crate::metrics::Metrics;
 use crate::pipeline;
 use crate::plugin::PublishedMessage;
 use crate::router::RouteOutcome;
 use crate::session::AckKind;
 use crate::topic::{is_bridge_state_topic, is_sys_topic};
+use tokio::time::Instant;
 
 impl Connection {
     /// Resolves a v5 Topic Alias (§3.3.2.3.4) into the PUBLISH's topic.
@@ -42,7 +43,12 @@ impl Connection {
         Ok(())
     }
 
-    pub(super) fn on_publish(&mut self, mut publish: Publish) -> Result<Option<Later<'_>>, Exit> {
+    /// `at`: when the PUBLISH was read, if the reader knows.
+    pub(super) fn on_publish(
+        &mut self,
+        mut publish: Publish,
+        at: Option<Instant>,
+    ) -> Result<Option<Later<'_>>, Exit> {
         self.received += 1;
         self.check_publish(&mut publish)?;
         let qos = publish.qos;
@@ -81,13 +87,14 @@ impl Connection {
                     self.refuse_publish(&publish, code);
                     return Ok(());
                 }
-                match self.route_publish(publish, ops) {
+                // Read before the authorizers' wait.
+                match self.route_publish(publish, ops, at) {
                     Some(later) => later.await,
                     None => Ok(()),
                 }
             })));
         }
-        Ok(self.route_publish(publish, ops))
+        Ok(self.route_publish(publish, ops, at))
     }
 
     /// The rules a PUBLISH must keep to be taken at all; a topic given by alias is resolved.
@@ -205,6 +212,7 @@ impl Connection {
         &mut self,
         publish: Publish,
         mut ops: Vec<roost_storage::Op>,
+        at: Option<Instant>,
     ) -> Option<Later<'_>> {
         let qos = publish.qos;
         let mut properties = publish.properties;
@@ -222,7 +230,10 @@ impl Connection {
             published,
             &mut ops,
             &mut self.fanout,
-            hold.clone(),
+            Arrival {
+                hold: hold.clone(),
+                at,
+            },
         ) {
             Ok(outcome) => outcome,
             Err(pipeline::Stopped::Dropped) => RouteOutcome::default(),

@@ -323,14 +323,20 @@ async fn a_remote_that_never_answers_times_out_and_is_retried() {
     held.abort();
 }
 
-#[tokio::test]
-async fn nothing_listening_is_a_connect_error_and_is_retried() {
+/// A bridge `name` forwarding `a/#` out at QoS 1 to a loopback port nobody listens on,
+/// retrying after `backoff`.
+fn to_nobody(name: &str, backoff: Duration) -> BridgeConfig {
     let free = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port");
-    let config = BridgeConfig::new("nobody", free.to_string())
+    BridgeConfig::new(name, free.to_string())
         .topic(BridgeTopic::parse("a/# out 1").expect("rule"))
-        .backoff(Duration::from_millis(50), Duration::from_millis(100));
+        .backoff(backoff, backoff * 2)
+}
+
+#[tokio::test]
+async fn nothing_listening_is_a_connect_error_and_is_retried() {
+    let config = to_nobody("nobody", Duration::from_millis(50));
     let local = start_with_bridges(vec![config]).await;
     failing(&local, |e| matches!(e, BridgeError::Connect(_))).await;
 }
@@ -342,13 +348,7 @@ async fn nothing_listening_is_a_connect_error_and_is_retried() {
 /// messages in about one run of 30.)
 #[tokio::test]
 async fn what_is_published_as_soon_as_the_broker_is_up_waits_for_the_remote() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
-    let config = BridgeConfig::new("later", free.to_string())
-        .topic(BridgeTopic::parse("a/# out 1").expect("rule"))
-        .backoff(Duration::from_secs(5), Duration::from_secs(5));
-    let local = start_with_bridges(vec![config]).await;
+    let local = start_with_bridges(vec![to_nobody("later", Duration::from_secs(5))]).await;
     let session = local
         .session("$bridge/later")
         .expect("made before start returns");

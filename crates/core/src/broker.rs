@@ -341,7 +341,9 @@ impl Broker {
     }
 
     /// Binds the listeners and starts serving on the current tokio runtime. A broker with no
-    /// listener serves in-process clients only.
+    /// listener serves in-process clients only. Each bridge's local session and its
+    /// subscriptions are made before the listeners accept, so that what the first clients
+    /// publish is queued for the remote.
     ///
     /// Cancel safety: if the future is dropped before it completes, listeners bound so far
     /// are closed and nothing keeps running.

@@ -125,6 +125,11 @@ pub(crate) struct Arrival {
     pub(crate) at: Option<Instant>,
 }
 
+/// Which of a message's cached forms serves `version` with or without a packet id.
+fn form_slot(version: ProtocolVersion, with_id: bool) -> usize {
+    usize::from(version.is_v5()) * 2 + usize::from(with_id)
+}
+
 /// `Hold::through` while routing is in progress.
 const PENDING: u64 = u64::MAX;
 
@@ -426,9 +431,8 @@ impl Message {
         version: ProtocolVersion,
         with_id: bool,
     ) -> bool {
-        let slot = usize::from(version.is_v5()) * 2 + usize::from(with_id);
         Arc::strong_count(message) == 1
-            && message.forms[slot].get().is_none()
+            && message.forms[form_slot(version, with_id)].get().is_none()
             && message.properties.subscription_identifiers.is_empty()
             && message.properties.topic_alias.is_none()
     }
@@ -440,8 +444,7 @@ impl Message {
         version: ProtocolVersion,
         with_id: bool,
     ) -> Result<&EncodedPublish, EncodeError> {
-        let slot = usize::from(version.is_v5()) * 2 + usize::from(with_id);
-        let form = self.forms[slot].get_or_init(|| {
+        let form = self.forms[form_slot(version, with_id)].get_or_init(|| {
             let qos = if with_id {
                 PublishQoS::AtLeastOnce(PacketId::MIN)
             } else {

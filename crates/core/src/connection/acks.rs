@@ -31,24 +31,20 @@ impl Connection {
             return;
         }
         let link_id = self.link_id;
-        let unknown = Outgoing::Ack(
-            AckKind::PubRel,
-            id,
-            self.v5_code(ReasonCode::PacketIdentifierNotFound),
-        );
-        let released = Outgoing::Ack(AckKind::PubRel, id, ReasonCode::Success);
+        let pubrel = |code| Outgoing::Ack(AckKind::PubRel, id, code);
+        let unknown = self.v5_code(ReasonCode::PacketIdentifierNotFound);
         // One lock: the delivery moves to "released" and its PUBREL is queued, unless its
         // stored record must be updated first. The delivery is copied out only then.
         let stored = self.ack(|st| {
-            let (packet, stored) = match st.inflight.pubrec(id) {
-                None => (unknown, None),
+            let code = match st.inflight.pubrec(id) {
+                None => unknown,
                 Some(e) => match e.delivery.storage_seq {
                     Some(seq) => return Some((seq, e.delivery.clone())),
-                    None => (released, None),
+                    None => ReasonCode::Success,
                 },
             };
-            st.send_control(link_id, packet, Gate::NONE);
-            stored
+            st.send_control(link_id, pubrel(code), Gate::NONE);
+            None
         });
         if let Some((seq, d)) = stored {
             // The PUBREL leaves only once "released" is durable: a restart must not
@@ -59,7 +55,7 @@ impl Connection {
                 &d,
                 id.get(),
             )]);
-            let released = Outgoing::Ack(AckKind::PubRel, id, ReasonCode::Success);
+            let released = pubrel(ReasonCode::Success);
             self.session.send_control_gated(link_id, released, rel_gate);
         }
     }

@@ -355,23 +355,24 @@ impl<W: PacketWriter> Writer<W> {
             if !p.settled(gate) {
                 break;
             }
-            let Some((gate, packet)) = pending.pop_front() else {
+            let Some((gate, mut packet)) = pending.pop_front() else {
                 break;
             };
-            let mut packet = packet.into_packet();
             if p.failed(gate) {
-                if !refuse(&mut packet, v) {
+                let mut refused = packet.into_packet();
+                if !refuse(&mut refused, v) {
                     // 3.1.1 has no refusal for a PUBLISH it already took: close instead.
                     self.signals.close(CloseReason::Silent);
                     continue;
                 }
                 // A refusing PUBREC ends the QoS 2 exchange: no PUBREL will come, and the
                 // id may carry a new message.
-                if let Packet::PubRec(r) = &packet {
+                if let Packet::PubRec(r) = &refused {
                     inbound_qos2.remove(&r.packet_id.get());
                 }
+                packet = refused.into();
             }
-            link.outbox.push_back(packet.into());
+            link.outbox.push_back(packet);
         }
         self.waiting_on_storage = !pending.is_empty();
     }

@@ -9,9 +9,6 @@
 
 use std::collections::VecDeque;
 
-use hashbrown::HashSet;
-
-use super::ids::BUSY_CAPACITY;
 use super::IdSet;
 use crate::codec::{PacketId, QoS};
 use crate::message::Delivery;
@@ -40,10 +37,10 @@ const SCAN_MAX: usize = 16;
 #[derive(Debug, Default)]
 pub(crate) struct Inflight {
     entries: VecDeque<Entry>,
-    /// The ids of `entries`, once there were more than [`SCAN_MAX`] of them; given back
-    /// when the window empties (an idle session holds none).
-    #[allow(clippy::box_collection)] // on purpose: most sessions never have one
-    in_use: Option<Box<HashSet<u16>>>,
+    /// The ids of `entries` from the moment there are more than [`SCAN_MAX`] of them until
+    /// the window empties (the set then frees itself); empty otherwise, when ids are found
+    /// by a scan.
+    in_use: IdSet,
     last_id: u16,
 }
 
@@ -77,28 +74,20 @@ impl Inflight {
     }
 
     fn in_use(&self, id: PacketId) -> bool {
-        match &self.in_use {
-            Some(ids) => ids.contains(&id.get()),
-            None => self.entries.iter().any(|e| e.id == id),
+        if self.in_use.len() == 0 {
+            self.entries.iter().any(|e| e.id == id)
+        } else {
+            self.in_use.contains(&id.get())
         }
     }
 
     /// Appends an entry, keeping the set of ids in use once the window is long.
     fn append(&mut self, entry: Entry) {
-        match &mut self.in_use {
-            Some(ids) => {
-                ids.insert(entry.id.get());
-            }
-            None if self.entries.len() >= SCAN_MAX => {
-                // Sized at once (see `BUSY_CAPACITY`): a set grown from 16 was rehashed
-                // three times each time a busy window filled (0.8% of the CPU in QoS 2
-                // fan-in).
-                let mut set = HashSet::with_capacity(BUSY_CAPACITY);
-                set.extend(self.entries.iter().map(|e| e.id.get()));
-                set.insert(entry.id.get());
-                self.in_use = Some(Box::new(set));
-            }
-            None => {}
+        if self.in_use.len() == 0 && self.entries.len() >= SCAN_MAX {
+            self.in_use.extend(self.entries.iter().map(|e| e.id.get()));
+        }
+        if self.in_use.len() > 0 {
+            self.in_use.insert(entry.id.get());
         }
         self.entries.push_back(entry);
     }
@@ -158,13 +147,8 @@ impl Inflight {
 
     fn remove_if(&mut self, id: PacketId, ok: impl Fn(&Entry) -> bool) -> Option<Entry> {
         let i = self.entries.iter().position(|e| e.id == id && ok(e))?;
-        let entry = self.entries.remove(i)?;
-        if self.entries.is_empty() {
-            self.in_use = None;
-        } else if let Some(ids) = &mut self.in_use {
-            ids.remove(&id.get());
-        }
-        Some(entry)
+        self.in_use.remove(&id.get());
+        self.entries.remove(i)
     }
 }
 
@@ -223,7 +207,7 @@ mod tests {
             let e = w.push(delivery(QoS::AtLeastOnce), &none).expect("id");
             assert_eq!(e.id.get(), expected);
         }
-        assert!(w.in_use.is_some());
+        assert!(w.in_use.allocated());
         // Acknowledged out of order: 5 is free again, the others are still held.
         assert!(w.puback(PacketId::new(5).expect("id")).is_some());
         w.last_id = 0;
@@ -244,7 +228,7 @@ mod tests {
             assert!(w.forget(id).is_some());
         }
         assert_eq!(w.len(), 0);
-        assert!(w.in_use.is_none(), "an empty window holds no set");
+        assert!(!w.in_use.allocated(), "an empty window holds no set");
     }
 
     #[test]

@@ -236,6 +236,9 @@ impl Conn {
 struct SubState {
     counts: HashMap<String, u32>,
     awaiting_rel: HashSet<u16>,
+    /// New QoS 2 messages (DUP 0) that came under an id the subscriber still held for
+    /// another: dropped as duplicates, as a receiver must (MQTT-4.3.3-2).
+    swallowed: Vec<String>,
 }
 
 /// Creates a subscriber's persistent session and subscription, waiting for the SUBACK.
@@ -330,6 +333,8 @@ async fn run_subscriber(
                 };
                 if fresh {
                     *st.counts.entry(payload).or_default() += 1;
+                } else if !p.dup {
+                    st.swallowed.push(payload);
                 }
                 match p.qos {
                     PublishQoS::AtMostOnce => None,
@@ -760,6 +765,14 @@ async fn run_plan(plan: Plan) -> Option<Losses> {
     let mut losses = Losses::default();
     for (i, s) in subs.iter().enumerate() {
         let s = s.lock();
+        // Whatever the plan: the broker never gives a new message an id the subscriber
+        // holds, even one a crash made it forget (MQTT-2.3.1-2).
+        assert!(
+            s.swallowed.is_empty(),
+            "{}: new QoS 2 messages under ids still held: {:?}",
+            SUBSCRIBERS[i],
+            s.swallowed
+        );
         for (m, (round, at)) in &messages {
             match s.counts.get(m).copied().unwrap_or(0) {
                 0 => losses

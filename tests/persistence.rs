@@ -485,3 +485,166 @@ async fn a_will_waiting_out_its_delay_survives_a_restart() {
     assert!(watcher.ping().await.is_empty(), "published once");
     broker.shutdown().await;
 }
+
+/// A store that loses, at a cut, every write since its last flush: what a crash does to
+/// the writes a store was given but had not flushed (only flushed writes are durable).
+#[derive(Default)]
+struct Cut {
+    inner: MemoryStorage,
+    unflushed: parking_lot::Mutex<Vec<Op>>,
+    /// Cut: writes and flushes of the broker that "crashed" go nowhere.
+    dead: AtomicBool,
+}
+
+impl Cut {
+    /// Flushes what was written so far, once the session `client_id` is in it with a
+    /// subscription (its SUBACK does not wait for the store under periodic durability).
+    async fn flush_with_subscription_of(&self, client_id: &str) {
+        within(async {
+            loop {
+                self.flush().await.expect("flushes");
+                let snapshot = self.inner.load().await.expect("loads");
+                let subscribed = snapshot
+                    .sessions
+                    .iter()
+                    .any(|s| s.client_id == client_id && !s.session.subscriptions.is_empty());
+                if subscribed {
+                    return;
+                }
+                // Polling the broker's storage task, which has no event to wait on.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+
+    /// The crash: what was not flushed is gone, and the dead broker writes nothing more.
+    fn cut(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        self.unflushed.lock().clear();
+    }
+}
+
+#[async_trait]
+impl Storage for Cut {
+    async fn load(&self) -> Result<Snapshot, StorageError> {
+        self.dead.store(false, Ordering::SeqCst);
+        self.inner.load().await
+    }
+    async fn write(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+        if !self.dead.load(Ordering::SeqCst) {
+            self.unflushed.lock().extend(ops);
+        }
+        Ok(())
+    }
+    async fn flush(&self) -> Result<(), StorageError> {
+        if self.dead.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let ops = std::mem::take(&mut *self.unflushed.lock());
+        self.inner.write(ops).await?;
+        self.inner.flush().await
+    }
+    fn size_on_disk(&self) -> Result<u64, StorageError> {
+        self.inner.size_on_disk()
+    }
+}
+
+/// MQTT-4.3.3-2 (3.1.1), MQTT-4.3.3-10 (v5): until a QoS 2 receiver gets the PUBREL for a
+/// packet id, a PUBLISH with that id is a duplicate it must not deliver. Under periodic
+/// durability a crash can lose a QoS 2 delivery (and its id) that already reached the
+/// subscriber; the restarted broker must not make the subscriber drop a later message that
+/// it gives the same id. It releases the ids first (MQTT-4.3.3-11, -12: the receiver answers
+/// any PUBREL with PUBCOMP, and a PUBLISH after it is new), even after a clean run the
+/// subscriber did not come back in.
+#[tokio::test]
+async fn an_id_a_crash_lost_does_not_swallow_a_later_qos2_message() {
+    let store = Arc::new(Cut::default());
+    // Nothing is flushed but what the test flushes (the first tick aside).
+    let periodic = Durability::Periodic(Duration::from_secs(3600));
+    let broker = broker_on(store.clone(), periodic).await;
+    let (mut sub, _) = Raw::connect_with(&broker, persistent(V4, "holder")).await;
+    sub.subscribe(1, "t", QoS::ExactlyOnce).await;
+    store.flush_with_subscription_of("holder").await;
+    // Acknowledged to its publisher, reaches the subscriber, and is lost in the crash.
+    let mut p = Raw::connect(&broker, V4, "pub").await;
+    p.publish("t", b"lost", PublishQoS::ExactlyOnce(pid(1)), false)
+        .await;
+    assert!(matches!(p.recv().await, Some(Packet::PubRec(_))));
+    let first = sub.recv_publish().await;
+    let PublishQoS::ExactlyOnce(held) = first.qos else {
+        panic!("QoS 2 expected: {first:?}");
+    };
+    // The subscriber takes the id and answers PUBREC; the crash comes before it reads a
+    // PUBREL.
+    sub.send(Packet::PubRec(PubResponse::new(held))).await;
+    let mut awaiting_rel = std::collections::HashSet::from([held.get()]);
+    store.cut();
+    drop(sub);
+    broker.shutdown().await;
+    // A run the subscriber does not come back in, ended cleanly: the release is still owed.
+    let broker = broker_on(store.clone(), periodic).await;
+    broker.shutdown().await;
+
+    let broker = broker_on(store.clone(), periodic).await;
+    let (mut sub, ack) = Raw::connect_with(&broker, persistent(V4, "holder")).await;
+    assert!(matches!(ack, Packet::ConnAck(a) if a.session_present));
+    let mut p = Raw::connect(&broker, V4, "pub").await;
+    p.publish("t", b"later", PublishQoS::ExactlyOnce(pid(1)), false)
+        .await;
+    assert!(matches!(p.recv().await, Some(Packet::PubRec(_))));
+    // The subscriber behaves as a receiver must.
+    let mut released = 0u32;
+    let later = loop {
+        match sub.recv().await.expect("the connection stays up") {
+            Packet::PubRel(r) => {
+                awaiting_rel.remove(&r.packet_id.get());
+                released += 1;
+                sub.send(Packet::PubComp(PubResponse::new(r.packet_id)))
+                    .await;
+            }
+            Packet::Publish(m) => {
+                let PublishQoS::ExactlyOnce(id) = m.qos else {
+                    panic!("QoS 2 expected: {m:?}");
+                };
+                assert!(
+                    !awaiting_rel.contains(&id.get()),
+                    "{:?} came under id {id:?}, which the subscriber still holds for the lost \
+                     message: it must drop it as a duplicate (MQTT-4.3.3-2)",
+                    m.payload
+                );
+                break m;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(&later.payload[..], b"later");
+    assert!(released > 0, "the held id was released");
+    broker.shutdown().await;
+}
+
+/// A clean shutdown leaves nothing unsure: the QoS 2 subscriber of a restarted periodic
+/// broker is not sent a PUBREL for every packet id (65,535 of them) before its messages.
+#[tokio::test]
+async fn after_a_clean_shutdown_no_packet_id_is_released_again() {
+    let store = Arc::new(MemoryStorage::new());
+    let periodic = Durability::Periodic(Duration::from_millis(50));
+    let broker = broker_on(store.clone(), periodic).await;
+    let (mut sub, _) = Raw::connect_with(&broker, persistent(V4, "calm")).await;
+    sub.subscribe(1, "t", QoS::ExactlyOnce).await;
+    drop(sub);
+    broker.shutdown().await;
+
+    let broker = broker_on(store, periodic).await;
+    let (mut sub, ack) = Raw::connect_with(&broker, persistent(V4, "calm")).await;
+    assert!(matches!(ack, Packet::ConnAck(a) if a.session_present));
+    let mut p = Raw::connect(&broker, V4, "pub").await;
+    p.publish("t", b"next", PublishQoS::ExactlyOnce(pid(1)), false)
+        .await;
+    let first = sub.recv().await;
+    assert!(
+        matches!(&first, Some(Packet::Publish(m)) if &m.payload[..] == b"next"),
+        "the message comes first: {first:?}"
+    );
+    broker.shutdown().await;
+}

@@ -404,8 +404,10 @@ impl Broker {
         tracing::info!(policy = %ctx.policy.anonymous, ownership = ?ctx.policy.ownership, "access policy");
         if let Some(p) = ctx.journal.persistence() {
             let mut snapshot = p.load().await.map_err(Error::Storage)?;
-            let entries = std::mem::take(&mut snapshot.plugin_state);
-            recovery::restore(&ctx, snapshot);
+            let mut entries = std::mem::take(&mut snapshot.plugin_state);
+            let ids_unsure = crate::persist::take_ids_unsure(&mut entries);
+            recovery::restore(&ctx, snapshot, ids_unsure);
+            p.mark_ids_unsure().await.map_err(Error::Storage)?;
             let weak: std::sync::Weak<Context> = Arc::downgrade(&ctx);
             let sink: std::sync::Weak<dyn StateSink> = weak;
             for state in &plugin_states {

@@ -71,6 +71,11 @@ impl Context {
         self.lifecycle.tracker.close();
     }
 
+    /// Writes what is pending and closes the store, once every connection has ended.
+    pub(crate) async fn close_storage(&self) {
+        self.journal.close(self.sessions.sweeps_owed()).await;
+    }
+
     /// The settings for a connection starting now, kept for its whole life: what its
     /// CONNACK advertises is what it is held to.
     pub(crate) fn connection_settings(&self) -> Arc<Settings> {

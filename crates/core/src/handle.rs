@@ -67,7 +67,7 @@ impl Drop for Owner {
             let ctx = Arc::clone(&self.ctx);
             runtime.spawn(async move {
                 ctx.lifecycle.tracker.wait().await;
-                ctx.journal.close().await;
+                ctx.close_storage().await;
             });
         }
     }
@@ -221,7 +221,7 @@ impl BrokerHandle {
         self.ctx.begin_shutdown();
         self.ctx.lifecycle.tracker.wait().await;
         self.ctx.policy.hooks.events().close();
-        self.ctx.journal.close().await;
+        self.ctx.close_storage().await;
     }
 }
 

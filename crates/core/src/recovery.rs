@@ -7,7 +7,7 @@ use std::time::Duration;
 use roost_storage::{QueueStage, Snapshot};
 use tokio::time::Instant;
 
-use crate::codec::PacketId;
+use crate::codec::{PacketId, QoS, SubscriptionOptions};
 use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::persist::{
@@ -21,7 +21,7 @@ use crate::shown::Text;
 
 /// Restores retained messages and sessions. Sessions (and messages) that expired while the
 /// broker was down are dropped; their wills, if still pending, are published.
-pub(crate) fn restore(ctx: &Arc<Context>, snapshot: Snapshot) {
+pub(crate) fn restore(ctx: &Arc<Context>, snapshot: Snapshot, ids_unsure: bool) {
     let now_ms = unix_now_ms();
     let now = Instant::now();
     let mut cleanup = Vec::new();
@@ -38,6 +38,7 @@ pub(crate) fn restore(ctx: &Arc<Context>, snapshot: Snapshot) {
     Metrics::set(&ctx.metrics.retained, ctx.router.retained_len() as u64);
     let mut due_wills = Vec::new();
     let mut restored = 0usize;
+    let mut sweeps = 0usize;
     for stored in snapshot.sessions {
         let record = stored.session;
         let away_since = record.disconnected_at_ms.unwrap_or(now_ms);
@@ -118,6 +119,19 @@ pub(crate) fn restore(ctx: &Arc<Context>, snapshot: Snapshot) {
             }
             st.next_storage_seq = last_seq;
             st.inbound_qos2.extend(stored.inbound);
+            // The last run sent QoS 2 messages before their packet ids were durable and
+            // did not end cleanly: the client may hold ids this state lost (see
+            // `session::inflight::Sweep`). Only a QoS 2 subscription gets QoS 2 messages.
+            let exactly_once = |o: &SubscriptionOptions| o.qos == QoS::ExactlyOnce;
+            if ids_unsure && st.subscriptions.values().any(|s| exactly_once(&s.options)) {
+                let crate::session::SessionState {
+                    inflight,
+                    reserved_ids,
+                    ..
+                } = &mut *st;
+                inflight.sweep_after_crash(reserved_ids);
+                sweeps += 1;
+            }
             if let Some((will, at_ms)) = will {
                 if at_ms <= now_ms {
                     due_wills.push(WillDue {
@@ -126,8 +140,7 @@ pub(crate) fn restore(ctx: &Arc<Context>, snapshot: Snapshot) {
                         client: owner,
                     });
                 } else {
-                    st.pending_will = Some(Box::new(will));
-                    st.will_at_ms = std::num::NonZeroU64::new(at_ms);
+                    st.pending_will = Some(Box::new(crate::session::PendingWill { will, at_ms }));
                     will_at = Some(now + Duration::from_millis(at_ms - now_ms));
                 }
             }
@@ -142,4 +155,11 @@ pub(crate) fn restore(ctx: &Arc<Context>, snapshot: Snapshot) {
     }
     ctx.journal.store_now(cleanup);
     tracing::info!(sessions = restored, retained, "state restored from storage");
+    if ids_unsure {
+        tracing::warn!(
+            sessions = sweeps,
+            "the last run used periodic durability and did not shut down cleanly: QoS 2 \
+             subscribers get a PUBREL for each packet id they may hold before new messages"
+        );
+    }
 }

@@ -27,7 +27,7 @@ use crate::persist::{self, Journal};
 use crate::plugin::ClientInfo;
 use crate::policy::SessionOwnership;
 use crate::router::Router;
-use crate::session::{CloseReason, Link, LinkSignals, Session};
+use crate::session::{CloseReason, Link, LinkSignals, PendingWill, Session};
 use crate::shown::Text;
 use crate::timers::{Due, TimerKind, Timers};
 
@@ -67,9 +67,9 @@ pub(crate) struct WillDue {
 }
 
 impl WillDue {
-    fn of(will: Box<LastWill>, session: &Session) -> Self {
+    fn of(will: LastWill, session: &Session) -> Self {
         WillDue {
-            will: *will,
+            will,
             client_id: session.client_id.clone(),
             client: session.state.lock().client.clone(),
         }
@@ -219,6 +219,14 @@ impl Sessions {
         page.into_iter().map(Arc::clone).collect()
     }
 
+    /// True if a session still owes its client a sweep of packet ids (see
+    /// `session::inflight::Sweep`).
+    pub(crate) fn sweeps_owed(&self) -> bool {
+        self.all()
+            .iter()
+            .any(|s| s.state.lock().inflight.sweeping())
+    }
+
     /// Every session (taken out of the table's lock).
     fn all(&self) -> Vec<Arc<Session>> {
         self.table.lock().iter().map(|e| Arc::clone(&e.0)).collect()
@@ -294,7 +302,6 @@ impl Sessions {
         self.timers.cancel(&mut st.timers);
         // MQTT-3.1.3-9 (v5): back within the Will Delay Interval: no will.
         st.pending_will = None;
-        st.will_at_ms = None;
         st.disconnected_at_ms = None;
         let resend = present && st.inflight.len() > 0;
         st.link = Some(Link {
@@ -404,7 +411,7 @@ impl Sessions {
             // the link it had; it is never detached.)
             let due = will_delay == 0 || st.ended;
             drop(st);
-            return will.filter(|_| due).map(|w| WillDue::of(w, session));
+            return will.filter(|_| due).map(|w| WillDue::of(*w, session));
         }
         st.link = None;
         st.detached_link = link_id;
@@ -414,9 +421,11 @@ impl Sessions {
         let mut publish_now = None;
         match will {
             Some(w) if will_delay > 0 && expiry > 0 => {
-                st.pending_will = Some(w);
                 let delay = Duration::from_secs(u64::from(will_delay.min(expiry)));
-                st.will_at_ms = NonZeroU64::new(now_ms + delay.as_millis() as u64);
+                st.pending_will = Some(Box::new(PendingWill {
+                    will: *w,
+                    at_ms: now_ms + delay.as_millis() as u64,
+                }));
                 let at = Instant::now() + delay;
                 self.timers
                     .schedule(&mut st.timers, at, session, link_id, TimerKind::WillDelay);
@@ -435,7 +444,7 @@ impl Sessions {
         }
         journal.session_changed(&session.client_id, &st);
         drop(st);
-        let mut due = publish_now.map(|w| WillDue::of(w, session));
+        let mut due = publish_now.map(|w| WillDue::of(*w, session));
         if expiry == 0 {
             // The session's end is the deadline of a pending will; `publish_now` took the
             // will already, so nothing else can be pending.
@@ -470,8 +479,7 @@ impl Sessions {
         }
         match due.kind {
             TimerKind::WillDelay => {
-                let will = st.pending_will.take();
-                st.will_at_ms = None;
+                let will = st.pending_will.take().map(|p| p.will);
                 journal.session_changed(&session.client_id, &st);
                 drop(st);
                 will.map(|w| Fired::Will(WillDue::of(w, &session)))
@@ -559,7 +567,7 @@ impl Sessions {
         }
         Metrics::dec(&self.metrics.sessions);
         will.map(|w| WillDue {
-            will: *w,
+            will: w.will,
             client_id: session.client_id.clone(),
             client,
         })

@@ -17,7 +17,8 @@ impl Connection {
     }
 
     pub(super) fn on_pubcomp(&mut self, a: PubResponse) {
-        let done = self.ack(|st| st.end_inflight(|i| i.pubcomp(a.packet_id)));
+        let link_id = self.link_id;
+        let done = self.ack(|st| st.end_inflight(|i| i.pubcomp(a.packet_id, link_id)));
         self.forget_stored(done.as_ref());
         self.acknowledged(done);
     }

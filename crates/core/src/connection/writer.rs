@@ -11,13 +11,15 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::codec::{Disconnect, Packet, ProtocolVersion, PubResponse, PublishQoS, QoS};
+use crate::codec::{Disconnect, Packet, ProtocolVersion, PubResponse, PublishQoS, QoS, ReasonCode};
 use crate::context::Context;
 use crate::gate::Gate;
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::plugin::DropReason;
-use crate::session::{CloseReason, Link, LinkSignals, Outgoing, Session, SessionState, Stage};
+use crate::session::{
+    AckKind, CloseReason, Inflight, Link, LinkSignals, Outgoing, Session, SessionState, Stage,
+};
 use crate::shown::Text;
 use crate::transport::PacketWriter;
 
@@ -335,9 +337,25 @@ impl<W: PacketWriter> Writer<W> {
         if closing {
             return Fill::Attached;
         }
+        if st.inflight.sweeping() {
+            self.sweep(&mut st.inflight);
+            return Fill::Attached;
+        }
         self.fill_queue(st, window);
         st.after_drain(self.ctx.settings.limits.flow_control_queue);
         Fill::Attached
+    }
+
+    /// Writes the PUBRELs a sweep still owes (see `session::inflight::Sweep`), a batch at a
+    /// time; the fill after the last PUBCOMP sends the queue.
+    fn sweep(&mut self, inflight: &mut Inflight) {
+        while self.wire.pending() < FILL_LIMIT {
+            let Some(id) = inflight.next_swept(self.link_id) else {
+                break;
+            };
+            let release = Outgoing::Ack(AckKind::PubRel, id, ReasonCode::Success);
+            self.send_outgoing(release);
+        }
     }
 
     /// Moves gated control packets whose writes are now durable (or failed) to the outbox,

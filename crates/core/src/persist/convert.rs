@@ -209,7 +209,7 @@ pub(crate) fn session_record(
             .collect(),
         disconnected_at_ms,
         will: match (&st.pending_will, will_at_ms) {
-            (Some(w), Some(at)) => Some(will_record(w, at)),
+            (Some(w), Some(at)) => Some(will_record(&w.will, at)),
             _ => None,
         },
         owner: st.client.as_deref().map(owner_record),

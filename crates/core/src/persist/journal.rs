@@ -14,7 +14,7 @@ pub(crate) fn session_saved(client_id: &str, st: &SessionState) -> Op {
         super::session_record(
             st,
             st.disconnected_at_ms.map(std::num::NonZeroU64::get),
-            st.will_at_ms.map(std::num::NonZeroU64::get),
+            st.pending_will.as_ref().map(|w| w.at_ms),
         ),
     )
 }

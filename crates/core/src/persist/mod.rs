@@ -127,9 +127,16 @@ impl Journal {
         })
     }
 
-    /// Writes what is pending and stops the storage task.
-    pub(crate) async fn close(&self) {
+    /// Writes what is pending and stops the storage task. Unless `sweeps_owed`, clients
+    /// hold no packet id the store does not know (see [`IDS_UNSURE`]).
+    pub(crate) async fn close(&self, sweeps_owed: bool) {
         if let Some(p) = &self.0 {
+            if !sweeps_owed {
+                p.submit_now(vec![Op::DeletePluginState {
+                    plugin: IDS_UNSURE.0.to_string(),
+                    key: IDS_UNSURE.1.to_vec(),
+                }]);
+            }
             p.close().await;
         }
     }
@@ -146,6 +153,24 @@ impl QueueJournal for Persistence {
     }
 }
 
+/// The broker's own entry among the plugins' values (names starting with `$` are refused
+/// to plugins): present while clients may hold outbound packet ids the store does not know.
+///
+/// Under [`Durability::Periodic`] a QoS 2 PUBLISH leaves before its record is durable, so a
+/// crash can lose ids that subscribers still hold (see `session::inflight::Sweep`). A
+/// periodic run writes this entry, durably, before it accepts a client, and a clean
+/// shutdown removes it once no session still owes its client a sweep; a start that finds
+/// it sweeps the packet ids of every persistent session subscribed at QoS 2.
+const IDS_UNSURE: (&str, &[u8]) = ("$roost", b"packet-ids-unsure");
+
+/// Takes the broker's own entry out of the plugins' values; true if it was there (the last
+/// run used periodic durability and did not shut down cleanly, or left sweeps owed).
+pub(crate) fn take_ids_unsure(entries: &mut Vec<roost_storage::PluginEntry>) -> bool {
+    let before = entries.len();
+    entries.retain(|e| !(e.plugin == IDS_UNSURE.0 && e.key == IDS_UNSURE.1));
+    entries.len() != before
+}
+
 /// Operations that may wait for the storage task before submitters are held back.
 pub(crate) const MAX_PENDING_OPS: usize = 65_536;
 
@@ -154,7 +179,10 @@ pub(crate) const MAX_PENDING_OPS: usize = 65_536;
 #[non_exhaustive]
 pub enum Durability {
     /// Flush every interval. Acknowledgements do not wait: up to one interval of
-    /// acknowledged messages can be lost in a crash.
+    /// acknowledged messages can be lost in a crash. After a crash, a persistent session
+    /// subscribed at QoS 2 first releases (PUBREL) every packet id its client may still
+    /// hold from before it, so that no later message is taken for a duplicate (see the
+    /// README, "Packet ids after a crash").
     Periodic(Duration),
     /// Flush before acknowledging: a PUBACK/PUBREC for a QoS 1/2 message that is retained or
     /// goes to a persistent session, and a SUBACK for a persistent session, are sent only
@@ -246,6 +274,23 @@ impl Persistence {
             None => Err(roost_storage::StorageError::Backend(
                 "storage already closed",
             )),
+        }
+    }
+
+    /// Under periodic durability, records that clients may come to hold packet ids the
+    /// store loses (see [`IDS_UNSURE`]), durably: before any client is accepted.
+    pub(crate) async fn mark_ids_unsure(&self) -> Result<(), roost_storage::StorageError> {
+        let storage = self.storage.lock().clone();
+        match (self.durability, storage) {
+            (Durability::Periodic(_), Some(s)) => {
+                let entry = roost_storage::PluginEntry {
+                    plugin: IDS_UNSURE.0.to_string(),
+                    key: IDS_UNSURE.1.to_vec(),
+                    value: Vec::new(),
+                };
+                s.write_durable(vec![Op::PutPluginState(entry)]).await
+            }
+            _ => Ok(()),
         }
     }
 

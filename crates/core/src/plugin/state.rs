@@ -47,6 +47,9 @@ pub enum PluginStateError {
     /// A plugin's name must not contain U+0000 (it separates name and key in storage).
     #[error("a plugin state's name must not contain U+0000")]
     NulInName,
+    /// Names starting with `$` are the broker's own.
+    #[error("a plugin state's name must not start with '$' (the broker's own names)")]
+    ReservedName,
 }
 
 /// A plugin's own values (bytes under byte keys) kept in the broker's storage: loaded when
@@ -98,6 +101,9 @@ impl PluginState {
         }
         if name.contains('\0') {
             return Err(PluginStateError::NulInName);
+        }
+        if name.starts_with('$') {
+            return Err(PluginStateError::ReservedName);
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -209,6 +215,10 @@ mod tests {
         assert_eq!(
             PluginState::new("a\0b").expect_err("nul"),
             PluginStateError::NulInName
+        );
+        assert_eq!(
+            PluginState::new("$roost").expect_err("reserved"),
+            PluginStateError::ReservedName
         );
     }
 

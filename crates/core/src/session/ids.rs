@@ -47,6 +47,11 @@ impl IdSet {
         self.0.is_some()
     }
 
+    /// The identifiers, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        self.0.iter().flat_map(|s| s.iter().copied())
+    }
+
     /// How many identifiers the set holds.
     pub(crate) fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |s| s.len())

@@ -42,11 +42,86 @@ pub(crate) struct Inflight {
     /// by a scan.
     in_use: IdSet,
     last_id: u16,
+    /// PUBRELs still owed to a client whose session was restored after a crash that may
+    /// have lost packet ids it holds (see [`Sweep`]). Boxed: almost always absent.
+    sweep: Option<Box<Sweep>>,
+}
+
+/// A PUBREL for every packet id the client may still hold from before a crash, sent before
+/// anything else new once a session restored under periodic durability resumes.
+///
+/// Under `Durability::Periodic` a QoS 2 PUBLISH goes out before its record (and packet id)
+/// is durable. A crash can then lose the record while the client keeps the id, awaiting a
+/// PUBREL that never comes; the restarted broker would give that id to a new message, which
+/// the client must take for a duplicate and not deliver (MQTT-4.3.3-2 in 3.1.1, MQTT-4.3.3-10
+/// in v5): an acknowledged message lost long after the crash window. A PUBREL for an id
+/// frees it at the client, which answers PUBCOMP whether it knew the id or not (MQTT-4.3.3-2,
+/// MQTT-4.3.3-11), and a PUBLISH after it is new (MQTT-4.3.3-12). The ids of restored
+/// deliveries are left out: those are re-sent as they were. Nothing new is sent until the
+/// PUBCOMP for the last PUBREL arrives, since a connection lost before the client read the
+/// PUBRELs sends them all again on the next one, and a PUBREL must never release a message
+/// sent after the sweep.
+#[derive(Debug)]
+pub(crate) struct Sweep {
+    /// Ids not swept (restored deliveries keep theirs), sorted.
+    keep: Box<[u16]>,
+    /// The link the sweep is being written on: another one starts it again.
+    link: u64,
+    /// The next id to release (past `u16::MAX` once all are written).
+    next: u32,
+    /// The last id released, once all are written: its PUBCOMP ends the sweep.
+    last: Option<u16>,
+}
+
+impl Sweep {
+    /// The next id to release on `link`, starting again on a new link.
+    fn next_on(&mut self, link: u64) -> Option<PacketId> {
+        if self.link != link {
+            self.link = link;
+            self.next = 1;
+            self.last = None;
+        }
+        while self.next <= u32::from(u16::MAX) {
+            let id = self.next as u16;
+            self.next += 1;
+            if self.keep.binary_search(&id).is_err() {
+                self.last = Some(id);
+                return PacketId::new(id);
+            }
+        }
+        None
+    }
 }
 
 impl Inflight {
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Starts a sweep (see [`Sweep`]): every id but those of restored entries and the
+    /// `reserved` ones of restored queued deliveries.
+    pub(crate) fn sweep_after_crash(&mut self, reserved: &IdSet) {
+        let mut keep: Vec<u16> = self.entries.iter().map(|e| e.id.get()).collect();
+        keep.extend(reserved.iter());
+        keep.sort_unstable();
+        keep.dedup();
+        self.sweep = Some(Box::new(Sweep {
+            keep: keep.into_boxed_slice(),
+            link: 0,
+            next: 1,
+            last: None,
+        }));
+    }
+
+    /// True while a sweep is under way: nothing new may be sent.
+    pub(crate) fn sweeping(&self) -> bool {
+        self.sweep.is_some()
+    }
+
+    /// The next id the sweep releases on `link` (`None` once all are written, or with no
+    /// sweep).
+    pub(crate) fn next_swept(&mut self, link: u64) -> Option<PacketId> {
+        self.sweep.as_mut()?.next_on(link)
     }
 
     /// The entry sent last.
@@ -134,9 +209,18 @@ impl Inflight {
         Some(e)
     }
 
-    /// PUBCOMP: removes and returns the released QoS 2 entry `id`.
-    pub(crate) fn pubcomp(&mut self, id: PacketId) -> Option<Entry> {
-        self.remove_if(id, |e| e.stage == Stage::Released)
+    /// PUBCOMP on `link`: removes and returns the released QoS 2 entry `id`. The PUBCOMP
+    /// for a sweep's last PUBREL, written whole on `link`, ends the sweep.
+    pub(crate) fn pubcomp(&mut self, id: PacketId, link: u64) -> Option<Entry> {
+        let done = self.remove_if(id, |e| e.stage == Stage::Released);
+        if done.is_none()
+            && self.sweep.as_ref().is_some_and(|s| {
+                s.link == link && s.next > u32::from(u16::MAX) && s.last == Some(id.get())
+            })
+        {
+            self.sweep = None;
+        }
+        done
     }
 
     /// Removes a QoS 1/2 entry whatever its stage (used when a v5 PUBREC carries an error
@@ -232,6 +316,48 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_releases_every_id_but_the_restored_ones_and_ends_on_its_last_pubcomp() {
+        // MQTT-4.3.3-2 (3.1.1), MQTT-4.3.3-11/-12 (v5): a PUBREL frees an id at the client.
+        let mut w = Inflight::default();
+        w.restore(
+            PacketId::new(3).expect("id"),
+            delivery(QoS::ExactlyOnce),
+            Stage::Released,
+        );
+        let mut reserved = IdSet::default();
+        reserved.insert(u16::MAX);
+        w.sweep_after_crash(&reserved);
+        assert!(w.sweeping());
+        let first: Vec<u16> = (0..3)
+            .filter_map(|_| w.next_swept(7))
+            .map(|i| i.get())
+            .collect();
+        assert_eq!(
+            first,
+            [1, 2, 4],
+            "3 is restored: re-sent as it was, not released"
+        );
+        // The connection is lost: the next one starts again from 1.
+        assert_eq!(w.next_swept(8).map(PacketId::get), Some(1));
+        let mut count = 1;
+        while w.next_swept(8).is_some() {
+            count += 1;
+        }
+        assert_eq!(count, usize::from(u16::MAX) - 2, "all ids but 3 and 65,535");
+        let last = PacketId::new(u16::MAX - 1).expect("id");
+        assert!(w.pubcomp(PacketId::new(1).expect("id"), 8).is_none());
+        assert!(w.pubcomp(last, 7).is_none());
+        assert!(
+            w.sweeping(),
+            "only the last PUBCOMP, on the link that wrote it, ends it"
+        );
+        assert!(w.pubcomp(last, 8).is_none(), "no entry ends with it");
+        assert!(!w.sweeping());
+        assert_eq!(w.next_swept(8), None);
+        assert_eq!(w.len(), 1, "the restored entry stays");
+    }
+
+    #[test]
     fn qos2_flow_and_wrong_acks() {
         let mut w = Inflight::default();
         let id = w
@@ -239,10 +365,10 @@ mod tests {
             .expect("id")
             .id;
         assert!(w.puback(id).is_none(), "PUBACK for a QoS 2 message");
-        assert!(w.pubcomp(id).is_none(), "PUBCOMP before PUBREC");
+        assert!(w.pubcomp(id, 1).is_none(), "PUBCOMP before PUBREC");
         assert!(w.pubrec(id).is_some());
         assert_eq!(w.entries().next().map(|e| e.stage), Some(Stage::Released));
-        assert!(w.pubcomp(id).is_some());
+        assert!(w.pubcomp(id, 1).is_some());
         assert_eq!(w.len(), 0);
     }
 }

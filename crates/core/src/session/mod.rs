@@ -222,8 +222,9 @@ pub(crate) struct SessionState {
     /// Session Expiry Interval in seconds: 0 ends the session with its connection (3.1.1
     /// Clean Session 1); `u32::MAX` never expires (3.1.1 Clean Session 0).
     pub(crate) expiry_interval: u32,
-    /// A will waiting out its Will Delay Interval while no connection is attached.
-    pub(crate) pending_will: Option<Box<crate::codec::LastWill>>,
+    /// A will waiting out its Will Delay Interval while no connection is attached, with
+    /// when it is due (boxed together: most sessions have none).
+    pub(crate) pending_will: Option<Box<PendingWill>>,
     /// The link detached last; timers armed at that detach check it is still current.
     pub(crate) detached_link: u64,
     /// The client as plugins see it, from its latest connection.
@@ -232,8 +233,6 @@ pub(crate) struct SessionState {
     pub(crate) next_storage_seq: u64,
     /// Packet ids reserved by queued messages of a persistent session.
     pub(crate) reserved_ids: IdSet,
-    /// When the pending will is due (ms since the epoch), for storage.
-    pub(crate) will_at_ms: Option<NonZeroU64>,
     /// When the client went away (ms since the epoch), for storage.
     pub(crate) disconnected_at_ms: Option<NonZeroU64>,
     /// A publisher waits for this queue to drain (flow control).
@@ -259,6 +258,14 @@ pub(crate) struct SessionState {
     /// [`TOTAL_GRANULE`], adjusted only when they leave that band, so the shared counter is
     /// touched once per kilobyte or so of queue movement rather than per message.
     total_reserved: usize,
+}
+
+/// A will waiting out its Will Delay Interval.
+#[derive(Debug)]
+pub(crate) struct PendingWill {
+    pub(crate) will: crate::codec::LastWill,
+    /// When it is due (ms since the epoch), for storage.
+    pub(crate) at_ms: u64,
 }
 
 /// Where the queued deliveries of persistent sessions are recorded: the broker's journal,

@@ -153,10 +153,11 @@ settings! {
         pub max_packet_size: u32 = 1024 * 1024 => with_max_packet_size,
         /// Unacknowledged outbound QoS 1/2 messages per session (for a v5 client, at most its
         /// Receive Maximum). Further messages wait in the session's queue. A subscriber gets
-        /// at most this many messages per round trip, so the window bounds its rate: 128
-        /// messages per millisecond of round trip. What the window holds counts in
-        /// `max_queued_bytes`. Default 128.
-        pub max_inflight: u16 = 128 => with_max_inflight,
+        /// at most this many messages per round trip, so the window bounds its rate: 1,024
+        /// messages per millisecond of round trip (10,240 a second over a 100 ms link). What
+        /// the window holds counts in `max_queued_bytes`, and the window's own list is freed
+        /// whenever it empties. Default 1,024.
+        pub max_inflight: u16 = 1024 => with_max_inflight,
         /// Messages waiting in one session's queue (online or offline). When full, new messages
         /// for that session are dropped (the newest is dropped, never one already queued) and
         /// counted in [`Metrics`](crate::Metrics). Default 1,000.

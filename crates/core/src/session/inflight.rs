@@ -30,6 +30,10 @@ pub(crate) struct Entry {
     pub(crate) stage: Stage,
 }
 
+/// An empty window keeps its list up to this many entries' room (a busy subscriber's
+/// window empties and fills again all the time); a larger one, grown by a burst, is freed.
+const KEEP_CAPACITY: usize = 128;
+
 /// Past this many entries, the ids in use are also kept in a set.
 const SCAN_MAX: usize = 16;
 
@@ -232,7 +236,13 @@ impl Inflight {
     fn remove_if(&mut self, id: PacketId, ok: impl Fn(&Entry) -> bool) -> Option<Entry> {
         let i = self.entries.iter().position(|e| e.id == id && ok(e))?;
         self.in_use.remove(&id.get());
-        self.entries.remove(i)
+        let entry = self.entries.remove(i);
+        if self.entries.is_empty() && self.entries.capacity() > KEEP_CAPACITY {
+            // What a burst grew is not kept while nothing is in flight: limits count the
+            // entries, not the list's spare room.
+            self.entries = VecDeque::new();
+        }
+        entry
     }
 }
 
@@ -313,6 +323,16 @@ mod tests {
         }
         assert_eq!(w.len(), 0);
         assert!(!w.in_use.allocated(), "an empty window holds no set");
+        // A burst's list is freed once the window empties; a small one is kept.
+        let mut ids = Vec::new();
+        for _ in 0..KEEP_CAPACITY * 4 {
+            ids.push(w.push(delivery(QoS::AtLeastOnce), &none).expect("id").id);
+        }
+        assert!(w.entries.capacity() > KEEP_CAPACITY);
+        for id in ids {
+            assert!(w.puback(id).is_some());
+        }
+        assert_eq!(w.entries.capacity(), 0, "the burst's room is given back");
     }
 
     #[test]

@@ -441,6 +441,26 @@ pub fn decode(buf: &mut BytesMut, limits: &DecodeLimits) -> Result<Option<Packet
     Ok(Some(packet))
 }
 
+/// The type and Packet Identifier of a well-formed PUBACK, PUBREC, PUBREL or PUBCOMP of only
+/// a Packet Identifier (4 bytes) at the front of `buf`, read without building a [`Packet`]:
+/// a reader hands these on as they are, and a `Packet` (256 bytes, moved several times on
+/// its way to the connection) was 10% of the broker's CPU in QoS 2 fan-in, where three of
+/// every four packets are these. `None` for anything else, a malformed ack included, which
+/// [`decode`] then refuses with its error.
+pub(crate) fn peek_short_ack(buf: &[u8]) -> Option<(PacketType, PacketId)> {
+    let [first, 2, hi, lo, ..] = *buf else {
+        return None;
+    };
+    let kind = match first {
+        0x40 => PacketType::PubAck,
+        0x50 => PacketType::PubRec,
+        0x62 => PacketType::PubRel,
+        0x70 => PacketType::PubComp,
+        _ => return None,
+    };
+    Some((kind, PacketId::new(u16::from_be_bytes([hi, lo]))?))
+}
+
 /// A PUBACK, PUBREC, PUBREL or PUBCOMP of only a Packet Identifier (any protocol level;
 /// in v5 the reason code is then Success, §3.4.2.1), read from its two bytes: `None` for
 /// other packet types. Three of the four packets of a QoS 2 exchange are these.

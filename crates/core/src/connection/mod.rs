@@ -316,39 +316,44 @@ impl Connection {
                 if packets.is_multiple_of(32) && self.signals.is_closed() {
                     return Exit::Closed;
                 }
-                let limits = (&self.limits, &*self.ctx.metrics);
-                let next = next_step(reader, limits, &self.signals, &mut keep_alive);
-                // Matched as the await's value, not kept in a local: a local would keep a
-                // packet's size in this future while the packet's handling waits.
-                let result = match next.await {
-                    Step::Read(r) => r,
-                    Step::Closed => return Exit::Closed,
-                    Step::Timer => {
-                        let last = reader
-                            .last_packet()
-                            .map_or(last_packet, |t| t.max(last_packet));
-                        if self.keep_alive_expired(&mut keep_alive, last) {
-                            return Exit::KeepAliveTimeout;
-                        }
-                        continue;
-                    }
-                };
-                // Taken apart in a function: a match here would keep the whole result (a
-                // packet's size) in this future while the packet's handling waits.
-                let packet = match packet_or_exit(result) {
-                    Ok(packet) => packet,
-                    Err(exit) => return exit,
-                };
                 let mut waited = false;
-                match self.handle(packet, reader.last_packet()) {
-                    Ok(None) => {}
-                    Ok(Some(later)) => {
-                        waited = true;
-                        if let Err(exit) = later.await {
-                            return exit;
+                if let Some((kind, id)) = reader.take_short_ack() {
+                    // Most packets of a QoS 1/2 exchange: no `Packet` is made for them.
+                    self.on_short_ack(kind, id);
+                } else {
+                    let limits = (&self.limits, &*self.ctx.metrics);
+                    let next = next_step(reader, limits, &self.signals, &mut keep_alive);
+                    // Matched as the await's value, not kept in a local: a local would keep
+                    // a packet's size in this future while the packet's handling waits.
+                    let result = match next.await {
+                        Step::Read(r) => r,
+                        Step::Closed => return Exit::Closed,
+                        Step::Timer => {
+                            let last = reader
+                                .last_packet()
+                                .map_or(last_packet, |t| t.max(last_packet));
+                            if self.keep_alive_expired(&mut keep_alive, last) {
+                                return Exit::KeepAliveTimeout;
+                            }
+                            continue;
                         }
+                    };
+                    // Taken apart in a function: a match here would keep the whole result
+                    // (a packet's size) in this future while the packet's handling waits.
+                    let packet = match packet_or_exit(result) {
+                        Ok(packet) => packet,
+                        Err(exit) => return exit,
+                    };
+                    match self.handle(packet, reader.last_packet()) {
+                        Ok(None) => {}
+                        Ok(Some(later)) => {
+                            waited = true;
+                            if let Err(exit) = later.await {
+                                return exit;
+                            }
+                        }
+                        Err(exit) => return exit,
                     }
-                    Err(exit) => return exit,
                 }
                 // Writers are woken once the buffered packets are routed (at most 256 at a
                 // time), not per message: see `session::Fanout`.

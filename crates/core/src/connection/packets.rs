@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use super::auth::{self, Step};
 use super::{Connection, Exit, Violation};
-use crate::codec::{Auth, AuthProperties, Disconnect, Packet, PacketId, PubResponse, ReasonCode};
+use crate::codec::{
+    Auth, AuthProperties, Disconnect, Packet, PacketId, PacketType, PubResponse, ReasonCode,
+};
 use crate::gate::Gate;
 use crate::session::{AckKind, Outgoing, SessionState};
 use crate::shown::{Shown, Text};
@@ -83,6 +85,20 @@ impl Connection {
             }
         };
         done.map(|()| None)
+    }
+
+    /// A PUBACK, PUBREC, PUBREL or PUBCOMP of only a Packet Identifier (Success), taken
+    /// from the reader without a [`Packet`] (see `PacketReader::take_short_ack`): handled
+    /// as [`Connection::handle`] would handle the packet.
+    pub(super) fn on_short_ack(&mut self, kind: PacketType, id: PacketId) {
+        let a = PubResponse::new(id);
+        match kind {
+            PacketType::PubAck => self.on_puback(a),
+            PacketType::PubRec => self.on_pubrec(a),
+            PacketType::PubRel => self.on_pubrel(a),
+            PacketType::PubComp => self.on_pubcomp(a),
+            _ => debug_assert!(false, "not a short acknowledgement: {kind:?}"),
+        }
     }
 
     /// Before 5.0 every response code is Success on the wire; keep that explicit.

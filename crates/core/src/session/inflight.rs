@@ -46,6 +46,11 @@ pub(crate) struct Inflight {
     /// by a scan.
     in_use: IdSet,
     last_id: u16,
+    /// Where the next PUBREC's entry probably is: just past the last one's. A QoS 2 window
+    /// holds, in front, the released entries awaiting PUBCOMP, and a scan from the front
+    /// for each PUBREC went over all of them (10% of the broker's CPU in QoS 2 fan-in with
+    /// a window of 1,024). A hint only: a miss scans the rest.
+    pubrec_hint: u16,
     /// PUBRELs still owed to a client whose session was restored after a crash that may
     /// have lost packet ids it holds (see [`Sweep`]). Boxed: almost always absent.
     sweep: Option<Box<Sweep>>,
@@ -205,10 +210,14 @@ impl Inflight {
     /// PUBREC: moves the QoS 2 entry `id` to [`Stage::Released`]. The PUBLISH is then
     /// acknowledged and must not be sent again (MQTT-4.3.3-1).
     pub(crate) fn pubrec(&mut self, id: PacketId) -> Option<&Entry> {
-        let e = self
-            .entries
-            .iter_mut()
-            .find(|e| e.id == id && e.delivery.qos == QoS::ExactlyOnce)?;
+        let is = |e: &Entry| e.id == id && e.delivery.qos == QoS::ExactlyOnce;
+        let start = usize::from(self.pubrec_hint).min(self.entries.len());
+        let i = match self.entries.range(start..).position(is) {
+            Some(i) => start + i,
+            None => self.entries.range(..start).position(is)?,
+        };
+        self.pubrec_hint = u16::try_from(i + 1).unwrap_or(u16::MAX);
+        let e = &mut self.entries[i];
         e.stage = Stage::Released;
         Some(e)
     }
@@ -236,6 +245,9 @@ impl Inflight {
     fn remove_if(&mut self, id: PacketId, ok: impl Fn(&Entry) -> bool) -> Option<Entry> {
         let i = self.entries.iter().position(|e| e.id == id && ok(e))?;
         self.in_use.remove(&id.get());
+        if i < usize::from(self.pubrec_hint) {
+            self.pubrec_hint -= 1;
+        }
         let entry = self.entries.remove(i);
         if self.entries.is_empty() && self.entries.capacity() > KEEP_CAPACITY {
             // What a burst grew is not kept while nothing is in flight: limits count the
@@ -390,5 +402,26 @@ mod tests {
         assert_eq!(w.entries().next().map(|e| e.stage), Some(Stage::Released));
         assert!(w.pubcomp(id, 1).is_some());
         assert_eq!(w.len(), 0);
+    }
+
+    #[test]
+    fn pubrecs_find_their_entry_in_or_out_of_order() {
+        // MQTT-4.3.3-4 (v5): each PUBREC moves its own message to "released".
+        let mut w = Inflight::default();
+        let none = IdSet::default();
+        let ids: Vec<PacketId> = (0..6)
+            .map(|_| w.push(delivery(QoS::ExactlyOnce), &none).expect("id").id)
+            .collect();
+        let stage = |w: &Inflight, id: PacketId| w.entries().find(|e| e.id == id).map(|e| e.stage);
+        for &i in &[0, 1, 4, 2, 5, 3] {
+            assert_eq!(w.pubrec(ids[i]).map(|e| e.id), Some(ids[i]));
+            assert_eq!(stage(&w, ids[i]), Some(Stage::Released));
+        }
+        assert!(w.pubrec(PacketId::new(999).expect("id")).is_none());
+        // Completed from the front while later ones are acknowledged: the hint follows.
+        assert!(w.pubcomp(ids[0], 1).is_some() && w.pubcomp(ids[1], 1).is_some());
+        let more = w.push(delivery(QoS::ExactlyOnce), &none).expect("id").id;
+        assert_eq!(w.pubrec(more).map(|e| e.id), Some(more));
+        assert!(w.entries().all(|e| e.stage == Stage::Released));
     }
 }

@@ -24,8 +24,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::codec::{
-    decode, DecodeError, DecodeLimits, EncodeError, Packet, ProtocolVersion, PublishQoS,
-    TopicAliasUse,
+    decode, DecodeError, DecodeLimits, EncodeError, Packet, PacketId, PacketType, ProtocolVersion,
+    PublishQoS, TopicAliasUse,
 };
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
@@ -71,6 +71,13 @@ pub(crate) trait PacketReader: Send + 'static {
     /// not. Bytes of an unfinished packet do not count (MQTT-3.1.2-24: keep-alive is about
     /// control packets).
     fn last_packet(&self) -> Option<tokio::time::Instant> {
+        None
+    }
+
+    /// Takes the next packet if it is a buffered PUBACK, PUBREC, PUBREL or PUBCOMP of only a
+    /// Packet Identifier (see [`crate::codec::peek_short_ack`]); `None` leaves everything
+    /// to [`PacketReader::poll_read`]. Readers that cannot tell return `None`.
+    fn take_short_ack(&mut self) -> Option<(PacketType, PacketId)> {
         None
     }
 
@@ -173,6 +180,15 @@ impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
 
     fn holds_packet(&self) -> bool {
         crate::codec::holds_packet(&self.buf)
+    }
+
+    fn take_short_ack(&mut self) -> Option<(PacketType, PacketId)> {
+        let ack = crate::codec::peek_short_ack(&self.buf)?;
+        self.buf.advance(4);
+        if std::mem::take(&mut self.fresh) {
+            self.last_packet = tokio::time::Instant::now();
+        }
+        Some(ack)
     }
 
     async fn discard(&mut self) {

@@ -245,6 +245,40 @@ fn short_acks_between_other_packets() {
     assert!(buf.is_empty());
 }
 
+/// The readers' fast path for two-byte acks agrees with `decode` on every packet it takes,
+/// and leaves everything else to it: wrong flags (MQTT-2.2.2-2), a zero id (MQTT-2.3.1-1),
+/// other lengths, other types, what is not all there yet.
+#[test]
+fn short_acks_are_peeked_as_decode_reads_them() {
+    for (first, kind) in [
+        (0x40, PacketType::PubAck),
+        (0x50, PacketType::PubRec),
+        (0x62, PacketType::PubRel),
+        (0x70, PacketType::PubComp),
+    ] {
+        let bytes = [first, 0x02, 0x12, 0x34, 0xC0];
+        assert_eq!(peek_short_ack(&bytes), Some((kind, pid(0x1234))));
+        let mut buf = BytesMut::from(&bytes[..]);
+        let decoded = decode(&mut buf, &DecodeLimits::new(V5)).expect("valid");
+        let decoded = decoded.expect("whole");
+        assert_eq!(decoded.packet_type(), kind);
+        assert_eq!(buf.len(), 1, "four bytes taken, as the reader advances");
+    }
+    let refused: [&[u8]; 8] = [
+        &[0x60, 0x02, 0x00, 0x01],       // PUBREL without its required flags
+        &[0x42, 0x02, 0x00, 0x01],       // PUBACK with flags
+        &[0x40, 0x02, 0x00, 0x00],       // id 0
+        &[0x40, 0x03, 0x00, 0x01, 0x00], // a reason code: decoded in full
+        &[0x40, 0x02, 0x00],             // not all there
+        &[0xC0, 0x00, 0x00, 0x00],       // PINGREQ
+        &[0x30, 0x02, 0x00, 0x00],       // PUBLISH
+        &[],
+    ];
+    for bytes in refused {
+        assert_eq!(peek_short_ack(bytes), None, "{bytes:x?}");
+    }
+}
+
 #[test]
 fn subscribe_unsubscribe_without_filters() {
     // MQTT-3.8.3-3 and MQTT-3.10.3-2.

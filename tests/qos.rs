@@ -197,6 +197,62 @@ async fn inflight_window_holds_back_messages_until_acknowledged() {
     }
 }
 
+/// MQTT-4.3.2-1 (3.1.1), MQTT-4.3.2-3 (v5): PUBACKs that arrive together (a subscriber
+/// acknowledging a whole read in one write, as most do) each free their message's place in
+/// the window, one for an id not in use among them changes nothing, and the PINGREQ behind
+/// them is answered.
+#[tokio::test]
+async fn pubacks_written_together_each_free_a_place() {
+    for v in [V4, V5] {
+        let broker = start_broker_with(Limits::default().with_max_inflight(4)).await;
+        let mut sub = Raw::connect(&broker, v, "sub").await;
+        sub.subscribe(1, "w", QoS::AtLeastOnce).await;
+        let mut publ = Raw::connect(&broker, v, "pub").await;
+        for i in 1..=12u16 {
+            let payload: &'static [u8] = Box::leak(i.to_be_bytes().to_vec().into_boxed_slice());
+            publ.publish("w", payload, PublishQoS::AtLeastOnce(pid(i)), false)
+                .await;
+        }
+        publ.ping().await;
+        let mut window = Vec::new();
+        for _ in 0..4 {
+            window.push(sub.recv_publish().await);
+        }
+        let mut seen = Vec::new();
+        while !window.is_empty() {
+            let mut acks = bytes::BytesMut::new();
+            for (n, m) in window.drain(..).enumerate() {
+                let PublishQoS::AtLeastOnce(id) = m.qos else {
+                    panic!("QoS 1 expected: {m:?}");
+                };
+                seen.push(u16::from_be_bytes([m.payload[0], m.payload[1]]));
+                let ack = Packet::PubAck(PubResponse::new(id));
+                ack.encode(v, &mut acks).expect("encodes");
+                if n == 1 {
+                    // An id the broker has no message under, between the others.
+                    let stray = Packet::PubAck(PubResponse::new(pid(999)));
+                    stray.encode(v, &mut acks).expect("encodes");
+                }
+            }
+            Packet::PingReq.encode(v, &mut acks).expect("encodes");
+            sub.send_bytes(&acks).await;
+            // The next window (the four places freed) and the PINGRESP, in any order.
+            let want = (12 - seen.len()).min(4);
+            let mut answered = false;
+            while window.len() < want || !answered {
+                match sub.recv().await {
+                    Some(Packet::Publish(m)) => window.push(m),
+                    Some(Packet::PingResp) => answered = true,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        assert_eq!(seen, (1..=12).collect::<Vec<u16>>());
+        assert!(sub.ping().await.is_empty(), "nothing more in flight");
+        broker.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn messages_of_one_publisher_keep_their_order() {
     // MQTT-4.6.0-5 / -6 (3.1.1) and MQTT-4.6.0-5, -6 (v5): ordered topics; the server forwards

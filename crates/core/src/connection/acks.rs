@@ -3,17 +3,54 @@
 //! A PUBREL or PUBCOMP the broker answers with leaves only once the state it reports is
 //! durable (acked durability).
 
-use crate::codec::{PubResponse, ReasonCode};
+use crate::codec::{PacketId, PacketType, PubResponse, ReasonCode};
 use crate::persist::{journal, Gate};
 use crate::session::{AckKind, Outgoing};
 
 use super::Connection;
+
+/// The most PUBACKs applied under one lock of the session (see `Connection::on_pubacks`):
+/// publishers queueing to the session wait no longer than that.
+const PUBACK_RUN: usize = 256;
 
 impl Connection {
     pub(super) fn on_puback(&mut self, a: PubResponse) {
         let done = self.ack(|st| st.end_inflight(|i| i.puback(a.packet_id)));
         self.forget_stored(done.as_ref());
         self.acknowledged(done);
+    }
+
+    /// PUBACK `first` and the PUBACKs buffered right behind it (at most [`PUBACK_RUN`]),
+    /// under one lock of the session: a subscriber acknowledges a whole read at a time,
+    /// and a lock per PUBACK was taken in turn with the publishers queueing to it.
+    pub(super) fn on_pubacks<R: crate::transport::PacketReader>(
+        &mut self,
+        first: PacketId,
+        reader: &mut R,
+    ) {
+        let hooks = !self.ctx.policy.hooks.is_empty();
+        // Entries that need more than the lock (a stored record to forget, the hooks to
+        // tell): rare, so the list is made only for them.
+        let mut after: Vec<crate::session::Entry> = Vec::new();
+        self.ack(|st| {
+            let mut id = Some(first);
+            let mut n = 0;
+            while let Some(pid) = id {
+                if let Some(e) = st.end_inflight(|i| i.puback(pid)) {
+                    if hooks || e.delivery.storage_seq.is_some() {
+                        after.push(e);
+                    }
+                }
+                n += 1;
+                id = (n < PUBACK_RUN)
+                    .then(|| reader.take_short_ack_of(PacketType::PubAck))
+                    .flatten();
+            }
+        });
+        for done in after {
+            self.forget_stored(Some(&done));
+            self.acknowledged(Some(done));
+        }
     }
 
     pub(super) fn on_pubcomp(&mut self, a: PubResponse) {

@@ -317,10 +317,8 @@ impl Connection {
                     return Exit::Closed;
                 }
                 let mut waited = false;
-                if let Some((kind, id)) = reader.take_short_ack() {
-                    // Most packets of a QoS 1/2 exchange: no `Packet` is made for them.
-                    self.on_short_ack(kind, id);
-                } else {
+                // Most packets of a QoS 1/2 exchange: no `Packet` is made for them.
+                if !self.on_short_ack(reader) {
                     let limits = (&self.limits, &*self.ctx.metrics);
                     let next = next_step(reader, limits, &self.signals, &mut keep_alive);
                     // Matched as the await's value, not kept in a local: a local would keep

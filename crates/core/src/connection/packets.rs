@@ -87,18 +87,26 @@ impl Connection {
         done.map(|()| None)
     }
 
-    /// A PUBACK, PUBREC, PUBREL or PUBCOMP of only a Packet Identifier (Success), taken
-    /// from the reader without a [`Packet`] (see `PacketReader::take_short_ack`): handled
-    /// as [`Connection::handle`] would handle the packet.
-    pub(super) fn on_short_ack(&mut self, kind: PacketType, id: PacketId) {
+    /// Takes a PUBACK, PUBREC, PUBREL or PUBCOMP of only a Packet Identifier (Success) from
+    /// the reader without a [`Packet`] (see `PacketReader::take_short_ack`), if one is next,
+    /// and handles it as [`Connection::handle`] would handle the packet (PUBACKs together
+    /// with those behind it). False if the next packet is not one.
+    pub(super) fn on_short_ack<R: crate::transport::PacketReader>(
+        &mut self,
+        reader: &mut R,
+    ) -> bool {
+        let Some((kind, id)) = reader.take_short_ack() else {
+            return false;
+        };
         let a = PubResponse::new(id);
         match kind {
-            PacketType::PubAck => self.on_puback(a),
+            PacketType::PubAck => self.on_pubacks(id, reader),
             PacketType::PubRec => self.on_pubrec(a),
             PacketType::PubRel => self.on_pubrel(a),
             PacketType::PubComp => self.on_pubcomp(a),
             _ => debug_assert!(false, "not a short acknowledgement: {kind:?}"),
         }
+        true
     }
 
     /// Before 5.0 every response code is Success on the wire; keep that explicit.

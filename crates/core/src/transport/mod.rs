@@ -81,6 +81,12 @@ pub(crate) trait PacketReader: Send + 'static {
         None
     }
 
+    /// [`PacketReader::take_short_ack`], only if the packet is of type `kind`.
+    fn take_short_ack_of(&mut self, kind: PacketType) -> Option<PacketId> {
+        let _ = kind;
+        None
+    }
+
     /// Whether a whole packet is buffered already, so the next `read` will not wait for
     /// the peer. False if the reader cannot tell.
     fn holds_packet(&self) -> bool {
@@ -180,6 +186,13 @@ impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
 
     fn holds_packet(&self) -> bool {
         crate::codec::holds_packet(&self.buf)
+    }
+
+    fn take_short_ack_of(&mut self, kind: PacketType) -> Option<PacketId> {
+        match crate::codec::peek_short_ack(&self.buf) {
+            Some((k, _)) if k == kind => self.take_short_ack().map(|(_, id)| id),
+            _ => None,
+        }
     }
 
     fn take_short_ack(&mut self) -> Option<(PacketType, PacketId)> {

@@ -528,6 +528,7 @@ impl Cut {
 #[async_trait]
 impl Storage for Cut {
     async fn load(&self) -> Result<Snapshot, StorageError> {
+        // The next broker's start: it finds what was flushed, and its writes count again.
         self.dead.store(false, Ordering::SeqCst);
         self.inner.load().await
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use roost_storage::{QueueStage, Snapshot};
 use tokio::time::Instant;
 
-use crate::codec::{PacketId, QoS, SubscriptionOptions};
+use crate::codec::{PacketId, QoS};
 use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::persist::{
@@ -122,8 +122,8 @@ pub(crate) fn restore(ctx: &Arc<Context>, snapshot: Snapshot, ids_unsure: bool) 
             // The last run sent QoS 2 messages before their packet ids were durable and
             // did not end cleanly: the client may hold ids this state lost (see
             // `session::inflight::Sweep`). Only a QoS 2 subscription gets QoS 2 messages.
-            let exactly_once = |o: &SubscriptionOptions| o.qos == QoS::ExactlyOnce;
-            if ids_unsure && st.subscriptions.values().any(|s| exactly_once(&s.options)) {
+            let qos2 = |s: &crate::session::SubscriptionRecord| s.options.qos == QoS::ExactlyOnce;
+            if ids_unsure && st.subscriptions.values().any(qos2) {
                 let crate::session::SessionState {
                     inflight,
                     reserved_ids,

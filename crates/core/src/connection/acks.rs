@@ -43,8 +43,9 @@ impl Connection {
                 }
                 n += 1;
                 id = (n < PUBACK_RUN)
-                    .then(|| reader.take_short_ack_of(PacketType::PubAck))
-                    .flatten();
+                    .then(|| reader.take_short_ack(Some(PacketType::PubAck)))
+                    .flatten()
+                    .map(|(_, id)| id);
             }
         });
         for done in after {

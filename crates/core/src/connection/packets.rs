@@ -95,7 +95,7 @@ impl Connection {
         &mut self,
         reader: &mut R,
     ) -> bool {
-        let Some((kind, id)) = reader.take_short_ack() else {
+        let Some((kind, id)) = reader.take_short_ack(None) else {
             return false;
         };
         let a = PubResponse::new(id);

@@ -188,11 +188,7 @@ pub(crate) fn will_from_record(r: WillRecord) -> Option<(LastWill, u64)> {
 }
 
 /// The record of a session's durable state.
-pub(crate) fn session_record(
-    st: &SessionState,
-    disconnected_at_ms: Option<u64>,
-    will_at_ms: Option<u64>,
-) -> SessionRecord {
+pub(crate) fn session_record(st: &SessionState) -> SessionRecord {
     SessionRecord {
         expiry_interval: st.expiry_interval,
         subscriptions: st
@@ -207,11 +203,11 @@ pub(crate) fn session_record(
                 id: r.id.map(NonZeroU32::get),
             })
             .collect(),
-        disconnected_at_ms,
-        will: match (&st.pending_will, will_at_ms) {
-            (Some(w), Some(at)) => Some(will_record(&w.will, at)),
-            _ => None,
-        },
+        disconnected_at_ms: st.disconnected_at_ms.map(std::num::NonZeroU64::get),
+        will: st
+            .pending_will
+            .as_ref()
+            .map(|w| will_record(&w.will, w.at_ms)),
         owner: st.client.as_deref().map(owner_record),
     }
 }

@@ -9,14 +9,7 @@ use crate::session::SessionState;
 
 /// A persistent session's record, as its state now says.
 pub(crate) fn session_saved(client_id: &str, st: &SessionState) -> Op {
-    Op::PutSession(
-        client_id.to_string(),
-        super::session_record(
-            st,
-            st.disconnected_at_ms.map(std::num::NonZeroU64::get),
-            st.pending_will.as_ref().map(|w| w.at_ms),
-        ),
-    )
+    Op::PutSession(client_id.to_string(), super::session_record(st))
 }
 
 /// A session that ended: its record and everything stored under it go.

@@ -75,15 +75,11 @@ pub(crate) trait PacketReader: Send + 'static {
     }
 
     /// Takes the next packet if it is a buffered PUBACK, PUBREC, PUBREL or PUBCOMP of only a
-    /// Packet Identifier (see [`crate::codec::peek_short_ack`]); `None` leaves everything
-    /// to [`PacketReader::poll_read`]. Readers that cannot tell return `None`.
-    fn take_short_ack(&mut self) -> Option<(PacketType, PacketId)> {
-        None
-    }
-
-    /// [`PacketReader::take_short_ack`], only if the packet is of type `kind`.
-    fn take_short_ack_of(&mut self, kind: PacketType) -> Option<PacketId> {
-        let _ = kind;
+    /// Packet Identifier (see [`crate::codec::peek_short_ack`]), of type `only` if given;
+    /// `None` leaves everything to [`PacketReader::poll_read`]. Readers that cannot tell
+    /// return `None`.
+    fn take_short_ack(&mut self, only: Option<PacketType>) -> Option<(PacketType, PacketId)> {
+        let _ = only;
         None
     }
 
@@ -188,15 +184,9 @@ impl<R: AsyncRead + Unpin + Send + 'static> PacketReader for NetReader<R> {
         crate::codec::holds_packet(&self.buf)
     }
 
-    fn take_short_ack_of(&mut self, kind: PacketType) -> Option<PacketId> {
-        match crate::codec::peek_short_ack(&self.buf) {
-            Some((k, _)) if k == kind => self.take_short_ack().map(|(_, id)| id),
-            _ => None,
-        }
-    }
-
-    fn take_short_ack(&mut self) -> Option<(PacketType, PacketId)> {
-        let ack = crate::codec::peek_short_ack(&self.buf)?;
+    fn take_short_ack(&mut self, only: Option<PacketType>) -> Option<(PacketType, PacketId)> {
+        let ack = crate::codec::peek_short_ack(&self.buf)
+            .filter(|(kind, _)| only.is_none_or(|k| k == *kind))?;
         self.buf.advance(4);
         if std::mem::take(&mut self.fresh) {
             self.last_packet = tokio::time::Instant::now();

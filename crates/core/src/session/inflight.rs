@@ -108,12 +108,17 @@ impl Inflight {
     }
 
     /// Starts a sweep (see [`Sweep`]): every id but those of restored entries and the
-    /// `reserved` ones of restored queued deliveries.
+    /// `reserved` ones of restored queued deliveries. None if they hold every id: no PUBREL
+    /// would be written, so none could end it.
     pub(crate) fn sweep_after_crash(&mut self, reserved: &IdSet) {
         let mut keep: Vec<u16> = self.entries.iter().map(|e| e.id.get()).collect();
         keep.extend(reserved.iter());
         keep.sort_unstable();
         keep.dedup();
+        if keep.len() >= usize::from(u16::MAX) {
+            self.sweep = None;
+            return;
+        }
         self.sweep = Some(Box::new(Sweep {
             keep: keep.into_boxed_slice(),
             link: 0,
@@ -387,6 +392,30 @@ mod tests {
         assert!(!w.sweeping());
         assert_eq!(w.next_swept(8), None);
         assert_eq!(w.len(), 1, "the restored entry stays");
+    }
+
+    #[test]
+    fn a_sweep_with_every_id_restored_is_no_sweep() {
+        // A persistent session restored with 65,535 queued QoS 1/2 messages holds every id:
+        // nothing to release, so nothing may wait for the PUBCOMP of a last PUBREL (the
+        // session sent nothing ever again).
+        let mut w = Inflight::default();
+        w.restore(
+            PacketId::new(9).expect("id"),
+            delivery(QoS::ExactlyOnce),
+            Stage::Published,
+        );
+        let mut reserved = IdSet::default();
+        for id in (1..=u16::MAX).filter(|&id| id != 9) {
+            reserved.insert(id);
+        }
+        w.sweep_after_crash(&reserved);
+        assert!(!w.sweeping(), "nothing to release: new messages may go");
+        assert_eq!(w.next_swept(1), None);
+        reserved.remove(&700);
+        w.sweep_after_crash(&reserved);
+        assert!(w.sweeping(), "one id to release");
+        assert_eq!(w.next_swept(1).map(PacketId::get), Some(700));
     }
 
     #[test]

@@ -171,7 +171,7 @@ pub struct Cli {
     #[arg(long, hide = true, value_name = "MIB")]
     pub max_storage_mb: Option<u64>,
 
-    /// Runtime worker threads [default: one per core].
+    /// Runtime worker threads [default: half the cores, rounded up].
     #[arg(long, env = "ROOST_THREADS", value_name = "N")]
     pub threads: Option<usize>,
 

@@ -53,7 +53,7 @@ pub struct Config {
     pub on_corrupt: OnCorruptMode,
     /// Backend of a new data directory (an existing one opens with the one that made it).
     pub storage: Option<BackendName>,
-    /// Runtime worker threads (default: one per core).
+    /// Runtime worker threads (default: half the cores, rounded up).
     pub threads: Option<usize>,
     /// Where to serve `/metrics` (Prometheus text), `/healthz` and `/readyz` over HTTP
     /// (off when unset).
@@ -627,7 +627,7 @@ const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("flush_interval", "For durability = \"periodic\": how often.", None),
     ("on_corrupt", "An unreadable data directory: fail, or quarantine (move aside, start empty).", None),
     ("storage", "Backend of a new data directory: redb or sled.", Some("\"redb\"")),
-    ("threads", "Runtime worker threads. Unset: one per core.", Some("2")),
+    ("threads", "Runtime worker threads. Unset: half the cores, rounded up.", Some("2")),
     (
         "http_listen",
         "Serve /metrics (Prometheus), /healthz and /readyz over HTTP here. Unset: off.",

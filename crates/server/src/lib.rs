@@ -85,10 +85,12 @@ where
             }
         };
     }
+    let threads = config.threads.unwrap_or_else(|| {
+        default_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    });
+    tracing::info!(threads, "runtime worker threads");
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.threads {
-        runtime.worker_threads(n);
-    }
+    runtime.worker_threads(threads);
     match runtime.enable_all().build() {
         Ok(runtime) => runtime.block_on(serve::serve(parsed, config)),
         Err(e) => {
@@ -96,6 +98,20 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// Worker threads when the configuration sets none, on a machine with `cores` cores (as many
+/// as the process may use): half of them, rounded up.
+///
+/// The broker's work per message is mostly the kernel's (its TCP sends and receives, and the
+/// waking of the peers it sends to), and the clients on the same machine need the cores too.
+/// A second worker on two cores made the broker spend more CPU per message in every shape of
+/// `scripts/bench-compare.sh` (issue 19): the idle worker takes each small read or wake-up as
+/// it comes, so reads and writes carry fewer messages, and the workers hand tasks to each
+/// other (about 8x the context switches, 1.5x the sends and receives). One worker used 20–55%
+/// less CPU per message there, and delivered as many messages per second or more.
+fn default_threads(cores: usize) -> usize {
+    cores.div_ceil(2).max(1)
 }
 
 /// Logs to standard output, filtered by `RUST_LOG` (default `info`).
@@ -110,4 +126,19 @@ fn init_logging() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error")),
         )
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_threads;
+
+    #[test]
+    fn default_threads_are_half_the_cores_rounded_up() {
+        assert_eq!(default_threads(0), 1);
+        assert_eq!(default_threads(1), 1);
+        assert_eq!(default_threads(2), 1);
+        assert_eq!(default_threads(3), 2);
+        assert_eq!(default_threads(8), 4);
+        assert_eq!(default_threads(64), 32);
+    }
 }

@@ -160,7 +160,9 @@ settings! {
         pub max_inflight: u16 = 1024 => with_max_inflight,
         /// Messages waiting in one session's queue (online or offline). When full, new messages
         /// for that session are dropped (the newest is dropped, never one already queued) and
-        /// counted in [`Metrics`](crate::Metrics). Default 1,000.
+        /// counted in [`Metrics`](crate::Metrics). With storage, a persistent session's QoS 1/2
+        /// messages keep their packet id while stored, so it holds 65,535 of them at most,
+        /// whatever this says. Default 1,000.
         pub max_queued_messages: usize = 1000 => with_max_queued_messages,
         /// Bytes one session holds for its client: its queue and the messages it sent and has
         /// not had acknowledged, counting what each message holds (topic, payload, forwarded

@@ -105,13 +105,14 @@ where
 ///
 /// The broker's work per message is mostly the kernel's (its TCP sends and receives, and the
 /// waking of the peers it sends to), and the clients on the same machine need the cores too.
-/// A second worker on two cores made the broker spend more CPU per message in every shape of
-/// `scripts/bench-compare.sh` (issue 19): the idle worker takes each small read or wake-up as
-/// it comes, so reads and writes carry fewer messages, and the workers hand tasks to each
-/// other (about 8x the context switches, 1.5x the sends and receives). One worker used 20–55%
-/// less CPU per message there; it delivered as many messages per second or more where the
-/// clients were the limit, and 15–45% fewer where one core of broker was (raw fan-in QoS 0,
-/// fan-out to 1,000 subscribers), still ahead of the other brokers measured.
+/// A second worker on two cores made the broker spend 8–65% more CPU per message in six of
+/// the seven shapes of `scripts/bench-compare.sh` compared, and about the same in the
+/// seventh (fan-out to 1,000 subscribers), issue 19: the idle worker takes each small read or
+/// wake-up as it comes, so reads and writes carry fewer messages, and the workers hand tasks
+/// to each other (about 8x the context switches, 1.5x the sends and receives). One worker
+/// delivered as many messages per second or more where the clients were the limit, and
+/// 16–30% fewer where one core of broker was (raw fan-in QoS 0, fan-out to 1,000
+/// subscribers), still ahead of the other brokers measured.
 fn default_threads(cores: usize) -> usize {
     cores.div_ceil(2).max(1)
 }
